@@ -1,0 +1,54 @@
+"""Shoal: run Python functions in autoscaling pools of containers, on your own machines.
+
+The public API follows Modal's, so ``import shoal as modal`` runs scripts that use
+functions, maps, concurrency and scaling options::
+
+    import shoal
+
+    app = shoal.App("demo")
+
+    @app.function(max_containers=10)
+    @shoal.concurrent(max_inputs=20)
+    def fetch(url: str) -> int: ...
+
+    with app.run():
+        print(sum(fetch.map(["a", "b"])))
+"""
+
+from shoal import exception
+from shoal.client.app import App
+from shoal.client.decorators import concurrent
+from shoal.client.function import Function
+from shoal.client.function_call import FunctionCall
+from shoal.container.context import current_input_id, is_local
+from shoal.control.pool import FunctionStats
+from shoal.control.spec import Retries
+from shoal.exception import (
+    ContainerCrashError,
+    ContainerInitError,
+    Error,
+    FunctionTimeoutError,
+    InvalidError,
+    RemoteError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "ContainerCrashError",
+    "ContainerInitError",
+    "Error",
+    "Function",
+    "FunctionCall",
+    "FunctionStats",
+    "FunctionTimeoutError",
+    "InvalidError",
+    "RemoteError",
+    "Retries",
+    "__version__",
+    "concurrent",
+    "current_input_id",
+    "exception",
+    "is_local",
+]

@@ -1,0 +1,61 @@
+"""The interface every backend implements: start, stop and list containers.
+
+A backend only decides where a container process runs. The process is always
+``python -m shoal.container ADDRESS CONTAINER_ID`` with the control plane's token in
+its environment; it connects back to the control plane on its own, so a backend
+knows nothing of inputs, pools or the protocol.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerLaunch:
+    """What a backend needs to start one container.
+
+    ``label`` prefixes the container's output lines (``[fetch-c3] ...``).
+    """
+
+    container_id: str
+    label: str
+    address: str
+    token: str
+
+
+#: Called once when a container process has exited, with its id and exit code
+#: (``None`` when the backend cannot tell).
+OnExit = Callable[[str, int | None], None]
+
+
+class Backend(abc.ABC):
+    """Starts and stops container processes. All methods run on the control loop."""
+
+    @abc.abstractmethod
+    async def start(self, launch: ContainerLaunch, on_exit: OnExit) -> int | None:
+        """Start a container; return its pid when the backend knows one.
+
+        ``on_exit`` is called exactly once after the process ends, however it ends.
+
+        Raises:
+            OSError: the process could not be started.
+        """
+
+    @abc.abstractmethod
+    async def stop(self, container_id: str, grace: float) -> None:
+        """Wait up to ``grace`` seconds for the container to exit, then kill it.
+
+        Returns once the process has exited. Unknown or exited ids are a no-op.
+        """
+
+    @abc.abstractmethod
+    def list(self) -> list[str]:
+        """Ids of containers started and not yet exited."""
+
+    async def close(self) -> None:
+        """Kill every container still running and wait for them to exit."""
+        for container_id in self.list():
+            await self.stop(container_id, 0.0)

@@ -1,0 +1,137 @@
+"""``shoal run FILE[::NAME] [--arg value ...]``: run an app's entrypoint or one function.
+
+``shoal run demo.py`` calls the file's only ``@app.local_entrypoint()`` (or its
+only function) inside ``app.run()``; ``demo.py::main`` and ``demo.py::generate``
+pick one by name. Options after the target become the entrypoint's keyword
+arguments, converted by its annotations (``--count 3`` for ``count: int``).
+The command exits non-zero when the entrypoint raises.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+
+from shoal.cli.status import Status
+from shoal.client.app import App
+from shoal.client.function import Function
+from shoal.client.user_module import load_file
+from shoal.exception import InvalidError
+
+#: Annotation -> click parameter type, for entrypoint options.
+_TYPES: dict[Any, click.ParamType] = {
+    int: click.INT,
+    float: click.FLOAT,
+    bool: click.BOOL,
+    str: click.STRING,
+    "int": click.INT,
+    "float": click.FLOAT,
+    "bool": click.BOOL,
+    "str": click.STRING,
+}
+
+
+@click.group()
+@click.version_option(package_name="shoal")
+def main() -> None:
+    """Shoal: Python functions in autoscaling pools of containers."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("target")
+@click.option("--quiet", "-q", is_flag=True, help="No live status display.")
+@click.pass_context
+def run(ctx: click.Context, target: str, quiet: bool) -> None:
+    """Run TARGET (FILE.py or FILE.py::NAME) against an ephemeral app."""
+    path, _, name = target.partition("::")
+    try:
+        module = load_file(path)
+    except InvalidError as exc:
+        raise click.UsageError(str(exc)) from None
+    app, call = _resolve(vars(module), name, path)
+    kwargs = _parse_args(call, ctx.args)
+    console = Console(stderr=True)
+    try:
+        with app.run(), Live(Status(app), console=console, refresh_per_second=4,
+                            transient=False) if not quiet else _nothing():
+            result = call(**kwargs)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; containers stopped[/yellow]")
+        sys.exit(130)
+    except Exception:
+        traceback.print_exc()
+        sys.exit(1)
+    if result is not None:
+        click.echo(result)
+
+
+class _nothing:  # noqa: N801 - a stand-in context manager
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _resolve(namespace: dict[str, Any], name: str, path: str) -> tuple[App, Callable[..., Any]]:
+    """Find the app and the callable (entrypoint, or a function's ``remote``) to run."""
+    apps = [v for v in namespace.values() if isinstance(v, App)]
+    if not apps:
+        raise click.UsageError(f"{path} defines no shoal.App")
+    candidates: dict[str, tuple[App, Callable[..., Any]]] = {}
+    for app in apps:
+        for fname, function in app.registered_functions.items():
+            candidates.setdefault(fname, (app, _remote_of(function)))
+        for ename, entry in app.registered_entrypoints.items():
+            candidates[ename] = (app, entry)  # entrypoints win over functions
+    if name:
+        if name not in candidates:
+            raise click.UsageError(f"{path} has no entrypoint or function {name!r}; "
+                                   f"choose from {sorted(candidates)}")
+        return candidates[name]
+    entrypoints = [(a, e) for a in apps for e in a.registered_entrypoints.values()]
+    if len(entrypoints) == 1:
+        return entrypoints[0]
+    if not entrypoints and len(candidates) == 1:
+        return next(iter(candidates.values()))
+    raise click.UsageError(f"{path} has several candidates; name one: {path}::NAME with NAME "
+                           f"in {sorted(candidates)}")
+
+
+def _remote_of(function: Function[Any, Any]) -> Callable[..., Any]:
+    def call(**kwargs: Any) -> Any:
+        return function.remote(**kwargs)
+
+    call.__signature__ = inspect.signature(function.__shoal_raw_function__)  # type: ignore[attr-defined]
+    return call
+
+
+def _parse_args(call: Callable[..., Any], args: list[str]) -> dict[str, Any]:
+    """Turn ``--name value`` options into keyword arguments of ``call``."""
+    params = []
+    for param in inspect.signature(call).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        kind = _TYPES.get(param.annotation, click.STRING)
+        required = param.default is inspect.Parameter.empty
+        params.append(
+            click.Option(
+                [f"--{param.name.replace('_', '-')}", param.name],
+                type=kind,
+                required=required,
+                default=None if required else param.default,
+            )
+        )
+    command = click.Command("entrypoint", params=params, callback=lambda **kw: kw)
+    try:
+        parsed: dict[str, Any] = command.main(args, standalone_mode=False)
+    except click.ClickException as exc:
+        raise click.UsageError(exc.format_message()) from None
+    return parsed

@@ -1,0 +1,1 @@
+"""What the caller holds: apps, function handles, calls in flight, maps."""

@@ -1,0 +1,253 @@
+"""``shoal.App``: registers functions and entrypoints, and runs them.
+
+An app is a namespace of functions. ``with app.run():`` starts a control plane
+on the background loop with one pool per function (warm containers start right
+away) and tears everything down on exit, containers included. ``shoal run``
+does the same around a ``@app.local_entrypoint()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, TypeVar, overload
+
+from shoal.backends import get_backend
+from shoal.client.bridge import run_sync
+from shoal.client.decorators import concurrency_of
+from shoal.client.function import Function
+from shoal.client.map import MapProgress
+from shoal.client.user_module import alias_main, code_ref
+from shoal.control.pool import Pool
+from shoal.control.server import ControlPlane
+from shoal.control.spec import UNSET, FunctionSpec, Retries, Scaling
+from shoal.exception import ExecutionError, InvalidError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+E = TypeVar("E", bound=Callable[..., Any])
+
+
+class _FunctionDecorator:
+    """What ``app.function(...)`` returns: applies the options to one function."""
+
+    def __init__(self, app: App, options: dict[str, Any]) -> None:
+        self._app = app
+        self._options = options
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Function[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Function[P, R]: ...
+
+    def __call__(self, fn: Callable[..., Any]) -> Function[Any, Any]:
+        return self._app._register(fn, **self._options)
+
+
+def _pick(name: str, value: Any, old_name: str, old_value: Any, default: Any) -> Any:
+    """Resolve an option that Modal also spells the older way."""
+    if value is not UNSET and old_value is not UNSET:
+        raise InvalidError(f"give {name} or its older spelling {old_name}, not both")
+    if value is not UNSET:
+        return value
+    return default if old_value is UNSET else old_value
+
+
+class App:
+    """A named set of functions that run in autoscaling pools of containers."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+        self._functions: dict[str, Function[Any, Any]] = {}
+        self._entrypoints: dict[str, Callable[..., Any]] = {}
+        self._control: ControlPlane | None = None
+        self._progress: list[MapProgress] = []
+
+    # -- registration -------------------------------------------------------
+
+    def function(
+        self,
+        *,
+        serialized: bool = False,
+        timeout: float = 300.0,
+        retries: int | Retries | None = None,
+        max_containers: int | None | Any = UNSET,
+        min_containers: int | Any = UNSET,
+        buffer_containers: int = 0,
+        scaledown_window: float | Any = UNSET,
+        allow_concurrent_inputs: int | None = None,
+        keep_warm: int | Any = UNSET,
+        concurrency_limit: int | None | Any = UNSET,
+        container_idle_timeout: float | Any = UNSET,
+        name: str | None = None,
+    ) -> _FunctionDecorator:
+        """Register the decorated function to run in its own autoscaling pool.
+
+        Scaling options are those of DESIGN's table; ``keep_warm``,
+        ``concurrency_limit``, ``container_idle_timeout`` and
+        ``allow_concurrent_inputs`` are Modal's older spellings of
+        ``min_containers``, ``max_containers``, ``scaledown_window`` and
+        ``@shoal.concurrent(max_inputs=...)``.
+
+        Raises:
+            InvalidError: an option is out of range, given twice under both its
+                names, or the function cannot be located by a container.
+        """
+        options = {
+            "serialized": serialized,
+            "timeout": timeout,
+            "retries": retries,
+            "max_containers": _pick(
+                "max_containers", max_containers, "concurrency_limit", concurrency_limit, None
+            ),
+            "min_containers": _pick("min_containers", min_containers, "keep_warm", keep_warm, 0),
+            "buffer_containers": buffer_containers,
+            "scaledown_window": _pick(
+                "scaledown_window",
+                scaledown_window,
+                "container_idle_timeout",
+                container_idle_timeout,
+                60.0,
+            ),
+            "allow_concurrent_inputs": allow_concurrent_inputs,
+            "name": name,
+        }
+        return _FunctionDecorator(self, options)
+
+    def _register(
+        self,
+        fn: Callable[..., Any],
+        *,
+        serialized: bool,
+        timeout: float,
+        retries: int | Retries | None,
+        allow_concurrent_inputs: int | None,
+        name: str | None,
+        **scaling: Any,
+    ) -> Function[Any, Any]:
+        if isinstance(fn, Function):
+            raise InvalidError(f"{fn.name} is already registered with @app.function")
+        if not callable(fn):
+            raise InvalidError(f"@app.function needs a function, got {fn!r}")
+        concurrency = concurrency_of(fn)
+        if concurrency is not None and allow_concurrent_inputs is not None:
+            raise InvalidError("give @shoal.concurrent or allow_concurrent_inputs, not both")
+        if concurrency is not None:
+            scaling["max_inputs"] = concurrency.max_inputs
+            scaling["target_inputs"] = concurrency.target_inputs
+        elif allow_concurrent_inputs is not None:
+            scaling["max_inputs"] = allow_concurrent_inputs
+        fname = name or fn.__name__
+        if fname in self._functions:
+            raise InvalidError(f"app already has a function named {fname!r}")
+        spec = FunctionSpec(
+            name=fname,
+            scaling=Scaling(**scaling),
+            timeout=timeout,
+            retries=Retries.coerce(retries),
+        )
+        if not serialized:
+            code_ref(fn, serialized=False)  # fail now if a container could not find it
+        handle: Function[Any, Any] = Function(self, fn, spec, serialized=serialized)
+        self._functions[fname] = handle
+        return handle
+
+    @overload
+    def local_entrypoint(self, fn: E, /) -> E: ...
+
+    @overload
+    def local_entrypoint(self, *, name: str | None = None) -> Callable[[E], E]: ...
+
+    def local_entrypoint(
+        self, fn: E | None = None, /, *, name: str | None = None
+    ) -> E | Callable[[E], E]:
+        """Mark a function that ``shoal run`` calls in the caller's process."""
+
+        def register(f: E) -> E:
+            self._entrypoints[name or f.__name__] = f
+            return f
+
+        return register(fn) if fn is not None else register
+
+    @property
+    def registered_functions(self) -> dict[str, Function[Any, Any]]:
+        """The app's functions by name."""
+        return dict(self._functions)
+
+    @property
+    def registered_entrypoints(self) -> dict[str, Callable[..., Any]]:
+        """The app's local entrypoints by name."""
+        return dict(self._entrypoints)
+
+    # -- running ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def run(self) -> Iterator[App]:
+        """Run the app for the duration of the ``with`` block.
+
+        Starts a control plane and every function's pool (warm containers start
+        at once); on exit, stops every container, whatever the block raised.
+
+        Raises:
+            ExecutionError: the app is already running.
+        """
+        if self._control is not None:
+            raise ExecutionError(f"app {self.name!r} is already running")
+        alias_main()
+        control = run_sync(self._start())
+        self._control = control
+        try:
+            yield self
+        finally:
+            self._control = None
+            run_sync(control.stop())
+
+    async def _start(self) -> ControlPlane:
+        control = ControlPlane(get_backend("local"))
+        await control.start()
+        try:
+            for handle in self._functions.values():
+                control.add_pool(handle.spec, code_ref(handle.__shoal_raw_function__,
+                                                       serialized=handle.serialized))
+        except BaseException:
+            await control.stop()
+            raise
+        return control
+
+    @property
+    def is_running(self) -> bool:
+        """Whether ``app.run()`` is active."""
+        return self._control is not None
+
+    def _pool(self, name: str) -> Pool:
+        control = self._control
+        if control is None:
+            raise ExecutionError(
+                f"app {self.name!r} is not running: call {name} inside `with app.run():` "
+                "or through `shoal run`"
+            )
+        return control.pool(name)
+
+    def _track(self, progress: MapProgress, chunks: AsyncIterator[list[Any]]) -> AsyncIterator[
+        list[Any]
+    ]:
+        """Show ``progress`` in the status display while ``chunks`` is iterated."""
+
+        async def tracked() -> AsyncIterator[list[Any]]:
+            self._progress.append(progress)
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            finally:
+                self._progress.remove(progress)
+                await chunks.aclose()  # type: ignore[attr-defined]
+
+        return tracked()
+
+    def progress(self) -> list[MapProgress]:
+        """The maps running now (for the status display)."""
+        return list(self._progress)
+
+    def __repr__(self) -> str:
+        return f"<shoal.App {self.name!r} functions={list(self._functions)}>"

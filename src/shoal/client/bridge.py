@@ -1,0 +1,183 @@
+"""One async implementation, two faces: blocking calls and ``.aio`` awaitables.
+
+Every handle method is written once as a coroutine (or an async iterator of
+chunks) that runs on a single background event loop, the loop the embedded
+control plane lives on. :class:`Bridged` gives it a blocking ``__call__`` for
+ordinary code and an ``aio`` form for code already inside an event loop::
+
+    f.remote(1)              # blocks this thread until the result is in
+    await f.remote.aio(1)    # awaits it from any event loop
+
+The background loop is one daemon thread started on first use; it dies with
+the process, and containers notice the closed connection and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+
+from shoal.exception import ExecutionError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+S = TypeVar("S")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The loop every Shoal coroutine runs on, started on first use."""
+    global _loop
+    with _lock:
+        if _loop is None:
+            started = threading.Event()
+            loop = asyncio.new_event_loop()
+
+            def serve() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(started.set)
+                loop.run_forever()
+
+            threading.Thread(target=serve, name="shoal-control", daemon=True).start()
+            started.wait()
+            _loop = loop
+        return _loop
+
+
+def _on_background_loop() -> bool:
+    try:
+        return asyncio.get_running_loop() is _loop
+    except RuntimeError:
+        return False
+
+
+def run_sync(coro: Coroutine[Any, Any, R]) -> R:
+    """Run ``coro`` on the background loop and block until it returns.
+
+    Raises:
+        ExecutionError: called from the background loop itself (it would deadlock).
+    """
+    if _on_background_loop():
+        coro.close()
+        raise ExecutionError("a blocking Shoal call inside Shoal's own loop; use .aio")
+    future = asyncio.run_coroutine_threadsafe(coro, background_loop())
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()  # e.g. KeyboardInterrupt: stop the work we started
+        raise
+
+
+async def run_async(coro: Coroutine[Any, Any, R]) -> R:
+    """Await ``coro`` on the background loop from whatever loop the caller runs."""
+    if _on_background_loop():
+        return await coro
+    future = asyncio.run_coroutine_threadsafe(coro, background_loop())
+    return await asyncio.wrap_future(future)
+
+
+class Bridged(Generic[P, R]):
+    """A coroutine function with a blocking face (``__call__``) and ``.aio``."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> None:
+        self._fn = fn
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return run_sync(self._fn(*args, **kwargs))
+
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """The same call, awaitable from any event loop."""
+        return await run_async(self._fn(*args, **kwargs))
+
+
+class bridged(Generic[S, P, R]):  # noqa: N801 - used as a decorator, like property
+    """Decorates an ``async def`` method so instances expose it as :class:`Bridged`::
+
+        class FunctionCall:
+            @bridged
+            async def get(self, timeout: float | None = None) -> R: ...
+
+        call.get(5)            # blocking
+        await call.get.aio(5)  # async
+    """
+
+    def __init__(self, fn: Callable[Concatenate[S, P], Coroutine[Any, Any, R]]) -> None:
+        self._fn = fn
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __get__(self, obj: S, owner: type[Any] | None = None) -> Bridged[P, R]:
+        return Bridged(functools.partial(self._fn, obj))
+
+
+class BridgedIter(Generic[P, T]):
+    """An async iterator of chunks with a blocking face (an iterator) and ``.aio``."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[P, AsyncIterator[list[T]]]) -> None:
+        self._fn = fn
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        return iterate_sync(self._fn(*args, **kwargs))
+
+    def aio(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
+        """The same iteration, from any event loop."""
+        return iterate_async(self._fn(*args, **kwargs))
+
+
+class bridged_iter(Generic[S, P, T]):  # noqa: N801 - used as a decorator, like property
+    """Decorates an async-generator method yielding chunks, exposing :class:`BridgedIter`."""
+
+    def __init__(self, fn: Callable[Concatenate[S, P], AsyncIterator[list[T]]]) -> None:
+        self._fn = fn
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __get__(self, obj: S, owner: type[Any] | None = None) -> BridgedIter[P, T]:
+        return BridgedIter(functools.partial(self._fn, obj))
+
+
+def iterate_sync(chunks: AsyncIterator[list[T]]) -> Iterator[T]:
+    """Iterate an async iterator of chunks from a thread outside the loop.
+
+    One loop round trip per chunk, not per item. Closing the iterator early
+    closes ``chunks`` on the loop.
+    """
+    try:
+        while True:
+            try:
+                chunk = run_sync(_anext(chunks))
+            except StopAsyncIteration:
+                return
+            yield from chunk
+    finally:
+        closer = getattr(chunks, "aclose", None)
+        if closer is not None:
+            run_sync(closer())
+
+
+async def iterate_async(chunks: AsyncIterator[list[T]]) -> AsyncIterator[T]:
+    """Iterate an async iterator of chunks from any event loop."""
+    try:
+        while True:
+            try:
+                chunk = await run_async(_anext(chunks))
+            except StopAsyncIteration:
+                return
+            for item in chunk:
+                yield item
+    finally:
+        closer = getattr(chunks, "aclose", None)
+        if closer is not None:
+            await run_async(closer())
+
+
+async def _anext(iterator: AsyncIterator[T]) -> T:
+    return await iterator.__anext__()

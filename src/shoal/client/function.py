@@ -1,0 +1,220 @@
+"""The handle a caller holds for a function: ``remote``, ``spawn``, ``map`` and friends.
+
+``Function[P, R]`` is generic in the user's signature, so ``f.remote(...)`` is
+type-checked against the function and returns its result type (the awaited type
+for an ``async def``). Every method is one coroutine on the background loop
+with a blocking face and an ``.aio`` face (:mod:`shoal.client.bridge`); all of
+them go through the function's pool in the running app's control plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from shoal.client.bridge import bridged, bridged_iter, run_sync
+from shoal.client.function_call import FunctionCall
+from shoal.client.map import MapOptions, MapProgress, arg_tuples, known_length, map_outputs
+from shoal.control.calls import CallState, InputRecord
+from shoal.control.pool import FunctionStats, Pool
+from shoal.control.spec import UNSET, FunctionSpec
+from shoal.exception import InputCancellation
+from shoal.protocol import payload
+
+if TYPE_CHECKING:
+    from shoal.client.app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Function(Generic[P, R]):
+    """A function registered on an app; call it with ``remote``, ``map``, ``spawn``…
+
+    Created by ``@app.function(...)``; not constructed directly.
+    """
+
+    def __init__(
+        self, app: App, raw_f: Callable[..., Any], spec: FunctionSpec, *, serialized: bool
+    ) -> None:
+        self._app = app
+        self._raw_f = raw_f
+        self.spec = spec
+        self.serialized = serialized
+        self.__name__ = raw_f.__name__
+        self.__qualname__ = raw_f.__qualname__
+        self.__module__ = raw_f.__module__
+        self.__doc__ = raw_f.__doc__
+
+    @property
+    def __shoal_raw_function__(self) -> Callable[..., Any]:
+        """The undecorated function (what a container runs)."""
+        return self._raw_f
+
+    @property
+    def name(self) -> str:
+        """The function's name within its app."""
+        return self.spec.name
+
+    def _pool(self) -> Pool:
+        return self._app._pool(self.spec.name)
+
+    def _outcome(self, record: InputRecord) -> R:
+        """Unpickle ``record``'s result, or raise its error."""
+        if record.state is CallState.DONE:
+            assert record.result is not None
+            value: R = payload.loads(record.result, f"return value of {self.spec.name}")
+            return value
+        if record.state is CallState.CANCELLED:
+            raise InputCancellation(f"{self.spec.name} (input {record.input_id}) was cancelled")
+        assert record.error is not None
+        raise record.error
+
+    def _pickle_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        return payload.dumps((args, kwargs), f"arguments of {self.spec.name}")
+
+    # -- single calls -----------------------------------------------------
+
+    @bridged
+    async def remote(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function in a container and return its result.
+
+        Raises:
+            SerializationError: the arguments cannot be pickled (nothing is queued).
+            FunctionTimeoutError: the input ran past ``timeout``.
+            ContainerCrashError: containers died under it until retries ran out.
+            Exception: whatever the function raised, with the remote traceback as a note.
+        """
+        data = self._pickle_args(args, kwargs)
+        pool = self._pool()
+        finished = asyncio.Event()
+        record = pool.submit(data, lambda _: finished.set())
+        try:
+            await finished.wait()
+        except asyncio.CancelledError:
+            pool.cancel(record)
+            raise
+        return self._outcome(record)
+
+    @bridged
+    async def spawn(self, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
+        """Queue one input and return at once with a :class:`FunctionCall` for it."""
+        data = self._pickle_args(args, kwargs)
+        pool = self._pool()
+        finished = asyncio.Event()
+        record = pool.submit(data, lambda _: finished.set())
+        return FunctionCall(pool, record, finished, self._outcome)
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Call the function here, in this process (a coroutine for an ``async def``)."""
+        return self._raw_f(*args, **kwargs)
+
+    # -- maps -------------------------------------------------------------
+
+    def _map_chunks(
+        self,
+        iterables: tuple[Iterable[Any], ...],
+        *,
+        star: bool,
+        kwargs: dict[str, Any] | None,
+        options: MapOptions,
+    ) -> AsyncIterator[list[Any]]:
+        progress = MapProgress(self.spec.name, known_length(iterables))
+        return self._app._track(
+            progress,
+            map_outputs(
+                self._pool(),
+                arg_tuples(iterables, star),
+                kwargs or {},
+                options,
+                self._outcome,
+                progress,
+            ),
+        )
+
+    @bridged_iter
+    def map(
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[list[R]]:
+        """Run one input per item (``zip`` of ``iterables``); yield results as they come.
+
+        Streams: the inputs are read as the map goes, never all at once.
+        ``order_outputs=False`` yields results as they finish;
+        ``return_exceptions=True`` yields errors as values instead of raising.
+        """
+        options = MapOptions(order_outputs, return_exceptions)
+        return self._map_chunks(iterables, star=False, kwargs=kwargs, options=options)
+
+    @bridged_iter
+    def starmap(
+        self,
+        iterable: Iterable[Iterable[Any]],
+        *,
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[list[R]]:
+        """Like :meth:`map`, each item being the tuple of positional arguments."""
+        options = MapOptions(order_outputs, return_exceptions)
+        return self._map_chunks((iterable,), star=True, kwargs=kwargs, options=options)
+
+    @bridged
+    async def for_each(
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
+        ignore_exceptions: bool = False,
+    ) -> None:
+        """Run the map for its effects, discarding results (and errors if asked)."""
+        options = MapOptions(False, ignore_exceptions)
+        async for _ in self._map_chunks(iterables, star=False, kwargs=kwargs, options=options):
+            pass
+
+    # -- scaling ----------------------------------------------------------
+
+    def update_autoscaler(
+        self,
+        *,
+        min_containers: int | Any = UNSET,
+        max_containers: int | None | Any = UNSET,
+        buffer_containers: int | Any = UNSET,
+        scaledown_window: float | Any = UNSET,
+    ) -> None:
+        """Change scaling parameters of the running function; they apply at once.
+
+        Raises:
+            InvalidError: a value is out of range; nothing changes then.
+        """
+        given = {
+            "min_containers": min_containers,
+            "max_containers": max_containers,
+            "buffer_containers": buffer_containers,
+            "scaledown_window": scaledown_window,
+        }
+        changes = {key: value for key, value in given.items() if value is not UNSET}
+        pool = self._pool()
+
+        async def apply() -> None:
+            pool.update_scaling(**changes)
+
+        run_sync(apply())
+        self.spec = pool.spec
+
+    def stats(self) -> FunctionStats:
+        """Queued and running inputs and containers of this function, right now."""
+        pool = self._pool()
+
+        async def read() -> FunctionStats:
+            return pool.stats()
+
+        return run_sync(read())
+
+    get_current_stats = stats
+
+    def __repr__(self) -> str:
+        return f"<shoal.Function {self.spec.name}>"

@@ -1,0 +1,59 @@
+"""A handle on one spawned input: wait for it, or cancel it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from shoal.client.bridge import bridged
+from shoal.control.calls import InputRecord
+from shoal.control.pool import Pool
+
+R = TypeVar("R")
+
+
+class FunctionCall(Generic[R]):
+    """The result of ``f.spawn(...)``: an input running in the background.
+
+    ``get(timeout=None)`` waits for the result (raising the function's own
+    exception, or ``TimeoutError`` if ``timeout`` seconds pass first, leaving the
+    input running); ``cancel()`` stops it, after which ``get`` raises
+    ``shoal.exception.InputCancellation``.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        record: InputRecord,
+        finished: asyncio.Event,
+        outcome: Callable[[InputRecord], R],
+    ) -> None:
+        self._pool = pool
+        self._record = record
+        self._finished = finished
+        self._outcome = outcome
+
+    @property
+    def object_id(self) -> str:
+        """The input's id, as ``shoal.current_input_id()`` reports it in the container."""
+        return self._record.input_id
+
+    @bridged
+    async def get(self, timeout: float | None = None) -> R:
+        """Wait for the result; ``TimeoutError`` after ``timeout`` seconds (the input goes on)."""
+        try:
+            await asyncio.wait_for(self._finished.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"{self._pool.spec.name} (input {self.object_id}) not done after {timeout} s"
+            ) from None
+        return self._outcome(self._record)
+
+    @bridged
+    async def cancel(self) -> None:
+        """Stop the input; a later ``get`` raises ``InputCancellation``."""
+        self._pool.cancel(self._record)
+
+    def __repr__(self) -> str:
+        return f"FunctionCall({self._pool.spec.name}, {self.object_id}, {self._record.state.name})"

@@ -1,0 +1,184 @@
+"""Streaming maps: many inputs in, outputs out as they finish, in bounded memory.
+
+A map never holds its whole input: a feeder pulls items from the caller's
+iterable a chunk at a time (on a worker thread, where they are also pickled, so
+a slow generator or a big pickle never stalls the control plane) and keeps at
+most :data:`WINDOW` inputs submitted and not yet handed back. Outputs come back
+as chunks, one loop round trip per chunk, in input order or as they finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from shoal.control.calls import InputRecord
+from shoal.control.pool import Pool
+from shoal.exception import InvalidError
+from shoal.protocol import payload
+
+#: Inputs a map keeps submitted and not yet returned to the caller.
+WINDOW: Final = 4096
+#: Most items pulled and pickled in one chunk.
+CHUNK: Final = 512
+#: A chunk is handed over once it has waited this long for more items (seconds).
+CHUNK_WAIT: Final = 0.005
+
+
+@dataclass
+class MapProgress:
+    """How far one running map has come, for the ``shoal run`` display."""
+
+    label: str
+    total: int | None
+    done: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MapOptions:
+    """The caller's choices for one map."""
+
+    order_outputs: bool = True
+    return_exceptions: bool = False
+
+
+def arg_tuples(
+    iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...], star: bool
+) -> Iterable[tuple[Any, ...]] | AsyncIterable[Any]:
+    """The argument tuples of ``map(*iterables)`` or ``starmap(iterable)``.
+
+    A single async iterable (``f.map.aio(agen())``) passes through as it is.
+    """
+    if len(iterables) == 1 and isinstance(iterables[0], AsyncIterable):
+        if star:
+            raise InvalidError("starmap takes a plain iterable of argument tuples")
+        return iterables[0]
+    if any(isinstance(it, AsyncIterable) for it in iterables):
+        raise InvalidError("map takes one async iterable, or any number of plain ones")
+    plain: tuple[Iterable[Any], ...] = iterables  # type: ignore[assignment]
+    if star:
+        if len(iterables) != 1:
+            raise InvalidError("starmap takes exactly one iterable of argument tuples")
+        return (tuple(args) for args in plain[0])
+    if not plain:
+        raise InvalidError("map needs at least one iterable")
+    return zip(*plain, strict=False)
+
+
+def known_length(iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...]) -> int | None:
+    """How many inputs the map will have, when every iterable knows its length."""
+    try:
+        return min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _take(
+    items: Iterator[tuple[Any, ...]], kwargs: dict[str, Any], what: str
+) -> list[bytes]:
+    """Pull and pickle up to CHUNK items, returning early when the source is slow."""
+    chunk: list[bytes] = []
+    deadline = time.monotonic() + CHUNK_WAIT
+    for args in itertools.islice(items, CHUNK):
+        chunk.append(payload.dumps((args, kwargs), what))
+        if time.monotonic() > deadline:
+            break
+    return chunk
+
+
+async def _pickled_chunks(
+    items: Iterable[tuple[Any, ...]] | AsyncIterable[Any], kwargs: dict[str, Any], what: str
+) -> AsyncIterator[list[bytes]]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield [payload.dumps(((item,), kwargs), what)]
+        return
+    iterator = iter(items)
+    while chunk := await asyncio.to_thread(_take, iterator, kwargs, what):
+        yield chunk
+
+
+async def map_outputs(
+    pool: Pool,
+    items: Iterable[tuple[Any, ...]] | AsyncIterable[Any],
+    kwargs: dict[str, Any],
+    options: MapOptions,
+    outcome: Callable[[InputRecord], Any],
+    progress: MapProgress,
+) -> AsyncIterator[list[Any]]:
+    """Run one input per item on ``pool``; yield chunks of outcomes.
+
+    ``outcome`` turns a finished record into its value (raising its error). With
+    ``return_exceptions`` errors are yielded as values instead. When the caller
+    stops iterating (or an error is raised), inputs still in flight are cancelled.
+    """
+    finished: deque[InputRecord] = deque()
+    wake = asyncio.Event()
+    room = asyncio.Event()
+    index: dict[str, int] = {}
+    in_flight: dict[str, InputRecord] = {}
+
+    def on_done(record: InputRecord) -> None:
+        finished.append(record)
+        wake.set()
+
+    held: dict[int, Any] = {}  # finished outputs waiting for earlier ones (ordered maps)
+
+    async def feed() -> None:
+        position = 0
+        try:
+            chunks = _pickled_chunks(items, kwargs, f"arguments of {pool.spec.name}")
+            async for chunk in chunks:
+                while len(in_flight) + len(held) >= WINDOW:
+                    room.clear()
+                    await room.wait()
+                for record in pool.submit_many(chunk, on_done):
+                    index[record.input_id] = position
+                    in_flight[record.input_id] = record
+                    position += 1
+        finally:
+            wake.set()
+
+    feeder = asyncio.create_task(feed())
+    next_out = 0
+    try:
+        while not (feeder.done() and not in_flight and not finished):
+            await wake.wait()
+            wake.clear()
+            if feeder.done() and feeder.exception() is not None:
+                raise feeder.exception()  # type: ignore[misc]
+            ready: list[Any] = []
+            while finished:
+                record = finished.popleft()
+                del in_flight[record.input_id]
+                value = _settle(record, outcome, options.return_exceptions)
+                if options.order_outputs:
+                    held[index.pop(record.input_id)] = value
+                else:
+                    index.pop(record.input_id)
+                    ready.append(value)
+            while next_out in held:
+                ready.append(held.pop(next_out))
+                next_out += 1
+            room.set()
+            if ready:
+                progress.done += len(ready)
+                yield ready
+    finally:
+        feeder.cancel()
+        for record in in_flight.values():
+            pool.cancel(record)
+
+
+def _settle(record: InputRecord, outcome: Callable[[InputRecord], Any], keep: bool) -> Any:
+    if not keep:
+        return outcome(record)
+    try:
+        return outcome(record)
+    except BaseException as exc:  # return_exceptions: the error is the value
+        return exc

@@ -1,0 +1,1 @@
+"""Runs inside every container process. Imports :mod:`shoal.protocol`, never the control plane."""

@@ -1,0 +1,52 @@
+"""Entry point of a container process: ``python -m shoal.container ADDRESS CONTAINER_ID``.
+
+The token comes from the environment (SHOAL_CONTAINER_TOKEN), not the command
+line, so other users cannot read it from the process list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+
+from shoal import settings
+from shoal.container import context
+from shoal.container.runtime import Runtime
+
+#: Seconds between checks that the process that started us is still alive.
+_PARENT_POLL = 0.5
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the parent process dies, even if the event loop is blocked."""
+    while True:
+        time.sleep(_PARENT_POLL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def main() -> None:
+    """Run one container until it is stopped, then exit without waiting for stuck threads."""
+    address, container_id = sys.argv[1], sys.argv[2]
+    context.mark_container()
+    threading.Thread(
+        target=_watch_parent, args=(os.getppid(),), name="shoal-parent-watch", daemon=True
+    ).start()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        code = loop.run_until_complete(Runtime(address, container_id, settings.container_token()).run())
+    except OSError as exc:
+        print(f"container {container_id}: cannot reach the control plane: {exc}", file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A thread still running a timed-out input cannot be joined; leave without it.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The one object that bounds how many inputs a container runs at once.
+
+The control plane's dispatcher sends a container at most ``max_inputs`` inputs;
+:class:`Slots` holds the same number on this side, so an input that arrives early
+(before the previous output's slot was released here) waits instead of running
+over capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+
+class Slots:
+    """A resizable counting semaphore for inputs, on one event loop."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity={capacity}: must be >= 1")
+        self._capacity = capacity
+        self._used = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def used(self) -> int:
+        """Slots taken."""
+        return self._used
+
+    @property
+    def capacity(self) -> int:
+        """Slots in all."""
+        return self._capacity
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits; return whether it did."""
+        if self._used < self._capacity and not self._waiters:
+            self._used += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting for one in arrival order."""
+        if self.try_acquire():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot while being cancelled: give it back
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Return a slot; the longest waiter gets it."""
+        self._used -= 1
+        self._wake()
+
+    def resize(self, capacity: int) -> None:
+        """Change the capacity; inputs already running keep their slots."""
+        if capacity < 1:
+            raise ValueError(f"capacity={capacity}: must be >= 1")
+        self._capacity = capacity
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._used < self._capacity:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._used += 1
+                waiter.set_result(None)

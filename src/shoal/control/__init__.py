@@ -1,0 +1,1 @@
+"""The control plane: per-function pools, their queues, dispatch and autoscaling."""

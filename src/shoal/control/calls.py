@@ -1,0 +1,145 @@
+"""Inputs in flight: their lifecycle, and what each outcome means for retries.
+
+An :class:`InputRecord` is created when the caller submits an input and lives
+until its outcome reaches the caller through ``on_done``. The pool moves it
+through :class:`CallState`; :func:`after_failure` decides whether a failure is
+retried and after what delay, counting user errors against ``retries`` and
+container deaths against :data:`~shoal.control.spec.INFRA_RETRIES` separately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shoal.control.spec import INFRA_RETRIES, FunctionSpec
+
+
+class CallState(enum.Enum):
+    """Lifecycle of one input."""
+
+    QUEUED = "queued"  # waiting in the pool's queue (also between retries)
+    RUNNING = "running"  # sent to a container, no output yet
+    DONE = "done"  # the function returned; ``result`` holds the pickled value
+    FAILED = "failed"  # ``error`` holds the exception for the caller
+    CANCELLED = "cancelled"  # the caller cancelled it
+
+
+_ALLOWED: dict[CallState, frozenset[CallState]] = {
+    CallState.QUEUED: frozenset(
+        {CallState.RUNNING, CallState.FAILED, CallState.CANCELLED}
+    ),
+    CallState.RUNNING: frozenset(
+        {CallState.QUEUED, CallState.DONE, CallState.FAILED, CallState.CANCELLED}
+    ),
+    CallState.DONE: frozenset(),
+    CallState.FAILED: frozenset(),
+    CallState.CANCELLED: frozenset(),
+}
+
+#: Final states: the caller has its outcome.
+FINAL = frozenset({CallState.DONE, CallState.FAILED, CallState.CANCELLED})
+
+
+class InputRecord:
+    """One input of one call, from submission to outcome.
+
+    ``on_done`` is called exactly once, on the control plane's loop, when the
+    record reaches a final state. ``result`` is the pickled return value (the
+    caller unpickles it, off the control plane's hot path); ``error`` is the
+    exception to raise at the caller.
+    """
+
+    __slots__ = (
+        "args",
+        "container_id",
+        "crashes",
+        "error",
+        "failures",
+        "input_id",
+        "on_done",
+        "result",
+        "state",
+        "timer",
+    )
+
+    def __init__(
+        self, input_id: str, args: bytes, on_done: Callable[[InputRecord], None]
+    ) -> None:
+        self.input_id = input_id
+        self.args = args
+        self.on_done = on_done
+        self.state = CallState.QUEUED
+        self.container_id: str | None = None
+        self.failures = 0  # user exceptions and timeouts so far
+        self.crashes = 0  # containers that died under this input so far
+        self.result: bytes | None = None
+        self.error: BaseException | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def move_to(self, state: CallState) -> None:
+        """Change state; on a final state, tell the caller.
+
+        Raises:
+            RuntimeError: the transition is not allowed (a bug in the pool).
+        """
+        if state not in _ALLOWED[self.state]:
+            raise RuntimeError(f"input {self.input_id}: {self.state.name} -> {state.name}")
+        self.state = state
+        if self.timer is not None and state is not CallState.RUNNING:
+            self.timer.cancel()
+            self.timer = None
+        if state in FINAL:
+            self.args = b""
+            self.on_done(self)
+
+    def succeed(self, result: bytes) -> None:
+        """Finish with a pickled return value."""
+        self.result = result
+        self.move_to(CallState.DONE)
+
+    def fail(self, error: BaseException) -> None:
+        """Finish with ``error`` for the caller."""
+        self.error = error
+        self.move_to(CallState.FAILED)
+
+    @property
+    def done(self) -> bool:
+        """The caller has (or is being given) its outcome."""
+        return self.state in FINAL
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Run the input again after ``delay`` seconds."""
+
+    delay: float
+
+
+def after_failure(record: InputRecord, spec: FunctionSpec, *, crash: bool) -> Retry | None:
+    """Count one failure of ``record`` and say whether to run it again.
+
+    Args:
+        record: the input that failed.
+        spec: its function's options (``retries``).
+        crash: the container died under the input (an infrastructure failure)
+            rather than the function raising or timing out.
+
+    Returns:
+        A :class:`Retry`, or ``None`` when the retries of that kind are spent.
+    """
+    if crash:
+        record.crashes += 1
+        return Retry(0.0) if record.crashes <= INFRA_RETRIES else None
+    record.failures += 1
+    if record.failures <= spec.retries.max_retries:
+        return Retry(spec.retries.delay(record.failures))
+    return None
+
+
+def describe(spec: FunctionSpec, record: InputRecord) -> str:
+    """Name a function and input for error messages: ``f (input in-3)``."""
+    return f"{spec.name} (input {record.input_id})"
+

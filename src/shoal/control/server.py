@@ -1,0 +1,128 @@
+"""The control plane: a Unix socket that containers connect to, and the pools they serve.
+
+One :class:`ControlPlane` runs on one asyncio loop (a background thread of the
+caller under ``app.run()``). It owns a private directory (mode 0700) holding its
+socket, a random token that every container must present in its first frame
+before anything else is read from it, the backend that starts containers, and
+one :class:`~shoal.control.pool.Pool` per function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+
+from shoal import settings
+from shoal.backends.base import Backend, ContainerLaunch
+from shoal.control.containers import ContainerHandle
+from shoal.control.pool import Pool
+from shoal.control.spec import CodeRef, FunctionSpec
+from shoal.exception import InvalidError
+from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
+from shoal.protocol.messages import Hello, Message
+
+
+class ControlPlane:
+    """Pools of containers for one running app.
+
+    Args:
+        backend: where containers run.
+        clock: the time source the pools' autoscaling sees.
+    """
+
+    def __init__(self, backend: Backend, clock: Callable[[], float] = time.monotonic) -> None:
+        self.backend = backend
+        self._clock = clock
+        self.token = secrets.token_urlsafe(32)
+        self._dir = ""
+        self.address = ""
+        self._server: asyncio.Server | None = None
+        self._pools: dict[str, Pool] = {}
+        self._connections: set[FramedProtocol] = set()
+
+    async def start(self) -> None:
+        """Listen for containers. Returns once the socket accepts connections."""
+        self._dir = tempfile.mkdtemp(prefix="shoal-")
+        os.chmod(self._dir, 0o700)
+        self.address = os.path.join(self._dir, "control.sock")
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(self._accept, self.address)
+
+    def add_pool(self, spec: FunctionSpec, code: CodeRef) -> Pool:
+        """Create the pool of ``spec`` and start its warm containers.
+
+        Raises:
+            InvalidError: a pool of that name exists already.
+        """
+        if spec.name in self._pools:
+            raise InvalidError(f"two functions named {spec.name!r} in one app")
+        pool = Pool(spec, code, self.backend, self._launch, self._clock)
+        self._pools[spec.name] = pool
+        pool.start()
+        return pool
+
+    def pool(self, name: str) -> Pool:
+        """The pool of function ``name``."""
+        return self._pools[name]
+
+    async def stop(self) -> None:
+        """Stop every pool and container, close the socket, remove the directory."""
+        await asyncio.gather(*(pool.stop() for pool in self._pools.values()))
+        await self.backend.close()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            conn.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _launch(self, container_id: str, label: str) -> ContainerLaunch:
+        return ContainerLaunch(
+            container_id=container_id, label=label, address=self.address, token=self.token
+        )
+
+    def _accept(self) -> FramedProtocol:
+        return _Connection(self).protocol
+
+    def _route(self, hello: Hello, protocol: FramedProtocol) -> tuple[Pool, ContainerHandle] | None:
+        if not hmac.compare_digest(hello.token.encode(), self.token.encode()):
+            return None
+        for pool in self._pools.values():
+            if pool.owns(hello.container_id):
+                handle = pool.attach(hello.container_id, protocol)
+                return None if handle is None else (pool, handle)
+        return None
+
+
+class _Connection:
+    """One container's connection: refuses everything until a valid Hello."""
+
+    def __init__(self, control: ControlPlane) -> None:
+        self._control = control
+        self._bound: tuple[Pool, ContainerHandle] | None = None
+        # Until the peer has authenticated, accept only a small first frame.
+        self.protocol = FramedProtocol(self._on_message, self._on_lost, FRAME_OVERHEAD)
+        control._connections.add(self.protocol)
+
+    def _on_message(self, message: Message) -> None:
+        if self._bound is not None:
+            pool, handle = self._bound
+            pool.on_message(handle, message)
+            return
+        if isinstance(message, Hello):
+            self._bound = self._control._route(message, self.protocol)
+        if self._bound is None:
+            self.protocol.close()
+        else:
+            self.protocol.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        self._control._connections.discard(self.protocol)
+        if self._bound is not None:
+            pool, handle = self._bound
+            pool.on_disconnect(handle)

@@ -1,0 +1,151 @@
+"""Validated options of a function: scaling parameters, retries, timeout.
+
+Every user-facing option lands here as a frozen, keyword-only dataclass checked
+on construction, so a bad value fails where it was written, naming the value and
+the range allowed. The autoscaler imports this module and nothing else of Shoal.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Final
+
+from shoal.exception import InvalidError
+
+
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+
+#: Marks an option that was not given, where ``None`` has a meaning of its own
+#: (``max_containers=None`` is "no limit").
+UNSET: Final = _Unset.UNSET
+
+#: Retries after a container died under an input, on top of ``retries``.
+INFRA_RETRIES: Final = 3
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise InvalidError(message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retries:
+    """How to re-run an input whose function raised.
+
+    The n-th retry (1-based) waits ``initial_delay * backoff_coefficient ** (n-1)``
+    seconds, at most ``max_delay``.
+    """
+
+    max_retries: int
+    backoff_coefficient: float = 2.0
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.max_retries <= 10, f"max_retries={self.max_retries!r}: must be 0..10")
+        _check(
+            1.0 <= self.backoff_coefficient <= 10.0,
+            f"backoff_coefficient={self.backoff_coefficient!r}: must be 1.0..10.0",
+        )
+        _check(
+            0.0 <= self.initial_delay <= 60.0,
+            f"initial_delay={self.initial_delay!r}: must be 0..60 seconds",
+        )
+        _check(
+            self.initial_delay <= self.max_delay <= 60.0,
+            f"max_delay={self.max_delay!r}: must be initial_delay..60 seconds",
+        )
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        return min(self.max_delay, self.initial_delay * self.backoff_coefficient ** (retry - 1))
+
+    @classmethod
+    def coerce(cls, value: int | Retries | None) -> Retries:
+        """Accept ``retries=3`` as shorthand for ``Retries(max_retries=3)`` (no delay)."""
+        if value is None:
+            return cls(max_retries=0)
+        if isinstance(value, Retries):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(max_retries=value, initial_delay=0.0, max_delay=0.0)
+        raise InvalidError(f"retries={value!r}: must be an int or shoal.Retries")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scaling:
+    """The parameters of DESIGN section 1 that size a function's pool.
+
+    ``target_inputs=None`` means "the same as max_inputs";
+    ``max_containers=None`` means "no limit".
+    """
+
+    max_inputs: int = 1
+    target_inputs: int | None = None
+    max_containers: int | None = None
+    min_containers: int = 0
+    buffer_containers: int = 0
+    scaledown_window: float = 60.0
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.max_inputs) and self.max_inputs >= 1,
+               f"max_inputs={self.max_inputs!r}: must be an int >= 1")
+        target = self.target_inputs
+        _check(target is None or (_is_int(target) and 1 <= target <= self.max_inputs),
+               f"target_inputs={target!r}: must be an int in 1..max_inputs ({self.max_inputs})")
+        _check(_is_int(self.min_containers) and self.min_containers >= 0,
+               f"min_containers={self.min_containers!r}: must be an int >= 0")
+        top = self.max_containers
+        _check(top is None or (_is_int(top) and top >= max(1, self.min_containers)),
+               f"max_containers={top!r}: must be None or an int >= max(1, min_containers)")
+        _check(_is_int(self.buffer_containers) and self.buffer_containers >= 0,
+               f"buffer_containers={self.buffer_containers!r}: must be an int >= 0")
+        window = self.scaledown_window
+        _check(isinstance(window, int | float) and math.isfinite(window) and window > 0,
+               f"scaledown_window={window!r}: must be a number of seconds > 0")
+
+    @property
+    def target(self) -> int:
+        """Inputs per container the autoscaler sizes for."""
+        return self.max_inputs if self.target_inputs is None else self.target_inputs
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FunctionSpec:
+    """Everything the control plane needs to know about one function."""
+
+    name: str
+    scaling: Scaling = field(default_factory=Scaling)
+    timeout: float = 300.0
+    retries: Retries = field(default_factory=lambda: Retries(max_retries=0))
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.timeout, int | float) and 0 < self.timeout <= 86400,
+               f"timeout={self.timeout!r}: must be 0 < seconds <= 86400")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodeRef:
+    """Where a container finds the user's function.
+
+    ``module_kind`` is ``"import"`` (import ``module_name``), ``"file"`` (load
+    ``module_file`` under ``module_name``), ``"main"`` (load the caller's script
+    without running its ``__main__`` block) or ``"serialized"`` (unpickle
+    ``serialized``). ``sys_path`` is the caller's import path, put first in the
+    container's so the user's own modules import the same way.
+    """
+
+    module_kind: str
+    module_name: str
+    module_file: str
+    sys_path: tuple[str, ...]
+    qualname: str
+    serialized: bytes | None = None

@@ -1,0 +1,68 @@
+"""Every error Shoal raises at the caller, in one shallow tree.
+
+Users catch these by name, so the names follow Modal's ``modal.exception``::
+
+    Error
+     ├── InvalidError             a bad option or argument, found before anything runs
+     ├── ExecutionError           the app cannot run the call (not running, shut down)
+     ├── SerializationError       arguments or a result could not be pickled
+     ├── DeserializationError     a payload could not be unpickled on the other side
+     ├── RequestSizeError         a payload is larger than SHOAL_MAX_PAYLOAD_BYTES
+     ├── RemoteError              a remote exception that cannot be rebuilt at the caller
+     ├── ContainerInitError       the container could not load the user's code
+     ├── ContainerCrashError      containers died under the input until retries ran out
+     └── FunctionTimeoutError     an input ran past ``timeout`` (also a TimeoutError)
+    InputCancellation (BaseException)  the input was cancelled
+
+Context (function name, input id) is attached once, where the error crosses back to
+the caller.
+"""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Raised as the base of every Shoal error; catch it to catch them all."""
+
+
+class InvalidError(Error):
+    """Raised when an option or argument is invalid; nothing was queued."""
+
+
+class ExecutionError(Error):
+    """Raised when a call cannot run, e.g. the app is not running."""
+
+
+class SerializationError(Error):
+    """Raised when arguments or a result cannot be pickled."""
+
+
+class DeserializationError(Error):
+    """Raised when a payload cannot be unpickled where it arrived."""
+
+
+class RequestSizeError(Error):
+    """Raised when a pickled payload exceeds the configured size limit."""
+
+
+class RemoteError(Error):
+    """Raised in place of a remote exception that cannot be rebuilt at the caller."""
+
+
+class ContainerInitError(Error):
+    """Raised when a container cannot import the user's module or find the function."""
+
+
+class ContainerCrashError(Error):
+    """Raised when containers died while running an input until its retries ran out."""
+
+
+class FunctionTimeoutError(Error, TimeoutError):
+    """Raised when an input runs longer than the function's ``timeout``."""
+
+
+class InputCancellation(BaseException):
+    """Raised when the input was cancelled (``FunctionCall.cancel``).
+
+    A ``BaseException`` so that a user's ``except Exception:`` cannot swallow it.
+    """

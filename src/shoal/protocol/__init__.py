@@ -1,0 +1,1 @@
+"""The wire between the control plane and containers: messages, framing, payloads."""

@@ -1,0 +1,161 @@
+"""Every message that crosses the wire between the control plane and a container.
+
+Each message is a frozen dataclass whose fields are plain msgpack types (str, int,
+float, bool, bytes, None). On the wire a message is the msgpack array
+``[tag, field1, field2, ...]``; :func:`encode` and :func:`decode` convert, and
+:mod:`shoal.protocol.framing` adds the length prefix.
+
+A container's conversation, in order::
+
+    container                     control plane
+    Hello(id, token, pid)  ──►
+                           ◄──    Load(function definition)
+    Ready() | LoadFailed() ──►
+                           ◄──    Input(input_id, args) ...   Cancel(input_id)
+    Output(input_id, ...)  ──►
+                           ◄──    Shutdown()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+
+class OutputStatus(enum.IntEnum):
+    """How an input ended inside the container."""
+
+    OK = 0  # data is the pickled return value
+    ERROR = 1  # data is a pickled exception (see payload.dump_exception)
+    TIMEOUT = 2  # the input ran past the function's timeout; data is empty
+    CANCELLED = 3  # the control plane cancelled the input; data is empty
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First frame from a container: who it is and the secret that proves it."""
+
+    container_id: str
+    token: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Tells a container which function to load and how to run it.
+
+    ``module_kind`` is ``"import"`` (import ``module_name`` with ``sys_path`` first
+    on the path), ``"file"`` (load ``module_file`` under ``module_name``) or
+    ``"main"`` (the caller's ``__main__``: load ``module_file`` without running its
+    ``if __name__ == "__main__"`` block) or ``"serialized"`` (unpickle
+    ``serialized``, a cloudpickled function). ``sys_path`` goes first on the
+    container's import path.
+    """
+
+    function_name: str
+    module_kind: str
+    module_name: str
+    module_file: str
+    sys_path: list[str]
+    qualname: str
+    serialized: bytes | None
+    max_inputs: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The container loaded the function and takes inputs."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFailed:
+    """The container could not load the function; it exits after sending this."""
+
+    message: str
+    traceback: str
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One input to run: ``args`` is the pickled ``(args, kwargs)`` pair."""
+
+    input_id: str
+    args: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """How one input ended. ``stuck`` means its thread still runs: replace the container."""
+
+    input_id: str
+    status: int
+    data: bytes
+    stuck: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Stop running ``input_id`` if it can be stopped; its output is then CANCELLED."""
+
+    input_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """Finish running inputs, take no more, and exit."""
+
+
+Message = Hello | Load | Ready | LoadFailed | Input | Output | Cancel | Shutdown
+
+#: Wire tag of each message class; the index is the tag, so append only.
+_CLASSES: Final[tuple[type[Any], ...]] = (
+    Hello,
+    Load,
+    Ready,
+    LoadFailed,
+    Input,
+    Output,
+    Cancel,
+    Shutdown,
+)
+_TAGS: Final[dict[type[Any], int]] = {cls: tag for tag, cls in enumerate(_CLASSES)}
+_FIELDS: Final[dict[type[Any], tuple[str, ...]]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES
+}
+
+
+#: Module name under which a container loads the caller's ``__main__`` script (so its
+#: ``if __name__ == "__main__":`` block does not run); the caller aliases it too.
+MAIN_MODULE_ALIAS: Final = "__shoal_main__"
+
+
+class ProtocolError(Exception):
+    """A peer sent bytes that are not a valid message."""
+
+
+def encode(message: Message) -> bytes:
+    """Return the msgpack body of ``message`` (no length prefix)."""
+    cls = type(message)
+    fields = [getattr(message, name) for name in _FIELDS[cls]]
+    body: bytes = msgpack.packb([_TAGS[cls], *fields], use_bin_type=True)
+    return body
+
+
+def decode(body: bytes) -> Message:
+    """Parse one msgpack body into its message.
+
+    Raises:
+        ProtocolError: the body is not msgpack, or not a known message.
+    """
+    try:
+        items = msgpack.unpackb(body, raw=False, use_list=True)
+        tag, *fields = items
+        message: Message = _CLASSES[tag](*fields)
+    except Exception as exc:  # any malformed input is the peer's fault
+        raise ProtocolError(f"malformed message: {exc!r}") from exc
+    return message

@@ -1,0 +1,113 @@
+"""Pickling of arguments, results and exceptions, with size limits.
+
+Payloads are cloudpickle bytes. They only ever travel between a control plane
+and containers that proved they hold its token, so unpickling them is safe.
+Exceptions travel with their formatted remote traceback; at the caller the
+exception is rebuilt with its own type and the traceback is attached as a note,
+or, when its class cannot be rebuilt there, replaced by a :class:`RemoteError`
+that carries the same text.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pickle
+import traceback
+import types
+from typing import Any, Final
+
+import cloudpickle
+
+from shoal import settings
+from shoal.exception import DeserializationError, RemoteError, RequestSizeError, SerializationError
+
+#: Source folders whose frames lead up to the user's code and say nothing to the user.
+_RUNTIME_DIRS: Final = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+    os.path.dirname(os.path.abspath(concurrent.futures.__file__)) + os.sep,
+)
+
+
+def dumps(obj: Any, what: str) -> bytes:
+    """Pickle ``obj``.
+
+    Args:
+        obj: anything cloudpickle can pickle.
+        what: names the payload in errors, e.g. "arguments of f".
+
+    Raises:
+        SerializationError: ``obj`` cannot be pickled.
+        RequestSizeError: the pickle is larger than SHOAL_MAX_PAYLOAD_BYTES.
+    """
+    try:
+        data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(f"cannot pickle {what}: {exc!r}") from exc
+    limit = settings.max_payload_bytes()
+    if len(data) > limit:
+        raise RequestSizeError(
+            f"{what} pickle to {len(data)} bytes, over the limit of {limit} "
+            "(SHOAL_MAX_PAYLOAD_BYTES)"
+        )
+    return data
+
+
+def loads(data: bytes, what: str) -> Any:
+    """Unpickle ``data``.
+
+    Raises:
+        DeserializationError: the bytes cannot be unpickled here (a class that
+            does not exist on this side, a broken pickle).
+    """
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        raise DeserializationError(f"cannot unpickle {what}: {exc!r}") from exc
+
+
+def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """Skip the leading frames of Shoal's runtime and the thread pool: the user's
+    traceback starts at the user's function."""
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIRS):
+        tb = tb.tb_next
+    return tb
+
+
+def dump_exception(exc: BaseException) -> bytes:
+    """Pickle ``exc`` together with its formatted traceback.
+
+    An exception that cannot be pickled is sent as a :class:`RemoteError` with the
+    same text, so the caller always learns what happened.
+    """
+    tb = _user_frames(exc.__traceback__) or exc.__traceback__
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    try:
+        data: bytes = cloudpickle.dumps((exc, text), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        stand_in = RemoteError(f"{type(exc).__name__}: {exc}")
+        data = cloudpickle.dumps((stand_in, text), protocol=pickle.HIGHEST_PROTOCOL)
+    return data
+
+
+def load_exception(data: bytes, context: str) -> BaseException:
+    """Rebuild an exception from :func:`dump_exception` bytes.
+
+    Args:
+        data: the bytes.
+        context: names the function and input, added to the note.
+
+    Returns:
+        The exception with its own type, and a note holding the remote traceback.
+        An exception whose class cannot be unpickled here comes back as
+        :class:`RemoteError` with the traceback in its message.
+    """
+    try:
+        exc, text = pickle.loads(data)
+    except Exception as load_error:
+        return RemoteError(f"{context} failed with an exception that cannot be rebuilt here "
+                           f"({load_error!r})")
+    if isinstance(exc, BaseException):
+        exc.add_note(f"\nRemote traceback ({context}):\n{text.rstrip()}")
+        return exc
+    return RemoteError(f"{context} failed:\n{text}")

@@ -1,0 +1,59 @@
+"""Every ``SHOAL_*`` environment variable, its default, and its meaning, in one table.
+
+Nothing else in Shoal reads ``os.environ`` for configuration; code asks
+:func:`get` here. Values are parsed on each call so tests may set a variable
+in a child process's environment.
+
+| variable | default | meaning |
+|---|---|---|
+| SHOAL_MAX_PAYLOAD_BYTES | 67108864 | largest pickled arguments or result (bytes) |
+| SHOAL_SHUTDOWN_GRACE | 5.0 | seconds a stopping container may take before it is killed |
+| SHOAL_CONTAINER_TOKEN | (none) | set by the control plane for a container it starts; the |
+|                       |        | secret the container presents when it connects back |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its name, default and parser."""
+
+    name: str
+    default: str
+    help: str
+
+
+#: The whole table; see the module docstring.
+SETTINGS: Final[dict[str, Setting]] = {
+    s.name: s
+    for s in (
+        Setting("SHOAL_MAX_PAYLOAD_BYTES", str(64 * 1024 * 1024), "largest pickled payload"),
+        Setting("SHOAL_SHUTDOWN_GRACE", "5.0", "seconds a stopping container gets"),
+        Setting("SHOAL_CONTAINER_TOKEN", "", "secret a container presents to the control plane"),
+    )
+}
+
+
+def get(name: str) -> str:
+    """Return the value of ``name`` from the environment, or its default."""
+    return os.environ.get(name, SETTINGS[name].default)
+
+
+def max_payload_bytes() -> int:
+    """The largest pickled payload, in bytes, either way."""
+    return int(get("SHOAL_MAX_PAYLOAD_BYTES"))
+
+
+def shutdown_grace() -> float:
+    """Seconds a container gets to stop before it is killed."""
+    return float(get("SHOAL_SHUTDOWN_GRACE"))
+
+
+def container_token() -> str:
+    """The secret this container presents to its control plane."""
+    return get("SHOAL_CONTAINER_TOKEN")
