@@ -9,6 +9,7 @@ The command exits non-zero when the entrypoint raises.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 import traceback
@@ -26,7 +27,7 @@ from shoal.client.user_module import load_file
 from shoal.exception import InvalidError
 
 #: Annotation -> click parameter type, for entrypoint options.
-_TYPES: dict[Any, click.ParamType] = {
+_TYPES: dict[Any, click.ParamType[Any]] = {
     int: click.INT,
     float: click.FLOAT,
     bool: click.BOOL,
@@ -59,8 +60,7 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
     kwargs = _parse_args(call, ctx.args)
     console = Console(stderr=True)
     try:
-        with app.run(), Live(Status(app), console=console, refresh_per_second=4,
-                            transient=False) if not quiet else _nothing():
+        with app.run(), _live(app, console, quiet):
             result = call(**kwargs)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; containers stopped[/yellow]")
@@ -72,12 +72,10 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
         click.echo(result)
 
 
-class _nothing:  # noqa: N801 - a stand-in context manager
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+def _live(app: App, console: Console, quiet: bool) -> contextlib.AbstractContextManager[Any]:
+    if quiet:
+        return contextlib.nullcontext()
+    return Live(Status(app), console=console, refresh_per_second=4)
 
 
 def _resolve(namespace: dict[str, Any], name: str, path: str) -> tuple[App, Callable[..., Any]]:
@@ -93,16 +91,18 @@ def _resolve(namespace: dict[str, Any], name: str, path: str) -> tuple[App, Call
             candidates[ename] = (app, entry)  # entrypoints win over functions
     if name:
         if name not in candidates:
-            raise click.UsageError(f"{path} has no entrypoint or function {name!r}; "
-                                   f"choose from {sorted(candidates)}")
+            raise click.UsageError(
+                f"{path} has no entrypoint or function {name!r}; choose from {sorted(candidates)}"
+            )
         return candidates[name]
     entrypoints = [(a, e) for a in apps for e in a.registered_entrypoints.values()]
     if len(entrypoints) == 1:
         return entrypoints[0]
     if not entrypoints and len(candidates) == 1:
         return next(iter(candidates.values()))
-    raise click.UsageError(f"{path} has several candidates; name one: {path}::NAME with NAME "
-                           f"in {sorted(candidates)}")
+    raise click.UsageError(
+        f"{path} has several candidates; name one: {path}::NAME with NAME in {sorted(candidates)}"
+    )
 
 
 def _remote_of(function: Function[Any, Any]) -> Callable[..., Any]:
@@ -115,7 +115,7 @@ def _remote_of(function: Function[Any, Any]) -> Callable[..., Any]:
 
 def _parse_args(call: Callable[..., Any], args: list[str]) -> dict[str, Any]:
     """Turn ``--name value`` options into keyword arguments of ``call``."""
-    params = []
+    params: list[click.Parameter] = []
     for param in inspect.signature(call).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue

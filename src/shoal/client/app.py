@@ -72,13 +72,13 @@ class App:
         serialized: bool = False,
         timeout: float = 300.0,
         retries: int | Retries | None = None,
-        max_containers: int | None | Any = UNSET,
+        max_containers: int | Any | None = UNSET,
         min_containers: int | Any = UNSET,
         buffer_containers: int = 0,
         scaledown_window: float | Any = UNSET,
         allow_concurrent_inputs: int | None = None,
         keep_warm: int | Any = UNSET,
-        concurrency_limit: int | None | Any = UNSET,
+        concurrency_limit: int | Any | None = UNSET,
         container_idle_timeout: float | Any = UNSET,
         name: str | None = None,
     ) -> _FunctionDecorator:
@@ -157,7 +157,9 @@ class App:
     def local_entrypoint(self, fn: E, /) -> E: ...
 
     @overload
-    def local_entrypoint(self, *, name: str | None = None) -> Callable[[E], E]: ...
+    def local_entrypoint(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[E], E]: ...
 
     def local_entrypoint(
         self, fn: E | None = None, /, *, name: str | None = None
@@ -208,8 +210,10 @@ class App:
         await control.start()
         try:
             for handle in self._functions.values():
-                control.add_pool(handle.spec, code_ref(handle.__shoal_raw_function__,
-                                                       serialized=handle.serialized))
+                control.add_pool(
+                    handle.spec,
+                    code_ref(handle.__shoal_raw_function__, serialized=handle.serialized),
+                )
         except BaseException:
             await control.stop()
             raise
@@ -229,9 +233,9 @@ class App:
             )
         return control.pool(name)
 
-    def _track(self, progress: MapProgress, chunks: AsyncIterator[list[Any]]) -> AsyncIterator[
-        list[Any]
-    ]:
+    def _track(
+        self, progress: MapProgress, chunks: AsyncIterator[list[Any]]
+    ) -> AsyncIterator[list[Any]]:
         """Show ``progress`` in the status display while ``chunks`` is iterated."""
 
         async def tracked() -> AsyncIterator[list[Any]]:

@@ -98,15 +98,15 @@ class Bridged(Generic[P, R]):
         return await run_async(self._fn(*args, **kwargs))
 
 
-class bridged(Generic[S, P, R]):  # noqa: N801 - used as a decorator, like property
+class bridged(Generic[S, P, R]):
     """Decorates an ``async def`` method so instances expose it as :class:`Bridged`::
 
-        class FunctionCall:
-            @bridged
-            async def get(self, timeout: float | None = None) -> R: ...
+    class FunctionCall:
+        @bridged
+        async def get(self, timeout: float | None = None) -> R: ...
 
-        call.get(5)            # blocking
-        await call.get.aio(5)  # async
+    call.get(5)            # blocking
+    await call.get.aio(5)  # async
     """
 
     def __init__(self, fn: Callable[Concatenate[S, P], Coroutine[Any, Any, R]]) -> None:
@@ -133,7 +133,7 @@ class BridgedIter(Generic[P, T]):
         return iterate_async(self._fn(*args, **kwargs))
 
 
-class bridged_iter(Generic[S, P, T]):  # noqa: N801 - used as a decorator, like property
+class bridged_iter(Generic[S, P, T]):
     """Decorates an async-generator method yielding chunks, exposing :class:`BridgedIter`."""
 
     def __init__(self, fn: Callable[Concatenate[S, P], AsyncIterator[list[T]]]) -> None:

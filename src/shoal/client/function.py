@@ -77,7 +77,7 @@ class Function(Generic[P, R]):
     # -- single calls -----------------------------------------------------
 
     @bridged
-    async def remote(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def remote(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function in a container and return its result.
 
         Raises:
@@ -98,7 +98,7 @@ class Function(Generic[P, R]):
         return self._outcome(record)
 
     @bridged
-    async def spawn(self, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
+    async def spawn(self, /, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
         """Queue one input and return at once with a :class:`FunctionCall` for it."""
         data = self._pickle_args(args, kwargs)
         pool = self._pool()
@@ -181,7 +181,7 @@ class Function(Generic[P, R]):
         self,
         *,
         min_containers: int | Any = UNSET,
-        max_containers: int | None | Any = UNSET,
+        max_containers: int | Any | None = UNSET,
         buffer_containers: int | Any = UNSET,
         scaledown_window: float | Any = UNSET,
     ) -> None:

@@ -40,7 +40,7 @@ class FunctionCall(Generic[R]):
         return self._record.input_id
 
     @bridged
-    async def get(self, timeout: float | None = None) -> R:
+    async def get(self, timeout: float | None = None) -> R:  # noqa: ASYNC109 - Modal's API
         """Wait for the result; ``TimeoutError`` after ``timeout`` seconds (the input goes on)."""
         try:
             await asyncio.wait_for(self._finished.wait(), timeout)

@@ -78,9 +78,7 @@ def known_length(iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...]) -> i
         return None
 
 
-def _take(
-    items: Iterator[tuple[Any, ...]], kwargs: dict[str, Any], what: str
-) -> list[bytes]:
+def _take(items: Iterator[tuple[Any, ...]], kwargs: dict[str, Any], what: str) -> list[bytes]:
     """Pull and pickle up to CHUNK items, returning early when the source is slow."""
     chunk: list[bytes] = []
     deadline = time.monotonic() + CHUNK_WAIT
@@ -103,6 +101,63 @@ async def _pickled_chunks(
         yield chunk
 
 
+class _MapRun:
+    """The state of one map: what is in flight, what finished, what is held for order."""
+
+    def __init__(self, pool: Pool, options: MapOptions, outcome: Callable[[InputRecord], Any]):
+        self.pool = pool
+        self.options = options
+        self.outcome = outcome
+        self.finished: deque[InputRecord] = deque()
+        self.wake = asyncio.Event()
+        self.room = asyncio.Event()
+        self.position: dict[str, int] = {}  # input id -> its place in the input order
+        self.in_flight: dict[str, InputRecord] = {}
+        self.held: dict[int, Any] = {}  # finished outputs waiting for earlier ones
+        self.next_out = 0
+
+    def on_done(self, record: InputRecord) -> None:
+        self.finished.append(record)
+        self.wake.set()
+
+    async def feed(self, chunks: AsyncIterator[list[bytes]]) -> None:
+        """Submit every chunk, keeping at most WINDOW inputs not yet handed back."""
+        submitted = 0
+        try:
+            async for chunk in chunks:
+                while len(self.in_flight) + len(self.held) >= WINDOW:
+                    self.room.clear()
+                    await self.room.wait()
+                for record in self.pool.submit_many(chunk, self.on_done):
+                    self.position[record.input_id] = submitted
+                    self.in_flight[record.input_id] = record
+                    submitted += 1
+        finally:
+            self.wake.set()
+
+    def collect(self) -> list[Any]:
+        """Outcomes ready to hand back now, in the order the options ask for."""
+        ready: list[Any] = []
+        while self.finished:
+            record = self.finished.popleft()
+            del self.in_flight[record.input_id]
+            place = self.position.pop(record.input_id)
+            value = _settle(record, self.outcome, self.options.return_exceptions)
+            if self.options.order_outputs:
+                self.held[place] = value
+            else:
+                ready.append(value)
+        while self.next_out in self.held:
+            ready.append(self.held.pop(self.next_out))
+            self.next_out += 1
+        self.room.set()
+        return ready
+
+    def cancel_rest(self) -> None:
+        for record in self.in_flight.values():
+            self.pool.cancel(record)
+
+
 async def map_outputs(
     pool: Pool,
     items: Iterable[tuple[Any, ...]] | AsyncIterable[Any],
@@ -117,62 +172,22 @@ async def map_outputs(
     ``return_exceptions`` errors are yielded as values instead. When the caller
     stops iterating (or an error is raised), inputs still in flight are cancelled.
     """
-    finished: deque[InputRecord] = deque()
-    wake = asyncio.Event()
-    room = asyncio.Event()
-    index: dict[str, int] = {}
-    in_flight: dict[str, InputRecord] = {}
-
-    def on_done(record: InputRecord) -> None:
-        finished.append(record)
-        wake.set()
-
-    held: dict[int, Any] = {}  # finished outputs waiting for earlier ones (ordered maps)
-
-    async def feed() -> None:
-        position = 0
-        try:
-            chunks = _pickled_chunks(items, kwargs, f"arguments of {pool.spec.name}")
-            async for chunk in chunks:
-                while len(in_flight) + len(held) >= WINDOW:
-                    room.clear()
-                    await room.wait()
-                for record in pool.submit_many(chunk, on_done):
-                    index[record.input_id] = position
-                    in_flight[record.input_id] = record
-                    position += 1
-        finally:
-            wake.set()
-
-    feeder = asyncio.create_task(feed())
-    next_out = 0
+    run = _MapRun(pool, options, outcome)
+    chunks = _pickled_chunks(items, kwargs, f"arguments of {pool.spec.name}")
+    feeder = asyncio.create_task(run.feed(chunks))
     try:
-        while not (feeder.done() and not in_flight and not finished):
-            await wake.wait()
-            wake.clear()
-            if feeder.done() and feeder.exception() is not None:
-                raise feeder.exception()  # type: ignore[misc]
-            ready: list[Any] = []
-            while finished:
-                record = finished.popleft()
-                del in_flight[record.input_id]
-                value = _settle(record, outcome, options.return_exceptions)
-                if options.order_outputs:
-                    held[index.pop(record.input_id)] = value
-                else:
-                    index.pop(record.input_id)
-                    ready.append(value)
-            while next_out in held:
-                ready.append(held.pop(next_out))
-                next_out += 1
-            room.set()
+        while not (feeder.done() and not run.in_flight and not run.finished):
+            await run.wake.wait()
+            run.wake.clear()
+            if feeder.done() and (error := feeder.exception()) is not None:
+                raise error
+            ready = run.collect()
             if ready:
                 progress.done += len(ready)
                 yield ready
     finally:
         feeder.cancel()
-        for record in in_flight.values():
-            pool.cancel(record)
+        run.cancel_rest()
 
 
 def _settle(record: InputRecord, outcome: Callable[[InputRecord], Any], keep: bool) -> Any:

@@ -38,7 +38,9 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        code = loop.run_until_complete(Runtime(address, container_id, settings.container_token()).run())
+        code = loop.run_until_complete(
+            Runtime(address, container_id, settings.container_token()).run()
+        )
     except OSError as exc:
         print(f"container {container_id}: cannot reach the control plane: {exc}", file=sys.stderr)
         code = 1

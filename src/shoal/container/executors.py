@@ -40,7 +40,9 @@ def is_async_callable(obj: Any) -> bool:
     return call is not None and not inspect.isfunction(obj) and inspect.iscoroutinefunction(call)
 
 
-def _call_and_pickle(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+def _call_and_pickle(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bytes:
     return payload.dumps(fn(*args, **kwargs), "return value")
 
 

@@ -28,9 +28,7 @@ class CallState(enum.Enum):
 
 
 _ALLOWED: dict[CallState, frozenset[CallState]] = {
-    CallState.QUEUED: frozenset(
-        {CallState.RUNNING, CallState.FAILED, CallState.CANCELLED}
-    ),
+    CallState.QUEUED: frozenset({CallState.RUNNING, CallState.FAILED, CallState.CANCELLED}),
     CallState.RUNNING: frozenset(
         {CallState.QUEUED, CallState.DONE, CallState.FAILED, CallState.CANCELLED}
     ),
@@ -65,9 +63,7 @@ class InputRecord:
         "timer",
     )
 
-    def __init__(
-        self, input_id: str, args: bytes, on_done: Callable[[InputRecord], None]
-    ) -> None:
+    def __init__(self, input_id: str, args: bytes, on_done: Callable[[InputRecord], None]) -> None:
         self.input_id = input_id
         self.args = args
         self.on_done = on_done
@@ -142,4 +138,3 @@ def after_failure(record: InputRecord, spec: FunctionSpec, *, crash: bool) -> Re
 def describe(spec: FunctionSpec, record: InputRecord) -> str:
     """Name a function and input for error messages: ``f (input in-3)``."""
     return f"{spec.name} (input {record.input_id})"
-

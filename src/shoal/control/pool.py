@@ -213,9 +213,7 @@ class Pool:
         container.idle_since = None
         self._in_flight += 1
         loop = asyncio.get_running_loop()
-        record.timer = loop.call_later(
-            self.spec.timeout + TIMEOUT_GRACE, self._on_deadline, record
-        )
+        record.timer = loop.call_later(self.spec.timeout + TIMEOUT_GRACE, self._on_deadline, record)
         container.send(Input(record.input_id, record.args))
 
     def _autoscale(self) -> None:

@@ -92,21 +92,33 @@ class Scaling:
     scaledown_window: float = 60.0
 
     def __post_init__(self) -> None:
-        _check(_is_int(self.max_inputs) and self.max_inputs >= 1,
-               f"max_inputs={self.max_inputs!r}: must be an int >= 1")
+        _check(
+            _is_int(self.max_inputs) and self.max_inputs >= 1,
+            f"max_inputs={self.max_inputs!r}: must be an int >= 1",
+        )
         target = self.target_inputs
-        _check(target is None or (_is_int(target) and 1 <= target <= self.max_inputs),
-               f"target_inputs={target!r}: must be an int in 1..max_inputs ({self.max_inputs})")
-        _check(_is_int(self.min_containers) and self.min_containers >= 0,
-               f"min_containers={self.min_containers!r}: must be an int >= 0")
+        _check(
+            target is None or (_is_int(target) and 1 <= target <= self.max_inputs),
+            f"target_inputs={target!r}: must be an int in 1..max_inputs ({self.max_inputs})",
+        )
+        _check(
+            _is_int(self.min_containers) and self.min_containers >= 0,
+            f"min_containers={self.min_containers!r}: must be an int >= 0",
+        )
         top = self.max_containers
-        _check(top is None or (_is_int(top) and top >= max(1, self.min_containers)),
-               f"max_containers={top!r}: must be None or an int >= max(1, min_containers)")
-        _check(_is_int(self.buffer_containers) and self.buffer_containers >= 0,
-               f"buffer_containers={self.buffer_containers!r}: must be an int >= 0")
+        _check(
+            top is None or (_is_int(top) and top >= max(1, self.min_containers)),
+            f"max_containers={top!r}: must be None or an int >= max(1, min_containers)",
+        )
+        _check(
+            _is_int(self.buffer_containers) and self.buffer_containers >= 0,
+            f"buffer_containers={self.buffer_containers!r}: must be an int >= 0",
+        )
         window = self.scaledown_window
-        _check(isinstance(window, int | float) and math.isfinite(window) and window > 0,
-               f"scaledown_window={window!r}: must be a number of seconds > 0")
+        _check(
+            isinstance(window, int | float) and math.isfinite(window) and window > 0,
+            f"scaledown_window={window!r}: must be a number of seconds > 0",
+        )
 
     @property
     def target(self) -> int:
@@ -128,8 +140,10 @@ class FunctionSpec:
     retries: Retries = field(default_factory=lambda: Retries(max_retries=0))
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.timeout, int | float) and 0 < self.timeout <= 86400,
-               f"timeout={self.timeout!r}: must be 0 < seconds <= 86400")
+        _check(
+            isinstance(self.timeout, int | float) and 0 < self.timeout <= 86400,
+            f"timeout={self.timeout!r}: must be 0 < seconds <= 86400",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

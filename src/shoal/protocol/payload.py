@@ -105,8 +105,9 @@ def load_exception(data: bytes, context: str) -> BaseException:
     try:
         exc, text = pickle.loads(data)
     except Exception as load_error:
-        return RemoteError(f"{context} failed with an exception that cannot be rebuilt here "
-                           f"({load_error!r})")
+        return RemoteError(
+            f"{context} failed with an exception that cannot be rebuilt here ({load_error!r})"
+        )
     if isinstance(exc, BaseException):
         exc.add_note(f"\nRemote traceback ({context}):\n{text.rstrip()}")
         return exc

@@ -1,0 +1,107 @@
+"""The contract every backend keeps, run against each one (start, stop, list, exit)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from shoal.backends import get_backend
+from shoal.backends.base import Backend, ContainerLaunch
+from shoal.exception import InvalidError
+
+BACKENDS = ["local"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    yield get_backend(request.param)
+
+
+def launch(container_id: str, address: str) -> ContainerLaunch:
+    return ContainerLaunch(
+        container_id=container_id, label=container_id, address=address, token="t"
+    )
+
+
+class _SilentServer:
+    """Accepts connections and never answers: the container waits, it does not exit."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self, path: str) -> None:
+        async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+
+        self.server = await asyncio.start_unix_server(hold, path)
+
+    async def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def test_a_container_that_cannot_connect_exits_and_is_reported_once(backend: Backend) -> None:
+    async def scenario() -> list[tuple[str, int | None]]:
+        exits: list[tuple[str, int | None]] = []
+        await backend.start(launch("c1", "/nonexistent/socket"), lambda i, c: exits.append((i, c)))
+        for _ in range(500):
+            if exits:
+                break
+            await asyncio.sleep(0.02)
+        assert backend.list() == []
+        return exits
+
+    exits = asyncio.run(scenario())
+    assert exits == [("c1", 1)]
+
+
+def test_stop_kills_after_the_grace_and_list_follows(backend: Backend) -> None:
+    async def scenario() -> list[str]:
+        exits: list[str] = []
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "s.sock")
+            server = _SilentServer()
+            await server.start(path)
+            pid = await backend.start(launch("c2", path), lambda i, c: exits.append(i))
+            assert pid is None or pid > 0
+            assert backend.list() == ["c2"]
+            await backend.stop("c2", grace=0.1)
+            assert backend.list() == []
+            await backend.stop("c2", grace=0.1)  # already gone: a no-op
+            await backend.stop("unknown", grace=0.1)
+            await server.close()
+        await asyncio.sleep(0)
+        return exits
+
+    assert asyncio.run(scenario()) == ["c2"]
+
+
+def test_close_stops_every_container(backend: Backend) -> None:
+    async def scenario() -> int:
+        exits: list[str] = []
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "s.sock")
+            server = _SilentServer()
+            await server.start(path)
+            for n in range(3):
+                await backend.start(launch(f"c{n}", path), lambda i, c: exits.append(i))
+            assert len(backend.list()) == 3
+            await backend.close()
+            await server.close()
+        await asyncio.sleep(0)
+        return len(exits)
+
+    assert asyncio.run(scenario()) == 3
+
+
+def test_unknown_backends_name_the_choices() -> None:
+    with pytest.raises(InvalidError, match="'local'"):
+        get_backend("kubernetes")

@@ -1,0 +1,53 @@
+"""Shared helpers: waiting for conditions, and proof that no container outlives a test."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    """Return once ``condition()`` is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+def container_pids(parent: int | None = None) -> set[int]:
+    """Pids of live container processes, children of ``parent`` (default: this process)."""
+    parent = os.getpid() if parent is None else parent
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")".
+        fields = stat.rsplit(")", 1)[1].split()
+        if b"shoal.container" in cmdline and int(fields[1]) == parent and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_containers() -> Iterator[None]:
+    """Every test must leave no container process behind."""
+    yield
+    wait_until(lambda: not container_pids(), timeout=10, what="containers to exit")
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Path]:
+    """A path inputs wait on; opened (created) by the test, and at teardown regardless."""
+    path = tmp_path / "gate"
+    yield path
+    path.touch()

@@ -1,0 +1,56 @@
+"""``shoal run`` as a user types it: a real subprocess, real containers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+APP = Path(__file__).parents[1] / "apps" / "cli_app.py"
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def shoal(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shoal.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_run_an_entrypoint_with_options() -> None:
+    result = shoal("run", f"{APP}::main", "--count", "5", "--word", "ok")
+    assert result.returncode == 0, result.stderr
+    assert "squares: [0, 1, 4, 9, 16] ok" in result.stdout
+    assert "square" in result.stderr  # the status display's last frame
+
+
+def test_run_one_function_by_name() -> None:
+    result = shoal("run", "-q", f"{APP}::square", "--x", "7")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "49"
+
+
+def test_a_failing_entrypoint_exits_non_zero_with_the_traceback() -> None:
+    result = shoal("run", "-q", f"{APP}::crash")
+    assert result.returncode == 1
+    assert "TypeError" in result.stderr
+    assert "Remote traceback" in result.stderr
+
+
+def test_ambiguous_or_unknown_targets_are_usage_errors() -> None:
+    result = shoal("run", str(APP))
+    assert result.returncode == 2
+    assert "name one" in result.stderr
+    assert shoal("run", f"{APP}::nope").returncode == 2
+    assert shoal("run", "missing.py").returncode == 2
+
+
+def test_the_quickstart_example_does_what_its_comments_say() -> None:
+    result = shoal("run", "-q", str(EXAMPLES / "quickstart.py"), "--n", "100")
+    assert result.returncode == 0, result.stderr
+    assert "10 inputs on 10 threads" in result.stdout
+    assert "10 inputs on 1 thread" in result.stdout
+    assert "100 inputs on 5 containers" in result.stdout

@@ -1,0 +1,187 @@
+"""Small pure parts: dispatch choice, the input queue, slots, framing, payloads, exports."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+
+import pytest
+
+import shoal
+from shoal.container.executors import is_async_callable
+from shoal.container.slots import Slots
+from shoal.control import dispatcher
+from shoal.control.calls import CallState, InputRecord
+from shoal.control.containers import ContainerHandle, ContainerState
+from shoal.control.input_queue import InputQueue
+from shoal.exception import RemoteError, RequestSizeError, SerializationError
+from shoal.protocol import payload
+from shoal.protocol.framing import FramedProtocol, frame
+from shoal.protocol.messages import Hello, Input, Message, Output, ProtocolError, decode, encode
+
+
+def container(name: str, running: int, max_inputs: int = 4) -> ContainerHandle:
+    handle = ContainerHandle(name, 0, max_inputs)
+    handle.move_to(ContainerState.READY)
+    for i in range(running):
+        handle.running[f"{name}-{i}"] = InputRecord(f"{name}-{i}", b"", lambda _: None)
+    return handle
+
+
+def test_dispatch_packs_the_busiest_container_below_target() -> None:
+    a, b, c = container("a", 1), container("b", 2), container("c", 0)
+    assert dispatcher.pick([a, b, c], target=3) is b
+
+
+def test_dispatch_bursts_the_least_busy_only_when_all_are_at_target() -> None:
+    a, b = container("a", 3), container("b", 2)
+    assert dispatcher.pick([a, b], target=2) is b
+    full = [container("a", 4), container("b", 4)]
+    assert dispatcher.pick(full, target=2) is None
+
+
+def test_dispatch_skips_containers_that_are_not_ready() -> None:
+    starting = ContainerHandle("s", 0, 4)
+    assert dispatcher.pick([starting], target=4) is None
+
+
+def test_container_lifecycle_rejects_illegal_transitions() -> None:
+    handle = ContainerHandle("x", 0, 1)
+    handle.move_to(ContainerState.STOPPED)
+    with pytest.raises(RuntimeError, match="STOPPED -> READY"):
+        handle.move_to(ContainerState.READY)
+
+
+def test_input_queue_skips_cancelled_records() -> None:
+    done: list[str] = []
+    queue = InputQueue()
+    records = [InputRecord(str(i), b"", lambda r: done.append(r.input_id)) for i in range(3)]
+    for record in records:
+        queue.push(record)
+    records[0].move_to(CallState.CANCELLED)
+    queue.forget(records[0])
+    assert len(queue) == 2
+    assert queue.pop() is records[1]
+    queue.push_front(records[1])
+    assert [queue.pop(), queue.pop(), queue.pop()] == [records[1], records[2], None]
+    assert done == ["0"]
+
+
+def test_slots_bound_and_resize() -> None:
+    async def scenario() -> list[int]:
+        slots = Slots(2)
+        order: list[int] = []
+        await slots.acquire()
+        await slots.acquire()
+        assert not slots.try_acquire()
+
+        async def third() -> None:
+            await slots.acquire()
+            order.append(3)
+
+        task = asyncio.create_task(third())
+        await asyncio.sleep(0)
+        assert order == []
+        slots.resize(3)
+        await task
+        assert (slots.used, slots.capacity) == (3, 3)
+        return order
+
+    assert asyncio.run(scenario()) == [3]
+
+
+def test_messages_round_trip_and_reject_garbage() -> None:
+    for message in (Hello("c1", "t", 5), Input("in-1", b"\x00\x01"), Output("in-1", 0, b"", True)):
+        assert decode(encode(message)) == message
+    with pytest.raises(ProtocolError):
+        decode(b"\xc1")
+    with pytest.raises(ProtocolError):
+        decode(encode(Hello("c", "t", 1))[:-1])
+
+
+def test_framed_protocol_parses_split_and_coalesced_frames() -> None:
+    got: list[Message] = []
+    lost: list[BaseException | None] = []
+    proto = FramedProtocol(got.append, lost.append, max_frame=1024)
+    data = frame(Input("a", b"1")) + frame(Input("b", b"2"))
+    for i in range(0, len(data), 3):  # arrives in odd pieces
+        proto.data_received(data[i : i + 3])
+    assert got == [Input("a", b"1"), Input("b", b"2")]
+    assert lost == []
+
+
+def test_framed_protocol_refuses_oversized_frames() -> None:
+    lost: list[BaseException | None] = []
+    proto = FramedProtocol(lambda m: None, lost.append, max_frame=10)
+    proto.data_received(frame(Input("a", b"x" * 100)))
+    assert isinstance(lost[0], ProtocolError)
+
+
+def test_payload_errors() -> None:
+    import threading
+
+    with pytest.raises(SerializationError, match="arguments of f"):
+        payload.dumps(threading.Lock(), "arguments of f")
+    assert payload.loads(payload.dumps([1, 2], "x"), "x") == [1, 2]
+
+
+def test_payload_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOAL_MAX_PAYLOAD_BYTES", "100")
+    with pytest.raises(RequestSizeError):
+        payload.dumps(b"x" * 200, "y")
+
+
+def test_exceptions_travel_with_their_traceback() -> None:
+    try:
+        raise KeyError("k")
+    except KeyError as exc:
+        data = payload.dump_exception(exc)
+    rebuilt = payload.load_exception(data, "f (input in-1)")
+    assert isinstance(rebuilt, KeyError)
+    assert "f (input in-1)" in rebuilt.__notes__[0]
+
+
+def test_an_exception_that_cannot_be_pickled_becomes_remote_error() -> None:
+    class Unpicklable(Exception):
+        def __reduce__(self) -> str:
+            raise TypeError("no")
+
+    rebuilt = payload.load_exception(payload.dump_exception(Unpicklable("x")), "f")
+    assert isinstance(rebuilt, RemoteError)
+    assert "Unpicklable" in str(rebuilt)
+    assert pickle.loads(pickle.dumps(RemoteError("x"))).args == ("x",)
+
+
+def test_is_async_callable_sees_through_partials_and_objects() -> None:
+    import functools
+
+    async def coro(x: int) -> int:
+        return x
+
+    class Handler:
+        async def __call__(self) -> None: ...
+
+    assert is_async_callable(functools.partial(coro, 1))
+    assert is_async_callable(Handler())
+    assert not is_async_callable(lambda: None)
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(shoal.__all__) == [
+        "App",
+        "ContainerCrashError",
+        "ContainerInitError",
+        "Error",
+        "Function",
+        "FunctionCall",
+        "FunctionStats",
+        "FunctionTimeoutError",
+        "InvalidError",
+        "RemoteError",
+        "Retries",
+        "__version__",
+        "concurrent",
+        "current_input_id",
+        "exception",
+        "is_local",
+    ]

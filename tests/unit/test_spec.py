@@ -1,0 +1,77 @@
+"""Options are validated where they are written, naming the value and the range."""
+
+from __future__ import annotations
+
+import pytest
+
+import shoal
+from shoal.control.spec import FunctionSpec, Retries, Scaling
+from shoal.exception import InvalidError
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_inputs": 0}, "max_inputs=0"),
+        ({"max_inputs": 4, "target_inputs": 5}, "target_inputs=5"),
+        ({"min_containers": -1}, "min_containers=-1"),
+        ({"max_containers": 0}, "max_containers=0"),
+        ({"min_containers": 3, "max_containers": 2}, "max_containers=2"),
+        ({"buffer_containers": -1}, "buffer_containers=-1"),
+        ({"scaledown_window": 0}, "scaledown_window=0"),
+        ({"max_inputs": True}, "max_inputs=True"),
+    ],
+)
+def test_bad_scaling_values_are_named(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidError, match=message):
+        Scaling(**kwargs)  # type: ignore[arg-type]
+
+
+def test_target_defaults_to_max_inputs() -> None:
+    assert Scaling(max_inputs=8).target == 8
+    assert Scaling(max_inputs=8, target_inputs=6).target == 6
+
+
+def test_retries() -> None:
+    r = Retries(max_retries=3, initial_delay=1.0, backoff_coefficient=2.0, max_delay=3.0)
+    assert [r.delay(n) for n in (1, 2, 3)] == [1.0, 2.0, 3.0]
+    assert Retries.coerce(2) == Retries(max_retries=2, initial_delay=0.0, max_delay=0.0)
+    assert Retries.coerce(None).max_retries == 0
+    with pytest.raises(InvalidError, match="max_retries=11"):
+        Retries(max_retries=11)
+    with pytest.raises(InvalidError, match="retries="):
+        Retries.coerce("3")  # type: ignore[arg-type]
+
+
+def test_timeout_range() -> None:
+    with pytest.raises(InvalidError, match="timeout=0"):
+        FunctionSpec(name="f", timeout=0)
+
+
+def test_app_function_rejects_conflicting_spellings() -> None:
+    app = shoal.App()
+    with pytest.raises(InvalidError, match="keep_warm"):
+        app.function(min_containers=1, keep_warm=1)
+    with pytest.raises(InvalidError, match="not both"):
+
+        @app.function(allow_concurrent_inputs=2)
+        @shoal.concurrent(max_inputs=3)
+        def f() -> None: ...
+
+    with pytest.raises(InvalidError, match=r"below @app\.function"):
+        shoal.concurrent(max_inputs=2)(app.function(name="g")(_top_level))
+
+
+def _top_level() -> None: ...
+
+
+def test_concurrent_and_allow_concurrent_inputs_mean_the_same() -> None:
+    app = shoal.App()
+
+    @app.function(name="a", serialized=True)
+    @shoal.concurrent(max_inputs=7, target_inputs=5)
+    def a() -> None: ...
+
+    b = app.function(allow_concurrent_inputs=7, name="b")(_top_level)
+    assert a.spec.scaling.max_inputs == b.spec.scaling.max_inputs == 7
+    assert a.spec.scaling.target == 5
