@@ -152,3 +152,11 @@ async def cancellable(gate: str) -> str:
 @app.function()
 def big_result(size: int) -> bytes:
     return b"x" * size
+
+
+@app.function()
+def chatty(word: str) -> None:
+    import sys
+
+    print(f"out: {word}")
+    print(f"err: {word}", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from apps import basic
 from conftest import wait_until
 
@@ -72,3 +74,19 @@ def test_map_options_and_forms() -> None:
 
         assert asyncio.run(via_aio()) == list(range(10))
         assert basic.echo.local(7) == 7
+
+
+def test_container_output_reaches_the_caller_prefixed(capsys: pytest.CaptureFixture[str]) -> None:
+    seen = {"out": "", "err": ""}
+
+    def arrived() -> bool:
+        captured = capsys.readouterr()
+        seen["out"] += captured.out
+        seen["err"] += captured.err
+        return "out: hello" in seen["out"] and "err: hello" in seen["err"]
+
+    with basic.app.run():
+        basic.chatty.remote("hello")
+        wait_until(arrived, timeout=10, what="container output")
+    assert "[chatty-c1] out: hello" in seen["out"]
+    assert "[chatty-c1] err: hello" in seen["err"]

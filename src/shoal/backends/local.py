@@ -14,19 +14,26 @@ import contextlib
 import os
 import subprocess
 import sys
-from typing import TextIO
+from typing import IO, TextIO
 
 from shoal.backends.base import Backend, ContainerLaunch, OnExit
 
 #: Bytes read from a container's pipe at a time.
 _CHUNK = 64 * 1024
+#: Seconds a dead container's remaining output may take to arrive.
+_DRAIN = 1.0
 
 
 class LocalBackend(Backend):
-    """Runs each container as a child process."""
+    """Runs each container as a child process.
+
+    Exit is seen through a pidfd on the event loop (a waiting thread where pidfds
+    are missing), not asyncio's child watcher, whose threads race with other
+    reapers and print warnings when the interpreter exits.
+    """
 
     def __init__(self) -> None:
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._exited: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -34,12 +41,9 @@ class LocalBackend(Backend):
         env = dict(os.environ)
         env["SHOAL_CONTAINER_TOKEN"] = launch.token
         env["PYTHONUNBUFFERED"] = "1"
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "shoal.container",
-            launch.address,
-            launch.container_id,
+        # A fork and exec take milliseconds; asyncio's subprocess API adds a watcher.
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "shoal.container", launch.address, launch.container_id],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -54,16 +58,23 @@ class LocalBackend(Backend):
         return proc.pid
 
     async def _supervise(
-        self, launch: ContainerLaunch, proc: asyncio.subprocess.Process, on_exit: OnExit
+        self, launch: ContainerLaunch, proc: subprocess.Popen[bytes], on_exit: OnExit
     ) -> None:
         assert proc.stdout is not None and proc.stderr is not None
+        code: int | None = None
+        relays = asyncio.gather(
+            _relay(proc.stdout, launch.label, "stdout"),
+            _relay(proc.stderr, launch.label, "stderr"),
+        )
         try:
-            await asyncio.gather(
-                _relay(proc.stdout, launch.label, "stdout"),
-                _relay(proc.stderr, launch.label, "stderr"),
-            )
-            code = await proc.wait()
+            code = await _exit_code(proc)
+            # Let the last lines through, unless a grandchild still holds the pipes.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(relays), _DRAIN)
         finally:
+            relays.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relays
             self._procs.pop(launch.container_id, None)
             self._exited.pop(launch.container_id).set()
         on_exit(launch.container_id, code)
@@ -85,18 +96,45 @@ class LocalBackend(Backend):
         return list(self._procs)
 
 
-async def _relay(stream: asyncio.StreamReader, label: str, which: str) -> None:
-    """Copy ``stream`` to our stdout or stderr, each line prefixed with ``label``."""
+async def _exit_code(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for ``proc`` to exit without blocking the loop; return its exit code."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3
+        return await asyncio.to_thread(proc.wait)
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return proc.wait()
+
+
+async def _relay(pipe: IO[bytes], label: str, which: str) -> None:
+    """Copy ``pipe`` to our stdout or stderr, each line prefixed with ``label``; return at EOF."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
+    )
     pending = b""
-    while True:
-        chunk = await stream.read(_CHUNK)
-        if not chunk:
-            break
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        _write(label, which, lines)
-    if pending:
-        _write(label, which, [pending])
+    try:
+        while chunk := await reader.read(_CHUNK):
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            _write(label, which, lines)
+        if pending:
+            _write(label, which, [pending])
+    finally:
+        transport.close()
 
 
 def _write(label: str, which: str, lines: list[bytes]) -> None:

@@ -466,6 +466,7 @@ class Pool:
         stops = []
         for handle in list(self._containers.values()):
             for record in handle.running.values():
+                handle.send(Cancel(record.input_id))  # async inputs stop at once
                 if not record.done:
                     record.fail(stopped)
             handle.send(Shutdown())
