@@ -21,8 +21,8 @@ from shoal.client.decorators import concurrent
 from shoal.client.function import Function
 from shoal.client.function_call import FunctionCall
 from shoal.container.context import current_input_id, is_local
-from shoal.control.pool import FunctionStats
 from shoal.control.spec import Retries
+from shoal.control.stats import FunctionStats
 from shoal.exception import (
     ContainerCrashError,
     ContainerInitError,

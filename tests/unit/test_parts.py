@@ -10,9 +10,9 @@ import pytest
 import shoal
 from shoal.container.executors import is_async_callable
 from shoal.container.slots import Slots
-from shoal.control import dispatcher
 from shoal.control.calls import CallState, InputRecord
 from shoal.control.containers import ContainerHandle, ContainerState
+from shoal.control.dispatcher import Dispatcher
 from shoal.control.input_queue import InputQueue
 from shoal.exception import RemoteError, RequestSizeError, SerializationError
 from shoal.protocol import payload
@@ -28,21 +28,37 @@ def container(name: str, running: int, max_inputs: int = 4) -> ContainerHandle:
     return handle
 
 
+def dispatcher(target: int, *containers: ContainerHandle) -> Dispatcher:
+    d = Dispatcher(target, max_inputs=4)
+    for c in containers:
+        d.add(c)
+    return d
+
+
 def test_dispatch_packs_the_busiest_container_below_target() -> None:
     a, b, c = container("a", 1), container("b", 2), container("c", 0)
-    assert dispatcher.pick([a, b, c], target=3) is b
+    assert dispatcher(3, a, b, c).pick() is b
 
 
 def test_dispatch_bursts_the_least_busy_only_when_all_are_at_target() -> None:
     a, b = container("a", 3), container("b", 2)
-    assert dispatcher.pick([a, b], target=2) is b
-    full = [container("a", 4), container("b", 4)]
-    assert dispatcher.pick(full, target=2) is None
+    assert dispatcher(2, a, b).pick() is b
+    assert dispatcher(2, container("a", 4), container("b", 4)).pick() is None
 
 
-def test_dispatch_skips_containers_that_are_not_ready() -> None:
-    starting = ContainerHandle("s", 0, 4)
-    assert dispatcher.pick([starting], target=4) is None
+def test_dispatch_follows_moves_and_removals() -> None:
+    a, b = container("a", 0), container("b", 1)
+    d = dispatcher(4, a, b)
+    assert d.pick() is b
+    b.running.clear()
+    d.moved(b, before=1)
+    assert d.pick() is a  # both idle now: a has been idle longer
+    d.remove(a)
+    d.remove(a)  # twice is harmless
+    assert d.pick() is b
+    d.remove(b)
+    assert d.pick() is None
+    assert len(d) == 0
 
 
 def test_container_lifecycle_rejects_illegal_transitions() -> None:

@@ -15,6 +15,7 @@ the process, and containers notice the closed connection and exit.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -80,6 +81,63 @@ async def run_async(coro: Coroutine[Any, Any, R]) -> R:
         return await coro
     future = asyncio.run_coroutine_threadsafe(coro, background_loop())
     return await asyncio.wrap_future(future)
+
+
+#: Work started on the background loop: called there with ``done``, which it must
+#: call (on the loop) when the work finishes; returns a function that cancels it.
+Starter = Callable[[Callable[[], None]], Callable[[], None]]
+
+
+def _start_on_loop(start: Starter, future: concurrent.futures.Future[None]) -> Callable[[], None]:
+    def done() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    try:
+        return start(done)
+    except BaseException as exc:
+        future.set_exception(exc)
+        return lambda: None
+
+
+def wait_on_loop(start: Starter) -> None:
+    """Run ``start`` on the background loop and block until it reports done.
+
+    The cheapest round trip the bridge has: no task, no coroutine, and the
+    waiting thread wakes the moment ``done`` is called. If this thread is
+    interrupted (Ctrl-C), the work is cancelled on the loop.
+
+    Raises:
+        ExecutionError: called from the background loop itself (it would deadlock).
+        BaseException: whatever ``start`` raised.
+    """
+    if _on_background_loop():
+        raise ExecutionError("a blocking Shoal call inside Shoal's own loop; use .aio")
+    loop = background_loop()
+    future: concurrent.futures.Future[None] = concurrent.futures.Future()
+    cancel: list[Callable[[], None]] = []
+    loop.call_soon_threadsafe(lambda: cancel.append(_start_on_loop(start, future)))
+    try:
+        future.result()
+    except BaseException:
+        loop.call_soon_threadsafe(lambda: [c() for c in cancel])
+        raise
+
+
+async def wait_on_loop_async(start: Starter) -> None:
+    """:func:`wait_on_loop` for a caller on any event loop."""
+    loop = background_loop()
+    future: concurrent.futures.Future[None] = concurrent.futures.Future()
+    cancel: list[Callable[[], None]] = []
+    if _on_background_loop():
+        cancel.append(_start_on_loop(start, future))
+    else:
+        loop.call_soon_threadsafe(lambda: cancel.append(_start_on_loop(start, future)))
+    try:
+        await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        loop.call_soon_threadsafe(lambda: [c() for c in cancel])
+        raise
 
 
 class Bridged(Generic[P, R]):

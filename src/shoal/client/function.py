@@ -13,12 +13,20 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from shoal.client.bridge import bridged, bridged_iter, run_sync
+from shoal.client.bridge import (
+    Starter,
+    bridged,
+    bridged_iter,
+    run_sync,
+    wait_on_loop,
+    wait_on_loop_async,
+)
 from shoal.client.function_call import FunctionCall
 from shoal.client.map import MapOptions, MapProgress, arg_tuples, known_length, map_outputs
 from shoal.control.calls import CallState, InputRecord
-from shoal.control.pool import FunctionStats, Pool
+from shoal.control.pool import Pool
 from shoal.control.spec import UNSET, FunctionSpec
+from shoal.control.stats import FunctionStats
 from shoal.exception import InputCancellation
 from shoal.protocol import payload
 
@@ -76,9 +84,11 @@ class Function(Generic[P, R]):
 
     # -- single calls -----------------------------------------------------
 
-    @bridged
-    async def remote(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    @property
+    def remote(self) -> _Remote[P, R]:
         """Run the function in a container and return its result.
+
+        ``f.remote(...)`` blocks; ``await f.remote.aio(...)`` awaits.
 
         Raises:
             SerializationError: the arguments cannot be pickled (nothing is queued).
@@ -86,16 +96,7 @@ class Function(Generic[P, R]):
             ContainerCrashError: containers died under it until retries ran out.
             Exception: whatever the function raised, with the remote traceback as a note.
         """
-        data = self._pickle_args(args, kwargs)
-        pool = self._pool()
-        finished = asyncio.Event()
-        record = pool.submit(data, lambda _: finished.set())
-        try:
-            await finished.wait()
-        except asyncio.CancelledError:
-            pool.cancel(record)
-            raise
-        return self._outcome(record)
+        return _Remote(self)
 
     @bridged
     async def spawn(self, /, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
@@ -218,3 +219,42 @@ class Function(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<shoal.Function {self.spec.name}>"
+
+
+class _Remote(Generic[P, R]):
+    """``f.remote``: one input, both faces over the same start and outcome.
+
+    Arguments are pickled and the result unpickled on the calling thread; the
+    control plane's loop only queues the input and signals its end.
+    """
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Function[P, R]) -> None:
+        self._function = function
+
+    def _starter(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Starter, list[InputRecord]]:
+        function = self._function
+        data = function._pickle_args(args, kwargs)
+        pool = function._pool()
+        submitted: list[InputRecord] = []
+
+        def start(done: Callable[[], None]) -> Callable[[], None]:
+            record = pool.submit(data, lambda _: done())
+            submitted.append(record)
+            return lambda: pool.cancel(record)
+
+        return start, submitted
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        start, submitted = self._starter(args, kwargs)
+        wait_on_loop(start)
+        return self._function._outcome(submitted[0])
+
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """The same call, awaitable from any event loop."""
+        start, submitted = self._starter(args, kwargs)
+        await wait_on_loop_async(start)
+        return self._function._outcome(submitted[0])

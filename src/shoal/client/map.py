@@ -3,7 +3,7 @@
 A map never holds its whole input: a feeder pulls items from the caller's
 iterable a chunk at a time (on a worker thread, where they are also pickled, so
 a slow generator or a big pickle never stalls the control plane) and keeps at
-most :data:`WINDOW` inputs submitted and not yet handed back. Outputs come back
+most :func:`window` inputs submitted and not yet handed back. Outputs come back
 as chunks, one loop round trip per chunk, in input order or as they finish.
 """
 
@@ -19,11 +19,27 @@ from typing import Any, Final
 
 from shoal.control.calls import InputRecord
 from shoal.control.pool import Pool
+from shoal.control.spec import Scaling
 from shoal.exception import InvalidError
 from shoal.protocol import payload
 
-#: Inputs a map keeps submitted and not yet returned to the caller.
-WINDOW: Final = 4096
+#: Fewest inputs a map keeps submitted and not yet returned to the caller.
+WINDOW: Final = 10_000
+#: Containers assumed for a pool without max_containers, to size its window.
+_UNBOUNDED_CONTAINERS: Final = 100
+
+
+def window(scaling: Scaling) -> int:
+    """How many inputs a map keeps in flight: enough to fill the pool twice over.
+
+    A smaller window would leave capacity idle (5,000 inputs on 5 containers of
+    1,000 slots must all be in flight at once); the floor keeps small pools busy
+    while outputs travel back.
+    """
+    containers = scaling.max_containers or _UNBOUNDED_CONTAINERS
+    return max(WINDOW, 2 * scaling.max_inputs * containers)
+
+
 #: Most items pulled and pickled in one chunk.
 CHUNK: Final = 512
 #: A chunk is handed over once it has waited this long for more items (seconds).
@@ -121,11 +137,12 @@ class _MapRun:
         self.wake.set()
 
     async def feed(self, chunks: AsyncIterator[list[bytes]]) -> None:
-        """Submit every chunk, keeping at most WINDOW inputs not yet handed back."""
+        """Submit every chunk, keeping at most :func:`window` inputs not yet handed back."""
         submitted = 0
+        limit = window(self.pool.spec.scaling)
         try:
             async for chunk in chunks:
-                while len(self.in_flight) + len(self.held) >= WINDOW:
+                while len(self.in_flight) + len(self.held) >= limit:
                     self.room.clear()
                     await self.room.wait()
                 for record in self.pool.submit_many(chunk, self.on_done):

@@ -3,12 +3,14 @@
 The control plane's dispatcher sends a container at most ``max_inputs`` inputs;
 :class:`Slots` holds the same number on this side, so an input that arrives early
 (before the previous output's slot was released here) waits instead of running
-over capacity.
+over capacity. Worker threads take and release slots too, so the counts are
+guarded by a lock; only tasks on the loop ever wait for one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
 
 
@@ -20,6 +22,7 @@ class Slots:
             raise ValueError(f"capacity={capacity}: must be >= 1")
         self._capacity = capacity
         self._used = 0
+        self._lock = threading.Lock()
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
@@ -33,11 +36,12 @@ class Slots:
         return self._capacity
 
     def try_acquire(self) -> bool:
-        """Take a slot if one is free and nobody waits; return whether it did."""
-        if self._used < self._capacity and not self._waiters:
-            self._used += 1
-            return True
-        return False
+        """Take a slot if one is free and nobody waits; return whether it did (any thread)."""
+        with self._lock:
+            if self._used < self._capacity and not self._waiters:
+                self._used += 1
+                return True
+            return False
 
     async def acquire(self) -> None:
         """Take a slot, waiting for one in arrival order."""
@@ -55,8 +59,9 @@ class Slots:
             raise
 
     def release(self) -> None:
-        """Return a slot; the longest waiter gets it."""
-        self._used -= 1
+        """Return a slot; the longest waiter gets it (any thread when nobody waits)."""
+        with self._lock:
+            self._used -= 1
         self._wake()
 
     def resize(self, capacity: int) -> None:
@@ -67,8 +72,12 @@ class Slots:
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters and self._used < self._capacity:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
+        while self._waiters:
+            with self._lock:
+                if self._used >= self._capacity:
+                    return
+                waiter = self._waiters.popleft()
+                if waiter.done():
+                    continue
                 self._used += 1
-                waiter.set_result(None)
+            waiter.set_result(None)

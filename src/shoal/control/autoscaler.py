@@ -13,40 +13,42 @@ longest-idle first, and never more than the pool has above ``desired``.
 
 Example, the one in the docs: max_inputs=20, 100 queued inputs and no containers
 give ``start=5``; one more input gives ``start=1`` on top of those five.
+
+The cost of a decision does not grow with the pool: the snapshot carries counts,
+and of the idle containers only the longest-idle :func:`surplus` ones, which are
+all the policy may stop.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from shoal.control.spec import Scaling
 
 
 @dataclass(frozen=True, slots=True)
-class ContainerView:
-    """One live container as the policy sees it.
-
-    ``idle_since`` is when its last input finished (or when it became ready), or
-    ``None`` while it runs inputs or is still starting.
-    """
+class IdleContainer:
+    """A ready container with no input since ``idle_since``."""
 
     container_id: str
-    idle_since: float | None
+    idle_since: float
 
 
 @dataclass(frozen=True, slots=True)
 class PoolSnapshot:
-    """What the policy decides on: counts, containers, the clock, the parameters.
+    """What the policy decides on: counts, the clock, the parameters.
 
-    ``containers`` holds the containers that are starting or ready; draining and
-    stopped ones no longer count.
+    ``live`` counts containers starting or ready (draining ones no longer count),
+    ``running`` the inputs on them. ``idle`` lists idle ready containers, longest
+    idle first; only the first :func:`surplus` of them matter, so a pool may pass
+    just those.
     """
 
     now: float
     queued: int
     running: int
-    containers: tuple[ContainerView, ...]
+    live: int
+    idle: tuple[IdleContainer, ...]
     scaling: Scaling
 
 
@@ -54,8 +56,8 @@ class PoolSnapshot:
 class Decision:
     """What the pool should do now, and when to ask again.
 
-    ``recheck_at`` is the earliest time an idle container will have idled out,
-    or ``None`` when nothing will change without an event.
+    ``recheck_at`` is the earliest time a surplus idle container will have idled
+    out, or ``None`` when nothing will change without an event.
     """
 
     start: int
@@ -66,7 +68,7 @@ class Decision:
 def desired_containers(queued: int, running: int, scaling: Scaling) -> int:
     """The number of containers DESIGN's formula asks for."""
     load = queued + running
-    wanted = math.ceil(load / scaling.target)
+    wanted = -(-load // scaling.target)  # ceil, in integers
     if load > 0:
         wanted += scaling.buffer_containers
     wanted = max(wanted, scaling.min_containers)
@@ -75,21 +77,25 @@ def desired_containers(queued: int, running: int, scaling: Scaling) -> int:
     return wanted
 
 
+def surplus(queued: int, running: int, live: int, scaling: Scaling) -> int:
+    """How many containers the pool has above what it needs (candidates to stop)."""
+    return max(0, live - desired_containers(queued, running, scaling))
+
+
 def decide(snapshot: PoolSnapshot) -> Decision:
     """Return the containers to start and stop for ``snapshot``."""
     scaling = snapshot.scaling
     desired = desired_containers(snapshot.queued, snapshot.running, scaling)
-    live = len(snapshot.containers)
-    if desired >= live:
-        return Decision(start=desired - live, stop=(), recheck_at=None)
-    # (idle_since, id) pairs, longest idle first; the expired ones are a prefix.
-    idle = sorted(
-        (c.idle_since, c.container_id) for c in snapshot.containers if c.idle_since is not None
-    )
+    if desired >= snapshot.live:
+        return Decision(start=desired - snapshot.live, stop=(), recheck_at=None)
+    candidates = snapshot.idle[: snapshot.live - desired]
     window = scaling.scaledown_window
-    expired = [cid for since, cid in idle if snapshot.now - since >= window]
-    stop = tuple(expired[: live - desired])
+    deadline = snapshot.now - window
+    expired = 0
+    while expired < len(candidates) and candidates[expired].idle_since <= deadline:
+        expired += 1
+    stop = tuple(c.container_id for c in candidates[:expired])
     recheck_at = None
-    if len(stop) < live - desired:
-        recheck_at = min((since + window for since, _ in idle[len(expired) :]), default=None)
+    if expired < len(candidates):
+        recheck_at = candidates[expired].idle_since + window
     return Decision(start=0, stop=stop, recheck_at=recheck_at)

@@ -15,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shoal.control.spec import INFRA_RETRIES, FunctionSpec
+from shoal.exception import ExecutionError, FunctionTimeoutError
+from shoal.protocol import payload
+from shoal.protocol.messages import Output, OutputStatus
 
 
 class CallState(enum.Enum):
@@ -138,3 +141,22 @@ def after_failure(record: InputRecord, spec: FunctionSpec, *, crash: bool) -> Re
 def describe(spec: FunctionSpec, record: InputRecord) -> str:
     """Name a function and input for error messages: ``f (input in-3)``."""
     return f"{spec.name} (input {record.input_id})"
+
+
+def output_error(spec: FunctionSpec, record: InputRecord, output: Output) -> BaseException:
+    """The error a failed ``output`` means for the caller (status ERROR, TIMEOUT, CANCELLED)."""
+    if output.status == OutputStatus.ERROR:
+        return payload.load_exception(output.data, describe(spec, record))
+    if output.status == OutputStatus.TIMEOUT:
+        return timeout_error(spec, record)
+    # CANCELLED although the caller did not cancel it (the container was stopping).
+    return ExecutionError(f"{describe(spec, record)} was cancelled in its container")
+
+
+def timeout_error(
+    spec: FunctionSpec, record: InputRecord, detail: str = ""
+) -> FunctionTimeoutError:
+    """The caller's error for an input that ran past ``spec.timeout``."""
+    return FunctionTimeoutError(
+        f"{describe(spec, record)} ran past its timeout of {spec.timeout:g} s{detail}"
+    )

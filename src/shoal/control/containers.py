@@ -1,15 +1,19 @@
-"""The control plane's view of one container: its lifecycle and the inputs it runs.
+"""The control plane's view of containers: each one's lifecycle, and a pool's set of them.
 
 A container's slots are the dispatcher's unit: ``free`` is ``max_inputs`` minus the
 inputs sent to it and not yet answered, the same number the container's own
-:class:`shoal.container.slots.Slots` holds.
+:class:`shoal.container.slots.Slots` holds. :class:`ContainerSet` keeps every
+count the dispatcher and the autoscaler read up to date as inputs come and go, so
+neither ever walks the whole pool.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from shoal.control.dispatcher import Dispatcher
 from shoal.protocol.framing import FramedProtocol
 from shoal.protocol.messages import Message
 
@@ -92,3 +96,93 @@ class ContainerHandle:
 
     def __repr__(self) -> str:
         return f"<Container {self.container_id} {self.state.name} running={len(self.running)}>"
+
+
+class ContainerSet:
+    """A pool's containers, with the counts its dispatch and scaling need.
+
+    Every change to a container's state or running inputs goes through
+    :meth:`move`, :meth:`add_running` and :meth:`remove_running`.
+    """
+
+    def __init__(self, target: int, max_inputs: int, clock: Callable[[], float]) -> None:
+        self.dispatcher = Dispatcher(target, max_inputs)
+        self._clock = clock
+        self._all: dict[str, ContainerHandle] = {}
+        #: Ready containers with no input, longest idle first (the clock only grows).
+        self._idle: dict[str, ContainerHandle] = {}
+        self.live = 0  # containers starting or ready
+        self.live_running = 0  # inputs on those
+        self.in_flight = 0  # inputs on any container
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __iter__(self) -> Iterator[ContainerHandle]:
+        return iter(list(self._all.values()))
+
+    def __getitem__(self, container_id: str) -> ContainerHandle:
+        return self._all[container_id]
+
+    def get(self, container_id: str) -> ContainerHandle | None:
+        """The container with that id, unless it stopped."""
+        return self._all.get(container_id)
+
+    def longest_idle(self) -> Iterator[ContainerHandle]:
+        """Idle ready containers, longest idle first."""
+        return iter(self._idle.values())
+
+    def create(self, container_id: str, index: int, max_inputs: int) -> ContainerHandle:
+        """Register a new container in STARTING."""
+        handle = ContainerHandle(container_id, index, max_inputs)
+        self._all[container_id] = handle
+        self.live += 1
+        return handle
+
+    def move(self, container: ContainerHandle, state: ContainerState) -> None:
+        """Change ``container``'s state and every count that depends on it."""
+        was_live = container.live
+        if container.state is ContainerState.READY:
+            self.dispatcher.remove(container)
+            self._idle.pop(container.container_id, None)
+        container.move_to(state)
+        if state is ContainerState.READY:
+            self.dispatcher.add(container)
+            if not container.running:
+                self._mark_idle(container)
+        if was_live and not container.live:
+            self.live -= 1
+            self.live_running -= len(container.running)
+        if state is ContainerState.STOPPED:
+            self._all.pop(container.container_id, None)
+            self.in_flight -= len(container.running)
+
+    def add_running(self, container: ContainerHandle, record: InputRecord) -> None:
+        """``record`` was sent to ``container``."""
+        before = len(container.running)
+        container.running[record.input_id] = record
+        self.in_flight += 1
+        if container.live:
+            self.live_running += 1
+        self.dispatcher.moved(container, before)
+        if before == 0:
+            self._idle.pop(container.container_id, None)
+            container.idle_since = None
+
+    def remove_running(self, container: ContainerHandle, input_id: str) -> InputRecord | None:
+        """``container`` answered ``input_id``; return its record (``None`` if unknown)."""
+        before = len(container.running)
+        record = container.running.pop(input_id, None)
+        if record is None:
+            return None
+        self.in_flight -= 1
+        if container.live:
+            self.live_running -= 1
+        self.dispatcher.moved(container, before)
+        if before == 1 and container.state is ContainerState.READY:
+            self._mark_idle(container)
+        return record
+
+    def _mark_idle(self, container: ContainerHandle) -> None:
+        container.idle_since = self._clock()
+        self._idle[container.container_id] = container

@@ -5,7 +5,8 @@ output returns, a container becomes ready or dies, a timer fires). After each it
 dispatches what it can (:mod:`~shoal.control.dispatcher`) and asks the pure
 policy (:mod:`~shoal.control.autoscaler`) what to start and stop, then applies
 the answer through the backend. Scale-up therefore happens on the very submit
-that needs it.
+that needs it. Every count the two need is kept up to date as events happen, so
+an event costs the same with ten containers as with ten thousand.
 
 Failure handling (DESIGN section 3) lives here too: a container that dies puts
 its inputs back at the front of the queue (an infrastructure retry), a container
@@ -21,25 +22,24 @@ import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
 from typing import Any, Final
 
 from shoal import settings
 from shoal.backends.base import Backend, ContainerLaunch
-from shoal.control import dispatcher
-from shoal.control.autoscaler import ContainerView, PoolSnapshot, decide
-from shoal.control.calls import CallState, InputRecord, after_failure, describe
-from shoal.control.containers import ContainerHandle, ContainerState
+from shoal.control.autoscaler import IdleContainer, PoolSnapshot, decide, surplus
+from shoal.control.calls import (
+    CallState,
+    InputRecord,
+    after_failure,
+    describe,
+    output_error,
+    timeout_error,
+)
+from shoal.control.containers import ContainerHandle, ContainerSet, ContainerState
 from shoal.control.input_queue import InputQueue
 from shoal.control.spec import INFRA_RETRIES, CodeRef, FunctionSpec
-from shoal.exception import (
-    ContainerCrashError,
-    ContainerInitError,
-    ExecutionError,
-    FunctionTimeoutError,
-    InvalidError,
-)
-from shoal.protocol import payload
+from shoal.control.stats import FunctionStats
+from shoal.exception import ContainerCrashError, ContainerInitError, ExecutionError, InvalidError
 from shoal.protocol.framing import FramedProtocol
 from shoal.protocol.messages import (
     Cancel,
@@ -61,33 +61,6 @@ START_FAILURE_LIMIT: Final = 3
 #: Seconds after a container failed to load the user's code during which new
 #: inputs fail at once with the same error instead of starting more containers.
 INIT_FAILURE_HOLD: Final = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class FunctionStats:
-    """A snapshot of one function's pool.
-
-    ``containers`` counts containers started and not yet stopped (starting,
-    ready or draining); ``containers_started`` counts every container the pool
-    ever started.
-    """
-
-    queued: int
-    running: int
-    containers: int
-    ready: int
-    containers_started: int
-
-    @property
-    def backlog(self) -> int:
-        """Modal's name for inputs waiting for a container."""
-        return self.queued
-
-    @property
-    def num_total_runners(self) -> int:
-        """Modal's name for the number of containers."""
-        return self.containers
-
 
 #: Builds the launch description of a container from its id and label.
 Launcher = Callable[[str, str], ContainerLaunch]
@@ -111,14 +84,14 @@ class Pool:
         self._clock = clock
         self._queue = InputQueue()
         self._delayed: set[InputRecord] = set()
-        self._containers: dict[str, ContainerHandle] = {}
-        self._in_flight = 0
+        self._containers = ContainerSet(spec.scaling.target, spec.scaling.max_inputs, clock)
         self._ids = itertools.count(1)
-        self._container_numbers = itertools.count(1)
+        self._numbers = itertools.count(1)
         self._started = 0
         self._start_failures = 0
         self._init_failure: tuple[float, ContainerInitError] | None = None
         self._recheck: asyncio.TimerHandle | None = None
+        self._recheck_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -159,8 +132,8 @@ class Pool:
                 self._delayed.discard(record)
             else:
                 self._queue.forget(record)
-        elif record.container_id in self._containers:
-            self._containers[record.container_id].send(Cancel(record.input_id))
+        elif (container := self._containers.get(record.container_id or "")) is not None:
+            container.send(Cancel(record.input_id))
         # A cancelled input keeps its slot until its container reports it stopped.
         record.move_to(CallState.CANCELLED)
         self._pump()
@@ -179,12 +152,11 @@ class Pool:
 
     def stats(self) -> FunctionStats:
         """Counts of this pool right now."""
-        containers = [c for c in self._containers.values() if c.state is not ContainerState.STOPPED]
         return FunctionStats(
             queued=len(self._queue) + len(self._delayed),
-            running=self._in_flight,
-            containers=len(containers),
-            ready=sum(c.state is ContainerState.READY for c in containers),
+            running=self._containers.in_flight,
+            containers=len(self._containers),
+            ready=len(self._containers.dispatcher),
             containers_started=self._started,
         )
 
@@ -195,23 +167,26 @@ class Pool:
         self._autoscale()
 
     def _dispatch(self) -> None:
-        target = self.spec.scaling.target
         queue = self._queue
+        pick = self._containers.dispatcher.pick
+        touched: set[ContainerHandle] = set()
         while len(queue):
-            container = dispatcher.pick(self._containers.values(), target)
+            container = pick()
             if container is None:
-                return
+                break
             record = queue.pop()
             if record is None:
-                return
+                break
             self._assign(record, container)
+            touched.add(container)
+        for container in touched:  # one write per container for everything dispatched
+            if container.conn is not None:
+                container.conn.flush()
 
     def _assign(self, record: InputRecord, container: ContainerHandle) -> None:
         record.move_to(CallState.RUNNING)
         record.container_id = container.container_id
-        container.running[record.input_id] = record
-        container.idle_since = None
-        self._in_flight += 1
+        self._containers.add_running(container, record)
         loop = asyncio.get_running_loop()
         record.timer = loop.call_later(self.spec.timeout + TIMEOUT_GRACE, self._on_deadline, record)
         container.send(Input(record.input_id, record.args))
@@ -219,27 +194,41 @@ class Pool:
     def _autoscale(self) -> None:
         if self._closed:
             return
+        scaling = self.spec.scaling
+        containers = self._containers
+        queued, running, live = len(self._queue), containers.live_running, containers.live
+        extra = surplus(queued, running, live, scaling)
+        idle = tuple(
+            IdleContainer(c.container_id, c.idle_since or 0.0)
+            for c in itertools.islice(containers.longest_idle(), extra)
+        )
         now = self._clock()
-        live = [c for c in self._containers.values() if c.live]
-        running = sum(len(c.running) for c in live)
-        views = tuple(ContainerView(c.container_id, c.idle_since) for c in live)
-        decision = decide(PoolSnapshot(now, len(self._queue), running, views, self.spec.scaling))
+        decision = decide(PoolSnapshot(now, queued, running, live, idle, scaling))
         for _ in range(decision.start):
             self._start_container()
         for container_id in decision.stop:
             self._retire(self._containers[container_id])
+        self._recheck_later(decision.recheck_at, now)
+
+    def _recheck_later(self, at: float | None, now: float) -> None:
+        if at == self._recheck_at:
+            return
         if self._recheck is not None:
             self._recheck.cancel()
             self._recheck = None
-        if decision.recheck_at is not None:
-            delay = max(0.0, decision.recheck_at - now)
-            self._recheck = asyncio.get_running_loop().call_later(delay, self._autoscale)
+        self._recheck_at = at
+        if at is not None:
+            self._recheck = asyncio.get_running_loop().call_later(at - now, self._on_recheck)
+
+    def _on_recheck(self) -> None:
+        self._recheck = None
+        self._recheck_at = None
+        self._autoscale()
 
     def _start_container(self) -> None:
-        number = next(self._container_numbers)
+        number = next(self._numbers)
         container_id = f"{self.spec.name}-c{number}"
-        handle = ContainerHandle(container_id, number, self.spec.scaling.max_inputs)
-        self._containers[container_id] = handle
+        handle = self._containers.create(container_id, number, self.spec.scaling.max_inputs)
         self._started += 1
         self._spawn(self._launch(handle))
 
@@ -252,8 +241,8 @@ class Pool:
 
     def _retire(self, handle: ContainerHandle) -> None:
         """Take ``handle`` out of service; it stops once its inputs finish."""
-        if handle.state in (ContainerState.STARTING, ContainerState.READY):
-            handle.move_to(ContainerState.DRAINING)
+        if handle.live:
+            self._containers.move(handle, ContainerState.DRAINING)
         self._stop_if_drained(handle)
 
     def _stop_if_drained(self, handle: ContainerHandle) -> None:
@@ -265,7 +254,7 @@ class Pool:
 
     def owns(self, container_id: str) -> bool:
         """Whether ``container_id`` is one of this pool's live containers."""
-        return container_id in self._containers
+        return self._containers.get(container_id) is not None
 
     def attach(self, container_id: str, conn: FramedProtocol) -> ContainerHandle | None:
         """Bind a container's authenticated connection and tell it what to load.
@@ -311,8 +300,7 @@ class Pool:
     def _on_ready(self, handle: ContainerHandle) -> None:
         if handle.state is not ContainerState.STARTING:
             return
-        handle.move_to(ContainerState.READY)
-        handle.idle_since = self._clock()
+        self._containers.move(handle, ContainerState.READY)
         self._start_failures = 0
         self._init_failure = None
         self._pump()
@@ -324,38 +312,23 @@ class Pool:
         )
         self._init_failure = (self._clock(), error)
         if handle.state is ContainerState.STARTING:
-            handle.move_to(ContainerState.DRAINING)
+            self._containers.move(handle, ContainerState.DRAINING)
         self._fail_waiting(error)
 
     def _on_output(self, handle: ContainerHandle, message: Output) -> None:
-        record = handle.running.pop(message.input_id, None)
+        record = self._containers.remove_running(handle, message.input_id)
         if record is None:
             return
-        self._in_flight -= 1
-        if not handle.running and handle.state is ContainerState.READY:
-            handle.idle_since = self._clock()
         if message.stuck:
             self._retire(handle)
         else:
             self._stop_if_drained(handle)
         if not record.done:
-            self._resolve(record, message)
+            if message.status == OutputStatus.OK:
+                record.succeed(message.data)
+            else:
+                self._retry_or_fail(record, output_error(self.spec, record, message), crash=False)
         self._pump()
-
-    def _resolve(self, record: InputRecord, message: Output) -> None:
-        status = message.status
-        if status == OutputStatus.OK:
-            record.succeed(message.data)
-            return
-        if status == OutputStatus.ERROR:
-            error = payload.load_exception(message.data, describe(self.spec, record))
-        elif status == OutputStatus.TIMEOUT:
-            error = FunctionTimeoutError(
-                f"{describe(self.spec, record)} ran past its timeout of {self.spec.timeout:g} s"
-            )
-        else:  # CANCELLED by the container although we did not cancel it
-            error = ExecutionError(f"{describe(self.spec, record)} was cancelled in its container")
-        self._retry_or_fail(record, error, crash=False)
 
     def _retry_or_fail(self, record: InputRecord, error: BaseException, *, crash: bool) -> None:
         retry = after_failure(record, self.spec, crash=crash)
@@ -379,15 +352,11 @@ class Pool:
     def _on_deadline(self, record: InputRecord) -> None:
         """The container never reported on ``record`` past its timeout: fail it, kill it."""
         handle = self._containers.get(record.container_id or "")
-        if handle is None or handle.running.pop(record.input_id, None) is None:
+        if handle is None or self._containers.remove_running(handle, record.input_id) is None:
             return
-        self._in_flight -= 1
         record.timer = None
-        error = FunctionTimeoutError(
-            f"{describe(self.spec, record)} ran past its timeout of {self.spec.timeout:g} s "
-            f"and container {handle.container_id} did not stop it"
-        )
-        self._retry_or_fail(record, error, crash=False)
+        detail = f" and container {handle.container_id} did not stop it"
+        self._retry_or_fail(record, timeout_error(self.spec, record, detail), crash=False)
         self._kill(handle, "did not stop an input past its timeout")
 
     def _on_exit(self, container_id: str, code: int | None) -> None:
@@ -404,13 +373,11 @@ class Pool:
         if handle.state is ContainerState.STOPPED:
             return
         never_ready = handle.state is ContainerState.STARTING
-        handle.move_to(ContainerState.STOPPED)
-        self._containers.pop(handle.container_id, None)
+        self._containers.move(handle, ContainerState.STOPPED)
         if handle.conn is not None:
             handle.conn.close()
         orphans = list(handle.running.values())
         handle.running.clear()
-        self._in_flight -= len(orphans)
         for record in reversed(orphans):  # push_front keeps their order
             if record.done:
                 continue
@@ -420,10 +387,10 @@ class Pool:
             )
             self._retry_or_fail(record, error, crash=True)
         if never_ready and not self._closed:
-            self._count_start_failure(handle, reason)
+            self._count_start_failure(reason)
         self._pump()
 
-    def _count_start_failure(self, handle: ContainerHandle, reason: str) -> None:
+    def _count_start_failure(self, reason: str) -> None:
         self._start_failures += 1
         if self._start_failures >= START_FAILURE_LIMIT:
             self._start_failures = 0
@@ -458,13 +425,12 @@ class Pool:
     async def stop(self) -> None:
         """Fail what is waiting, stop every container (grace, then kill), and return."""
         self._closed = True
-        if self._recheck is not None:
-            self._recheck.cancel()
+        self._recheck_later(None, self._clock())
         stopped = ExecutionError(f"the app stopped before {self.spec.name} finished this input")
         self._fail_waiting(stopped)
         grace = settings.shutdown_grace()
         stops = []
-        for handle in list(self._containers.values()):
+        for handle in self._containers:
             for record in handle.running.values():
                 handle.send(Cancel(record.input_id))  # async inputs stop at once
                 if not record.done:

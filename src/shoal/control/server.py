@@ -119,7 +119,7 @@ class _Connection:
         if self._bound is None:
             self.protocol.close()
         else:
-            self.protocol.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
+            self.protocol.parser.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
 
     def _on_lost(self, exc: BaseException | None) -> None:
         self._control._connections.discard(self.protocol)

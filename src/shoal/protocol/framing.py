@@ -11,7 +11,9 @@ of the turn, which is what keeps a map of many small inputs cheap.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
+import threading
 from collections.abc import Callable
 from typing import Final
 
@@ -29,14 +31,49 @@ def frame(message: Message) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
+class FrameParser:
+    """Splits a byte stream into messages; keeps a partial frame between calls.
+
+    Args:
+        max_frame: frames longer than this are refused (a peer that claims 4 GB
+            is broken or hostile); may be raised once the peer authenticated.
+    """
+
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        """Add ``data``; return every message now complete, in order.
+
+        Raises:
+            ProtocolError: a frame is too long or not a valid message.
+        """
+        buffer = self._buffer
+        buffer += data
+        messages: list[Message] = []
+        offset = 0
+        size = len(buffer)
+        while size - offset >= 4:
+            (length,) = _HEADER.unpack_from(buffer, offset)
+            if length > self.max_frame:
+                raise ProtocolError(f"frame of {length} bytes exceeds {self.max_frame}")
+            end = offset + 4 + length
+            if end > size:
+                break
+            messages.append(decode(bytes(buffer[offset + 4 : end])))
+            offset = end
+        del buffer[:offset]
+        return messages
+
+
 class FramedProtocol(asyncio.Protocol):
     """Reads frames into messages and writes coalesced frames.
 
     Args:
         on_message: called with each message, in order, on the event loop.
         on_lost: called once when the connection closes, with the error if any.
-        max_frame: frames longer than this close the connection (a peer that
-            claims 4 GB is broken or hostile).
+        max_frame: frames longer than this close the connection (see FrameParser).
     """
 
     def __init__(
@@ -47,9 +84,7 @@ class FramedProtocol(asyncio.Protocol):
     ) -> None:
         self._on_message = on_message
         self._on_lost = on_lost
-        #: Longest frame accepted; may be raised once the peer has authenticated.
-        self.max_frame = max_frame
-        self._buffer = bytearray()
+        self.parser = FrameParser(max_frame)
         self._pending: list[bytes] = []
         self._flush_scheduled = False
         self.transport: asyncio.Transport | None = None
@@ -60,29 +95,15 @@ class FramedProtocol(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        offset = 0
-        size = len(buffer)
-        while size - offset >= 4:
-            (length,) = _HEADER.unpack_from(buffer, offset)
-            if length > self.max_frame:
-                self._fail(ProtocolError(f"frame of {length} bytes exceeds {self.max_frame}"))
-                return
-            end = offset + 4 + length
-            if end > size:
-                break
-            body = bytes(buffer[offset + 4 : end])
-            offset = end
-            try:
-                message = decode(body)
-            except ProtocolError as exc:
-                self._fail(exc)
-                return
-            self._on_message(message)
+        try:
+            messages = self.parser.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        for message in messages:
             if self._closed:
                 return
-        del buffer[:offset]
+            self._on_message(message)
 
     def _fail(self, exc: BaseException) -> None:
         self._closed = True
@@ -104,8 +125,8 @@ class FramedProtocol(asyncio.Protocol):
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
+    def flush(self) -> None:
+        """Write every queued frame now, in one write (the end of the loop turn would)."""
         if self._closed or self.transport is None or not self._pending:
             self._pending.clear()
             return
@@ -113,8 +134,95 @@ class FramedProtocol(asyncio.Protocol):
         self._pending.clear()
         self.transport.write(data)
 
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
     def close(self) -> None:
         """Flush what is queued, then close the connection."""
         self._flush()
         if self.transport is not None:
             self.transport.close()
+
+
+class SocketWriter:
+    """Writes frames to a non-blocking socket from the loop thread or any other.
+
+    From the loop thread, frames are coalesced and leave in one ``send`` at the end
+    of the loop turn. From another thread (a worker that just finished an input),
+    a frame is sent at once when nothing is queued ahead of it, saving the hop
+    through the loop; otherwise it joins the queue and the loop flushes it. A
+    send that would block leaves the rest to the loop, which writes it when the
+    socket drains.
+    """
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self._sock = sock
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending = bytearray()
+        self._flush_scheduled = False
+        self._waiting_writable = False
+        self.closed = False
+
+    def send(self, message: Message) -> None:
+        """Queue or send ``message``; safe from any thread."""
+        data = frame(message)
+        on_loop = _running_loop() is self._loop
+        with self._lock:
+            if self.closed:
+                return
+            if not self._pending and not on_loop and not self._waiting_writable:
+                data = data[self._send_some(data) :]
+                if not data:
+                    return
+            self._pending += data
+            if self._flush_scheduled or self._waiting_writable:
+                return
+            self._flush_scheduled = True
+        if on_loop:
+            self._loop.call_soon(self._flush)
+        else:
+            self._loop.call_soon_threadsafe(self._flush)
+
+    def _send_some(self, data: bytes | bytearray) -> int:
+        try:
+            return self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            self.closed = True  # the peer is gone; the reader side reports it
+            return len(data)
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._flush_scheduled = False
+            if self.closed or not self._pending:
+                return
+            sent = self._send_some(self._pending)
+            del self._pending[:sent]
+            if self._pending and not self._waiting_writable:
+                self._waiting_writable = True
+                self._loop.add_writer(self._sock.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        with self._lock:
+            self._waiting_writable = False
+            self._loop.remove_writer(self._sock.fileno())
+        self._flush()
+
+    def close(self) -> None:
+        """Write what is queued (best effort, without blocking) and stop writing."""
+        self._flush()
+        with self._lock:
+            self.closed = True
+            if self._waiting_writable:
+                self._loop.remove_writer(self._sock.fileno())
+                self._waiting_writable = False
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

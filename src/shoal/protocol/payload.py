@@ -29,6 +29,22 @@ _RUNTIME_DIRS: Final = (
 )
 
 
+#: Types the standard pickler handles exactly as cloudpickle does, only faster.
+_PLAIN: Final = frozenset({int, float, complex, str, bytes, bool, type(None)})
+
+
+def _is_plain(obj: Any, depth: int) -> bool:
+    """Whether ``obj`` is built only of plain values (small containers, a few levels deep)."""
+    kind = type(obj)
+    if kind in _PLAIN:
+        return True
+    if depth >= 3 or kind not in (tuple, list, dict) or len(obj) > 32:
+        return False
+    if kind is dict:
+        return all(type(k) is str and _is_plain(v, depth + 1) for k, v in obj.items())
+    return all(_is_plain(item, depth + 1) for item in obj)
+
+
 def dumps(obj: Any, what: str) -> bytes:
     """Pickle ``obj``.
 
@@ -41,7 +57,10 @@ def dumps(obj: Any, what: str) -> bytes:
         RequestSizeError: the pickle is larger than SHOAL_MAX_PAYLOAD_BYTES.
     """
     try:
-        data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        if _is_plain(obj, 0):
+            data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         raise SerializationError(f"cannot pickle {what}: {exc!r}") from exc
     limit = settings.max_payload_bytes()

@@ -1,0 +1,31 @@
+"""``FunctionStats``: what a caller can read of a function's pool at one moment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionStats:
+    """A snapshot of one function's pool.
+
+    ``containers`` counts containers started and not yet stopped (starting,
+    ready or draining); ``containers_started`` counts every container the pool
+    ever started.
+    """
+
+    queued: int
+    running: int
+    containers: int
+    ready: int
+    containers_started: int
+
+    @property
+    def backlog(self) -> int:
+        """Modal's name for inputs waiting for a container."""
+        return self.queued
+
+    @property
+    def num_total_runners(self) -> int:
+        """Modal's name for the number of containers."""
+        return self.containers
