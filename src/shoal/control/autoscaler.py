@@ -15,8 +15,7 @@ Example, the one in the docs: max_inputs=20, 100 queued inputs and no containers
 give ``start=5``; one more input gives ``start=1`` on top of those five.
 
 The cost of a decision does not grow with the pool: the snapshot carries counts,
-and of the idle containers only the longest-idle :func:`surplus` ones, which are
-all the policy may stop.
+and of the idle containers only the longest-idle ones the policy may stop.
 """
 
 from __future__ import annotations
@@ -40,8 +39,9 @@ class PoolSnapshot:
 
     ``live`` counts containers starting or ready (draining ones no longer count),
     ``running`` the inputs on them. ``idle`` lists idle ready containers, longest
-    idle first; only the first :func:`surplus` of them matter, so a pool may pass
-    just those.
+    idle first. A pool may pass only a prefix: the first :func:`surplus` of them,
+    cut after the first one still inside its ``scaledown_window`` (the ones after
+    it are younger still), which is all :func:`decide` reads.
     """
 
     now: float

@@ -10,6 +10,7 @@ neither ever walks the whole pool.
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -109,8 +110,9 @@ class ContainerSet:
         self.dispatcher = Dispatcher(target, max_inputs)
         self._clock = clock
         self._all: dict[str, ContainerHandle] = {}
-        #: Ready containers with no input, longest idle first (the clock only grows).
-        self._idle: dict[str, ContainerHandle] = {}
+        #: Ready containers with no input, longest idle first (the clock only grows);
+        #: ordered so the first entries stay O(1) to reach after many removals.
+        self._idle: OrderedDict[str, ContainerHandle] = OrderedDict()
         self.live = 0  # containers starting or ready
         self.live_running = 0  # inputs on those
         self.in_flight = 0  # inputs on any container

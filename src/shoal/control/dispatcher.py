@@ -12,6 +12,7 @@ integer operations however many containers the pool has.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,7 +30,11 @@ class Dispatcher:
     def __init__(self, target: int, max_inputs: int) -> None:
         self._target = target
         self._max = max_inputs
-        self._buckets: list[dict[str, ContainerHandle]] = [{} for _ in range(max_inputs + 1)]
+        # OrderedDicts: their first entry is O(1) to reach however many were removed
+        # before it (a plain dict walks over the holes its deletions left).
+        self._buckets: list[OrderedDict[str, ContainerHandle]] = [
+            OrderedDict() for _ in range(max_inputs + 1)
+        ]
         self._mask = 0  # bit n: some ready container runs exactly n inputs
         self._below_target = (1 << target) - 1
         self._bursting = ((1 << max_inputs) - 1) & ~self._below_target

@@ -197,18 +197,26 @@ class Pool:
         scaling = self.spec.scaling
         containers = self._containers
         queued, running, live = len(self._queue), containers.live_running, containers.live
-        extra = surplus(queued, running, live, scaling)
-        idle = tuple(
-            IdleContainer(c.container_id, c.idle_since or 0.0)
-            for c in itertools.islice(containers.longest_idle(), extra)
-        )
         now = self._clock()
+        idle = self._idle_prefix(surplus(queued, running, live, scaling), now)
         decision = decide(PoolSnapshot(now, queued, running, live, idle, scaling))
         for _ in range(decision.start):
             self._start_container()
         for container_id in decision.stop:
             self._retire(self._containers[container_id])
         self._recheck_later(decision.recheck_at, now)
+
+    def _idle_prefix(self, limit: int, now: float) -> tuple[IdleContainer, ...]:
+        """The longest-idle containers the policy may need: at most ``limit``, and none
+        after the first one still inside its window (those after it are younger still)."""
+        window = self.spec.scaling.scaledown_window
+        prefix: list[IdleContainer] = []
+        for container in itertools.islice(self._containers.longest_idle(), limit):
+            since = container.idle_since or now
+            prefix.append(IdleContainer(container.container_id, since))
+            if now - since < window:
+                break
+        return tuple(prefix)
 
     def _recheck_later(self, at: float | None, now: float) -> None:
         if at == self._recheck_at:
