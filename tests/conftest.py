@@ -19,10 +19,9 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str =
         time.sleep(0.02)
 
 
-def container_pids(parent: int | None = None) -> set[int]:
-    """Pids of live container processes, children of ``parent`` (default: this process)."""
-    parent = os.getpid() if parent is None else parent
-    found = set()
+def _processes() -> dict[int, tuple[int, bytes]]:
+    """Live processes: pid -> (parent pid, command line)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -33,8 +32,27 @@ def container_pids(parent: int | None = None) -> set[int]:
             continue
         # stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")".
         fields = stat.rsplit(")", 1)[1].split()
-        if b"shoal.container" in cmdline and int(fields[1]) == parent and fields[0] != "Z":
-            found.add(int(entry.name))
+        if fields[0] != "Z":
+            found[int(entry.name)] = (int(fields[1]), cmdline)
+    return found
+
+
+def container_pids(parent: int | None = None) -> set[int]:
+    """Pids of live Shoal processes (containers, fork servers) descended from ``parent``
+    (default: this process)."""
+    root = os.getpid() if parent is None else parent
+    processes = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in processes.items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    stack = list(children.get(root, []))
+    while stack:
+        pid = stack.pop()
+        cmdline = processes[pid][1]
+        if b"shoal.container" in cmdline or b"shoal.backends.fork_server" in cmdline:
+            found.add(pid)
+        stack.extend(children.get(pid, []))
     return found
 
 

@@ -8,6 +8,8 @@ in a child process's environment.
 |---|---|---|
 | SHOAL_MAX_PAYLOAD_BYTES | 67108864 | largest pickled arguments or result (bytes) |
 | SHOAL_SHUTDOWN_GRACE | 5.0 | seconds a stopping container may take before it is killed |
+| SHOAL_FORK_SERVER | 1 | local containers fork from a process that has imported the |
+|                   |   | user's module (Linux; 0 starts each as a fresh interpreter) |
 | SHOAL_CONTAINER_TOKEN | (none) | set by the control plane for a container it starts; the |
 |                       |        | secret the container presents when it connects back |
 """
@@ -34,6 +36,7 @@ SETTINGS: Final[dict[str, Setting]] = {
     for s in (
         Setting("SHOAL_MAX_PAYLOAD_BYTES", str(64 * 1024 * 1024), "largest pickled payload"),
         Setting("SHOAL_SHUTDOWN_GRACE", "5.0", "seconds a stopping container gets"),
+        Setting("SHOAL_FORK_SERVER", "1", "fork local containers from a warm process"),
         Setting("SHOAL_CONTAINER_TOKEN", "", "secret a container presents to the control plane"),
     )
 }
@@ -57,3 +60,8 @@ def shutdown_grace() -> float:
 def container_token() -> str:
     """The secret this container presents to its control plane."""
     return get("SHOAL_CONTAINER_TOKEN")
+
+
+def fork_server() -> bool:
+    """Whether the local backend forks containers from a warm process."""
+    return get("SHOAL_FORK_SERVER").strip().lower() not in ("0", "false", "no", "off")

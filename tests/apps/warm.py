@@ -46,3 +46,8 @@ def old_spelling() -> int:
 @app.function()
 def adjustable() -> int:
     return os.getpid()
+
+
+@app.function()
+def parent(_: int = 0) -> int:
+    return os.getppid()

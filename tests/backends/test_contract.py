@@ -10,21 +10,37 @@ from collections.abc import Iterator
 import pytest
 
 from shoal.backends import get_backend
-from shoal.backends.base import Backend, ContainerLaunch
+from shoal.backends.base import Backend, ContainerLaunch, Preload
 from shoal.exception import InvalidError
 
-BACKENDS = ["local"]
+#: Each backend, and the local one both ways: containers forked from a prepared
+#: fork server, and fresh interpreters.
+BACKENDS = ["local", "local-forked"]
+
+#: Nothing to import: a fork server prepared with it loads only Shoal.
+PRELOAD = Preload(module_kind="serialized", module_name="", module_file="", sys_path=())
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    yield get_backend(request.param)
+    yield get_backend(request.param.removesuffix("-forked"))
 
 
-def launch(container_id: str, address: str) -> ContainerLaunch:
+@pytest.fixture
+def preload(request: pytest.FixtureRequest) -> Preload | None:
+    return PRELOAD if request.node.callspec.params["backend"].endswith("-forked") else None
+
+
+def launch(container_id: str, address: str, preload: Preload | None) -> ContainerLaunch:
     return ContainerLaunch(
-        container_id=container_id, label=container_id, address=address, token="t"
+        container_id=container_id, label=container_id, address=address, token="t", preload=preload
     )
+
+
+async def prepared(backend: Backend, preload: Preload | None) -> Backend:
+    if preload is not None:
+        await backend.prepare(preload)
+    return backend
 
 
 class _SilentServer:
@@ -48,35 +64,44 @@ class _SilentServer:
         await self.server.wait_closed()
 
 
-def test_a_container_that_cannot_connect_exits_and_is_reported_once(backend: Backend) -> None:
+def test_a_container_that_cannot_connect_exits_and_is_reported_once(
+    backend: Backend, preload: Preload | None
+) -> None:
     async def scenario() -> list[tuple[str, int | None]]:
         exits: list[tuple[str, int | None]] = []
-        await backend.start(launch("c1", "/nonexistent/socket"), lambda i, c: exits.append((i, c)))
+        await prepared(backend, preload)
+        on_exit = lambda i, c: exits.append((i, c))  # noqa: E731
+        await backend.start(launch("c1", "/nonexistent/socket", preload), on_exit)
         for _ in range(500):
             if exits:
                 break
             await asyncio.sleep(0.02)
         assert backend.list() == []
+        await backend.close()
         return exits
 
     exits = asyncio.run(scenario())
     assert exits == [("c1", 1)]
 
 
-def test_stop_kills_after_the_grace_and_list_follows(backend: Backend) -> None:
+def test_stop_kills_after_the_grace_and_list_follows(
+    backend: Backend, preload: Preload | None
+) -> None:
     async def scenario() -> list[str]:
         exits: list[str] = []
+        await prepared(backend, preload)
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "s.sock")
             server = _SilentServer()
             await server.start(path)
-            pid = await backend.start(launch("c2", path), lambda i, c: exits.append(i))
+            pid = await backend.start(launch("c2", path, preload), lambda i, c: exits.append(i))
             assert pid is None or pid > 0
             assert backend.list() == ["c2"]
             await backend.stop("c2", grace=0.1)
             assert backend.list() == []
             await backend.stop("c2", grace=0.1)  # already gone: a no-op
             await backend.stop("unknown", grace=0.1)
+            await backend.close()
             await server.close()
         await asyncio.sleep(0)
         return exits
@@ -84,15 +109,16 @@ def test_stop_kills_after_the_grace_and_list_follows(backend: Backend) -> None:
     assert asyncio.run(scenario()) == ["c2"]
 
 
-def test_close_stops_every_container(backend: Backend) -> None:
+def test_close_stops_every_container(backend: Backend, preload: Preload | None) -> None:
     async def scenario() -> int:
         exits: list[str] = []
+        await prepared(backend, preload)
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "s.sock")
             server = _SilentServer()
             await server.start(path)
             for n in range(3):
-                await backend.start(launch(f"c{n}", path), lambda i, c: exits.append(i))
+                await backend.start(launch(f"c{n}", path, preload), lambda i, c: exits.append(i))
             assert len(backend.list()) == 3
             await backend.close()
             await server.close()

@@ -14,16 +14,32 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, kw_only=True)
+class Preload:
+    """The user's module, which a backend may import ahead of time (a fork server).
+
+    The fields mean what :class:`~shoal.protocol.messages.Load`'s do; a
+    ``module_kind`` of ``"serialized"`` means there is no module to import.
+    """
+
+    module_kind: str
+    module_name: str
+    module_file: str
+    sys_path: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class ContainerLaunch:
     """What a backend needs to start one container.
 
     ``label`` prefixes the container's output lines (``[fetch-c3] ...``).
+    ``preload`` names the user's module, for a backend that can load it early.
     """
 
     container_id: str
     label: str
     address: str
     token: str
+    preload: Preload | None = None
 
 
 #: Called once when a container process has exited, with its id and exit code
@@ -48,12 +64,21 @@ class Backend(abc.ABC):
     async def stop(self, container_id: str, grace: float) -> None:
         """Wait up to ``grace`` seconds for the container to exit, then kill it.
 
-        Returns once the process has exited. Unknown or exited ids are a no-op.
+        Returns once the process has exited and its ``on_exit`` has been called.
+        Unknown or exited ids are a no-op.
         """
 
     @abc.abstractmethod
     def list(self) -> list[str]:
         """Ids of containers started and not yet exited."""
+
+    async def prepare(self, preload: Preload) -> None:
+        """Get ready to start containers of ``preload``'s module quickly (optional).
+
+        Called once per function when its pool starts; a backend without such a
+        trick ignores it. Failures here must not stop containers from starting.
+        """
+        return None
 
     async def close(self) -> None:
         """Kill every container still running and wait for them to exit."""

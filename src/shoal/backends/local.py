@@ -1,7 +1,9 @@
 """Containers as child processes of this machine: the embedded default backend.
 
-Each container is ``python -m shoal.container`` in a session of its own (so a
-Ctrl-C at the terminal reaches the caller, not every container), unbuffered, with
+A container is forked from the function's warm fork server
+(:mod:`~shoal.backends.fork_server`) when it is safe to fork, and otherwise
+started as ``python -m shoal.container``. Either way it runs in a session of its
+own (so a Ctrl-C at the terminal reaches the caller, not every container), with
 stdout and stderr piped back and printed line by line with the container's label.
 A container exits by itself when its control plane's connection closes or its
 parent process dies, so none outlives the caller.
@@ -12,11 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
-from typing import IO, TextIO
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import IO, Any, TextIO
 
-from shoal.backends.base import Backend, ContainerLaunch, OnExit
+from shoal import settings
+from shoal.backends.base import Backend, ContainerLaunch, OnExit, Preload
+from shoal.backends.fork_server import ForkServer
 
 #: Bytes read from a container's pipe at a time.
 _CHUNK = 64 * 1024
@@ -24,25 +31,77 @@ _CHUNK = 64 * 1024
 _DRAIN = 1.0
 
 
-class LocalBackend(Backend):
-    """Runs each container as a child process.
+@dataclass
+class _Child:
+    """One container process, however it was started. ``pid`` is 0 until known."""
 
-    Exit is seen through a pidfd on the event loop (a waiting thread where pidfds
-    are missing), not asyncio's child watcher, whose threads race with other
-    reapers and print warnings when the interpreter exits.
+    pid: int = 0
+    code: int | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set once ``on_exit`` has been called for it.
+    reported: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def end(self, code: int | None) -> None:
+        """Record that the process exited."""
+        self.code = code
+        self.exited.set()
+
+    def kill(self) -> None:
+        if self.pid > 0 and not self.exited.is_set():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+class LocalBackend(Backend):
+    """Runs each container as a process on this machine.
+
+    Exit of a spawned container is seen through a pidfd on the event loop (a
+    waiting thread where pidfds are missing), not asyncio's child watcher, whose
+    threads race with other reapers and print warnings when the interpreter
+    exits; a forked container's exit is reported by its fork server.
     """
 
     def __init__(self) -> None:
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._exited: dict[str, asyncio.Event] = {}
+        self._children: dict[str, _Child] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._fork_servers: dict[Preload, asyncio.Task[ForkServer]] = {}
+
+    async def prepare(self, preload: Preload) -> None:
+        if settings.fork_server() and sys.platform == "linux":
+            self._fork_server(preload)
+
+    def _fork_server(self, preload: Preload) -> asyncio.Task[ForkServer]:
+        task = self._fork_servers.get(preload)
+        if task is None:
+
+            async def start() -> ForkServer:
+                server = ForkServer(preload)
+                await server.start()
+                return server
+
+            task = asyncio.create_task(start())
+            self._fork_servers[preload] = task
+        return task
 
     async def start(self, launch: ContainerLaunch, on_exit: OnExit) -> int | None:
+        server = None
+        if launch.preload is not None and launch.preload in self._fork_servers:
+            try:
+                server = await self._fork_servers[launch.preload]
+            except Exception:  # no fork server: start fresh interpreters instead
+                server = None
+        if server is not None and server.safe:
+            try:
+                return await self._fork(server, launch, on_exit)
+            except OSError:  # the server died since: fall through to a fresh interpreter
+                pass
+        return self._spawn(launch, on_exit)
+
+    def _spawn(self, launch: ContainerLaunch, on_exit: OnExit) -> int:
         env = dict(os.environ)
         env["SHOAL_CONTAINER_TOKEN"] = launch.token
         env["PYTHONUNBUFFERED"] = "1"
-        # A fork and exec take milliseconds; asyncio's subprocess API adds a watcher.
-        proc = subprocess.Popen(  # noqa: ASYNC220
+        proc = subprocess.Popen(
             [sys.executable, "-m", "shoal.container", launch.address, launch.container_id],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -50,24 +109,45 @@ class LocalBackend(Backend):
             env=env,
             start_new_session=True,
         )
-        self._procs[launch.container_id] = proc
-        self._exited[launch.container_id] = asyncio.Event()
-        task = asyncio.create_task(self._supervise(launch, proc, on_exit))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        assert proc.stdout is not None and proc.stderr is not None
+        child = _Child(proc.pid)
+        self._children[launch.container_id] = child
+        self._own(_watch_exit(proc, child))
+        self._own(self._supervise(launch, child, proc.stdout, proc.stderr, on_exit))
         return proc.pid
 
+    async def _fork(self, server: ForkServer, launch: ContainerLaunch, on_exit: OnExit) -> int:
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        child = _Child()
+        try:
+            child.pid = await server.fork(launch, out_write, err_write, child.end)
+        except OSError:
+            os.close(out_read)
+            os.close(err_read)
+            raise
+        finally:
+            os.close(out_write)
+            os.close(err_write)
+        self._children[launch.container_id] = child
+        stdout = os.fdopen(out_read, "rb", buffering=0)
+        stderr = os.fdopen(err_read, "rb", buffering=0)
+        self._own(self._supervise(launch, child, stdout, stderr, on_exit))
+        return child.pid
+
     async def _supervise(
-        self, launch: ContainerLaunch, proc: subprocess.Popen[bytes], on_exit: OnExit
+        self,
+        launch: ContainerLaunch,
+        child: _Child,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+        on_exit: OnExit,
     ) -> None:
-        assert proc.stdout is not None and proc.stderr is not None
-        code: int | None = None
         relays = asyncio.gather(
-            _relay(proc.stdout, launch.label, "stdout"),
-            _relay(proc.stderr, launch.label, "stderr"),
+            _relay(stdout, launch.label, "stdout"), _relay(stderr, launch.label, "stderr")
         )
         try:
-            code = await _exit_code(proc)
+            await child.exited.wait()
             # Let the last lines through, unless a grandchild still holds the pipes.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(relays), _DRAIN)
@@ -75,33 +155,48 @@ class LocalBackend(Backend):
             relays.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relays
-            self._procs.pop(launch.container_id, None)
-            self._exited.pop(launch.container_id).set()
-        on_exit(launch.container_id, code)
+            self._children.pop(launch.container_id, None)
+        try:
+            on_exit(launch.container_id, child.code)
+        finally:
+            child.reported.set()
+
+    def _own(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def stop(self, container_id: str, grace: float) -> None:
-        proc = self._procs.get(container_id)
-        exited = self._exited.get(container_id)
-        if proc is None or exited is None:
+        """Returns once the process has exited and ``on_exit`` has been called for it."""
+        child = self._children.get(container_id)
+        if child is None:
             return
         if grace > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(exited.wait(), grace)
-        if not exited.is_set():
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await exited.wait()
+                await asyncio.wait_for(child.exited.wait(), grace)
+        child.kill()
+        await child.reported.wait()
 
     def list(self) -> list[str]:
-        return list(self._procs)
+        return [cid for cid, child in self._children.items() if not child.exited.is_set()]
+
+    async def close(self) -> None:
+        await super().close()
+        for task in self._fork_servers.values():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                task.result().close()
+            else:
+                task.cancel()
+        self._fork_servers.clear()
 
 
-async def _exit_code(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for ``proc`` to exit without blocking the loop; return its exit code."""
+async def _watch_exit(proc: subprocess.Popen[bytes], child: _Child) -> None:
+    """Wait for ``proc`` to exit without blocking the loop; record its code."""
     try:
         fd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):  # not Linux >= 5.3
-        return await asyncio.to_thread(proc.wait)
+        child.end(await asyncio.to_thread(proc.wait))
+        return
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[None] = loop.create_future()
 
@@ -115,7 +210,7 @@ async def _exit_code(proc: subprocess.Popen[bytes]) -> int:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
-    return proc.wait()
+    child.end(proc.wait())
 
 
 async def _relay(pipe: IO[bytes], label: str, which: str) -> None:

@@ -188,6 +188,9 @@ class Function(Generic[P, R]):
     ) -> None:
         """Change scaling parameters of the running function; they apply at once.
 
+        The change lasts for this run of the app; the next run starts from the
+        parameters the function was declared with.
+
         Raises:
             InvalidError: a value is out of range; nothing changes then.
         """
@@ -204,7 +207,6 @@ class Function(Generic[P, R]):
             pool.update_scaling(**changes)
 
         run_sync(apply())
-        self.spec = pool.spec
 
     def stats(self) -> FunctionStats:
         """Queued and running inputs and containers of this function, right now."""

@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from shoal import settings
 from shoal.container import context
@@ -28,9 +29,11 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
-def main() -> None:
-    """Run one container until it is stopped, then exit without waiting for stuck threads."""
-    address, container_id = sys.argv[1], sys.argv[2]
+def run(address: str, container_id: str) -> NoReturn:
+    """Run one container until it is stopped, then exit without waiting for stuck threads.
+
+    Used by ``python -m shoal.container`` and by the fork server's children.
+    """
     context.mark_container()
     threading.Thread(
         target=_watch_parent, args=(os.getppid(),), name="shoal-parent-watch", daemon=True
@@ -38,9 +41,8 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        code = loop.run_until_complete(
-            Runtime(address, container_id, settings.container_token()).run()
-        )
+        runtime = Runtime(address, container_id, settings.container_token())
+        code = loop.run_until_complete(runtime.run())
     except OSError as exc:
         print(f"container {container_id}: cannot reach the control plane: {exc}", file=sys.stderr)
         code = 1
@@ -48,6 +50,11 @@ def main() -> None:
     sys.stderr.flush()
     # A thread still running a timed-out input cannot be joined; leave without it.
     os._exit(code)
+
+
+def main() -> NoReturn:
+    """``python -m shoal.container ADDRESS CONTAINER_ID``."""
+    run(sys.argv[1], sys.argv[2])
 
 
 if __name__ == "__main__":

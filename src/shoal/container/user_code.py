@@ -12,7 +12,7 @@ import importlib.util
 import pickle
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shoal.protocol.messages import MAIN_MODULE_ALIAS, Load
@@ -29,14 +29,11 @@ def load_function(load: Load) -> Callable[..., Any]:
         LoadError: the function is not in the module (its import errors propagate
             as they are, so the caller sees the real traceback).
     """
-    for entry in reversed(load.sys_path):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
     if load.module_kind == "serialized":
+        _extend_path(load.sys_path)
         assert load.serialized is not None
-        fn = pickle.loads(load.serialized)
-        return _unwrap(fn)
-    module = _load_module(load)
+        return _unwrap(pickle.loads(load.serialized))
+    module = load_module(load.module_kind, load.module_name, load.module_file, load.sys_path)
     obj: Any = module
     for part in load.qualname.split("."):
         try:
@@ -49,19 +46,42 @@ def load_function(load: Load) -> Callable[..., Any]:
     return _unwrap(obj)
 
 
-def _load_module(load: Load) -> types.ModuleType:
-    if load.module_kind == "import":
-        return importlib.import_module(load.module_name)
-    name = MAIN_MODULE_ALIAS if load.module_kind == "main" else load.module_name
-    spec = importlib.util.spec_from_file_location(name, load.module_file)
+def load_module(kind: str, name: str, file: str, sys_path: Sequence[str]) -> types.ModuleType:
+    """Import the user's module the way the caller knows it (see the module docstring).
+
+    A module already loaded (by the fork server, before this container was
+    forked from it) is reused. A module whose import fails leaves nothing behind
+    in ``sys.modules``, so a later attempt runs it again.
+    """
+    _extend_path(sys_path)
+    if kind == "import":
+        return importlib.import_module(name)
+    alias = MAIN_MODULE_ALIAS if kind == "main" else name
+    loaded = sys.modules.get(alias)
+    if loaded is not None and getattr(loaded, "__file__", None) == file:
+        return loaded
+    spec = importlib.util.spec_from_file_location(alias, file)
     if spec is None or spec.loader is None:
-        raise LoadError(f"cannot load {load.module_file!r} as a module")
+        raise LoadError(f"cannot load {file!r} as a module")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    if load.module_kind == "main":
+    sys.modules[alias] = module
+    previous_main = sys.modules.get("__main__")
+    if kind == "main":
         sys.modules["__main__"] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(alias, None)
+        if kind == "main" and previous_main is not None:
+            sys.modules["__main__"] = previous_main
+        raise
     return module
+
+
+def _extend_path(entries: Sequence[str]) -> None:
+    for entry in reversed(entries):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
 
 
 def _unwrap(obj: Any) -> Callable[..., Any]:

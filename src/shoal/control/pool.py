@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final
 
 from shoal import settings
-from shoal.backends.base import Backend, ContainerLaunch
+from shoal.backends.base import Backend, ContainerLaunch, Preload
 from shoal.control.autoscaler import IdleContainer, PoolSnapshot, decide, surplus
 from shoal.control.calls import (
     CallState,
@@ -94,6 +94,12 @@ class Pool:
         self._recheck_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._preload = Preload(
+            module_kind=code.module_kind,
+            module_name=code.module_name,
+            module_file=code.module_file,
+            sys_path=code.sys_path,
+        )
 
     # -- the caller's side -------------------------------------------------
 
@@ -241,7 +247,9 @@ class Pool:
         self._spawn(self._launch(handle))
 
     async def _launch(self, handle: ContainerHandle) -> None:
-        launch = self._launcher(handle.container_id, handle.container_id)
+        launch = dataclasses.replace(
+            self._launcher(handle.container_id, handle.container_id), preload=self._preload
+        )
         try:
             handle.pid = await self._backend.start(launch, self._on_exit)
         except OSError as exc:
@@ -427,7 +435,8 @@ class Pool:
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
-        """Start the warm containers ``min_containers`` asks for."""
+        """Let the backend prepare (a fork server), and start ``min_containers`` containers."""
+        self._spawn(self._backend.prepare(self._preload))
         self._pump()
 
     async def stop(self) -> None:

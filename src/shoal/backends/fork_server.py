@@ -1,0 +1,278 @@
+"""A warm process that forks local containers: the fork server, and its client.
+
+Starting a container as a fresh interpreter costs the interpreter's start plus
+importing Shoal and the user's module (tens of milliseconds or, with a heavy
+module, seconds). The fork server pays that once: it is started when a pool
+starts, imports Shoal's container runtime and the user's module, and then forks
+a container on request in a few milliseconds. The child runs the same container
+runtime as ``python -m shoal.container``.
+
+Forking is unsafe once a process has threads or an initialised CUDA context; the
+server checks after importing the user's module and, when unsafe, says so, and
+the backend starts containers as fresh interpreters instead. ``SHOAL_FORK_SERVER=0``
+turns the server off.
+
+The client (:class:`ForkServer`, in the control plane's process) and the server
+(:func:`serve`, ``python -m shoal.backends.fork_server FD``) speak JSON messages
+over a ``SOCK_SEQPACKET`` socket pair; a fork request carries the child's stdout
+and stderr pipes as file descriptors. Nothing on it is unpickled. The server
+reaps its children and reports their exit codes; when the client's end closes
+(the control plane exited or died), it kills every child and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, Final, NoReturn
+
+from shoal.backends.base import ContainerLaunch, Preload
+
+#: Largest JSON message either side sends.
+_MESSAGE: Final = 64 * 1024
+
+
+class ForkServer:
+    """The control plane's handle on one fork server process (one per preload)."""
+
+    def __init__(self, preload: Preload) -> None:
+        self.preload = preload
+        self.safe = False
+        self.why_unsafe = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._forks: dict[str, asyncio.Future[int]] = {}
+        self._on_exit: dict[int, Callable[[int | None], None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        """Start the server and return once it has imported the user's module."""
+        loop = self._loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        self._proc = subprocess.Popen(  # noqa: ASYNC220 - a fork and exec, milliseconds
+            [sys.executable, "-m", "shoal.backends.fork_server", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._ready = loop.create_future()
+        loop.add_reader(ours.fileno(), self._on_readable)
+        try:
+            ours.send(json.dumps({"op": "preload", **asdict(self.preload)}).encode())
+            await self._ready
+        except BaseException:  # cancelled while it imports: do not leave it behind
+            self.close()
+            raise
+
+    async def fork(
+        self,
+        launch: ContainerLaunch,
+        stdout: int,
+        stderr: int,
+        on_exit: Callable[[int | None], None],
+    ) -> int:
+        """Fork a container writing to the ``stdout``/``stderr`` pipe ends; return its pid.
+
+        Raises:
+            OSError: the server is gone.
+        """
+        if self._sock is None or self._loop is None:
+            raise OSError("the fork server is not running")
+        reply: asyncio.Future[int] = self._loop.create_future()
+        self._forks[launch.container_id] = reply
+        request = {
+            "op": "fork",
+            "container_id": launch.container_id,
+            "address": launch.address,
+            "token": launch.token,
+        }
+        socket.send_fds(self._sock, [json.dumps(request).encode()], [stdout, stderr])
+        pid = await reply
+        self._on_exit[pid] = on_exit
+        return pid
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(_MESSAGE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+            return
+        message = json.loads(data)
+        op = message["op"]
+        if op == "ready":
+            self.safe, self.why_unsafe = message["safe"], message["why"]
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
+        elif op == "forked":
+            reply = self._forks.pop(message["container_id"], None)
+            if reply is not None and not reply.done():
+                reply.set_result(message["pid"])
+        elif op == "exited":
+            callback = self._on_exit.pop(message["pid"], None)
+            if callback is not None:
+                callback(message["code"])
+
+    def _lost(self) -> None:
+        """The server is gone: its children were killed with it; say so for each."""
+        self.close()
+        error = OSError("the fork server exited")
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(error)
+        for reply in self._forks.values():
+            if not reply.done():
+                reply.set_exception(error)
+        self._forks.clear()
+        callbacks, self._on_exit = self._on_exit, {}
+        for callback in callbacks.values():
+            callback(None)
+
+    def close(self) -> None:
+        """Close the connection: the server kills its children and exits."""
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            proc, self._proc = self._proc, None
+            threading.Thread(target=proc.wait, daemon=True).start()  # reap it off the loop
+
+
+# -- the server process ---------------------------------------------------------
+
+
+def _fork_safety() -> tuple[bool, str]:
+    if threading.active_count() > 1:
+        return False, "the user's module started threads"
+    torch: Any = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return False, "CUDA is initialised"
+    return True, ""
+
+
+def _preload(message: dict[str, Any]) -> None:
+    """Import the container runtime and the user's module; errors are the children's to report."""
+    import shoal.container.__main__  # noqa: F401 - the runtime and its dependencies
+    from shoal.container import context
+    from shoal.container.user_code import load_module
+
+    context.mark_container()
+    if message["module_kind"] == "serialized":
+        return
+    try:
+        load_module(
+            message["module_kind"],
+            message["module_name"],
+            message["module_file"],
+            message["sys_path"],
+        )
+    except BaseException:
+        pass
+
+
+def _child(
+    control: socket.socket, wakeup: tuple[int, int], request: dict[str, Any], fds: list[int]
+) -> NoReturn:
+    """Become container ``request["container_id"]``; never returns."""
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        control.close()
+        for fd in wakeup:
+            os.close(fd)
+        os.setsid()
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        for fd in fds:
+            os.close(fd)
+        os.environ["SHOAL_CONTAINER_TOKEN"] = request["token"]
+        from shoal.container.__main__ import run
+
+        run(request["address"], request["container_id"])
+    finally:
+        os._exit(1)
+
+
+def _reap(control: socket.socket, children: set[int]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        message = {"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)}
+        control.send(json.dumps(message).encode())
+
+
+def serve(fd: int) -> None:
+    """The fork server's main loop (see the module docstring)."""
+    control = socket.socket(fileno=fd)
+    preload = json.loads(control.recv(_MESSAGE))
+    _preload(preload)
+    safe, why = _fork_safety()
+    control.send(json.dumps({"op": "ready", "safe": safe, "why": why}).encode())
+    wakeup = os.pipe()
+    os.set_blocking(wakeup[0], False)
+    os.set_blocking(wakeup[1], False)
+    signal.set_wakeup_fd(wakeup[1])
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    children: set[int] = set()
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ)
+    selector.register(wakeup[0], selectors.EVENT_READ)
+    try:
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj is control:
+                    data, fds, _, _ = socket.recv_fds(control, _MESSAGE, 2)
+                    if not data:
+                        return
+                    request = json.loads(data)
+                    pid = os.fork()
+                    if pid == 0:
+                        _child(control, wakeup, request, fds)
+                    for passed in fds:
+                        os.close(passed)
+                    children.add(pid)
+                    reply = {"op": "forked", "container_id": request["container_id"], "pid": pid}
+                    control.send(json.dumps(reply).encode())
+                else:
+                    while True:
+                        try:
+                            if not os.read(wakeup[0], 512):
+                                break
+                        except BlockingIOError:
+                            break
+                _reap(control, children)
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
