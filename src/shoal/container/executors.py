@@ -17,6 +17,7 @@ so its slot is not given away while its thread still runs.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import functools
 import heapq
@@ -61,22 +62,22 @@ def run_sync_input(fn: Callable[..., Any], message: Input) -> Output:
     return Output(message.input_id, OutputStatus.OK, data, False)
 
 
-class Executor:
+class Executor(abc.ABC):
     """What the runtime needs of an executor; see :func:`make_executor`."""
 
     slots: Slots
 
+    @abc.abstractmethod
     def submit(self, message: Input) -> None:
         """Start running ``message``; its output is sent when it ends."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def cancel(self, input_id: str) -> None:
         """Stop ``input_id`` if it can be stopped; report it CANCELLED either way."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def drain(self) -> None:
         """Return when no input is running."""
-        raise NotImplementedError
 
 
 def make_executor(
