@@ -1,23 +1,23 @@
-"""Runs inputs of one function: on worker threads (sync) or as asyncio tasks (async).
+"""Runs inputs inside a container: async callables as tasks, sync ones on worker threads.
 
-The per-input lifecycle is the same for both and reads top to bottom in
-:func:`run_sync_input` and :meth:`TaskExecutor._run`: take a slot, unpickle the
-arguments, call, pickle the return value (or the exception), send the output.
-Only the call differs: an async function is awaited on the container's loop,
-under its timeout; a sync one runs on one of ``max_inputs`` long-lived worker
-threads, which also pickle and send the output themselves, so a finished input
-costs no hop through the loop.
+The per-input lifecycle is the same on both paths and reads top to bottom in
+:meth:`Executor._run_task` and :meth:`Executor._run_on_thread`: unpickle the
+arguments, call (iterating a generator, each value sent as it is yielded),
+pickle the return value or the exception, then :meth:`Executor._finish`, which
+releases the input's slot and sends its output. Only the call differs: an async
+callable is awaited on the container's loop under its timeout; a sync one runs
+on one of ``max_inputs`` long-lived worker threads, which send the output
+themselves, so a finished input costs no hop through the loop. ``@shoal.batched``
+callables go through a :class:`~shoal.container.batching.Batcher` instead.
 
 A thread cannot be stopped. When a sync input passes its timeout, the loop
 reports it as TIMEOUT with ``stuck=True`` (the control plane then replaces the
 container once its other inputs finish) and drops whatever the thread returns
-later. A cancelled sync input runs to its end and is then reported CANCELLED,
-so its slot is not given away while its thread still runs.
+later. A cancelled sync input runs to its end and is then reported CANCELLED.
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import functools
 import heapq
@@ -25,119 +25,180 @@ import inspect
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from shoal.container.batching import Batcher
 from shoal.container.context import current_input
 from shoal.container.slots import Slots
-from shoal.protocol import payload
-from shoal.protocol.messages import Input, Output, OutputStatus
+from shoal.container.user_code import UserCode
+from shoal.protocol import markers, payload
+from shoal.protocol.messages import Input, Item, Output, OutputStatus
+
+#: A job for a worker thread.
+Job = Callable[[], None]
 
 
 def is_async_callable(obj: Any) -> bool:
-    """Whether calling ``obj`` returns a coroutine, looking through partials and
-    callable objects (``functools.partial(async_fn)``, an instance with ``async def __call__``).
-    """
+    """Whether calling ``obj`` returns a coroutine or an async iterator, looking through
+    partials and callable objects (``functools.partial(async_fn)``, an instance with
+    ``async def __call__``)."""
     while isinstance(obj, functools.partial):
         obj = obj.func
-    if inspect.iscoroutinefunction(obj):
+    if inspect.iscoroutinefunction(obj) or inspect.isasyncgenfunction(obj):
         return True
     call = getattr(obj, "__call__", None)  # noqa: B004 - callable objects, not callability
     return call is not None and not inspect.isfunction(obj) and inspect.iscoroutinefunction(call)
+
+
+def _is_generator(obj: Any) -> bool:
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    return inspect.isgeneratorfunction(obj) or inspect.isasyncgenfunction(obj)
+
+
+@dataclass
+class Runner:
+    """How one callable of the container runs."""
+
+    fn: Callable[..., Any]
+    is_async: bool
+    is_generator: bool
+    batcher: Batcher | None = None
 
 
 def _failure(input_id: str, exc: BaseException) -> Output:
     return Output(input_id, OutputStatus.ERROR, payload.dump_exception(exc), False)
 
 
-def run_sync_input(fn: Callable[..., Any], message: Input) -> Output:
-    """One input of a sync function, start to finish, on the calling thread."""
-    current_input.set(message.input_id)
-    try:
-        args, kwargs = payload.loads(message.args, "arguments")
-        data = payload.dumps(fn(*args, **kwargs), "return value")
-    except BaseException as exc:  # the user's error, whatever it is, goes to the caller
-        return _failure(message.input_id, exc)
-    finally:
-        current_input.set(None)
-    return Output(message.input_id, OutputStatus.OK, data, False)
+class Executor:
+    """Runs the inputs of one container's user code.
 
-
-class Executor(abc.ABC):
-    """What the runtime needs of an executor; see :func:`make_executor`."""
-
-    slots: Slots
-
-    @abc.abstractmethod
-    def submit(self, message: Input) -> None:
-        """Start running ``message``; its output is sent when it ends."""
-
-    @abc.abstractmethod
-    def cancel(self, input_id: str) -> None:
-        """Stop ``input_id`` if it can be stopped; report it CANCELLED either way."""
-
-    @abc.abstractmethod
-    async def drain(self) -> None:
-        """Return when no input is running."""
-
-
-def make_executor(
-    fn: Callable[..., Any], max_inputs: int, timeout: float, send: Callable[[Output], None]
-) -> Executor:
-    """A task executor for an async function, a thread executor for a sync one."""
-    if is_async_callable(fn):
-        return TaskExecutor(fn, max_inputs, timeout, send)
-    return ThreadExecutor(fn, max_inputs, timeout, send)
-
-
-class TaskExecutor(Executor):
-    """Runs each input of an async function as a task on the container's loop."""
+    Args:
+        code: the callables, by method name (``""`` for a function).
+        max_inputs: inputs that may run at once.
+        timeout: seconds each input may run.
+        send: delivers a message to the control plane (safe from any thread).
+    """
 
     def __init__(
         self,
-        fn: Callable[..., Any],
+        code: UserCode,
         max_inputs: int,
         timeout: float,
-        send: Callable[[Output], None],
+        send: Callable[[Output | Item], None],
     ) -> None:
-        self._fn = fn
+        self._loop = asyncio.get_running_loop()
         self._timeout = timeout
         self._send = send
-        self.slots = Slots(max_inputs)
+        self.slots = Slots(max_inputs, self._loop)
+        self._lock = threading.Lock()
+        self._open: set[str] = set()  # inputs submitted and not yet reported
+        self._cancelled: set[str] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._drained: asyncio.Event | None = None
+        self._inbox: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._workers = 0
+        self._idle_workers = 0
+        self._deadlines: list[tuple[float, str]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._runners = {name: self._runner(fn) for name, fn in code.methods.items()}
+
+    def _runner(self, fn: Callable[..., Any]) -> Runner:
+        runner = Runner(fn, is_async_callable(fn), _is_generator(fn))
+        batched = getattr(fn, markers.BATCHED, None)
+        if batched is not None:
+            size, wait_ms = batched
+            runner.batcher = Batcher(
+                fn, size, wait_ms, runner.is_async, self._finish, self._hand_off
+            )
+        return runner
+
+    # -- the runtime's side ------------------------------------------------
 
     def submit(self, message: Input) -> None:
-        self._idle.clear()
-        task = asyncio.get_running_loop().create_task(self._run(message))
-        self._tasks[message.input_id] = task
-        task.add_done_callback(lambda _: self._forget(message.input_id))
+        """Start running ``message``; its output is sent when it ends."""
+        with self._lock:
+            self._open.add(message.input_id)
+        runner = self._runners.get(message.method)
+        if runner is None:
+            error = AttributeError(f"no method {message.method!r} here")
+            self._finish(_failure(message.input_id, error), slot=False)
+        elif self.slots.try_acquire():
+            self._start(runner, message)
+        else:  # only if the control plane sent more than max_inputs: wait for a slot
+            self._track(message.input_id, self._admit(runner, message))
 
     def cancel(self, input_id: str) -> None:
+        """Stop ``input_id``: cancel its task, or drop its thread's result when it ends."""
+        with self._lock:
+            if input_id not in self._open:
+                return
+            self._cancelled.add(input_id)
         task = self._tasks.get(input_id)
         if task is not None:
             task.cancel()
 
     async def drain(self) -> None:
-        await self._idle.wait()
+        """Return when no input is running."""
+        with self._lock:
+            if not self._open:
+                return
+            self._drained = asyncio.Event()
+        await self._drained.wait()
 
-    def _forget(self, input_id: str) -> None:
-        self._tasks.pop(input_id, None)
-        if not self._tasks:
-            self._idle.set()
+    # -- starting ----------------------------------------------------------
 
-    async def _run(self, message: Input) -> None:
+    async def _admit(self, runner: Runner, message: Input) -> None:
+        await self.slots.acquire()
+        self._start(runner, message)
+
+    def _start(self, runner: Runner, message: Input) -> None:
+        if runner.batcher is not None:
+            runner.batcher.add(message)
+        elif runner.is_async:
+            self._track(message.input_id, self._run_task(runner, message))
+        else:
+            self._hand_off(functools.partial(self._run_on_thread, runner, message))
+            self._watch(self._loop.time() + self._timeout, message.input_id)
+
+    def _track(self, input_id: str, coro: Any) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks[input_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(input_id, None))
+
+    def _hand_off(self, job: Job) -> None:
+        """Give ``job`` to a worker thread, starting one if none is idle (up to max_inputs)."""
+        with self._lock:
+            start = self._idle_workers <= 0 and self._workers < self.slots.capacity
+            if start:
+                self._workers += 1
+            else:
+                self._idle_workers -= 1  # below zero: waits in the inbox for a worker
+        if start:
+            threading.Thread(target=self._work, name="shoal-input", daemon=True).start()
+        self._inbox.put(job)
+
+    def _work(self) -> None:
+        while True:
+            self._inbox.get()()
+            with self._lock:
+                self._idle_workers += 1
+
+    # -- running -----------------------------------------------------------
+
+    async def _run_task(self, runner: Runner, message: Input) -> None:
         input_id = message.input_id
-        try:
-            await self.slots.acquire()
-        except asyncio.CancelledError:
-            self._send(Output(input_id, OutputStatus.CANCELLED, b"", False))
-            return
         current_input.set(input_id)
         try:
             args, kwargs = payload.loads(message.args, "arguments")
             async with asyncio.timeout(self._timeout) as deadline:
-                data = payload.dumps(await self._fn(*args, **kwargs), "return value")
+                if runner.is_generator:
+                    async for value in runner.fn(*args, **kwargs):
+                        self._send(Item(input_id, payload.dumps(value, "yielded value")))
+                    data = payload.dumps(None, "return value")
+                else:
+                    data = payload.dumps(await runner.fn(*args, **kwargs), "return value")
             output = Output(input_id, OutputStatus.OK, data, False)
         except asyncio.CancelledError:
             output = Output(input_id, OutputStatus.CANCELLED, b"", False)
@@ -150,79 +211,27 @@ class TaskExecutor(Executor):
             )
         except BaseException as exc:  # the user's error, whatever it is, goes to the caller
             output = _failure(input_id, exc)
+        self._finish(output)
+
+    def _run_on_thread(self, runner: Runner, message: Input) -> None:
+        input_id = message.input_id
+        current_input.set(input_id)
+        try:
+            args, kwargs = payload.loads(message.args, "arguments")
+            result = runner.fn(*args, **kwargs)
+            if runner.is_generator:
+                for value in result:
+                    self._send(Item(input_id, payload.dumps(value, "yielded value")))
+                result = None
+            output = Output(input_id, OutputStatus.OK, payload.dumps(result, "return value"), False)
+        except BaseException as exc:  # the user's error, whatever it is, goes to the caller
+            output = _failure(input_id, exc)
         finally:
-            self.slots.release()
-        self._send(output)
+            current_input.set(None)
+        self._finish(output)
 
-
-class ThreadExecutor(Executor):
-    """Runs each input of a sync function on one of ``max_inputs`` worker threads.
-
-    Inputs wait in a queue for a free worker; workers start as load needs them.
-    Timeouts are kept on the loop in one heap with one timer for the earliest.
-    """
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        max_inputs: int,
-        timeout: float,
-        send: Callable[[Output], None],
-    ) -> None:
-        self._fn = fn
-        self._timeout = timeout
-        self._send = send
-        self.slots = Slots(max_inputs)
-        self._loop = asyncio.get_running_loop()
-        self._inbox: queue.SimpleQueue[Input] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._workers = 0
-        self._idle_workers = 0
-        #: Inputs submitted and not yet reported, by id.
-        self._open: set[str] = set()
-        self._cancelled: set[str] = set()
-        self._deadlines: list[tuple[float, str]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._drained: asyncio.Event | None = None
-
-    def submit(self, message: Input) -> None:
-        with self._lock:
-            self._open.add(message.input_id)
-            start_worker = self._idle_workers <= 0 and self._workers < self.slots.capacity
-            if start_worker:
-                self._workers += 1
-            else:
-                self._idle_workers -= 1  # below zero: waits in the inbox for a worker
-        if start_worker:
-            threading.Thread(target=self._work, name="shoal-input", daemon=True).start()
-        self._inbox.put(message)
-        self._watch(self._loop.time() + self._timeout, message.input_id)
-
-    def cancel(self, input_id: str) -> None:
-        with self._lock:
-            if input_id in self._open:
-                self._cancelled.add(input_id)
-
-    async def drain(self) -> None:
-        with self._lock:
-            if not self._open:
-                return
-            self._drained = asyncio.Event()
-        await self._drained.wait()
-
-    def _work(self) -> None:
-        while True:
-            message = self._inbox.get()
-            # Never fails: there are at most capacity workers.
-            self.slots.try_acquire()
-            output = run_sync_input(self._fn, message)
-            self.slots.release()
-            self._report(output)
-            with self._lock:
-                self._idle_workers += 1
-
-    def _report(self, output: Output, *, timed_out: bool = False) -> None:
-        """Send ``output`` unless the input was already reported (safe from any thread)."""
+    def _finish(self, output: Output, *, slot: bool = True) -> None:
+        """Release the input's slot and send its output, once (safe from any thread)."""
         input_id = output.input_id
         with self._lock:
             if input_id not in self._open:
@@ -230,11 +239,15 @@ class ThreadExecutor(Executor):
             self._open.discard(input_id)
             if input_id in self._cancelled:
                 self._cancelled.discard(input_id)
-                output = Output(input_id, OutputStatus.CANCELLED, b"", timed_out)
+                output = Output(input_id, OutputStatus.CANCELLED, b"", output.stuck)
             drained = self._drained if not self._open else None
+        if slot:
+            self.slots.release()  # before the output leaves: the next input finds it free
         self._send(output)
         if drained is not None:
             self._loop.call_soon_threadsafe(drained.set)
+
+    # -- timeouts of thread inputs -------------------------------------------
 
     def _watch(self, deadline: float, input_id: str) -> None:
         heapq.heappush(self._deadlines, (deadline, input_id))
@@ -250,8 +263,7 @@ class ThreadExecutor(Executor):
         now = self._loop.time()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, input_id = heapq.heappop(self._deadlines)
-            timeout = Output(input_id, OutputStatus.TIMEOUT, b"", True)
-            self._report(timeout, timed_out=True)
+            self._finish(Output(input_id, OutputStatus.TIMEOUT, b"", True))
         self._prune()
         if self._deadlines:
             self._timer = self._loop.call_at(self._deadlines[0][0], self._expire)

@@ -11,13 +11,16 @@ once when the connection closes: a container never outlives its control plane.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import socket
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 from shoal import settings
-from shoal.container.executors import Executor, make_executor
-from shoal.container.user_code import LoadError, load_function
+from shoal.container.executors import Executor
+from shoal.container.user_code import LoadError, UserCode, load_user_code
 from shoal.protocol.framing import FRAME_OVERHEAD, FrameParser, SocketWriter
 from shoal.protocol.messages import (
     Cancel,
@@ -43,6 +46,7 @@ class Runtime:
         self._container_id = container_id
         self._token = token
         self._executor: Executor | None = None
+        self._code: UserCode | None = None
         self._sock: socket.socket | None = None
         self._writer: SocketWriter | None = None
         self._parser = FrameParser(settings.max_payload_bytes() + FRAME_OVERHEAD)
@@ -104,27 +108,49 @@ class Runtime:
             self._finish(2)  # a message out of order: the peer is broken
 
     def _load(self, message: Load) -> None:
+        task = asyncio.get_running_loop().create_task(self._start(message))
+        self._background.add(task)
+
+    async def _start(self, message: Load) -> None:
+        """Load the user's code, run its enter hooks, then take inputs."""
         assert self._writer is not None
         try:
-            fn = load_function(message)
+            code = load_user_code(message)
+            for hook in code.enter:
+                await _call(hook)
         except LoadError as exc:
             self._writer.send(LoadFailed(str(exc), ""))
             self._finish(1)
             return
-        except BaseException as exc:  # the user's module failed to import: report it whole
+        except BaseException as exc:  # the user's import or enter hook failed: report it whole
             text = "".join(traceback.format_exception(exc))
             self._writer.send(LoadFailed(f"{type(exc).__name__}: {exc}", text))
             self._finish(1)
             return
-        writer = self._writer
-        self._executor = make_executor(fn, message.max_inputs, message.timeout, writer.send)
-        writer.send(Ready())
+        self._code = code
+        self._executor = Executor(code, message.max_inputs, message.timeout, self._writer.send)
+        self._writer.send(Ready())
 
     async def _shutdown(self) -> None:
+        """Finish running inputs, run the exit hooks (within the grace), and stop."""
         if self._executor is not None:
             await self._executor.drain()
+        if self._code is not None:
+            for hook in self._code.exit:
+                try:
+                    await _call(hook)
+                except Exception:  # an exit hook's failure is reported, not fatal
+                    traceback.print_exc()
         self._finish(0)
 
     def _finish(self, code: int) -> None:
         if self._exit_code is not None and not self._exit_code.done():
             self._exit_code.set_result(code)
+
+
+async def _call(hook: Callable[[], Any]) -> None:
+    """Run a lifecycle hook, sync or async (a sync one on a thread, off the loop)."""
+    if inspect.iscoroutinefunction(hook):
+        await hook()
+    else:
+        await asyncio.to_thread(hook)

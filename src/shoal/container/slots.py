@@ -17,9 +17,11 @@ from collections import deque
 class Slots:
     """A resizable counting semaphore for inputs, on one event loop."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"capacity={capacity}: must be >= 1")
+        #: The loop waiters wait on; a release from another thread wakes them through it.
+        self._loop = loop
         self._capacity = capacity
         self._used = 0
         self._lock = threading.Lock()
@@ -59,10 +61,16 @@ class Slots:
             raise
 
     def release(self) -> None:
-        """Return a slot; the longest waiter gets it (any thread when nobody waits)."""
+        """Return a slot; the longest waiter gets it. Safe from any thread."""
         with self._lock:
             self._used -= 1
-        self._wake()
+            waiting = bool(self._waiters)
+        if not waiting:
+            return
+        if self._loop is not None and _running_loop() is not self._loop:
+            self._loop.call_soon_threadsafe(self._wake)
+        else:
+            self._wake()
 
     def resize(self, capacity: int) -> None:
         """Change the capacity; inputs already running keep their slots."""
@@ -81,3 +89,10 @@ class Slots:
                     continue
                 self._used += 1
             waiter.set_result(None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,20 +1,28 @@
-"""Loads the user's function inside a container, the counterpart of the caller's CodeRef.
+"""Loads the user's code inside a container, the counterpart of the caller's CodeRef.
 
 The caller's ``__main__`` is loaded under ``MAIN_MODULE_ALIAS`` (so its
 ``if __name__ == "__main__":`` block does not run) and aliased as ``__main__``,
 so objects the caller pickled from its script unpickle here.
+
+What a container runs is a :class:`UserCode`: for a function, the function under
+the name ``""``; for an ``@app.cls`` class, an instance built with the caller's
+parameters, its ``@shoal.method()`` methods by name, and its ``@shoal.enter()``
+and ``@shoal.exit()`` hooks.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import pickle
 import sys
 import types
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from shoal.protocol import markers
 from shoal.protocol.messages import MAIN_MODULE_ALIAS, Load
 
 
@@ -22,13 +30,31 @@ class LoadError(Exception):
     """The function could not be loaded; the message says why, for the caller."""
 
 
-def load_function(load: Load) -> Callable[..., Any]:
-    """Import the user's code and return the plain function ``load`` names.
+@dataclass
+class UserCode:
+    """The callables one container serves, and its lifecycle hooks (bound, in order)."""
+
+    methods: dict[str, Callable[..., Any]]
+    enter: list[Callable[..., Any]] = field(default_factory=list)
+    exit: list[Callable[..., Any]] = field(default_factory=list)
+
+
+def load_user_code(load: Load) -> UserCode:
+    """Import the user's code and return what this container serves.
 
     Raises:
-        LoadError: the function is not in the module (its import errors propagate
-            as they are, so the caller sees the real traceback).
+        LoadError: the function or class is not in the module, or the class
+            cannot be built (its import errors propagate as they are, so the
+            caller sees the real traceback).
     """
+    target = _find(load)
+    if not isinstance(target, type):
+        return UserCode(methods={"": target})
+    parameters = pickle.loads(load.parameters) if load.parameters else {}
+    return _instantiate(target, parameters)
+
+
+def _find(load: Load) -> Any:
     if load.module_kind == "serialized":
         _extend_path(load.sys_path)
         assert load.serialized is not None
@@ -40,10 +66,30 @@ def load_function(load: Load) -> Callable[..., Any]:
             obj = getattr(obj, part)
         except AttributeError:
             raise LoadError(
-                f"function {load.qualname!r} not found in module {load.module_name!r} "
+                f"{load.qualname!r} not found in module {load.module_name!r} "
                 f"({load.module_file}); define it at module level or use serialized=True"
             ) from None
     return _unwrap(obj)
+
+
+def _instantiate(cls: type, parameters: dict[str, Any]) -> UserCode:
+    """Build the instance without calling ``__init__`` (parameters are set as attributes)."""
+    instance: Any = object.__new__(cls)
+    for name, value in parameters.items():
+        setattr(instance, name, value)
+    code = UserCode(methods={})
+    for name, member in inspect.getmembers(cls):
+        role = getattr(member, markers.ROLE, None)
+        if role is None:
+            continue
+        bound = getattr(instance, name)
+        if role == markers.METHOD:
+            code.methods[name] = bound
+        elif role == markers.ENTER:
+            code.enter.append(bound)
+        elif role == markers.EXIT:
+            code.exit.append(bound)
+    return code
 
 
 def load_module(kind: str, name: str, file: str, sys_path: Sequence[str]) -> types.ModuleType:
@@ -84,9 +130,9 @@ def _extend_path(entries: Sequence[str]) -> None:
             sys.path.insert(0, entry)
 
 
-def _unwrap(obj: Any) -> Callable[..., Any]:
-    """Return the user's function from a Shoal handle, or ``obj`` if it is one already."""
-    raw = getattr(obj, "__shoal_raw_function__", obj)
+def _unwrap(obj: Any) -> Any:
+    """Return the user's function or class from a Shoal handle, or ``obj`` itself."""
+    raw = getattr(obj, markers.RAW, obj)
     if not callable(raw):
         raise LoadError(f"{obj!r} is not callable")
-    return raw  # type: ignore[no-any-return]
+    return raw

@@ -60,16 +60,30 @@ class InputRecord:
         "error",
         "failures",
         "input_id",
+        "items",
+        "method",
         "on_done",
+        "on_item",
         "result",
         "state",
         "timer",
     )
 
-    def __init__(self, input_id: str, args: bytes, on_done: Callable[[InputRecord], None]) -> None:
+    def __init__(
+        self,
+        input_id: str,
+        args: bytes,
+        on_done: Callable[[InputRecord], None],
+        method: str = "",
+        on_item: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.input_id = input_id
         self.args = args
         self.on_done = on_done
+        self.method = method
+        #: Called with each pickled value a generator yields, in order.
+        self.on_item = on_item
+        self.items = 0  # values yielded so far
         self.state = CallState.QUEUED
         self.container_id: str | None = None
         self.failures = 0  # user exceptions and timeouts so far
@@ -129,6 +143,8 @@ def after_failure(record: InputRecord, spec: FunctionSpec, *, crash: bool) -> Re
     Returns:
         A :class:`Retry`, or ``None`` when the retries of that kind are spent.
     """
+    if record.items:
+        return None  # a generator that yielded cannot run again without repeating itself
     if crash:
         record.crashes += 1
         return Retry(0.0) if record.crashes <= INFRA_RETRIES else None

@@ -44,6 +44,7 @@ from shoal.protocol.framing import FramedProtocol
 from shoal.protocol.messages import (
     Cancel,
     Input,
+    Item,
     Load,
     LoadFailed,
     Message,
@@ -103,23 +104,37 @@ class Pool:
 
     # -- the caller's side -------------------------------------------------
 
-    def submit(self, args: bytes, on_done: Callable[[InputRecord], None]) -> InputRecord:
+    def submit(
+        self,
+        args: bytes,
+        on_done: Callable[[InputRecord], None],
+        method: str = "",
+        on_item: Callable[[bytes], None] | None = None,
+    ) -> InputRecord:
         """Queue one input (``args`` already pickled) and scale for it.
 
-        ``on_done`` is called once with the record when it reaches a final state.
+        ``on_done`` is called once with the record when it reaches a final state;
+        ``on_item`` with each value a generator yields before that. ``method``
+        names the method of a class pool.
 
         Raises:
             ExecutionError: the pool is stopped.
         """
-        return self.submit_many([args], on_done)[0]
+        return self.submit_many([args], on_done, method, on_item)[0]
 
     def submit_many(
-        self, many: Iterable[bytes], on_done: Callable[[InputRecord], None]
+        self,
+        many: Iterable[bytes],
+        on_done: Callable[[InputRecord], None],
+        method: str = "",
+        on_item: Callable[[bytes], None] | None = None,
     ) -> list[InputRecord]:
         """Queue several inputs at once; one dispatch and one scaling decision for all."""
         if self._closed:
             raise ExecutionError(f"function {self.spec.name} is stopped; start the app again")
-        records = [InputRecord(f"in-{next(self._ids)}", args, on_done) for args in many]
+        records = [
+            InputRecord(f"in-{next(self._ids)}", args, on_done, method, on_item) for args in many
+        ]
         held = self._held_init_failure()
         for record in records:
             if held is not None:
@@ -195,7 +210,7 @@ class Pool:
         self._containers.add_running(container, record)
         loop = asyncio.get_running_loop()
         record.timer = loop.call_later(self.spec.timeout + TIMEOUT_GRACE, self._on_deadline, record)
-        container.send(Input(record.input_id, record.args))
+        container.send(Input(record.input_id, record.args, record.method))
 
     def _autoscale(self) -> None:
         if self._closed:
@@ -294,6 +309,7 @@ class Pool:
                 serialized=code.serialized,
                 max_inputs=handle.max_inputs,
                 timeout=self.spec.timeout,
+                parameters=code.parameters,
             )
         )
         return handle
@@ -302,6 +318,11 @@ class Pool:
         """Handle one message from ``handle``'s container."""
         if isinstance(message, Output):
             self._on_output(handle, message)
+        elif isinstance(message, Item):
+            record = handle.running.get(message.input_id)
+            if record is not None and not record.done and record.on_item is not None:
+                record.items += 1
+                record.on_item(message.data)
         elif isinstance(message, Ready):
             self._on_ready(handle)
         elif isinstance(message, LoadFailed):

@@ -150,7 +150,8 @@ class FunctionSpec:
 class CodeRef:
     """Where a container finds the user's function.
 
-    ``module_kind`` is ``"import"`` (import ``module_name``), ``"file"`` (load
+    ``qualname`` names a function or an ``@app.cls`` class. ``module_kind`` is
+    ``"import"`` (import ``module_name``), ``"file"`` (load
     ``module_file`` under ``module_name``), ``"main"`` (load the caller's script
     without running its ``__main__`` block) or ``"serialized"`` (unpickle
     ``serialized``). ``sys_path`` is the caller's import path, put first in the
@@ -163,3 +164,5 @@ class CodeRef:
     sys_path: tuple[str, ...]
     qualname: str
     serialized: bytes | None = None
+    #: For a class: its pickled ``shoal.parameter()`` values.
+    parameters: bytes = b""

@@ -11,7 +11,8 @@ A container's conversation, in order::
     Hello(id, token, pid)  ──►
                            ◄──    Load(function definition)
     Ready() | LoadFailed() ──►
-                           ◄──    Input(input_id, args) ...   Cancel(input_id)
+                           ◄──    Input(input_id, args, method) ...   Cancel(input_id)
+    Item(input_id, ...)*   ──►    (generators: each value as it is yielded)
     Output(input_id, ...)  ──►
                            ◄──    Shutdown()
 """
@@ -53,7 +54,8 @@ class Load:
     ``"main"`` (the caller's ``__main__``: load ``module_file`` without running its
     ``if __name__ == "__main__"`` block) or ``"serialized"`` (unpickle
     ``serialized``, a cloudpickled function). ``sys_path`` goes first on the
-    container's import path.
+    container's import path. For a class, ``qualname`` names the class and
+    ``parameters`` holds its pickled ``shoal.parameter()`` values.
     """
 
     function_name: str
@@ -65,6 +67,7 @@ class Load:
     serialized: bytes | None
     max_inputs: int
     timeout: float
+    parameters: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +85,22 @@ class LoadFailed:
 
 @dataclass(frozen=True, slots=True)
 class Input:
-    """One input to run: ``args`` is the pickled ``(args, kwargs)`` pair."""
+    """One input to run: ``args`` is the pickled ``(args, kwargs)`` pair.
+
+    ``method`` names the method of a class to call (empty for a function).
+    """
 
     input_id: str
     args: bytes
+    method: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One value a generator input yielded (pickled); its Output follows the last one."""
+
+    input_id: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +125,7 @@ class Shutdown:
     """Finish running inputs, take no more, and exit."""
 
 
-Message = Hello | Load | Ready | LoadFailed | Input | Output | Cancel | Shutdown
+Message = Hello | Load | Ready | LoadFailed | Input | Output | Cancel | Shutdown | Item
 
 #: Wire tag of each message class; the index is the tag, so append only.
 _CLASSES: Final[tuple[type[Any], ...]] = (
@@ -122,6 +137,7 @@ _CLASSES: Final[tuple[type[Any], ...]] = (
     Output,
     Cancel,
     Shutdown,
+    Item,
 )
 _TAGS: Final[dict[type[Any], int]] = {cls: tag for tag, cls in enumerate(_CLASSES)}
 _FIELDS: Final[dict[type[Any], tuple[str, ...]]] = {

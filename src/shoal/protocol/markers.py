@@ -1,0 +1,22 @@
+"""Attributes by which the caller's decorators mark user code for the container.
+
+``@shoal.enter()``, ``@shoal.method()``, ``@shoal.batched(...)`` and friends only
+set these attributes on the user's functions; the container reads them after
+importing the user's module. Both sides import this module, so the names cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: On a function inside an ``@app.cls`` class: "enter", "exit" or "method".
+ROLE: Final = "__shoal_role__"
+#: On a function or method: ``(max_batch_size, wait_ms)`` from ``@shoal.batched``.
+BATCHED: Final = "__shoal_batched__"
+#: On a Shoal handle: the user's undecorated function or class.
+RAW: Final = "__shoal_raw_function__"
+
+ENTER: Final = "enter"
+EXIT: Final = "exit"
+METHOD: Final = "method"
