@@ -1,7 +1,7 @@
 """Shoal: run Python functions in autoscaling pools of containers, on your own machines.
 
 The public API follows Modal's, so ``import shoal as modal`` runs scripts that use
-functions, maps, concurrency and scaling options::
+functions, classes, maps, generators, concurrency, batching and scaling options::
 
     import shoal
 
@@ -17,7 +17,8 @@ functions, maps, concurrency and scaling options::
 
 from shoal import exception
 from shoal.client.app import App
-from shoal.client.decorators import concurrent
+from shoal.client.cls import Cls, Obj
+from shoal.client.decorators import batched, concurrent, enter, exit, method, parameter
 from shoal.client.function import Function
 from shoal.client.function_call import FunctionCall
 from shoal.container.context import current_input_id, is_local
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "Cls",
     "ContainerCrashError",
     "ContainerInitError",
     "Error",
@@ -44,11 +46,17 @@ __all__ = [
     "FunctionStats",
     "FunctionTimeoutError",
     "InvalidError",
+    "Obj",
     "RemoteError",
     "Retries",
     "__version__",
+    "batched",
     "concurrent",
     "current_input_id",
+    "enter",
     "exception",
+    "exit",
     "is_local",
+    "method",
+    "parameter",
 ]

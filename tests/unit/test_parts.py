@@ -185,6 +185,7 @@ def test_is_async_callable_sees_through_partials_and_objects() -> None:
 def test_public_names_are_pinned() -> None:
     assert sorted(shoal.__all__) == [
         "App",
+        "Cls",
         "ContainerCrashError",
         "ContainerInitError",
         "Error",
@@ -193,11 +194,17 @@ def test_public_names_are_pinned() -> None:
         "FunctionStats",
         "FunctionTimeoutError",
         "InvalidError",
+        "Obj",
         "RemoteError",
         "Retries",
         "__version__",
+        "batched",
         "concurrent",
         "current_input_id",
+        "enter",
         "exception",
+        "exit",
         "is_local",
+        "method",
+        "parameter",
     ]

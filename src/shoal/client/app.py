@@ -9,23 +9,26 @@ does the same around a ``@app.local_entrypoint()``.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar, overload
 
 from shoal.backends import get_backend
 from shoal.client.bridge import run_sync
-from shoal.client.decorators import concurrency_of
+from shoal.client.cls import Cls
+from shoal.client.decorators import batch_size_of, concurrency_of
 from shoal.client.function import Function
 from shoal.client.map import MapProgress
 from shoal.client.user_module import alias_main, code_ref
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane
-from shoal.control.spec import UNSET, FunctionSpec, Retries, Scaling
+from shoal.control.spec import UNSET, CodeRef, FunctionSpec, Retries, Scaling
 from shoal.exception import ExecutionError, InvalidError
 
 P = ParamSpec("P")
 R = TypeVar("R")
 E = TypeVar("E", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class _FunctionDecorator:
@@ -60,6 +63,10 @@ class App:
     def __init__(self, name: str | None = None) -> None:
         self.name = name
         self._functions: dict[str, Function[Any, Any]] = {}
+        self._classes: dict[str, Cls[Any]] = {}
+        #: Every pool the app runs: its spec and how to find its code, by pool name.
+        self._declared: dict[str, tuple[FunctionSpec, Callable[[], CodeRef]]] = {}
+        self._lock = threading.Lock()
         self._entrypoints: dict[str, Callable[..., Any]] = {}
         self._control: ControlPlane | None = None
         self._progress: list[MapProgress] = []
@@ -116,21 +123,32 @@ class App:
         return _FunctionDecorator(self, options)
 
     def _register(
+        self, fn: Callable[..., Any], *, serialized: bool, **options: Any
+    ) -> Function[Any, Any]:
+        if isinstance(fn, Function):
+            raise InvalidError(f"{fn.name} is already registered with @app.function")
+        if not callable(fn) or isinstance(fn, type):
+            raise InvalidError(f"@app.function needs a function, got {fn!r}; classes take @app.cls")
+        spec = self._spec(fn, **options)
+        if not serialized:
+            code_ref(fn, serialized=False)  # fail now if a container could not find it
+        handle: Function[Any, Any] = Function(self, fn, spec, serialized=serialized)
+        self._functions[spec.name] = handle
+        self._declare(spec, lambda: code_ref(fn, serialized=serialized))
+        return handle
+
+    def _spec(
         self,
-        fn: Callable[..., Any],
+        target: Any,
         *,
-        serialized: bool,
         timeout: float,
         retries: int | Retries | None,
         allow_concurrent_inputs: int | None,
         name: str | None,
         **scaling: Any,
-    ) -> Function[Any, Any]:
-        if isinstance(fn, Function):
-            raise InvalidError(f"{fn.name} is already registered with @app.function")
-        if not callable(fn):
-            raise InvalidError(f"@app.function needs a function, got {fn!r}")
-        concurrency = concurrency_of(fn)
+    ) -> FunctionSpec:
+        """The validated options of a function or class, from its decorators and arguments."""
+        concurrency = concurrency_of(target)
         if concurrency is not None and allow_concurrent_inputs is not None:
             raise InvalidError("give @shoal.concurrent or allow_concurrent_inputs, not both")
         if concurrency is not None:
@@ -138,20 +156,54 @@ class App:
             scaling["target_inputs"] = concurrency.target_inputs
         elif allow_concurrent_inputs is not None:
             scaling["max_inputs"] = allow_concurrent_inputs
-        fname = name or fn.__name__
-        if fname in self._functions:
-            raise InvalidError(f"app already has a function named {fname!r}")
-        spec = FunctionSpec(
+        elif (size := batch_size_of(target)) is not None:
+            scaling["max_inputs"] = size  # a batch needs its inputs in the container at once
+        fname = name or target.__name__
+        if fname in self._functions or fname in self._classes:
+            raise InvalidError(f"app already has a function or class named {fname!r}")
+        return FunctionSpec(
             name=fname,
             scaling=Scaling(**scaling),
             timeout=timeout,
             retries=Retries.coerce(retries),
         )
-        if not serialized:
-            code_ref(fn, serialized=False)  # fail now if a container could not find it
-        handle: Function[Any, Any] = Function(self, fn, spec, serialized=serialized)
-        self._functions[fname] = handle
-        return handle
+
+    def cls(self, *, serialized: bool = False, **options: Any) -> Callable[[type[T]], Cls[T]]:
+        """Register the decorated class: its ``@shoal.method()`` methods run in
+        containers that share one instance, built once per container after its
+        ``@shoal.enter()`` hooks. Takes the options of :meth:`function`.
+
+        ``Cls(**parameters)`` gives an object whose methods run in the pool of
+        that parameter set (each distinct set has its own).
+        """
+        resolved = self.function(serialized=serialized, **options)._options
+
+        def register(target: type[T]) -> Cls[T]:
+            if not isinstance(target, type):
+                raise InvalidError(f"@app.cls needs a class, got {target!r}")
+            settings = dict(resolved)
+            spec = self._spec(target, **{k: v for k, v in settings.items() if k != "serialized"})
+            if not serialized:
+                code_ref(target, serialized=False)
+            handle = Cls(self, target, spec, serialized=serialized)
+            self._classes[spec.name] = handle
+            return handle
+
+        return register
+
+    def _declare(self, spec: FunctionSpec, code: Callable[[], CodeRef]) -> None:
+        """Record a pool to create when the app runs (at once if it runs already)."""
+        with self._lock:
+            if spec.name in self._declared:
+                return
+            self._declared[spec.name] = (spec, code)
+        if self._control is not None:
+            control = self._control
+
+            async def add() -> None:
+                control.add_pool(spec, code())
+
+            run_sync(add())
 
     @overload
     def local_entrypoint(self, fn: E, /) -> E: ...
@@ -209,11 +261,10 @@ class App:
         control = ControlPlane(get_backend("local"))
         await control.start()
         try:
-            for handle in self._functions.values():
-                control.add_pool(
-                    handle.spec,
-                    code_ref(handle.__shoal_raw_function__, serialized=handle.serialized),
-                )
+            with self._lock:
+                declared = list(self._declared.values())
+            for spec, code in declared:
+                control.add_pool(spec, code())
         except BaseException:
             await control.stop()
             raise

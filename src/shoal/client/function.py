@@ -10,13 +10,16 @@ them go through the function's pool in the running app's control plane.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+import inspect
+import queue
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from shoal.client.bridge import (
     Starter,
     bridged,
     bridged_iter,
+    run_async,
     run_sync,
     wait_on_loop,
     wait_on_loop_async,
@@ -27,7 +30,7 @@ from shoal.control.calls import CallState, InputRecord
 from shoal.control.pool import Pool
 from shoal.control.spec import UNSET, FunctionSpec
 from shoal.control.stats import FunctionStats
-from shoal.exception import InputCancellation
+from shoal.exception import InputCancellation, InvalidError
 from shoal.protocol import payload
 
 if TYPE_CHECKING:
@@ -44,12 +47,21 @@ class Function(Generic[P, R]):
     """
 
     def __init__(
-        self, app: App, raw_f: Callable[..., Any], spec: FunctionSpec, *, serialized: bool
+        self,
+        app: App,
+        raw_f: Callable[..., Any],
+        spec: FunctionSpec,
+        *,
+        serialized: bool,
+        method: str = "",
     ) -> None:
         self._app = app
         self._raw_f = raw_f
         self.spec = spec
         self.serialized = serialized
+        #: The method of a class pool this handle calls ("" for a function).
+        self.method = method
+        self.is_generator = inspect.isgeneratorfunction(raw_f) or inspect.isasyncgenfunction(raw_f)
         self.__name__ = raw_f.__name__
         self.__qualname__ = raw_f.__qualname__
         self.__module__ = raw_f.__module__
@@ -62,8 +74,8 @@ class Function(Generic[P, R]):
 
     @property
     def name(self) -> str:
-        """The function's name within its app."""
-        return self.spec.name
+        """The function's name within its app (``Cls(params).method`` for a method)."""
+        return f"{self.spec.name}.{self.method}" if self.method else self.spec.name
 
     def _pool(self) -> Pool:
         return self._app._pool(self.spec.name)
@@ -80,7 +92,13 @@ class Function(Generic[P, R]):
         raise record.error
 
     def _pickle_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        return payload.dumps((args, kwargs), f"arguments of {self.spec.name}")
+        return payload.dumps((args, kwargs), f"arguments of {self.name}")
+
+    def _check_kind(self, generator: bool) -> None:
+        if self.is_generator and not generator:
+            raise InvalidError(f"{self.name} is a generator: call it with remote_gen")
+        if generator and not self.is_generator:
+            raise InvalidError(f"{self.name} is not a generator: call it with remote")
 
     # -- single calls -----------------------------------------------------
 
@@ -98,13 +116,24 @@ class Function(Generic[P, R]):
         """
         return _Remote(self)
 
+    @property
+    def remote_gen(self) -> _RemoteGen[P]:
+        """Run a generator function in a container; iterate its values as they are yielded.
+
+        ``for x in f.remote_gen(...)`` or ``async for x in f.remote_gen.aio(...)``.
+        Stopping early cancels the input. A container that dies after the
+        generator yielded is not retried (the values would repeat).
+        """
+        return _RemoteGen(self)
+
     @bridged
     async def spawn(self, /, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
         """Queue one input and return at once with a :class:`FunctionCall` for it."""
+        self._check_kind(generator=False)
         data = self._pickle_args(args, kwargs)
         pool = self._pool()
         finished = asyncio.Event()
-        record = pool.submit(data, lambda _: finished.set())
+        record = pool.submit(data, lambda _: finished.set(), self.method)
         return FunctionCall(pool, record, finished, self._outcome)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> Any:
@@ -121,11 +150,13 @@ class Function(Generic[P, R]):
         kwargs: dict[str, Any] | None,
         options: MapOptions,
     ) -> AsyncIterator[list[Any]]:
-        progress = MapProgress(self.spec.name, known_length(iterables))
+        self._check_kind(generator=False)
+        progress = MapProgress(self.name, known_length(iterables))
         return self._app._track(
             progress,
             map_outputs(
                 self._pool(),
+                self.method,
                 arg_tuples(iterables, star),
                 kwargs or {},
                 options,
@@ -239,12 +270,13 @@ class _Remote(Generic[P, R]):
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Starter, list[InputRecord]]:
         function = self._function
+        function._check_kind(generator=False)
         data = function._pickle_args(args, kwargs)
         pool = function._pool()
         submitted: list[InputRecord] = []
 
         def start(done: Callable[[], None]) -> Callable[[], None]:
-            record = pool.submit(data, lambda _: done())
+            record = pool.submit(data, lambda _: done(), function.method)
             submitted.append(record)
             return lambda: pool.cancel(record)
 
@@ -260,3 +292,70 @@ class _Remote(Generic[P, R]):
         start, submitted = self._starter(args, kwargs)
         await wait_on_loop_async(start)
         return self._function._outcome(submitted[0])
+
+
+#: Marks the end of a generator's values in its queue.
+_END: Any = object()
+
+
+class _RemoteGen(Generic[P]):
+    """``f.remote_gen``: one input whose yielded values stream back as they come."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Function[P, Any]) -> None:
+        self._function = function
+
+    def _begin(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], put: Callable[[Any], None]
+    ) -> tuple[Pool, Callable[[], Coroutine[Any, Any, InputRecord]]]:
+        function = self._function
+        function._check_kind(generator=True)
+        data = function._pickle_args(args, kwargs)
+        pool = function._pool()
+
+        async def submit() -> InputRecord:
+            return pool.submit(data, lambda _: put(_END), function.method, on_item=put)
+
+        return pool, submit
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
+        values: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        pool, submit = self._begin(args, kwargs, values.put)
+        record = run_sync(submit())
+        return self._iterate(pool, record, values)
+
+    def _iterate(
+        self, pool: Pool, record: InputRecord, values: queue.SimpleQueue[Any]
+    ) -> Iterator[Any]:
+        what = f"value yielded by {self._function.name}"
+        try:
+            while (value := values.get()) is not _END:
+                yield payload.loads(value, what)
+            self._function._outcome(record)
+        finally:
+            if not record.done:
+                run_sync(_cancel(pool, record))
+
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Any]:
+        """The same stream, from any event loop."""
+        loop = asyncio.get_running_loop()
+        values: asyncio.Queue[Any] = asyncio.Queue()
+
+        def put(value: Any) -> None:
+            loop.call_soon_threadsafe(values.put_nowait, value)
+
+        pool, submit = self._begin(args, kwargs, put)
+        record = await run_async(submit())
+        what = f"value yielded by {self._function.name}"
+        try:
+            while (value := await values.get()) is not _END:
+                yield payload.loads(value, what)
+            self._function._outcome(record)
+        finally:
+            if not record.done:
+                await run_async(_cancel(pool, record))
+
+
+async def _cancel(pool: Pool, record: InputRecord) -> None:
+    pool.cancel(record)

@@ -120,8 +120,15 @@ async def _pickled_chunks(
 class _MapRun:
     """The state of one map: what is in flight, what finished, what is held for order."""
 
-    def __init__(self, pool: Pool, options: MapOptions, outcome: Callable[[InputRecord], Any]):
+    def __init__(
+        self,
+        pool: Pool,
+        method: str,
+        options: MapOptions,
+        outcome: Callable[[InputRecord], Any],
+    ) -> None:
         self.pool = pool
+        self.method = method
         self.options = options
         self.outcome = outcome
         self.finished: deque[InputRecord] = deque()
@@ -145,7 +152,7 @@ class _MapRun:
                 while len(self.in_flight) + len(self.held) >= limit:
                     self.room.clear()
                     await self.room.wait()
-                for record in self.pool.submit_many(chunk, self.on_done):
+                for record in self.pool.submit_many(chunk, self.on_done, self.method):
                     self.position[record.input_id] = submitted
                     self.in_flight[record.input_id] = record
                     submitted += 1
@@ -177,6 +184,7 @@ class _MapRun:
 
 async def map_outputs(
     pool: Pool,
+    method: str,
     items: Iterable[tuple[Any, ...]] | AsyncIterable[Any],
     kwargs: dict[str, Any],
     options: MapOptions,
@@ -189,7 +197,7 @@ async def map_outputs(
     ``return_exceptions`` errors are yielded as values instead. When the caller
     stops iterating (or an error is raised), inputs still in flight are cancelled.
     """
-    run = _MapRun(pool, options, outcome)
+    run = _MapRun(pool, method, options, outcome)
     chunks = _pickled_chunks(items, kwargs, f"arguments of {pool.spec.name}")
     feeder = asyncio.create_task(run.feed(chunks))
     try:

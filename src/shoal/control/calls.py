@@ -155,8 +155,9 @@ def after_failure(record: InputRecord, spec: FunctionSpec, *, crash: bool) -> Re
 
 
 def describe(spec: FunctionSpec, record: InputRecord) -> str:
-    """Name a function and input for error messages: ``f (input in-3)``."""
-    return f"{spec.name} (input {record.input_id})"
+    """Name a function (or method) and input for error messages: ``f (input in-3)``."""
+    name = f"{spec.name}.{record.method}" if record.method else spec.name
+    return f"{name} (input {record.input_id})"
 
 
 def output_error(spec: FunctionSpec, record: InputRecord, output: Output) -> BaseException:

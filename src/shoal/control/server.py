@@ -23,7 +23,6 @@ from shoal.backends.base import Backend, ContainerLaunch
 from shoal.control.containers import ContainerHandle
 from shoal.control.pool import Pool
 from shoal.control.spec import CodeRef, FunctionSpec
-from shoal.exception import InvalidError
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import Hello, Message
 
@@ -57,11 +56,11 @@ class ControlPlane:
     def add_pool(self, spec: FunctionSpec, code: CodeRef) -> Pool:
         """Create the pool of ``spec`` and start its warm containers.
 
-        Raises:
-            InvalidError: a pool of that name exists already.
+        A pool of that name that exists already is returned as it is (pools of
+        class parameter sets are declared as callers first use them).
         """
         if spec.name in self._pools:
-            raise InvalidError(f"two functions named {spec.name!r} in one app")
+            return self._pools[spec.name]
         pool = Pool(spec, code, self.backend, self._launch, self._clock)
         self._pools[spec.name] = pool
         pool.start()

@@ -1,0 +1,119 @@
+"""``@app.cls``: classes whose methods run in containers that share one instance.
+
+``Cls`` is what ``@app.cls`` returns. Calling it with the class's
+``shoal.parameter()`` values gives an :class:`Obj`; ``obj.method`` is a
+:class:`~shoal.client.function.Function` handle on that method, running in the
+pool of that parameter set. Each distinct set of parameters has a pool (and so
+containers) of its own; all methods of one set share them::
+
+    gen = Generator(model_name="tiny")
+    gen.generate.remote("hello")          # pool "Generator(model_name='tiny')"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from shoal.client.decorators import Parameter
+from shoal.client.function import Function
+from shoal.client.user_module import code_ref
+from shoal.control.spec import CodeRef, FunctionSpec
+from shoal.exception import InvalidError
+from shoal.protocol import markers
+
+if TYPE_CHECKING:
+    from shoal.client.app import App
+
+T = TypeVar("T")
+
+
+class Cls(Generic[T]):
+    """A class registered with ``@app.cls``; call it with parameters to get an :class:`Obj`."""
+
+    def __init__(self, app: App, raw_cls: type[T], spec: FunctionSpec, *, serialized: bool):
+        self._app = app
+        self._raw_cls = raw_cls
+        self.spec = spec
+        self.serialized = serialized
+        self.__name__ = raw_cls.__name__
+        self.__qualname__ = raw_cls.__qualname__
+        self.__module__ = raw_cls.__module__
+        self.__doc__ = raw_cls.__doc__
+        self.parameters = {
+            name: value for name, value in vars(raw_cls).items() if isinstance(value, Parameter)
+        }
+        self.methods = {
+            name: member
+            for name, member in vars(raw_cls).items()
+            if getattr(member, markers.ROLE, None) == markers.METHOD
+        }
+        if not self.methods:
+            raise InvalidError(f"class {raw_cls.__name__} has no @shoal.method()")
+
+    @property
+    def __shoal_raw_function__(self) -> type[T]:
+        """The undecorated class (what a container instantiates)."""
+        return self._raw_cls
+
+    def __call__(self, **values: Any) -> Obj:
+        """An object of the class with these parameter values (the others take defaults).
+
+        Raises:
+            InvalidError: an unknown parameter, or a required one missing.
+        """
+        unknown = set(values) - set(self.parameters)
+        if unknown:
+            raise InvalidError(
+                f"{self.__name__} has no parameter {sorted(unknown)}; "
+                f"its parameters are {sorted(self.parameters)}"
+            )
+        bound = {}
+        for name, declared in self.parameters.items():
+            if name in values:
+                bound[name] = values[name]
+            elif declared.required:
+                raise InvalidError(f"{self.__name__} needs parameter {name!r}")
+            else:
+                bound[name] = declared.default
+        return Obj(self, bound)
+
+    def _pool_spec(self, bound: dict[str, Any]) -> FunctionSpec:
+        if not bound:
+            return self.spec
+        args = ", ".join(f"{k}={v!r}" for k, v in sorted(bound.items()))
+        return dataclasses.replace(self.spec, name=f"{self.spec.name}({args})")
+
+    def _code(self, bound: dict[str, Any]) -> CodeRef:
+        ref = code_ref(self._raw_cls, serialized=self.serialized)
+        return dataclasses.replace(ref, parameters=pickle.dumps(bound) if bound else b"")
+
+    def __repr__(self) -> str:
+        return f"<shoal.Cls {self.spec.name}>"
+
+
+class Obj:
+    """An instance of an ``@app.cls`` class as the caller sees it: its methods are handles."""
+
+    def __init__(self, cls: Cls[Any], bound: dict[str, Any]) -> None:
+        self._cls = cls
+        self._bound = bound
+        self._spec = cls._pool_spec(bound)
+        cls._app._declare(self._spec, lambda: cls._code(bound))
+        self._handles: dict[str, Function[Any, Any]] = {}
+
+    def __getattr__(self, name: str) -> Function[Any, Any]:
+        raw = self._cls.methods.get(name)
+        if raw is None:
+            raise AttributeError(f"{self._cls.__name__} has no @shoal.method() {name!r}")
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = Function(
+                self._cls._app, raw, self._spec, serialized=self._cls.serialized, method=name
+            )
+            self._handles[name] = handle
+        return handle
+
+    def __repr__(self) -> str:
+        return f"<shoal.Obj {self._spec.name}>"
