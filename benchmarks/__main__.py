@@ -18,6 +18,8 @@ WORKLOADS = {
     "cold-start": "benchmarks.cold_start",
     "big-map": "benchmarks.big_map",
     "policy": "benchmarks.policy",
+    "continuous-batching": "benchmarks.batching",
+    "batched-embed": "benchmarks.batching",
 }
 
 

@@ -13,6 +13,7 @@ containers) of its own; all methods of one set share them::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import pickle
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -41,12 +42,11 @@ class Cls(Generic[T]):
         self.__qualname__ = raw_cls.__qualname__
         self.__module__ = raw_cls.__module__
         self.__doc__ = raw_cls.__doc__
-        self.parameters = {
-            name: value for name, value in vars(raw_cls).items() if isinstance(value, Parameter)
-        }
+        members = inspect.getmembers(raw_cls)  # inherited ones too
+        self.parameters = {name: v for name, v in members if isinstance(v, Parameter)}
         self.methods = {
             name: member
-            for name, member in vars(raw_cls).items()
+            for name, member in members
             if getattr(member, markers.ROLE, None) == markers.METHOD
         }
         if not self.methods:

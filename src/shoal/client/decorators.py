@@ -11,6 +11,7 @@ them. Stack them below ``@app.function``::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -91,9 +92,9 @@ def batch_size_of(fn: Any) -> int | None:
         return int(found[0])
     if isinstance(fn, type):
         sizes = [
-            getattr(m, markers.BATCHED)[0]
-            for m in vars(fn).values()
-            if getattr(m, markers.BATCHED, None) is not None
+            getattr(member, markers.BATCHED)[0]
+            for _, member in inspect.getmembers(fn)  # inherited methods too
+            if getattr(member, markers.BATCHED, None) is not None
         ]
         return max(sizes, default=None)
     return None
