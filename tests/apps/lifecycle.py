@@ -38,6 +38,16 @@ class Counter:
             Path(self.exit_marker).write_text(str(os.getpid()))
 
 
+@app.cls(max_containers=1)
+class Scaler:
+    factor: int = shoal.parameter(default=10)
+
+    @shoal.method()
+    @shoal.batched(max_batch_size=4, wait_ms=50)
+    def scale(self, xs: list[int]) -> list[tuple[int, int]]:
+        return [(x * self.factor, len(xs)) for x in xs]
+
+
 @app.cls()
 class BrokenEnter:
     @shoal.enter()

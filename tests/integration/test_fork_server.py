@@ -33,3 +33,10 @@ def test_containers_start_fresh_when_the_fork_server_is_off(
 def test_a_module_with_threads_is_not_forked() -> None:
     with threaded.app.run():
         assert threaded.parent.remote() == os.getpid()
+
+
+def test_a_module_with_native_threads_is_not_forked() -> None:
+    from apps import native_threads
+
+    with native_threads.app.run():
+        assert native_threads.parent.remote() == os.getpid()

@@ -71,6 +71,16 @@ def test_batches_form_under_concurrent_load_and_never_exceed_the_maximum() -> No
     assert waited < 5  # a lone input waits about wait_ms (100 ms), not forever
 
 
+def test_methods_can_be_batched_too() -> None:
+    with lifecycle.app.run():
+        scaler = lifecycle.Scaler(factor=3)
+        results = list(scaler.scale.map(range(12)))
+        assert scaler.scale.stats().containers_started == 1
+    assert [value for value, _ in results] == [3 * x for x in range(12)]
+    assert max(size for _, size in results) > 1
+    assert max(size for _, size in results) <= 4
+
+
 def test_batch_errors_reach_every_input() -> None:
     with lifecycle.app.run():
         results = list(lifecycle.batch_fails.map(range(4), return_exceptions=True))

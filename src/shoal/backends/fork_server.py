@@ -7,9 +7,10 @@ starts, imports Shoal's container runtime and the user's module, and then forks
 a container on request in a few milliseconds. The child runs the same container
 runtime as ``python -m shoal.container``.
 
-Forking is unsafe once a process has threads or an initialised CUDA context; the
-server checks after importing the user's module and, when unsafe, says so, and
-the backend starts containers as fresh interpreters instead. ``SHOAL_FORK_SERVER=0``
+Forking is unsafe once a process has threads (native ones too: PyTorch starts a
+pool when imported) or an initialised CUDA context; the server checks after
+importing the user's module and, when unsafe, says so, and the backend starts
+containers as fresh interpreters instead. ``SHOAL_FORK_SERVER=0``
 turns the server off.
 
 The client (:class:`ForkServer`, in the control plane's process) and the server
@@ -23,6 +24,7 @@ reaps its children and reports their exit codes; when the client's end closes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import selectors
@@ -161,9 +163,19 @@ class ForkServer:
 # -- the server process ---------------------------------------------------------
 
 
+def _threads() -> int:
+    """Threads of this process, native ones included (an OpenMP pool is invisible to
+    ``threading``, and a child forked beside one can deadlock in its first parallel op)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
 def _fork_safety() -> tuple[bool, str]:
-    if threading.active_count() > 1:
-        return False, "the user's module started threads"
+    threads = _threads()
+    if threads > 1:
+        return False, f"the process has {threads} threads after importing the user's module"
     torch: Any = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         return False, "CUDA is initialised"
@@ -226,6 +238,29 @@ def _reap(control: socket.socket, children: set[int]) -> None:
         control.send(json.dumps(message).encode())
 
 
+def _fork_one(control: socket.socket, wakeup: tuple[int, int], children: set[int]) -> bool:
+    """Serve one fork request; ``False`` once the client has gone."""
+    data, fds, _, _ = socket.recv_fds(control, _MESSAGE, 2)
+    if not data:
+        return False
+    request = json.loads(data)
+    pid = os.fork()
+    if pid == 0:
+        _child(control, wakeup, request, fds)
+    for passed in fds:
+        os.close(passed)
+    children.add(pid)
+    reply = {"op": "forked", "container_id": request["container_id"], "pid": pid}
+    control.send(json.dumps(reply).encode())
+    return True
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass
+
+
 def serve(fd: int) -> None:
     """The fork server's main loop (see the module docstring)."""
     control = socket.socket(fileno=fd)
@@ -233,6 +268,8 @@ def serve(fd: int) -> None:
     _preload(preload)
     safe, why = _fork_safety()
     control.send(json.dumps({"op": "ready", "safe": safe, "why": why}).encode())
+    if not safe:
+        return  # nothing to fork: free the memory the imports took
     wakeup = os.pipe()
     os.set_blocking(wakeup[0], False)
     os.set_blocking(wakeup[1], False)
@@ -246,32 +283,15 @@ def serve(fd: int) -> None:
         while True:
             for key, _ in selector.select():
                 if key.fileobj is control:
-                    data, fds, _, _ = socket.recv_fds(control, _MESSAGE, 2)
-                    if not data:
+                    if not _fork_one(control, wakeup, children):
                         return
-                    request = json.loads(data)
-                    pid = os.fork()
-                    if pid == 0:
-                        _child(control, wakeup, request, fds)
-                    for passed in fds:
-                        os.close(passed)
-                    children.add(pid)
-                    reply = {"op": "forked", "container_id": request["container_id"], "pid": pid}
-                    control.send(json.dumps(reply).encode())
                 else:
-                    while True:
-                        try:
-                            if not os.read(wakeup[0], 512):
-                                break
-                        except BlockingIOError:
-                            break
+                    _drain(wakeup[0])  # SIGCHLD: reaped below
                 _reap(control, children)
     finally:
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 if __name__ == "__main__":

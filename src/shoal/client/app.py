@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar, overload
 
 from shoal.backends import get_backend
-from shoal.client.bridge import run_sync
+from shoal.client.bridge import on_background_loop, run_sync
 from shoal.client.cls import Cls
 from shoal.client.decorators import batch_size_of, concurrency_of
 from shoal.client.function import Function
@@ -203,7 +203,10 @@ class App:
             async def add() -> None:
                 control.add_pool(spec, code())
 
-            run_sync(add())
+            if on_background_loop():
+                control.add_pool(spec, code())
+            else:
+                run_sync(add())
 
     @overload
     def local_entrypoint(self, fn: E, /) -> E: ...

@@ -51,7 +51,8 @@ def background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def _on_background_loop() -> bool:
+def on_background_loop() -> bool:
+    """Whether the caller runs on Shoal's own loop (where blocking calls would deadlock)."""
     try:
         return asyncio.get_running_loop() is _loop
     except RuntimeError:
@@ -64,7 +65,7 @@ def run_sync(coro: Coroutine[Any, Any, R]) -> R:
     Raises:
         ExecutionError: called from the background loop itself (it would deadlock).
     """
-    if _on_background_loop():
+    if on_background_loop():
         coro.close()
         raise ExecutionError("a blocking Shoal call inside Shoal's own loop; use .aio")
     future = asyncio.run_coroutine_threadsafe(coro, background_loop())
@@ -77,7 +78,7 @@ def run_sync(coro: Coroutine[Any, Any, R]) -> R:
 
 async def run_async(coro: Coroutine[Any, Any, R]) -> R:
     """Await ``coro`` on the background loop from whatever loop the caller runs."""
-    if _on_background_loop():
+    if on_background_loop():
         return await coro
     future = asyncio.run_coroutine_threadsafe(coro, background_loop())
     return await asyncio.wrap_future(future)
@@ -111,7 +112,7 @@ def wait_on_loop(start: Starter) -> None:
         ExecutionError: called from the background loop itself (it would deadlock).
         BaseException: whatever ``start`` raised.
     """
-    if _on_background_loop():
+    if on_background_loop():
         raise ExecutionError("a blocking Shoal call inside Shoal's own loop; use .aio")
     loop = background_loop()
     future: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -129,7 +130,7 @@ async def wait_on_loop_async(start: Starter) -> None:
     loop = background_loop()
     future: concurrent.futures.Future[None] = concurrent.futures.Future()
     cancel: list[Callable[[], None]] = []
-    if _on_background_loop():
+    if on_background_loop():
         cancel.append(_start_on_loop(start, future))
     else:
         loop.call_soon_threadsafe(lambda: cancel.append(_start_on_loop(start, future)))
