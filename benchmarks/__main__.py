@@ -20,6 +20,7 @@ WORKLOADS = {
     "policy": "benchmarks.policy",
     "continuous-batching": "benchmarks.batching",
     "batched-embed": "benchmarks.batching",
+    "web": "benchmarks.web",
 }
 
 

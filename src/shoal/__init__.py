@@ -21,6 +21,7 @@ from shoal.client.cls import Cls, Obj
 from shoal.client.decorators import batched, concurrent, enter, exit, method, parameter
 from shoal.client.function import Function
 from shoal.client.function_call import FunctionCall
+from shoal.client.web import asgi_app, fastapi_endpoint, web_server, wsgi_app
 from shoal.container.context import current_input_id, is_local
 from shoal.control.spec import Retries
 from shoal.control.stats import FunctionStats
@@ -50,13 +51,17 @@ __all__ = [
     "RemoteError",
     "Retries",
     "__version__",
+    "asgi_app",
     "batched",
     "concurrent",
     "current_input_id",
     "enter",
     "exception",
     "exit",
+    "fastapi_endpoint",
     "is_local",
     "method",
     "parameter",
+    "web_server",
+    "wsgi_app",
 ]

@@ -10,6 +10,9 @@ in a child process's environment.
 | SHOAL_SHUTDOWN_GRACE | 5.0 | seconds a stopping container may take before it is killed |
 | SHOAL_FORK_SERVER | 1 | local containers fork from a process that has imported the |
 |                   |   | user's module (Linux; 0 starts each as a fresh interpreter) |
+| SHOAL_MAX_REQUEST_BYTES | 16777216 | largest HTTP request body the gateway takes (413 beyond) |
+| SHOAL_GATEWAY_TIMEOUT | 150 | seconds a request may wait for its response to start (504) |
+| SHOAL_GATEWAY_TOKEN | (random) | the token web endpoints with requires_auth ask for |
 | SHOAL_CONTAINER_TOKEN | (none) | set by the control plane for a container it starts; the |
 |                       |        | secret the container presents when it connects back |
 """
@@ -37,6 +40,9 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_MAX_PAYLOAD_BYTES", str(64 * 1024 * 1024), "largest pickled payload"),
         Setting("SHOAL_SHUTDOWN_GRACE", "5.0", "seconds a stopping container gets"),
         Setting("SHOAL_FORK_SERVER", "1", "fork local containers from a warm process"),
+        Setting("SHOAL_MAX_REQUEST_BYTES", str(16 * 1024 * 1024), "largest HTTP request body"),
+        Setting("SHOAL_GATEWAY_TIMEOUT", "150", "seconds a request may wait for its response"),
+        Setting("SHOAL_GATEWAY_TOKEN", "", "token for requires_auth endpoints (random if unset)"),
         Setting("SHOAL_CONTAINER_TOKEN", "", "secret a container presents to the control plane"),
     )
 }
@@ -65,3 +71,18 @@ def container_token() -> str:
 def fork_server() -> bool:
     """Whether the local backend forks containers from a warm process."""
     return get("SHOAL_FORK_SERVER").strip().lower() not in ("0", "false", "no", "off")
+
+
+def max_request_bytes() -> int:
+    """The largest HTTP request body the gateway accepts."""
+    return int(get("SHOAL_MAX_REQUEST_BYTES"))
+
+
+def gateway_timeout() -> float:
+    """Seconds the gateway waits for a response to start before answering 504."""
+    return float(get("SHOAL_GATEWAY_TIMEOUT"))
+
+
+def gateway_token() -> str | None:
+    """The token ``requires_auth`` endpoints ask for, when one is set."""
+    return get("SHOAL_GATEWAY_TOKEN") or None

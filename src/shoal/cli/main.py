@@ -20,11 +20,13 @@ import click
 from rich.console import Console
 from rich.live import Live
 
+from shoal.cli.serve import serve as serve_command
 from shoal.cli.status import Status
 from shoal.client.app import App
 from shoal.client.function import Function
 from shoal.client.user_module import load_file
 from shoal.exception import InvalidError
+from shoal.gateway.server import Served, serving
 
 #: Annotation -> click parameter type, for entrypoint options.
 _TYPES: dict[Any, click.ParamType[Any]] = {
@@ -60,7 +62,9 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
     kwargs = _parse_args(call, ctx.args)
     console = Console(stderr=True)
     try:
-        with app.run(), _live(app, console, quiet):
+        with app.run(), serving(app) as served, _live(app, console, quiet):
+            if served is not None:
+                _announce(served, console)
             result = call(**kwargs)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; containers stopped[/yellow]")
@@ -70,6 +74,15 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
         sys.exit(1)
     if result is not None:
         click.echo(result)
+
+
+main.add_command(serve_command)
+
+
+def _announce(served: Served, console: Console) -> None:
+    console.print(f"web endpoints on {served.url} (token for requires_auth: {served.token})")
+    for name in served.gateway.routes:
+        console.print(f"  {served.url_for(name)}")
 
 
 def _live(app: App, console: Console, quiet: bool) -> contextlib.AbstractContextManager[Any]:

@@ -70,6 +70,8 @@ class App:
         self._entrypoints: dict[str, Callable[..., Any]] = {}
         self._control: ControlPlane | None = None
         self._progress: list[MapProgress] = []
+        #: Where the gateway serves this app's web endpoints, while it does.
+        self._web_url: str | None = None
 
     # -- registration -------------------------------------------------------
 

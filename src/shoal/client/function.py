@@ -77,6 +77,12 @@ class Function(Generic[P, R]):
         """The function's name within its app (``Cls(params).method`` for a method)."""
         return f"{self.spec.name}.{self.method}" if self.method else self.spec.name
 
+    @property
+    def web_url(self) -> str | None:
+        """The URL of this web endpoint while its app is served (``shoal serve``/``run``)."""
+        base = self._app._web_url
+        return None if base is None else f"{base}/{self.spec.name}"
+
     def _pool(self) -> Pool:
         return self._app._pool(self.spec.name)
 

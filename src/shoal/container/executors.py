@@ -32,6 +32,7 @@ from shoal.container.batching import Batcher
 from shoal.container.context import current_input
 from shoal.container.slots import Slots
 from shoal.container.user_code import UserCode
+from shoal.gateway.adapters import Stream, serve_request
 from shoal.protocol import markers, payload
 from shoal.protocol.messages import Input, Item, Output, OutputStatus
 
@@ -65,6 +66,7 @@ class Runner:
     is_async: bool
     is_generator: bool
     batcher: Batcher | None = None
+    web: bool = False  # an ASGI app: each input is one request
 
 
 def _failure(input_id: str, exc: BaseException) -> Output:
@@ -102,7 +104,12 @@ class Executor:
         self._idle_workers = 0
         self._deadlines: list[tuple[float, str]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._streams: dict[str, Stream] = {}
         self._runners = {name: self._runner(fn) for name, fn in code.methods.items()}
+        if code.web:
+            self._runners[""] = Runner(
+                code.methods[""], is_async=True, is_generator=False, web=True
+            )
 
     def _runner(self, fn: Callable[..., Any]) -> Runner:
         runner = Runner(fn, is_async_callable(fn), _is_generator(fn))
@@ -128,6 +135,18 @@ class Executor:
             self._start(runner, message)
         else:  # only if the control plane sent more than max_inputs: wait for a slot
             self._track(message.input_id, self._admit(runner, message))
+
+    def feed(self, input_id: str, data: bytes) -> None:
+        """Deliver an ASGI ``receive`` event to a running request."""
+        stream = self._streams.get(input_id)
+        if stream is not None:
+            stream.incoming.put_nowait(payload.loads(data, "request event"))
+
+    def credit(self, input_id: str, amount: int) -> None:
+        """The caller took ``amount`` more bytes of a request's response body."""
+        stream = self._streams.get(input_id)
+        if stream is not None:
+            stream.credit(amount)
 
     def cancel(self, input_id: str) -> None:
         """Stop ``input_id``: cancel its task, or drop its thread's result when it ends."""
@@ -156,6 +175,8 @@ class Executor:
     def _start(self, runner: Runner, message: Input) -> None:
         if runner.batcher is not None:
             runner.batcher.add(message)
+        elif runner.web:
+            self._track(message.input_id, self._run_request(runner, message))
         elif runner.is_async:
             self._track(message.input_id, self._run_task(runner, message))
         else:
@@ -211,6 +232,35 @@ class Executor:
             )
         except BaseException as exc:  # the user's error, whatever it is, goes to the caller
             output = _failure(input_id, exc)
+        self._finish(output)
+
+    async def _run_request(self, runner: Runner, message: Input) -> None:
+        """One HTTP request or websocket on the container's ASGI app (see gateway.adapters)."""
+        input_id = message.input_id
+        current_input.set(input_id)
+        stream = self._streams[input_id] = Stream()
+
+        def emit(data: bytes) -> None:
+            self._send(Item(input_id, data))
+
+        try:
+            envelope = payload.loads(message.args, "request")
+            async with asyncio.timeout(self._timeout) as deadline:
+                await serve_request(runner.fn, envelope, stream, emit)
+            output = Output(input_id, OutputStatus.OK, payload.dumps(None, "nothing"), False)
+        except asyncio.CancelledError:
+            output = Output(input_id, OutputStatus.CANCELLED, b"", False)
+        except TimeoutError as exc:
+            expired = deadline.expired()
+            output = (
+                Output(input_id, OutputStatus.TIMEOUT, b"", False)
+                if expired
+                else _failure(input_id, exc)
+            )
+        except BaseException as exc:  # the app's error goes to the gateway (a 500)
+            output = _failure(input_id, exc)
+        finally:
+            self._streams.pop(input_id, None)
         self._finish(output)
 
     def _run_on_thread(self, runner: Runner, message: Input) -> None:

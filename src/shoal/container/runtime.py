@@ -24,6 +24,8 @@ from shoal.container.user_code import LoadError, UserCode, load_user_code
 from shoal.protocol.framing import FRAME_OVERHEAD, FrameParser, SocketWriter
 from shoal.protocol.messages import (
     Cancel,
+    Credit,
+    Feed,
     Hello,
     Input,
     Load,
@@ -97,6 +99,10 @@ class Runtime:
     def _on_message(self, message: Message) -> None:
         if isinstance(message, Input) and self._executor is not None:
             self._executor.submit(message)
+        elif isinstance(message, Credit) and self._executor is not None:
+            self._executor.credit(message.input_id, message.amount)
+        elif isinstance(message, Feed) and self._executor is not None:
+            self._executor.feed(message.input_id, message.data)
         elif isinstance(message, Cancel) and self._executor is not None:
             self._executor.cancel(message.input_id)
         elif isinstance(message, Load):

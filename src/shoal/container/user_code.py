@@ -5,9 +5,10 @@ The caller's ``__main__`` is loaded under ``MAIN_MODULE_ALIAS`` (so its
 so objects the caller pickled from its script unpickle here.
 
 What a container runs is a :class:`UserCode`: for a function, the function under
-the name ``""``; for an ``@app.cls`` class, an instance built with the caller's
-parameters, its ``@shoal.method()`` methods by name, and its ``@shoal.enter()``
-and ``@shoal.exit()`` hooks.
+the name ``""`` (for a web endpoint, the ASGI app built from it); for an
+``@app.cls`` class, an instance built with the caller's parameters, its
+``@shoal.method()`` methods by name, and its ``@shoal.enter()`` and
+``@shoal.exit()`` hooks.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class UserCode:
     methods: dict[str, Callable[..., Any]]
     enter: list[Callable[..., Any]] = field(default_factory=list)
     exit: list[Callable[..., Any]] = field(default_factory=list)
+    #: A web endpoint: ``methods[""]`` is an ASGI app and every input is a request.
+    web: bool = False
 
 
 def load_user_code(load: Load) -> UserCode:
@@ -48,6 +51,11 @@ def load_user_code(load: Load) -> UserCode:
             caller sees the real traceback).
     """
     target = _find(load)
+    web = getattr(target, markers.WEB, None)
+    if isinstance(web, dict):
+        from shoal.gateway.adapters import build_app
+
+        return UserCode(methods={"": build_app(target, web)}, web=True)
     if not isinstance(target, type):
         return UserCode(methods={"": target})
     parameters = pickle.loads(load.parameters) if load.parameters else {}

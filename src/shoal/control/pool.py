@@ -43,6 +43,8 @@ from shoal.exception import ContainerCrashError, ContainerInitError, ExecutionEr
 from shoal.protocol.framing import FramedProtocol
 from shoal.protocol.messages import (
     Cancel,
+    Credit,
+    Feed,
     Input,
     Item,
     Load,
@@ -158,6 +160,20 @@ class Pool:
         # A cancelled input keeps its slot until its container reports it stopped.
         record.move_to(CallState.CANCELLED)
         self._pump()
+
+    def feed(self, record: InputRecord, data: bytes) -> None:
+        """Pass an ASGI ``receive`` event (pickled) to ``record``'s request, if it runs."""
+        container = self._containers.get(record.container_id or "")
+        if container is not None and record.state is CallState.RUNNING:
+            container.send(Feed(record.input_id, data))
+            if container.conn is not None:
+                container.conn.flush()
+
+    def credit(self, record: InputRecord, amount: int) -> None:
+        """The caller took ``amount`` bytes of ``record``'s streamed response."""
+        container = self._containers.get(record.container_id or "")
+        if container is not None and record.state is CallState.RUNNING:
+            container.send(Credit(record.input_id, amount))
 
     def update_scaling(self, **changes: Any) -> None:
         """Replace scaling parameters while running; the new values apply at once.

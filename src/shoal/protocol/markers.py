@@ -14,6 +14,8 @@ from typing import Final
 ROLE: Final = "__shoal_role__"
 #: On a function or method: ``(max_batch_size, wait_ms)`` from ``@shoal.batched``.
 BATCHED: Final = "__shoal_batched__"
+#: On a function: a :class:`WebSpec`-like dict from ``@shoal.fastapi_endpoint`` and friends.
+WEB: Final = "__shoal_web__"
 #: On a Shoal handle: the user's undecorated function or class.
 RAW: Final = "__shoal_raw_function__"
 

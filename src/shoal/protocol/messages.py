@@ -12,7 +12,8 @@ A container's conversation, in order::
                            ◄──    Load(function definition)
     Ready() | LoadFailed() ──►
                            ◄──    Input(input_id, args, method) ...   Cancel(input_id)
-    Item(input_id, ...)*   ──►    (generators: each value as it is yielded)
+    Item(input_id, ...)*   ──►    (generators: each value; HTTP: each response event)
+                           ◄──    Feed(input_id, ...)  Credit(input_id, n)  (HTTP inputs)
     Output(input_id, ...)  ──►
                            ◄──    Shutdown()
 """
@@ -114,6 +115,23 @@ class Output:
 
 
 @dataclass(frozen=True, slots=True)
+class Feed:
+    """Something more for a running input: a pickled ASGI ``receive`` event (a
+    websocket message, a client disconnect) for an HTTP input."""
+
+    input_id: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """The caller took ``amount`` more bytes of a streamed response: send on."""
+
+    input_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel:
     """Stop running ``input_id`` if it can be stopped; its output is then CANCELLED."""
 
@@ -125,7 +143,9 @@ class Shutdown:
     """Finish running inputs, take no more, and exit."""
 
 
-Message = Hello | Load | Ready | LoadFailed | Input | Output | Cancel | Shutdown | Item
+Message = (
+    Hello | Load | Ready | LoadFailed | Input | Output | Cancel | Shutdown | Item | Feed | Credit
+)
 
 #: Wire tag of each message class; the index is the tag, so append only.
 _CLASSES: Final[tuple[type[Any], ...]] = (
@@ -138,6 +158,8 @@ _CLASSES: Final[tuple[type[Any], ...]] = (
     Cancel,
     Shutdown,
     Item,
+    Feed,
+    Credit,
 )
 _TAGS: Final[dict[type[Any], int]] = {cls: tag for tag, cls in enumerate(_CLASSES)}
 _FIELDS: Final[dict[type[Any], tuple[str, ...]]] = {

@@ -1,0 +1,175 @@
+"""Inside a container: turn a web function into one ASGI app, and run one request on it.
+
+The gateway sends each HTTP request (or websocket) as one input whose arguments
+are an envelope: the ASGI scope and, for HTTP, the whole request body (the
+gateway has already enforced the size limit). :func:`serve_request` runs the app
+on it; every event the app sends (``http.response.start``, each body chunk,
+websocket messages) goes back as an ``Item`` as soon as it is sent, so responses
+stream. A body chunk counts against a window of unacknowledged bytes; the app's
+``send`` waits when the caller has not taken :data:`WINDOW` bytes yet, so a
+large download never piles up in memory anywhere along the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from shoal.protocol import payload
+
+#: Bytes of response body a container may send ahead of what the client took.
+WINDOW: Final = 4 * 1024 * 1024
+
+ASGIApp = Callable[
+    [dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+    Awaitable[None],
+]
+
+
+def build_app(fn: Callable[..., Any], spec: dict[str, Any]) -> ASGIApp:
+    """The ASGI app for a web function (built once per container).
+
+    Raises:
+        Exception: whatever building the user's app raised (reported as a load failure).
+    """
+    kind = spec["kind"]
+    if kind == "fastapi":
+        from fastapi import FastAPI
+
+        docs = spec.get("docs", False)
+        web = FastAPI(
+            docs_url="/docs" if docs else None,
+            openapi_url="/openapi.json" if docs else None,
+            redoc_url=None,
+        )
+        web.add_api_route("/", fn, methods=[spec["method"]])
+        return web
+    if kind == "asgi":
+        return fn()  # type: ignore[no-any-return]
+    if kind == "wsgi":
+        from a2wsgi import WSGIMiddleware
+
+        return WSGIMiddleware(fn())  # type: ignore[return-value]
+    if kind == "web_server":
+        return _Proxy(fn, spec["port"], spec.get("startup_timeout", 5.0))
+    raise ValueError(f"unknown web endpoint kind {kind!r}")
+
+
+class Stream:
+    """One running request: events from the caller, and credit for body bytes."""
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.unacked = 0
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    def credit(self, amount: int) -> None:
+        self.unacked -= amount
+        if self.unacked < WINDOW:
+            self.drained.set()
+
+
+async def serve_request(
+    app: ASGIApp, envelope: dict[str, Any], stream: Stream, emit: Callable[[bytes], None]
+) -> None:
+    """Run ``app`` on one request; ``emit`` sends each pickled event back, in order."""
+    scope = envelope["scope"]
+    body: bytes = envelope.get("body", b"")
+    first = True
+
+    async def receive() -> dict[str, Any]:
+        nonlocal first
+        if scope["type"] == "http" and first:
+            first = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        if scope["type"] == "websocket" and first:
+            first = False
+            return {"type": "websocket.connect"}
+        return await stream.incoming.get()
+
+    async def send(event: dict[str, Any]) -> None:
+        if event["type"] == "http.response.body":
+            stream.unacked += len(event.get("body", b""))
+            if stream.unacked >= WINDOW:
+                stream.drained.clear()
+        emit(payload.dumps(event, "response event"))
+        await stream.drained.wait()
+
+    await app(scope, receive, send)
+
+
+class _Proxy:
+    """The ASGI face of a ``@web_server``: forwards each request to the user's own server."""
+
+    def __init__(self, fn: Callable[..., Any], port: int, startup_timeout: float) -> None:
+        self._fn = fn
+        self._port = port
+        self._timeout = startup_timeout
+        self._started: asyncio.Task[None] | None = None
+
+    async def _start(self) -> None:
+        result = self._fn()
+        if inspect.isawaitable(result):
+            await result
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self._port)
+            except OSError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(
+                        f"nothing listens on port {self._port} after {self._timeout} s"
+                    ) from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return
+
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._start())
+        await self._started
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1011})
+            return
+        import httpx
+
+        request = await receive()
+        url = f"http://127.0.0.1:{self._port}{scope['path']}"
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k.lower() != b"host"
+        ]
+        async with (
+            httpx.AsyncClient() as client,
+            client.stream(
+                scope["method"],
+                url,
+                params=scope.get("query_string", b"").decode(),
+                headers=headers,
+                content=request.get("body", b""),
+            ) as response,
+        ):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": [
+                        (k.encode(), v.encode())
+                        for k, v in response.headers.items()
+                        if k.lower() not in ("content-length", "transfer-encoding")
+                    ],
+                }
+            )
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,0 +1,314 @@
+"""The HTTP gateway: every request to a web endpoint becomes one input of its pool.
+
+One uvicorn server, on the control plane's own event loop, serves every web
+endpoint of an app under ``http://HOST:PORT/<function-name>/...``. For each
+request the gateway reads the body (refusing more than SHOAL_MAX_REQUEST_BYTES
+with 413), submits the ASGI scope and body as one input, and relays the response
+events the container streams back, granting the container credit for each body
+chunk only once the client has taken it. Errors map to status codes: 401 without
+the token on an endpoint that requires it, 404 for an unknown endpoint, 504 when
+no response starts within SHOAL_GATEWAY_TIMEOUT (or the function times out),
+502 when containers died under the request until the retries ran out, 500 when
+the app failed before responding. Malformed HTTP never gets this far: uvicorn
+answers it with 400. Websockets are relayed both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import secrets
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import uvicorn
+
+from shoal import settings
+from shoal.client.bridge import run_sync
+from shoal.client.web import web_spec
+from shoal.control.calls import CallState, InputRecord
+from shoal.exception import ContainerCrashError, FunctionTimeoutError
+from shoal.protocol import payload
+
+if TYPE_CHECKING:
+    from shoal.client.app import App
+    from shoal.client.function import Function
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: Marks the end of an input's events in its queue.
+_END: Final[Any] = object()
+#: Scope keys that travel to the container (the rest may not pickle, or not matter).
+_SCOPE_KEYS: Final = (
+    "type",
+    "asgi",
+    "http_version",
+    "method",
+    "scheme",
+    "path",
+    "raw_path",
+    "query_string",
+    "headers",
+    "client",
+    "server",
+    "subprotocols",
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One web endpoint: its function handle and whether it needs the token."""
+
+    function: Function[Any, Any]
+    requires_auth: bool
+
+
+class Gateway:
+    """The ASGI app uvicorn serves: routes requests to pools (see the module docstring)."""
+
+    def __init__(self, routes: dict[str, Route], token: str) -> None:
+        self.routes = routes
+        self.token = token
+        self.max_body = settings.max_request_bytes()
+        self.timeout = settings.gateway_timeout()
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        name, _, rest = scope["path"].lstrip("/").partition("/")
+        route = self.routes.get(name)
+        if route is None:
+            await _reply(send, scope, 404, f"no web endpoint {name!r}; try {sorted(self.routes)}")
+            return
+        if route.requires_auth and not self._authorized(scope):
+            await _reply(
+                send, scope, 401, "this endpoint needs the token: Authorization: Bearer ..."
+            )
+            return
+        inner: dict[str, Any] = {key: scope[key] for key in _SCOPE_KEYS if key in scope}
+        inner["path"] = "/" + rest
+        inner["raw_path"] = inner["path"].encode()
+        inner["root_path"] = scope.get("root_path", "") + "/" + name
+        if scope["type"] == "http":
+            await self._http(route, inner, receive, send)
+        else:
+            await self._websocket(route, inner, receive, send)
+
+    def _authorized(self, scope: dict[str, Any]) -> bool:
+        for key, value in scope["headers"]:
+            if key.lower() == b"authorization":
+                expected = f"Bearer {self.token}".encode()
+                return hmac.compare_digest(value, expected)
+        return False
+
+    async def _read_body(self, scope: dict[str, Any], receive: Receive) -> bytes | None:
+        """The whole request body, or ``None`` when it is over the limit."""
+        for key, value in scope["headers"]:
+            if key.lower() == b"content-length" and value.isdigit() and int(value) > self.max_body:
+                return None
+        chunks, size, more = [], 0, True
+        while more:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = event.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            more = event.get("more_body", False)
+        return b"".join(chunks)
+
+    async def _http(
+        self, route: Route, scope: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
+        try:
+            body = await self._read_body(scope, receive)
+        except _ClientGone:
+            return
+        if body is None:
+            await _reply(send, scope, 413, f"request body over {self.max_body} bytes")
+            return
+        pool = route.function._pool()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        data = payload.dumps({"scope": scope, "body": body}, "request")
+        record = pool.submit(data, lambda _: events.put_nowait(_END), on_item=events.put_nowait)
+        try:
+            await self._relay_response(record, events, scope, send, pool.credit)
+        finally:
+            if not record.done:
+                pool.cancel(record)
+
+    async def _relay_response(
+        self,
+        record: InputRecord,
+        events: asyncio.Queue[Any],
+        scope: dict[str, Any],
+        send: Send,
+        credit: Callable[[InputRecord, int], None],
+    ) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                first = await events.get()
+        except TimeoutError:
+            await _reply(send, scope, 504, f"no response within {self.timeout:g} s")
+            return
+        if first is _END:
+            await self._failed(record, scope, send)
+            return
+        await send(payload.loads(first, "response event"))
+        while (item := await events.get()) is not _END:
+            event = payload.loads(item, "response event")
+            await send(event)
+            if event["type"] == "http.response.body":
+                credit(record, len(event.get("body", b"")))
+
+    async def _failed(self, record: InputRecord, scope: dict[str, Any], send: Send) -> None:
+        """The input ended without starting a response: say why, with a status to match."""
+        error = record.error
+        if isinstance(error, ContainerCrashError):
+            status = 502
+        elif isinstance(error, FunctionTimeoutError):
+            status = 504
+        elif record.state is CallState.DONE:
+            status, error = 500, RuntimeError("the app returned without a response")
+        else:
+            status = 500
+        await _reply(send, scope, status, f"{type(error).__name__}: {error}")
+
+    async def _websocket(
+        self, route: Route, scope: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
+        connect = await receive()  # the server's websocket.connect; the app gets its own
+        assert connect["type"] == "websocket.connect"
+        pool = route.function._pool()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        data = payload.dumps({"scope": scope}, "websocket")
+        record = pool.submit(data, lambda _: events.put_nowait(_END), on_item=events.put_nowait)
+
+        async def from_client() -> None:
+            while True:
+                message = await receive()
+                pool.feed(record, payload.dumps(message, "websocket message"))
+                if message["type"] == "websocket.disconnect":
+                    return
+
+        pump = asyncio.ensure_future(from_client())
+        try:
+            while (item := await events.get()) is not _END:
+                await send(payload.loads(item, "websocket event"))
+        finally:
+            pump.cancel()
+            if not record.done:
+                pool.cancel(record)
+
+
+class _ClientGone(Exception):
+    """The client disconnected while sending its request."""
+
+
+async def _reply(send: Send, scope: dict[str, Any], status: int, detail: str) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008 if status == 401 else 1011})
+        return
+    body = json.dumps({"error": detail, "status": status}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def web_routes(app: App, *, all_need_auth: bool = False) -> dict[str, Route]:
+    """The app's web endpoints by URL name."""
+    routes = {}
+    for name, function in app.registered_functions.items():
+        spec = web_spec(function.__shoal_raw_function__)
+        if spec is not None:
+            routes[name] = Route(function, spec["requires_auth"] or all_need_auth)
+    return routes
+
+
+class Served:
+    """A running gateway: its address, token and endpoints; :meth:`stop` ends it."""
+
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], gateway: Gateway):
+        self._server = server
+        self._task = task
+        self.gateway = gateway
+        sockets = server.servers[0].sockets
+        host, port = sockets[0].getsockname()[:2]
+        self.host, self.port = host, port
+        self.url = f"http://{host}:{port}"
+        self.token = gateway.token
+
+    def url_for(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        await self._task
+
+
+async def start(
+    routes: dict[str, Route], host: str = "127.0.0.1", port: int = 0, token: str | None = None
+) -> Served:
+    """Serve ``routes`` with uvicorn on the running loop; return once it accepts connections.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    gateway = Gateway(routes, token or settings.gateway_token() or secrets.token_urlsafe(24))
+    config = uvicorn.Config(
+        gateway,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        ws="websockets-sansio",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # the server failed to start: raise why
+            raise OSError(f"the gateway could not listen on {host}:{port}")
+        await asyncio.sleep(0.01)
+    return Served(server, task, gateway)
+
+
+@contextlib.contextmanager
+def serving(
+    app: App, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+) -> Iterator[Served | None]:
+    """Serve the running ``app``'s web endpoints for the ``with`` block (``None`` if it has
+    none). Off loopback every endpoint requires the token."""
+    routes = web_routes(app, all_need_auth=not _loopback(host))
+    if not routes:
+        yield None
+        return
+    served = run_sync(start(routes, host, port, token))
+    app._web_url = served.url
+    try:
+        yield served
+    finally:
+        app._web_url = None
+        run_sync(served.stop())
+
+
+def _loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
