@@ -104,3 +104,28 @@ def classic():  # type: ignore[no-untyped-def]
         return [body]
 
     return application
+
+
+#: A fixed port: web_server containers listen on the host, one per port.
+SERVER_PORT = 18765
+
+
+@app.function(max_containers=1)
+@shoal.web_server(SERVER_PORT)
+def own_server() -> None:
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            body = f"own server saw {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", SERVER_PORT), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()

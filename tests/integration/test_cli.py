@@ -54,3 +54,10 @@ def test_the_quickstart_example_does_what_its_comments_say() -> None:
     assert "10 inputs on 10 threads" in result.stdout
     assert "10 inputs on 1 thread" in result.stdout
     assert "100 inputs on 5 containers" in result.stdout
+
+
+def test_run_serves_web_endpoints_while_the_entrypoint_runs() -> None:
+    result = shoal("run", "-q", str(APP.parent / "web_entry.py"))
+    assert result.returncode == 0, result.stderr
+    assert "{'hello': 'run'}" in result.stdout
+    assert "web endpoints on http://127.0.0.1:" in result.stderr

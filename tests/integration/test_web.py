@@ -37,6 +37,12 @@ def test_each_decorator_kind_serves(served: Served) -> None:
     assert web.echo.web_url == f"{served.url}/echo"
 
 
+def test_a_web_server_is_proxied(served: Served) -> None:
+    with httpx.Client(base_url=served.url, timeout=60) as client:
+        reply = client.get("/own_server/some/where", params={"q": "1"})
+    assert (reply.status_code, reply.text) == (200, "own server saw /some/where?q=1")
+
+
 def test_300_simultaneous_slow_requests_use_3_containers(served: Served, gate: Path) -> None:
     async def many() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=300)
