@@ -1,8 +1,8 @@
 """Web endpoints: every HTTP request is an input of the function's autoscaling pool.
 
-    shoal serve examples/web.py
-    curl -X POST localhost:8000/predict -H 'content-type: application/json' -d '{"x": 1}'
-    curl localhost:8000/api/hello/ada
+shoal serve examples/web.py
+curl -X POST localhost:8000/predict -H 'content-type: application/json' -d '{"x": 1}'
+curl localhost:8000/api/hello/ada
 """
 
 import shoal

@@ -117,7 +117,7 @@ def own_server() -> None:
     import threading
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        def do_GET(self) -> None:
             body = f"own server saw {self.path}".encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))

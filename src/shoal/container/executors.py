@@ -24,7 +24,7 @@ import heapq
 import inspect
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,57 +210,52 @@ class Executor:
 
     async def _run_task(self, runner: Runner, message: Input) -> None:
         input_id = message.input_id
-        current_input.set(input_id)
-        try:
+
+        async def call() -> bytes:
             args, kwargs = payload.loads(message.args, "arguments")
-            async with asyncio.timeout(self._timeout) as deadline:
-                if runner.is_generator:
-                    async for value in runner.fn(*args, **kwargs):
-                        self._send(Item(input_id, payload.dumps(value, "yielded value")))
-                    data = payload.dumps(None, "return value")
-                else:
-                    data = payload.dumps(await runner.fn(*args, **kwargs), "return value")
-            output = Output(input_id, OutputStatus.OK, data, False)
-        except asyncio.CancelledError:
-            output = Output(input_id, OutputStatus.CANCELLED, b"", False)
-        except TimeoutError as exc:
-            expired = deadline.expired()
-            output = (
-                Output(input_id, OutputStatus.TIMEOUT, b"", False)
-                if expired
-                else _failure(input_id, exc)
-            )
-        except BaseException as exc:  # the user's error, whatever it is, goes to the caller
-            output = _failure(input_id, exc)
-        self._finish(output)
+            if not runner.is_generator:
+                return payload.dumps(await runner.fn(*args, **kwargs), "return value")
+            async for value in runner.fn(*args, **kwargs):
+                self._send(Item(input_id, payload.dumps(value, "yielded value")))
+            return payload.dumps(None, "return value")
+
+        await self._run_async(input_id, call)
 
     async def _run_request(self, runner: Runner, message: Input) -> None:
         """One HTTP request or websocket on the container's ASGI app (see gateway.adapters)."""
         input_id = message.input_id
-        current_input.set(input_id)
         stream = self._streams[input_id] = Stream()
 
         def emit(data: bytes) -> None:
             self._send(Item(input_id, data))
 
-        try:
+        async def call() -> bytes:
             envelope = payload.loads(message.args, "request")
-            async with asyncio.timeout(self._timeout) as deadline:
-                await serve_request(runner.fn, envelope, stream, emit)
-            output = Output(input_id, OutputStatus.OK, payload.dumps(None, "nothing"), False)
+            await serve_request(runner.fn, envelope, stream, emit)
+            return payload.dumps(None, "return value")
+
+        try:
+            await self._run_async(input_id, call)
+        finally:
+            self._streams.pop(input_id, None)
+
+    async def _run_async(self, input_id: str, call: Callable[[], Awaitable[bytes]]) -> None:
+        """Await ``call`` under the timeout; report how it ended."""
+        current_input.set(input_id)
+        deadline = asyncio.timeout(self._timeout)
+        try:
+            async with deadline:
+                data = await call()
+            output = Output(input_id, OutputStatus.OK, data, False)
         except asyncio.CancelledError:
             output = Output(input_id, OutputStatus.CANCELLED, b"", False)
         except TimeoutError as exc:
-            expired = deadline.expired()
-            output = (
-                Output(input_id, OutputStatus.TIMEOUT, b"", False)
-                if expired
-                else _failure(input_id, exc)
-            )
-        except BaseException as exc:  # the app's error goes to the gateway (a 500)
+            if deadline.expired():
+                output = Output(input_id, OutputStatus.TIMEOUT, b"", False)
+            else:
+                output = _failure(input_id, exc)
+        except BaseException as exc:  # the user's error, whatever it is, goes to the caller
             output = _failure(input_id, exc)
-        finally:
-            self._streams.pop(input_id, None)
         self._finish(output)
 
     def _run_on_thread(self, runner: Runner, message: Input) -> None:
