@@ -1,8 +1,14 @@
-"""What user code can ask about where it runs: the current input, local or not."""
+"""What user code can ask about where it runs (the current input, local or not), and
+the channel through which it calls other functions from inside a container."""
 
 from __future__ import annotations
 
 import contextvars
+import itertools
+import threading
+from collections.abc import Callable
+
+from shoal.protocol.messages import Call, CallCancel, CallDone, CallItem, Message
 
 #: The id of the input this task or thread is running; set per input by the executor.
 current_input: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -29,3 +35,64 @@ def mark_container() -> None:
     """Record that this process is a container (called once, before user code loads)."""
     global _in_container
     _in_container = True
+
+
+class CallChannel:
+    """How code inside a container calls other functions: through its control plane.
+
+    The runtime installs one per container (:func:`channel`); the client's handles
+    use it when no app runs in this process. Replies arrive on the runtime's loop
+    and go to the callback registered with each call.
+    """
+
+    def __init__(self, send: Callable[[Message], None]) -> None:
+        self._send = send
+        self._ids = itertools.count(1)
+        self._handlers: dict[str, Callable[[CallItem | CallDone], None]] = {}
+        self._lock = threading.Lock()
+
+    def call(
+        self,
+        function: str,
+        method: str,
+        args: bytes,
+        stream: bool,
+        on_reply: Callable[[CallItem | CallDone], None],
+    ) -> str:
+        """Start a call (safe from any thread); return its id."""
+        call_id = f"call-{next(self._ids)}"
+        with self._lock:
+            self._handlers[call_id] = on_reply
+        self._send(Call(call_id, function, method, args, stream))
+        return call_id
+
+    def cancel(self, call_id: str) -> None:
+        """Tell the control plane the call is no longer wanted."""
+        with self._lock:
+            wanted = self._handlers.pop(call_id, None) is not None
+        if wanted:
+            self._send(CallCancel(call_id))
+
+    def deliver(self, reply: CallItem | CallDone) -> None:
+        """A reply from the control plane (on the runtime's loop)."""
+        with self._lock:
+            if isinstance(reply, CallDone):
+                handler = self._handlers.pop(reply.call_id, None)
+            else:
+                handler = self._handlers.get(reply.call_id)
+        if handler is not None:
+            handler(reply)
+
+
+_channel: CallChannel | None = None
+
+
+def install_channel(channel: CallChannel) -> None:
+    """Make ``channel`` the way this container's user code reaches other functions."""
+    global _channel
+    _channel = channel
+
+
+def channel() -> CallChannel | None:
+    """The container's call channel, or ``None`` outside containers."""
+    return _channel

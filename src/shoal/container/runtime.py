@@ -19,10 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from shoal import settings
+from shoal.container import context
 from shoal.container.executors import Executor
 from shoal.container.user_code import LoadError, UserCode, load_user_code
 from shoal.protocol.framing import FRAME_OVERHEAD, FrameParser, SocketWriter
 from shoal.protocol.messages import (
+    CallDone,
+    CallItem,
     Cancel,
     Credit,
     Feed,
@@ -68,6 +71,7 @@ class Runtime:
         sock.setblocking(False)
         self._sock = sock
         self._writer = SocketWriter(sock, loop)
+        context.install_channel(context.CallChannel(self._writer.send))
         loop.add_reader(sock.fileno(), self._on_readable)
         self._writer.send(Hello(self._container_id, self._token, os.getpid()))
         try:
@@ -99,6 +103,10 @@ class Runtime:
     def _on_message(self, message: Message) -> None:
         if isinstance(message, Input) and self._executor is not None:
             self._executor.submit(message)
+        elif isinstance(message, CallItem | CallDone):
+            channel = context.channel()
+            if channel is not None:
+                channel.deliver(message)
         elif isinstance(message, Credit) and self._executor is not None:
             self._executor.credit(message.input_id, message.amount)
         elif isinstance(message, Feed) and self._executor is not None:

@@ -20,11 +20,22 @@ from collections.abc import Callable
 
 from shoal import settings
 from shoal.backends.base import Backend, ContainerLaunch
+from shoal.control.calls import CallState, InputRecord
 from shoal.control.containers import ContainerHandle
 from shoal.control.pool import Pool
 from shoal.control.spec import CodeRef, FunctionSpec
+from shoal.exception import ExecutionError, RemoteError
+from shoal.protocol import payload
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
-from shoal.protocol.messages import Hello, Message
+from shoal.protocol.messages import (
+    Call,
+    CallCancel,
+    CallDone,
+    CallItem,
+    Hello,
+    Message,
+    OutputStatus,
+)
 
 
 class ControlPlane:
@@ -104,6 +115,8 @@ class _Connection:
     def __init__(self, control: ControlPlane) -> None:
         self._control = control
         self._bound: tuple[Pool, ContainerHandle] | None = None
+        #: Calls this container's code made and that have not ended, by call id.
+        self._calls: dict[str, tuple[Pool, InputRecord]] = {}
         # Until the peer has authenticated, accept only a small first frame.
         self.protocol = FramedProtocol(self._on_message, self._on_lost, FRAME_OVERHEAD)
         control._connections.add(self.protocol)
@@ -111,7 +124,12 @@ class _Connection:
     def _on_message(self, message: Message) -> None:
         if self._bound is not None:
             pool, handle = self._bound
-            pool.on_message(handle, message)
+            if isinstance(message, Call):
+                self._call(message)
+            elif isinstance(message, CallCancel):
+                self._cancel_call(message.call_id)
+            else:
+                pool.on_message(handle, message)
             return
         if isinstance(message, Hello):
             self._bound = self._control._route(message, self.protocol)
@@ -120,8 +138,58 @@ class _Connection:
         else:
             self.protocol.parser.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
 
+    def _call(self, message: Call) -> None:
+        """User code in this container calls another function: submit it, answer when done."""
+        pool = self._control._pools.get(message.function)
+        if pool is None:
+            error = ExecutionError(f"no function {message.function!r} in the running app")
+            self.protocol.send(CallDone(message.call_id, OutputStatus.ERROR, _pickled(error)))
+            return
+        call_id = message.call_id
+
+        def done(record: InputRecord) -> None:
+            self._calls.pop(call_id, None)
+            if record.state is CallState.DONE:
+                assert record.result is not None
+                reply = CallDone(call_id, OutputStatus.OK, record.result)
+            elif record.state is CallState.CANCELLED:
+                reply = CallDone(call_id, OutputStatus.CANCELLED, b"")
+            else:
+                assert record.error is not None
+                reply = CallDone(call_id, OutputStatus.ERROR, _pickled(record.error))
+            self.protocol.send(reply)
+
+        def item(data: bytes) -> None:
+            self.protocol.send(CallItem(call_id, data))
+
+        try:
+            record = pool.submit(
+                message.args, done, message.method, item if message.stream else None
+            )
+        except ExecutionError as exc:
+            self.protocol.send(CallDone(call_id, OutputStatus.ERROR, _pickled(exc)))
+            return
+        if not record.done:
+            self._calls[call_id] = (pool, record)
+
+    def _cancel_call(self, call_id: str) -> None:
+        entry = self._calls.pop(call_id, None)
+        if entry is not None:
+            pool, record = entry
+            pool.cancel(record)
+
     def _on_lost(self, exc: BaseException | None) -> None:
+        for call_id in list(self._calls):  # its calls have no one to answer to
+            self._cancel_call(call_id)
         self._control._connections.discard(self.protocol)
         if self._bound is not None:
             pool, handle = self._bound
             pool.on_disconnect(handle)
+
+
+def _pickled(error: BaseException) -> bytes:
+    """``error`` for a container's code to raise: itself, or a RemoteError with its text."""
+    try:
+        return payload.dumps(error, "error")
+    except Exception:
+        return payload.dumps(RemoteError(f"{type(error).__name__}: {error}"), "error")

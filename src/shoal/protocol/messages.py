@@ -14,6 +14,8 @@ A container's conversation, in order::
                            ◄──    Input(input_id, args, method) ...   Cancel(input_id)
     Item(input_id, ...)*   ──►    (generators: each value; HTTP: each response event)
                            ◄──    Feed(input_id, ...)  Credit(input_id, n)  (HTTP inputs)
+    Call(call_id, ...)     ──►    (user code calling another function)
+                           ◄──    CallItem(call_id, ...)*  CallDone(call_id, ...)
     Output(input_id, ...)  ──►
                            ◄──    Shutdown()
 """
@@ -132,6 +134,44 @@ class Credit:
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """From a container: run one input of function ``function`` (a pool name) for code
+    inside the container (``f.remote()`` within a function). ``stream`` asks for
+    the values of a generator as ``CallItem``s."""
+
+    call_id: str
+    function: str
+    method: str
+    args: bytes
+    stream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallItem:
+    """To a container: one value yielded by the generator of call ``call_id``."""
+
+    call_id: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CallDone:
+    """To a container: how call ``call_id`` ended (an ``OutputStatus``); ``data`` is the
+    pickled return value, or the pickled exception to raise."""
+
+    call_id: str
+    status: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CallCancel:
+    """From a container: the code that made call ``call_id`` no longer wants it."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel:
     """Stop running ``input_id`` if it can be stopped; its output is then CANCELLED."""
 
@@ -144,7 +184,21 @@ class Shutdown:
 
 
 Message = (
-    Hello | Load | Ready | LoadFailed | Input | Output | Cancel | Shutdown | Item | Feed | Credit
+    Hello
+    | Load
+    | Ready
+    | LoadFailed
+    | Input
+    | Output
+    | Cancel
+    | Shutdown
+    | Item
+    | Feed
+    | Credit
+    | Call
+    | CallItem
+    | CallDone
+    | CallCancel
 )
 
 #: Wire tag of each message class; the index is the tag, so append only.
@@ -160,6 +214,10 @@ _CLASSES: Final[tuple[type[Any], ...]] = (
     Item,
     Feed,
     Credit,
+    Call,
+    CallItem,
+    CallDone,
+    CallCancel,
 )
 _TAGS: Final[dict[type[Any], int]] = {cls: tag for tag, cls in enumerate(_CLASSES)}
 _FIELDS: Final[dict[type[Any], tuple[str, ...]]] = {

@@ -1,0 +1,98 @@
+"""A function's pool as seen from inside a container: calls go through the control plane.
+
+Code running in a container (a function that calls another, a web endpoint that
+awaits one) holds the same handles as any caller. There is no app running in
+the container's process, so :meth:`App._pool` hands out a :class:`RemotePool`:
+it offers the part of :class:`~shoal.control.pool.Pool` the handles use, and
+turns each submit into a ``Call`` message over the container's connection. The
+control plane runs the input in the named pool and answers with ``CallItem``s
+and a ``CallDone``, which this module applies to a local :class:`InputRecord` on
+the background loop, where the handles wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from shoal.client.bridge import background_loop
+from shoal.container.context import CallChannel
+from shoal.control.calls import CallState, InputRecord
+from shoal.control.spec import FunctionSpec
+from shoal.exception import ExecutionError, InputCancellation
+from shoal.protocol import payload
+from shoal.protocol.messages import CallDone, CallItem, OutputStatus
+
+
+class RemotePool:
+    """Submits inputs of function ``name`` through the container's :class:`CallChannel`."""
+
+    def __init__(self, name: str, channel: CallChannel) -> None:
+        self.spec = FunctionSpec(name=name)
+        self._channel = channel
+
+    def submit(
+        self,
+        args: bytes,
+        on_done: Callable[[InputRecord], None],
+        method: str = "",
+        on_item: Callable[[bytes], None] | None = None,
+    ) -> InputRecord:
+        return self.submit_many([args], on_done, method, on_item)[0]
+
+    def submit_many(
+        self,
+        many: Iterable[bytes],
+        on_done: Callable[[InputRecord], None],
+        method: str = "",
+        on_item: Callable[[bytes], None] | None = None,
+    ) -> list[InputRecord]:
+        """Start one call per input; each record finishes when its reply arrives."""
+        loop = background_loop()
+        records = []
+        for args in many:
+            record = InputRecord("", args, on_done, method, on_item)
+            record.move_to(CallState.RUNNING)
+
+            def reply(message: CallItem | CallDone, record: InputRecord = record) -> None:
+                loop.call_soon_threadsafe(self._apply, record, message)
+
+            call_id = self._channel.call(self.spec.name, method, args, on_item is not None, reply)
+            record.input_id = call_id
+            records.append(record)
+        return records
+
+    def _apply(self, record: InputRecord, message: CallItem | CallDone) -> None:
+        if record.done:
+            return
+        if isinstance(message, CallItem):
+            if record.on_item is not None:
+                record.items += 1
+                record.on_item(message.data)
+            return
+        if message.status == OutputStatus.OK:
+            record.succeed(message.data)
+        elif message.status == OutputStatus.CANCELLED:
+            record.fail(
+                InputCancellation(f"{self.spec.name} (call {record.input_id}) was cancelled")
+            )
+        else:
+            error = payload.loads(message.data, f"error of {self.spec.name}")
+            record.fail(error if isinstance(error, BaseException) else ExecutionError(str(error)))
+
+    def cancel(self, record: InputRecord) -> None:
+        if record.done:
+            return
+        self._channel.cancel(record.input_id)
+        record.move_to(CallState.CANCELLED)
+
+    def stats(self) -> Any:
+        raise ExecutionError("stats() is not available from inside a container")
+
+    def update_scaling(self, **changes: Any) -> None:
+        raise ExecutionError("update_autoscaler() is not available from inside a container")
+
+    def credit(self, record: InputRecord, amount: int) -> None:
+        raise ExecutionError("web traffic does not flow through calls made in a container")
+
+    feed = credit
