@@ -160,3 +160,8 @@ def chatty(word: str) -> None:
 
     print(f"out: {word}")
     print(f"err: {word}", file=sys.stderr)
+
+
+@app.function(timeout=1)
+async def blocks_its_loop() -> None:
+    time.sleep(30)  # noqa: ASYNC251 - on purpose: the container cannot enforce its timeout

@@ -202,3 +202,12 @@ def test_functions_must_be_locatable_unless_serialized() -> None:
     handle = app.function(serialized=True, name="inner_ok")(inner)
     with app.run():
         assert handle.remote(1) == 2
+
+
+def test_a_container_that_cannot_stop_an_input_is_killed_by_the_control_plane() -> None:
+    with basic.app.run():
+        started = time.monotonic()
+        with pytest.raises(FunctionTimeoutError, match="did not stop it"):
+            basic.blocks_its_loop.remote()
+        assert time.monotonic() - started < 20  # timeout 1 s + the 5 s grace, loosely
+        wait_until(lambda: basic.blocks_its_loop.stats().containers == 0, what="killed")

@@ -9,7 +9,6 @@ container deaths against :data:`~shoal.control.spec.INFRA_RETRIES` separately.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,7 +65,6 @@ class InputRecord:
         "on_item",
         "result",
         "state",
-        "timer",
     )
 
     def __init__(
@@ -90,7 +88,6 @@ class InputRecord:
         self.crashes = 0  # containers that died under this input so far
         self.result: bytes | None = None
         self.error: BaseException | None = None
-        self.timer: asyncio.TimerHandle | None = None
 
     def move_to(self, state: CallState) -> None:
         """Change state; on a final state, tell the caller.
@@ -101,9 +98,6 @@ class InputRecord:
         if state not in _ALLOWED[self.state]:
             raise RuntimeError(f"input {self.input_id}: {self.state.name} -> {state.name}")
         self.state = state
-        if self.timer is not None and state is not CallState.RUNNING:
-            self.timer.cancel()
-            self.timer = None
         if state in FINAL:
             self.args = b""
             self.on_done(self)

@@ -12,14 +12,21 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from shoal.control.dispatcher import Dispatcher
+from shoal.exception import ContainerInitError
 from shoal.protocol.framing import FramedProtocol
 from shoal.protocol.messages import Message
 
 if TYPE_CHECKING:
     from shoal.control.calls import InputRecord
+
+#: Containers in a row that exit before becoming ready before waiting inputs fail.
+START_FAILURE_LIMIT: Final = 3
+#: Seconds after a container failed to load the user's code during which new
+#: inputs fail at once with the same error instead of starting more containers.
+INIT_FAILURE_HOLD: Final = 5.0
 
 
 class ContainerState(enum.Enum):
@@ -97,6 +104,52 @@ class ContainerHandle:
 
     def __repr__(self) -> str:
         return f"<Container {self.container_id} {self.state.name} running={len(self.running)}>"
+
+
+class StartHealth:
+    """Whether a pool's containers can start, so a broken function fails fast.
+
+    A container that cannot load the user's code fails every waiting input with
+    that error, and for :data:`INIT_FAILURE_HOLD` seconds new inputs fail with it
+    at once instead of starting more containers. Containers that exit before
+    becoming ready :data:`START_FAILURE_LIMIT` times in a row fail what waits too.
+    Either way there is no restart storm.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._in_a_row = 0
+        self._load_failure: tuple[float, ContainerInitError] | None = None
+
+    def ready(self) -> None:
+        """A container became ready: whatever failed before is forgotten."""
+        self._in_a_row = 0
+        self._load_failure = None
+
+    def load_failed(self, error: ContainerInitError) -> None:
+        """A container could not load the user's code."""
+        self._load_failure = (self._clock(), error)
+
+    def held(self) -> ContainerInitError | None:
+        """The load failure new inputs should fail with now, if any."""
+        if self._load_failure is None:
+            return None
+        when, error = self._load_failure
+        if self._clock() - when > INIT_FAILURE_HOLD:
+            self._load_failure = None
+            return None
+        return error
+
+    def start_failed(self, name: str, reason: str) -> ContainerInitError | None:
+        """A container stopped before it was ready; the error for what waits, at the limit."""
+        self._in_a_row += 1
+        if self._in_a_row < START_FAILURE_LIMIT:
+            return None
+        self._in_a_row = 0
+        return ContainerInitError(
+            f"{START_FAILURE_LIMIT} containers for {name} in a row stopped before they "
+            f"were ready; the last one {reason} (see its output above)"
+        )
 
 
 class ContainerSet:

@@ -35,7 +35,8 @@ from shoal.control.calls import (
     output_error,
     timeout_error,
 )
-from shoal.control.containers import ContainerHandle, ContainerSet, ContainerState
+from shoal.control.containers import ContainerHandle, ContainerSet, ContainerState, StartHealth
+from shoal.control.deadlines import Deadlines
 from shoal.control.input_queue import InputQueue
 from shoal.control.spec import INFRA_RETRIES, CodeRef, FunctionSpec
 from shoal.control.stats import FunctionStats
@@ -59,11 +60,6 @@ from shoal.protocol.messages import (
 #: Seconds past ``timeout`` the pool waits for a container's own timeout report
 #: before it fails the input itself and kills the container.
 TIMEOUT_GRACE: Final = 5.0
-#: Containers in a row that exit before becoming ready before waiting inputs fail.
-START_FAILURE_LIMIT: Final = 3
-#: Seconds after a container failed to load the user's code during which new
-#: inputs fail at once with the same error instead of starting more containers.
-INIT_FAILURE_HOLD: Final = 5.0
 
 #: Builds the launch description of a container from its id and label.
 Launcher = Callable[[str, str], ContainerLaunch]
@@ -91,8 +87,8 @@ class Pool:
         self._ids = itertools.count(1)
         self._numbers = itertools.count(1)
         self._started = 0
-        self._start_failures = 0
-        self._init_failure: tuple[float, ContainerInitError] | None = None
+        self._health = StartHealth(clock)
+        self._deadlines = Deadlines(self._on_deadline)
         self._recheck: asyncio.TimerHandle | None = None
         self._recheck_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,7 +133,7 @@ class Pool:
         records = [
             InputRecord(f"in-{next(self._ids)}", args, on_done, method, on_item) for args in many
         ]
-        held = self._held_init_failure()
+        held = self._health.held()
         for record in records:
             if held is not None:
                 record.fail(held)
@@ -224,8 +220,8 @@ class Pool:
         record.move_to(CallState.RUNNING)
         record.container_id = container.container_id
         self._containers.add_running(container, record)
-        loop = asyncio.get_running_loop()
-        record.timer = loop.call_later(self.spec.timeout + TIMEOUT_GRACE, self._on_deadline, record)
+        deadline = asyncio.get_running_loop().time() + self.spec.timeout + TIMEOUT_GRACE
+        self._deadlines.watch(record, deadline, self._containers.in_flight)
         container.send(Input(record.input_id, record.args, record.method))
 
     def _autoscale(self) -> None:
@@ -354,8 +350,7 @@ class Pool:
         if handle.state is not ContainerState.STARTING:
             return
         self._containers.move(handle, ContainerState.READY)
-        self._start_failures = 0
-        self._init_failure = None
+        self._health.ready()
         self._pump()
 
     def _on_load_failed(self, handle: ContainerHandle, message: LoadFailed) -> None:
@@ -363,7 +358,7 @@ class Pool:
         error = ContainerInitError(
             f"container for {self.spec.name} could not load it: {message.message}{detail}"
         )
-        self._init_failure = (self._clock(), error)
+        self._health.load_failed(error)
         if handle.state is ContainerState.STARTING:
             self._containers.move(handle, ContainerState.DRAINING)
         self._fail_waiting(error)
@@ -407,7 +402,6 @@ class Pool:
         handle = self._containers.get(record.container_id or "")
         if handle is None or self._containers.remove_running(handle, record.input_id) is None:
             return
-        record.timer = None
         detail = f" and container {handle.container_id} did not stop it"
         self._retry_or_fail(record, timeout_error(self.spec, record, detail), crash=False)
         self._kill(handle, "did not stop an input past its timeout")
@@ -440,34 +434,16 @@ class Pool:
             )
             self._retry_or_fail(record, error, crash=True)
         if never_ready and not self._closed:
-            self._count_start_failure(reason)
+            gave_up = self._health.start_failed(self.spec.name, reason)
+            if gave_up is not None:
+                self._fail_waiting(gave_up)
         self._pump()
-
-    def _count_start_failure(self, reason: str) -> None:
-        self._start_failures += 1
-        if self._start_failures >= START_FAILURE_LIMIT:
-            self._start_failures = 0
-            self._fail_waiting(
-                ContainerInitError(
-                    f"{START_FAILURE_LIMIT} containers for {self.spec.name} in a row stopped "
-                    f"before they were ready; the last one {reason} (see its output above)"
-                )
-            )
 
     def _fail_waiting(self, error: BaseException) -> None:
         waiting = self._queue.drain() + list(self._delayed)
         self._delayed.clear()
         for record in waiting:
             record.fail(error)
-
-    def _held_init_failure(self) -> ContainerInitError | None:
-        if self._init_failure is None:
-            return None
-        when, error = self._init_failure
-        if self._clock() - when > INIT_FAILURE_HOLD:
-            self._init_failure = None
-            return None
-        return error
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -480,6 +456,7 @@ class Pool:
         """Fail what is waiting, stop every container (grace, then kill), and return."""
         self._closed = True
         self._recheck_later(None, self._clock())
+        self._deadlines.close()
         stopped = ExecutionError(f"the app stopped before {self.spec.name} finished this input")
         self._fail_waiting(stopped)
         grace = settings.shutdown_grace()
