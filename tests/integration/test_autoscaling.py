@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,9 @@ def test_update_autoscaler_takes_effect_live() -> None:
         wait_until(lambda: warm.adjustable.stats().containers == 0, what="scale to zero")
         with pytest.raises(InvalidError, match="max_containers"):
             warm.adjustable.update_autoscaler(max_containers=0)
+
+        async def from_a_loop() -> int:
+            await warm.adjustable.update_autoscaler.aio(min_containers=1)
+            return (await warm.adjustable.stats.aio()).containers_started
+
+        assert asyncio.run(from_a_loop()) >= 2

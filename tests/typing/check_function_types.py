@@ -29,6 +29,8 @@ async def uses_aio() -> None:
     assert_type(await add.remote.aio(1, y=2), int)
     assert_type(await shout.remote.aio("a"), str)
     assert_type(shout.map.aio(["a"]), AsyncIterator[str])
+    assert_type(await add.stats.aio(), shoal.FunctionStats)
+    await add.update_autoscaler.aio(min_containers=1)
 
 
 def uses_sync() -> None:

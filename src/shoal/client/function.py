@@ -215,7 +215,8 @@ class Function(Generic[P, R]):
 
     # -- scaling ----------------------------------------------------------
 
-    def update_autoscaler(
+    @bridged
+    async def update_autoscaler(
         self,
         *,
         min_containers: int | Any = UNSET,
@@ -238,21 +239,13 @@ class Function(Generic[P, R]):
             "scaledown_window": scaledown_window,
         }
         changes = {key: value for key, value in given.items() if value is not UNSET}
-        pool = self._pool()
+        self._pool().update_scaling(**changes)
 
-        async def apply() -> None:
-            pool.update_scaling(**changes)
-
-        run_sync(apply())
-
-    def stats(self) -> FunctionStats:
+    @bridged
+    async def stats(self) -> FunctionStats:
         """Queued and running inputs and containers of this function, right now."""
-        pool = self._pool()
-
-        async def read() -> FunctionStats:
-            return pool.stats()
-
-        return run_sync(read())
+        stats: FunctionStats = self._pool().stats()
+        return stats
 
     get_current_stats = stats
 
