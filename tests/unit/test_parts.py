@@ -21,7 +21,7 @@ from shoal.protocol.messages import Hello, Input, Message, Output, ProtocolError
 
 
 def container(name: str, running: int, max_inputs: int = 4) -> ContainerHandle:
-    handle = ContainerHandle(name, 0, max_inputs)
+    handle = ContainerHandle(name, max_inputs)
     handle.move_to(ContainerState.READY)
     for i in range(running):
         handle.running[f"{name}-{i}"] = InputRecord(f"{name}-{i}", b"", lambda _: None)
@@ -62,7 +62,7 @@ def test_dispatch_follows_moves_and_removals() -> None:
 
 
 def test_container_lifecycle_rejects_illegal_transitions() -> None:
-    handle = ContainerHandle("x", 0, 1)
+    handle = ContainerHandle("x", 1)
     handle.move_to(ContainerState.STOPPED)
     with pytest.raises(RuntimeError, match="STOPPED -> READY"):
         handle.move_to(ContainerState.READY)

@@ -1,8 +1,9 @@
 """The control plane's view of containers: each one's lifecycle, and a pool's set of them.
 
-A container's slots are the dispatcher's unit: ``free`` is ``max_inputs`` minus the
-inputs sent to it and not yet answered, the same number the container's own
-:class:`shoal.container.slots.Slots` holds. :class:`ContainerSet` keeps every
+A container's free slots are ``max_inputs`` minus the inputs sent to it and not
+yet answered, the same number the container's own
+:class:`shoal.container.slots.Slots` holds; the dispatcher buckets containers by
+it. :class:`ContainerSet` keeps every
 count the dispatcher and the autoscaler read up to date as inputs come and go, so
 neither ever walks the whole pool.
 """
@@ -55,17 +56,14 @@ class ContainerHandle:
         "conn",
         "container_id",
         "idle_since",
-        "index",
         "max_inputs",
         "pid",
         "running",
         "state",
     )
 
-    def __init__(self, container_id: str, index: int, max_inputs: int) -> None:
+    def __init__(self, container_id: str, max_inputs: int) -> None:
         self.container_id = container_id
-        #: Order of creation within the pool (ties in dispatch go to older containers).
-        self.index = index
         self.max_inputs = max_inputs
         self.state = ContainerState.STARTING
         self.conn: FramedProtocol | None = None
@@ -74,13 +72,6 @@ class ContainerHandle:
         self.running: dict[str, InputRecord] = {}
         #: When the container last had no input; None while it runs some or starts.
         self.idle_since: float | None = None
-
-    @property
-    def free(self) -> int:
-        """Slots not taken: inputs it can accept right now (0 unless READY)."""
-        if self.state is not ContainerState.READY:
-            return 0
-        return self.max_inputs - len(self.running)
 
     @property
     def live(self) -> bool:
@@ -187,9 +178,9 @@ class ContainerSet:
         """Idle ready containers, longest idle first."""
         return iter(self._idle.values())
 
-    def create(self, container_id: str, index: int, max_inputs: int) -> ContainerHandle:
+    def create(self, container_id: str, max_inputs: int) -> ContainerHandle:
         """Register a new container in STARTING."""
-        handle = ContainerHandle(container_id, index, max_inputs)
+        handle = ContainerHandle(container_id, max_inputs)
         self._all[container_id] = handle
         self.live += 1
         return handle

@@ -28,8 +28,6 @@ class Dispatcher:
     """
 
     def __init__(self, target: int, max_inputs: int) -> None:
-        self._target = target
-        self._max = max_inputs
         # OrderedDicts: their first entry is O(1) to reach however many were removed
         # before it (a plain dict walks over the holes its deletions left).
         self._buckets: list[OrderedDict[str, ContainerHandle]] = [

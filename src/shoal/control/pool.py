@@ -269,7 +269,7 @@ class Pool:
     def _start_container(self) -> None:
         number = next(self._numbers)
         container_id = f"{self.spec.name}-c{number}"
-        handle = self._containers.create(container_id, number, self.spec.scaling.max_inputs)
+        handle = self._containers.create(container_id, self.spec.scaling.max_inputs)
         self._started += 1
         self._spawn(self._launch(handle))
 
