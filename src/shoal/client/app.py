@@ -19,10 +19,9 @@ from shoal.client.cls import Cls
 from shoal.client.decorators import batch_size_of, concurrency_of
 from shoal.client.function import Function
 from shoal.client.map import MapProgress
-from shoal.client.remote import RemotePool
+from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.user_module import alias_main, code_ref
 from shoal.container.context import channel as call_channel
-from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane
 from shoal.control.spec import UNSET, CodeRef, FunctionSpec, Retries, Scaling
 from shoal.exception import ExecutionError, InvalidError
@@ -282,11 +281,11 @@ class App:
         """Whether ``app.run()`` is active."""
         return self._control is not None
 
-    def _pool(self, name: str) -> Pool:
+    def _pool(self, name: str) -> AnyPool:
         control = self._control
         channel = call_channel()
         if control is None and channel is not None:  # inside a container: call through it
-            return RemotePool(name, channel)  # type: ignore[return-value]
+            return RemotePool(name, channel)
         if control is None:
             raise ExecutionError(
                 f"app {self.name!r} is not running: call {name} inside `with app.run():` "

@@ -26,8 +26,8 @@ from shoal.client.bridge import (
 )
 from shoal.client.function_call import FunctionCall
 from shoal.client.map import MapOptions, MapProgress, arg_tuples, known_length, map_outputs
+from shoal.client.remote import AnyPool
 from shoal.control.calls import CallState, InputRecord
-from shoal.control.pool import Pool
 from shoal.control.spec import UNSET, FunctionSpec
 from shoal.control.stats import FunctionStats
 from shoal.exception import InputCancellation, InvalidError
@@ -83,7 +83,7 @@ class Function(Generic[P, R]):
         base = self._app._web_url
         return None if base is None else f"{base}/{self.spec.name}"
 
-    def _pool(self) -> Pool:
+    def _pool(self) -> AnyPool:
         return self._app._pool(self.spec.name)
 
     def _outcome(self, record: InputRecord) -> R:
@@ -307,7 +307,7 @@ class _RemoteGen(Generic[P]):
 
     def _begin(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], put: Callable[[Any], None]
-    ) -> tuple[Pool, Callable[[], Coroutine[Any, Any, InputRecord]]]:
+    ) -> tuple[AnyPool, Callable[[], Coroutine[Any, Any, InputRecord]]]:
         function = self._function
         function._check_kind(generator=True)
         data = function._pickle_args(args, kwargs)
@@ -325,7 +325,7 @@ class _RemoteGen(Generic[P]):
         return self._iterate(pool, record, values)
 
     def _iterate(
-        self, pool: Pool, record: InputRecord, values: queue.SimpleQueue[Any]
+        self, pool: AnyPool, record: InputRecord, values: queue.SimpleQueue[Any]
     ) -> Iterator[Any]:
         what = f"value yielded by {self._function.name}"
         try:
@@ -356,5 +356,5 @@ class _RemoteGen(Generic[P]):
                 await run_async(_cancel(pool, record))
 
 
-async def _cancel(pool: Pool, record: InputRecord) -> None:
+async def _cancel(pool: AnyPool, record: InputRecord) -> None:
     pool.cancel(record)

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from shoal.client.bridge import bridged
+from shoal.client.remote import AnyPool
 from shoal.control.calls import InputRecord
-from shoal.control.pool import Pool
 
 R = TypeVar("R")
 
@@ -24,7 +24,7 @@ class FunctionCall(Generic[R]):
 
     def __init__(
         self,
-        pool: Pool,
+        pool: AnyPool,
         record: InputRecord,
         finished: asyncio.Event,
         outcome: Callable[[InputRecord], R],

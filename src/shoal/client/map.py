@@ -17,8 +17,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from dataclasses import dataclass
 from typing import Any, Final
 
+from shoal.client.remote import AnyPool
 from shoal.control.calls import InputRecord
-from shoal.control.pool import Pool
 from shoal.control.spec import Scaling
 from shoal.exception import InvalidError
 from shoal.protocol import payload
@@ -122,7 +122,7 @@ class _MapRun:
 
     def __init__(
         self,
-        pool: Pool,
+        pool: AnyPool,
         method: str,
         options: MapOptions,
         outcome: Callable[[InputRecord], Any],
@@ -183,7 +183,7 @@ class _MapRun:
 
 
 async def map_outputs(
-    pool: Pool,
+    pool: AnyPool,
     method: str,
     items: Iterable[tuple[Any, ...]] | AsyncIterable[Any],
     kwargs: dict[str, Any],

@@ -18,6 +18,7 @@ from typing import Any
 from shoal.client.bridge import background_loop
 from shoal.container.context import CallChannel
 from shoal.control.calls import CallState, InputRecord
+from shoal.control.pool import Pool
 from shoal.control.spec import FunctionSpec
 from shoal.exception import ExecutionError, InputCancellation
 from shoal.protocol import payload
@@ -95,4 +96,10 @@ class RemotePool:
     def credit(self, record: InputRecord, amount: int) -> None:
         raise ExecutionError("web traffic does not flow through calls made in a container")
 
-    feed = credit
+    def feed(self, record: InputRecord, data: bytes) -> None:
+        raise ExecutionError("web traffic does not flow through calls made in a container")
+
+
+#: What a handle submits to: the function's pool in this process (an app runs
+#: here), or the control plane's, reached through the container's connection.
+AnyPool = Pool | RemotePool
