@@ -40,12 +40,17 @@ from shoal.protocol.messages import Input, Item, Output, OutputStatus
 Job = Callable[[], None]
 
 
+def _unwrap_partials(obj: Any) -> Any:
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    return obj
+
+
 def is_async_callable(obj: Any) -> bool:
     """Whether calling ``obj`` returns a coroutine or an async iterator, looking through
     partials and callable objects (``functools.partial(async_fn)``, an instance with
     ``async def __call__``)."""
-    while isinstance(obj, functools.partial):
-        obj = obj.func
+    obj = _unwrap_partials(obj)
     if inspect.iscoroutinefunction(obj) or inspect.isasyncgenfunction(obj):
         return True
     call = getattr(obj, "__call__", None)  # noqa: B004 - callable objects, not callability
@@ -53,8 +58,7 @@ def is_async_callable(obj: Any) -> bool:
 
 
 def _is_generator(obj: Any) -> bool:
-    while isinstance(obj, functools.partial):
-        obj = obj.func
+    obj = _unwrap_partials(obj)
     return inspect.isgeneratorfunction(obj) or inspect.isasyncgenfunction(obj)
 
 
