@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
@@ -43,12 +44,28 @@ def background_loop() -> asyncio.AbstractEventLoop:
             def serve() -> None:
                 asyncio.set_event_loop(loop)
                 loop.call_soon(started.set)
-                loop.run_forever()
+                _run_forever(loop)
 
             threading.Thread(target=serve, name="shoal-control", daemon=True).start()
             started.wait()
             _loop = loop
         return _loop
+
+
+def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
+    """Run ``loop`` for the life of the process.
+
+    asyncio lets a ``SystemExit`` or ``KeyboardInterrupt`` raised inside a task out
+    of ``run_forever``, which would leave every later call waiting forever. Shoal
+    never raises them on this loop (payloads that would are turned into errors),
+    and should one still escape, the loop reports it and carries on.
+    """
+    while True:
+        try:
+            loop.run_forever()
+            return
+        except BaseException as exc:
+            print(f"shoal: {exc!r} escaped the control loop; it keeps running", file=sys.stderr)
 
 
 def on_background_loop() -> bool:

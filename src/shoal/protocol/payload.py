@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import pickle
+import threading
 import traceback
 import types
 from typing import Any, Final
@@ -72,17 +73,29 @@ def dumps(obj: Any, what: str) -> bytes:
     return data
 
 
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Let a real Ctrl-C through: a KeyboardInterrupt on the main thread is the user's."""
+    if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+        raise exc
+
+
 def loads(data: bytes, what: str) -> Any:
     """Unpickle ``data``.
 
+    Unpickling runs code the payload names, so it may raise anything, ``SystemExit``
+    included; every such failure (bar a Ctrl-C on the main thread) becomes a
+    :class:`DeserializationError`, so a payload can never stop the thread or event
+    loop that reads it.
+
     Raises:
         DeserializationError: the bytes cannot be unpickled here (a class that
-            does not exist on this side, a broken pickle).
+            does not exist on this side, a broken pickle, a ``__reduce__`` that raises).
     """
     try:
         return pickle.loads(data)
-    except Exception as exc:
-        raise DeserializationError(f"cannot unpickle {what}: {exc!r}") from exc
+    except BaseException as exc:
+        _reraise_interrupt(exc)
+        raise DeserializationError(f"cannot unpickle {what}: {exc!r}") from None
 
 
 def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
@@ -93,20 +106,43 @@ def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
     return tb
 
 
+#: Characters of a remote traceback kept when an exception is too large to send whole.
+_TEXT_KEPT: Final = 16 * 1024
+
+
 def dump_exception(exc: BaseException) -> bytes:
     """Pickle ``exc`` together with its formatted traceback.
 
-    An exception that cannot be pickled is sent as a :class:`RemoteError` with the
-    same text, so the caller always learns what happened.
+    An exception that cannot be pickled, or whose pickle is over
+    SHOAL_MAX_PAYLOAD_BYTES, is sent as a :class:`RemoteError` with its text (cut
+    to its first and last few kilobytes when large), so the caller always learns
+    what happened and the message always fits in a frame.
     """
     tb = _user_frames(exc.__traceback__) or exc.__traceback__
     text = "".join(traceback.format_exception(type(exc), exc, tb))
+    limit = settings.max_payload_bytes()
     try:
         data: bytes = cloudpickle.dumps((exc, text), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        stand_in = RemoteError(f"{type(exc).__name__}: {exc}")
-        data = cloudpickle.dumps((stand_in, text), protocol=pickle.HIGHEST_PROTOCOL)
-    return data
+        data = b""
+    if data and len(data) <= limit:
+        return data
+    summary = _shorten(f"{type(exc).__name__}: {exc}")
+    if data:
+        summary = (
+            f"{summary}\n(the exception pickles to {len(data)} bytes, over the limit of "
+            f"{limit}, SHOAL_MAX_PAYLOAD_BYTES, so only its text is sent)"
+        )
+    stand_in = RemoteError(summary)
+    small: bytes = cloudpickle.dumps((stand_in, _shorten(text)), protocol=pickle.HIGHEST_PROTOCOL)
+    return small
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= 2 * _TEXT_KEPT:
+        return text
+    cut = len(text) - 2 * _TEXT_KEPT
+    return f"{text[:_TEXT_KEPT]}\n... ({cut} characters cut) ...\n{text[-_TEXT_KEPT:]}"
 
 
 def load_exception(data: bytes, context: str) -> BaseException:
@@ -119,15 +155,21 @@ def load_exception(data: bytes, context: str) -> BaseException:
     Returns:
         The exception with its own type, and a note holding the remote traceback.
         An exception whose class cannot be unpickled here comes back as
-        :class:`RemoteError` with the traceback in its message.
+        :class:`RemoteError` with the traceback in its message. So does one that is
+        not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``, any other
+        ``BaseException``): raised at the caller it would stop the caller's thread
+        or Shoal's event loop, so, as Modal does, it fails the input instead.
     """
     try:
         exc, text = pickle.loads(data)
-    except Exception as load_error:
+    except BaseException as load_error:
+        _reraise_interrupt(load_error)
         return RemoteError(
             f"{context} failed with an exception that cannot be rebuilt here ({load_error!r})"
         )
-    if isinstance(exc, BaseException):
+    if isinstance(exc, Exception):
         exc.add_note(f"\nRemote traceback ({context}):\n{text.rstrip()}")
         return exc
+    if isinstance(exc, BaseException):
+        return RemoteError(f"{context} raised {exc!r}, which ends the input as a failure:\n{text}")
     return RemoteError(f"{context} failed:\n{text}")
