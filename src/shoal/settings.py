@@ -13,6 +13,8 @@ in a child process's environment.
 | SHOAL_MAX_REQUEST_BYTES | 16777216 | largest HTTP request body the gateway takes (413 beyond) |
 | SHOAL_GATEWAY_TIMEOUT | 150 | seconds a request may wait for its response to start (504) |
 | SHOAL_GATEWAY_TOKEN | (random) | the token web endpoints with requires_auth ask for |
+| SHOAL_HANDSHAKE_TIMEOUT | 10 | seconds a new connection to the control plane has to |
+|                         |    | authenticate before it is closed |
 | SHOAL_CONTAINER_TOKEN | (none) | set by the control plane for a container it starts; the |
 |                       |        | secret the container presents when it connects back |
 """
@@ -43,6 +45,7 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_MAX_REQUEST_BYTES", str(16 * 1024 * 1024), "largest HTTP request body"),
         Setting("SHOAL_GATEWAY_TIMEOUT", "150", "seconds a request may wait for its response"),
         Setting("SHOAL_GATEWAY_TOKEN", "", "token for requires_auth endpoints (random if unset)"),
+        Setting("SHOAL_HANDSHAKE_TIMEOUT", "10", "seconds a connection has to authenticate"),
         Setting("SHOAL_CONTAINER_TOKEN", "", "secret a container presents to the control plane"),
     )
 }
@@ -66,6 +69,11 @@ def shutdown_grace() -> float:
 def container_token() -> str:
     """The secret this container presents to its control plane."""
     return get("SHOAL_CONTAINER_TOKEN")
+
+
+def handshake_timeout() -> float:
+    """Seconds a new connection to the control plane has to present its token."""
+    return float(get("SHOAL_HANDSHAKE_TIMEOUT"))
 
 
 def fork_server() -> bool:

@@ -14,12 +14,12 @@ import hmac
 import os
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 
 from shoal import settings
 from shoal.backends.base import Backend, ContainerLaunch
+from shoal.control import run_dir
 from shoal.control.calls import CallState, InputRecord
 from shoal.control.containers import ContainerHandle
 from shoal.control.pool import Pool
@@ -58,8 +58,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Listen for containers. Returns once the socket accepts connections."""
-        self._dir = tempfile.mkdtemp(prefix="shoal-")
-        os.chmod(self._dir, 0o700)
+        self._dir = run_dir.create()
         self.address = os.path.join(self._dir, "control.sock")
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(self._accept, self.address)
@@ -100,6 +99,9 @@ class ControlPlane:
         return _Connection(self).protocol
 
     def _route(self, hello: Hello, protocol: FramedProtocol) -> tuple[Pool, ContainerHandle] | None:
+        """The pool and container a Hello proves itself to be, or ``None`` to refuse it."""
+        if not (isinstance(hello.token, str) and isinstance(hello.container_id, str)):
+            return None  # a malformed hello: refused like a wrong token
         if not hmac.compare_digest(hello.token.encode(), self.token.encode()):
             return None
         for pool in self._pools.values():
@@ -117,9 +119,18 @@ class _Connection:
         self._bound: tuple[Pool, ContainerHandle] | None = None
         #: Calls this container's code made and that have not ended, by call id.
         self._calls: dict[str, tuple[Pool, InputRecord]] = {}
-        # Until the peer has authenticated, accept only a small first frame.
+        # Until the peer has authenticated, accept only a small first frame, and only
+        # for a while: a peer that never says hello is closed, not kept forever.
         self.protocol = FramedProtocol(self._on_message, self._on_lost, FRAME_OVERHEAD)
         control._connections.add(self.protocol)
+        self._deadline: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            settings.handshake_timeout(), self._handshake_expired
+        )
+
+    def _handshake_expired(self) -> None:
+        self._deadline = None
+        if self._bound is None:
+            self.protocol.abort()
 
     def _on_message(self, message: Message) -> None:
         if self._bound is not None:
@@ -131,10 +142,13 @@ class _Connection:
             else:
                 pool.on_message(handle, message)
             return
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if isinstance(message, Hello):
             self._bound = self._control._route(message, self.protocol)
         if self._bound is None:
-            self.protocol.close()
+            self.protocol.abort()  # nothing more is read from a peer that did not prove itself
         else:
             self.protocol.parser.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
 
@@ -179,6 +193,9 @@ class _Connection:
             pool.cancel(record)
 
     def _on_lost(self, exc: BaseException | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         for call_id in list(self._calls):  # its calls have no one to answer to
             self._cancel_call(call_id)
         self._control._connections.discard(self.protocol)

@@ -105,7 +105,7 @@ class FramedProtocol(asyncio.Protocol):
                 return
             self._on_message(message)
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException | None) -> None:
         self._closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -143,6 +143,12 @@ class FramedProtocol(asyncio.Protocol):
         self._flush()
         if self.transport is not None:
             self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once: nothing more is read or written; ``on_lost`` runs."""
+        if not self._closed:
+            self._pending.clear()
+            self._fail(None)
 
 
 class SocketWriter:
