@@ -18,7 +18,11 @@ The client (:class:`ForkServer`, in the control plane's process) and the server
 over a ``SOCK_SEQPACKET`` socket pair; a fork request carries the child's stdout
 and stderr pipes as file descriptors. Nothing on it is unpickled. The server
 reaps its children and reports their exit codes; when the client's end closes
-(the control plane exited or died), it kills every child and exits.
+(the control plane exited or died), it kills every child and exits. Killing goes
+through the server too (a ``kill`` request), since only the process that reaps a
+child can signal it without racing the reuse of its pid; each child's whole
+process group goes with it, so processes the user's code started do not outlive
+their container.
 """
 
 from __future__ import annotations
@@ -108,6 +112,16 @@ class ForkServer:
         pid = await reply
         self._on_exit[pid] = on_exit
         return pid
+
+    def kill(self, pid: int) -> None:
+        """Kill forked container ``pid`` and its process group, unless it already exited.
+
+        The server does it: it is the process that reaps its children, so it never
+        signals a pid it has already reaped (and the system may have reused).
+        """
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.send(json.dumps({"op": "kill", "pid": pid}).encode())
 
     def _on_readable(self) -> None:
         assert self._sock is not None
@@ -225,25 +239,44 @@ def _child(
         os._exit(1)
 
 
+def _end_group(pid: int) -> None:
+    """SIGKILL container ``pid``'s process group: the container and what its code started.
+
+    Only called for a child not yet reaped: until it is, its pid (and so its
+    process group's id) cannot be reused, and the signal reaches the right processes.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def _reap(control: socket.socket, children: set[int]) -> None:
+    """Reap every exited child; end its process group first (see :func:`_end_group`)."""
     while children:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+        try:  # look without reaping, so the pid stays ours while its group is ended
+            found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             return
-        if pid == 0:
+        if found is None or found.si_pid == 0:
             return
+        pid = found.si_pid
+        if pid in children:
+            _end_group(pid)
+        _, status = os.waitpid(pid, 0)
         children.discard(pid)
         message = {"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)}
         control.send(json.dumps(message).encode())
 
 
-def _fork_one(control: socket.socket, wakeup: tuple[int, int], children: set[int]) -> bool:
-    """Serve one fork request; ``False`` once the client has gone."""
+def _serve_one(control: socket.socket, wakeup: tuple[int, int], children: set[int]) -> bool:
+    """Serve one request (fork or kill); ``False`` once the client has gone."""
     data, fds, _, _ = socket.recv_fds(control, _MESSAGE, 2)
     if not data:
         return False
     request = json.loads(data)
+    if request["op"] == "kill":
+        if request["pid"] in children:  # not reaped yet: the pid is still this child's
+            _end_group(request["pid"])
+        return True
     pid = os.fork()
     if pid == 0:
         _child(control, wakeup, request, fds)
@@ -283,15 +316,14 @@ def serve(fd: int) -> None:
         while True:
             for key, _ in selector.select():
                 if key.fileobj is control:
-                    if not _fork_one(control, wakeup, children):
+                    if not _serve_one(control, wakeup, children):
                         return
                 else:
                     _drain(wakeup[0])  # SIGCHLD: reaped below
                 _reap(control, children)
     finally:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        for pid in children:  # none reaped yet (see _end_group)
+            _end_group(pid)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import IO, Any, TextIO
 
@@ -33,13 +34,19 @@ _DRAIN = 1.0
 
 @dataclass
 class _Child:
-    """One container process, however it was started. ``pid`` is 0 until known."""
+    """One container process, however it was started. ``pid`` is 0 until known.
+
+    ``killer`` ends the process and its process group without ever signalling a
+    bare pid that may have been reaped and reused: through a pidfd for a process
+    we started, through the fork server (its reaper) for a forked one.
+    """
 
     pid: int = 0
     code: int | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     #: Set once ``on_exit`` has been called for it.
     reported: asyncio.Event = field(default_factory=asyncio.Event)
+    killer: Callable[[], None] | None = None
 
     def end(self, code: int | None) -> None:
         """Record that the process exited."""
@@ -47,9 +54,8 @@ class _Child:
         self.exited.set()
 
     def kill(self) -> None:
-        if self.pid > 0 and not self.exited.is_set():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+        if self.killer is not None and not self.exited.is_set():
+            self.killer()
 
 
 class LocalBackend(Backend):
@@ -111,8 +117,13 @@ class LocalBackend(Backend):
         )
         assert proc.stdout is not None and proc.stderr is not None
         child = _Child(proc.pid)
+        try:  # our child, not yet reaped: the pidfd names this very process
+            pidfd: int | None = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # not Linux >= 5.3: Popen checks before it signals
+            pidfd = None
+        child.killer = functools.partial(_kill_spawned, proc, pidfd)
         self._children[launch.container_id] = child
-        self._own(_watch_exit(proc, child))
+        self._own(_watch_exit(proc, pidfd, child))
         self._own(self._supervise(launch, child, proc.stdout, proc.stderr, on_exit))
         return proc.pid
 
@@ -122,6 +133,7 @@ class LocalBackend(Backend):
         child = _Child()
         try:
             child.pid = await server.fork(launch, out_write, err_write, child.end)
+            child.killer = functools.partial(server.kill, child.pid)
         except OSError:
             os.close(out_read)
             os.close(err_read)
@@ -190,11 +202,26 @@ class LocalBackend(Backend):
         self._fork_servers.clear()
 
 
-async def _watch_exit(proc: subprocess.Popen[bytes], child: _Child) -> None:
-    """Wait for ``proc`` to exit without blocking the loop; record its code."""
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # not Linux >= 5.3
+def _kill_spawned(proc: subprocess.Popen[bytes], pidfd: int | None) -> None:
+    """SIGKILL a container we started, through its pidfd (a no-op once it has exited)."""
+    with contextlib.suppress(ProcessLookupError, OSError):
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        else:
+            proc.kill()
+
+
+def _end_group(pid: int) -> None:
+    """SIGKILL the process group of container ``pid``, which has exited and is not yet
+    reaped, so neither its pid nor its group's id can have been reused."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def _watch_exit(proc: subprocess.Popen[bytes], fd: int | None, child: _Child) -> None:
+    """Wait for ``proc`` to exit without blocking the loop; end its process group (what
+    the user's code started), then reap it and record its code."""
+    if fd is None:  # not Linux >= 5.3
         child.end(await asyncio.to_thread(proc.wait))
         return
     loop = asyncio.get_running_loop()
@@ -209,8 +236,13 @@ async def _watch_exit(proc: subprocess.Popen[bytes], child: _Child) -> None:
         await exited
     finally:
         loop.remove_reader(fd)
-        os.close(fd)
+        if exited.cancelled():  # the loop is going away: give up on it
+            child.killer = None
+            os.close(fd)
+    _end_group(proc.pid)
     child.end(proc.wait())
+    child.killer = None
+    os.close(fd)
 
 
 async def _relay(pipe: IO[bytes], label: str, which: str) -> None:

@@ -14,7 +14,7 @@ import time
 from typing import NoReturn
 
 from shoal import settings
-from shoal.container import context
+from shoal.container import context, process_group
 from shoal.container.runtime import Runtime
 
 #: Seconds between checks that the process that started us is still alive.
@@ -26,6 +26,7 @@ def _watch_parent(parent: int) -> None:
     while True:
         time.sleep(_PARENT_POLL)
         if os.getppid() != parent:
+            process_group.end_members()
             os._exit(1)
 
 
@@ -48,6 +49,7 @@ def run(address: str, container_id: str) -> NoReturn:
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()
+    process_group.end_members()  # what the user's code started goes with the container
     # A thread still running a timed-out input cannot be joined; leave without it.
     os._exit(code)
 
