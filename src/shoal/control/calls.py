@@ -5,6 +5,21 @@ until its outcome reaches the caller through ``on_done``. The pool moves it
 through :class:`CallState`; :func:`after_failure` decides whether a failure is
 retried and after what delay, counting user errors against ``retries`` and
 container deaths against :data:`~shoal.control.spec.INFRA_RETRIES` separately.
+
+Who pays for a container crash. When a container dies running several inputs,
+nothing says which one killed it (an ``os._exit`` leaves no trace), and charging
+all of them would let one poison input use up its neighbours' retries. So:
+
+- a crash is charged to an input only when that input ran alone on the container;
+- an input that was on crashed containers with others :data:`ISOLATE_AFTER` times
+  is *isolated*: from then on it runs alone on a container, so its next crash
+  is its own.
+
+Innocent neighbours of a poison input therefore lose nothing but time (at most
+:data:`ISOLATE_AFTER` runs in its company, then one run alone), and the poison
+input fails after :data:`INFRA_RETRIES` crashes of its own. A single crash in
+company (a container killed from outside) costs its inputs one re-run and no
+isolation, so recovery from random container deaths stays cheap.
 """
 
 from __future__ import annotations
@@ -13,10 +28,16 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from typing import Final
+
 from shoal.control.spec import INFRA_RETRIES, FunctionSpec
 from shoal.exception import ExecutionError, FunctionTimeoutError
 from shoal.protocol import payload
 from shoal.protocol.messages import Output, OutputStatus
+
+
+#: Crashes in the company of other inputs after which an input runs alone.
+ISOLATE_AFTER: Final = 2
 
 
 class CallState(enum.Enum):
@@ -56,9 +77,11 @@ class InputRecord:
         "args",
         "container_id",
         "crashes",
+        "crowd_crashes",
         "error",
         "failures",
         "input_id",
+        "isolated",
         "items",
         "method",
         "on_done",
@@ -85,7 +108,10 @@ class InputRecord:
         self.state = CallState.QUEUED
         self.container_id: str | None = None
         self.failures = 0  # user exceptions and timeouts so far
-        self.crashes = 0  # containers that died under this input so far
+        self.crashes = 0  # containers that died with only this input on them
+        self.crowd_crashes = 0  # containers that died with this input among others
+        #: Runs alone on a container from now on (see the module docstring).
+        self.isolated = False
         self.result: bytes | None = None
         self.error: BaseException | None = None
 
@@ -125,7 +151,9 @@ class Retry:
     delay: float
 
 
-def after_failure(record: InputRecord, spec: FunctionSpec, *, crash: bool) -> Retry | None:
+def after_failure(
+    record: InputRecord, spec: FunctionSpec, *, crash: bool, alone: bool = True
+) -> Retry | None:
     """Count one failure of ``record`` and say whether to run it again.
 
     Args:
@@ -133,12 +161,19 @@ def after_failure(record: InputRecord, spec: FunctionSpec, *, crash: bool) -> Re
         spec: its function's options (``retries``).
         crash: the container died under the input (an infrastructure failure)
             rather than the function raising or timing out.
+        alone: for a crash, whether the input was the only one on the container;
+            only then is the crash charged to it (see the module docstring).
 
     Returns:
         A :class:`Retry`, or ``None`` when the retries of that kind are spent.
     """
     if record.items:
         return None  # a generator that yielded cannot run again without repeating itself
+    if crash and not alone:
+        record.crowd_crashes += 1
+        if record.crowd_crashes >= ISOLATE_AFTER:
+            record.isolated = True
+        return Retry(0.0)
     if crash:
         record.crashes += 1
         return Retry(0.0) if record.crashes <= INFRA_RETRIES else None

@@ -59,6 +59,7 @@ class ContainerHandle:
         "max_inputs",
         "pid",
         "running",
+        "solo",
         "state",
     )
 
@@ -72,6 +73,9 @@ class ContainerHandle:
         self.running: dict[str, InputRecord] = {}
         #: When the container last had no input; None while it runs some or starts.
         self.idle_since: float | None = None
+        #: Kept out of the dispatcher for an isolated input (which runs alone): it
+        #: runs one, or is emptying to take one.
+        self.solo = False
 
     @property
     def live(self) -> bool:
@@ -160,6 +164,8 @@ class ContainerSet:
         self.live = 0  # containers starting or ready
         self.live_running = 0  # inputs on those
         self.in_flight = 0  # inputs on any container
+        #: Ready containers held out of the dispatcher for isolated inputs.
+        self.solo: dict[str, ContainerHandle] = {}
 
     def __len__(self) -> int:
         return len(self._all)
@@ -191,6 +197,9 @@ class ContainerSet:
         if container.state is ContainerState.READY:
             self.dispatcher.remove(container)
             self._idle.pop(container.container_id, None)
+            if container.solo:
+                container.solo = False
+                del self.solo[container.container_id]
         container.move_to(state)
         if state is ContainerState.READY:
             self.dispatcher.add(container)
@@ -228,6 +237,34 @@ class ContainerSet:
         if before == 1 and container.state is ContainerState.READY:
             self._mark_idle(container)
         return record
+
+    # -- isolated inputs: containers that run one input alone -----------------
+
+    def hold_solo(self, container: ContainerHandle) -> None:
+        """Take ready ``container`` out of the dispatcher: it is to run one input alone."""
+        if not container.solo:
+            self.dispatcher.remove(container)
+            container.solo = True
+            self.solo[container.container_id] = container
+
+    def empty_solo(self) -> ContainerHandle | None:
+        """A held container that runs nothing now (ready for an isolated input)."""
+        for container in self.solo.values():
+            if not container.running:
+                return container
+        return None
+
+    def release_empty_solos(self) -> None:
+        """Give held containers that run nothing back to the dispatcher."""
+        for container in [c for c in self.solo.values() if not c.running]:
+            container.solo = False
+            del self.solo[container.container_id]
+            self.dispatcher.add(container)
+
+    def solo_slack(self) -> int:
+        """Slots held containers leave unused, at ``target`` inputs each (for scaling)."""
+        target = self.dispatcher.target
+        return sum(max(0, target - len(c.running)) for c in self.solo.values())
 
     def _mark_idle(self, container: ContainerHandle) -> None:
         container.idle_since = self._clock()

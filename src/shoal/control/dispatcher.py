@@ -33,6 +33,7 @@ class Dispatcher:
         self._buckets: list[OrderedDict[str, ContainerHandle]] = [
             OrderedDict() for _ in range(max_inputs + 1)
         ]
+        self.target = target
         self._mask = 0  # bit n: some ready container runs exactly n inputs
         self._below_target = (1 << target) - 1
         self._bursting = ((1 << max_inputs) - 1) & ~self._below_target
@@ -63,6 +64,18 @@ class Dispatcher:
             if not burst:
                 return None
             load = (burst & -burst).bit_length() - 1  # the least busy above it
+        return next(iter(self._buckets[load].values()))
+
+    def pick_empty(self) -> ContainerHandle | None:
+        """A ready container running nothing (for an input that must run alone), or ``None``."""
+        bucket = self._buckets[0]
+        return next(iter(bucket.values())) if bucket else None
+
+    def least_busy(self) -> ContainerHandle | None:
+        """The ready container running the fewest inputs, or ``None`` when there is none."""
+        if not self._mask:
+            return None
+        load = (self._mask & -self._mask).bit_length() - 1
         return next(iter(self._buckets[load].values()))
 
     def _put(self, container: ContainerHandle, load: int) -> None:

@@ -9,7 +9,9 @@ that needs it. Every count the two need is kept up to date as events happen, so
 an event costs the same with ten containers as with ten thousand.
 
 Failure handling (DESIGN section 3) lives here too: a container that dies puts
-its inputs back at the front of the queue (an infrastructure retry), a container
+its inputs back at the front of the queue (an infrastructure retry; an input
+that keeps dying in company is isolated and runs alone, see
+:mod:`~shoal.control.calls`), a container
 that cannot load the user's code fails every waiting input with that error, and
 an input that outlives its timeout without an answer from the container is failed
 here and its container killed.
@@ -82,6 +84,7 @@ class Pool:
         self._launcher = launcher
         self._clock = clock
         self._queue = InputQueue()
+        self._isolated = InputQueue()  # inputs that must run alone on a container
         self._delayed: set[InputRecord] = set()
         self._containers = ContainerSet(spec.scaling.target, spec.scaling.max_inputs, clock)
         self._ids = itertools.count(1)
@@ -150,7 +153,7 @@ class Pool:
             if record in self._delayed:
                 self._delayed.discard(record)
             else:
-                self._queue.forget(record)
+                self._queue_of(record).forget(record)
         elif (container := self._containers.get(record.container_id or "")) is not None:
             container.send(Cancel(record.input_id))
         # A cancelled input keeps its slot until its container reports it stopped.
@@ -186,7 +189,7 @@ class Pool:
     def stats(self) -> FunctionStats:
         """Counts of this pool right now."""
         return FunctionStats(
-            queued=len(self._queue) + len(self._delayed),
+            queued=len(self._queue) + len(self._isolated) + len(self._delayed),
             running=self._containers.in_flight,
             containers=len(self._containers),
             ready=len(self._containers.dispatcher),
@@ -199,10 +202,15 @@ class Pool:
         self._dispatch()
         self._autoscale()
 
+    def _queue_of(self, record: InputRecord) -> InputQueue:
+        return self._isolated if record.isolated else self._queue
+
     def _dispatch(self) -> None:
         queue = self._queue
         pick = self._containers.dispatcher.pick
         touched: set[ContainerHandle] = set()
+        if len(self._isolated) or self._containers.solo:
+            self._dispatch_isolated(touched)
         while len(queue):
             container = pick()
             if container is None:
@@ -215,6 +223,32 @@ class Pool:
         for container in touched:  # one write per container for everything dispatched
             if container.conn is not None:
                 container.conn.flush()
+
+    def _dispatch_isolated(self, touched: set[ContainerHandle]) -> None:
+        """Give each isolated input a container of its own: an empty one, held out of
+        the dispatcher while it runs. At ``max_containers``, with no empty container,
+        the least busy one is held until it empties, so isolated inputs cannot starve."""
+        containers = self._containers
+        while len(self._isolated):
+            container = containers.empty_solo() or containers.dispatcher.pick_empty()
+            if container is None:
+                scaling = self.spec.scaling
+                at_max = scaling.max_containers is not None and (
+                    containers.live >= scaling.max_containers
+                )
+                if at_max and len(containers.solo) < len(self._isolated):
+                    busy = containers.dispatcher.least_busy()
+                    if busy is not None:
+                        containers.hold_solo(busy)
+                break
+            record = self._isolated.pop()
+            if record is None:
+                break
+            containers.hold_solo(container)
+            self._assign(record, container)
+            touched.add(container)
+        if not len(self._isolated):
+            containers.release_empty_solos()
 
     def _assign(self, record: InputRecord, container: ContainerHandle) -> None:
         record.move_to(CallState.RUNNING)
@@ -229,7 +263,10 @@ class Pool:
             return
         scaling = self.spec.scaling
         containers = self._containers
-        queued, running, live = len(self._queue), containers.live_running, containers.live
+        # An isolated input needs a whole container: it counts as target inputs.
+        queued = len(self._queue) + scaling.target * len(self._isolated)
+        running = containers.live_running + containers.solo_slack()
+        live = containers.live
         now = self._clock()
         idle = self._idle_prefix(surplus(queued, running, live, scaling), now)
         decision = decide(PoolSnapshot(now, queued, running, live, idle, scaling))
@@ -378,15 +415,17 @@ class Pool:
                 self._retry_or_fail(record, output_error(self.spec, record, message), crash=False)
         self._pump()
 
-    def _retry_or_fail(self, record: InputRecord, error: BaseException, *, crash: bool) -> None:
-        retry = after_failure(record, self.spec, crash=crash)
+    def _retry_or_fail(
+        self, record: InputRecord, error: BaseException, *, crash: bool, alone: bool = True
+    ) -> None:
+        retry = after_failure(record, self.spec, crash=crash, alone=alone)
         if retry is None:
             record.fail(error)
             return
         record.move_to(CallState.QUEUED)
         record.container_id = None
         if retry.delay <= 0:
-            self._queue.push_front(record)
+            self._queue_of(record).push_front(record)
         else:
             self._delayed.add(record)
             asyncio.get_running_loop().call_later(retry.delay, self._requeue, record)
@@ -394,7 +433,7 @@ class Pool:
     def _requeue(self, record: InputRecord) -> None:
         if record in self._delayed:
             self._delayed.discard(record)
-            self._queue.push_front(record)
+            self._queue_of(record).push_front(record)
             self._pump()
 
     def _on_deadline(self, record: InputRecord) -> None:
@@ -425,14 +464,16 @@ class Pool:
             handle.conn.close()
         orphans = list(handle.running.values())
         handle.running.clear()
+        alone = len(orphans) == 1
         for record in reversed(orphans):  # push_front keeps their order
             if record.done:
                 continue
             error = ContainerCrashError(
                 f"{describe(self.spec, record)}: container {handle.container_id} {reason} "
-                f"while running it, and {INFRA_RETRIES} retries on new containers failed too"
+                f"while running it, and {INFRA_RETRIES} retries on new containers "
+                "(running it alone) failed too"
             )
-            self._retry_or_fail(record, error, crash=True)
+            self._retry_or_fail(record, error, crash=True, alone=alone)
         if never_ready and not self._closed:
             gave_up = self._health.start_failed(self.spec.name, reason)
             if gave_up is not None:
@@ -440,7 +481,7 @@ class Pool:
         self._pump()
 
     def _fail_waiting(self, error: BaseException) -> None:
-        waiting = self._queue.drain() + list(self._delayed)
+        waiting = self._queue.drain() + self._isolated.drain() + list(self._delayed)
         self._delayed.clear()
         for record in waiting:
             record.fail(error)
