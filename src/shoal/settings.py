@@ -13,6 +13,8 @@ in a child process's environment.
 | SHOAL_MAX_REQUEST_BYTES | 16777216 | largest HTTP request body the gateway takes (413 beyond) |
 | SHOAL_GATEWAY_TIMEOUT | 150 | seconds a request may wait for its response to start (504) |
 | SHOAL_GATEWAY_TOKEN | (random) | the token web endpoints with requires_auth ask for |
+| SHOAL_MAX_CONTAINERS | 8 per CPU, >= 16 | containers one control plane keeps at |
+|                      |                  | once, over all functions (excess inputs wait) |
 | SHOAL_HANDSHAKE_TIMEOUT | 10 | seconds a new connection to the control plane has to |
 |                         |    | authenticate before it is closed |
 | SHOAL_CONTAINER_TOKEN | (none) | set by the control plane for a container it starts; the |
@@ -45,6 +47,7 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_MAX_REQUEST_BYTES", str(16 * 1024 * 1024), "largest HTTP request body"),
         Setting("SHOAL_GATEWAY_TIMEOUT", "150", "seconds a request may wait for its response"),
         Setting("SHOAL_GATEWAY_TOKEN", "", "token for requires_auth endpoints (random if unset)"),
+        Setting("SHOAL_MAX_CONTAINERS", "", "containers at once (default: 8 per CPU, >= 16)"),
         Setting("SHOAL_HANDSHAKE_TIMEOUT", "10", "seconds a connection has to authenticate"),
         Setting("SHOAL_CONTAINER_TOKEN", "", "secret a container presents to the control plane"),
     )
@@ -69,6 +72,14 @@ def shutdown_grace() -> float:
 def container_token() -> str:
     """The secret this container presents to its control plane."""
     return get("SHOAL_CONTAINER_TOKEN")
+
+
+def max_containers() -> int:
+    """The most containers one control plane keeps at once, over all its functions."""
+    value = get("SHOAL_MAX_CONTAINERS").strip()
+    if value:
+        return max(1, int(value))
+    return max(16, 8 * (os.cpu_count() or 1))
 
 
 def handshake_timeout() -> float:

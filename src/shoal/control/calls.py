@@ -27,14 +27,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-
 from typing import Final
 
 from shoal.control.spec import INFRA_RETRIES, FunctionSpec
 from shoal.exception import ExecutionError, FunctionTimeoutError
 from shoal.protocol import payload
 from shoal.protocol.messages import Output, OutputStatus
-
 
 #: Crashes in the company of other inputs after which an input runs alone.
 ISOLATE_AFTER: Final = 2

@@ -29,6 +29,7 @@ from typing import Any, Final
 from shoal import settings
 from shoal.backends.base import Backend, ContainerLaunch, Preload
 from shoal.control.autoscaler import IdleContainer, PoolSnapshot, decide, surplus
+from shoal.control.budget import ContainerBudget
 from shoal.control.calls import (
     CallState,
     InputRecord,
@@ -77,8 +78,10 @@ class Pool:
         backend: Backend,
         launcher: Launcher,
         clock: Callable[[], float] = time.monotonic,
+        budget: ContainerBudget | None = None,
     ) -> None:
         self.spec = spec
+        self._budget = budget
         self._code = code
         self._backend = backend
         self._launcher = launcher
@@ -271,6 +274,8 @@ class Pool:
         idle = self._idle_prefix(surplus(queued, running, live, scaling), now)
         decision = decide(PoolSnapshot(now, queued, running, live, idle, scaling))
         for _ in range(decision.start):
+            if self._budget is not None and not self._budget.take(self, self._wake):
+                break  # the control plane is full: the rest waits (see control.budget)
             self._start_container()
         for container_id in decision.stop:
             self._retire(self._containers[container_id])
@@ -297,6 +302,21 @@ class Pool:
         self._recheck_at = at
         if at is not None:
             self._recheck = asyncio.get_running_loop().call_later(at - now, self._on_recheck)
+
+    def _wake(self) -> None:
+        """Room for a container freed up elsewhere: try again, on the next loop turn."""
+        if not self._closed:
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def give_idle(self) -> bool:
+        """Retire this pool's longest-idle container above ``min_containers`` (for another
+        pool that needs the room); return whether one was retired."""
+        if self._closed or self._containers.live <= self.spec.scaling.min_containers:
+            return False
+        for container in self._containers.longest_idle():
+            self._retire(container)
+            return True
+        return False
 
     def _on_recheck(self) -> None:
         self._recheck = None
@@ -460,6 +480,8 @@ class Pool:
             return
         never_ready = handle.state is ContainerState.STARTING
         self._containers.move(handle, ContainerState.STOPPED)
+        if self._budget is not None:
+            self._budget.give_back()
         if handle.conn is not None:
             handle.conn.close()
         orphans = list(handle.running.values())

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from shoal import settings
 from shoal.backends.base import Backend, ContainerLaunch
 from shoal.control import run_dir
+from shoal.control.budget import ContainerBudget
 from shoal.control.calls import CallState, InputRecord
 from shoal.control.containers import ContainerHandle
 from shoal.control.pool import Pool
@@ -54,6 +55,7 @@ class ControlPlane:
         self.address = ""
         self._server: asyncio.Server | None = None
         self._pools: dict[str, Pool] = {}
+        self.budget = ContainerBudget(settings.max_containers())
         self._connections: set[FramedProtocol] = set()
 
     async def start(self) -> None:
@@ -71,7 +73,8 @@ class ControlPlane:
         """
         if spec.name in self._pools:
             return self._pools[spec.name]
-        pool = Pool(spec, code, self.backend, self._launch, self._clock)
+        pool = Pool(spec, code, self.backend, self._launch, self._clock, self.budget)
+        self.budget.add_reclaimer(pool, pool.give_idle)
         self._pools[spec.name] = pool
         pool.start()
         return pool

@@ -1,0 +1,60 @@
+"""How many containers one control plane may have at once, across all its pools.
+
+The autoscaling policy sizes each pool on its own, and with the default
+``max_containers=None`` a burst of 5,000 one-at-a-time inputs asks for 5,000
+containers. On one machine that is a fork bomb, not a pool. The budget caps the
+containers a control plane keeps (starting, ready or draining, until they have
+exited) at SHOAL_MAX_CONTAINERS, by default a few per CPU. A pool that wants more
+than the budget allows starts what it may; its other inputs wait in its queue,
+and it is woken to try again when any container of any pool exits. A pool that
+is refused also asks the others to give back one idle container (above their
+``min_containers``), so a busy function is not starved by idle ones for a whole
+``scaledown_window``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class ContainerBudget:
+    """Containers one control plane may hold at once.
+
+    Args:
+        limit: the most containers at once.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        #: Called (once each) when a container exits, for pools refused earlier.
+        self._waiting: dict[int, Callable[[], None]] = {}
+        #: Asked to give back one idle container when some pool is refused.
+        self._reclaimers: dict[int, Callable[[], bool]] = {}
+
+    def take(self, key: object, wake: Callable[[], None]) -> bool:
+        """Take room for one container; when there is none, call ``wake`` (once, under
+        ``key``) after some frees up, and ask another pool to retire an idle container."""
+        if self.used < self.limit:
+            self.used += 1
+            return True
+        self._waiting[id(key)] = wake
+        for owner, reclaim in list(self._reclaimers.items()):
+            if owner != id(key) and reclaim():
+                break
+        return False
+
+    def give_back(self) -> None:
+        """A container exited: its room is free; wake the pools that wait for room."""
+        self.used -= 1
+        waiting, self._waiting = self._waiting, {}
+        for wake in waiting.values():
+            wake()
+
+    def add_reclaimer(self, key: object, reclaim: Callable[[], bool]) -> None:
+        """``reclaim()`` retires one idle container of a pool, returning whether it did."""
+        self._reclaimers[id(key)] = reclaim
+
+    def remove_reclaimer(self, key: object) -> None:
+        """Forget the reclaimer registered under ``key``."""
+        self._reclaimers.pop(id(key), None)
