@@ -13,6 +13,10 @@ in a child process's environment.
 | SHOAL_MAX_REQUEST_BYTES | 16777216 | largest HTTP request body the gateway takes (413 beyond) |
 | SHOAL_GATEWAY_TIMEOUT | 150 | seconds a request may wait for its response to start (504) |
 | SHOAL_GATEWAY_TOKEN | (random) | the token web endpoints with requires_auth ask for |
+| SHOAL_GATEWAY_MAX_CONNECTIONS | 1000 | open HTTP connections at once (also kept under half |
+|                               |      | the file limit); idle ones are evicted, then 503 |
+| SHOAL_GATEWAY_HEADER_TIMEOUT | 10 | seconds a client has to send a request's headers |
+| SHOAL_GATEWAY_BODY_TIMEOUT | 30 | seconds a request body may stall between chunks |
 | SHOAL_MAX_CONTAINERS | 8 per CPU, >= 16 | containers one control plane keeps at |
 |                      |                  | once, over all functions (excess inputs wait) |
 | SHOAL_HANDSHAKE_TIMEOUT | 10 | seconds a new connection to the control plane has to |
@@ -46,6 +50,9 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_FORK_SERVER", "1", "fork local containers from a warm process"),
         Setting("SHOAL_MAX_REQUEST_BYTES", str(16 * 1024 * 1024), "largest HTTP request body"),
         Setting("SHOAL_GATEWAY_TIMEOUT", "150", "seconds a request may wait for its response"),
+        Setting("SHOAL_GATEWAY_MAX_CONNECTIONS", "1000", "open HTTP connections at once"),
+        Setting("SHOAL_GATEWAY_HEADER_TIMEOUT", "10", "seconds to send a request's headers"),
+        Setting("SHOAL_GATEWAY_BODY_TIMEOUT", "30", "seconds a request body may stall"),
         Setting("SHOAL_GATEWAY_TOKEN", "", "token for requires_auth endpoints (random if unset)"),
         Setting("SHOAL_MAX_CONTAINERS", "", "containers at once (default: 8 per CPU, >= 16)"),
         Setting("SHOAL_HANDSHAKE_TIMEOUT", "10", "seconds a connection has to authenticate"),
@@ -100,6 +107,21 @@ def max_request_bytes() -> int:
 def gateway_timeout() -> float:
     """Seconds the gateway waits for a response to start before answering 504."""
     return float(get("SHOAL_GATEWAY_TIMEOUT"))
+
+
+def gateway_max_connections() -> int:
+    """Open HTTP connections the gateway keeps at once."""
+    return max(1, int(get("SHOAL_GATEWAY_MAX_CONNECTIONS")))
+
+
+def gateway_header_timeout() -> float:
+    """Seconds a client has to send a request line and headers."""
+    return float(get("SHOAL_GATEWAY_HEADER_TIMEOUT"))
+
+
+def gateway_body_timeout() -> float:
+    """Seconds a request body may go without a new chunk before the request ends."""
+    return float(get("SHOAL_GATEWAY_BODY_TIMEOUT"))
 
 
 def gateway_token() -> str | None:

@@ -34,7 +34,7 @@ from shoal.container.slots import Slots
 from shoal.container.user_code import UserCode
 from shoal.gateway.adapters import Stream, serve_request
 from shoal.protocol import markers, payload
-from shoal.protocol.messages import Input, Item, Output, OutputStatus
+from shoal.protocol.messages import Credit, Input, Item, Output, OutputStatus
 
 #: A job for a worker thread.
 Job = Callable[[], None]
@@ -92,7 +92,7 @@ class Executor:
         code: UserCode,
         max_inputs: int,
         timeout: float,
-        send: Callable[[Output | Item], None],
+        send: Callable[[Output | Item | Credit], None],
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._timeout = timeout
@@ -228,7 +228,9 @@ class Executor:
     async def _run_request(self, runner: Runner, message: Input) -> None:
         """One HTTP request or websocket on the container's ASGI app (see gateway.adapters)."""
         input_id = message.input_id
-        stream = self._streams[input_id] = Stream()
+        stream = self._streams[input_id] = Stream(
+            lambda amount: self._send(Credit(input_id, amount))
+        )
 
         def emit(data: bytes) -> None:
             self._send(Item(input_id, data))

@@ -78,10 +78,12 @@ class InputRecord:
         "crowd_crashes",
         "error",
         "failures",
+        "fed",
         "input_id",
         "isolated",
         "items",
         "method",
+        "on_credit",
         "on_done",
         "on_item",
         "result",
@@ -102,7 +104,11 @@ class InputRecord:
         self.method = method
         #: Called with each pickled value a generator yields, in order.
         self.on_item = on_item
+        #: Called with each grant of flow-control credit from the container (an HTTP
+        #: input: the app took that many bytes of the request's body or messages).
+        self.on_credit: Callable[[int], None] | None = None
         self.items = 0  # values yielded so far
+        self.fed = False  # request data was fed to its container (it cannot be sent again)
         self.state = CallState.QUEUED
         self.container_id: str | None = None
         self.failures = 0  # user exceptions and timeouts so far
@@ -165,8 +171,8 @@ def after_failure(
     Returns:
         A :class:`Retry`, or ``None`` when the retries of that kind are spent.
     """
-    if record.items:
-        return None  # a generator that yielded cannot run again without repeating itself
+    if record.items or record.fed:
+        return None  # values went out, or request data came in: a re-run would repeat or lose it
     if crash and not alone:
         record.crowd_crashes += 1
         if record.crowd_crashes >= ISOLATE_AFTER:

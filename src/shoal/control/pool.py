@@ -167,6 +167,7 @@ class Pool:
         """Pass an ASGI ``receive`` event (pickled) to ``record``'s request, if it runs."""
         container = self._containers.get(record.container_id or "")
         if container is not None and record.state is CallState.RUNNING:
+            record.fed = True
             container.send(Feed(record.input_id, data))
             if container.conn is not None:
                 container.conn.flush()
@@ -392,6 +393,10 @@ class Pool:
             if record is not None and not record.done and record.on_item is not None:
                 record.items += 1
                 record.on_item(message.data)
+        elif isinstance(message, Credit):
+            record = handle.running.get(message.input_id)
+            if record is not None and not record.done and record.on_credit is not None:
+                record.on_credit(message.amount)
         elif isinstance(message, Ready):
             self._on_ready(handle)
         elif isinstance(message, LoadFailed):

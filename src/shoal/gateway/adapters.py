@@ -1,26 +1,43 @@
 """Inside a container: turn a web function into one ASGI app, and run one request on it.
 
 The gateway sends each HTTP request (or websocket) as one input whose arguments
-are an envelope: the ASGI scope and, for HTTP, the whole request body (the
-gateway has already enforced the size limit). :func:`serve_request` runs the app
-on it; every event the app sends (``http.response.start``, each body chunk,
-websocket messages) goes back as an ``Item`` as soon as it is sent, so responses
-stream. A body chunk counts against a window of unacknowledged bytes; the app's
-``send`` waits when the caller has not taken :data:`WINDOW` bytes yet, so a
-large download never piles up in memory anywhere along the way.
+are an envelope: the ASGI scope and, for HTTP, the first chunk of the request
+body. :func:`serve_request` runs the app on it. Flow control runs both ways, so
+neither a fast sender nor a slow reader piles up memory anywhere along the way:
+
+- out: every event the app sends (``http.response.start``, each body chunk,
+  websocket messages) goes back as an ``Item`` as soon as it is sent. Body bytes
+  and websocket messages count against :data:`WINDOW`; the app's ``send`` waits
+  while the client has not taken that much (the gateway returns ``Credit``);
+- in: the rest of a request body, and a websocket's messages from the client,
+  arrive as ``Feed`` messages only as far as this side has granted credit: the
+  container opens a window of :data:`FEED_WINDOW` bytes when the request starts
+  and grants each event's :func:`cost` again once the app has received it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 from shoal.protocol import payload
 
 #: Bytes of response body a container may send ahead of what the client took.
 WINDOW: Final = 4 * 1024 * 1024
+#: Bytes of request body (or websocket messages) the gateway may send ahead of what
+#: the app has received.
+FEED_WINDOW: Final = 256 * 1024
+#: What one event costs on top of its bytes, so a flood of empty messages is bounded too.
+EVENT_COST: Final = 64
+
+
+def cost(event: dict[str, Any]) -> int:
+    """What ``event`` counts against a flow-control window: its payload bytes, plus a little."""
+    data = event.get("body") or event.get("bytes") or event.get("text") or b""
+    return len(data) + EVENT_COST
+
 
 ASGIApp = Callable[
     [dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
@@ -58,18 +75,30 @@ def build_app(fn: Callable[..., Any], spec: dict[str, Any]) -> ASGIApp:
 
 
 class Stream:
-    """One running request: events from the caller, and credit for body bytes."""
+    """One running request: events from the caller, and credit both ways.
 
-    def __init__(self) -> None:
+    Args:
+        grant: tells the gateway it may send ``n`` more bytes of events.
+    """
+
+    def __init__(self, grant: Callable[[int], None]) -> None:
         self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.grant = grant
         self.unacked = 0
         self.drained = asyncio.Event()
         self.drained.set()
 
     def credit(self, amount: int) -> None:
+        """The client took ``amount`` more bytes of what the app sent."""
         self.unacked -= amount
         if self.unacked < WINDOW:
             self.drained.set()
+
+    async def next_event(self) -> dict[str, Any]:
+        """The next event from the client; its cost is granted back as it is taken."""
+        event = await self.incoming.get()
+        self.grant(cost(event))
+        return event
 
 
 async def serve_request(
@@ -78,21 +107,24 @@ async def serve_request(
     """Run ``app`` on one request; ``emit`` sends each pickled event back, in order."""
     scope = envelope["scope"]
     body: bytes = envelope.get("body", b"")
+    more_body: bool = envelope.get("more_body", False)
     first = True
+    if scope["type"] == "websocket" or more_body:
+        stream.grant(FEED_WINDOW)  # the gateway may start sending what follows
 
     async def receive() -> dict[str, Any]:
         nonlocal first
         if scope["type"] == "http" and first:
             first = False
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": more_body}
         if scope["type"] == "websocket" and first:
             first = False
             return {"type": "websocket.connect"}
-        return await stream.incoming.get()
+        return await stream.next_event()
 
     async def send(event: dict[str, Any]) -> None:
-        if event["type"] == "http.response.body":
-            stream.unacked += len(event.get("body", b""))
+        if event["type"] in ("http.response.body", "websocket.send"):
+            stream.unacked += cost(event)
             if stream.unacked >= WINDOW:
                 stream.drained.clear()
         emit(payload.dumps(event, "response event"))
@@ -142,7 +174,15 @@ class _Proxy:
             return
         import httpx
 
-        request = await receive()
+        async def body() -> AsyncIterator[bytes]:
+            more = True
+            while more:
+                event = await receive()
+                if event["type"] != "http.request":
+                    return  # the client went away
+                yield event.get("body", b"")
+                more = event.get("more_body", False)
+
         url = f"http://127.0.0.1:{self._port}{scope['path']}"
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
@@ -156,7 +196,7 @@ class _Proxy:
                 url,
                 params=scope.get("query_string", b"").decode(),
                 headers=headers,
-                content=request.get("body", b""),
+                content=body(),
             ) as response,
         ):
             await send(

@@ -2,15 +2,20 @@
 
 One uvicorn server, on the control plane's own event loop, serves every web
 endpoint of an app under ``http://HOST:PORT/<function-name>/...``. For each
-request the gateway reads the body (refusing more than SHOAL_MAX_REQUEST_BYTES
-with 413), submits the ASGI scope and body as one input, and relays the response
-events the container streams back, granting the container credit for each body
-chunk only once the client has taken it. Errors map to status codes: 401 without
-the token on an endpoint that requires it, 404 for an unknown endpoint, 504 when
-no response starts within SHOAL_GATEWAY_TIMEOUT (or the function times out),
-502 when containers died under the request until the retries ran out, 500 when
-the app failed before responding. Malformed HTTP never gets this far: uvicorn
-answers it with 400. Websockets are relayed both ways.
+request the gateway submits the ASGI scope and the first chunk of the body as
+one input, streams the rest of the body to the container as the container grants
+credit (refusing more than SHOAL_MAX_REQUEST_BYTES with 413, and a body that
+stalls for SHOAL_GATEWAY_BODY_TIMEOUT with 408), and relays the response events
+the container streams back, granting the container credit for each only once the
+client has taken it. Websockets are relayed both ways under the same credit, so
+neither a flooding client nor one that never reads grows any process (see
+:mod:`shoal.gateway.adapters`). Errors map to status codes: 401 without the token
+on an endpoint that requires it, 404 for an unknown endpoint, 504 when no
+response starts within SHOAL_GATEWAY_TIMEOUT (or the function times out), 502
+when containers died under the request until the retries ran out, 500 when the
+app failed before responding. Malformed HTTP never gets this far: uvicorn
+answers it with 400. Connection limits and header deadlines are
+:mod:`shoal.gateway.guard`'s.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ import uvicorn
 
 from shoal import settings
 from shoal.client.bridge import run_sync
+from shoal.client.remote import AnyPool
 from shoal.client.web import web_spec
 from shoal.control.calls import CallState, InputRecord
 from shoal.exception import ContainerCrashError, FunctionTimeoutError
+from shoal.gateway import guard
+from shoal.gateway.adapters import cost
 from shoal.protocol import payload
 
 if TYPE_CHECKING:
@@ -75,6 +83,8 @@ class Gateway:
         self.token = token
         self.max_body = settings.max_request_bytes()
         self.timeout = settings.gateway_timeout()
+        self.body_timeout = settings.gateway_body_timeout()
+        self.guard: guard.ConnectionGuard | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -106,43 +116,67 @@ class Gateway:
                 return hmac.compare_digest(value, expected)
         return False
 
-    async def _read_body(self, scope: dict[str, Any], receive: Receive) -> bytes | None:
-        """The whole request body, or ``None`` when it is over the limit."""
+    def _declared_too_large(self, scope: dict[str, Any]) -> bool:
         for key, value in scope["headers"]:
-            if key.lower() == b"content-length" and value.isdigit() and int(value) > self.max_body:
-                return None
-        chunks, size, more = [], 0, True
-        while more:
-            event = await receive()
-            if event["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = event.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return None
-            chunks.append(chunk)
-            more = event.get("more_body", False)
-        return b"".join(chunks)
+            if key.lower() == b"content-length" and value.isdigit():
+                return int(value) > self.max_body
+        return False
 
     async def _http(
         self, route: Route, scope: dict[str, Any], receive: Receive, send: Send
     ) -> None:
-        try:
-            body = await self._read_body(scope, receive)
-        except _ClientGone:
+        if self._declared_too_large(scope):
+            await _reply(send, scope, 413, f"request body over {self.max_body} bytes")
             return
-        if body is None:
+        try:
+            first = await asyncio.wait_for(receive(), self.body_timeout)
+        except TimeoutError:
+            await _reply(send, scope, 408, f"no request body within {self.body_timeout:g} s")
+            return
+        if first["type"] == "http.disconnect":
+            return
+        body, more = first.get("body", b""), first.get("more_body", False)
+        if len(body) > self.max_body:
             await _reply(send, scope, 413, f"request body over {self.max_body} bytes")
             return
         pool = route.function._pool()
         events: asyncio.Queue[Any] = asyncio.Queue()
-        data = payload.dumps({"scope": scope, "body": body}, "request")
+        data = payload.dumps({"scope": scope, "body": body, "more_body": more}, "request")
         record = pool.submit(data, lambda _: events.put_nowait(_END), on_item=events.put_nowait)
+        upload = _Upload(len(body))
+        record.on_credit = upload.grant
+        feeder = asyncio.ensure_future(self._feed_body(pool, record, receive, upload))
+        if not more:
+            feeder.cancel()
         try:
-            await self._relay_response(record, events, scope, send, pool.credit)
+            await self._relay_response(record, events, scope, send, pool.credit, upload)
         finally:
+            feeder.cancel()
             if not record.done:
                 pool.cancel(record)
+
+    async def _feed_body(
+        self, pool: AnyPool, record: InputRecord, receive: Receive, upload: _Upload
+    ) -> None:
+        """Send the rest of the request body to the container, as far as it grants credit."""
+        more = True
+        while more:
+            await upload.wait_for_credit()
+            try:
+                event = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                upload.problem = (408, f"the request body stalled for {self.body_timeout:g} s")
+                pool.cancel(record)
+                return
+            if event["type"] == "http.request":
+                upload.size += len(event.get("body", b""))
+                if upload.size > self.max_body:
+                    upload.problem = (413, f"request body over {self.max_body} bytes")
+                    pool.cancel(record)
+                    return
+            upload.spend(cost(event))
+            pool.feed(record, payload.dumps(event, "request event"))
+            more = event["type"] == "http.request" and event.get("more_body", False)
 
     async def _relay_response(
         self,
@@ -151,6 +185,7 @@ class Gateway:
         scope: dict[str, Any],
         send: Send,
         credit: Callable[[InputRecord, int], None],
+        upload: _Upload,
     ) -> None:
         try:
             async with asyncio.timeout(self.timeout):
@@ -159,18 +194,24 @@ class Gateway:
             await _reply(send, scope, 504, f"no response within {self.timeout:g} s")
             return
         if first is _END:
-            await self._failed(record, scope, send)
+            await self._failed(record, scope, send, upload)
             return
         await send(payload.loads(first, "response event"))
         while (item := await events.get()) is not _END:
             event = payload.loads(item, "response event")
             await send(event)
             if event["type"] == "http.response.body":
-                credit(record, len(event.get("body", b"")))
+                credit(record, cost(event))
 
-    async def _failed(self, record: InputRecord, scope: dict[str, Any], send: Send) -> None:
+    async def _failed(
+        self, record: InputRecord, scope: dict[str, Any], send: Send, upload: _Upload
+    ) -> None:
         """The input ended without starting a response: say why, with a status to match."""
         error = record.error
+        if upload.problem is not None:
+            status, detail = upload.problem
+            await _reply(send, scope, status, detail)
+            return
         if isinstance(error, ContainerCrashError):
             status = 502
         elif isinstance(error, FunctionTimeoutError):
@@ -190,10 +231,16 @@ class Gateway:
         events: asyncio.Queue[Any] = asyncio.Queue()
         data = payload.dumps({"scope": scope}, "websocket")
         record = pool.submit(data, lambda _: events.put_nowait(_END), on_item=events.put_nowait)
+        window = _Upload(0)
+        record.on_credit = window.grant
 
         async def from_client() -> None:
             while True:
+                # Read from the client only as far as the app has room: uvicorn stops
+                # reading the socket meanwhile, so a flooding client is held by TCP.
+                await window.wait_for_credit()
                 message = await receive()
+                window.spend(cost(message))
                 pool.feed(record, payload.dumps(message, "websocket message"))
                 if message["type"] == "websocket.disconnect":
                     return
@@ -201,15 +248,39 @@ class Gateway:
         pump = asyncio.ensure_future(from_client())
         try:
             while (item := await events.get()) is not _END:
-                await send(payload.loads(item, "websocket event"))
+                event = payload.loads(item, "websocket event")
+                await send(event)  # waits while the client's socket is backed up
+                if event["type"] == "websocket.send":
+                    pool.credit(record, cost(event))
         finally:
             pump.cancel()
             if not record.done:
                 pool.cancel(record)
 
 
-class _ClientGone(Exception):
-    """The client disconnected while sending its request."""
+class _Upload:
+    """What flows from the client to one running request: bytes so far, credit left,
+    and why the gateway ended it, if it did (a status and a detail)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.problem: tuple[int, str] | None = None
+        self._allowance = 0
+        self._credit = asyncio.Event()
+
+    def grant(self, amount: int) -> None:
+        """The container's app took ``amount`` more bytes: that much more may follow."""
+        self._allowance += amount
+        if self._allowance > 0:
+            self._credit.set()
+
+    def spend(self, amount: int) -> None:
+        self._allowance -= amount
+        if self._allowance <= 0:
+            self._credit.clear()
+
+    async def wait_for_credit(self) -> None:
+        await self._credit.wait()
 
 
 async def _reply(send: Send, scope: dict[str, Any], status: int, detail: str) -> None:
@@ -272,15 +343,24 @@ async def start(
         OSError: the address cannot be bound.
     """
     gateway = Gateway(routes, token or settings.gateway_token() or secrets.token_urlsafe(24))
+    gateway.guard = guard.ConnectionGuard(guard.Limits.from_settings())
+    http, ws = guard.protocols(gateway.guard)
     config = uvicorn.Config(
         gateway,
         host=host,
         port=port,
         log_level="warning",
         lifespan="off",
-        ws="websockets-sansio",
+        http=http,
+        ws=ws,
+        # A compressed frame can inflate a thousandfold past every window: unauthenticated
+        # clients get no permessage-deflate.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=2,
     )
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop.get_exception_handler(), guard.RateLimitedLog):
+        loop.set_exception_handler(guard.RateLimitedLog())
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
     while not server.started:

@@ -14,6 +14,7 @@ A container's conversation, in order::
                            ◄──    Input(input_id, args, method) ...   Cancel(input_id)
     Item(input_id, ...)*   ──►    (generators: each value; HTTP: each response event)
                            ◄──    Feed(input_id, ...)  Credit(input_id, n)  (HTTP inputs)
+    Credit(input_id, n)    ──►    (HTTP inputs: the app took n bytes of what was fed)
     Call(call_id, ...)     ──►    (user code calling another function)
                            ◄──    CallItem(call_id, ...)*  CallDone(call_id, ...)
     Output(input_id, ...)  ──►
@@ -127,7 +128,10 @@ class Feed:
 
 @dataclass(frozen=True, slots=True)
 class Credit:
-    """The caller took ``amount`` more bytes of a streamed response: send on."""
+    """Flow control for an HTTP input, in either direction. To a container: the client
+    took ``amount`` more bytes of the response, send on. From a container: the app
+    received ``amount`` more bytes of the request (body chunks, websocket messages),
+    feed on."""
 
     input_id: str
     amount: int
