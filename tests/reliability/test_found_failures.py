@@ -109,7 +109,7 @@ def test_an_oversized_result_is_one_clear_error_without_reruns(
 ) -> None:
     monkeypatch.setenv("SHOAL_MAX_PAYLOAD_BYTES", str(1 << 20))
     with faulty.app.run():
-        with pytest.raises(RequestSizeError, match="return value .* over the limit"):
+        with pytest.raises(RequestSizeError, match=r"return value .* over the limit"):
             faulty.big_result.remote(2 << 20)
         with pytest.raises(RemoteError, match="over the limit") as info:
             faulty.big_exception.remote(2 << 20)
