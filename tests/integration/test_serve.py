@@ -59,3 +59,44 @@ def test_serve_reloads_when_the_file_changes(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+HELPER_APP = """
+import shoal
+from helper import VERSION
+
+app = shoal.App("served_helper")
+
+
+@app.function()
+@shoal.fastapi_endpoint()
+def version() -> dict:
+    return {"version": VERSION}
+"""
+
+
+def test_serve_reloads_for_the_app_and_its_local_modules_only(tmp_path: Path) -> None:
+    (tmp_path / "helper.py").write_text("VERSION = 1\n")
+    (tmp_path / "unrelated.py").write_text("X = 1\n")
+    source = tmp_path / "helper_app.py"
+    source.write_text(textwrap.dedent(HELPER_APP))
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/version"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "shoal.cli", "serve", str(source), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "SHOAL_GATEWAY_TOKEN": "t"},
+    )
+    try:
+        wait_until(lambda: _version(url) == 1, timeout=60, what="version 1 served")
+        time.sleep(1)  # the server has listed its files; the watcher picks the list up
+        (tmp_path / "unrelated.py").write_text("X = 2\n")  # not imported by the app
+        (tmp_path / "new_file.py").write_text("Y = 1\n")
+        time.sleep(1.5)  # must NOT reload: a restart would show in the supervisor's log
+        (tmp_path / "helper.py").write_text("VERSION = 2\n")
+        wait_until(lambda: _version(url) == 2, timeout=60, what="version 2 after reload")
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    assert err.decode().count("change detected") == 1, err.decode()

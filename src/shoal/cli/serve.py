@@ -1,23 +1,31 @@
 """``shoal serve FILE``: run an app's web endpoints until Ctrl-C, reloading on changes.
 
 With reload (the default) this process only supervises: it runs the server as a
-child (``shoal serve --no-reload``) and restarts it whenever a ``.py`` file in the
-app's folder changes, keeping the port and the token. The child starts the app,
-serves its endpoints through the gateway, and prints one URL per endpoint.
+child (``shoal serve --no-reload``) and restarts it whenever the app's source
+changes, keeping the port and the token. "The app's source" is the app's file and
+the local modules it imports from its folder (not installed packages, not other
+files that happen to sit there): the child lists them once it has loaded the app,
+and the supervisor watches exactly those with the system's file notifications
+(inotify, through watchfiles), so it costs nothing while nothing changes. The child
+starts the app, serves its endpoints through the gateway, and prints one URL per
+endpoint.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
+import watchfiles
 
 from shoal import settings
 from shoal.client.app import App
@@ -25,8 +33,10 @@ from shoal.client.user_module import load_file
 from shoal.exception import InvalidError
 from shoal.gateway.server import serving
 
-#: Seconds between looks at the app's files for changes.
-_POLL = 0.3
+#: Milliseconds the watcher waits for a change before it looks at the child again.
+_TICK_MS = 500
+#: Folder names under the app's folder that hold installed code, not the app's own.
+_NOT_LOCAL = frozenset({"site-packages", "dist-packages", ".venv", "venv", "__pycache__"})
 
 
 @click.command()
@@ -37,21 +47,46 @@ _POLL = 0.3
     "--reload/--no-reload",
     default=True,
     show_default=True,
-    help="Restart when a .py file in the app's folder changes.",
+    help="Restart when the app's file or a local module it imports changes.",
 )
-def serve(path: str, host: str, port: int, reload: bool) -> None:
+@click.option("--report-files", default=None, hidden=True, help="Where to list the app's files.")
+def serve(path: str, host: str, port: int, reload: bool, report_files: str | None) -> None:
     """Serve the web endpoints of the app in PATH until Ctrl-C."""
     if reload:
         _supervise(path, host, port)
     else:
-        _serve(path, host, port)
+        _serve(path, host, port, report_files)
 
 
-def _serve(path: str, host: str, port: int) -> None:
+def local_files(folder: Path) -> list[str]:
+    """Source files of the modules loaded from ``folder``: the app and its local imports."""
+    found = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not file or not file.endswith(".py"):
+            continue
+        path = Path(file).resolve()
+        if path.is_relative_to(folder):
+            inside = path.relative_to(folder).parts[:-1]
+            if not any(part in _NOT_LOCAL or part.startswith(".") for part in inside):
+                found.add(str(path))
+    return sorted(found)
+
+
+def _report(path: str, report_files: str) -> None:
+    files = local_files(Path(path).resolve().parent)
+    partial = report_files + ".new"
+    Path(partial).write_text(json.dumps(files))
+    os.replace(partial, report_files)
+
+
+def _serve(path: str, host: str, port: int, report_files: str | None = None) -> None:
     try:
         module = load_file(path)
     except InvalidError as exc:
         raise click.UsageError(str(exc)) from None
+    if report_files is not None:
+        _report(path, report_files)
     apps = [v for v in vars(module).values() if isinstance(v, App)]
     if len(apps) != 1:
         raise click.UsageError(f"{path} must define exactly one shoal.App (found {len(apps)})")
@@ -71,53 +106,83 @@ def _serve(path: str, host: str, port: int) -> None:
         pass
 
 
-def _snapshot(folder: Path) -> dict[Path, float]:
-    found = {}
-    for file in folder.rglob("*.py"):
-        try:
-            found[file] = file.stat().st_mtime
-        except OSError:
-            continue
-    return found
+def _watched(app_file: str, report: Path) -> set[str]:
+    """The files to watch: the app's, and the local modules its server last reported."""
+    files = {app_file}
+    try:
+        files.update(json.loads(report.read_text()))
+    except (OSError, ValueError):
+        pass  # not reported yet (or the app failed to load): its file is enough
+    return files
 
 
 def _exit_on_signal(*_: object) -> None:
     raise SystemExit(0)  # runs the supervisor's cleanup: the server child is stopped too
 
 
+def _only(files: frozenset[str]) -> Callable[[watchfiles.Change, str], bool]:
+    def wanted(_: watchfiles.Change, path: str) -> bool:
+        return path in files
+
+    return wanted
+
+
+def _wait_for_change(app_file: str, report: Path, child: subprocess.Popen[bytes]) -> None:
+    """Block until one of the app's files changes."""
+    complained = False
+    while True:
+        files = frozenset(_watched(app_file, report))
+        folders = sorted({str(Path(file).parent) for file in files})
+        reported = report.read_text() if report.exists() else ""
+        for changes in watchfiles.watch(
+            *folders,
+            watch_filter=_only(files),
+            recursive=False,
+            rust_timeout=_TICK_MS,
+            yield_on_timeout=True,
+            debounce=200,
+        ):
+            if changes:
+                return
+            if child.poll() is not None and child.returncode != 0 and not complained:
+                complained = True
+                click.echo(f"server exited with {child.returncode}; waiting for a change", err=True)
+            if (report.read_text() if report.exists() else "") != reported:
+                break  # the server listed its files (anew): watch those
+
+
 def _supervise(path: str, host: str, port: int) -> None:
-    folder = Path(path).resolve().parent
+    app_file = str(Path(path).resolve())
     token = settings.gateway_token() or secrets.token_urlsafe(24)
     env = {**os.environ, "SHOAL_GATEWAY_TOKEN": token}  # the same token across reloads
-    command = [
-        sys.executable,
-        "-m",
-        "shoal.cli",
-        "serve",
-        path,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--no-reload",
-    ]
-    child = subprocess.Popen(command, env=env)
-    seen = _snapshot(folder)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    try:
-        while True:
-            time.sleep(_POLL)
-            now = _snapshot(folder)
-            if now != seen:
-                seen = now
+    with tempfile.TemporaryDirectory(prefix="shoal-serve-") as scratch:
+        report = Path(scratch, "files.json")
+        command = [
+            sys.executable,
+            "-m",
+            "shoal.cli",
+            "serve",
+            path,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--no-reload",
+            "--report-files",
+            str(report),
+        ]
+        child = subprocess.Popen(command, env=env)
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        try:
+            while True:
+                _wait_for_change(app_file, report, child)
                 click.echo("change detected: reloading", err=True)
                 child.terminate()
                 child.wait()
+                report.unlink(missing_ok=True)
                 child = subprocess.Popen(command, env=env)
-            elif child.poll() is not None and child.returncode != 0:
-                click.echo(f"server exited with {child.returncode}; waiting for a change", err=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        child.terminate()
-        child.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            child.terminate()
+            child.wait()
