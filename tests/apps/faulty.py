@@ -80,11 +80,17 @@ def starts_child(marker: str, then_die: bool) -> int:
     return child.pid
 
 
-@app.function()
+@app.function(max_containers=4)
 @shoal.concurrent(max_inputs=10)
 def double(i: int) -> int:
     time.sleep(0.002)
     return 2 * i
+
+
+@app.function(max_containers=2)
+@shoal.concurrent(max_inputs=64)
+async def ident(i: int) -> int:
+    return i
 
 
 @app.function()

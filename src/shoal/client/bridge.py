@@ -101,6 +101,36 @@ async def run_async(coro: Coroutine[Any, Any, R]) -> R:
     return await asyncio.wrap_future(future)
 
 
+def _schedule(fn: Callable[[], R]) -> concurrent.futures.Future[R]:
+    future: concurrent.futures.Future[R] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    background_loop().call_soon_threadsafe(run)
+    return future
+
+
+def call_on_loop(fn: Callable[[], R]) -> R:
+    """Run the plain function ``fn`` on the background loop; block for its result.
+
+    One hop each way and no task: the cheapest way to touch loop-owned state
+    (queue an input, say) from another thread.
+
+    Raises:
+        BaseException: whatever ``fn`` raised.
+    """
+    return fn() if on_background_loop() else _schedule(fn).result()
+
+
+async def call_on_loop_async(fn: Callable[[], R]) -> R:
+    """:func:`call_on_loop` for a caller on any event loop."""
+    return fn() if on_background_loop() else await asyncio.wrap_future(_schedule(fn))
+
+
 #: Work started on the background loop: called there with ``done``, which it must
 #: call (on the loop) when the work finishes; returns a function that cancels it.
 Starter = Callable[[Callable[[], None]], Callable[[], None]]

@@ -19,6 +19,8 @@ from shoal.client.bridge import (
     Starter,
     bridged,
     bridged_iter,
+    call_on_loop,
+    call_on_loop_async,
     run_async,
     run_sync,
     wait_on_loop,
@@ -132,11 +134,15 @@ class Function(Generic[P, R]):
         """
         return _RemoteGen(self)
 
-    @bridged
-    async def spawn(self, /, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
-        """Queue one input and return at once with a :class:`FunctionCall` for it."""
-        self._check_kind(generator=False)
-        data = self._pickle_args(args, kwargs)
+    @property
+    def spawn(self) -> _Spawn[P, R]:
+        """Queue one input and return at once with a :class:`FunctionCall` for it.
+
+        ``f.spawn(...)`` or ``await f.spawn.aio(...)``.
+        """
+        return _Spawn(self)
+
+    def _spawn_on_loop(self, data: bytes) -> FunctionCall[R]:
         pool = self._pool()
         finished = asyncio.Event()
         record = pool.submit(data, lambda _: finished.set(), self.method)
@@ -291,6 +297,28 @@ class _Remote(Generic[P, R]):
         start, submitted = self._starter(args, kwargs)
         await wait_on_loop_async(start)
         return self._function._outcome(submitted[0])
+
+
+class _Spawn(Generic[P, R]):
+    """``f.spawn``: arguments pickled on the calling thread, one hop to queue the input."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Function[P, R]) -> None:
+        self._function = function
+
+    def _data(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        self._function._check_kind(generator=False)
+        return self._function._pickle_args(args, kwargs)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
+        data = self._data(args, kwargs)
+        return call_on_loop(lambda: self._function._spawn_on_loop(data))
+
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
+        """The same call, awaitable from any event loop."""
+        data = self._data(args, kwargs)
+        return await call_on_loop_async(lambda: self._function._spawn_on_loop(data))
 
 
 #: Marks the end of a generator's values in its queue.

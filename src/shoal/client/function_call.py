@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from shoal.client.bridge import bridged
+from shoal.client.bridge import bridged, run_async, run_sync
 from shoal.client.remote import AnyPool
 from shoal.control.calls import InputRecord
 
@@ -39,16 +39,23 @@ class FunctionCall(Generic[R]):
         """The input's id, as ``shoal.current_input_id()`` reports it in the container."""
         return self._record.input_id
 
-    @bridged
-    async def get(self, timeout: float | None = None) -> R:  # noqa: ASYNC109 - Modal's API
-        """Wait for the result; ``TimeoutError`` after ``timeout`` seconds (the input goes on)."""
+    @property
+    def get(self) -> _Get[R]:
+        """Wait for the result; ``TimeoutError`` after ``timeout`` seconds (the input goes on).
+
+        ``call.get(timeout=None)`` or ``await call.get.aio(timeout=None)``. The result is
+        unpickled on the calling thread; an input already finished costs no trip
+        through the control plane's loop.
+        """
+        return _Get(self)
+
+    async def _wait(self, timeout: float | None) -> None:  # noqa: ASYNC109 - get's argument
         try:
             await asyncio.wait_for(self._finished.wait(), timeout)
         except TimeoutError:
             raise TimeoutError(
                 f"{self._pool.spec.name} (input {self.object_id}) not done after {timeout} s"
             ) from None
-        return self._outcome(self._record)
 
     @bridged
     async def cancel(self) -> None:
@@ -57,3 +64,25 @@ class FunctionCall(Generic[R]):
 
     def __repr__(self) -> str:
         return f"FunctionCall({self._pool.spec.name}, {self.object_id}, {self._record.state.name})"
+
+
+class _Get(Generic[R]):
+    """``call.get``: both faces over one wait and one outcome."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: FunctionCall[R]) -> None:
+        self._call = call
+
+    def __call__(self, timeout: float | None = None) -> R:
+        call = self._call
+        if not call._finished.is_set():  # set on the loop only after the outcome is final
+            run_sync(call._wait(timeout))
+        return call._outcome(call._record)
+
+    async def aio(self, timeout: float | None = None) -> R:  # noqa: ASYNC109 - Modal's API
+        """The same wait, from any event loop."""
+        call = self._call
+        if not call._finished.is_set():
+            await run_async(call._wait(timeout))
+        return call._outcome(call._record)

@@ -127,12 +127,13 @@ class FramedProtocol(asyncio.Protocol):
 
     def flush(self) -> None:
         """Write every queued frame now, in one write (the end of the loop turn would)."""
-        if self._closed or self.transport is None or not self._pending:
-            self._pending.clear()
+        transport = self.transport
+        if self._closed or transport is None or transport.is_closing() or not self._pending:
+            self._pending.clear()  # a peer that died: its connection_lost is on its way
             return
         data = b"".join(self._pending)
         self._pending.clear()
-        self.transport.write(data)
+        transport.write(data)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
