@@ -21,6 +21,7 @@ WORKLOADS = {
     "continuous-batching": "benchmarks.batching",
     "batched-embed": "benchmarks.batching",
     "web": "benchmarks.web",
+    "chaos": "benchmarks.chaos",
 }
 
 

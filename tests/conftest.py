@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from benchmarks import faults
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
@@ -19,29 +20,11 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str =
         time.sleep(0.02)
 
 
-def _processes() -> dict[int, tuple[int, bytes]]:
-    """Live processes: pid -> (parent pid, command line)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")".
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z":
-            found[int(entry.name)] = (int(fields[1]), cmdline)
-    return found
-
-
 def container_pids(parent: int | None = None) -> set[int]:
     """Pids of live Shoal processes (containers, fork servers) descended from ``parent``
     (default: this process)."""
     root = os.getpid() if parent is None else parent
-    processes = _processes()
+    processes = faults.processes()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in processes.items():
         children.setdefault(ppid, []).append(pid)

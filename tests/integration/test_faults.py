@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from benchmarks import faults
 
 import shoal
 from apps import basic, broken_import, missing_function
@@ -172,7 +173,7 @@ def test_no_container_outlives_a_killed_caller(tmp_path: Path) -> None:
         caller.send_signal(signal.SIGKILL)
         caller.wait(timeout=10)
         wait_until(
-            lambda: not any(os.path.exists(f"/proc/{p}") and _alive(p) for p in children),
+            lambda: not any(os.path.exists(f"/proc/{p}") and faults.alive(p) for p in children),
             timeout=15,
             what="orphaned containers to exit",
         )
@@ -181,14 +182,6 @@ def test_no_container_outlives_a_killed_caller(tmp_path: Path) -> None:
         caller.wait()
         if caller.stdout is not None:
             caller.stdout.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_functions_must_be_locatable_unless_serialized() -> None:

@@ -40,17 +40,21 @@ def _version(url: str) -> int | None:
         return None
 
 
-def test_serve_reloads_when_the_file_changes(tmp_path: Path) -> None:
-    source = tmp_path / "served_app.py"
-    source.write_text(textwrap.dedent(APP.format(version=1)))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/version"
-    server = subprocess.Popen(
+def _serve(source: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [sys.executable, "-m", "shoal.cli", "serve", str(source), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "SHOAL_GATEWAY_TOKEN": "t"},
     )
+
+
+def test_serve_reloads_when_the_file_changes(tmp_path: Path) -> None:
+    source = tmp_path / "served_app.py"
+    source.write_text(textwrap.dedent(APP.format(version=1)))
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/version"
+    server = _serve(source, port)
     try:
         wait_until(lambda: _version(url) == 1, timeout=60, what="version 1 served")
         time.sleep(0.05)  # a new mtime, even on coarse file systems
@@ -82,12 +86,7 @@ def test_serve_reloads_for_the_app_and_its_local_modules_only(tmp_path: Path) ->
     source.write_text(textwrap.dedent(HELPER_APP))
     port = _free_port()
     url = f"http://127.0.0.1:{port}/version"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "shoal.cli", "serve", str(source), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "SHOAL_GATEWAY_TOKEN": "t"},
-    )
+    server = _serve(source, port)
     try:
         wait_until(lambda: _version(url) == 1, timeout=60, what="version 1 served")
         time.sleep(1)  # the server has listed its files; the watcher picks the list up

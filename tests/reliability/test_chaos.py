@@ -16,10 +16,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from benchmarks import faults as chaos
 
 from apps import faulty
 from conftest import wait_until
-from reliability import chaos
 from shoal.control import run_dir
 
 
@@ -67,14 +67,6 @@ with faulty.app.run():
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.parametrize("fork_server", ["1", "0"])
 def test_a_sigkilled_caller_leaves_nothing_behind(tmp_path: Path, fork_server: str) -> None:
     marker = f"{600 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 1000:03d}"
@@ -96,22 +88,11 @@ def test_a_sigkilled_caller_leaves_nothing_behind(tmp_path: Path, fork_server: s
         if caller.stdout is not None:
             caller.stdout.close()
     left = set(report["containers"]) | descendants
-    wait_until(lambda: not any(_alive(pid) for pid in left), timeout=15, what="processes to exit")
-    wait_until(
-        lambda: not [p for p in Path("/proc").iterdir() if _cmdline_has(p, f"sleep {marker}")],
-        timeout=15,
-        what="the user's child process to exit",
-    )
+    wait_until(lambda: not any(chaos.alive(pid) for pid in left), timeout=15, what="exits")
+    wait_until(lambda: not chaos.with_cmdline(f"sleep {marker}"), timeout=15, what="user's child")
     assert Path(report["dir"]).exists()  # a SIGKILLed owner cannot clean up...
     run_dir.sweep()
     assert not Path(report["dir"]).exists()  # ...the next start does
-
-
-def _cmdline_has(proc: Path, text: str) -> bool:
-    try:
-        return text.encode() in (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return False
 
 
 def test_fifty_thousand_spawns_all_complete() -> None:

@@ -18,28 +18,13 @@ from typing import Any
 
 import msgpack
 import pytest
+from benchmarks import faults
 
 from apps import faulty
 from conftest import wait_until
 from shoal import settings
 from shoal.control import run_dir
 from shoal.exception import ContainerCrashError, RemoteError, RequestSizeError
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Live (not zombie) processes whose command line holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture(params=["forked", "fresh"])
@@ -125,8 +110,8 @@ def test_processes_started_by_user_code_end_with_the_app(backend_mode: str) -> N
     marker = f"{600 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 1000:03d}"
     with faulty.app.run():
         faulty.starts_child.remote(marker, False)
-        assert _processes_with(f"sleep {marker}")
-    wait_until(lambda: not _processes_with(f"sleep {marker}"), timeout=10, what="user's child")
+        assert faults.with_cmdline(f"sleep {marker}")
+    wait_until(lambda: not faults.with_cmdline(f"sleep {marker}"), timeout=10, what="user's child")
 
 
 def test_processes_of_a_killed_container_end_with_it(backend_mode: str) -> None:
@@ -134,7 +119,7 @@ def test_processes_of_a_killed_container_end_with_it(backend_mode: str) -> None:
     with faulty.app.run():
         with pytest.raises(ContainerCrashError):
             faulty.starts_child.remote(marker, True)  # every try SIGKILLs its own container
-        wait_until(lambda: not _processes_with(f"sleep {marker}"), timeout=10, what="orphans")
+        wait_until(lambda: not faults.with_cmdline(f"sleep {marker}"), timeout=10, what="orphans")
 
 
 def test_socket_directories_of_dead_owners_are_swept(tmp_path: Path) -> None:
@@ -161,13 +146,6 @@ def test_socket_directories_of_dead_owners_are_swept(tmp_path: Path) -> None:
 # -- 7. no bare pid is signalled ------------------------------------------------------
 
 
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
-
-
 @pytest.fixture
 def signal_audit(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Records every signal this process sends by pid; only an unreaped (zombie) target's
@@ -179,8 +157,8 @@ def signal_audit(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         bad.append(f"os.kill({pid}, {sig})")
 
     def killpg(pgid: int, sig: int) -> None:
-        if _state(pgid) != "Z":
-            bad.append(f"os.killpg({pgid}, {sig}) while {pgid} is {_state(pgid)}")
+        if faults.state(pgid) != "Z":
+            bad.append(f"os.killpg({pgid}, {sig}) while {pgid} is {faults.state(pgid)}")
         real_killpg(pgid, sig)
 
     monkeypatch.setattr(os, "kill", kill)

@@ -1,4 +1,4 @@
-"""Fault injection from outside, shared by the reliability tests and ``benchmarks chaos``.
+"""Fault injection from outside, for ``benchmarks chaos`` and the reliability tests.
 
 Faults come the way an operator's machine delivers them: SIGKILL to a container,
 to the fork server, to the caller. Nothing in Shoal is patched.
@@ -15,14 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _processes() -> dict[int, tuple[int, bytes]]:
-    """Live processes: pid -> (parent pid, command line)."""
+def processes() -> dict[int, tuple[int, bytes]]:
+    """Live (not zombie) processes: pid -> (parent pid, command line, NULs as spaces)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
@@ -31,12 +31,30 @@ def _processes() -> dict[int, tuple[int, bytes]]:
     return found
 
 
+def state(pid: int) -> str:
+    """``pid``'s state letter from /proc (``Z`` for a zombie), or ``gone``."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (exited but unreaped counts as gone)."""
+    return state(pid) not in ("Z", "gone")
+
+
+def with_cmdline(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    return [pid for pid, (_, cmdline) in processes().items() if text.encode() in cmdline]
+
+
 def fork_servers(parent: int | None = None) -> set[int]:
     """Fork servers started by ``parent`` (default: this process)."""
     root = os.getpid() if parent is None else parent
     return {
         pid
-        for pid, (ppid, cmdline) in _processes().items()
+        for pid, (ppid, cmdline) in processes().items()
         if ppid == root and b"shoal.backends.fork_server" in cmdline
     }
 
@@ -45,11 +63,11 @@ def containers(parent: int | None = None) -> set[int]:
     """Container processes of the control plane in ``parent`` (default: this process):
     started by it as fresh interpreters, or forked by its fork servers."""
     root = os.getpid() if parent is None else parent
-    processes = _processes()
+    table = processes()
     servers = fork_servers(root)
     return {
         pid
-        for pid, (ppid, cmdline) in processes.items()
+        for pid, (ppid, cmdline) in table.items()
         if (ppid == root and b"shoal.container" in cmdline) or ppid in servers
     }
 
