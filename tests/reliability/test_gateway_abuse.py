@@ -4,9 +4,12 @@ stays up, calls keep their latency, and memory stays bounded."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -194,3 +197,58 @@ def test_a_client_that_never_reads_holds_back_the_app(served: Served) -> None:
             received += 1
     assert received == 1500
     assert gateway_grew < 30 * MB
+
+
+SERVER_AT_1024_FILES = """
+import json, resource, statistics, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+sys.path.insert(0, {tests!r})
+import httpx
+from apps import abused_web, faulty
+from shoal.gateway.server import serving
+
+with faulty.app.run(), abused_web.app.run(), serving(abused_web.app) as served:
+    print(served.url, flush=True)
+    sys.stdin.readline()  # the flood is open
+    latencies = []
+    for i in range(300):
+        started = time.perf_counter()
+        faulty.exits.remote(-1)
+        latencies.append(time.perf_counter() - started)
+    status = httpx.get(served.url + "/site/ping", timeout=10).status_code
+    p99 = statistics.quantiles(latencies, n=100)[98]
+    print(json.dumps({{"p99": p99, "status": status, "open": len(served.gateway.guard)}}))
+"""
+
+
+def test_an_idle_flood_past_the_file_limit_does_not_exhaust_the_process(tmp_path: Path) -> None:
+    """The reported failure as it was found: 1,100 idle connections at ``ulimit -n 1024``."""
+    script = tmp_path / "server.py"
+    tests = str(Path(__file__).resolve().parents[1])
+    script.write_text(SERVER_AT_1024_FILES.format(tests=tests))
+    server = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    flood: list[socket.socket] = []
+    try:
+        assert server.stdin is not None and server.stdout is not None
+        url = server.stdout.readline().strip()
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(1100):
+            flood.append(socket.create_connection((host, int(port)), timeout=10))
+        server.stdin.write("go\n")
+        server.stdin.flush()
+        report = json.loads(server.stdout.readline())
+    finally:
+        for conn in flood:
+            conn.close()
+        server.kill()
+        _, errors = server.communicate(timeout=30)
+    assert report["status"] == 200
+    assert report["open"] <= 512  # under half the file limit
+    assert report["p99"] < 0.025, report
+    assert errors.count("Too many open files") < 5, errors[-2000:]
