@@ -32,7 +32,7 @@ from shoal.container.batching import Batcher
 from shoal.container.context import current_input
 from shoal.container.slots import Slots
 from shoal.container.user_code import UserCode
-from shoal.gateway.adapters import Stream, serve_request
+from shoal.container.web import Stream, serve_request
 from shoal.protocol import markers, payload
 from shoal.protocol.messages import Credit, Input, Item, Output, OutputStatus
 
@@ -226,7 +226,7 @@ class Executor:
         await self._run_async(input_id, call)
 
     async def _run_request(self, runner: Runner, message: Input) -> None:
-        """One HTTP request or websocket on the container's ASGI app (see gateway.adapters)."""
+        """One HTTP request or websocket on the container's ASGI app (see container.web)."""
         input_id = message.input_id
         stream = self._streams[input_id] = Stream(
             lambda amount: self._send(Credit(input_id, amount))

@@ -53,7 +53,7 @@ def load_user_code(load: Load) -> UserCode:
     target = _find(load)
     web = getattr(target, markers.WEB, None)
     if isinstance(web, dict):
-        from shoal.gateway.adapters import build_app
+        from shoal.container.web import build_app
 
         return UserCode(methods={"": build_app(target, web)}, web=True)
     if not isinstance(target, type):

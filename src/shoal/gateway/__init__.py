@@ -1,2 +1,2 @@
-"""HTTP in, inputs out: the gateway that serves web endpoints, and the adapters that
-turn a web function into an ASGI app inside its container."""
+"""HTTP in, inputs out: the gateway that serves web endpoints (the ASGI side inside a
+container is :mod:`shoal.container.web`)."""

@@ -9,9 +9,9 @@ stalls for SHOAL_GATEWAY_BODY_TIMEOUT with 408), and relays the response events
 the container streams back, granting the container credit for each only once the
 client has taken it. Websockets are relayed both ways under the same credit, so
 neither a flooding client nor one that never reads grows any process (see
-:mod:`shoal.gateway.adapters`). Errors map to status codes: 401 without the token
-on an endpoint that requires it, 404 for an unknown endpoint, 504 when no
-response starts within SHOAL_GATEWAY_TIMEOUT (or the function times out), 502
+:mod:`shoal.protocol.flow`, :mod:`shoal.container.web`). Errors map to status
+codes: 401 without the token on an endpoint that requires it, 404 for an unknown
+endpoint, 504 when no response starts within SHOAL_GATEWAY_TIMEOUT (or the function times out), 502
 when containers died under the request until the retries ran out, 500 when the
 app failed before responding. Malformed HTTP never gets this far: uvicorn
 answers it with 400. Connection limits and header deadlines are
@@ -38,8 +38,8 @@ from shoal.client.web import web_spec
 from shoal.control.calls import CallState, InputRecord
 from shoal.exception import ContainerCrashError, FunctionTimeoutError
 from shoal.gateway import guard
-from shoal.gateway.adapters import cost
 from shoal.protocol import payload
+from shoal.protocol.flow import cost
 
 if TYPE_CHECKING:
     from shoal.client.app import App

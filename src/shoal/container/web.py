@@ -7,12 +7,13 @@ neither a fast sender nor a slow reader piles up memory anywhere along the way:
 
 - out: every event the app sends (``http.response.start``, each body chunk,
   websocket messages) goes back as an ``Item`` as soon as it is sent. Body bytes
-  and websocket messages count against :data:`WINDOW`; the app's ``send`` waits
+  and websocket messages count against ``WINDOW``; the app's ``send`` waits
   while the client has not taken that much (the gateway returns ``Credit``);
 - in: the rest of a request body, and a websocket's messages from the client,
   arrive as ``Feed`` messages only as far as this side has granted credit: the
-  container opens a window of :data:`FEED_WINDOW` bytes when the request starts
-  and grants each event's :func:`cost` again once the app has received it.
+  container opens a window of ``FEED_WINDOW`` bytes when the request starts
+  and grants each event's cost again once the app has received it
+  (:mod:`shoal.protocol.flow`).
 """
 
 from __future__ import annotations
@@ -20,24 +21,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final
+from typing import Any
 
 from shoal.protocol import payload
-
-#: Bytes of response body a container may send ahead of what the client took.
-WINDOW: Final = 4 * 1024 * 1024
-#: Bytes of request body (or websocket messages) the gateway may send ahead of what
-#: the app has received.
-FEED_WINDOW: Final = 256 * 1024
-#: What one event costs on top of its bytes, so a flood of empty messages is bounded too.
-EVENT_COST: Final = 64
-
-
-def cost(event: dict[str, Any]) -> int:
-    """What ``event`` counts against a flow-control window: its payload bytes, plus a little."""
-    data = event.get("body") or event.get("bytes") or event.get("text") or b""
-    return len(data) + EVENT_COST
-
+from shoal.protocol.flow import FEED_WINDOW, WINDOW, cost
 
 ASGIApp = Callable[
     [dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
