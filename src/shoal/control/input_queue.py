@@ -57,3 +57,55 @@ class InputQueue:
         self._items.clear()
         self._live = 0
         return waiting
+
+
+class Waiting:
+    """Every input of a pool that waits: the main queue, the queue of isolated inputs
+    (which must run alone on a container, see :mod:`shoal.control.calls`), and
+    those waiting out a retry delay. A record goes to the queue its flags name."""
+
+    __slots__ = ("delayed", "isolated", "main")
+
+    def __init__(self) -> None:
+        self.main = InputQueue()
+        self.isolated = InputQueue()
+        self.delayed: set[InputRecord] = set()
+
+    def __len__(self) -> int:
+        return len(self.main) + len(self.isolated) + len(self.delayed)
+
+    def _queue(self, record: InputRecord) -> InputQueue:
+        return self.isolated if record.isolated else self.main
+
+    def push(self, record: InputRecord) -> None:
+        """Queue a new input at the back."""
+        self._queue(record).push(record)
+
+    def push_front(self, record: InputRecord) -> None:
+        """Queue a retried input ahead of newer ones."""
+        self._queue(record).push_front(record)
+
+    def delay(self, record: InputRecord) -> None:
+        """Hold ``record`` out of the queues until :meth:`release`."""
+        self.delayed.add(record)
+
+    def release(self, record: InputRecord) -> bool:
+        """Put a delayed ``record`` back at the front; ``False`` if it is no longer held."""
+        if record not in self.delayed:
+            return False
+        self.delayed.discard(record)
+        self.push_front(record)
+        return True
+
+    def forget(self, record: InputRecord) -> None:
+        """``record`` left by another way (cancelled while it waited)."""
+        if record in self.delayed:
+            self.delayed.discard(record)
+        else:
+            self._queue(record).forget(record)
+
+    def drain(self) -> list[InputRecord]:
+        """Remove and return every waiting input."""
+        waiting = self.main.drain() + self.isolated.drain() + list(self.delayed)
+        self.delayed.clear()
+        return waiting

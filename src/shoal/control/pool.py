@@ -40,7 +40,7 @@ from shoal.control.calls import (
 )
 from shoal.control.containers import ContainerHandle, ContainerSet, ContainerState, StartHealth
 from shoal.control.deadlines import Deadlines
-from shoal.control.input_queue import InputQueue
+from shoal.control.input_queue import Waiting
 from shoal.control.spec import INFRA_RETRIES, CodeRef, FunctionSpec
 from shoal.control.stats import FunctionStats
 from shoal.exception import ContainerCrashError, ContainerInitError, ExecutionError, InvalidError
@@ -86,9 +86,7 @@ class Pool:
         self._backend = backend
         self._launcher = launcher
         self._clock = clock
-        self._queue = InputQueue()
-        self._isolated = InputQueue()  # inputs that must run alone on a container
-        self._delayed: set[InputRecord] = set()
+        self._waiting = Waiting()
         self._containers = ContainerSet(spec.scaling.target, spec.scaling.max_inputs, clock)
         self._ids = itertools.count(1)
         self._numbers = itertools.count(1)
@@ -144,7 +142,7 @@ class Pool:
             if held is not None:
                 record.fail(held)
             else:
-                self._queue.push(record)
+                self._waiting.push(record)
         self._pump()
         return records
 
@@ -153,10 +151,7 @@ class Pool:
         if record.done:
             return
         if record.state is CallState.QUEUED:
-            if record in self._delayed:
-                self._delayed.discard(record)
-            else:
-                self._queue_of(record).forget(record)
+            self._waiting.forget(record)
         elif (container := self._containers.get(record.container_id or "")) is not None:
             container.send(Cancel(record.input_id))
         # A cancelled input keeps its slot until its container reports it stopped.
@@ -193,7 +188,7 @@ class Pool:
     def stats(self) -> FunctionStats:
         """Counts of this pool right now."""
         return FunctionStats(
-            queued=len(self._queue) + len(self._isolated) + len(self._delayed),
+            queued=len(self._waiting),
             running=self._containers.in_flight,
             containers=len(self._containers),
             ready=len(self._containers.dispatcher),
@@ -206,14 +201,11 @@ class Pool:
         self._dispatch()
         self._autoscale()
 
-    def _queue_of(self, record: InputRecord) -> InputQueue:
-        return self._isolated if record.isolated else self._queue
-
     def _dispatch(self) -> None:
-        queue = self._queue
+        queue = self._waiting.main
         pick = self._containers.dispatcher.pick
         touched: set[ContainerHandle] = set()
-        if len(self._isolated) or self._containers.solo:
+        if len(self._waiting.isolated) or self._containers.solo:
             self._dispatch_isolated(touched)
         while len(queue):
             container = pick()
@@ -233,25 +225,26 @@ class Pool:
         the dispatcher while it runs. At ``max_containers``, with no empty container,
         the least busy one is held until it empties, so isolated inputs cannot starve."""
         containers = self._containers
-        while len(self._isolated):
+        isolated = self._waiting.isolated
+        while len(isolated):
             container = containers.empty_solo() or containers.dispatcher.pick_empty()
             if container is None:
                 scaling = self.spec.scaling
                 at_max = scaling.max_containers is not None and (
                     containers.live >= scaling.max_containers
                 )
-                if at_max and len(containers.solo) < len(self._isolated):
+                if at_max and len(containers.solo) < len(isolated):
                     busy = containers.dispatcher.least_busy()
                     if busy is not None:
                         containers.hold_solo(busy)
                 break
-            record = self._isolated.pop()
+            record = isolated.pop()
             if record is None:
                 break
             containers.hold_solo(container)
             self._assign(record, container)
             touched.add(container)
-        if not len(self._isolated):
+        if not len(isolated):
             containers.release_empty_solos()
 
     def _assign(self, record: InputRecord, container: ContainerHandle) -> None:
@@ -268,7 +261,7 @@ class Pool:
         scaling = self.spec.scaling
         containers = self._containers
         # An isolated input needs a whole container: it counts as target inputs.
-        queued = len(self._queue) + scaling.target * len(self._isolated)
+        queued = len(self._waiting.main) + scaling.target * len(self._waiting.isolated)
         running = containers.live_running + containers.solo_slack()
         live = containers.live
         now = self._clock()
@@ -450,15 +443,13 @@ class Pool:
         record.move_to(CallState.QUEUED)
         record.container_id = None
         if retry.delay <= 0:
-            self._queue_of(record).push_front(record)
+            self._waiting.push_front(record)
         else:
-            self._delayed.add(record)
+            self._waiting.delay(record)
             asyncio.get_running_loop().call_later(retry.delay, self._requeue, record)
 
     def _requeue(self, record: InputRecord) -> None:
-        if record in self._delayed:
-            self._delayed.discard(record)
-            self._queue_of(record).push_front(record)
+        if self._waiting.release(record):
             self._pump()
 
     def _on_deadline(self, record: InputRecord) -> None:
@@ -508,9 +499,7 @@ class Pool:
         self._pump()
 
     def _fail_waiting(self, error: BaseException) -> None:
-        waiting = self._queue.drain() + self._isolated.drain() + list(self._delayed)
-        self._delayed.clear()
-        for record in waiting:
+        for record in self._waiting.drain():
             record.fail(error)
 
     # -- lifecycle -----------------------------------------------------------
