@@ -23,6 +23,7 @@ from shoal.client.function import Function
 from shoal.client.function_call import FunctionCall
 from shoal.client.web import asgi_app, fastapi_endpoint, web_server, wsgi_app
 from shoal.container.context import current_input_id, is_local
+from shoal.control.schedule import Cron, Period
 from shoal.control.spec import Retries
 from shoal.control.stats import FunctionStats
 from shoal.exception import (
@@ -41,6 +42,7 @@ __all__ = [
     "Cls",
     "ContainerCrashError",
     "ContainerInitError",
+    "Cron",
     "Error",
     "Function",
     "FunctionCall",
@@ -48,6 +50,7 @@ __all__ = [
     "FunctionTimeoutError",
     "InvalidError",
     "Obj",
+    "Period",
     "RemoteError",
     "Retries",
     "__version__",

@@ -9,6 +9,7 @@ does the same around a ``@app.local_entrypoint()``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar, overload
@@ -22,6 +23,7 @@ from shoal.client.map import MapProgress
 from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.user_module import alias_main, code_ref
 from shoal.container.context import channel as call_channel
+from shoal.control.schedule import Cron, Period
 from shoal.control.server import ControlPlane
 from shoal.control.spec import UNSET, CodeRef, FunctionSpec, Retries, Scaling
 from shoal.exception import ExecutionError, InvalidError
@@ -58,6 +60,16 @@ def _pick(name: str, value: Any, old_name: str, old_value: Any, default: Any) ->
     return default if old_value is UNSET else old_value
 
 
+def _check_no_arguments(fn: Callable[..., Any], name: str) -> None:
+    """A scheduled function is called with no arguments: refuse one that needs some."""
+    try:
+        inspect.signature(fn).bind()
+    except TypeError:
+        raise InvalidError(f"{name} has a schedule, so it must take no arguments") from None
+    except ValueError:
+        pass  # no signature to check (a builtin): let it run
+
+
 class App:
     """A named set of functions that run in autoscaling pools of containers."""
 
@@ -91,6 +103,7 @@ class App:
         concurrency_limit: int | Any | None = UNSET,
         container_idle_timeout: float | Any = UNSET,
         name: str | None = None,
+        schedule: Period | Cron | None = None,
     ) -> _FunctionDecorator:
         """Register the decorated function to run in its own autoscaling pool.
 
@@ -98,7 +111,9 @@ class App:
         ``concurrency_limit``, ``container_idle_timeout`` and
         ``allow_concurrent_inputs`` are Modal's older spellings of
         ``min_containers``, ``max_containers``, ``scaledown_window`` and
-        ``@shoal.concurrent(max_inputs=...)``.
+        ``@shoal.concurrent(max_inputs=...)``. ``schedule`` (``shoal.Period`` or
+        ``shoal.Cron``) runs the function, with no arguments, on that schedule while
+        the app runs.
 
         Raises:
             InvalidError: an option is out of range, given twice under both its
@@ -122,6 +137,7 @@ class App:
             ),
             "allow_concurrent_inputs": allow_concurrent_inputs,
             "name": name,
+            "schedule": schedule,
         }
         return _FunctionDecorator(self, options)
 
@@ -133,6 +149,8 @@ class App:
         if not callable(fn) or isinstance(fn, type):
             raise InvalidError(f"@app.function needs a function, got {fn!r}; classes take @app.cls")
         spec = self._spec(fn, **options)
+        if spec.schedule is not None:
+            _check_no_arguments(fn, spec.name)
         if not serialized:
             code_ref(fn, serialized=False)  # fail now if a container could not find it
         handle: Function[Any, Any] = Function(self, fn, spec, serialized=serialized)
@@ -148,6 +166,7 @@ class App:
         retries: int | Retries | None,
         allow_concurrent_inputs: int | None,
         name: str | None,
+        schedule: Period | Cron | None = None,
         **scaling: Any,
     ) -> FunctionSpec:
         """The validated options of a function or class, from its decorators and arguments."""
@@ -164,11 +183,14 @@ class App:
         fname = name or target.__name__
         if fname in self._functions or fname in self._classes:
             raise InvalidError(f"app already has a function or class named {fname!r}")
+        if schedule is not None and not isinstance(schedule, Period | Cron):
+            raise InvalidError(f"schedule={schedule!r}: must be a shoal.Period or shoal.Cron")
         return FunctionSpec(
             name=fname,
             scaling=Scaling(**scaling),
             timeout=timeout,
             retries=Retries.coerce(retries),
+            schedule=schedule,
         )
 
     def cls(self, *, serialized: bool = False, **options: Any) -> Callable[[type[T]], Cls[T]]:
@@ -179,6 +201,8 @@ class App:
         ``Cls(**parameters)`` gives an object whose methods run in the pool of
         that parameter set (each distinct set has its own).
         """
+        if options.get("schedule") is not None:
+            raise InvalidError("schedule= applies to functions, not classes")
         resolved = self.function(serialized=serialized, **options)._options
 
         def register(target: type[T]) -> Cls[T]:

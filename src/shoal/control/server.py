@@ -24,6 +24,7 @@ from shoal.control.budget import ContainerBudget
 from shoal.control.calls import CallState, InputRecord
 from shoal.control.containers import ContainerHandle
 from shoal.control.pool import Pool
+from shoal.control.scheduler import Scheduler
 from shoal.control.spec import CodeRef, FunctionSpec
 from shoal.exception import ExecutionError, RemoteError
 from shoal.protocol import payload
@@ -56,6 +57,7 @@ class ControlPlane:
         self._server: asyncio.Server | None = None
         self._pools: dict[str, Pool] = {}
         self.budget = ContainerBudget(settings.max_containers())
+        self.scheduler = Scheduler()
         self._connections: set[FramedProtocol] = set()
 
     async def start(self) -> None:
@@ -77,6 +79,8 @@ class ControlPlane:
         self.budget.add_reclaimer(pool, pool.give_idle)
         self._pools[spec.name] = pool
         pool.start()
+        if spec.schedule is not None:
+            self.scheduler.add(pool, spec.schedule)
         return pool
 
     def pool(self, name: str) -> Pool:
@@ -85,6 +89,7 @@ class ControlPlane:
 
     async def stop(self) -> None:
         """Stop every pool and container, close the socket, remove the directory."""
+        self.scheduler.stop()
         await asyncio.gather(*(pool.stop() for pool in self._pools.values()))
         await self.backend.close()
         if self._server is not None:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Final
 
+from shoal.control.schedule import Schedule
 from shoal.exception import InvalidError
 
 
@@ -138,6 +139,8 @@ class FunctionSpec:
     scaling: Scaling = field(default_factory=Scaling)
     timeout: float = 300.0
     retries: Retries = field(default_factory=lambda: Retries(max_retries=0))
+    #: Fire the function on this schedule while its app runs (``shoal.Period``/``Cron``).
+    schedule: Schedule | None = None
 
     def __post_init__(self) -> None:
         _check(

@@ -1,0 +1,75 @@
+"""Fires scheduled functions: one timer per schedule, one input per tick.
+
+The control plane owns a :class:`Scheduler`; each function declared with
+``schedule=`` gets a timer on the control loop for its next tick
+(:func:`~shoal.control.schedule.next_tick`). At the tick the function gets one
+input with no arguments, through its pool like any other (retries, timeouts and
+container logs included), and the timer is set for the tick after *now*, so a
+loop that was stalled does not fire a burst of missed runs. A run's failure is
+reported on stderr; the schedule goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from shoal.control.calls import CallState, InputRecord
+from shoal.control.pool import Pool
+from shoal.control.schedule import Schedule, next_tick
+from shoal.protocol import payload
+
+#: The pickled arguments of a scheduled run: no positional, no keyword arguments.
+_NO_ARGS = payload.dumps(((), {}), "arguments")
+
+
+class Scheduler:
+    """The timers of a control plane's scheduled functions.
+
+    Args:
+        wall_clock: the time now, as an aware datetime (a test may step it).
+    """
+
+    def __init__(self, wall_clock: Callable[[], datetime] | None = None) -> None:
+        self._now = wall_clock or (lambda: datetime.now(UTC))
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.fired: dict[str, int] = {}  # ticks fired so far, by function
+
+    def add(self, pool: Pool, schedule: Schedule) -> None:
+        """Fire ``pool``'s function on ``schedule`` from now on (counted from now)."""
+        name = pool.spec.name
+        if name not in self._timers:
+            self.fired[name] = 0
+            self._arm(pool, schedule, self._now())
+
+    def _arm(self, pool: Pool, schedule: Schedule, started: datetime) -> None:
+        now = self._now()
+        delay = (next_tick(schedule, started, now) - now).total_seconds()
+        loop = asyncio.get_running_loop()
+        self._timers[pool.spec.name] = loop.call_later(
+            max(0.0, delay), self._fire, pool, schedule, started
+        )
+
+    def _fire(self, pool: Pool, schedule: Schedule, started: datetime) -> None:
+        name = pool.spec.name
+        self.fired[name] += 1
+        try:
+            pool.submit(_NO_ARGS, functools.partial(_report, name))
+        except Exception as exc:  # the pool is stopping: nothing more to fire
+            print(f"shoal: scheduled run of {name} not started: {exc}", file=sys.stderr)
+            return
+        self._arm(pool, schedule, started)
+
+    def stop(self) -> None:
+        """Cancel every timer."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+
+def _report(name: str, record: InputRecord) -> None:
+    if record.state is CallState.FAILED:
+        print(f"shoal: scheduled run of {name} failed: {record.error!r}", file=sys.stderr)
