@@ -263,6 +263,8 @@ class ContainerSet:
 
     def solo_slack(self) -> int:
         """Slots held containers leave unused, at ``target`` inputs each (for scaling)."""
+        if not self.solo:
+            return 0
         target = self.dispatcher.target
         return sum(max(0, target - len(c.running)) for c in self.solo.values())
 

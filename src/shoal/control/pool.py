@@ -261,8 +261,12 @@ class Pool:
         scaling = self.spec.scaling
         containers = self._containers
         # An isolated input needs a whole container: it counts as target inputs.
-        queued = len(self._waiting.main) + scaling.target * len(self._waiting.isolated)
-        running = containers.live_running + containers.solo_slack()
+        waiting = self._waiting
+        queued = len(waiting.main)
+        running = containers.live_running
+        if containers.solo or len(waiting.isolated):
+            queued += scaling.target * len(waiting.isolated)
+            running += containers.solo_slack()
         live = containers.live
         now = self._clock()
         idle = self._idle_prefix(surplus(queued, running, live, scaling), now)
