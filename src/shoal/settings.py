@@ -19,6 +19,8 @@ in a child process's environment.
 | SHOAL_GATEWAY_BODY_TIMEOUT | 30 | seconds a request body may stall between chunks |
 | SHOAL_MAX_CONTAINERS | 8 per CPU, >= 16 | containers one control plane keeps at |
 |                      |                  | once, over all functions (excess inputs wait) |
+| SHOAL_CONTAINER_TRANSPORT | unix | how containers reach their control plane: unix (a |
+|                           |      | socket in a private directory) or tcp (127.0.0.1) |
 | SHOAL_HANDSHAKE_TIMEOUT | 10 | seconds a new connection to the control plane has to |
 |                         |    | authenticate before it is closed |
 | SHOAL_CONTAINER_TOKEN | (none) | set by the control plane for a container it starts; the |
@@ -55,6 +57,7 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_GATEWAY_BODY_TIMEOUT", "30", "seconds a request body may stall"),
         Setting("SHOAL_GATEWAY_TOKEN", "", "token for requires_auth endpoints (random if unset)"),
         Setting("SHOAL_MAX_CONTAINERS", "", "containers at once (default: 8 per CPU, >= 16)"),
+        Setting("SHOAL_CONTAINER_TRANSPORT", "unix", "unix or tcp, for containers' connections"),
         Setting("SHOAL_HANDSHAKE_TIMEOUT", "10", "seconds a connection has to authenticate"),
         Setting("SHOAL_CONTAINER_TOKEN", "", "secret a container presents to the control plane"),
     )
@@ -87,6 +90,18 @@ def max_containers() -> int:
     if value:
         return max(1, int(value))
     return max(16, 8 * (os.cpu_count() or 1))
+
+
+def container_transport() -> str:
+    """How containers reach their control plane: ``unix`` or ``tcp``.
+
+    Raises:
+        ValueError: any other value.
+    """
+    value = get("SHOAL_CONTAINER_TRANSPORT").strip().lower()
+    if value not in ("unix", "tcp"):
+        raise ValueError(f"SHOAL_CONTAINER_TRANSPORT={value!r}: must be unix or tcp")
+    return value
 
 
 def handshake_timeout() -> float:

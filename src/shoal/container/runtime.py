@@ -22,6 +22,7 @@ from shoal import settings
 from shoal.container import context
 from shoal.container.executors import Executor
 from shoal.container.user_code import LoadError, UserCode, load_user_code
+from shoal.protocol import transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FrameParser, SocketWriter
 from shoal.protocol.messages import (
     CallDone,
@@ -66,8 +67,7 @@ class Runtime:
         """
         loop = asyncio.get_running_loop()
         self._exit_code = loop.create_future()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(self._address)  # a local socket: connects at once or fails
+        sock = transport.connect(self._address)
         sock.setblocking(False)
         self._sock = sock
         self._writer = SocketWriter(sock, loop)

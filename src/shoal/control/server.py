@@ -1,10 +1,11 @@
-"""The control plane: a Unix socket that containers connect to, and the pools they serve.
+"""The control plane: a socket that containers connect to, and the pools they serve.
 
 One :class:`ControlPlane` runs on one asyncio loop (a background thread of the
 caller under ``app.run()``). It owns a private directory (mode 0700) holding its
-socket, a random token that every container must present in its first frame
-before anything else is read from it, the backend that starts containers, and
-one :class:`~shoal.control.pool.Pool` per function.
+socket (or, with SHOAL_CONTAINER_TRANSPORT=tcp, a port on 127.0.0.1), a random
+token that every container must present in its first frame before anything else
+is read from it, the backend that starts containers, and one
+:class:`~shoal.control.pool.Pool` per function.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from shoal.control.pool import Pool
 from shoal.control.scheduler import Scheduler
 from shoal.control.spec import CodeRef, FunctionSpec
 from shoal.exception import ExecutionError, RemoteError
-from shoal.protocol import payload
+from shoal.protocol import payload, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
     Call,
@@ -63,9 +64,11 @@ class ControlPlane:
     async def start(self) -> None:
         """Listen for containers. Returns once the socket accepts connections."""
         self._dir = run_dir.create()
-        self.address = os.path.join(self._dir, "control.sock")
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(self._accept, self.address)
+        if settings.container_transport() == "tcp":
+            where = transport.tcp_address("127.0.0.1", 0)
+        else:
+            where = os.path.join(self._dir, "control.sock")
+        self._server, self.address = await transport.listen(where, self._accept)
 
     def add_pool(self, spec: FunctionSpec, code: CodeRef) -> Pool:
         """Create the pool of ``spec`` and start its warm containers.

@@ -1,0 +1,51 @@
+"""Containers reach their control plane over TCP as well as over a Unix socket."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import msgpack
+import pytest
+
+from apps import basic
+from conftest import wait_until
+from shoal.exception import InvalidError
+from shoal.protocol.transport import parse
+
+
+def test_addresses_parse_or_fail_clearly() -> None:
+    assert parse("tcp://127.0.0.1:7420") == ("tcp", "127.0.0.1", 7420)
+    assert parse("tcp://[::1]:80") == ("tcp", "::1", 80)
+    assert parse("unix:///run/x.sock") == ("unix", "/run/x.sock", 0)
+    assert parse("/run/x.sock") == ("unix", "/run/x.sock", 0)
+    for bad in ("tcp://host", "tcp://:80", "tcp://h:99999", "tcp://h:x", "http://h:80"):
+        with pytest.raises(InvalidError, match="expected"):
+            parse(bad)
+
+
+@pytest.mark.parametrize("fork_server", ["1", "0"])
+def test_containers_over_tcp_run_calls_and_maps(
+    monkeypatch: pytest.MonkeyPatch, fork_server: str
+) -> None:
+    monkeypatch.setenv("SHOAL_CONTAINER_TRANSPORT", "tcp")
+    monkeypatch.setenv("SHOAL_FORK_SERVER", fork_server)
+    with basic.app.run():
+        address = basic.app._control.address  # type: ignore[union-attr]
+        assert address.startswith("tcp://127.0.0.1:")
+        assert basic.echo.remote("over tcp") == "over tcp"
+        assert list(basic.echo.map(range(500))) == list(range(500))
+        with pytest.raises(basic.CustomError):
+            basic.fail.remote("still typed")
+
+
+def test_a_tcp_peer_without_the_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOAL_CONTAINER_TRANSPORT", "tcp")
+    with basic.app.run():
+        _, host, port = parse(basic.app._control.address)  # type: ignore[union-attr]
+        body = msgpack.packb([0, "basic-c1", "wrong", 1], use_bin_type=True)
+        with socket.create_connection((host, port)) as peer:
+            peer.sendall(struct.pack(">I", len(body)) + body)
+            peer.settimeout(10)
+            assert peer.recv(1) == b""  # closed without a word
+        wait_until(lambda: basic.echo.remote(1) == 1, what="the control plane still serving")
