@@ -30,7 +30,6 @@ import logging
 import resource
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -72,14 +71,22 @@ class Limits:
 
 class ConnectionGuard:
     """The connections of one gateway: counted, evictable while idle, timed while
-    their headers arrive (see the module docstring)."""
+    their headers arrive (see the module docstring).
+
+    Each connection carries the time its header clock started (``None`` while a
+    request is being answered). One sweep per half header timeout closes those
+    past the deadline, so a request costs a few dictionary updates, not timers.
+    """
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        #: Every open connection: transport -> whether it waits for a request (idle).
-        self._open: dict[asyncio.BaseTransport, bool] = {}
-        #: Idle connections, longest idle first.
+        #: Every open connection -> when its header clock started (None: answering).
+        self._open: dict[asyncio.BaseTransport, float | None] = {}
+        #: Connections waiting for a request (evictable), longest idle first.
         self._idle: OrderedDict[asyncio.BaseTransport, None] = OrderedDict()
+        #: Connections whose request line or headers are arriving.
+        self._reading: set[asyncio.BaseTransport] = set()
+        self._sweep: asyncio.TimerHandle | None = None
         self.refused = 0  # connections answered 503
         self.evicted = 0  # idle connections closed to make room
         self.timed_out = 0  # connections closed for slow headers
@@ -92,7 +99,7 @@ class ConnectionGuard:
         if len(self._open) >= self.limits.max_connections:
             if self._idle:
                 oldest, _ = self._idle.popitem(last=False)
-                self._open.pop(oldest, None)
+                self.forget(oldest)
                 self.evicted += 1
                 oldest.close()
             else:
@@ -101,95 +108,87 @@ class ConnectionGuard:
                     transport.write(_503)
                 transport.close()
                 return False
-        self._open[transport] = True
+        self._open[transport] = time.monotonic()
         self._idle[transport] = None
+        if self._sweep is None:
+            self._schedule_sweep()
         return True
 
-    def busy(self, transport: asyncio.BaseTransport) -> None:
-        """A request began on ``transport``: not evictable until it is answered."""
+    def reading(self, transport: asyncio.BaseTransport) -> None:
+        """A request began on ``transport``: not evictable, its headers on the clock."""
         if transport in self._open:
-            self._open[transport] = False
             self._idle.pop(transport, None)
+            self._reading.add(transport)
+            if self._open[transport] is None:
+                self._open[transport] = time.monotonic()
+
+    def answering(self, transport: asyncio.BaseTransport) -> None:
+        """``transport``'s headers are in: off the clock until its response is done."""
+        if transport in self._open:
+            self._reading.discard(transport)
+            self._open[transport] = None
 
     def idle(self, transport: asyncio.BaseTransport) -> None:
-        """``transport`` waits for its next request."""
+        """``transport`` waits for its next request (evictable, on the clock)."""
         if transport in self._open:
-            self._open[transport] = True
+            self._open[transport] = time.monotonic()
             self._idle[transport] = None
             self._idle.move_to_end(transport)
 
     def forget(self, transport: asyncio.BaseTransport) -> None:
-        """``transport`` closed."""
+        """``transport`` closed (or became a websocket, which keeps its place)."""
         self._open.pop(transport, None)
         self._idle.pop(transport, None)
+        self._reading.discard(transport)
 
+    def _schedule_sweep(self) -> None:
+        period = max(0.05, self.limits.header_timeout / 2)
+        self._sweep = asyncio.get_running_loop().call_later(period, self._swept)
 
-class _HeaderDeadline:
-    """Closes a connection whose request line and headers do not arrive in time."""
-
-    def __init__(self, guard: ConnectionGuard) -> None:
-        self._guard = guard
-        self._timer: asyncio.TimerHandle | None = None
-
-    def arm(self, transport: asyncio.BaseTransport, started: Callable[[], bool]) -> None:
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(
-                self._guard.limits.header_timeout, self._expired, transport, started
-            )
-
-    def disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expired(self, transport: asyncio.BaseTransport, started: Callable[[], bool]) -> None:
-        self._timer = None
-        if transport.is_closing():
-            return
-        self._guard.timed_out += 1
-        if started() and isinstance(transport, asyncio.WriteTransport):
-            transport.write(_408)
-        transport.close()
+    def _swept(self) -> None:
+        self._sweep = None
+        deadline = time.monotonic() - self.limits.header_timeout
+        late = [t for t, since in self._open.items() if since is not None and since <= deadline]
+        for transport in late:
+            started = transport in self._reading
+            self.forget(transport)
+            if transport.is_closing():
+                continue
+            self.timed_out += 1
+            if started and isinstance(transport, asyncio.WriteTransport):
+                transport.write(_408)
+            transport.close()
+        if self._open:
+            self._schedule_sweep()
 
 
 def protocols(guard: ConnectionGuard) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
     """uvicorn's HTTP and websocket protocols, bound to ``guard``."""
 
     class GuardedHttp(HttpToolsProtocol):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._deadline = _HeaderDeadline(guard)
-            self._reading_request = False
-
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            if guard.admit(transport):
-                self._deadline.arm(transport, lambda: self._reading_request)
+            guard.admit(transport)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._reading_request = True
-            guard.busy(self.transport)
-            self._deadline.arm(self.transport, lambda: self._reading_request)
+            guard.reading(self.transport)
 
         def on_headers_complete(self) -> None:
-            self._deadline.disarm()
-            self._reading_request = False
+            guard.answering(self.transport)
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
             if not self.pipeline:
                 guard.idle(self.transport)
-                self._deadline.arm(self.transport, lambda: self._reading_request)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._deadline.disarm()
             guard.forget(self.transport)
             super().connection_lost(exc)
 
         def handle_websocket_upgrade(self) -> None:
-            self._deadline.disarm()  # the websocket protocol owns the connection now
+            guard.answering(self.transport)  # the websocket protocol owns the connection now
             super().handle_websocket_upgrade()
 
     class GuardedWebSocket(WebSocketsSansIOProtocol):

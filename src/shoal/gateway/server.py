@@ -145,13 +145,14 @@ class Gateway:
         record = pool.submit(data, lambda _: events.put_nowait(_END), on_item=events.put_nowait)
         upload = _Upload(len(body))
         record.on_credit = upload.grant
-        feeder = asyncio.ensure_future(self._feed_body(pool, record, receive, upload))
-        if not more:
-            feeder.cancel()
+        feeder = None
+        if more:  # most requests carry their whole body in the first event
+            feeder = asyncio.ensure_future(self._feed_body(pool, record, receive, upload))
         try:
             await self._relay_response(record, events, scope, send, pool.credit, upload)
         finally:
-            feeder.cancel()
+            if feeder is not None:
+                feeder.cancel()
             if not record.done:
                 pool.cancel(record)
 
