@@ -20,5 +20,16 @@ def crash() -> None:
     square.remote("not a number")  # type: ignore[arg-type]
 
 
+@app.local_entrypoint()
+async def awaited(x: int = 6) -> None:
+    print("awaited:", await square.remote.aio(x))
+
+
+@app.function()
+@shoal.batched(max_batch_size=4, wait_ms=10)
+def doubles(xs: list[int]) -> list[int]:
+    return [2 * x for x in xs]
+
+
 if __name__ == "__main__":
     raise SystemExit("the __main__ block must not run under shoal run")

@@ -48,6 +48,15 @@ class Scaler:
         return [(x * self.factor, len(xs)) for x in xs]
 
 
+@app.cls(max_containers=1)
+class Batcher:
+    """A batched method with no @shoal.method(), as Modal allows."""
+
+    @shoal.batched(max_batch_size=4, wait_ms=20)
+    def double(self, xs: list[int]) -> list[int]:
+        return [2 * x for x in xs]
+
+
 @app.cls()
 class BrokenEnter:
     @shoal.enter()

@@ -24,7 +24,7 @@ def test_run_an_entrypoint_with_options() -> None:
     result = shoal("run", f"{APP}::main", "--count", "5", "--word", "ok")
     assert result.returncode == 0, result.stderr
     assert "squares: [0, 1, 4, 9, 16] ok" in result.stdout
-    assert "square" in result.stderr  # the status display's last frame
+    assert "containers" not in result.stderr  # no status display off a terminal
 
 
 def test_run_one_function_by_name() -> None:
@@ -61,3 +61,41 @@ def test_run_serves_web_endpoints_while_the_entrypoint_runs() -> None:
     assert result.returncode == 0, result.stderr
     assert "{'hello': 'run'}" in result.stdout
     assert "web endpoints on http://127.0.0.1:" in result.stderr
+
+
+def test_an_async_entrypoint_is_awaited() -> None:
+    result = shoal("run", f"{APP}::awaited", "--x", "9")
+    assert result.returncode == 0, result.stderr
+    assert "awaited: 81" in result.stdout
+    assert "never awaited" not in result.stderr
+
+
+def test_on_a_terminal_the_status_is_drawn_and_cleared_before_a_traceback() -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shoal.cli", "run", f"{APP}::crash"],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(leader)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 1
+    assert "containers" in screen  # the live status was drawn
+    lines = screen.replace("\r", "\n").splitlines()
+    assert any(line.startswith("Traceback") for line in lines), screen[-2000:]

@@ -297,8 +297,10 @@ def _drain(fd: int) -> None:
 def serve(fd: int) -> None:
     """The fork server's main loop (see the module docstring)."""
     control = socket.socket(fileno=fd)
-    preload = json.loads(control.recv(_MESSAGE))
-    _preload(preload)
+    request = control.recv(_MESSAGE)
+    if not request:
+        return  # the control plane is gone already (its run ended)
+    _preload(json.loads(request))
     safe, why = _fork_safety()
     control.send(json.dumps({"op": "ready", "safe": safe, "why": why}).encode())
     if not safe:
@@ -326,5 +328,15 @@ def serve(fd: int) -> None:
             _end_group(pid)
 
 
+def main(fd: int) -> None:
+    """``python -m shoal.backends.fork_server FD``: serve until the control plane goes.
+
+    A control plane that ends before the server is ready (a run shorter than the
+    user's imports) closes its end early; that is a normal end, not an error.
+    """
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        serve(fd)
+
+
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    main(int(sys.argv[1]))

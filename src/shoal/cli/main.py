@@ -9,11 +9,12 @@ The command exits non-zero when the entrypoint raises.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
@@ -66,6 +67,8 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
             if served is not None:
                 _announce(served, console)
             result = call(**kwargs)
+            if inspect.isawaitable(result):  # an ``async def`` entrypoint
+                result = asyncio.run(_awaited(result))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; containers stopped[/yellow]")
         sys.exit(130)
@@ -85,10 +88,16 @@ def _announce(served: Served, console: Console) -> None:
         console.print(f"  {served.url_for(name)}")
 
 
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
 def _live(app: App, console: Console, quiet: bool) -> contextlib.AbstractContextManager[Any]:
-    if quiet:
+    """The live status display: on a terminal only (a log or a pipe gets the output alone),
+    and cleared when it ends, so nothing that follows is glued to its last line."""
+    if quiet or not console.is_terminal:
         return contextlib.nullcontext()
-    return Live(Status(app), console=console, refresh_per_second=4)
+    return Live(Status(app), console=console, refresh_per_second=4, transient=True)
 
 
 def _resolve(namespace: dict[str, Any], name: str, path: str) -> tuple[App, Callable[..., Any]]:

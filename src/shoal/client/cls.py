@@ -44,11 +44,7 @@ class Cls(Generic[T]):
         self.__doc__ = raw_cls.__doc__
         members = inspect.getmembers(raw_cls)  # inherited ones too
         self.parameters = {name: v for name, v in members if isinstance(v, Parameter)}
-        self.methods = {
-            name: member
-            for name, member in members
-            if getattr(member, markers.ROLE, None) == markers.METHOD
-        }
+        self.methods = {name: member for name, member in members if markers.is_method(member)}
         if not self.methods:
             raise InvalidError(f"class {raw_cls.__name__} has no @shoal.method()")
 

@@ -85,6 +85,10 @@ class Function(Generic[P, R]):
         base = self._app._web_url
         return None if base is None else f"{base}/{self.spec.name}"
 
+    def get_web_url(self) -> str | None:
+        """Modal's name for :attr:`web_url`."""
+        return self.web_url
+
     def _pool(self) -> AnyPool:
         return self._app._pool(self.spec.name)
 

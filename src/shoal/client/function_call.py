@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from shoal.client.bridge import bridged, run_async, run_sync
+from shoal.client.bridge import Bridged, bridged, run_async, run_sync
 from shoal.client.remote import AnyPool
 from shoal.control.calls import InputRecord
 
@@ -57,6 +57,11 @@ class FunctionCall(Generic[R]):
                 f"{self._pool.spec.name} (input {self.object_id}) not done after {timeout} s"
             ) from None
 
+    #: Wait for every call and return their results in order; once all have finished,
+    #: raise the first error (in call order) if any failed. Also
+    #: ``await FunctionCall.gather.aio(*calls)``.
+    gather: Bridged[..., list[Any]]
+
     @bridged
     async def cancel(self) -> None:
         """Stop the input; a later ``get`` raises ``InputCancellation``."""
@@ -64,6 +69,17 @@ class FunctionCall(Generic[R]):
 
     def __repr__(self) -> str:
         return f"FunctionCall({self._pool.spec.name}, {self.object_id}, {self._record.state.name})"
+
+
+async def _gather(*calls: FunctionCall[Any]) -> list[Any]:
+    outcomes = await asyncio.gather(*(call.get.aio() for call in calls), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return list(outcomes)
+
+
+FunctionCall.gather = Bridged(_gather)
 
 
 class _Get(Generic[R]):

@@ -37,40 +37,49 @@ def _mark(spec: dict[str, Any]) -> Callable[[F], F]:
 
 
 def fastapi_endpoint(
-    *, method: str = "GET", docs: bool = False, requires_auth: bool = False
+    *,
+    method: str = "GET",
+    docs: bool = False,
+    requires_auth: bool = False,
+    requires_proxy_auth: bool = False,
 ) -> Callable[[F], F]:
     """Serve the function as a JSON endpoint: query parameters and JSON bodies map to
     its arguments as FastAPI maps them; its return value is the JSON response.
 
     ``docs=True`` also serves ``/docs``; ``requires_auth=True`` refuses requests
-    without the token ``shoal serve`` prints (401).
+    without the token ``shoal serve`` prints (401). ``requires_proxy_auth``, Modal's
+    name for its own proxy's check, means the same here.
     """
     if method.upper() not in _METHODS:
         raise InvalidError(f"method={method!r}: must be one of {sorted(_METHODS)}")
     spec = {"kind": "fastapi", "method": method.upper(), "docs": docs}
-    return _mark({**spec, "requires_auth": requires_auth})
+    return _mark({**spec, "requires_auth": requires_auth or requires_proxy_auth})
 
 
-def asgi_app(*, requires_auth: bool = False) -> Callable[[F], F]:
+def asgi_app(*, requires_auth: bool = False, requires_proxy_auth: bool = False) -> Callable[[F], F]:
     """The function returns an ASGI app; it is built once per container and serves
     every request (and websocket) routed to the function."""
-    return _mark({"kind": "asgi", "requires_auth": requires_auth})
+    return _mark({"kind": "asgi", "requires_auth": requires_auth or requires_proxy_auth})
 
 
-def wsgi_app(*, requires_auth: bool = False) -> Callable[[F], F]:
+def wsgi_app(*, requires_auth: bool = False, requires_proxy_auth: bool = False) -> Callable[[F], F]:
     """The function returns a WSGI app; it is built once per container."""
-    return _mark({"kind": "wsgi", "requires_auth": requires_auth})
+    return _mark({"kind": "wsgi", "requires_auth": requires_auth or requires_proxy_auth})
 
 
 def web_server(
-    port: int, *, startup_timeout: float = 5.0, requires_auth: bool = False
+    port: int,
+    *,
+    startup_timeout: float = 5.0,
+    requires_auth: bool = False,
+    requires_proxy_auth: bool = False,
 ) -> Callable[[F], F]:
     """The function starts a server of its own on ``port`` inside the container (and
     returns); requests are proxied to it once it accepts connections."""
     if not (isinstance(port, int) and 0 < port < 65536):
         raise InvalidError(f"port={port!r}: must be 1..65535")
     spec = {"kind": "web_server", "port": port, "startup_timeout": startup_timeout}
-    return _mark({**spec, "requires_auth": requires_auth})
+    return _mark({**spec, "requires_auth": requires_auth or requires_proxy_auth})
 
 
 def web_spec(fn: Any) -> dict[str, Any] | None:

@@ -88,10 +88,10 @@ def _instantiate(cls: type, parameters: dict[str, Any]) -> UserCode:
     code = UserCode(methods={})
     for name, member in inspect.getmembers(cls):
         role = getattr(member, markers.ROLE, None)
-        if role is None:
+        if role is None and not markers.is_method(member):
             continue
         bound = getattr(instance, name)
-        if role == markers.METHOD:
+        if markers.is_method(member):
             code.methods[name] = bound
         elif role == markers.ENTER:
             code.enter.append(bound)

@@ -22,3 +22,11 @@ RAW: Final = "__shoal_raw_function__"
 ENTER: Final = "enter"
 EXIT: Final = "exit"
 METHOD: Final = "method"
+
+
+def is_method(member: object) -> bool:
+    """Whether a class member runs as a method: ``@shoal.method()``, or ``@shoal.batched``
+    alone (as in Modal, a batched method needs no ``@method`` too)."""
+    return getattr(member, ROLE, None) == METHOD or (
+        getattr(member, ROLE, None) is None and getattr(member, BATCHED, None) is not None
+    )
