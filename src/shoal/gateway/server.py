@@ -129,7 +129,8 @@ class Gateway:
             await _reply(send, scope, 413, f"request body over {self.max_body} bytes")
             return
         try:
-            first = await asyncio.wait_for(receive(), self.body_timeout)
+            async with asyncio.timeout(self.body_timeout):  # no task, unlike wait_for
+                first = await receive()
         except TimeoutError:
             await _reply(send, scope, 408, f"no request body within {self.body_timeout:g} s")
             return
@@ -164,7 +165,8 @@ class Gateway:
         while more:
             await upload.wait_for_credit()
             try:
-                event = await asyncio.wait_for(receive(), self.body_timeout)
+                async with asyncio.timeout(self.body_timeout):
+                    event = await receive()
             except TimeoutError:
                 upload.problem = (408, f"the request body stalled for {self.body_timeout:g} s")
                 pool.cancel(record)
