@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +39,32 @@ def container_pids(parent: int | None = None) -> set[int]:
             found.add(pid)
         stack.extend(children.get(pid, []))
     return found
+
+
+def run_in_terminal(command: list[str], timeout: float = 120) -> tuple[int, str]:
+    """Run ``command`` with a pseudo-terminal as its stdout and stderr, as a user would;
+    return its exit code and everything it drew."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    code = proc.wait(timeout=timeout)
+    os.close(leader)
+    return code, b"".join(chunks).decode(errors="replace")
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from shoal.client.cls import Cls, Obj
 from shoal.client.decorators import batched, concurrent, enter, exit, method, parameter
 from shoal.client.function import Function
 from shoal.client.function_call import FunctionCall
+from shoal.client.output import enable_output
 from shoal.client.web import asgi_app, fastapi_endpoint, web_server, wsgi_app
 from shoal.container.context import current_input_id, is_local
 from shoal.control.schedule import Cron, Period
@@ -58,6 +59,7 @@ __all__ = [
     "batched",
     "concurrent",
     "current_input_id",
+    "enable_output",
     "enter",
     "exception",
     "exit",

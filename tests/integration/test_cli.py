@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import run_in_terminal
+
 APP = Path(__file__).parents[1] / "apps" / "cli_app.py"
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -71,31 +73,8 @@ def test_an_async_entrypoint_is_awaited() -> None:
 
 
 def test_on_a_terminal_the_status_is_drawn_and_cleared_before_a_traceback() -> None:
-    import os
-    import pty
-
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shoal.cli", "run", f"{APP}::crash"],
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
-    )
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=120)
-    os.close(leader)
-    screen = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 1
+    code, screen = run_in_terminal([sys.executable, "-m", "shoal.cli", "run", f"{APP}::crash"])
+    assert code == 1
     assert "containers" in screen  # the live status was drawn
     lines = screen.replace("\r", "\n").splitlines()
     assert any(line.startswith("Traceback") for line in lines), screen[-2000:]

@@ -13,6 +13,7 @@ import pytest
 
 import shoal
 from apps import basic, lifecycle
+from conftest import run_in_terminal
 from shoal.client.web import web_spec
 
 
@@ -77,3 +78,27 @@ def test_a_run_that_ends_before_the_fork_server_is_ready_prints_nothing(tmp_path
     )
     assert result.returncode == 0
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+
+
+ENABLED = """
+import sys
+sys.path.insert(0, {tests!r})
+import shoal
+from apps import basic
+
+with shoal.enable_output({show}):
+    with basic.app.run():
+        print("echo:", basic.echo.remote(7))
+"""
+
+
+@pytest.mark.parametrize("show", [True, False])
+def test_enable_output_shows_the_status_of_app_run_on_a_terminal(
+    tmp_path: Path, show: bool
+) -> None:
+    script = tmp_path / "enabled.py"
+    tests = str(Path(__file__).resolve().parents[1])
+    script.write_text(textwrap.dedent(ENABLED.format(tests=tests, show=show)))
+    code, screen = run_in_terminal([sys.executable, str(script)])
+    assert code == 0 and "echo: 7" in screen, screen
+    assert ("containers" in screen) is show

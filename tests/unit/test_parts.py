@@ -204,6 +204,7 @@ def test_public_names_are_pinned() -> None:
         "batched",
         "concurrent",
         "current_input_id",
+        "enable_output",
         "enter",
         "exception",
         "exit",

@@ -19,12 +19,11 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.live import Live
 
 from shoal.cli.serve import serve as serve_command
-from shoal.cli.status import Status
 from shoal.client.app import App
 from shoal.client.function import Function
+from shoal.client.output import live_status
 from shoal.client.user_module import load_file
 from shoal.exception import InvalidError
 from shoal.gateway.server import Served, serving
@@ -93,11 +92,7 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 
 
 def _live(app: App, console: Console, quiet: bool) -> contextlib.AbstractContextManager[Any]:
-    """The live status display: on a terminal only (a log or a pipe gets the output alone),
-    and cleared when it ends, so nothing that follows is glued to its last line."""
-    if quiet or not console.is_terminal:
-        return contextlib.nullcontext()
-    return Live(Status(app), console=console, refresh_per_second=4, transient=True)
+    return contextlib.nullcontext() if quiet else live_status(app, console)
 
 
 def _resolve(namespace: dict[str, Any], name: str, path: str) -> tuple[App, Callable[..., Any]]:

@@ -20,6 +20,7 @@ from shoal.client.cls import Cls
 from shoal.client.decorators import batch_size_of, concurrency_of
 from shoal.client.function import Function
 from shoal.client.map import MapProgress
+from shoal.client.output import live_status, output_enabled
 from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.user_module import alias_main, code_ref
 from shoal.container.context import channel as call_channel
@@ -281,8 +282,10 @@ class App:
         alias_main()
         control = run_sync(self._start())
         self._control = control
+        shown = live_status(self) if output_enabled() else contextlib.nullcontext()
         try:
-            yield self
+            with shown:
+                yield self
         finally:
             self._control = None
             run_sync(control.stop())
