@@ -9,8 +9,11 @@ knows nothing of inputs, pools or the protocol.
 from __future__ import annotations
 
 import abc
+import os
+import shutil
+import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +43,57 @@ class ContainerLaunch:
     address: str
     token: str
     preload: Preload | None = None
+    #: Environment variables the container gets on top of the backend's own
+    #: (``CUDA_VISIBLE_DEVICES`` for the GPUs it was given).
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a backend's containers share: cores, MiB of memory, and GPUs as
+    ``(index, model name)`` pairs, numbered as ``CUDA_VISIBLE_DEVICES`` numbers them."""
+
+    cpu: float
+    memory: int
+    gpus: tuple[tuple[int, str], ...] = ()
+
+
+def this_machine() -> Machine:
+    """The cores this process may run on, its machine's memory, and its NVIDIA GPUs."""
+    cores = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    memory = 0
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemTotal:"):
+                    memory = int(line.split()[1]) // 1024
+                    break
+    except OSError:
+        memory = 1024
+    return Machine(cores, memory, _nvidia_gpus())
+
+
+def _nvidia_gpus() -> tuple[tuple[int, str], ...]:
+    """The machine's NVIDIA GPUs from ``nvidia-smi``; none when it is missing or fails."""
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return ()
+    try:
+        listing = subprocess.run(
+            [tool, "--query-gpu=index,name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    gpus = []
+    for line in listing.splitlines():
+        index, _, name = line.partition(",")
+        if index.strip().isdigit():
+            gpus.append((int(index), name.strip()))
+    return tuple(gpus)
 
 
 #: Called once when a container process has exited, with its id and exit code
@@ -71,6 +125,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def list(self) -> list[str]:
         """Ids of containers started and not yet exited."""
+
+    def machine(self) -> Machine:
+        """The cores, memory and GPUs containers may reserve: this machine's, by default."""
+        return this_machine()
+
+    def rss(self, container_id: str) -> int | None:
+        """Resident memory of a running container in MiB, or ``None`` when unknown."""
+        return None
 
     async def prepare(self, preload: Preload) -> None:
         """Get ready to start containers of ``preload``'s module quickly (optional).

@@ -107,6 +107,7 @@ class ForkServer:
             "container_id": launch.container_id,
             "address": launch.address,
             "token": launch.token,
+            "env": launch.env,
         }
         socket.send_fds(self._sock, [json.dumps(request).encode()], [stdout, stderr])
         pid = await reply
@@ -231,6 +232,7 @@ def _child(
         os.dup2(fds[1], 2)
         for fd in fds:
             os.close(fd)
+        os.environ.update(request.get("env", {}))
         os.environ["SHOAL_CONTAINER_TOKEN"] = request["token"]
         from shoal.container.__main__ import run
 

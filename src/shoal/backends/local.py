@@ -104,7 +104,7 @@ class LocalBackend(Backend):
         return self._spawn(launch, on_exit)
 
     def _spawn(self, launch: ContainerLaunch, on_exit: OnExit) -> int:
-        env = dict(os.environ)
+        env = {**os.environ, **launch.env}
         env["SHOAL_CONTAINER_TOKEN"] = launch.token
         env["PYTHONUNBUFFERED"] = "1"
         proc = subprocess.Popen(
@@ -191,6 +191,19 @@ class LocalBackend(Backend):
 
     def list(self) -> list[str]:
         return [cid for cid, child in self._children.items() if not child.exited.is_set()]
+
+    def rss(self, container_id: str) -> int | None:
+        child = self._children.get(container_id)
+        if child is None or child.pid <= 0 or child.exited.is_set():
+            return None
+        try:
+            with open(f"/proc/{child.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) // 1024
+        except OSError:
+            return None
+        return None
 
     async def close(self) -> None:
         await super().close()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+import warnings
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 from shoal.backends import get_backend
@@ -24,6 +25,7 @@ from shoal.client.output import live_status, output_enabled
 from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.user_module import alias_main, code_ref
 from shoal.container.context import channel as call_channel
+from shoal.control.resources import Resources
 from shoal.control.schedule import Cron, Period
 from shoal.control.server import ControlPlane
 from shoal.control.spec import UNSET, CodeRef, FunctionSpec, Retries, Scaling
@@ -59,6 +61,22 @@ def _pick(name: str, value: Any, old_name: str, old_value: Any, default: Any) ->
     if value is not UNSET:
         return value
     return default if old_value is UNSET else old_value
+
+
+#: Placement options already warned about in this process.
+_warned: set[str] = set()
+
+
+def _ignored_placement(**given: object) -> None:
+    """Warn once per option that ``region=``/``cloud=`` mean nothing to a local backend."""
+    for option, value in given.items():
+        if value is not None and option not in _warned:
+            _warned.add(option)
+            warnings.warn(
+                f"{option}={value!r} is accepted for Modal compatibility and ignored: "
+                "Shoal runs containers on its own machines",
+                stacklevel=3,
+            )
 
 
 def _check_no_arguments(fn: Callable[..., Any], name: str) -> None:
@@ -105,6 +123,11 @@ class App:
         container_idle_timeout: float | Any = UNSET,
         name: str | None = None,
         schedule: Period | Cron | None = None,
+        cpu: float | tuple[float, float] | None = None,
+        memory: int | tuple[int, int] | None = None,
+        gpu: str | None = None,
+        region: str | Sequence[str] | None = None,
+        cloud: str | None = None,
     ) -> _FunctionDecorator:
         """Register the decorated function to run in its own autoscaling pool.
 
@@ -114,7 +137,10 @@ class App:
         ``min_containers``, ``max_containers``, ``scaledown_window`` and
         ``@shoal.concurrent(max_inputs=...)``. ``schedule`` (``shoal.Period`` or
         ``shoal.Cron``) runs the function, with no arguments, on that schedule while
-        the app runs.
+        the app runs. ``cpu`` (cores), ``memory`` (MiB), each a request or a
+        ``(request, limit)`` pair, and ``gpu`` (``"any"``, ``"A100"``, ``"H100:2"``)
+        are what each container reserves on its machine; a memory limit is enforced.
+        ``region`` and ``cloud`` are accepted and ignored, with a warning.
 
         Raises:
             InvalidError: an option is out of range, given twice under both its
@@ -139,7 +165,9 @@ class App:
             "allow_concurrent_inputs": allow_concurrent_inputs,
             "name": name,
             "schedule": schedule,
+            "resources": Resources.coerce(cpu=cpu, memory=memory, gpu=gpu),
         }
+        _ignored_placement(region=region, cloud=cloud)
         return _FunctionDecorator(self, options)
 
     def _register(
@@ -168,6 +196,7 @@ class App:
         allow_concurrent_inputs: int | None,
         name: str | None,
         schedule: Period | Cron | None = None,
+        resources: Resources | None = None,
         **scaling: Any,
     ) -> FunctionSpec:
         """The validated options of a function or class, from its decorators and arguments."""
@@ -192,6 +221,7 @@ class App:
             timeout=timeout,
             retries=Retries.coerce(retries),
             schedule=schedule,
+            resources=resources or Resources(),
         )
 
     def cls(self, *, serialized: bool = False, **options: Any) -> Callable[[type[T]], Cls[T]]:

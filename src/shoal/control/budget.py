@@ -1,4 +1,5 @@
-"""How many containers one control plane may have at once, across all its pools.
+"""How many containers one control plane may have at once, across all its pools, and
+the machine's room (cores, memory, GPUs) they reserve.
 
 The autoscaling policy sizes each pool on its own, and with the default
 ``max_containers=None`` a burst of 5,000 one-at-a-time inputs asks for 5,000
@@ -10,11 +11,17 @@ and it is woken to try again when any container of any pool exits. A pool that
 is refused also asks the others to give back one idle container (above their
 ``min_containers``), so a busy function is not starved by idle ones for a whole
 ``scaledown_window``.
+
+Each container also reserves its function's ``cpu``/``memory``/``gpu`` requests
+from the machine's :class:`~shoal.control.resources.Room`; a container that does
+not fit waits the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from shoal.control.resources import Grant, Resources, Room
 
 
 class ContainerBudget:
@@ -22,31 +29,37 @@ class ContainerBudget:
 
     Args:
         limit: the most containers at once.
+        room: the machine's cores, memory and GPUs.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, room: Room) -> None:
         self.limit = limit
+        self.room = room
         self.used = 0
         #: Called (once each) when a container exits, for pools refused earlier.
         self._waiting: dict[int, Callable[[], None]] = {}
         #: Asked to give back one idle container when some pool is refused.
         self._reclaimers: dict[int, Callable[[], bool]] = {}
 
-    def take(self, key: object, wake: Callable[[], None]) -> bool:
-        """Take room for one container; when there is none, call ``wake`` (once, under
-        ``key``) after some frees up, and ask another pool to retire an idle container."""
+    def take(self, key: object, wake: Callable[[], None], need: Resources) -> Grant | None:
+        """Take room for one container needing ``need``; when there is none, call ``wake``
+        (once, under ``key``) after some frees up, and ask another pool to retire an idle
+        container."""
         if self.used < self.limit:
-            self.used += 1
-            return True
+            grant = self.room.take(need)
+            if grant is not None:
+                self.used += 1
+                return grant
         self._waiting[id(key)] = wake
         for owner, reclaim in list(self._reclaimers.items()):
             if owner != id(key) and reclaim():
                 break
-        return False
+        return None
 
-    def give_back(self) -> None:
+    def give_back(self, grant: Grant) -> None:
         """A container exited: its room is free; wake the pools that wait for room."""
         self.used -= 1
+        self.room.give_back(grant)
         waiting, self._waiting = self._waiting, {}
         for wake in waiting.values():
             wake()

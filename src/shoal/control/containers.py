@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
 
 from shoal.control.dispatcher import Dispatcher
+from shoal.control.resources import Grant
 from shoal.exception import ContainerInitError
 from shoal.protocol.framing import FramedProtocol
 from shoal.protocol.messages import Message
@@ -55,6 +56,7 @@ class ContainerHandle:
     __slots__ = (
         "conn",
         "container_id",
+        "grant",
         "idle_since",
         "max_inputs",
         "pid",
@@ -69,6 +71,8 @@ class ContainerHandle:
         self.state = ContainerState.STARTING
         self.conn: FramedProtocol | None = None
         self.pid: int | None = None
+        #: The machine's room this container holds (cores, memory, GPUs), if any.
+        self.grant: Grant | None = None
         #: Inputs sent to this container and not yet answered, by input id.
         self.running: dict[str, InputRecord] = {}
         #: When the container last had no input; None while it runs some or starts.

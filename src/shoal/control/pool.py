@@ -41,6 +41,7 @@ from shoal.control.calls import (
 from shoal.control.containers import ContainerHandle, ContainerSet, ContainerState, StartHealth
 from shoal.control.deadlines import Deadlines
 from shoal.control.input_queue import Waiting
+from shoal.control.resources import Grant
 from shoal.control.spec import INFRA_RETRIES, CodeRef, FunctionSpec
 from shoal.control.stats import FunctionStats
 from shoal.exception import ContainerCrashError, ContainerInitError, ExecutionError, InvalidError
@@ -64,8 +65,10 @@ from shoal.protocol.messages import (
 #: before it fails the input itself and kills the container.
 TIMEOUT_GRACE: Final = 5.0
 
-#: Builds the launch description of a container from its id and label.
-Launcher = Callable[[str, str], ContainerLaunch]
+#: Builds the launch description of a container from its id, label and the room it holds.
+Launcher = Callable[[str, str, Grant | None], ContainerLaunch]
+#: Seconds between looks at the memory of containers that have a memory limit.
+MEMORY_CHECK: Final = 0.5
 
 
 class Pool:
@@ -97,6 +100,8 @@ class Pool:
         self._recheck_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._awaiting_room = 0  # containers wanted at the last decision that did not fit
+        self._memory_check: asyncio.TimerHandle | None = None
         self._preload = Preload(
             module_kind=code.module_kind,
             module_name=code.module_name,
@@ -193,6 +198,7 @@ class Pool:
             containers=len(self._containers),
             ready=len(self._containers.dispatcher),
             containers_started=self._started,
+            awaiting_room=self._awaiting_room,
         )
 
     # -- dispatch and scaling ----------------------------------------------
@@ -271,10 +277,15 @@ class Pool:
         now = self._clock()
         idle = self._idle_prefix(surplus(queued, running, live, scaling), now)
         decision = decide(PoolSnapshot(now, queued, running, live, idle, scaling))
-        for _ in range(decision.start):
-            if self._budget is not None and not self._budget.take(self, self._wake):
-                break  # the control plane is full: the rest waits (see control.budget)
-            self._start_container()
+        self._awaiting_room = 0
+        for started in range(decision.start):
+            grant = None
+            if self._budget is not None:
+                grant = self._budget.take(self, self._wake, self.spec.resources)
+                if grant is None:  # the machine is full: the rest waits (see control.budget)
+                    self._awaiting_room = decision.start - started
+                    break
+            self._start_container(grant)
         for container_id in decision.stop:
             self._retire(self._containers[container_id])
         self._recheck_later(decision.recheck_at, now)
@@ -321,16 +332,18 @@ class Pool:
         self._recheck_at = None
         self._autoscale()
 
-    def _start_container(self) -> None:
+    def _start_container(self, grant: Grant | None) -> None:
         number = next(self._numbers)
         container_id = f"{self.spec.name}-c{number}"
         handle = self._containers.create(container_id, self.spec.scaling.max_inputs)
+        handle.grant = grant
         self._started += 1
         self._spawn(self._launch(handle))
 
     async def _launch(self, handle: ContainerHandle) -> None:
         launch = dataclasses.replace(
-            self._launcher(handle.container_id, handle.container_id), preload=self._preload
+            self._launcher(handle.container_id, handle.container_id, handle.grant),
+            preload=self._preload,
         )
         try:
             handle.pid = await self._backend.start(launch, self._on_exit)
@@ -480,8 +493,9 @@ class Pool:
             return
         never_ready = handle.state is ContainerState.STARTING
         self._containers.move(handle, ContainerState.STOPPED)
-        if self._budget is not None:
-            self._budget.give_back()
+        if self._budget is not None and handle.grant is not None:
+            self._budget.give_back(handle.grant)
+            handle.grant = None
         if handle.conn is not None:
             handle.conn.close()
         orphans = list(handle.running.values())
@@ -511,11 +525,33 @@ class Pool:
     def start(self) -> None:
         """Let the backend prepare (a fork server), and start ``min_containers`` containers."""
         self._spawn(self._backend.prepare(self._preload))
+        if self.spec.resources.memory_limit is not None:
+            self._memory_check = asyncio.get_running_loop().call_later(
+                MEMORY_CHECK, self._check_memory
+            )
         self._pump()
+
+    def _check_memory(self) -> None:
+        """Stop containers over the function's memory limit; their inputs are told why."""
+        limit = self.spec.resources.memory_limit
+        assert limit is not None
+        for handle in self._containers:
+            used = self._backend.rss(handle.container_id)
+            if used is not None and used > limit:
+                self._kill(
+                    handle,
+                    f"was stopped: it used {used} MiB, over its memory limit of {limit} MiB,",
+                )
+        if not self._closed:
+            self._memory_check = asyncio.get_running_loop().call_later(
+                MEMORY_CHECK, self._check_memory
+            )
 
     async def stop(self) -> None:
         """Fail what is waiting, stop every container (grace, then kill), and return."""
         self._closed = True
+        if self._memory_check is not None:
+            self._memory_check.cancel()
         self._recheck_later(None, self._clock())
         self._deadlines.close()
         stopped = ExecutionError(f"the app stopped before {self.spec.name} finished this input")

@@ -25,6 +25,7 @@ from shoal.control.budget import ContainerBudget
 from shoal.control.calls import CallState, InputRecord
 from shoal.control.containers import ContainerHandle
 from shoal.control.pool import Pool
+from shoal.control.resources import Gpu, Grant, Room
 from shoal.control.scheduler import Scheduler
 from shoal.control.spec import CodeRef, FunctionSpec
 from shoal.exception import ExecutionError, RemoteError
@@ -57,7 +58,11 @@ class ControlPlane:
         self.address = ""
         self._server: asyncio.Server | None = None
         self._pools: dict[str, Pool] = {}
-        self.budget = ContainerBudget(settings.max_containers())
+        machine = backend.machine()
+        gpus = tuple(Gpu(index, name) for index, name in machine.gpus)
+        self.budget = ContainerBudget(
+            settings.max_containers(), Room(machine.cpu, machine.memory, gpus)
+        )
         self.scheduler = Scheduler()
         self._connections: set[FramedProtocol] = set()
 
@@ -78,6 +83,7 @@ class ControlPlane:
         """
         if spec.name in self._pools:
             return self._pools[spec.name]
+        self.budget.room.check(spec.resources, spec.name)
         pool = Pool(spec, code, self.backend, self._launch, self._clock, self.budget)
         self.budget.add_reclaimer(pool, pool.give_idle)
         self._pools[spec.name] = pool
@@ -101,9 +107,16 @@ class ControlPlane:
             conn.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def _launch(self, container_id: str, label: str) -> ContainerLaunch:
+    def _launch(self, container_id: str, label: str, grant: Grant | None) -> ContainerLaunch:
+        env = {}
+        if grant is not None and grant.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in grant.gpus)
         return ContainerLaunch(
-            container_id=container_id, label=label, address=self.address, token=self.token
+            container_id=container_id,
+            label=label,
+            address=self.address,
+            token=self.token,
+            env=env,
         )
 
     def _accept(self) -> FramedProtocol:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Final
 
+from shoal.control.resources import Resources
 from shoal.control.schedule import Schedule
 from shoal.exception import InvalidError
 
@@ -141,6 +142,8 @@ class FunctionSpec:
     retries: Retries = field(default_factory=lambda: Retries(max_retries=0))
     #: Fire the function on this schedule while its app runs (``shoal.Period``/``Cron``).
     schedule: Schedule | None = None
+    #: What each container reserves on its machine (``cpu=``, ``memory=``, ``gpu=``).
+    resources: Resources = field(default_factory=Resources)
 
     def __post_init__(self) -> None:
         _check(

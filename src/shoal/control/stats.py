@@ -11,7 +11,9 @@ class FunctionStats:
 
     ``containers`` counts containers started and not yet stopped (starting,
     ready or draining); ``containers_started`` counts every container the pool
-    ever started.
+    ever started. ``awaiting_room`` counts containers the pool wants and cannot
+    start now because the machine has no room for them (cores, memory, GPUs, or
+    SHOAL_MAX_CONTAINERS): their inputs wait in ``queued``.
     """
 
     queued: int
@@ -19,6 +21,7 @@ class FunctionStats:
     containers: int
     ready: int
     containers_started: int
+    awaiting_room: int = 0
 
     @property
     def backlog(self) -> int:

@@ -1,0 +1,57 @@
+"""cpu=, memory= and gpu= on the local backend: containers never exceed the machine's
+room, a memory limit is enforced, and impossible requests fail at once."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+import shoal
+from apps import resourceful
+from conftest import wait_until
+from shoal.backends.base import this_machine
+from shoal.exception import ContainerCrashError, InvalidError
+
+
+def test_containers_never_take_more_cores_than_the_machine_has(gate: Path) -> None:
+    with resourceful.app.run():
+        calls = [resourceful.half_machine.spawn(str(gate)) for _ in range(5)]
+        fn = resourceful.half_machine
+        wait_until(lambda: fn.stats().running == 2, what="two containers running")
+        stats = fn.stats()
+        assert (stats.containers, stats.queued) == (2, 3)
+        assert stats.awaiting_room >= 1  # the stats say why the rest wait
+        gate.touch()
+        assert len({call.get(timeout=60) for call in calls}) <= 5
+        assert fn.stats().awaiting_room == 0
+
+
+def test_a_container_over_its_memory_limit_is_stopped_with_a_clear_error() -> None:
+    with resourceful.app.run():
+        assert resourceful.hungry.spawn(10).get(timeout=60) == 10  # well under the limit
+        with pytest.raises(ContainerCrashError, match="over its memory limit of 200 MiB"):
+            resourceful.hungry.remote(400)
+
+
+def test_a_request_the_machine_cannot_hold_fails_when_the_app_starts() -> None:
+    if any("B200" in name for _, name in this_machine().gpus):
+        pytest.skip("this machine has B200 GPUs")
+    app = shoal.App("too-big")
+    app.function(gpu="B200:8", serialized=True)(lambda: None)
+    with pytest.raises(InvalidError, match="asks for 8 B200 GPU"), app.run():
+        pass
+    wide = shoal.App("too-wide")
+    wide.function(cpu=this_machine().cpu * 4, serialized=True)(lambda: None)
+    with pytest.raises(InvalidError, match="cores"), wide.run():
+        pass
+
+
+def test_region_and_cloud_are_accepted_with_one_warning_each() -> None:
+    app = shoal.App("placed")
+    with pytest.warns(UserWarning, match="region='us-east'"):
+        app.function(region="us-east", serialized=True)(lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        app.function(region="eu", serialized=True, name="again")(lambda: None)  # once only
