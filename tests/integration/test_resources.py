@@ -55,3 +55,30 @@ def test_region_and_cloud_are_accepted_with_one_warning_each() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         app.function(region="eu", serialized=True, name="again")(lambda: None)  # once only
+
+
+def test_with_options_runs_a_variant_in_a_pool_of_its_own(gate: Path) -> None:
+    with resourceful.app.run():
+        narrow = resourceful.half_machine.with_options(max_containers=1, cpu=0.25)
+        assert narrow.spec.name == "half_machine[cpu=0.25, max_containers=1]"
+        calls = [narrow.spawn(str(gate)) for _ in range(3)]
+        wait_until(lambda: narrow.stats().running == 1, what="one container of the variant")
+        assert narrow.stats().queued == 2  # max_containers=1 holds the rest
+        assert resourceful.half_machine.stats().containers_started == 0  # the original is apart
+        gate.touch()
+        assert len({call.get(timeout=60) for call in calls}) == 1
+    with pytest.raises(InvalidError, match="does not take"):
+        resourceful.half_machine.with_options(nonsense=1)
+    with pytest.raises(InvalidError, match="max_containers"):
+        resourceful.half_machine.with_options(max_containers=0)
+
+
+def test_cls_with_options_gives_objects_pools_with_those_options() -> None:
+    from apps import lifecycle
+
+    with lifecycle.app.run():
+        quick = lifecycle.Scaler.with_options(timeout=30, max_containers=2)
+        obj = quick(factor=3)
+        assert obj.scale.remote(5) == (15, 1)
+        assert obj.scale.spec.timeout == 30
+        assert obj.scale.spec.name.startswith("Scaler[max_containers=2, timeout=30](")

@@ -7,7 +7,7 @@ Each ``# type: ignore[...]`` marks a call that must be a type error; mypy's
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import assert_type
+from typing import Any, assert_type
 
 import shoal
 
@@ -40,6 +40,8 @@ def uses_sync() -> None:
     assert_type(add.spawn(1).get(timeout=1.0), int)
     assert_type(add.map([1, 2]), Iterator[int])
     assert_type(add.stats(), shoal.FunctionStats)
+    assert_type(add.with_options(cpu=2).remote(1), int)
+    assert_type(shoal.FunctionCall.gather(add.spawn(1)), list[Any])
     add.remote("one")  # type: ignore[arg-type]
     add.remote(1, z=3)  # type: ignore[call-arg]
     shout.remote(1)  # type: ignore[arg-type]

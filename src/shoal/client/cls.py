@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from shoal.client.decorators import Parameter
 from shoal.client.function import Function
 from shoal.client.user_module import code_ref
-from shoal.control.spec import CodeRef, FunctionSpec
+from shoal.control.spec import CodeRef, FunctionSpec, with_options
 from shoal.exception import InvalidError
 from shoal.protocol import markers
 
@@ -74,6 +74,17 @@ class Cls(Generic[T]):
             else:
                 bound[name] = declared.default
         return Obj(self, bound)
+
+    def with_options(self, **options: Any) -> Cls[T]:
+        """This class with other options (Modal's ``Cls.with_options``): ``cpu``,
+        ``memory``, ``gpu``, ``timeout``, ``retries`` and the scaling options. Its
+        objects run in pools of their own.
+
+        Raises:
+            InvalidError: an unknown option or a bad value.
+        """
+        spec = with_options(self.spec, **options)
+        return Cls(self._app, self._raw_cls, spec, serialized=self.serialized)
 
     def _pool_spec(self, bound: dict[str, Any]) -> FunctionSpec:
         if not bound:

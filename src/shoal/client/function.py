@@ -29,8 +29,9 @@ from shoal.client.bridge import (
 from shoal.client.function_call import FunctionCall
 from shoal.client.map import MapOptions, MapProgress, arg_tuples, known_length, map_outputs
 from shoal.client.remote import AnyPool
+from shoal.client.user_module import code_ref
 from shoal.control.calls import CallState, InputRecord
-from shoal.control.spec import UNSET, FunctionSpec
+from shoal.control.spec import UNSET, FunctionSpec, with_options
 from shoal.control.stats import FunctionStats
 from shoal.exception import InputCancellation, InvalidError
 from shoal.protocol import payload
@@ -84,6 +85,25 @@ class Function(Generic[P, R]):
         """The URL of this web endpoint while its app is served (``shoal serve``/``run``)."""
         base = self._app._web_url
         return None if base is None else f"{base}/{self.spec.name}"
+
+    def with_options(self, **options: Any) -> Function[P, R]:
+        """This function with other options, as Modal's ``with_options``: ``cpu``,
+        ``memory``, ``gpu``, ``timeout``, ``retries``, ``max_containers``,
+        ``min_containers``, ``buffer_containers``, ``scaledown_window``.
+
+        The variant runs in a pool of its own beside the original's.
+
+        Raises:
+            InvalidError: an unknown option or a bad value; a method handle (use
+                ``Cls.with_options``).
+        """
+        if self.method:
+            raise InvalidError(f"{self.name} is a method: use the class's with_options")
+        spec = with_options(self.spec, **options)
+        variant: Function[P, R] = Function(self._app, self._raw_f, spec, serialized=self.serialized)
+        raw, serialized = self._raw_f, self.serialized
+        self._app._declare(spec, lambda: code_ref(raw, serialized=serialized))
+        return variant
 
     def get_web_url(self) -> str | None:
         """Modal's name for :attr:`web_url`."""

@@ -7,10 +7,11 @@ the range allowed. The autoscaler imports this module and nothing else of Shoal.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from shoal.control.resources import Resources
 from shoal.control.schedule import Schedule
@@ -172,3 +173,53 @@ class CodeRef:
     serialized: bytes | None = None
     #: For a class: its pickled ``shoal.parameter()`` values.
     parameters: bytes = b""
+
+
+#: Options ``with_options`` takes: resources, then the rest of a function's options.
+_RESOURCE_OPTIONS: Final = ("cpu", "memory", "gpu")
+_SCALING_OPTIONS: Final = (
+    "max_containers",
+    "min_containers",
+    "buffer_containers",
+    "scaledown_window",
+)
+
+
+def with_options(spec: FunctionSpec, **given: Any) -> FunctionSpec:
+    """``spec`` with Modal's ``with_options`` changes applied, under a name that says them.
+
+    ``with_options(spec, cpu=2, max_containers=3)`` names the copy
+    ``"f[cpu=2, max_containers=3]"``: a pool of its own, beside ``f``'s.
+
+    Raises:
+        InvalidError: an unknown option, or a value out of range.
+    """
+    known = {*_RESOURCE_OPTIONS, *_SCALING_OPTIONS, "timeout", "retries"}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise InvalidError(f"with_options() does not take {unknown}; it takes {sorted(known)}")
+    if not given:
+        return spec
+    changes: dict[str, Any] = {}
+    if any(option in given for option in _RESOURCE_OPTIONS):
+        current = spec.resources
+        changes["resources"] = Resources.coerce(
+            cpu=given.get("cpu", _pair_of(current.cpu, current.cpu_limit)),
+            memory=given.get("memory", _pair_of(current.memory, current.memory_limit)),
+            gpu=given.get(
+                "gpu", f"{current.gpu_type}:{current.gpu_count}" if current.gpu_count else None
+            ),
+        )
+    scaling = {k: v for k, v in given.items() if k in _SCALING_OPTIONS}
+    if scaling:
+        changes["scaling"] = dataclasses.replace(spec.scaling, **scaling)
+    if "timeout" in given:
+        changes["timeout"] = given["timeout"]
+    if "retries" in given:
+        changes["retries"] = Retries.coerce(given["retries"])
+    label = ", ".join(f"{key}={given[key]!r}" for key in sorted(given))
+    return dataclasses.replace(spec, name=f"{spec.name}[{label}]", **changes)
+
+
+def _pair_of(request: Any, limit: Any) -> Any:
+    return request if limit is None else (request, limit)
