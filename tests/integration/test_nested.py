@@ -38,3 +38,20 @@ def test_a_web_endpoint_awaits_another_function() -> None:
         assert served is not None
         reply = httpx.get(served.url_for("doubled"), params={"x": 21}, timeout=60)
     assert reply.json() == {"doubled": 42}
+
+
+def test_the_call_graph_shows_the_inputs_a_call_started() -> None:
+    from shoal.call_graph import InputStatus
+
+    with nested.app.run():
+        call = nested.outer_sync.spawn(4)
+        assert call.get(timeout=60)[0] == 12
+        (root,) = call.get_call_graph()
+        assert (root.function_name, root.status) == ("outer_sync", InputStatus.SUCCESS)
+        assert [child.function_name for child in root.children] == ["double"] * 5
+        assert all(child.status is InputStatus.SUCCESS for child in root.children)
+        assert all(not child.children for child in root.children)
+        awaited = nested.outer_async.spawn(1)
+        assert awaited.get(timeout=60) == 3
+        (other,) = awaited.get_call_graph()
+        assert [c.function_name for c in other.children] == ["double"]  # from an async input

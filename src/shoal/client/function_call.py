@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from shoal.client.bridge import Bridged, bridged, run_async, run_sync
+from shoal.client.call_graph import InputInfo, graph_of
 from shoal.client.remote import AnyPool
 from shoal.control.calls import InputRecord
 
@@ -61,6 +62,12 @@ class FunctionCall(Generic[R]):
     #: raise the first error (in call order) if any failed. Also
     #: ``await FunctionCall.gather.aio(*calls)``.
     gather: Bridged[..., list[Any]]
+
+    @bridged
+    async def get_call_graph(self) -> list[InputInfo]:
+        """This input and the inputs its code started, as a tree (``[root]``), as they
+        stand now. Up to 1,000 children are kept per input."""
+        return [graph_of(self._record)]
 
     @bridged
     async def cancel(self) -> None:

@@ -63,7 +63,7 @@ class CallChannel:
         call_id = f"call-{next(self._ids)}"
         with self._lock:
             self._handlers[call_id] = on_reply
-        self._send(Call(call_id, function, method, args, stream))
+        self._send(Call(call_id, function, method, args, stream, current_input.get() or ""))
         return call_id
 
     def cancel(self, call_id: str) -> None:

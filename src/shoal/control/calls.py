@@ -36,6 +36,9 @@ from shoal.protocol.messages import Output, OutputStatus
 
 #: Crashes in the company of other inputs after which an input runs alone.
 ISOLATE_AFTER: Final = 2
+#: Nested inputs remembered per input for its call graph (a map inside a function
+#: may start millions; the graph keeps the first ones).
+MAX_CHILDREN: Final = 1000
 
 
 class CallState(enum.Enum):
@@ -73,12 +76,14 @@ class InputRecord:
 
     __slots__ = (
         "args",
+        "children",
         "container_id",
         "crashes",
         "crowd_crashes",
         "error",
         "failures",
         "fed",
+        "function",
         "input_id",
         "isolated",
         "items",
@@ -97,8 +102,13 @@ class InputRecord:
         on_done: Callable[[InputRecord], None],
         method: str = "",
         on_item: Callable[[bytes], None] | None = None,
+        function: str = "",
     ) -> None:
         self.input_id = input_id
+        #: The pool (function, or class with its parameters) the input belongs to.
+        self.function = function
+        #: Inputs that code running this one started (at most MAX_CHILDREN of them).
+        self.children: list[InputRecord] | None = None
         self.args = args
         self.on_done = on_done
         self.method = method
@@ -146,6 +156,13 @@ class InputRecord:
     def done(self) -> bool:
         """The caller has (or is being given) its outcome."""
         return self.state in FINAL
+
+    def adopt(self, child: InputRecord) -> None:
+        """Record that code running this input started ``child`` (for the call graph)."""
+        if self.children is None:
+            self.children = []
+        if len(self.children) < MAX_CHILDREN:
+            self.children.append(child)
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,8 @@ class Pool:
         if self._closed:
             raise ExecutionError(f"function {self.spec.name} is stopped; start the app again")
         records = [
-            InputRecord(f"in-{next(self._ids)}", args, on_done, method, on_item) for args in many
+            InputRecord(f"in-{next(self._ids)}", args, on_done, method, on_item, self.spec.name)
+            for args in many
         ]
         held = self._health.held()
         for record in records:

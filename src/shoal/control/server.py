@@ -196,6 +196,7 @@ class _Connection:
                 assert record.error is not None
                 reply = CallDone(call_id, OutputStatus.ERROR, _pickled(record.error))
             self.protocol.send(reply)
+            record.result = None  # delivered; the record lives on only in its parent's graph
 
         def item(data: bytes) -> None:
             self.protocol.send(CallItem(call_id, data))
@@ -207,6 +208,10 @@ class _Connection:
         except ExecutionError as exc:
             self.protocol.send(CallDone(call_id, OutputStatus.ERROR, _pickled(exc)))
             return
+        if self._bound is not None and message.parent:
+            parent = self._bound[1].running.get(message.parent)
+            if parent is not None:
+                parent.adopt(record)
         if not record.done:
             self._calls[call_id] = (pool, record)
 

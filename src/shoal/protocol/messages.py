@@ -148,6 +148,8 @@ class Call:
     method: str
     args: bytes
     stream: bool
+    #: The input the calling code was running (for the call graph), "" if none.
+    parent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
