@@ -23,6 +23,7 @@ from benchmarks.report import Result
 from shoal.backends.base import Backend, ContainerLaunch, OnExit
 from shoal.control.calls import InputRecord
 from shoal.control.pool import Pool
+from shoal.control.resources import Grant
 from shoal.control.spec import CodeRef, FunctionSpec, Scaling
 from shoal.protocol.messages import Input, Message, Output, OutputStatus, Ready, Shutdown
 
@@ -95,7 +96,7 @@ class Simulator:
         self.attached = 0
         self.busy: list[str] = []
 
-    def _launch(self, container_id: str, label: str) -> ContainerLaunch:
+    def _launch(self, container_id: str, label: str, grant: Grant | None) -> ContainerLaunch:
         return ContainerLaunch(container_id=container_id, label=label, address="", token="")
 
     def on_done(self, record: InputRecord) -> None:
