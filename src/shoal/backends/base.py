@@ -9,6 +9,7 @@ knows nothing of inputs, pools or the protocol.
 from __future__ import annotations
 
 import abc
+import functools
 import os
 import shutil
 import subprocess
@@ -73,8 +74,12 @@ def this_machine() -> Machine:
     return Machine(cores, memory, _nvidia_gpus())
 
 
+@functools.cache
 def _nvidia_gpus() -> tuple[tuple[int, str], ...]:
-    """The machine's NVIDIA GPUs from ``nvidia-smi``; none when it is missing or fails."""
+    """The machine's NVIDIA GPUs from ``nvidia-smi``; none when it is missing or fails.
+
+    Asked once per process: every control plane starts with it, and the answer does not
+    change while the process runs."""
     tool = shutil.which("nvidia-smi")
     if tool is None:
         return ()

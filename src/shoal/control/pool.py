@@ -527,10 +527,11 @@ class Pool:
         """Let the backend prepare (a fork server), and start ``min_containers`` containers."""
         self._spawn(self._backend.prepare(self._preload))
         if self.spec.resources.memory_limit is not None:
-            self._memory_check = asyncio.get_running_loop().call_later(
-                MEMORY_CHECK, self._check_memory
-            )
+            self._arm_memory_check()
         self._pump()
+
+    def _arm_memory_check(self) -> None:
+        self._memory_check = asyncio.get_running_loop().call_later(MEMORY_CHECK, self._check_memory)
 
     def _check_memory(self) -> None:
         """Stop containers over the function's memory limit; their inputs are told why."""
@@ -544,9 +545,7 @@ class Pool:
                     f"was stopped: it used {used} MiB, over its memory limit of {limit} MiB,",
                 )
         if not self._closed:
-            self._memory_check = asyncio.get_running_loop().call_later(
-                MEMORY_CHECK, self._check_memory
-            )
+            self._arm_memory_check()
 
     async def stop(self) -> None:
         """Fail what is waiting, stop every container (grace, then kill), and return."""

@@ -36,13 +36,11 @@ class Scheduler:
     def __init__(self, wall_clock: Callable[[], datetime] | None = None) -> None:
         self._now = wall_clock or (lambda: datetime.now(UTC))
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self.fired: dict[str, int] = {}  # ticks fired so far, by function
 
     def add(self, pool: Pool, schedule: Schedule) -> None:
         """Fire ``pool``'s function on ``schedule`` from now on (counted from now)."""
         name = pool.spec.name
         if name not in self._timers:
-            self.fired[name] = 0
             self._arm(pool, schedule, self._now())
 
     def _arm(self, pool: Pool, schedule: Schedule, started: datetime) -> None:
@@ -55,7 +53,6 @@ class Scheduler:
 
     def _fire(self, pool: Pool, schedule: Schedule, started: datetime) -> None:
         name = pool.spec.name
-        self.fired[name] += 1
         try:
             pool.submit(_NO_ARGS, functools.partial(_report, name))
         except Exception as exc:  # the pool is stopping: nothing more to fire

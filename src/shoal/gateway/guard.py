@@ -87,9 +87,7 @@ class ConnectionGuard:
         #: Connections whose request line or headers are arriving.
         self._reading: set[asyncio.BaseTransport] = set()
         self._sweep: asyncio.TimerHandle | None = None
-        self.refused = 0  # connections answered 503
         self.evicted = 0  # idle connections closed to make room
-        self.timed_out = 0  # connections closed for slow headers
 
     def __len__(self) -> int:
         return len(self._open)
@@ -103,7 +101,6 @@ class ConnectionGuard:
                 self.evicted += 1
                 oldest.close()
             else:
-                self.refused += 1
                 if isinstance(transport, asyncio.WriteTransport):
                     transport.write(_503)
                 transport.close()
@@ -154,7 +151,6 @@ class ConnectionGuard:
             self.forget(transport)
             if transport.is_closing():
                 continue
-            self.timed_out += 1
             if started and isinstance(transport, asyncio.WriteTransport):
                 transport.write(_408)
             transport.close()

@@ -11,9 +11,9 @@ client has taken it. Websockets are relayed both ways under the same credit, so
 neither a flooding client nor one that never reads grows any process (see
 :mod:`shoal.protocol.flow`, :mod:`shoal.container.web`). Errors map to status
 codes: 401 without the token on an endpoint that requires it, 404 for an unknown
-endpoint, 504 when no response starts within SHOAL_GATEWAY_TIMEOUT (or the function times out), 502
-when containers died under the request until the retries ran out, 500 when the
-app failed before responding. Malformed HTTP never gets this far: uvicorn
+endpoint, 504 when no response starts within SHOAL_GATEWAY_TIMEOUT (or the
+function times out), 502 when containers died under the request until the retries
+ran out, 500 when the app failed before responding. Malformed HTTP never gets this far: uvicorn
 answers it with 400. Connection limits and header deadlines are
 :mod:`shoal.gateway.guard`'s.
 """
@@ -84,7 +84,7 @@ class Gateway:
         self.max_body = settings.max_request_bytes()
         self.timeout = settings.gateway_timeout()
         self.body_timeout = settings.gateway_body_timeout()
-        self.guard: guard.ConnectionGuard | None = None
+        self.guard = guard.ConnectionGuard(guard.Limits.from_settings())
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -346,7 +346,6 @@ async def start(
         OSError: the address cannot be bound.
     """
     gateway = Gateway(routes, token or settings.gateway_token() or secrets.token_urlsafe(24))
-    gateway.guard = guard.ConnectionGuard(guard.Limits.from_settings())
     http, ws = guard.protocols(gateway.guard)
     config = uvicorn.Config(
         gateway,
