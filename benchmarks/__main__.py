@@ -22,6 +22,7 @@ WORKLOADS = {
     "batched-embed": "benchmarks.batching",
     "web": "benchmarks.web",
     "chaos": "benchmarks.chaos",
+    "service": "benchmarks.service",
 }
 
 

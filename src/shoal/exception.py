@@ -5,6 +5,9 @@ Users catch these by name, so the names follow Modal's ``modal.exception``::
     Error
      ├── InvalidError             a bad option or argument, found before anything runs
      ├── ExecutionError           the app cannot run the call (not running, shut down)
+ ├── NotFoundError            no deployed app, function or stored call of that name
+ ├── AuthError                the server refused the client's token
+ ├── ConnectionError          no server answers where the client was told to look
      ├── SerializationError       arguments or a result could not be pickled
      ├── DeserializationError     a payload could not be unpickled on the other side
      ├── RequestSizeError         a payload is larger than SHOAL_MAX_PAYLOAD_BYTES
@@ -31,6 +34,18 @@ class InvalidError(Error):
 
 class ExecutionError(Error):
     """Raised when a call cannot run, e.g. the app is not running."""
+
+
+class NotFoundError(Error):
+    """Raised when a looked-up app, function, class or call id does not exist."""
+
+
+class AuthError(Error):
+    """Raised when a server refuses the client's access token."""
+
+
+class ConnectionError(Error):
+    """Raised when no server answers at the configured address."""
 
 
 class SerializationError(Error):

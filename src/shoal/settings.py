@@ -25,6 +25,12 @@ in a child process's environment.
 |                         |    | authenticate before it is closed |
 | SHOAL_CONTAINER_TOKEN | (none) | set by the control plane for a container it starts; the |
 |                       |        | secret the container presents when it connects back |
+| SHOAL_HOME | ~/.shoal | a server's state (SQLite store, bundles, token) |
+| SHOAL_SERVER_URL | (none) | the server clients use, e.g. tcp://127.0.0.1:7420 |
+| SHOAL_TOKEN | (none) | the access token clients present; for `shoal server`, the |
+|             |        | token it accepts (instead of creating one) |
+| SHOAL_RESULT_TTL | 86400 | seconds a server keeps the outcome of a durable spawn |
+| SHOAL_CONFIG | ~/.shoal.toml | the client's profile file (`shoal token set`) |
 """
 
 from __future__ import annotations
@@ -60,6 +66,11 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_CONTAINER_TRANSPORT", "unix", "unix or tcp, for containers' connections"),
         Setting("SHOAL_HANDSHAKE_TIMEOUT", "10", "seconds a connection has to authenticate"),
         Setting("SHOAL_CONTAINER_TOKEN", "", "secret a container presents to the control plane"),
+        Setting("SHOAL_HOME", "", "a server's state directory (default ~/.shoal)"),
+        Setting("SHOAL_SERVER_URL", "", "the server clients use"),
+        Setting("SHOAL_TOKEN", "", "the access token clients present"),
+        Setting("SHOAL_RESULT_TTL", "86400", "seconds a durable spawn's outcome is kept"),
+        Setting("SHOAL_CONFIG", "", "the client's profile file (default ~/.shoal.toml)"),
     )
 }
 
@@ -142,3 +153,28 @@ def gateway_body_timeout() -> float:
 def gateway_token() -> str | None:
     """The token ``requires_auth`` endpoints ask for, when one is set."""
     return get("SHOAL_GATEWAY_TOKEN") or None
+
+
+def home() -> str:
+    """A server's state directory."""
+    return os.path.expanduser(get("SHOAL_HOME") or "~/.shoal")
+
+
+def server_url() -> str | None:
+    """The server clients are told to use, if any."""
+    return get("SHOAL_SERVER_URL").strip() or None
+
+
+def token() -> str | None:
+    """The access token from the environment, if any."""
+    return get("SHOAL_TOKEN").strip() or None
+
+
+def result_ttl() -> float:
+    """Seconds a server keeps a durable spawn's outcome."""
+    return float(get("SHOAL_RESULT_TTL"))
+
+
+def config_file() -> str:
+    """The client's profile file."""
+    return os.path.expanduser(get("SHOAL_CONFIG") or "~/.shoal.toml")

@@ -21,6 +21,7 @@ import click
 from rich.console import Console
 
 from shoal.cli.serve import serve as serve_command
+from shoal.cli.service import COMMANDS
 from shoal.client.app import App
 from shoal.client.function import Function
 from shoal.client.output import live_status
@@ -79,6 +80,8 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
 
 
 main.add_command(serve_command)
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 def _announce(served: Served, console: Console) -> None:

@@ -29,16 +29,15 @@ import watchfiles
 
 from shoal import settings
 from shoal.client.app import App
-from shoal.client.user_module import load_file
+from shoal.client.user_module import load_file, local_files
 from shoal.exception import InvalidError
 from shoal.gateway.server import serving
 
 #: Milliseconds the watcher waits for a change before it looks at the child again.
 _TICK_MS = 500
+
+
 #: Folder names under the app's folder that hold installed code, not the app's own.
-_NOT_LOCAL = frozenset({"site-packages", "dist-packages", ".venv", "venv", "__pycache__"})
-
-
 @click.command()
 @click.argument("path")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
@@ -56,21 +55,6 @@ def serve(path: str, host: str, port: int, reload: bool, report_files: str | Non
         _supervise(path, host, port)
     else:
         _serve(path, host, port, report_files)
-
-
-def local_files(folder: Path) -> list[str]:
-    """Source files of the modules loaded from ``folder``: the app and its local imports."""
-    found = set()
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if not file or not file.endswith(".py"):
-            continue
-        path = Path(file).resolve()
-        if path.is_relative_to(folder):
-            inside = path.relative_to(folder).parts[:-1]
-            if not any(part in _NOT_LOCAL or part.startswith(".") for part in inside):
-                found.add(str(path))
-    return sorted(found)
 
 
 def _report(path: str, report_files: str) -> None:

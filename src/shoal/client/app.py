@@ -29,7 +29,7 @@ from shoal.control.resources import Resources
 from shoal.control.schedule import Cron, Period
 from shoal.control.server import ControlPlane
 from shoal.control.spec import UNSET, CodeRef, FunctionSpec, Retries, Scaling
-from shoal.exception import ExecutionError, InvalidError
+from shoal.exception import ExecutionError, InvalidError, NotFoundError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -89,6 +89,28 @@ def _check_no_arguments(fn: Callable[..., Any], name: str) -> None:
         pass  # no signature to check (a builtin): let it run
 
 
+class _Handles:
+    """What the app's own handles see of it (``shoal.client.function.Owner``)."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    @property
+    def web_url(self) -> str | None:
+        return self._app._web_url
+
+    def pool(self, name: str) -> AnyPool:
+        return self._app._pool(name)
+
+    def track(
+        self, progress: MapProgress, chunks: AsyncIterator[list[Any]]
+    ) -> AsyncIterator[list[Any]]:
+        return self._app._track(progress, chunks)
+
+    def declare(self, spec: FunctionSpec, code: Callable[[], CodeRef]) -> None:
+        self._app._declare(spec, code)
+
+
 class App:
     """A named set of functions that run in autoscaling pools of containers."""
 
@@ -104,6 +126,29 @@ class App:
         self._progress: list[MapProgress] = []
         #: Where the gateway serves this app's web endpoints, while it does.
         self._web_url: str | None = None
+        self._handles = _Handles(self)
+
+    @staticmethod
+    def lookup(name: str, *, create_if_missing: bool = False) -> App:
+        """The deployed app ``name`` on the server this process uses.
+
+        Its functions are reached with ``shoal.Function.from_name(name, ...)``.
+
+        Raises:
+            NotFoundError: no app of that name is deployed (``create_if_missing``
+                returns an empty app instead, to deploy into).
+            ConnectionError: no server to ask.
+        """
+        from shoal.client.connection import connect
+
+        async def names() -> list[str]:
+            connection = await connect()
+            rows = await connection.request("app_list")
+            return [row["name"] for row in rows if row["state"] == "deployed"]
+
+        if name not in run_sync(names()) and not create_if_missing:
+            raise NotFoundError(f"no deployed app {name!r}; deploy it with `shoal deploy FILE.py`")
+        return App(name)
 
     # -- registration -------------------------------------------------------
 
@@ -182,7 +227,7 @@ class App:
             _check_no_arguments(fn, spec.name)
         if not serialized:
             code_ref(fn, serialized=False)  # fail now if a container could not find it
-        handle: Function[Any, Any] = Function(self, fn, spec, serialized=serialized)
+        handle: Function[Any, Any] = Function(self._handles, fn, spec, serialized=serialized)
         self._functions[spec.name] = handle
         self._declare(spec, lambda: code_ref(fn, serialized=serialized))
         return handle
@@ -243,7 +288,7 @@ class App:
             spec = self._spec(target, **{k: v for k, v in settings.items() if k != "serialized"})
             if not serialized:
                 code_ref(target, serialized=False)
-            handle = Cls(self, target, spec, serialized=serialized)
+            handle = Cls(self._handles, target, spec, serialized=serialized)
             self._classes[spec.name] = handle
             return handle
 
@@ -289,6 +334,11 @@ class App:
     def registered_functions(self) -> dict[str, Function[Any, Any]]:
         """The app's functions by name."""
         return dict(self._functions)
+
+    @property
+    def registered_classes(self) -> dict[str, Cls[Any]]:
+        """The app's classes by name."""
+        return dict(self._classes)
 
     @property
     def registered_entrypoints(self) -> dict[str, Callable[..., Any]]:

@@ -15,17 +15,15 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pickle
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from shoal.client.bridge import run_sync
 from shoal.client.decorators import Parameter
-from shoal.client.function import Function
+from shoal.client.function import Function, Owner
 from shoal.client.user_module import code_ref
 from shoal.control.spec import CodeRef, FunctionSpec, with_options
 from shoal.exception import InvalidError
 from shoal.protocol import markers
-
-if TYPE_CHECKING:
-    from shoal.client.app import App
 
 T = TypeVar("T")
 
@@ -33,8 +31,8 @@ T = TypeVar("T")
 class Cls(Generic[T]):
     """A class registered with ``@app.cls``; call it with parameters to get an :class:`Obj`."""
 
-    def __init__(self, app: App, raw_cls: type[T], spec: FunctionSpec, *, serialized: bool):
-        self._app = app
+    def __init__(self, owner: Owner, raw_cls: type[T], spec: FunctionSpec, *, serialized: bool):
+        self._owner = owner
         self._raw_cls = raw_cls
         self.spec = spec
         self.serialized = serialized
@@ -47,6 +45,22 @@ class Cls(Generic[T]):
         self.methods = {name: member for name, member in members if markers.is_method(member)}
         if not self.methods:
             raise InvalidError(f"class {raw_cls.__name__} has no @shoal.method()")
+
+    @staticmethod
+    def from_name(app_name: str, name: str) -> DeployedCls:
+        """The class ``name`` of the deployed app ``app_name``, on the server this process
+        uses: call it with parameters for an object whose methods run there.
+
+        Raises:
+            NotFoundError: no such app, or it has no such class.
+            ConnectionError: no server to ask.
+        """
+        from shoal.client.deployed import lookup
+
+        connection, info = run_sync(lookup(app_name, name))
+        if info.get("kind") != "class":
+            raise InvalidError(f"{app_name}/{name} is a function: use shoal.Function.from_name")
+        return DeployedCls(app_name, name, info, connection)
 
     @property
     def __shoal_raw_function__(self) -> type[T]:
@@ -84,7 +98,7 @@ class Cls(Generic[T]):
             InvalidError: an unknown option or a bad value.
         """
         spec = with_options(self.spec, **options)
-        return Cls(self._app, self._raw_cls, spec, serialized=self.serialized)
+        return Cls(self._owner, self._raw_cls, spec, serialized=self.serialized)
 
     def _pool_spec(self, bound: dict[str, Any]) -> FunctionSpec:
         if not bound:
@@ -107,7 +121,7 @@ class Obj:
         self._cls = cls
         self._bound = bound
         self._spec = cls._pool_spec(bound)
-        cls._app._declare(self._spec, lambda: cls._code(bound))
+        cls._owner.declare(self._spec, lambda: cls._code(bound))
         self._handles: dict[str, Function[Any, Any]] = {}
 
     def __getattr__(self, name: str) -> Function[Any, Any]:
@@ -117,10 +131,63 @@ class Obj:
         handle = self._handles.get(name)
         if handle is None:
             handle = Function(
-                self._cls._app, raw, self._spec, serialized=self._cls.serialized, method=name
+                self._cls._owner, raw, self._spec, serialized=self._cls.serialized, method=name
             )
             self._handles[name] = handle
         return handle
 
     def __repr__(self) -> str:
         return f"<shoal.Obj {self._spec.name}>"
+
+
+class DeployedCls:
+    """A class of a deployed app, found by name (``shoal.Cls.from_name``)."""
+
+    def __init__(self, app_name: str, name: str, info: dict[str, Any], connection: Any) -> None:
+        self._app_name = app_name
+        self.__name__ = name
+        self._methods: dict[str, bool] = dict(info.get("methods", {}))
+        self._parameters = set(info.get("parameters", []))
+        self._connection = connection
+
+    def __call__(self, **values: Any) -> DeployedObj:
+        """An object with these parameter values (the others take their defaults there).
+
+        Raises:
+            InvalidError: an unknown parameter.
+        """
+        from shoal.client.deployed import DeployedApp, pickled_parameters
+
+        unknown = set(values) - self._parameters
+        if unknown:
+            raise InvalidError(
+                f"{self.__name__} has no parameter {sorted(unknown)}; "
+                f"its parameters are {sorted(self._parameters)}"
+            )
+        owner = DeployedApp(self._app_name, self._connection, pickled_parameters(values))
+        return DeployedObj(self, owner)
+
+    def __repr__(self) -> str:
+        return f"<shoal.Cls {self._app_name}/{self.__name__}>"
+
+
+class DeployedObj:
+    """An object of a deployed class: its methods are handles on the server's pool."""
+
+    def __init__(self, cls: DeployedCls, owner: Owner) -> None:
+        self._cls = cls
+        self._owner = owner
+        self._handles: dict[str, Function[Any, Any]] = {}
+
+    def __getattr__(self, name: str) -> Function[Any, Any]:
+        if name.startswith("_") or name not in self._cls._methods:
+            raise AttributeError(f"{self._cls.__name__} has no method {name!r}")
+        handle = self._handles.get(name)
+        if handle is None:
+            spec = FunctionSpec(name=self._cls.__name__)
+            generator = self._cls._methods[name]
+            handle = Function(
+                self._owner, None, spec, serialized=False, method=name, is_generator=generator
+            )
+            self._handles[name] = handle
+        return handle

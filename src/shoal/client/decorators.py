@@ -122,6 +122,8 @@ method = _role(markers.METHOD)
 class Parameter:
     """A class attribute declared with ``shoal.parameter()``: set per instance by callers."""
 
+    __shoal_parameter__ = True
+
     def __init__(self, default: Any) -> None:
         self.default = default
 

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import queue
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from shoal.client.bridge import (
     Starter,
@@ -26,21 +26,35 @@ from shoal.client.bridge import (
     wait_on_loop,
     wait_on_loop_async,
 )
-from shoal.client.function_call import FunctionCall
+from shoal.client.connection import ServerPool
+from shoal.client.function_call import FunctionCall, StoredFunctionCall
 from shoal.client.map import MapOptions, MapProgress, arg_tuples, known_length, map_outputs
 from shoal.client.remote import AnyPool
 from shoal.client.user_module import code_ref
 from shoal.control.calls import CallState, InputRecord
-from shoal.control.spec import UNSET, FunctionSpec, with_options
+from shoal.control.spec import UNSET, CodeRef, FunctionSpec, with_options
 from shoal.control.stats import FunctionStats
 from shoal.exception import InputCancellation, InvalidError
 from shoal.protocol import payload
 
-if TYPE_CHECKING:
-    from shoal.client.app import App
-
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class Owner(Protocol):
+    """What a handle needs of the app it belongs to: an ``App`` running here, or a
+    deployed app on a server (:class:`~shoal.client.deployed.DeployedApp`)."""
+
+    @property
+    def web_url(self) -> str | None: ...
+
+    def pool(self, name: str) -> AnyPool: ...
+
+    def track(
+        self, progress: MapProgress, chunks: AsyncIterator[list[Any]]
+    ) -> AsyncIterator[list[Any]]: ...
+
+    def declare(self, spec: FunctionSpec, code: Callable[[], CodeRef]) -> None: ...
 
 
 class Function(Generic[P, R]):
@@ -51,28 +65,55 @@ class Function(Generic[P, R]):
 
     def __init__(
         self,
-        app: App,
-        raw_f: Callable[..., Any],
+        owner: Owner,
+        raw_f: Callable[..., Any] | None,
         spec: FunctionSpec,
         *,
         serialized: bool,
         method: str = "",
+        is_generator: bool | None = None,
     ) -> None:
-        self._app = app
+        self._owner = owner
         self._raw_f = raw_f
         self.spec = spec
         self.serialized = serialized
         #: The method of a class pool this handle calls ("" for a function).
         self.method = method
-        self.is_generator = inspect.isgeneratorfunction(raw_f) or inspect.isasyncgenfunction(raw_f)
-        self.__name__ = raw_f.__name__
-        self.__qualname__ = raw_f.__qualname__
-        self.__module__ = raw_f.__module__
-        self.__doc__ = raw_f.__doc__
+        if is_generator is None:
+            is_generator = inspect.isgeneratorfunction(raw_f) or inspect.isasyncgenfunction(raw_f)
+        self.is_generator = is_generator
+        self.__name__ = getattr(raw_f, "__name__", method or spec.name)
+        self.__qualname__ = getattr(raw_f, "__qualname__", self.__name__)
+        self.__module__ = getattr(raw_f, "__module__", __name__)
+        self.__doc__ = getattr(raw_f, "__doc__", None)
+
+    @classmethod
+    def from_name(cls, app_name: str, name: str) -> Function[..., Any]:
+        """The function ``name`` of the deployed app ``app_name``, on the server this
+        process uses (see :mod:`shoal.client.connection`), with the full calling API.
+
+        Raises:
+            NotFoundError: no such app, or it has no such function.
+            ConnectionError: no server to ask.
+        """
+        from shoal.client.deployed import DeployedApp, lookup
+
+        connection, info = run_sync(lookup(app_name, name))
+        if info.get("kind") != "function":
+            raise InvalidError(f"{app_name}/{name} is a class: use shoal.Cls.from_name")
+        owner = DeployedApp(app_name, connection, web_url=info.get("web_url"))
+        spec = FunctionSpec(name=name)
+        return Function(owner, None, spec, serialized=False, is_generator=bool(info["generator"]))
 
     @property
     def __shoal_raw_function__(self) -> Callable[..., Any]:
-        """The undecorated function (what a container runs)."""
+        """The undecorated function (what a container runs).
+
+        Raises:
+            InvalidError: a handle found by name has no function here.
+        """
+        if self._raw_f is None:
+            raise InvalidError(f"{self.name} was found by name: its code is on the server")
         return self._raw_f
 
     @property
@@ -82,9 +123,18 @@ class Function(Generic[P, R]):
 
     @property
     def web_url(self) -> str | None:
-        """The URL of this web endpoint while its app is served (``shoal serve``/``run``)."""
-        base = self._app._web_url
+        """The URL of this web endpoint while its app is served (``shoal serve``/``run``,
+        or deployed)."""
+        base = self._owner.web_url
+        if isinstance(self._pool_or_none(), ServerPool):
+            return base  # a deployed endpoint's own URL
         return None if base is None else f"{base}/{self.spec.name}"
+
+    def _pool_or_none(self) -> AnyPool | None:
+        try:
+            return self._pool()
+        except Exception:
+            return None
 
     def with_options(self, **options: Any) -> Function[P, R]:
         """This function with other options, as Modal's ``with_options``: ``cpu``,
@@ -100,9 +150,11 @@ class Function(Generic[P, R]):
         if self.method:
             raise InvalidError(f"{self.name} is a method: use the class's with_options")
         spec = with_options(self.spec, **options)
-        variant: Function[P, R] = Function(self._app, self._raw_f, spec, serialized=self.serialized)
         raw, serialized = self._raw_f, self.serialized
-        self._app._declare(spec, lambda: code_ref(raw, serialized=serialized))
+        if raw is None:
+            raise InvalidError(f"{self.name} was found by name: redeploy it with other options")
+        variant: Function[P, R] = Function(self._owner, raw, spec, serialized=serialized)
+        self._owner.declare(spec, lambda: code_ref(raw, serialized=serialized))
         return variant
 
     def get_web_url(self) -> str | None:
@@ -110,7 +162,7 @@ class Function(Generic[P, R]):
         return self.web_url
 
     def _pool(self) -> AnyPool:
-        return self._app._pool(self.spec.name)
+        return self._owner.pool(self.spec.name)
 
     def _outcome(self, record: InputRecord) -> R:
         """Unpickle ``record``'s result, or raise its error."""
@@ -172,9 +224,13 @@ class Function(Generic[P, R]):
         record = pool.submit(data, lambda _: finished.set(), self.method)
         return FunctionCall(pool, record, finished, self._outcome)
 
+    async def _spawn_stored(self, pool: ServerPool, data: bytes) -> FunctionCall[R]:
+        object_id = await pool.spawn(data, self.method)
+        return StoredFunctionCall(pool._connection, object_id, self.name)
+
     def local(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Call the function here, in this process (a coroutine for an ``async def``)."""
-        return self._raw_f(*args, **kwargs)
+        return self.__shoal_raw_function__(*args, **kwargs)
 
     # -- maps -------------------------------------------------------------
 
@@ -188,7 +244,7 @@ class Function(Generic[P, R]):
     ) -> AsyncIterator[list[Any]]:
         self._check_kind(generator=False)
         progress = MapProgress(self.name, known_length(iterables))
-        return self._app._track(
+        return self._owner.track(
             progress,
             map_outputs(
                 self._pool(),
@@ -243,6 +299,26 @@ class Function(Generic[P, R]):
         async for _ in self._map_chunks(iterables, star=False, kwargs=kwargs, options=options):
             pass
 
+    @bridged
+    async def spawn_map(
+        self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None
+    ) -> None:
+        """Queue one input per item (``zip`` of ``iterables``) and return without waiting
+        for any result, as Modal's ``spawn_map``. On a deployed function each input is
+        stored on the server before this returns.
+        """
+        self._check_kind(generator=False)
+        data = [
+            self._pickle_args(tuple(args), kwargs or {}) for args in zip(*iterables, strict=False)
+        ]
+        pool = self._pool()
+        if isinstance(pool, ServerPool):
+            for start in range(0, len(data), _SPAWNS_IN_FLIGHT):
+                batch = data[start : start + _SPAWNS_IN_FLIGHT]
+                await asyncio.gather(*(pool.spawn(d, self.method) for d in batch))
+        elif data:
+            pool.submit_many(data, _ignore_outcome, self.method)
+
     # -- scaling ----------------------------------------------------------
 
     @bridged
@@ -269,18 +345,33 @@ class Function(Generic[P, R]):
             "scaledown_window": scaledown_window,
         }
         changes = {key: value for key, value in given.items() if value is not UNSET}
-        self._pool().update_scaling(**changes)
+        pool = self._pool()
+        if isinstance(pool, ServerPool):
+            await pool.change_scaling(**changes)
+        else:
+            pool.update_scaling(**changes)
 
     @bridged
     async def stats(self) -> FunctionStats:
         """Queued and running inputs and containers of this function, right now."""
-        stats: FunctionStats = self._pool().stats()
+        pool = self._pool()
+        if isinstance(pool, ServerPool):
+            return await pool.fetch_stats()
+        stats: FunctionStats = pool.stats()
         return stats
 
     get_current_stats = stats
 
     def __repr__(self) -> str:
         return f"<shoal.Function {self.spec.name}>"
+
+
+#: Durable spawns ``spawn_map`` keeps waiting for their commit at once.
+_SPAWNS_IN_FLIGHT = 1000
+
+
+def _ignore_outcome(record: InputRecord) -> None:
+    """``spawn_map`` keeps no handle: an outcome has no one to go to."""
 
 
 class _Remote(Generic[P, R]):
@@ -337,12 +428,20 @@ class _Spawn(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
         data = self._data(args, kwargs)
-        return call_on_loop(lambda: self._function._spawn_on_loop(data))
+        function = self._function
+        pool = function._pool()
+        if isinstance(pool, ServerPool):  # stored on the server before this returns
+            return run_sync(function._spawn_stored(pool, data))
+        return call_on_loop(lambda: function._spawn_on_loop(data))
 
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
         """The same call, awaitable from any event loop."""
         data = self._data(args, kwargs)
-        return await call_on_loop_async(lambda: self._function._spawn_on_loop(data))
+        function = self._function
+        pool = function._pool()
+        if isinstance(pool, ServerPool):
+            return await run_async(function._spawn_stored(pool, data))
+        return await call_on_loop_async(lambda: function._spawn_on_loop(data))
 
 
 #: Marks the end of a generator's values in its queue.

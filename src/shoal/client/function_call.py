@@ -8,8 +8,11 @@ from typing import Any, Generic, TypeVar
 
 from shoal.client.bridge import Bridged, bridged, run_async, run_sync
 from shoal.client.call_graph import InputInfo, graph_of
+from shoal.client.connection import Connection, connect, stored_outcome
 from shoal.client.remote import AnyPool
 from shoal.control.calls import InputRecord
+from shoal.exception import InvalidError
+from shoal.protocol.messages import CallDone, Wait
 
 R = TypeVar("R")
 
@@ -34,6 +37,19 @@ class FunctionCall(Generic[R]):
         self._record = record
         self._finished = finished
         self._outcome = outcome
+
+    @staticmethod
+    def from_id(object_id: str) -> FunctionCall[Any]:
+        """The spawned call ``object_id`` of a deployed function (``call.object_id``), from
+        any process: ``get`` waits for its stored outcome, even after the spawning
+        process exited or the server restarted. An unknown id raises
+        ``NotFoundError`` at ``get``.
+
+        Raises:
+            ConnectionError: no server to ask.
+        """
+        connection = run_sync(connect())
+        return StoredFunctionCall(connection, object_id, "")
 
     @property
     def object_id(self) -> str:
@@ -78,6 +94,70 @@ class FunctionCall(Generic[R]):
         return f"FunctionCall({self._pool.spec.name}, {self.object_id}, {self._record.state.name})"
 
 
+class StoredFunctionCall(FunctionCall[R]):
+    """A durable spawn, stored on a server: waits and cancels go through the connection."""
+
+    def __init__(self, connection: Connection, object_id: str, name: str) -> None:
+        self._connection = connection
+        self._object_id = object_id
+        self._name = name or "function call"
+        self._outcome_message: CallDone | None = None
+
+    @property
+    def object_id(self) -> str:
+        return self._object_id
+
+    @property
+    def get(self) -> _Get[R]:
+        return _StoredGet(self)
+
+    async def _wait(self, timeout: float | None) -> None:  # noqa: ASYNC109 - get's argument
+        if self._outcome_message is not None:
+            return
+        connection = self._connection
+        call_id = connection.next_id()
+        done: asyncio.Future[CallDone] = asyncio.get_running_loop().create_future()
+
+        def reply(message: Any) -> None:
+            if isinstance(message, CallDone) and not done.done():
+                done.set_result(message)
+
+        connection.call(Wait(call_id, self._object_id), reply)
+        try:
+            self._outcome_message = await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            connection.drop(call_id)
+            raise TimeoutError(
+                f"{self._name} ({self._object_id}) not done after {timeout} s"
+            ) from None
+
+    def _value(self) -> R:
+        assert self._outcome_message is not None
+        value: R = stored_outcome(self._outcome_message, f"{self._name} ({self._object_id})")
+        return value
+
+    @bridged
+    async def get_call_graph(self) -> list[InputInfo]:
+        """Not kept for stored calls.
+
+        Raises:
+            InvalidError: always; call graphs are kept for calls of an app running in
+                this process.
+        """
+        raise InvalidError(
+            f"{self._object_id} is stored on a server, which keeps no call graph; "
+            "get_call_graph() works for calls of an app running in this process"
+        )
+
+    @bridged
+    async def cancel(self) -> None:
+        """Stop the stored input; a later ``get`` raises ``InputCancellation``."""
+        await self._connection.request("call_cancel", object_id=self._object_id)
+
+    def __repr__(self) -> str:
+        return f"FunctionCall({self._object_id})"
+
+
 async def _gather(*calls: FunctionCall[Any]) -> list[Any]:
     outcomes = await asyncio.gather(*(call.get.aio() for call in calls), return_exceptions=True)
     for outcome in outcomes:
@@ -109,3 +189,18 @@ class _Get(Generic[R]):
         if not call._finished.is_set():
             await run_async(call._wait(timeout))
         return call._outcome(call._record)
+
+
+class _StoredGet(_Get[R]):
+    """``call.get`` of a stored call: each wait asks the server."""
+
+    __slots__ = ()
+    _call: StoredFunctionCall[R]
+
+    def __call__(self, timeout: float | None = None) -> R:
+        run_sync(self._call._wait(timeout))
+        return self._call._value()
+
+    async def aio(self, timeout: float | None = None) -> R:  # noqa: ASYNC109 - Modal's API
+        await run_async(self._call._wait(timeout))
+        return self._call._value()

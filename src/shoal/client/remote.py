@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from shoal.client.bridge import background_loop
+from shoal.client.connection import ServerPool
 from shoal.container.context import CallChannel
 from shoal.control.calls import CallState, InputRecord
 from shoal.control.pool import Pool
@@ -101,5 +102,6 @@ class RemotePool:
 
 
 #: What a handle submits to: the function's pool in this process (an app runs
-#: here), or the control plane's, reached through the container's connection.
-AnyPool = Pool | RemotePool
+#: here), the control plane's, reached through the container's connection, or a
+#: server's, reached through the client's connection.
+AnyPool = Pool | RemotePool | ServerPool

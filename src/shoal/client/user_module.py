@@ -119,3 +119,22 @@ def _import_root(name: str, file: Path) -> str | None:
         depth += 1
     root = file.resolve().parents[depth - 1] if depth <= len(file.resolve().parents) else None
     return None if root is None else str(root)
+
+
+#: Folders whose modules are installed packages or caches, not the app's own code.
+_NOT_LOCAL = frozenset({"site-packages", "dist-packages", ".venv", "venv", "__pycache__"})
+
+
+def local_files(folder: Path) -> list[str]:
+    """Source files of the modules loaded from ``folder``: the app and its local imports."""
+    found = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not file or not file.endswith(".py"):
+            continue
+        path = Path(file).resolve()
+        if path.is_relative_to(folder):
+            inside = path.relative_to(folder).parts[:-1]
+            if not any(part in _NOT_LOCAL or part.startswith(".") for part in inside):
+                found.add(str(path))
+    return sorted(found)

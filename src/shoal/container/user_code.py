@@ -85,6 +85,11 @@ def _instantiate(cls: type, parameters: dict[str, Any]) -> UserCode:
     instance: Any = object.__new__(cls)
     for name, value in parameters.items():
         setattr(instance, name, value)
+    for name, member in inspect.getmembers(cls):
+        if getattr(member, markers.PARAMETER, False) is True and name not in parameters:
+            if member.required:  # a caller that looked the class up by name left it out
+                raise LoadError(f"{cls.__name__} needs parameter {name!r}")
+            setattr(instance, name, member.default)
     code = UserCode(methods={})
     for name, member in inspect.getmembers(cls):
         role = getattr(member, markers.ROLE, None)

@@ -67,3 +67,7 @@ class ContainerBudget:
     def add_reclaimer(self, key: object, reclaim: Callable[[], bool]) -> None:
         """``reclaim()`` retires one idle container of a pool, returning whether it did."""
         self._reclaimers[id(key)] = reclaim
+
+    def remove_reclaimer(self, key: object) -> None:
+        """Forget the reclaimer of a pool that stopped."""
+        self._reclaimers.pop(id(key), None)

@@ -81,6 +81,7 @@ class InputRecord:
         "crashes",
         "crowd_crashes",
         "error",
+        "error_data",
         "failures",
         "fed",
         "function",
@@ -128,6 +129,9 @@ class InputRecord:
         self.isolated = False
         self.result: bytes | None = None
         self.error: BaseException | None = None
+        #: The container's own pickle of the function's exception (``dump_exception``
+        #: bytes), for a caller in another process that can rebuild the user's classes.
+        self.error_data: bytes | None = None
 
     def move_to(self, state: CallState) -> None:
         """Change state; on a final state, tell the caller.

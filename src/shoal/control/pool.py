@@ -82,8 +82,11 @@ class Pool:
         launcher: Launcher,
         clock: Callable[[], float] = time.monotonic,
         budget: ContainerBudget | None = None,
+        prefix: str = "",
     ) -> None:
         self.spec = spec
+        #: Container ids are ``{prefix}-c{n}``, unique among the control plane's pools.
+        self._prefix = prefix or spec.name
         self._budget = budget
         self._code = code
         self._backend = backend
@@ -201,6 +204,29 @@ class Pool:
             containers_started=self._started,
             awaiting_room=self._awaiting_room,
         )
+
+    def containers(self) -> list[dict[str, Any]]:
+        """Each container not yet stopped: id, state, pid and inputs running."""
+        return [
+            {
+                "id": handle.container_id,
+                "state": handle.state.name.lower(),
+                "pid": handle.pid,
+                "running": len(handle.running),
+            }
+            for handle in self._containers
+            if handle.state is not ContainerState.STOPPED
+        ]
+
+    def stop_container(self, container_id: str) -> bool:
+        """Retire container ``container_id`` (it stops once its inputs finish); return
+        whether this pool has it."""
+        handle = self._containers.get(container_id)
+        if handle is None or handle.state is ContainerState.STOPPED:
+            return False
+        self._retire(handle)
+        self._pump()
+        return True
 
     # -- dispatch and scaling ----------------------------------------------
 
@@ -335,7 +361,7 @@ class Pool:
 
     def _start_container(self, grant: Grant | None) -> None:
         number = next(self._numbers)
-        container_id = f"{self.spec.name}-c{number}"
+        container_id = f"{self._prefix}-c{number}"
         handle = self._containers.create(container_id, self.spec.scaling.max_inputs)
         handle.grant = grant
         self._started += 1
@@ -448,14 +474,25 @@ class Pool:
             if message.status == OutputStatus.OK:
                 record.succeed(message.data)
             else:
-                self._retry_or_fail(record, output_error(self.spec, record, message), crash=False)
+                data = message.data if message.status == OutputStatus.ERROR else None
+                error = output_error(self.spec, record, message)
+                self._retry_or_fail(record, error, crash=False, data=data)
         self._pump()
 
     def _retry_or_fail(
-        self, record: InputRecord, error: BaseException, *, crash: bool, alone: bool = True
+        self,
+        record: InputRecord,
+        error: BaseException,
+        *,
+        crash: bool,
+        alone: bool = True,
+        data: bytes | None = None,
     ) -> None:
+        """Queue ``record`` again, or fail it with ``error`` (``data``: the container's
+        pickle of it, when the function raised)."""
         retry = after_failure(record, self.spec, crash=crash, alone=alone)
         if retry is None:
+            record.error_data = data
             record.fail(error)
             return
         record.move_to(CallState.QUEUED)

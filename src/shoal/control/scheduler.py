@@ -37,28 +37,33 @@ class Scheduler:
         self._now = wall_clock or (lambda: datetime.now(UTC))
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
-    def add(self, pool: Pool, schedule: Schedule) -> None:
+    def add(self, key: str, pool: Pool, schedule: Schedule) -> None:
         """Fire ``pool``'s function on ``schedule`` from now on (counted from now)."""
-        name = pool.spec.name
-        if name not in self._timers:
-            self._arm(pool, schedule, self._now())
+        if key not in self._timers:
+            self._arm(key, pool, schedule, self._now())
 
-    def _arm(self, pool: Pool, schedule: Schedule, started: datetime) -> None:
+    def remove(self, key: str) -> None:
+        """Stop firing the pool under ``key``."""
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _arm(self, key: str, pool: Pool, schedule: Schedule, started: datetime) -> None:
         now = self._now()
         delay = (next_tick(schedule, started, now) - now).total_seconds()
         loop = asyncio.get_running_loop()
-        self._timers[pool.spec.name] = loop.call_later(
-            max(0.0, delay), self._fire, pool, schedule, started
+        self._timers[key] = loop.call_later(
+            max(0.0, delay), self._fire, key, pool, schedule, started
         )
 
-    def _fire(self, pool: Pool, schedule: Schedule, started: datetime) -> None:
+    def _fire(self, key: str, pool: Pool, schedule: Schedule, started: datetime) -> None:
         name = pool.spec.name
         try:
             pool.submit(_NO_ARGS, functools.partial(_report, name))
         except Exception as exc:  # the pool is stopping: nothing more to fire
             print(f"shoal: scheduled run of {name} not started: {exc}", file=sys.stderr)
             return
-        self._arm(pool, schedule, started)
+        self._arm(key, pool, schedule, started)
 
     def stop(self) -> None:
         """Cancel every timer."""

@@ -58,6 +58,8 @@ class ControlPlane:
         self.address = ""
         self._server: asyncio.Server | None = None
         self._pools: dict[str, Pool] = {}
+        #: The namespace of each pool key: calls from its containers resolve names in it.
+        self._namespaces: dict[str, str] = {}
         machine = backend.machine()
         gpus = tuple(Gpu(index, name) for index, name in machine.gpus)
         self.budget = ContainerBudget(
@@ -75,26 +77,45 @@ class ControlPlane:
             where = os.path.join(self._dir, "control.sock")
         self._server, self.address = await transport.listen(where, self._accept)
 
-    def add_pool(self, spec: FunctionSpec, code: CodeRef) -> Pool:
-        """Create the pool of ``spec`` and start its warm containers.
+    def add_pool(self, spec: FunctionSpec, code: CodeRef, key: str | None = None) -> Pool:
+        """Create the pool of ``spec`` under ``key`` (default: the function's name) and
+        start its warm containers and its schedule.
 
-        A pool of that name that exists already is returned as it is (pools of
-        class parameter sets are declared as callers first use them).
+        A key ``"app.v3.square"`` puts the pool in namespace ``"app.v3."``: when code
+        in its containers calls function ``"cube"``, the call goes to ``"app.v3.cube"``.
+        A pool of that key that exists already is returned as it is (pools of class
+        parameter sets are declared as callers first use them).
         """
-        if spec.name in self._pools:
-            return self._pools[spec.name]
+        key = key or spec.name
+        if key in self._pools:
+            return self._pools[key]
         self.budget.room.check(spec.resources, spec.name)
-        pool = Pool(spec, code, self.backend, self._launch, self._clock, self.budget)
+        pool = Pool(spec, code, self.backend, self._launch, self._clock, self.budget, prefix=key)
         self.budget.add_reclaimer(pool, pool.give_idle)
-        self._pools[spec.name] = pool
+        self._pools[key] = pool
+        self._namespaces[key] = key[: len(key) - len(spec.name)] if key.endswith(spec.name) else ""
         pool.start()
         if spec.schedule is not None:
-            self.scheduler.add(pool, spec.schedule)
+            self.scheduler.add(key, pool, spec.schedule)
         return pool
 
-    def pool(self, name: str) -> Pool:
-        """The pool of function ``name``."""
-        return self._pools[name]
+    def pool(self, key: str) -> Pool:
+        """The pool under ``key``."""
+        return self._pools[key]
+
+    def pools(self) -> dict[str, Pool]:
+        """Every pool, by key."""
+        return dict(self._pools)
+
+    async def remove_pool(self, key: str) -> None:
+        """Stop the pool under ``key`` and forget it (its schedule stops too)."""
+        pool = self._pools.pop(key, None)
+        self._namespaces.pop(key, None)
+        if pool is None:
+            return
+        self.scheduler.remove(key)
+        self.budget.remove_reclaimer(pool)
+        await pool.stop()
 
     async def stop(self) -> None:
         """Stop every pool and container, close the socket, remove the directory."""
@@ -122,16 +143,18 @@ class ControlPlane:
     def _accept(self) -> FramedProtocol:
         return _Connection(self).protocol
 
-    def _route(self, hello: Hello, protocol: FramedProtocol) -> tuple[Pool, ContainerHandle] | None:
+    def _route(
+        self, hello: Hello, protocol: FramedProtocol
+    ) -> tuple[Pool, ContainerHandle, str] | None:
         """The pool and container a Hello proves itself to be, or ``None`` to refuse it."""
         if not (isinstance(hello.token, str) and isinstance(hello.container_id, str)):
             return None  # a malformed hello: refused like a wrong token
         if not hmac.compare_digest(hello.token.encode(), self.token.encode()):
             return None
-        for pool in self._pools.values():
+        for key, pool in self._pools.items():
             if pool.owns(hello.container_id):
                 handle = pool.attach(hello.container_id, protocol)
-                return None if handle is None else (pool, handle)
+                return None if handle is None else (pool, handle, self._namespaces[key])
         return None
 
 
@@ -140,7 +163,7 @@ class _Connection:
 
     def __init__(self, control: ControlPlane) -> None:
         self._control = control
-        self._bound: tuple[Pool, ContainerHandle] | None = None
+        self._bound: tuple[Pool, ContainerHandle, str] | None = None
         #: Calls this container's code made and that have not ended, by call id.
         self._calls: dict[str, tuple[Pool, InputRecord]] = {}
         # Until the peer has authenticated, accept only a small first frame, and only
@@ -158,7 +181,7 @@ class _Connection:
 
     def _on_message(self, message: Message) -> None:
         if self._bound is not None:
-            pool, handle = self._bound
+            pool, handle, _ = self._bound
             if isinstance(message, Call):
                 self._call(message)
             elif isinstance(message, CallCancel):
@@ -178,7 +201,9 @@ class _Connection:
 
     def _call(self, message: Call) -> None:
         """User code in this container calls another function: submit it, answer when done."""
-        pool = self._control._pools.get(message.function)
+        namespace = self._bound[2] if self._bound is not None else ""
+        pools = self._control._pools
+        pool = pools.get(namespace + message.function) or pools.get(message.function)
         if pool is None:
             error = ExecutionError(f"no function {message.function!r} in the running app")
             self.protocol.send(CallDone(message.call_id, OutputStatus.ERROR, _pickled(error)))
@@ -229,7 +254,7 @@ class _Connection:
             self._cancel_call(call_id)
         self._control._connections.discard(self.protocol)
         if self._bound is not None:
-            pool, handle = self._bound
+            pool, handle, _ = self._bound
             pool.on_disconnect(handle)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -223,3 +224,38 @@ def with_options(spec: FunctionSpec, **given: Any) -> FunctionSpec:
 
 def _pair_of(request: Any, limit: Any) -> Any:
     return request if limit is None else (request, limit)
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One deployed function or class, as the client described it.
+
+    ``info`` is what a handle found by name needs: ``kind`` ("function" or
+    "class"), ``generator`` (bool), ``methods`` (method name -> generator, for a
+    class), ``parameters`` (a class's parameter names), ``web`` (the endpoint's
+    options, or None).
+    """
+
+    name: str
+    spec: FunctionSpec
+    code: CodeRef
+    info: dict[str, Any]
+
+
+def dump_definitions(definitions: list[Definition]) -> bytes:
+    return pickle.dumps(definitions, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_definitions(data: bytes) -> list[Definition]:
+    """Definitions sent by an authenticated client or read back from the store.
+
+    Raises:
+        InvalidError: ``data`` is not a list of definitions.
+    """
+    try:
+        found = pickle.loads(data)
+    except Exception as exc:
+        raise InvalidError(f"malformed app definitions: {exc!r}") from None
+    if not isinstance(found, list) or not all(isinstance(d, Definition) for d in found):
+        raise InvalidError("malformed app definitions: expected a list of Definition")
+    return found

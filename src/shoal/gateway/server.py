@@ -43,7 +43,6 @@ from shoal.protocol.flow import cost
 
 if TYPE_CHECKING:
     from shoal.client.app import App
-    from shoal.client.function import Function
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -69,17 +68,25 @@ _SCOPE_KEYS: Final = (
 
 @dataclass(frozen=True)
 class Route:
-    """One web endpoint: its function handle and whether it needs the token."""
+    """One web endpoint: how to find its pool now, and whether it needs the token."""
 
-    function: Function[Any, Any]
+    pool: Callable[[], AnyPool]
     requires_auth: bool
+
+
+#: Finds the route of a request path: (route, its name, the rest of the path), or
+#: None for a path that names no endpoint.
+Resolver = Callable[[str], "tuple[Route, str, str] | None"]
 
 
 class Gateway:
     """The ASGI app uvicorn serves: routes requests to pools (see the module docstring)."""
 
-    def __init__(self, routes: dict[str, Route], token: str) -> None:
+    def __init__(
+        self, routes: dict[str, Route], token: str, resolve: Resolver | None = None
+    ) -> None:
         self.routes = routes
+        self._resolve = resolve or self._by_first_segment
         self.token = token
         self.max_body = settings.max_request_bytes()
         self.timeout = settings.gateway_timeout()
@@ -90,11 +97,11 @@ class Gateway:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
-        name, _, rest = scope["path"].lstrip("/").partition("/")
-        route = self.routes.get(name)
-        if route is None:
-            await _reply(send, scope, 404, f"no web endpoint {name!r}; try {sorted(self.routes)}")
+        found = self._resolve(scope["path"])
+        if found is None:
+            await _reply(send, scope, 404, f"no web endpoint at {scope['path']!r}")
             return
+        route, name, rest = found
         if route.requires_auth and not self._authorized(scope):
             await _reply(
                 send, scope, 401, "this endpoint needs the token: Authorization: Bearer ..."
@@ -108,6 +115,11 @@ class Gateway:
             await self._http(route, inner, receive, send)
         else:
             await self._websocket(route, inner, receive, send)
+
+    def _by_first_segment(self, path: str) -> tuple[Route, str, str] | None:
+        name, _, rest = path.lstrip("/").partition("/")
+        route = self.routes.get(name)
+        return None if route is None else (route, name, rest)
 
     def _authorized(self, scope: dict[str, Any]) -> bool:
         for key, value in scope["headers"]:
@@ -140,7 +152,7 @@ class Gateway:
         if len(body) > self.max_body:
             await _reply(send, scope, 413, f"request body over {self.max_body} bytes")
             return
-        pool = route.function._pool()
+        pool = route.pool()
         events: asyncio.Queue[Any] = asyncio.Queue()
         data = payload.dumps({"scope": scope, "body": body, "more_body": more}, "request")
         record = pool.submit(data, lambda _: events.put_nowait(_END), on_item=events.put_nowait)
@@ -230,7 +242,7 @@ class Gateway:
     ) -> None:
         connect = await receive()  # the server's websocket.connect; the app gets its own
         assert connect["type"] == "websocket.connect"
-        pool = route.function._pool()
+        pool = route.pool()
         events: asyncio.Queue[Any] = asyncio.Queue()
         data = payload.dumps({"scope": scope}, "websocket")
         record = pool.submit(data, lambda _: events.put_nowait(_END), on_item=events.put_nowait)
@@ -312,7 +324,7 @@ def web_routes(app: App, *, all_need_auth: bool = False) -> dict[str, Route]:
     for name, function in app.registered_functions.items():
         spec = web_spec(function.__shoal_raw_function__)
         if spec is not None:
-            routes[name] = Route(function, spec["requires_auth"] or all_need_auth)
+            routes[name] = Route(function._pool, spec["requires_auth"] or all_need_auth)
     return routes
 
 
@@ -338,14 +350,21 @@ class Served:
 
 
 async def start(
-    routes: dict[str, Route], host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    routes: dict[str, Route],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    resolve: Resolver | None = None,
 ) -> Served:
-    """Serve ``routes`` with uvicorn on the running loop; return once it accepts connections.
+    """Serve ``routes`` (or what ``resolve`` finds) with uvicorn on the running loop;
+    return once it accepts connections.
 
     Raises:
         OSError: the address cannot be bound.
     """
-    gateway = Gateway(routes, token or settings.gateway_token() or secrets.token_urlsafe(24))
+    gateway = Gateway(
+        routes, token or settings.gateway_token() or secrets.token_urlsafe(24), resolve
+    )
     http, ws = guard.protocols(gateway.guard)
     config = uvicorn.Config(
         gateway,

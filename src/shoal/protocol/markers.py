@@ -19,6 +19,10 @@ WEB: Final = "__shoal_web__"
 #: On a Shoal handle: the user's undecorated function or class.
 RAW: Final = "__shoal_raw_function__"
 
+#: On a ``shoal.parameter()`` declaration (a class attribute); its ``default`` attribute
+#: is the default, ``required`` says whether there is none.
+PARAMETER: Final = "__shoal_parameter__"
+
 ENTER: Final = "enter"
 EXIT: Final = "exit"
 METHOD: Final = "method"

@@ -19,6 +19,20 @@ A container's conversation, in order::
                            ◄──    CallItem(call_id, ...)*  CallDone(call_id, ...)
     Output(input_id, ...)  ──►
                            ◄──    Shutdown()
+
+A client's conversation with a server (``shoal server``), in order::
+
+    client                        server
+    ClientHello(token)     ──►    (nothing else is read before it)
+                           ◄──    Welcome(server_id)
+    Request(id, op, body)  ──►    (deploy, lookup, app list, stats...: msgpack bodies)
+                           ◄──    Reply(id, ok, body)
+    Submit(call_id, ...)   ──►    (one input of a deployed function)
+                           ◄──    CallItem(call_id, ...)*  CallDone(call_id, ...)
+                           ◄──    Accepted(call_id, object_id)  (a durable spawn, stored)
+    Wait(call_id, object_id) ──►  (the outcome of a stored spawn, when it has one)
+                           ◄──    CallDone(call_id, ...)
+    CallCancel(call_id)    ──►
 """
 
 from __future__ import annotations
@@ -189,6 +203,78 @@ class Shutdown:
     """Finish running inputs, take no more, and exit."""
 
 
+@dataclass(frozen=True, slots=True)
+class ClientHello:
+    """First frame from a client of a server: the access token, and who is asking."""
+
+    token: str
+    client: str
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The server took the client's token; ``server_id`` names this server's run."""
+
+    server_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A control request from a client; ``body`` is a msgpack map (never a pickle)."""
+
+    request_id: int
+    op: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to request ``request_id``: a msgpack body, or the error's kind and
+    message when ``ok`` is false (``{"kind": "NotFoundError", "message": ...}``)."""
+
+    request_id: int
+    ok: bool
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """From a client: run one input of ``function`` in the deployed app ``app``.
+
+    ``parameters`` holds the pickled parameters of a class object (empty for a
+    function); the server passes them to the containers without reading them.
+    ``durable`` stores the input first and answers ``Accepted`` (a spawn that
+    survives the client and the server); otherwise the outcome comes as
+    ``CallItem``s and a ``CallDone``.
+    """
+
+    call_id: str
+    app: str
+    function: str
+    method: str
+    args: bytes
+    stream: bool
+    durable: bool
+    parameters: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """To a client: durable input ``call_id`` is stored under ``object_id``."""
+
+    call_id: str
+    object_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """From a client: answer ``call_id`` with a ``CallDone`` once stored input
+    ``object_id`` has an outcome (at once if it has one)."""
+
+    call_id: str
+    object_id: str
+
+
 Message = (
     Hello
     | Load
@@ -205,6 +291,13 @@ Message = (
     | CallItem
     | CallDone
     | CallCancel
+    | ClientHello
+    | Welcome
+    | Request
+    | Reply
+    | Submit
+    | Accepted
+    | Wait
 )
 
 #: Wire tag of each message class; the index is the tag, so append only.
@@ -224,6 +317,13 @@ _CLASSES: Final[tuple[type[Any], ...]] = (
     CallItem,
     CallDone,
     CallCancel,
+    ClientHello,
+    Welcome,
+    Request,
+    Reply,
+    Submit,
+    Accepted,
+    Wait,
 )
 _TAGS: Final[dict[type[Any], int]] = {cls: tag for tag, cls in enumerate(_CLASSES)}
 _FIELDS: Final[dict[type[Any], tuple[str, ...]]] = {

@@ -168,7 +168,8 @@ def load_exception(data: bytes, context: str) -> BaseException:
             f"{context} failed with an exception that cannot be rebuilt here ({load_error!r})"
         )
     if isinstance(exc, Exception):
-        exc.add_note(f"\nRemote traceback ({context}):\n{text.rstrip()}")
+        if text.strip():
+            exc.add_note(f"\nRemote traceback ({context}):\n{text.rstrip()}")
         return exc
     if isinstance(exc, BaseException):
         return RemoteError(f"{context} raised {exc!r}, which ends the input as a failure:\n{text}")

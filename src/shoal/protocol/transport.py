@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 
 from shoal.exception import InvalidError
@@ -46,15 +47,18 @@ def tcp_address(host: str, port: int) -> str:
 
 
 async def listen(
-    address: str, factory: Callable[[], asyncio.Protocol]
+    address: str,
+    factory: Callable[[], asyncio.Protocol],
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[asyncio.Server, str]:
     """Serve ``factory`` at ``address``; return the server and the address peers use
-    (``tcp://127.0.0.1:0`` listens on a free port and returns the one chosen)."""
+    (``tcp://127.0.0.1:0`` listens on a free port and returns the one chosen). ``tls``
+    wraps every TCP connection."""
     loop = asyncio.get_running_loop()
     kind, where, port = parse(address)
     if kind == "unix":
         return await loop.create_unix_server(factory, where), where
-    server = await loop.create_server(factory, where, port)
+    server = await loop.create_server(factory, where, port, ssl=tls)
     host, chosen = server.sockets[0].getsockname()[:2]
     return server, tcp_address(host, chosen)
 

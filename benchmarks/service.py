@@ -1,0 +1,125 @@
+"""service: a ``shoal server`` process, called from a separate client process over TCP.
+
+Figures: sequential ``.remote()`` latency, a 20,000-input map, durable spawns
+(10,000, sent concurrently so the server's group commits can batch them), and
+the server's RSS with 100 idle deployed functions. Baseline, in the same run
+and the same client process: the embedded default (``app.run()`` in the
+caller) for latency and map.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.report import Result
+
+_CLIENT = """
+import asyncio, json, statistics, sys, time
+import shoal
+sys.path.insert(0, "benchmarks")
+n, map_n, spawn_n = {n}, {map_n}, {spawn_n}
+
+def percentiles(samples):
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    return q[49] * 1e6, q[98] * 1e6
+
+def measure(noop):
+    for i in range(200):
+        noop.remote(i)
+    samples = []
+    for i in range(n):
+        t = time.perf_counter(); noop.remote(i); samples.append(time.perf_counter() - t)
+    list(noop.map(range(2000)))
+    t = time.perf_counter(); count = sum(1 for _ in noop.map(range(map_n)))
+    rate = count / (time.perf_counter() - t)
+    return (*percentiles(samples), rate)
+
+out = {{}}
+noop = shoal.Function.from_name("bench", "noop")
+out["p50_us"], out["p99_us"], out["map_per_s"] = measure(noop)
+
+async def spawn_all():
+    t = time.perf_counter(); calls = []
+    for _ in range(0, spawn_n, 1000):
+        calls += await asyncio.gather(*(noop.spawn.aio(i) for i in range(1000)))
+    rate = len(calls) / (time.perf_counter() - t)
+    await shoal.FunctionCall.gather.aio(*calls)
+    return rate
+
+out["spawn_per_s"] = asyncio.run(spawn_all())
+
+from apps import app, noop as local_noop
+with app.run():
+    out["embedded_p50_us"], out["embedded_p99_us"], out["embedded_map_per_s"] = measure(local_noop)
+print(json.dumps(out))
+"""
+
+_IDLE = "import shoal\\napp = shoal.App('idle')\\n" + "".join(
+    f"\\n@app.function()\\ndef f{i}(x):\\n    return x\\n" for i in range(100)
+)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(name: str, quick: bool) -> Result:
+    result = Result(name)
+    n, map_n, spawn_n = (300, 5_000, 2_000) if quick else (2_000, 20_000, 10_000)
+    with tempfile.TemporaryDirectory() as root:
+        home = os.path.join(root, "home")
+        env = {**os.environ, "SHOAL_HOME": home, "SHOAL_CONFIG": os.path.join(root, "none")}
+        env.pop("SHOAL_SERVER_URL", None)
+        env.pop("SHOAL_TOKEN", None)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "shoal.cli", "server", "--port", "0", "--http-port", "0"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while not os.path.exists(os.path.join(home, "server.json")):
+                if server.poll() is not None:
+                    raise RuntimeError("the server did not start")
+                time.sleep(0.05)
+            deploy = [sys.executable, "-m", "shoal.cli", "deploy"]
+            subprocess.run([*deploy, "benchmarks/apps.py", "--name", "bench"], env=env, check=True)
+            client = subprocess.run(
+                [sys.executable, "-c", _CLIENT.format(n=n, map_n=map_n, spawn_n=spawn_n)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            found = json.loads(client.stdout.strip().splitlines()[-1])
+            before = _rss_mb(server.pid)
+            idle = Path(root, "idle_app.py")
+            idle.write_text(_IDLE)
+            subprocess.run([*deploy, str(idle)], env=env, check=True, capture_output=True)
+            time.sleep(1.0)
+            after = _rss_mb(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    for key in ("p50_us", "p99_us", "map_per_s", "spawn_per_s"):
+        result.figures[key] = found[key]
+    result.figures["server_rss_mb_100_idle_functions"] = after
+    result.figures["rss_growth_mb_for_100_functions"] = after - before
+    for key in ("p50_us", "p99_us", "map_per_s"):
+        result.baseline[key] = found[f"embedded_{key}"]
+    result.figures["p50_vs_embedded"] = found["p50_us"] / found["embedded_p50_us"]
+    result.figures["map_vs_embedded"] = found["map_per_s"] / found["embedded_map_per_s"]
+    result.notes = (
+        f"client process -> server process over loopback TCP; {n} calls, {map_n}-input map, "
+        f"{spawn_n} durable spawns (1,000 in flight); baseline: embedded app.run()"
+    )
+    return result

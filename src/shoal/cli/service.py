@@ -1,0 +1,205 @@
+"""The service commands: ``shoal server``, ``deploy``, ``app``, ``container``, ``token``.
+
+``shoal server`` runs the control plane as a long-lived process
+(:mod:`shoal.server.server`); the other commands talk to it as any client does
+(:mod:`shoal.client.connection`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from shoal import settings
+from shoal.client.app import App
+from shoal.client.bridge import run_sync
+from shoal.client.connection import Connection, connect, write_profile
+from shoal.client.deploy import deploy as deploy_app
+from shoal.client.user_module import load_file
+from shoal.exception import Error
+from shoal.server.server import DEFAULT_HTTP_PORT, DEFAULT_PORT, Server, ServerOptions
+
+T = TypeVar("T")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, help="Port for clients.")
+@click.option(
+    "--http-port", default=DEFAULT_HTTP_PORT, show_default=True, help="Port for web endpoints."
+)
+@click.option("--home", default=None, help="State directory [default: $SHOAL_HOME or ~/.shoal].")
+@click.option("--tls-cert", default=None, help="PEM certificate: clients connect with TLS.")
+@click.option("--tls-key", default=None, help="PEM private key of --tls-cert.")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback address without TLS.")
+def server(
+    host: str,
+    port: int,
+    http_port: int,
+    home: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    insecure: bool,
+) -> None:
+    """Run the Shoal server: deployed apps, their containers, and their web endpoints."""
+    options = ServerOptions(
+        home=home or settings.home(),
+        host=host,
+        port=port,
+        http_port=http_port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        insecure=insecure,
+    )
+    try:
+        asyncio.run(_serve(options))
+    except Error as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _serve(options: ServerOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    instance = Server(options)
+    await instance.start()
+    try:
+        click.echo(f"shoal server on {instance.url} (home {instance.home})", err=True)
+        if instance.http_url:
+            click.echo(f"web endpoints on {instance.http_url}/<app>/<function>", err=True)
+        if instance.new_token is not None:
+            click.echo(f"access token (shown once; also in {instance.home}/token):", err=True)
+            click.echo(instance.new_token)
+        await stop.wait()
+    finally:
+        await instance.stop()
+
+
+def _request(op: str, **body: Any) -> Any:
+    async def ask() -> Any:
+        connection = await connect()
+        return await connection.request(op, **body)
+
+    return _run(ask())
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return run_sync(coro)
+    except Error as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@click.argument("path")
+@click.option("--name", default=None, help="Deploy under this name [default: the app's].")
+def deploy(path: str, name: str | None) -> None:
+    """Deploy the app in PATH to the server; it runs until `shoal app stop`."""
+    try:
+        module = load_file(path)
+    except Error as exc:
+        raise click.UsageError(str(exc)) from None
+    apps = [v for v in vars(module).values() if isinstance(v, App)]
+    if len(apps) != 1:
+        raise click.UsageError(f"{path} must define exactly one shoal.App (found {len(apps)})")
+    try:
+        answer = deploy_app(apps[0], path, name)
+    except Error as exc:
+        raise click.ClickException(str(exc)) from None
+    app_name = name or apps[0].name
+    click.echo(f"deployed {app_name} version {answer['version']}")
+    for function, url in sorted(answer["web"].items()):
+        click.echo(f"  {function}: {url}")
+
+
+@click.group()
+def app() -> None:
+    """Deployed apps: list, stop, history."""
+
+
+@app.command("list")
+def app_list() -> None:
+    """List the server's apps."""
+    rows = _request("app_list")
+    click.echo(f"{'NAME':24} {'VERSION':>7} {'STATE':9} {'CONTAINERS':>10}  UPDATED")
+    for row in rows:
+        click.echo(
+            f"{row['name']:24} {row['version']:>7} {row['state']:9} {row['containers']:>10}  "
+            f"{_when(row['updated'])}"
+        )
+
+
+@app.command("stop")
+@click.argument("name")
+def app_stop(name: str) -> None:
+    """Stop app NAME: its containers stop; inputs still waiting fail."""
+    _request("app_stop", app=name)
+    click.echo(f"stopped {name}")
+
+
+@app.command("history")
+@click.argument("name")
+def app_history(name: str) -> None:
+    """List the deployments of app NAME."""
+    for row in _request("app_history", app=name):
+        click.echo(
+            f"v{row['version']:<4} {_when(row['created'])}  {row['bundle']}  {row['client']}"
+        )
+
+
+@click.group()
+def container() -> None:
+    """The server's containers: list, stop."""
+
+
+@container.command("list")
+def container_list() -> None:
+    """List running containers."""
+    click.echo(f"{'ID':40} {'STATE':9} {'PID':>7} {'INPUTS':>6}")
+    for row in _request("container_list"):
+        click.echo(f"{row['id']:40} {row['state']:9} {row['pid'] or '-':>7} {row['running']:>6}")
+
+
+@container.command("stop")
+@click.argument("container_id")
+def container_stop(container_id: str) -> None:
+    """Stop container CONTAINER_ID once its inputs finish."""
+    _request("container_stop", id=container_id)
+    click.echo(f"stopping {container_id}")
+
+
+@click.group()
+def token() -> None:
+    """Where clients find the server: profiles in ~/.shoal.toml."""
+
+
+@token.command("set")
+@click.option("--url", required=True, help="The server, e.g. tcp://10.0.0.5:7420.")
+@click.option("--token", "secret", required=True, help="Its access token.")
+@click.option("--profile", default="default", show_default=True)
+@click.option("--verify/--no-verify", default=True, help="Connect once to check the token.")
+def token_set(url: str, secret: str, profile: str, verify: bool) -> None:
+    """Save URL and TOKEN as the active profile (file mode 0600)."""
+    if verify:
+        from shoal.client.connection import Target
+
+        async def check() -> None:
+            connection = await Connection.open(Target(url, secret, "--url/--token"))
+            connection.close()
+
+        _run(check())
+    path = write_profile(url, secret, profile)
+    click.echo(f"saved profile {profile!r} in {path}")
+
+
+def _when(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+COMMANDS = (server, deploy, app, container, token)

@@ -1,0 +1,441 @@
+"""The one way a client reaches a server: a framed connection, authenticated first.
+
+Where the server is (first match wins):
+
+1. ``SHOAL_SERVER_URL`` and ``SHOAL_TOKEN``;
+2. the profile in ``~/.shoal.toml`` (SHOAL_CONFIG) that ``shoal token set`` writes;
+3. a ``shoal server`` running on this machine's home (SHOAL_HOME, ``~/.shoal``):
+   its ``server.json`` names the address, its ``token`` file the token.
+
+One :class:`Connection` per process and server lives on the background loop
+(:mod:`shoal.client.bridge`); every handle shares it. Requests
+(:meth:`Connection.request`) carry msgpack bodies; inputs travel as ``Submit``
+frames and come back as ``CallItem``/``CallDone``, applied to a local
+:class:`~shoal.control.calls.InputRecord` so that the handles treat a server's
+pool exactly like a pool of their own (:class:`ServerPool`).
+
+Ops a server answers: ``ping``, ``deploy``, ``lookup``, ``app_list``,
+``app_stop``, ``app_history``, ``container_list``, ``container_stop``,
+``stats``, ``update_scaling``, ``call_cancel``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import socket
+import ssl
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from shoal import exception, settings
+from shoal.client.bridge import run_sync
+from shoal.control.calls import CallState, InputRecord
+from shoal.control.spec import FunctionSpec
+from shoal.control.stats import FunctionStats
+from shoal.protocol import payload, transport
+from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
+from shoal.protocol.messages import (
+    Accepted,
+    CallCancel,
+    CallDone,
+    CallItem,
+    ClientHello,
+    Message,
+    OutputStatus,
+    Reply,
+    Request,
+    Submit,
+    Wait,
+    Welcome,
+)
+
+#: Seconds to wait for a server's answer to the token.
+_HELLO_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a server listens and the token it takes."""
+
+    url: str
+    token: str
+    #: Where the target came from, for error messages.
+    source: str
+
+
+def find_target() -> Target | None:
+    """The server this process is told to use, or finds running here (see the module
+    docstring); None when there is none."""
+    url, token = settings.server_url(), settings.token()
+    if url is not None:
+        if token is None:
+            raise exception.AuthError("SHOAL_SERVER_URL is set but SHOAL_TOKEN is not")
+        return Target(url, token, "SHOAL_SERVER_URL")
+    profile = read_profile()
+    if profile is not None:
+        return profile
+    return local_server(settings.home())
+
+
+def read_profile() -> Target | None:
+    path = settings.config_file()
+    try:
+        with open(path, "rb") as source:
+            config = tomllib.load(source)
+    except FileNotFoundError:
+        return None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise exception.InvalidError(f"{path}: {exc}") from None
+    name = str(config.get("active", "default"))
+    profile = config.get(name)
+    if not isinstance(profile, dict) or "url" not in profile or "token" not in profile:
+        return None
+    return Target(str(profile["url"]), str(profile["token"]), f"profile {name!r} in {path}")
+
+
+def write_profile(url: str, token: str, name: str = "default") -> str:
+    """Store ``url`` and ``token`` as profile ``name`` (the active one); return the file."""
+    path = settings.config_file()
+    profiles: dict[str, Any] = {}
+    try:
+        with open(path, "rb") as source:
+            profiles = tomllib.load(source)
+    except FileNotFoundError:
+        pass
+    profiles[name] = {"url": url, "token": token}
+    profiles["active"] = name
+    lines = [f"active = {json.dumps(name)}", ""]
+    for key, value in profiles.items():
+        if isinstance(value, dict):
+            lines += [f"[{key}]"] + [f"{k} = {json.dumps(str(v))}" for k, v in value.items()]
+            lines.append("")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines))
+    os.chmod(path, 0o600)
+    return path
+
+
+def local_server(home: str) -> Target | None:
+    """The server running on ``home``, if its process is alive."""
+    try:
+        with open(os.path.join(home, "server.json")) as source:
+            info = json.load(source)
+        with open(os.path.join(home, "token")) as source:
+            token = source.read().strip()
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Target(str(info["url"]), token, f"the server running on {home}")
+
+
+class Connection:
+    """A client's authenticated connection to one server, on the background loop."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.protocol = FramedProtocol(self._on_message, self._on_lost, 0)
+        self.protocol.parser.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
+        self._welcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._ids = itertools.count(1)
+        self._requests: dict[int, asyncio.Future[Any]] = {}
+        #: Calls waiting for their outcome: call id -> what to do with each reply.
+        self._calls: dict[str, Callable[[CallItem | CallDone | Accepted], None]] = {}
+        self.closed = False
+        self.server_id = ""
+
+    @classmethod
+    async def open(cls, target: Target) -> Connection:
+        """Connect and present the token.
+
+        Raises:
+            ConnectionError: nothing answers at the target.
+            AuthError: the server refused the token.
+        """
+        loop = asyncio.get_running_loop()
+        kind, host, port = transport.parse(target.url)
+        connection = cls(target)
+        try:
+            if kind == "unix":
+                await loop.create_unix_connection(lambda: connection.protocol, host)
+            else:
+                tls = ssl.create_default_context() if target.url.startswith("tls://") else None
+                transport_, _ = await loop.create_connection(
+                    lambda: connection.protocol, host, port, ssl=tls
+                )
+                sock = transport_.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            raise exception.ConnectionError(
+                f"no Shoal server answers at {target.url} ({target.source}): {exc.strerror or exc}"
+                "; start one with `shoal server`"
+            ) from None
+        connection.protocol.send(ClientHello(target.token, f"pid {os.getpid()}"))
+        try:
+            connection.server_id = await asyncio.wait_for(connection._welcome, _HELLO_TIMEOUT)
+        except (TimeoutError, exception.ConnectionError):
+            connection.protocol.abort()
+            raise exception.AuthError(
+                f"the server at {target.url} refused the token ({target.source})"
+            ) from None
+        return connection
+
+    # -- replies ------------------------------------------------------------------
+
+    def _on_message(self, message: Message) -> None:
+        if isinstance(message, CallItem | CallDone | Accepted):
+            handler = self._calls.get(message.call_id)
+            if handler is not None:
+                if not isinstance(message, CallItem):
+                    del self._calls[message.call_id]
+                handler(message)
+        elif isinstance(message, Reply):
+            future = self._requests.pop(message.request_id, None)
+            if future is not None and not future.done():
+                body = msgpack.unpackb(message.body, raw=False)
+                if message.ok:
+                    future.set_result(body)
+                else:
+                    future.set_exception(_error_of(body))
+        elif isinstance(message, Welcome) and not self._welcome.done():
+            self._welcome.set_result(message.server_id)
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        lost = exception.ConnectionError(
+            f"the connection to the server at {self.target.url} closed"
+        )
+        if not self._welcome.done():
+            self._welcome.set_exception(lost)
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(lost)
+        self._requests.clear()
+        calls, self._calls = self._calls, {}
+        error = payload.dumps((lost, ""), "error")
+        for call_id, handler in calls.items():
+            handler(CallDone(call_id, OutputStatus.ERROR, error))
+        if _connections.get(self.target) is self:
+            del _connections[self.target]
+
+    # -- requests and calls ------------------------------------------------------------
+
+    async def request(self, op: str, **body: Any) -> Any:
+        """Send control request ``op`` and return the server's answer.
+
+        Raises:
+            NotFoundError, InvalidError, ...: as the server raised it.
+            ConnectionError: the connection closed first.
+        """
+        if self.closed:
+            raise exception.ConnectionError(f"the connection to {self.target.url} is closed")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests[request_id] = future
+        self.protocol.send(Request(request_id, op, msgpack.packb(body, use_bin_type=True)))
+        return await future
+
+    def call(
+        self, submit: Submit | Wait, handler: Callable[[CallItem | CallDone | Accepted], None]
+    ) -> None:
+        """Send ``submit`` (or a wait); ``handler`` gets each reply to its call id."""
+        if self.closed:
+            lost = exception.ConnectionError(f"the connection to {self.target.url} is closed")
+            handler(CallDone(submit.call_id, OutputStatus.ERROR, payload.dumps((lost, ""), "e")))
+            return
+        self._calls[submit.call_id] = handler
+        self.protocol.send(submit)
+
+    def drop(self, call_id: str) -> None:
+        """Cancel call ``call_id`` (or stop waiting on it)."""
+        if self._calls.pop(call_id, None) is not None:
+            self.protocol.send(CallCancel(call_id))
+
+    def next_id(self) -> str:
+        return f"c{next(self._ids)}"
+
+    def close(self) -> None:
+        self.protocol.close()
+
+
+def _error_of(body: Any) -> BaseException:
+    kind = body.get("kind") if isinstance(body, dict) else None
+    message = str(body.get("message", body)) if isinstance(body, dict) else str(body)
+    cls = getattr(exception, str(kind), None)
+    if isinstance(cls, type) and issubclass(cls, exception.Error):
+        return cls(message)
+    return exception.ExecutionError(f"the server failed: {kind}: {message}")
+
+
+#: Open connections of this process, by target (used on the background loop only).
+_connections: dict[Target, Connection] = {}
+
+
+async def connect(target: Target | None = None) -> Connection:
+    """The shared connection to ``target`` (default: :func:`find_target`'s), opened on
+    first use. Runs on the background loop.
+
+    Raises:
+        ConnectionError: no server is configured or running, or it does not answer.
+        AuthError: the server refused the token.
+    """
+    target = target or find_target()
+    if target is None:
+        raise exception.ConnectionError(
+            "no Shoal server to talk to: start one with `shoal server`, or set "
+            "SHOAL_SERVER_URL and SHOAL_TOKEN (or `shoal token set --url ... --token ...`)"
+        )
+    connection = _connections.get(target)
+    if connection is None or connection.closed:
+        connection = await Connection.open(target)
+        _connections[target] = connection
+    return connection
+
+
+def connect_sync(target: Target | None = None) -> Connection:
+    """:func:`connect`, from any thread but the background loop's."""
+    return run_sync(connect(target))
+
+
+class ServerPool:
+    """A deployed function's pool as a handle sees it: inputs go over the connection.
+
+    Offers what handles use of :class:`~shoal.control.pool.Pool`; each input is a
+    local record that the server's replies finish (on the background loop).
+    """
+
+    def __init__(
+        self, connection: Connection, app: str, function: str, parameters: bytes = b""
+    ) -> None:
+        self.spec = FunctionSpec(name=function)
+        self.app = app
+        self._connection = connection
+        self._parameters = parameters
+
+    def submit(
+        self,
+        args: bytes,
+        on_done: Callable[[InputRecord], None],
+        method: str = "",
+        on_item: Callable[[bytes], None] | None = None,
+    ) -> InputRecord:
+        return self.submit_many([args], on_done, method, on_item)[0]
+
+    def submit_many(
+        self,
+        many: Iterable[bytes],
+        on_done: Callable[[InputRecord], None],
+        method: str = "",
+        on_item: Callable[[bytes], None] | None = None,
+    ) -> list[InputRecord]:
+        connection = self._connection
+        records = []
+        stream = on_item is not None
+        for args in many:
+            call_id = connection.next_id()
+            record = InputRecord(call_id, args, on_done, method, on_item, self.spec.name)
+            record.args = b""  # sent; nothing here needs it again
+            record.move_to(CallState.RUNNING)
+            connection.call(
+                Submit(
+                    call_id, self.app, self.spec.name, method, args, stream, False, self._parameters
+                ),
+                self._applier(record),
+            )
+            records.append(record)
+        return records
+
+    def _applier(self, record: InputRecord) -> Callable[[CallItem | CallDone | Accepted], None]:
+        def apply(message: CallItem | CallDone | Accepted) -> None:
+            if record.done:
+                return
+            if isinstance(message, CallItem):
+                if record.on_item is not None:
+                    record.items += 1
+                    record.on_item(message.data)
+            elif isinstance(message, CallDone):
+                settle(record, message, self._describe(record))
+
+        return apply
+
+    def _describe(self, record: InputRecord) -> str:
+        name = f"{self.spec.name}.{record.method}" if record.method else self.spec.name
+        return f"{self.app}/{name} (call {record.input_id})"
+
+    async def spawn(self, args: bytes, method: str) -> str:
+        """Store one input on the server; return its id once it is on disk."""
+        connection = self._connection
+        call_id = connection.next_id()
+        accepted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def reply(message: CallItem | CallDone | Accepted) -> None:
+            if accepted.done():
+                return
+            if isinstance(message, Accepted):
+                accepted.set_result(message.object_id)
+            elif isinstance(message, CallDone):
+                accepted.set_exception(
+                    payload.load_exception(message.data, f"{self.app}/{self.spec.name}")
+                )
+
+        connection.call(
+            Submit(call_id, self.app, self.spec.name, method, args, False, True, self._parameters),
+            reply,
+        )
+        return await accepted
+
+    def cancel(self, record: InputRecord) -> None:
+        if record.done:
+            return
+        self._connection.drop(record.input_id)
+        record.move_to(CallState.CANCELLED)
+
+    def _body(self) -> dict[str, Any]:
+        return {"app": self.app, "function": self.spec.name, "parameters": self._parameters}
+
+    async def fetch_stats(self) -> FunctionStats:
+        found = await self._connection.request("stats", **self._body())
+        return FunctionStats(**found)
+
+    async def change_scaling(self, **changes: Any) -> None:
+        await self._connection.request("update_scaling", changes=changes, **self._body())
+
+    def credit(self, record: InputRecord, amount: int) -> None:
+        raise exception.ExecutionError("web traffic reaches a deployed app through its URL")
+
+    def feed(self, record: InputRecord, data: bytes) -> None:
+        raise exception.ExecutionError("web traffic reaches a deployed app through its URL")
+
+
+def settle(record: InputRecord, message: CallDone, context: str) -> None:
+    """Finish ``record`` with the outcome a server sent."""
+    if message.status == OutputStatus.OK:
+        record.succeed(message.data)
+    elif message.status == OutputStatus.CANCELLED:
+        record.fail(exception.InputCancellation(f"{context} was cancelled"))
+    else:
+        record.fail(payload.load_exception(message.data, context))
+
+
+def stored_outcome(message: CallDone, context: str) -> Any:
+    """The value of a stored call's outcome, or raise its error."""
+    record = InputRecord(message.call_id, b"", _ignore)
+    record.move_to(CallState.RUNNING)
+    settle(record, message, context)
+    if record.state is CallState.DONE:
+        assert record.result is not None
+        return payload.loads(record.result, f"result of {context}")
+    assert record.error is not None
+    raise record.error
+
+
+def _ignore(record: InputRecord) -> None:
+    return None

@@ -1,0 +1,232 @@
+"""Deployed apps: versions, code bundles, and the pools each version runs.
+
+``shoal deploy`` sends an app's code as a bundle (a zip of its file and the
+local modules it imports, :mod:`shoal.protocol.bundle`) and its definitions:
+per function or class, its :class:`~shoal.control.spec.FunctionSpec`, a
+:class:`~shoal.control.spec.CodeRef` whose paths are relative to the bundle,
+and what a caller's handle needs to know (:class:`Definition`). The server
+stores both, unpacks the bundle under its home once per content, and runs the
+version as a :class:`Deployment`: one pool per function, keyed
+``(app, version, function)``, created at deploy time (so warm containers and
+schedules start at once) or, for a class object's parameters, on first use.
+
+A redeploy makes the new version current at once: new inputs, lookups and
+HTTP requests go to it. The old version's pools take no new inputs and are
+stopped only when their queues and containers are empty (inputs in flight
+finish where they are), so a redeploy loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+
+from shoal.control.pool import Pool
+from shoal.control.server import ControlPlane
+from shoal.control.spec import CodeRef, Definition, load_definitions
+from shoal.exception import InvalidError, NotFoundError
+from shoal.protocol import bundle
+from shoal.server.store import Store, digest
+
+#: How often a draining version checks whether its pools are empty (seconds).
+_DRAIN_POLL = 0.1
+
+
+class Deployment:
+    """One running version of one app (see the module docstring)."""
+
+    def __init__(
+        self,
+        app: str,
+        version: int,
+        definitions: list[Definition],
+        root: str,
+        control: ControlPlane,
+    ) -> None:
+        self.app = app
+        self.version = version
+        self.definitions = {d.name: d for d in definitions}
+        self._root = root
+        self._control = control
+        self._pools: dict[str, Pool] = {}
+        self.draining = False
+
+    def start(self) -> None:
+        """Create the pool of every function and parameterless class (warm containers,
+        schedules)."""
+        for definition in self.definitions.values():
+            if definition.info.get("kind") == "function" or not definition.info.get("parameters"):
+                self.pool(definition.name)
+
+    def definition(self, name: str) -> Definition:
+        found = self.definitions.get(name)
+        if found is None:
+            raise NotFoundError(
+                f"app {self.app!r} (version {self.version}) has no function or class {name!r}; "
+                f"it has {sorted(self.definitions)}"
+            )
+        return found
+
+    def pool(self, name: str, parameters: bytes = b"") -> Pool:
+        """The pool of function or class ``name`` (of that parameter set), created on
+        first use.
+
+        Raises:
+            NotFoundError: the app has no such function or class.
+        """
+        key = f"{name}#{digest(parameters)[:16]}" if parameters else name
+        pool = self._pools.get(key)
+        if pool is not None:
+            return pool
+        definition = self.definition(name)
+        spec, code = definition.spec, self._located(definition.code)
+        if parameters:
+            spec = dataclasses.replace(spec, name=f"{spec.name}#{digest(parameters)[:8]}")
+            code = dataclasses.replace(code, parameters=parameters)
+        pool = self._control.add_pool(spec, code, key=self._key(key))
+        self._pools[key] = pool
+        return pool
+
+    def pools(self) -> dict[str, Pool]:
+        return dict(self._pools)
+
+    def _key(self, name: str) -> str:
+        return f"{self.app}.v{self.version}.{name}"
+
+    def _located(self, code: CodeRef) -> CodeRef:
+        """``code`` with its bundle-relative paths made absolute under the unpacked bundle."""
+        if code.module_kind == "serialized" and not code.sys_path:
+            return dataclasses.replace(code, sys_path=(self._root,))
+        module_file = code.module_file
+        if module_file and not os.path.isabs(module_file):
+            module_file = os.path.join(self._root, module_file)
+        path = tuple(
+            p if os.path.isabs(p) else os.path.normpath(os.path.join(self._root, p))
+            for p in code.sys_path
+        )
+        if self._root not in path:
+            path = (self._root, *path)
+        return dataclasses.replace(code, module_file=module_file, sys_path=path)
+
+    @property
+    def busy(self) -> bool:
+        """Whether any of its pools still has inputs queued or running."""
+        for pool in self._pools.values():
+            stats = pool.stats()
+            if stats.queued or stats.running:
+                return True
+        return False
+
+    async def drain(self) -> None:
+        """Wait until no input is queued or running, then stop every pool."""
+        self.draining = True
+        while self.busy:  # noqa: ASYNC110 - pools have no "empty" event; 10 checks a second cost nothing
+            await asyncio.sleep(_DRAIN_POLL)
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop every pool now (inputs still waiting fail)."""
+        self.draining = True
+        pools, self._pools = self._pools, {}
+        await asyncio.gather(*(self._control.remove_pool(self._key(k)) for k in pools))
+
+
+class Apps:
+    """Every deployed app of one server: the current :class:`Deployment` of each."""
+
+    def __init__(self, store: Store, control: ControlPlane, home: str) -> None:
+        self._store = store
+        self._control = control
+        self._bundles = os.path.join(home, "bundles")
+        os.makedirs(self._bundles, mode=0o700, exist_ok=True)
+        self._current: dict[str, Deployment] = {}
+        self._draining: set[asyncio.Task[None]] = set()
+
+    def restore(self) -> None:
+        """Run the current version of every app that was deployed when the server stopped."""
+        for row in self._store.apps():
+            if row.state != "deployed":
+                continue
+            version = next(v for v in self._store.versions(row.name) if v.version == row.version)
+            root = self._unpack(version.bundle)
+            deployment = Deployment(
+                row.name, row.version, load_definitions(version.functions), root, self._control
+            )
+            self._current[row.name] = deployment
+            deployment.start()
+
+    def deploy(self, app: str, code: bytes, definitions: bytes, client: str) -> Deployment:
+        """Store and run a new version of ``app``; the previous one drains.
+
+        Raises:
+            InvalidError: the bundle or the definitions are malformed, or the
+                machine could never hold one of the functions' containers.
+        """
+        if not app or "/" in app or len(app) > 64:
+            raise InvalidError(f"app name {app!r}: 1-64 characters, no '/'")
+        parsed = load_definitions(definitions)
+        if not parsed:
+            raise InvalidError(f"app {app!r} has no functions to deploy")
+        for definition in parsed:
+            self._control.budget.room.check(definition.spec.resources, definition.name)
+        key = self._store.put_bundle(code)
+        root = self._unpack(key)
+        version = self._store.add_version(app, key, definitions, client)
+        deployment = Deployment(app, version, parsed, root, self._control)
+        previous = self._current.get(app)
+        self._current[app] = deployment
+        deployment.start()
+        if previous is not None:
+            self._retire(previous)
+        return deployment
+
+    def _retire(self, deployment: Deployment) -> None:
+        task = asyncio.get_running_loop().create_task(deployment.drain())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    async def stop(self, app: str) -> None:
+        """Stop ``app``'s deployment: its containers stop, inputs still waiting fail.
+
+        Raises:
+            NotFoundError: no app of that name runs.
+        """
+        deployment = self.current(app)
+        del self._current[app]
+        self._store.set_app_state(app, "stopped")
+        await deployment.stop()
+
+    def current(self, app: str) -> Deployment:
+        """The running version of ``app``.
+
+        Raises:
+            NotFoundError: no app of that name is deployed (or it was stopped).
+        """
+        deployment = self._current.get(app)
+        if deployment is None:
+            raise NotFoundError(
+                f"no deployed app {app!r}; deploy it with `shoal deploy FILE.py`"
+                + (f" (deployed: {sorted(self._current)})" if self._current else "")
+            )
+        return deployment
+
+    def running(self) -> list[Deployment]:
+        return list(self._current.values())
+
+    async def close(self) -> None:
+        """Stop every deployment (the server is stopping)."""
+        for task in list(self._draining):
+            task.cancel()
+        await asyncio.gather(*self._draining, return_exceptions=True)
+        await asyncio.gather(*(d.stop() for d in self._current.values()))
+        self._current.clear()
+
+    def _unpack(self, key: str) -> str:
+        root = os.path.join(self._bundles, key[:32])
+        if not os.path.isdir(root):
+            data = self._store.bundle(key)
+            if data is None:
+                raise NotFoundError(f"code bundle {key} is missing from the store")
+            bundle.unpack(data, root)
+        return root

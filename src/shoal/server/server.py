@@ -1,0 +1,381 @@
+"""The Shoal server: deployed apps, their pools and containers, behind one token.
+
+A :class:`Server` runs on one asyncio loop. It owns:
+
+- its home directory (0700): the SQLite store (:mod:`shoal.server.store`),
+  unpacked code bundles, the access-token file and ``server.json``, which tells
+  clients on this machine where it listens;
+- the control plane (:class:`~shoal.control.server.ControlPlane`): containers
+  connect back to it, and every deployed function's pool lives in it;
+- the deployed apps (:mod:`shoal.server.apps`) and durable spawns
+  (:mod:`shoal.server.spawns`);
+- a listener for clients (:mod:`shoal.server.session`), TCP, optionally TLS;
+- the HTTP gateway for every deployed web endpoint, at ``/<app>/<function>/...``.
+
+Tokens: the store keeps the SHA-256 of each token that may connect. On first
+start the server takes SHOAL_TOKEN, or creates a token, and writes it (0600) to
+``<home>/token`` so that clients on this machine under the same user find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import ssl
+from typing import Any
+
+from shoal import settings
+from shoal.backends import get_backend
+from shoal.control.pool import Pool
+from shoal.control.server import ControlPlane
+from shoal.exception import ExecutionError, InvalidError, NotFoundError
+from shoal.gateway import server as gateway
+from shoal.protocol import transport
+from shoal.server.apps import Apps, Deployment
+from shoal.server.session import Session
+from shoal.server.spawns import Spawns
+from shoal.server.store import Store
+
+#: Ports ``shoal server`` uses unless told otherwise.
+DEFAULT_PORT = 7420
+DEFAULT_HTTP_PORT = 8000
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    """How a server listens; ``port``/``http_port`` 0 pick free ports (tests)."""
+
+    home: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    http_port: int | None = DEFAULT_HTTP_PORT
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    insecure: bool = False
+
+
+class Server:
+    """One server (see the module docstring)."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.home = os.path.abspath(options.home)
+        self.server_id = secrets.token_hex(8)
+        self.url = ""
+        self.http_url: str | None = None
+        #: A token this start created (``shoal server`` prints it once), else None.
+        self.new_token: str | None = None
+        self._sessions: set[Session] = set()
+        self._listener: asyncio.Server | None = None
+        self._served: gateway.Served | None = None
+        self._digests: list[bytes] = []
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, restore deployments and spawns, and listen.
+
+        Raises:
+            InvalidError: a non-loopback address without TLS or ``insecure``.
+            OSError: an address is in use.
+        """
+        options = self.options
+        tls = self._tls()
+        if not _loopback(options.host) and tls is None and not options.insecure:
+            raise InvalidError(
+                f"{options.host} is reachable from other hosts: give --tls-cert and --tls-key, "
+                "or --insecure to send tokens and code in the clear"
+            )
+        os.makedirs(self.home, mode=0o700, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        self._lock = _lock_home(self.home)
+        self.store = Store(os.path.join(self.home, "shoal.db"))
+        self.store.start(asyncio.get_running_loop())
+        self._load_tokens()
+        self.control = ControlPlane(get_backend("local"))
+        await self.control.start()
+        self.apps = Apps(self.store, self.control, self.home)
+        self.apps.restore()
+        self.spawns = Spawns(self.store, self.apps)
+        self.spawns.start()
+        self._listener, self.url = await transport.listen(
+            transport.tcp_address(options.host, options.port), self._accept, tls
+        )
+        if options.http_port is not None:
+            self._served = await gateway.start(
+                {}, options.host, options.http_port, self._gateway_token(), self._resolve_web
+            )
+            self.http_url = self._served.url
+        self._write_address()
+
+    async def stop(self) -> None:
+        """Stop listening, stop every container, and commit what the store has queued."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.home, "server.json"))
+        if self._listener is not None:
+            self._listener.close()
+        for session in list(self._sessions):
+            session.protocol.abort()
+        if self._served is not None:
+            await self._served.stop()
+        self.spawns.stop()
+        await self.apps.close()
+        await self.control.stop()
+        await self.store.flush()
+        self.store.close()
+        os.close(self._lock)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        cert, key = self.options.tls_cert, self.options.tls_key
+        if cert is None and key is None:
+            return None
+        if cert is None or key is None:
+            raise InvalidError("TLS needs both --tls-cert and --tls-key")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        return context
+
+    def _load_tokens(self) -> None:
+        given = settings.token()
+        if given is not None:
+            self.store.add_token(given)
+            _write_private(os.path.join(self.home, "token"), given)
+        elif not self.store.token_digests():
+            self.new_token = secrets.token_urlsafe(32)
+            self.store.add_token(self.new_token)
+            _write_private(os.path.join(self.home, "token"), self.new_token)
+        self._digests = [bytes.fromhex(d) for d in self.store.token_digests()]
+
+    def _gateway_token(self) -> str:
+        return settings.gateway_token() or _read(os.path.join(self.home, "token")) or ""
+
+    def _write_address(self) -> None:
+        info = {"url": self.url, "http_url": self.http_url, "pid": os.getpid()}
+        _write_private(os.path.join(self.home, "server.json"), json.dumps(info))
+
+    # -- sessions -------------------------------------------------------------------
+
+    def _accept(self) -> asyncio.Protocol:
+        session = Session(self)
+        self._sessions.add(session)
+        return session.protocol
+
+    def forget(self, session: Session) -> None:
+        self._sessions.discard(session)
+
+    def authorize(self, token: object) -> bool:
+        """Whether ``token`` is one that may connect (compared in constant time)."""
+        if not isinstance(token, str) or not token:
+            return False
+        presented = hashlib.sha256(token.encode()).digest()
+        found = False
+        for digest in self._digests:
+            found |= hmac.compare_digest(presented, digest)
+        return found
+
+    def pool_for(self, app: str, function: str, parameters: bytes = b"") -> Pool:
+        """The pool of ``function`` in the current version of ``app``.
+
+        Raises:
+            NotFoundError: no such app or function.
+        """
+        return self.apps.current(app).pool(function, parameters)
+
+    # -- the gateway --------------------------------------------------------------------
+
+    def _resolve_web(self, path: str) -> tuple[gateway.Route, str, str] | None:
+        app, _, rest = path.lstrip("/").partition("/")
+        function, _, rest = rest.partition("/")
+        try:
+            deployment = self.apps.current(app)
+            definition = deployment.definition(function)
+        except NotFoundError:
+            return None
+        web = definition.info.get("web")
+        if not isinstance(web, dict):
+            return None
+        needs_token = bool(web.get("requires_auth")) or not _loopback(self.options.host)
+        route = gateway.Route(lambda: deployment.pool(function), needs_token)
+        return route, f"{app}/{function}", rest
+
+    def web_url(self, app: str, function: str) -> str | None:
+        return None if self.http_url is None else f"{self.http_url}/{app}/{function}"
+
+    # -- requests ---------------------------------------------------------------------
+
+    async def handle(self, op: str, body: dict[str, Any]) -> Any:
+        """Answer one control request (see :mod:`shoal.client.connection` for the ops).
+
+        Raises:
+            InvalidError: an unknown op or a malformed body.
+            NotFoundError: the app, function, container or call does not exist.
+        """
+        handler = getattr(self, f"_op_{op}", None)
+        if handler is None:
+            raise InvalidError(f"unknown request {op!r}")
+        return await handler(body)
+
+    async def _op_ping(self, body: dict[str, Any]) -> Any:
+        return {"server_id": self.server_id}
+
+    async def _op_deploy(self, body: dict[str, Any]) -> Any:
+        deployment = self.apps.deploy(
+            _text(body, "app"),
+            _bytes(body, "bundle"),
+            _bytes(body, "definitions"),
+            str(body.get("client", "")),
+        )
+        return {
+            "version": deployment.version,
+            "web": {
+                name: self.web_url(deployment.app, name)
+                for name, d in deployment.definitions.items()
+                if d.info.get("web")
+            },
+        }
+
+    async def _op_lookup(self, body: dict[str, Any]) -> Any:
+        app = _text(body, "app")
+        deployment = self.apps.current(app)
+        name = _text(body, "function")
+        definition = deployment.definition(name)
+        info = dict(definition.info)
+        if info.get("web"):
+            info["web_url"] = self.web_url(app, name)
+        info["version"] = deployment.version
+        info["scaling"] = dataclasses.asdict(definition.spec.scaling)
+        return info
+
+    async def _op_app_list(self, body: dict[str, Any]) -> Any:
+        running = {d.app: d for d in self.apps.running()}
+        rows = []
+        for row in self.store.apps():
+            deployment = running.get(row.name)
+            rows.append(
+                {
+                    "name": row.name,
+                    "version": row.version,
+                    "state": row.state,
+                    "updated": row.updated,
+                    "functions": sorted(deployment.definitions) if deployment else [],
+                    "containers": sum(len(p.containers()) for p in deployment.pools().values())
+                    if deployment
+                    else 0,
+                }
+            )
+        return rows
+
+    async def _op_app_stop(self, body: dict[str, Any]) -> Any:
+        await self.apps.stop(_text(body, "app"))
+        return {}
+
+    async def _op_app_history(self, body: dict[str, Any]) -> Any:
+        app = _text(body, "app")
+        versions = self.store.versions(app)
+        if not versions:
+            raise NotFoundError(f"no app {app!r} was ever deployed here")
+        return [
+            {
+                "version": v.version,
+                "bundle": v.bundle[:12],
+                "created": v.created,
+                "client": v.client,
+            }
+            for v in versions
+        ]
+
+    async def _op_container_list(self, body: dict[str, Any]) -> Any:
+        rows = []
+        for key, pool in self.control.pools().items():
+            for container in pool.containers():
+                rows.append({**container, "pool": key})
+        return rows
+
+    async def _op_container_stop(self, body: dict[str, Any]) -> Any:
+        container_id = _text(body, "id")
+        for pool in self.control.pools().values():
+            if pool.stop_container(container_id):
+                return {}
+        raise NotFoundError(f"no running container {container_id!r}")
+
+    def _pool_of(self, body: dict[str, Any]) -> Pool:
+        parameters = body.get("parameters", b"")
+        if not isinstance(parameters, bytes):
+            raise InvalidError("parameters: expected bytes")
+        return self.pool_for(_text(body, "app"), _text(body, "function"), parameters)
+
+    async def _op_stats(self, body: dict[str, Any]) -> Any:
+        return dataclasses.asdict(self._pool_of(body).stats())
+
+    async def _op_update_scaling(self, body: dict[str, Any]) -> Any:
+        changes = body.get("changes")
+        if not isinstance(changes, dict):
+            raise InvalidError("changes: expected a map")
+        self._pool_of(body).update_scaling(**changes)
+        return {}
+
+    async def _op_call_cancel(self, body: dict[str, Any]) -> Any:
+        object_id = _text(body, "object_id")
+        if not self.spawns.cancel(object_id):
+            raise NotFoundError(f"no function call {object_id!r}")
+        return {}
+
+    def deployment(self, app: str) -> Deployment:
+        return self.apps.current(app)
+
+
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidError(f"{key}: expected a non-empty string")
+    return value
+
+
+def _bytes(body: dict[str, Any], key: str) -> bytes:
+    value = body.get(key)
+    if not isinstance(value, bytes):
+        raise InvalidError(f"{key}: expected bytes")
+    return value
+
+
+def _loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+def _lock_home(home: str) -> int:
+    """Hold ``home``'s lock for this process's life (the kernel drops it at exit).
+
+    Raises:
+        ExecutionError: another server runs on ``home``.
+    """
+    fd = os.open(os.path.join(home, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ExecutionError(f"another Shoal server runs on {home}") from None
+    return fd
+
+
+def _write_private(path: str, text: str) -> None:
+    """Write ``text`` to ``path``, readable by this user only (replaced atomically)."""
+    partial = f"{path}.{os.getpid()}.new"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(partial, path)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as source:
+            return source.read().strip() or None
+    except OSError:
+        return None

@@ -1,0 +1,243 @@
+"""One client connection to a server: authenticated first, then calls and requests.
+
+Until the client's first frame proves it holds an access token
+(``ClientHello``), a session reads at most one small frame, for at most
+SHOAL_HANDSHAKE_TIMEOUT seconds, and unpickles nothing; anything else closes
+the connection. After it:
+
+- ``Submit`` runs one input of a deployed function. Submits that arrive in one
+  read are queued per pool with one ``submit_many``, so a map costs one dispatch
+  and one scaling decision per batch, not per input. The outcome goes back as
+  ``CallItem``s and a ``CallDone``; a durable submit is stored first
+  (:mod:`shoal.server.spawns`) and answered with ``Accepted``.
+- ``Wait`` answers once a stored spawn has an outcome; ``CallCancel`` cancels a
+  call (or drops a wait).
+- ``Request`` carries the control operations (:class:`shoal.server.server.Server`
+  answers them), with msgpack bodies.
+
+When the client goes away, its calls are cancelled (they have no one to answer
+to); its durable spawns run on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import msgpack
+
+from shoal import settings
+from shoal.control.calls import CallState, InputRecord
+from shoal.control.pool import Pool
+from shoal.exception import Error, ExecutionError
+from shoal.protocol import payload
+from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
+from shoal.protocol.messages import (
+    Accepted,
+    CallCancel,
+    CallDone,
+    CallItem,
+    ClientHello,
+    Message,
+    OutputStatus,
+    Reply,
+    Request,
+    Submit,
+    Wait,
+    Welcome,
+)
+
+if TYPE_CHECKING:
+    from shoal.server.server import Server
+
+#: A pending batch of submits for one pool: (pool, method, stream) -> messages.
+_BatchKey = tuple[Pool, str, bool]
+
+
+class Session:
+    """One client's connection (see the module docstring)."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self.authenticated = False
+        self.protocol = FramedProtocol(self._on_message, self._on_lost, FRAME_OVERHEAD)
+        #: Calls this client made that have not ended, by call id.
+        self._calls: dict[str, tuple[Pool, InputRecord]] = {}
+        #: The call id of each of those records.
+        self._call_ids: dict[InputRecord, str] = {}
+        #: Waits on stored spawns, by call id: how to drop each.
+        self._waits: dict[str, Callable[[], None]] = {}
+        self._batch: dict[_BatchKey, list[Submit]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._deadline: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            settings.handshake_timeout(), self._handshake_expired
+        )
+
+    # -- authentication ---------------------------------------------------------
+
+    def _handshake_expired(self) -> None:
+        self._deadline = None
+        if not self.authenticated:
+            self.protocol.abort()
+
+    def _hello(self, message: Message) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if isinstance(message, ClientHello) and self._server.authorize(message.token):
+            self.authenticated = True
+            self.protocol.parser.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
+            self.protocol.send(Welcome(self._server.server_id))
+        else:
+            self.protocol.abort()  # nothing more is read from a peer that did not prove itself
+
+    # -- messages -----------------------------------------------------------------
+
+    def _on_message(self, message: Message) -> None:
+        if not self.authenticated:
+            self._hello(message)
+        elif isinstance(message, Submit):
+            self._queue(message)
+        elif isinstance(message, CallCancel):
+            self._cancel(message.call_id)
+        elif isinstance(message, Wait):
+            self._wait(message)
+        elif isinstance(message, Request):
+            self._request(message)
+        else:
+            self.protocol.abort()  # a client has no business sending anything else
+
+    def _queue(self, message: Submit) -> None:
+        if message.durable:
+            self._server.spawns.submit(message, self._accepted, self._refused)
+            return
+        try:
+            pool = self._server.pool_for(message.app, message.function, message.parameters)
+        except Error as exc:
+            self._refused(message.call_id, exc)
+            return
+        key = (pool, message.method, message.stream)
+        if not self._batch:
+            asyncio.get_running_loop().call_soon(self._submit_batches)
+        self._batch.setdefault(key, []).append(message)
+
+    def _submit_batches(self) -> None:
+        batch, self._batch = self._batch, {}
+        for (pool, method, stream), messages in batch.items():
+            try:
+                if stream:  # one generator per submit: each needs its own item sender
+                    records = [
+                        pool.submit(m.args, self._done, method, self._item_sender(m.call_id))
+                        for m in messages
+                    ]
+                else:
+                    records = pool.submit_many([m.args for m in messages], self._done, method)
+            except ExecutionError as exc:
+                for m in messages:
+                    self._refused(m.call_id, exc)
+                continue
+            for m, record in zip(messages, records, strict=True):
+                if record.done:
+                    self._reply(m.call_id, record)
+                else:
+                    self._calls[m.call_id] = (pool, record)
+                    self._call_ids[record] = m.call_id
+
+    def _done(self, record: InputRecord) -> None:
+        call_id = self._call_ids.pop(record, None)
+        if call_id is not None and self._calls.pop(call_id, None) is not None:
+            self._reply(call_id, record)
+
+    def _item_sender(self, call_id: str) -> Callable[[bytes], None]:
+        def item(data: bytes) -> None:
+            self.protocol.send(CallItem(call_id, data))
+
+        return item
+
+    def _reply(self, call_id: str, record: InputRecord) -> None:
+        self.protocol.send(outcome_message(call_id, record))
+        record.result = None  # delivered
+
+    def _refused(self, call_id: str, error: BaseException) -> None:
+        self.protocol.send(CallDone(call_id, OutputStatus.ERROR, error_bytes(error)))
+
+    def _accepted(self, call_id: str, object_id: str) -> None:
+        self.protocol.send(Accepted(call_id, object_id))
+
+    def _cancel(self, call_id: str) -> None:
+        entry = self._calls.pop(call_id, None)
+        if entry is not None:
+            pool, record = entry
+            self._call_ids.pop(record, None)
+            pool.cancel(record)
+        drop = self._waits.pop(call_id, None)
+        if drop is not None:
+            drop()
+
+    def _wait(self, message: Wait) -> None:
+        call_id = message.call_id
+
+        def answer(done: CallDone) -> None:
+            if self._waits.pop(call_id, None) is not None:
+                self.protocol.send(CallDone(call_id, done.status, done.data))
+
+        self._waits[call_id] = lambda: None
+        drop = self._server.spawns.wait(message.object_id, answer)
+        if call_id in self._waits:
+            self._waits[call_id] = drop
+
+    def _request(self, message: Request) -> None:
+        task = asyncio.get_running_loop().create_task(self._answer(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, message: Request) -> None:
+        try:
+            body = msgpack.unpackb(message.body, raw=False) if message.body else {}
+            if not isinstance(body, dict):
+                raise TypeError("a request body must be a map")
+            result = await self._server.handle(message.op, body)
+            reply = Reply(message.request_id, True, msgpack.packb(result, use_bin_type=True))
+        except Exception as exc:
+            error = {"kind": type(exc).__name__, "message": str(exc)}
+            if not isinstance(exc, Error):  # a bug of ours: the server says where
+                error["message"] += "\n" + traceback.format_exc()
+            reply = Reply(message.request_id, False, msgpack.packb(error, use_bin_type=True))
+        self.protocol.send(reply)
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._batch.clear()
+        for call_id in list(self._calls):  # no one to answer to
+            self._cancel(call_id)
+        for call_id in list(self._waits):
+            self._cancel(call_id)
+        for task in self._tasks:
+            task.cancel()
+        self._server.forget(self)
+
+
+def outcome_message(call_id: str, record: InputRecord) -> CallDone:
+    """How ``record`` ended, for the client that called it."""
+    if record.state is CallState.DONE:
+        assert record.result is not None
+        return CallDone(call_id, OutputStatus.OK, record.result)
+    if record.state is CallState.CANCELLED:
+        return CallDone(call_id, OutputStatus.CANCELLED, b"")
+    if record.error_data is not None:  # the container's own pickle: the user's classes
+        return CallDone(call_id, OutputStatus.ERROR, record.error_data)
+    assert record.error is not None
+    return CallDone(call_id, OutputStatus.ERROR, error_bytes(record.error))
+
+
+def error_bytes(error: BaseException) -> bytes:
+    """``error`` as :func:`shoal.protocol.payload.load_exception` reads it at the client."""
+    try:
+        data: bytes = payload.dumps((error, ""), "error")
+        return data
+    except Exception:
+        return payload.dumps((ExecutionError(f"{type(error).__name__}: {error}"), ""), "error")

@@ -1,0 +1,178 @@
+"""Durable spawns: inputs stored before they are acknowledged, outcomes kept for a while.
+
+``f.spawn(...)`` on a deployed function sends a durable ``Submit``. The input
+gets an id (``fc-...``), is written to the store in the next group commit, and
+is queued in its pool at once; the client hears ``Accepted`` only once the
+commit is done, so an acknowledged input is on disk. Its outcome is written the
+same way when it ends, and kept for SHOAL_RESULT_TTL seconds; ``Wait`` answers
+from memory while the outcome is on its way to disk, from the store after.
+
+After a restart, every stored input without an outcome is queued again in its
+app's current version: delivery is at least once. An input that was running
+when the server died runs again from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shoal import settings
+from shoal.control.calls import InputRecord
+from shoal.control.pool import Pool
+from shoal.exception import Error, NotFoundError
+from shoal.protocol.messages import CallDone, OutputStatus, Submit
+from shoal.server.apps import Apps
+from shoal.server.session import error_bytes, outcome_message
+from shoal.server.store import Store, StoredCall
+
+#: How often outcomes past their time are deleted (seconds).
+_EXPIRE_EVERY = 60.0
+
+Answer = Callable[[CallDone], None]
+
+
+@dataclass
+class _Live:
+    """A spawn this server runs now, or whose outcome is not yet on disk."""
+
+    pool: Pool | None
+    record: InputRecord | None = None
+    outcome: CallDone | None = None
+    waiters: list[Answer] = field(default_factory=list)
+
+
+class Spawns:
+    """The durable inputs of one server (see the module docstring)."""
+
+    def __init__(self, store: Store, apps: Apps) -> None:
+        self._store = store
+        self._apps = apps
+        self._live: dict[str, _Live] = {}
+        self._expiry: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Queue again every stored input that has no outcome, and start expiring old ones."""
+        for call in self._store.pending_calls():
+            assert call.args is not None
+            self._run(call.id, call.app, call.function, call.method, call.parameters, call.args)
+        self._expire()
+
+    def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+
+    def submit(
+        self,
+        message: Submit,
+        accepted: Callable[[str, str], None],
+        refused: Callable[[str, BaseException], None],
+    ) -> None:
+        """Store and queue ``message``'s input; call ``accepted(call_id, object_id)`` once
+        it is on disk, or ``refused(call_id, error)`` at once if it cannot run."""
+        try:  # an unknown app or function is refused before anything is stored
+            self._apps.current(message.app).definition(message.function)
+        except Error as exc:
+            refused(message.call_id, exc)
+            return
+        object_id = "fc-" + secrets.token_hex(12)
+        stored = StoredCall(
+            object_id,
+            message.app,
+            message.function,
+            message.method,
+            message.parameters,
+            message.args,
+            None,
+            None,
+            time.time(),
+            None,
+        )
+        self._run(
+            object_id,
+            message.app,
+            message.function,
+            message.method,
+            message.parameters,
+            message.args,
+        )
+        call_id = message.call_id
+        self._store.add_call(stored, lambda: accepted(call_id, object_id))
+
+    def _run(
+        self, object_id: str, app: str, function: str, method: str, parameters: bytes, args: bytes
+    ) -> None:
+        try:
+            pool = self._apps.current(app).pool(function, parameters)
+        except Error as exc:  # restored, but its app or function is gone
+            self._live[object_id] = _Live(None)
+            self._finish(object_id, CallDone(object_id, OutputStatus.ERROR, error_bytes(exc)))
+            return
+        live = _Live(pool)
+        self._live[object_id] = live
+        live.record = pool.submit(
+            args, lambda record: self._finish(object_id, outcome_message(object_id, record)), method
+        )
+
+    def _finish(self, object_id: str, outcome: CallDone) -> None:
+        live = self._live.get(object_id)
+        if live is None or live.outcome is not None:
+            return
+        live.outcome = outcome
+        live.record = None
+        for answer in live.waiters:
+            answer(outcome)
+        live.waiters.clear()
+
+        def stored() -> None:  # on disk: answer later waits from the store
+            self._live.pop(object_id, None)
+
+        self._store.finish_call(object_id, outcome.status, outcome.data, stored)
+
+    def wait(self, object_id: str, answer: Answer) -> Callable[[], None]:
+        """Call ``answer`` with the outcome of ``object_id`` once it has one; return a
+        function that drops the wait."""
+        live = self._live.get(object_id)
+        if live is not None:
+            if live.outcome is not None:
+                answer(live.outcome)
+                return _nothing
+            live.waiters.append(answer)
+
+            def drop() -> None:
+                if answer in live.waiters:
+                    live.waiters.remove(answer)
+
+            return drop
+        stored = self._store.call(object_id)
+        if stored is None:
+            error = NotFoundError(
+                f"no function call {object_id!r} (never spawned here, or its result was "
+                f"kept for {settings.result_ttl():g} s and expired)"
+            )
+            answer(CallDone(object_id, OutputStatus.ERROR, error_bytes(error)))
+        elif stored.status is not None:
+            answer(CallDone(object_id, stored.status, stored.result or b""))
+        else:  # stored but not live: its commit and its restore raced; it is on its way
+            self._live.setdefault(object_id, _Live(None)).waiters.append(answer)
+        return _nothing
+
+    def cancel(self, object_id: str) -> bool:
+        """Cancel spawn ``object_id`` if it still runs; return whether it was known."""
+        live = self._live.get(object_id)
+        if live is None:
+            return self._store.call(object_id) is not None
+        if live.pool is not None and live.record is not None:
+            live.pool.cancel(live.record)
+        return True
+
+    def _expire(self) -> None:
+        self._store.expire_calls(time.time() - settings.result_ttl())
+        self._expiry = asyncio.get_running_loop().call_later(_EXPIRE_EVERY, self._expire)
+
+
+def _nothing() -> None:
+    return None

@@ -1,0 +1,143 @@
+"""A real ``shoal server`` process on free ports with a private home, for service tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import container_pids, wait_until
+
+APPS = Path(__file__).parent / "apps"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """``shoal server`` with its home under ``root``; clients get :attr:`env`."""
+
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.home = root / "home"
+        self.apps = root / "apps"
+        if not self.apps.exists():
+            shutil.copytree(APPS, self.apps)
+        self.port = free_port()
+        self.http_port = free_port()
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = root / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def token(self) -> str:
+        return (self.home / "token").read_text().strip()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of a client of this server (by URL and token)."""
+        env = {**os.environ, **self.extra_env}
+        env.pop("SHOAL_HOME", None)
+        env["SHOAL_SERVER_URL"] = self.url
+        env["SHOAL_TOKEN"] = self.token
+        env["SHOAL_CONFIG"] = str(self.home.parent / "no-profile.toml")
+        return env
+
+    def start(self) -> ServerProcess:
+        (self.home / "server.json").unlink(missing_ok=True)  # left by a killed server
+        env = {**os.environ, **self.extra_env, "SHOAL_HOME": str(self.home)}
+        env.pop("SHOAL_SERVER_URL", None)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "shoal.cli",
+                    "server",
+                    "--port",
+                    str(self.port),
+                    "--http-port",
+                    str(self.http_port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while not (self.home / "server.json").exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start:\n{self.log.read_text()}")
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the server, then wait for its containers and fork servers, which
+        see their connections close, to exit on their own."""
+        assert self.proc is not None
+        orphans = container_pids(self.proc.pid)
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        wait_until(lambda: not any(_alive(pid) for pid in orphans), 30, "orphans to exit")
+
+    def stop(self) -> None:
+        """SIGTERM the server: it stops its containers and exits."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def deploy(self, name: str = "service_app.py", *extra: str) -> str:
+        """``shoal deploy`` an app of ``apps/``; return its output."""
+        done = subprocess.run(
+            [sys.executable, "-m", "shoal.cli", "deploy", str(self.apps / name), *extra],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def client(self, code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``code`` in a fresh client process, in the app's folder (so the app's own
+        exception classes unpickle); return what it did."""
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=self.apps,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (not yet reaped by init) is gone for our purposes
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,301 @@
+"""A real server process, a deployed app, and clients in other processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import msgpack
+
+from conftest import wait_until
+from service.harness import ServerProcess
+
+CALLS = """
+import shoal
+from shoal.exception import NotFoundError
+square = shoal.Function.from_name("svc", "square")
+assert square.remote(7) == 49
+assert list(square.map(range(100))) == [i * i for i in range(100)]
+assert list(shoal.Function.from_name("svc", "count").remote_gen(4)) == [0, 1, 2, 3]
+try:
+    shoal.Function.from_name("svc", "refuse").remote("no")
+except Exception as exc:
+    assert type(exc).__name__ == "Refused" and str(exc) == "no", repr(exc)
+else:
+    raise AssertionError("refuse did not raise")
+Greeter = shoal.Cls.from_name("svc", "Greeter")
+assert Greeter(name="ann").hello.remote("bob") == "ann greets bob"
+assert Greeter().hello.remote("bob") == "anon greets bob"
+for app, name in (("svc", "missing"), ("nope", "square")):
+    try:
+        shoal.Function.from_name(app, name)
+    except NotFoundError as exc:
+        print("not found:", exc)
+    else:
+        raise AssertionError("no NotFoundError")
+stats = square.stats()
+assert stats.containers >= 1, stats
+assert shoal.Function.from_name("svc", "version").get_web_url().endswith("/svc/version")
+square.spawn_map(range(20))
+print("ok")
+"""
+
+
+def test_deployed_functions_are_called_by_name_from_another_process(
+    deployed: ServerProcess,
+) -> None:
+    done = deployed.client(CALLS)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("not found:") == 2
+    assert "ok" in done.stdout
+    reply = httpx.get(f"{deployed.http}/svc/version", timeout=10)
+    assert reply.json() == {"version": 1}
+
+
+def test_spawned_call_is_fetched_by_id_after_the_spawner_exits(deployed: ServerProcess) -> None:
+    spawner = deployed.client(
+        "import shoal\n"
+        "call = shoal.Function.from_name('svc', 'slow').spawn(1.0)\n"
+        "print(call.object_id)\n"
+    )
+    assert spawner.returncode == 0, spawner.stderr
+    object_id = spawner.stdout.strip()
+    assert object_id.startswith("fc-")
+    fetcher = deployed.client(
+        "import shoal, sys\n"
+        f"print(shoal.FunctionCall.from_id({object_id!r}).get(timeout=30))\n"
+        "from shoal.exception import NotFoundError\n"
+        "try:\n"
+        "    shoal.FunctionCall.from_id('fc-nosuchcall').get(timeout=5)\n"
+        "except NotFoundError:\n"
+        "    print('unknown id: NotFoundError')\n"
+    )
+    assert fetcher.returncode == 0, fetcher.stderr
+    assert fetcher.stdout.startswith("slept 1.0 in ")
+    assert "unknown id: NotFoundError" in fetcher.stdout
+
+
+SPAWN_MANY = """
+import asyncio, shoal
+work = shoal.Function.from_name("svc", "work")
+
+async def main():
+    ids = []
+    for start in range(0, {n}, 500):
+        calls = await asyncio.gather(*(work.spawn.aio(0.05) for _ in range(500)))
+        ids += [c.object_id for c in calls]
+    print("\\n".join(ids))
+
+asyncio.run(main())
+"""
+
+GATHER = """
+import shoal, sys
+ids = open(sys.argv[1]).read().split()
+results = shoal.FunctionCall.gather(*(shoal.FunctionCall.from_id(i) for i in ids))
+assert all(r == "worked 0.05" for r in results), set(results)
+print(len(results))
+"""
+
+
+def test_every_accepted_spawn_completes_after_the_server_is_killed(
+    deployed: ServerProcess, tmp_path: Path
+) -> None:
+    n = 10_000
+    spawner = deployed.client(SPAWN_MANY.format(n=n), timeout=300)
+    assert spawner.returncode == 0, spawner.stderr
+    ids = spawner.stdout.split()
+    assert len(ids) == n and len(set(ids)) == n
+    stats = deployed.client(
+        "import shoal; s = shoal.Function.from_name('svc', 'work').stats(); "
+        "print(s.running, s.queued)"
+    )
+    running, queued = map(int, stats.stdout.split())
+    assert running > 0 and queued > 0, stats.stdout  # at most 2 x 50 run at once
+    deployed.kill()  # some done, some running, most queued: every one was accepted
+    deployed.start()
+    listed = tmp_path / "ids.txt"
+    listed.write_text("\n".join(ids))
+    done = subprocess.run(
+        [sys.executable, "-c", GATHER, str(listed)],
+        env=deployed.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(n)
+
+
+def test_deployments_survive_a_restart(deployed: ServerProcess) -> None:
+    deployed.stop()
+    deployed.start()
+    done = deployed.client(
+        "import shoal; print(shoal.Function.from_name('svc', 'square').remote(9))"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "81"
+
+
+def test_two_clients_share_one_pool(deployed: ServerProcess) -> None:
+    code = (
+        "import shoal\n"
+        "slow = shoal.Function.from_name('svc', 'slow')\n"
+        "print(len(list(slow.map([0.3] * 50))))\n"
+        "print(slow.stats().containers_started)\n"
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-c", code], env=deployed.env, stdout=subprocess.PIPE, text=True
+    )
+    second = deployed.client(code)
+    out, _ = first.communicate(timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert out.split()[0] == "50" and second.stdout.split()[0] == "50"
+    # max_inputs=100: 100 inputs at once fit in one container, whichever client sent them
+    assert int(second.stdout.split()[1]) == 1
+    assert int(out.split()[1]) == 1
+
+
+def test_a_client_that_disconnects_mid_call_leaves_the_server_healthy(
+    deployed: ServerProcess,
+) -> None:
+    caller = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import shoal; shoal.Function.from_name('svc', 'nap').remote(60)",
+        ],
+        env=deployed.env,
+    )
+    stats = (
+        "import shoal; s = shoal.Function.from_name('svc', 'nap').stats(); "
+        "print(s.running, s.queued)"
+    )
+    wait_until(lambda: deployed.client(stats).stdout.split()[0] == "1", 30, "the call to run")
+    caller.kill()
+    caller.wait()
+    # the call's input is cancelled (an async one stops at once): nothing runs for a
+    # caller that is gone
+    wait_until(lambda: deployed.client(stats).stdout.split() == ["0", "0"], 20, "the cancel")
+    done = deployed.client(
+        "import shoal; print(shoal.Function.from_name('svc', 'square').remote(3))"
+    )
+    assert done.stdout.strip() == "9"
+
+
+def _frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def test_auth_comes_first_and_bad_peers_cannot_stall_others(deployed: ServerProcess) -> None:
+    wrong = deployed.env | {"SHOAL_TOKEN": "not-the-token"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import shoal; shoal.Function.from_name('svc', 'square')"],
+        env=wrong,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "AuthError" in done.stderr
+    peers = []
+    # silent peers, garbage, a 2 GB frame claim, and a pickle where the hello should be
+    for payload in (
+        b"",
+        b"\x00\x01garbage" * 100,
+        struct.pack(">I", 2**31),
+        _frame(msgpack.packb([18, "x", "y"])),
+        _frame(b"\x80\x04\x95" + b"cos\nsystem\n(S'touch /tmp/pwned'\ntR."),
+    ):
+        sock = socket.create_connection(("127.0.0.1", deployed.port))
+        if payload:
+            sock.sendall(payload)
+        peers.append(sock)
+    started = time.monotonic()
+    done = deployed.client(
+        "import shoal; print(shoal.Function.from_name('svc', 'square').remote(5))"
+    )
+    assert done.stdout.strip() == "25", done.stderr
+    assert time.monotonic() - started < 30
+    for sock in peers[1:]:  # every bad peer was closed without an answer
+        sock.settimeout(10)
+        assert sock.recv(100) == b""
+    for sock in peers:
+        sock.close()
+    assert deployed.proc is not None and deployed.proc.poll() is None
+
+
+def test_redeploy_under_http_load_fails_no_request(deployed: ServerProcess) -> None:
+    failures: list[str] = []
+    versions: set[int] = set()
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    reply = client.get(f"{deployed.http}/svc/version")
+                    if reply.status_code != 200:
+                        failures.append(f"{reply.status_code} {reply.text}")
+                    else:
+                        versions.add(reply.json()["version"])
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    helper = deployed.apps / "service_helper.py"
+    helper.write_text(helper.read_text().replace("VERSION = 1", "VERSION = 2"))
+    out = deployed.deploy()
+    assert "version 2" in out
+    wait_until(lambda: 2 in versions, 30, "the new version to answer")
+    time.sleep(0.5)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert versions == {1, 2}
+
+
+def test_schedules_fire_on_a_deployed_app_and_app_stop_ends_them(
+    deployed: ServerProcess, tmp_path: Path
+) -> None:
+    ticks = tmp_path / "ticks"
+    ticks.mkdir(exist_ok=True)
+    wait_until(lambda: len(os.listdir(ticks)) >= 2, 30, "two ticks")
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "app", "stop", "svc"],
+        env=deployed.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    time.sleep(0.5)
+    seen = len(os.listdir(ticks))
+    time.sleep(2.5)
+    assert len(os.listdir(ticks)) == seen
+    listed = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "app", "list"],
+        env=deployed.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "stopped" in listed.stdout
+    history = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "app", "history", "svc"],
+        env=deployed.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert history.stdout.startswith("v1")
