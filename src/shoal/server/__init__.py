@@ -1,0 +1,1 @@
+"""The service: a long-lived server with deployed apps, sessions, durable spawns."""
