@@ -60,8 +60,8 @@ with app.run():
 print(json.dumps(out))
 """
 
-_IDLE = "import shoal\\napp = shoal.App('idle')\\n" + "".join(
-    f"\\n@app.function()\\ndef f{i}(x):\\n    return x\\n" for i in range(100)
+_IDLE = "import shoal\napp = shoal.App('idle')\n" + "".join(
+    f"\n@app.function()\ndef f{i}(x):\n    return x\n" for i in range(100)
 )
 
 
