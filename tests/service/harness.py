@@ -105,6 +105,8 @@ class ServerProcess:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.kill()
+            raise AssertionError("the server did not stop within 20 s of SIGTERM") from None
+        assert self.proc.returncode == 0, self.log.read_text()[-2000:]
 
     def deploy(self, name: str = "service_app.py", *extra: str) -> str:
         """``shoal deploy`` an app of ``apps/``; return its output."""

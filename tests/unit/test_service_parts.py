@@ -45,7 +45,7 @@ def test_store_groups_commits_and_keeps_calls(tmp_path: Path) -> None:
         accepted: list[str] = []
         for i in range(2_000):
             call = StoredCall(f"fc-{i}", "app", "f", "", b"", b"args", None, None, 0.0, None)
-            store.add_call(call, lambda i=i: accepted.append(f"fc-{i}"))
+            store.add_calls([call], lambda i=i: accepted.append(f"fc-{i}"))
         await store.flush()
         assert len(accepted) == 2_000
         assert store.commits < 200  # grouped: far fewer transactions than inputs

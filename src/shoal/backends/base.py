@@ -147,6 +147,10 @@ class Backend(abc.ABC):
         """
         return None
 
+    def release(self, preload: Preload) -> None:
+        """No pool of ``preload``'s module remains: drop what :meth:`prepare` made for it."""
+        return None
+
     async def close(self) -> None:
         """Kill every container still running and wait for them to exit."""
         for container_id in self.list():

@@ -205,6 +205,16 @@ class LocalBackend(Backend):
             return None
         return None
 
+    def release(self, preload: Preload) -> None:
+        """Stop the fork server of ``preload`` (containers already forked run on)."""
+        task = self._fork_servers.pop(preload, None)
+        if task is None:
+            return
+        if task.done() and not task.cancelled() and task.exception() is None:
+            task.result().close()
+        else:
+            task.cancel()
+
     async def close(self) -> None:
         await super().close()
         for task in self._fork_servers.values():

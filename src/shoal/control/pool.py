@@ -112,6 +112,11 @@ class Pool:
             sys_path=code.sys_path,
         )
 
+    @property
+    def preload(self) -> Preload:
+        """What a fork server for this pool's containers imports."""
+        return self._preload
+
     # -- the caller's side -------------------------------------------------
 
     def submit(

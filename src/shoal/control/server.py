@@ -58,6 +58,8 @@ class ControlPlane:
         self.address = ""
         self._server: asyncio.Server | None = None
         self._pools: dict[str, Pool] = {}
+        #: Pools being stopped by remove_pool (their fork server must outlive them).
+        self._stopping: set[Pool] = set()
         #: The namespace of each pool key: calls from its containers resolve names in it.
         self._namespaces: dict[str, str] = {}
         machine = backend.machine()
@@ -115,7 +117,14 @@ class ControlPlane:
             return
         self.scheduler.remove(key)
         self.budget.remove_reclaimer(pool)
-        await pool.stop()
+        self._stopping.add(pool)
+        try:
+            await pool.stop()
+        finally:
+            self._stopping.discard(pool)
+        others = [*self._pools.values(), *self._stopping]
+        if all(other.preload != pool.preload for other in others):
+            self.backend.release(pool.preload)  # its fork server has no one left to serve
 
     async def stop(self) -> None:
         """Stop every pool and container, close the socket, remove the directory."""

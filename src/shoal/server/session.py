@@ -70,6 +70,7 @@ class Session:
         #: Waits on stored spawns, by call id: how to drop each.
         self._waits: dict[str, Callable[[], None]] = {}
         self._batch: dict[_BatchKey, list[Submit]] = {}
+        self._durable: list[Submit] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadline: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             settings.handshake_timeout(), self._handshake_expired
@@ -111,7 +112,9 @@ class Session:
 
     def _queue(self, message: Submit) -> None:
         if message.durable:
-            self._server.spawns.submit(message, self._accepted, self._refused)
+            if not self._batch and not self._durable:
+                asyncio.get_running_loop().call_soon(self._submit_batches)
+            self._durable.append(message)
             return
         try:
             pool = self._server.pool_for(message.app, message.function, message.parameters)
@@ -119,12 +122,15 @@ class Session:
             self._refused(message.call_id, exc)
             return
         key = (pool, message.method, message.stream)
-        if not self._batch:
+        if not self._batch and not self._durable:
             asyncio.get_running_loop().call_soon(self._submit_batches)
         self._batch.setdefault(key, []).append(message)
 
     def _submit_batches(self) -> None:
         batch, self._batch = self._batch, {}
+        durable, self._durable = self._durable, []
+        if durable:
+            self._server.spawns.submit_many(durable, self._accepted, self._refused)
         for (pool, method, stream), messages in batch.items():
             try:
                 if stream:  # one generator per submit: each needs its own item sender
@@ -212,6 +218,7 @@ class Session:
             self._deadline.cancel()
             self._deadline = None
         self._batch.clear()
+        self._durable.clear()
         for call_id in list(self._calls):  # no one to answer to
             self._cancel(call_id)
         for call_id in list(self._waits):

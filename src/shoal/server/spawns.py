@@ -52,6 +52,8 @@ class Spawns:
         self._store = store
         self._apps = apps
         self._live: dict[str, _Live] = {}
+        #: The object id of each running record.
+        self._object_ids: dict[InputRecord, str] = {}
         self._expiry: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -65,42 +67,56 @@ class Spawns:
         if self._expiry is not None:
             self._expiry.cancel()
 
-    def submit(
+    def submit_many(
         self,
-        message: Submit,
+        messages: list[Submit],
         accepted: Callable[[str, str], None],
         refused: Callable[[str, BaseException], None],
     ) -> None:
-        """Store and queue ``message``'s input; call ``accepted(call_id, object_id)`` once
-        it is on disk, or ``refused(call_id, error)`` at once if it cannot run."""
-        try:  # an unknown app or function is refused before anything is stored
-            self._apps.current(message.app).definition(message.function)
-        except Error as exc:
-            refused(message.call_id, exc)
-            return
-        object_id = "fc-" + secrets.token_hex(12)
-        stored = StoredCall(
-            object_id,
-            message.app,
-            message.function,
-            message.method,
-            message.parameters,
-            message.args,
-            None,
-            None,
-            time.time(),
-            None,
-        )
-        self._run(
-            object_id,
-            message.app,
-            message.function,
-            message.method,
-            message.parameters,
-            message.args,
-        )
-        call_id = message.call_id
-        self._store.add_call(stored, lambda: accepted(call_id, object_id))
+        """Store and queue each message's input: one pool submit per function and one
+        store write for all; call ``accepted(call_id, object_id)`` once an input is on
+        disk, or ``refused(call_id, error)`` at once if it cannot run."""
+        groups: dict[tuple[str, str, str, bytes], list[Submit]] = {}
+        for message in messages:
+            key = (message.app, message.function, message.method, message.parameters)
+            groups.setdefault(key, []).append(message)
+        now = time.time()
+        for (app, function, method, parameters), group in groups.items():
+            try:  # an unknown app or function is refused before anything is stored
+                pool = self._apps.current(app).pool(function, parameters)
+            except Error as exc:
+                for message in group:
+                    refused(message.call_id, exc)
+                continue
+            ids = ["fc-" + secrets.token_hex(12) for _ in group]
+            self._queue(pool, ids, [m.args for m in group], method)
+            stored = [
+                StoredCall(oid, app, function, method, parameters, m.args, None, None, now, None)
+                for oid, m in zip(ids, group, strict=True)
+            ]
+            pairs = [(m.call_id, oid) for m, oid in zip(group, ids, strict=True)]
+
+            def tell(pairs: list[tuple[str, str]] = pairs) -> None:
+                for call_id, object_id in pairs:
+                    accepted(call_id, object_id)
+
+            self._store.add_calls(stored, tell)
+
+    def _queue(self, pool: Pool, ids: list[str], args: list[bytes], method: str) -> None:
+        lives = [_Live(pool) for _ in ids]
+        for object_id, live in zip(ids, lives, strict=True):
+            self._live[object_id] = live
+        records = pool.submit_many(args, self._finished, method)
+        for object_id, live, record in zip(ids, lives, records, strict=True):
+            live.record = record
+            self._object_ids[record] = object_id
+            if record.done:  # refused at once (a pool that cannot start containers)
+                self._finished(record)
+
+    def _finished(self, record: InputRecord) -> None:
+        object_id = self._object_ids.pop(record, None)
+        if object_id is not None:
+            self._finish(object_id, outcome_message(object_id, record))
 
     def _run(
         self, object_id: str, app: str, function: str, method: str, parameters: bytes, args: bytes
@@ -111,11 +127,7 @@ class Spawns:
             self._live[object_id] = _Live(None)
             self._finish(object_id, CallDone(object_id, OutputStatus.ERROR, error_bytes(exc)))
             return
-        live = _Live(pool)
-        self._live[object_id] = live
-        live.record = pool.submit(
-            args, lambda record: self._finish(object_id, outcome_message(object_id, record)), method
-        )
+        self._queue(pool, [object_id], [args], method)
 
     def _finish(self, object_id: str, outcome: CallDone) -> None:
         live = self._live.get(object_id)

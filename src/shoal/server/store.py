@@ -256,21 +256,13 @@ class Store:
 
     # -- durable calls -----------------------------------------------------------
 
-    def add_call(self, call: StoredCall, then: Callable[[], None]) -> None:
-        """Store a new spawn in the next group commit, then call ``then``."""
+    def add_calls(self, calls: list[StoredCall], then: Callable[[], None]) -> None:
+        """Store new spawns in the next group commit, then call ``then``."""
+        rows = [(c.id, c.app, c.function, c.method, c.parameters, c.args, c.created) for c in calls]
 
         def insert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL)",
-                (
-                    call.id,
-                    call.app,
-                    call.function,
-                    call.method,
-                    call.parameters,
-                    call.args,
-                    call.created,
-                ),
+            conn.executemany(
+                "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL)", rows
             )
 
         self.write(insert, then)
