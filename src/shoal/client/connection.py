@@ -36,7 +36,7 @@ import msgpack
 
 from shoal import exception, settings
 from shoal.client.bridge import run_sync
-from shoal.control.calls import CallState, InputRecord
+from shoal.control.calls import CallState, InputRecord, apply_reply, reply_error
 from shoal.control.spec import FunctionSpec
 from shoal.control.stats import FunctionStats
 from shoal.protocol import payload, transport
@@ -355,14 +355,8 @@ class ServerPool:
 
     def _applier(self, record: InputRecord) -> Callable[[CallItem | CallDone | Accepted], None]:
         def apply(message: CallItem | CallDone | Accepted) -> None:
-            if record.done:
-                return
-            if isinstance(message, CallItem):
-                if record.on_item is not None:
-                    record.items += 1
-                    record.on_item(message.data)
-            elif isinstance(message, CallDone):
-                settle(record, message, self._describe(record))
+            if not isinstance(message, Accepted):  # a plain call is never stored
+                apply_reply(record, message, self._describe(record))
 
         return apply
 
@@ -415,27 +409,9 @@ class ServerPool:
         raise exception.ExecutionError("web traffic reaches a deployed app through its URL")
 
 
-def settle(record: InputRecord, message: CallDone, context: str) -> None:
-    """Finish ``record`` with the outcome a server sent."""
-    if message.status == OutputStatus.OK:
-        record.succeed(message.data)
-    elif message.status == OutputStatus.CANCELLED:
-        record.fail(exception.InputCancellation(f"{context} was cancelled"))
-    else:
-        record.fail(payload.load_exception(message.data, context))
-
-
 def stored_outcome(message: CallDone, context: str) -> Any:
     """The value of a stored call's outcome, or raise its error."""
-    record = InputRecord(message.call_id, b"", _ignore)
-    record.move_to(CallState.RUNNING)
-    settle(record, message, context)
-    if record.state is CallState.DONE:
-        assert record.result is not None
-        return payload.loads(record.result, f"result of {context}")
-    assert record.error is not None
-    raise record.error
-
-
-def _ignore(record: InputRecord) -> None:
-    return None
+    error = reply_error(message, context)
+    if error is not None:
+        raise error
+    return payload.loads(message.data, f"result of {context}")

@@ -18,12 +18,11 @@ from typing import Any
 from shoal.client.bridge import background_loop
 from shoal.client.connection import ServerPool
 from shoal.container.context import CallChannel
-from shoal.control.calls import CallState, InputRecord
+from shoal.control.calls import CallState, InputRecord, apply_reply
 from shoal.control.pool import Pool
 from shoal.control.spec import FunctionSpec
-from shoal.exception import ExecutionError, InputCancellation
-from shoal.protocol import payload
-from shoal.protocol.messages import CallDone, CallItem, OutputStatus
+from shoal.exception import ExecutionError
+from shoal.protocol.messages import CallDone, CallItem
 
 
 class RemotePool:
@@ -65,22 +64,7 @@ class RemotePool:
         return records
 
     def _apply(self, record: InputRecord, message: CallItem | CallDone) -> None:
-        if record.done:
-            return
-        if isinstance(message, CallItem):
-            if record.on_item is not None:
-                record.items += 1
-                record.on_item(message.data)
-            return
-        if message.status == OutputStatus.OK:
-            record.succeed(message.data)
-        elif message.status == OutputStatus.CANCELLED:
-            record.fail(
-                InputCancellation(f"{self.spec.name} (call {record.input_id}) was cancelled")
-            )
-        else:
-            error = payload.loads(message.data, f"error of {self.spec.name}")
-            record.fail(error if isinstance(error, BaseException) else ExecutionError(str(error)))
+        apply_reply(record, message, f"{self.spec.name} (call {record.input_id})")
 
     def cancel(self, record: InputRecord) -> None:
         if record.done:

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from shoal.control.spec import INFRA_RETRIES, FunctionSpec
-from shoal.exception import ExecutionError, FunctionTimeoutError
+from shoal.exception import ExecutionError, FunctionTimeoutError, InputCancellation
 from shoal.protocol import payload
-from shoal.protocol.messages import Output, OutputStatus
+from shoal.protocol.messages import CallDone, CallItem, Output, OutputStatus
 
 #: Crashes in the company of other inputs after which an input runs alone.
 ISOLATE_AFTER: Final = 2
@@ -206,6 +206,47 @@ def after_failure(
     if record.failures <= spec.retries.max_retries:
         return Retry(spec.retries.delay(record.failures))
     return None
+
+
+def outcome_message(call_id: str, record: InputRecord) -> CallDone:
+    """How ``record`` ended, for the process that called it (a container's code, or a
+    client of a server). A function's own exception goes as the container pickled it,
+    so a caller that can import the user's classes rebuilds it as it was."""
+    if record.state is CallState.DONE:
+        assert record.result is not None
+        return CallDone(call_id, OutputStatus.OK, record.result)
+    if record.state is CallState.CANCELLED:
+        return CallDone(call_id, OutputStatus.CANCELLED, b"")
+    if record.error_data is not None:
+        return CallDone(call_id, OutputStatus.ERROR, record.error_data)
+    assert record.error is not None
+    return CallDone(call_id, OutputStatus.ERROR, payload.dump_error(record.error))
+
+
+def reply_error(message: CallDone, context: str) -> BaseException | None:
+    """The error a :func:`outcome_message` reply means at the caller (``None`` for OK);
+    ``context`` names the call in it."""
+    if message.status == OutputStatus.OK:
+        return None
+    if message.status == OutputStatus.CANCELLED:
+        return InputCancellation(f"{context} was cancelled")
+    return payload.load_exception(message.data, context)
+
+
+def apply_reply(record: InputRecord, message: CallItem | CallDone, context: str) -> None:
+    """Apply one reply to a call made in another process to the caller's ``record``."""
+    if record.done:
+        return
+    if isinstance(message, CallItem):
+        if record.on_item is not None:
+            record.items += 1
+            record.on_item(message.data)
+        return
+    error = reply_error(message, context)
+    if error is None:
+        record.succeed(message.data)
+    else:
+        record.fail(error)
 
 
 def describe(spec: FunctionSpec, record: InputRecord) -> str:

@@ -22,13 +22,13 @@ from shoal import settings
 from shoal.backends.base import Backend, ContainerLaunch
 from shoal.control import run_dir
 from shoal.control.budget import ContainerBudget
-from shoal.control.calls import CallState, InputRecord
+from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.containers import ContainerHandle
 from shoal.control.pool import Pool
 from shoal.control.resources import Gpu, Grant, Room
 from shoal.control.scheduler import Scheduler
 from shoal.control.spec import CodeRef, FunctionSpec
-from shoal.exception import ExecutionError, RemoteError
+from shoal.exception import ExecutionError
 from shoal.protocol import payload, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
@@ -215,21 +215,15 @@ class _Connection:
         pool = pools.get(namespace + message.function) or pools.get(message.function)
         if pool is None:
             error = ExecutionError(f"no function {message.function!r} in the running app")
-            self.protocol.send(CallDone(message.call_id, OutputStatus.ERROR, _pickled(error)))
+            self.protocol.send(
+                CallDone(message.call_id, OutputStatus.ERROR, payload.dump_error(error))
+            )
             return
         call_id = message.call_id
 
         def done(record: InputRecord) -> None:
             self._calls.pop(call_id, None)
-            if record.state is CallState.DONE:
-                assert record.result is not None
-                reply = CallDone(call_id, OutputStatus.OK, record.result)
-            elif record.state is CallState.CANCELLED:
-                reply = CallDone(call_id, OutputStatus.CANCELLED, b"")
-            else:
-                assert record.error is not None
-                reply = CallDone(call_id, OutputStatus.ERROR, _pickled(record.error))
-            self.protocol.send(reply)
+            self.protocol.send(outcome_message(call_id, record))
             record.result = None  # delivered; the record lives on only in its parent's graph
 
         def item(data: bytes) -> None:
@@ -240,7 +234,7 @@ class _Connection:
                 message.args, done, message.method, item if message.stream else None
             )
         except ExecutionError as exc:
-            self.protocol.send(CallDone(call_id, OutputStatus.ERROR, _pickled(exc)))
+            self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(exc)))
             return
         if self._bound is not None and message.parent:
             parent = self._bound[1].running.get(message.parent)
@@ -265,11 +259,3 @@ class _Connection:
         if self._bound is not None:
             pool, handle, _ = self._bound
             pool.on_disconnect(handle)
-
-
-def _pickled(error: BaseException) -> bytes:
-    """``error`` for a container's code to raise: itself, or a RemoteError with its text."""
-    try:
-        return payload.dumps(error, "error")
-    except Exception:
-        return payload.dumps(RemoteError(f"{type(error).__name__}: {error}"), "error")

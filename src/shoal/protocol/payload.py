@@ -138,6 +138,20 @@ def dump_exception(exc: BaseException) -> bytes:
     return small
 
 
+def dump_error(error: BaseException) -> bytes:
+    """``error``, raised on this side, as :func:`load_exception` reads it elsewhere.
+
+    Unlike :func:`dump_exception` no traceback text goes with it (any note it
+    carries already says where it came from); an error that cannot be pickled
+    goes as a :class:`RemoteError` with its text.
+    """
+    try:
+        data: bytes = dumps((error, ""), "error")
+    except Exception:
+        data = dumps((RemoteError(f"{type(error).__name__}: {error}"), ""), "error")
+    return data
+
+
 def _shorten(text: str) -> str:
     if len(text) <= 2 * _TEXT_KEPT:
         return text

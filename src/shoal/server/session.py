@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from shoal import settings
-from shoal.control.calls import CallState, InputRecord
+from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.pool import Pool
 from shoal.exception import Error, ExecutionError
 from shoal.protocol import payload
@@ -167,7 +167,7 @@ class Session:
         record.result = None  # delivered
 
     def _refused(self, call_id: str, error: BaseException) -> None:
-        self.protocol.send(CallDone(call_id, OutputStatus.ERROR, error_bytes(error)))
+        self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(error)))
 
     def _accepted(self, call_id: str, object_id: str) -> None:
         self.protocol.send(Accepted(call_id, object_id))
@@ -226,25 +226,3 @@ class Session:
         for task in self._tasks:
             task.cancel()
         self._server.forget(self)
-
-
-def outcome_message(call_id: str, record: InputRecord) -> CallDone:
-    """How ``record`` ended, for the client that called it."""
-    if record.state is CallState.DONE:
-        assert record.result is not None
-        return CallDone(call_id, OutputStatus.OK, record.result)
-    if record.state is CallState.CANCELLED:
-        return CallDone(call_id, OutputStatus.CANCELLED, b"")
-    if record.error_data is not None:  # the container's own pickle: the user's classes
-        return CallDone(call_id, OutputStatus.ERROR, record.error_data)
-    assert record.error is not None
-    return CallDone(call_id, OutputStatus.ERROR, error_bytes(record.error))
-
-
-def error_bytes(error: BaseException) -> bytes:
-    """``error`` as :func:`shoal.protocol.payload.load_exception` reads it at the client."""
-    try:
-        data: bytes = payload.dumps((error, ""), "error")
-        return data
-    except Exception:
-        return payload.dumps((ExecutionError(f"{type(error).__name__}: {error}"), ""), "error")

@@ -21,12 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shoal import settings
-from shoal.control.calls import InputRecord
+from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.pool import Pool
 from shoal.exception import Error, NotFoundError
+from shoal.protocol import payload
 from shoal.protocol.messages import CallDone, OutputStatus, Submit
 from shoal.server.apps import Apps
-from shoal.server.session import error_bytes, outcome_message
 from shoal.server.store import Store, StoredCall
 
 #: How often outcomes past their time are deleted (seconds).
@@ -125,7 +125,9 @@ class Spawns:
             pool = self._apps.current(app).pool(function, parameters)
         except Error as exc:  # restored, but its app or function is gone
             self._live[object_id] = _Live(None)
-            self._finish(object_id, CallDone(object_id, OutputStatus.ERROR, error_bytes(exc)))
+            self._finish(
+                object_id, CallDone(object_id, OutputStatus.ERROR, payload.dump_error(exc))
+            )
             return
         self._queue(pool, [object_id], [args], method)
 
@@ -165,7 +167,7 @@ class Spawns:
                 f"no function call {object_id!r} (never spawned here, or its result was "
                 f"kept for {settings.result_ttl():g} s and expired)"
             )
-            answer(CallDone(object_id, OutputStatus.ERROR, error_bytes(error)))
+            answer(CallDone(object_id, OutputStatus.ERROR, payload.dump_error(error)))
         elif stored.status is not None:
             answer(CallDone(object_id, stored.status, stored.result or b""))
         else:  # stored but not live: its commit and its restore raced; it is on its way
