@@ -108,15 +108,19 @@ class ServerProcess:
             raise AssertionError("the server did not stop within 20 s of SIGTERM") from None
         assert self.proc.returncode == 0, self.log.read_text()[-2000:]
 
-    def deploy(self, name: str = "service_app.py", *extra: str) -> str:
-        """``shoal deploy`` an app of ``apps/``; return its output."""
-        done = subprocess.run(
-            [sys.executable, "-m", "shoal.cli", "deploy", str(self.apps / name), *extra],
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``shoal ARGS...`` as a client of this server; return what it did."""
+        return subprocess.run(
+            [sys.executable, "-m", "shoal.cli", *args],
             env=self.env,
             capture_output=True,
             text=True,
             timeout=60,
         )
+
+    def deploy(self, name: str = "service_app.py", *extra: str) -> str:
+        """``shoal deploy`` an app of ``apps/``; return its output."""
+        done = self.cli("deploy", str(self.apps / name), *extra)
         assert done.returncode == 0, done.stderr
         return done.stdout
 

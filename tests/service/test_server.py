@@ -271,31 +271,13 @@ def test_schedules_fire_on_a_deployed_app_and_app_stop_ends_them(
     ticks = tmp_path / "ticks"
     ticks.mkdir(exist_ok=True)
     wait_until(lambda: len(os.listdir(ticks)) >= 2, 30, "two ticks")
-    done = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "app", "stop", "svc"],
-        env=deployed.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = deployed.cli("app", "stop", "svc")
     assert done.returncode == 0, done.stderr
     time.sleep(0.5)
     seen = len(os.listdir(ticks))
     time.sleep(2.5)
     assert len(os.listdir(ticks)) == seen
-    listed = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "app", "list"],
-        env=deployed.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    listed = deployed.cli("app", "list")
     assert "stopped" in listed.stdout
-    history = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "app", "history", "svc"],
-        env=deployed.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    history = deployed.cli("app", "history", "svc")
     assert history.stdout.startswith("v1")

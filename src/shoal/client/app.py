@@ -95,9 +95,9 @@ class _Handles:
     def __init__(self, app: App) -> None:
         self._app = app
 
-    @property
-    def web_url(self) -> str | None:
-        return self._app._web_url
+    def web_url(self, name: str) -> str | None:
+        base = self._app._web_url
+        return None if base is None else f"{base}/{name}"
 
     def pool(self, name: str) -> AnyPool:
         return self._app._pool(name)

@@ -57,9 +57,7 @@ class Cls(Generic[T]):
         """
         from shoal.client.deployed import lookup
 
-        connection, info = run_sync(lookup(app_name, name))
-        if info.get("kind") != "class":
-            raise InvalidError(f"{app_name}/{name} is a function: use shoal.Function.from_name")
+        connection, info = run_sync(lookup(app_name, name, "class"))
         return DeployedCls(app_name, name, info, connection)
 
     @property

@@ -35,7 +35,6 @@ from typing import Any
 import msgpack
 
 from shoal import exception, settings
-from shoal.client.bridge import run_sync
 from shoal.control.calls import CallState, InputRecord, apply_reply, reply_error
 from shoal.control.spec import FunctionSpec
 from shoal.control.stats import FunctionStats
@@ -300,11 +299,6 @@ async def connect(target: Target | None = None) -> Connection:
     return connection
 
 
-def connect_sync(target: Target | None = None) -> Connection:
-    """:func:`connect`, from any thread but the background loop's."""
-    return run_sync(connect(target))
-
-
 class ServerPool:
     """A deployed function's pool as a handle sees it: inputs go over the connection.
 
@@ -317,7 +311,7 @@ class ServerPool:
     ) -> None:
         self.spec = FunctionSpec(name=function)
         self.app = app
-        self._connection = connection
+        self.connection = connection
         self._parameters = parameters
 
     def submit(
@@ -336,7 +330,7 @@ class ServerPool:
         method: str = "",
         on_item: Callable[[bytes], None] | None = None,
     ) -> list[InputRecord]:
-        connection = self._connection
+        connection = self.connection
         records = []
         stream = on_item is not None
         for args in many:
@@ -366,7 +360,7 @@ class ServerPool:
 
     async def spawn(self, args: bytes, method: str) -> str:
         """Store one input on the server; return its id once it is on disk."""
-        connection = self._connection
+        connection = self.connection
         call_id = connection.next_id()
         accepted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -389,18 +383,18 @@ class ServerPool:
     def cancel(self, record: InputRecord) -> None:
         if record.done:
             return
-        self._connection.drop(record.input_id)
+        self.connection.drop(record.input_id)
         record.move_to(CallState.CANCELLED)
 
     def _body(self) -> dict[str, Any]:
         return {"app": self.app, "function": self.spec.name, "parameters": self._parameters}
 
     async def fetch_stats(self) -> FunctionStats:
-        found = await self._connection.request("stats", **self._body())
+        found = await self.connection.request("stats", **self._body())
         return FunctionStats(**found)
 
     async def change_scaling(self, **changes: Any) -> None:
-        await self._connection.request("update_scaling", changes=changes, **self._body())
+        await self.connection.request("update_scaling", changes=changes, **self._body())
 
     def credit(self, record: InputRecord, amount: int) -> None:
         raise exception.ExecutionError("web traffic reaches a deployed app through its URL")

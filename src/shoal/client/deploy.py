@@ -23,6 +23,7 @@ from shoal.client.connection import connect
 from shoal.client.user_module import code_ref, local_files
 from shoal.client.web import web_spec
 from shoal.control.spec import CodeRef, Definition, dump_definitions
+from shoal.exception import InvalidError
 from shoal.protocol import bundle
 from shoal.protocol.markers import is_method
 
@@ -88,8 +89,6 @@ def deploy(app: App, path: str, name: str | None = None) -> dict[str, Any]:
         InvalidError: the app has no name, or the server refused the deployment.
         ConnectionError: no server runs (``shoal server`` starts one).
     """
-    from shoal.exception import InvalidError
-
     app_name = name or app.name
     if not app_name:
         raise InvalidError("the app has no name: give shoal.App a name, or --name")

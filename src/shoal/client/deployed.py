@@ -24,12 +24,19 @@ class DeployedApp:
     """A deployed app as its looked-up handles see it (what ``App`` is to its own)."""
 
     def __init__(
-        self, name: str, connection: Connection, parameters: bytes = b"", web_url: str | None = None
+        self,
+        name: str,
+        connection: Connection,
+        parameters: bytes = b"",
+        web_urls: dict[str, str | None] | None = None,
     ) -> None:
         self.name = name
         self.connection = connection
         self._parameters = parameters
-        self.web_url = web_url
+        self._web_urls = web_urls or {}
+
+    def web_url(self, name: str) -> str | None:
+        return self._web_urls.get(name)
 
     def pool(self, name: str) -> ServerPool:
         return ServerPool(self.connection, self.name, name, self._parameters)
@@ -43,15 +50,24 @@ class DeployedApp:
         raise InvalidError(f"{spec.name} of deployed app {self.name!r}: redeploy to change it")
 
 
-async def lookup(app: str, name: str) -> tuple[Connection, dict[str, Any]]:
-    """What the server knows of ``name`` in ``app`` (see ``Server._op_lookup``).
+#: How to look up each kind of deployed object.
+_LOOKUP_WITH = {"function": "shoal.Function.from_name", "class": "shoal.Cls.from_name"}
+
+
+async def lookup(app: str, name: str, kind: str) -> tuple[Connection, dict[str, Any]]:
+    """What the server knows of ``name`` in ``app`` (see ``Server._op_lookup``), which
+    must be a ``kind`` ("function" or "class").
 
     Raises:
         NotFoundError: no such app or function.
+        InvalidError: ``name`` is of the other kind.
         ConnectionError: no server.
     """
     connection = await connect()
     info = await connection.request("lookup", app=app, function=name)
+    found = info.get("kind")
+    if found != kind:
+        raise InvalidError(f"{app}/{name} is a {found}: use {_LOOKUP_WITH.get(found, '?')}")
     return connection, info
 
 

@@ -45,8 +45,7 @@ class Owner(Protocol):
     """What a handle needs of the app it belongs to: an ``App`` running here, or a
     deployed app on a server (:class:`~shoal.client.deployed.DeployedApp`)."""
 
-    @property
-    def web_url(self) -> str | None: ...
+    def web_url(self, name: str) -> str | None: ...
 
     def pool(self, name: str) -> AnyPool: ...
 
@@ -98,10 +97,8 @@ class Function(Generic[P, R]):
         """
         from shoal.client.deployed import DeployedApp, lookup
 
-        connection, info = run_sync(lookup(app_name, name))
-        if info.get("kind") != "function":
-            raise InvalidError(f"{app_name}/{name} is a class: use shoal.Cls.from_name")
-        owner = DeployedApp(app_name, connection, web_url=info.get("web_url"))
+        connection, info = run_sync(lookup(app_name, name, "function"))
+        owner = DeployedApp(app_name, connection, web_urls={name: info.get("web_url")})
         spec = FunctionSpec(name=name)
         return Function(owner, None, spec, serialized=False, is_generator=bool(info["generator"]))
 
@@ -125,16 +122,7 @@ class Function(Generic[P, R]):
     def web_url(self) -> str | None:
         """The URL of this web endpoint while its app is served (``shoal serve``/``run``,
         or deployed)."""
-        base = self._owner.web_url
-        if isinstance(self._pool_or_none(), ServerPool):
-            return base  # a deployed endpoint's own URL
-        return None if base is None else f"{base}/{self.spec.name}"
-
-    def _pool_or_none(self) -> AnyPool | None:
-        try:
-            return self._pool()
-        except Exception:
-            return None
+        return self._owner.web_url(self.spec.name)
 
     def with_options(self, **options: Any) -> Function[P, R]:
         """This function with other options, as Modal's ``with_options``: ``cpu``,
@@ -226,7 +214,7 @@ class Function(Generic[P, R]):
 
     async def _spawn_stored(self, pool: ServerPool, data: bytes) -> FunctionCall[R]:
         object_id = await pool.spawn(data, self.method)
-        return StoredFunctionCall(pool._connection, object_id, self.name)
+        return StoredFunctionCall(pool.connection, object_id, self.name)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Call the function here, in this process (a coroutine for an ``async def``)."""

@@ -38,7 +38,7 @@ from shoal.control.server import ControlPlane
 from shoal.exception import ExecutionError, InvalidError, NotFoundError
 from shoal.gateway import server as gateway
 from shoal.protocol import transport
-from shoal.server.apps import Apps, Deployment
+from shoal.server.apps import Apps
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
 from shoal.server.store import Store
@@ -326,9 +326,6 @@ class Server:
         if not self.spawns.cancel(object_id):
             raise NotFoundError(f"no function call {object_id!r}")
         return {}
-
-    def deployment(self, app: str) -> Deployment:
-        return self.apps.current(app)
 
 
 def _text(body: dict[str, Any], key: str) -> str:
