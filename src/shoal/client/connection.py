@@ -35,6 +35,7 @@ from typing import Any
 import msgpack
 
 from shoal import exception, settings
+from shoal.control import run_dir
 from shoal.control.calls import CallState, InputRecord, apply_reply, reply_error
 from shoal.control.spec import FunctionSpec
 from shoal.control.stats import FunctionStats
@@ -115,10 +116,7 @@ def write_profile(url: str, token: str, name: str = "default") -> str:
         if isinstance(value, dict):
             lines += [f"[{key}]"] + [f"{k} = {json.dumps(str(v))}" for k, v in value.items()]
             lines.append("")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write("\n".join(lines))
-    os.chmod(path, 0o600)
+    run_dir.write_private(path, "\n".join(lines))
     return path
 
 

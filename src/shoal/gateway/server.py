@@ -38,7 +38,7 @@ from shoal.client.web import web_spec
 from shoal.control.calls import CallState, InputRecord
 from shoal.exception import ContainerCrashError, FunctionTimeoutError
 from shoal.gateway import guard
-from shoal.protocol import payload
+from shoal.protocol import payload, transport
 from shoal.protocol.flow import cost
 
 if TYPE_CHECKING:
@@ -398,7 +398,7 @@ def serving(
 ) -> Iterator[Served | None]:
     """Serve the running ``app``'s web endpoints for the ``with`` block (``None`` if it has
     none). Off loopback every endpoint requires the token."""
-    routes = web_routes(app, all_need_auth=not _loopback(host))
+    routes = web_routes(app, all_need_auth=not transport.is_loopback(host))
     if not routes:
         yield None
         return
@@ -409,7 +409,3 @@ def serving(
     finally:
         app._web_url = None
         run_sync(served.stop())
-
-
-def _loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")

@@ -41,6 +41,11 @@ def parse(address: str) -> tuple[str, str, int]:
     return "unix", address.removeprefix("unix://"), 0
 
 
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` keeps a server unreachable from other machines."""
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
 def tcp_address(host: str, port: int) -> str:
     """The ``tcp://`` form of a listening address (IPv6 hosts in brackets)."""
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"

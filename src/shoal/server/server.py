@@ -33,6 +33,7 @@ from typing import Any
 
 from shoal import settings
 from shoal.backends import get_backend
+from shoal.control import run_dir
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane
 from shoal.exception import ExecutionError, InvalidError, NotFoundError
@@ -88,7 +89,7 @@ class Server:
         """
         options = self.options
         tls = self._tls()
-        if not _loopback(options.host) and tls is None and not options.insecure:
+        if not transport.is_loopback(options.host) and tls is None and not options.insecure:
             raise InvalidError(
                 f"{options.host} is reachable from other hosts: give --tls-cert and --tls-key, "
                 "or --insecure to send tokens and code in the clear"
@@ -146,11 +147,11 @@ class Server:
         given = settings.token()
         if given is not None:
             self.store.add_token(given)
-            _write_private(os.path.join(self.home, "token"), given)
+            run_dir.write_private(os.path.join(self.home, "token"), given)
         elif not self.store.token_digests():
             self.new_token = secrets.token_urlsafe(32)
             self.store.add_token(self.new_token)
-            _write_private(os.path.join(self.home, "token"), self.new_token)
+            run_dir.write_private(os.path.join(self.home, "token"), self.new_token)
         self._digests = [bytes.fromhex(d) for d in self.store.token_digests()]
 
     def _gateway_token(self) -> str:
@@ -158,7 +159,7 @@ class Server:
 
     def _write_address(self) -> None:
         info = {"url": self.url, "http_url": self.http_url, "pid": os.getpid()}
-        _write_private(os.path.join(self.home, "server.json"), json.dumps(info))
+        run_dir.write_private(os.path.join(self.home, "server.json"), json.dumps(info))
 
     # -- sessions -------------------------------------------------------------------
 
@@ -201,7 +202,7 @@ class Server:
         web = definition.info.get("web")
         if not isinstance(web, dict):
             return None
-        needs_token = bool(web.get("requires_auth")) or not _loopback(self.options.host)
+        needs_token = bool(web.get("requires_auth")) or not transport.is_loopback(self.options.host)
         route = gateway.Route(lambda: deployment.pool(function), needs_token)
         return route, f"{app}/{function}", rest
 
@@ -342,10 +343,6 @@ def _bytes(body: dict[str, Any], key: str) -> bytes:
     return value
 
 
-def _loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
-
-
 def _lock_home(home: str) -> int:
     """Hold ``home``'s lock for this process's life (the kernel drops it at exit).
 
@@ -359,15 +356,6 @@ def _lock_home(home: str) -> int:
         os.close(fd)
         raise ExecutionError(f"another Shoal server runs on {home}") from None
     return fd
-
-
-def _write_private(path: str, text: str) -> None:
-    """Write ``text`` to ``path``, readable by this user only (replaced atomically)."""
-    partial = f"{path}.{os.getpid()}.new"
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(partial, path)
 
 
 def _read(path: str) -> str | None:
