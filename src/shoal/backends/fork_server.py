@@ -152,7 +152,6 @@ class ForkServer:
 
     def _lost(self) -> None:
         """The server is gone: its children were killed with it; say so for each."""
-        self.close()
         error = OSError("the fork server exited")
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(error)
@@ -160,12 +159,12 @@ class ForkServer:
             if not reply.done():
                 reply.set_exception(error)
         self._forks.clear()
-        callbacks, self._on_exit = self._on_exit, {}
-        for callback in callbacks.values():
-            callback(None)
+        self.close()
 
     def close(self) -> None:
-        """Close the connection: the server kills its children and exits."""
+        """Close the connection: the server kills its children and exits. Children whose
+        exit was not reported yet are reported ended now (with no code), since no report
+        will come."""
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
@@ -173,6 +172,9 @@ class ForkServer:
         if self._proc is not None:
             proc, self._proc = self._proc, None
             threading.Thread(target=proc.wait, daemon=True).start()  # reap it off the loop
+        callbacks, self._on_exit = self._on_exit, {}
+        for callback in callbacks.values():
+            callback(None)
 
 
 # -- the server process ---------------------------------------------------------
