@@ -23,7 +23,7 @@ from shoal.client.function import Function
 from shoal.client.function_call import FunctionCall
 from shoal.client.output import enable_output
 from shoal.client.web import asgi_app, fastapi_endpoint, web_server, wsgi_app
-from shoal.container.context import current_input_id, is_local
+from shoal.container.context import current_function_call_id, current_input_id, is_local
 from shoal.control.schedule import Cron, Period
 from shoal.control.spec import Retries
 from shoal.control.stats import FunctionStats
@@ -58,6 +58,7 @@ __all__ = [
     "asgi_app",
     "batched",
     "concurrent",
+    "current_function_call_id",
     "current_input_id",
     "enable_output",
     "enter",

@@ -31,6 +31,7 @@ in a child process's environment.
 |             |        | token it accepts (instead of creating one) |
 | SHOAL_RESULT_TTL | 86400 | seconds a server keeps the outcome of a durable spawn |
 | SHOAL_CONFIG | ~/.shoal.toml | the client's profile file (`shoal token set`) |
+| SHOAL_LOG_LINES | 5000 | lines of container output a server keeps per app |
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_TOKEN", "", "the access token clients present"),
         Setting("SHOAL_RESULT_TTL", "86400", "seconds a durable spawn's outcome is kept"),
         Setting("SHOAL_CONFIG", "", "the client's profile file (default ~/.shoal.toml)"),
+        Setting("SHOAL_LOG_LINES", "5000", "lines of container output a server keeps per app"),
     )
 }
 
@@ -173,6 +175,11 @@ def token() -> str | None:
 def result_ttl() -> float:
     """Seconds a server keeps a durable spawn's outcome."""
     return float(get("SHOAL_RESULT_TTL"))
+
+
+def log_lines() -> int:
+    """Lines of container output a server keeps per app (``shoal app logs``)."""
+    return max(1, int(get("SHOAL_LOG_LINES")))
 
 
 def config_file() -> str:

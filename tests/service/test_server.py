@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import msgpack
 
+import shoal
 from conftest import wait_until
 from service.harness import ServerProcess
 
@@ -281,3 +282,46 @@ def test_schedules_fire_on_a_deployed_app_and_app_stop_ends_them(
     assert "stopped" in listed.stdout
     history = deployed.cli("app", "history", "svc")
     assert history.stdout.startswith("v1")
+
+
+def test_app_logs_prints_and_follows_container_output(deployed: ServerProcess) -> None:
+    square = "import shoal; print(shoal.Function.from_name('svc', 'square').remote({}))"
+    called = deployed.client(square.format(3))
+    assert called.stdout.strip() == "9", called.stderr
+    wait_until(lambda: "squaring 3" in deployed.cli("app", "logs", "svc").stdout, 10, "the line")
+    line = next(
+        x for x in deployed.cli("app", "logs", "svc").stdout.splitlines() if "squaring 3" in x
+    )
+    assert line.startswith("[svc.v1.square-c"), line  # app, version, function, container
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "shoal.cli", "app", "logs", "svc", "-f"],
+        env=deployed.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        assert "squaring 3" in follower.stdout.readline()  # what was kept comes first
+        deployed.client(square.format(7))
+        assert "squaring 7" in follower.stdout.readline()  # then what comes next
+    finally:
+        follower.terminate()
+        follower.communicate(timeout=10)
+    missing = deployed.cli("app", "logs", "nope")
+    assert missing.returncode != 0 and "no deployed app 'nope'" in missing.stderr
+
+
+def test_current_function_call_id_is_the_spawn_id(deployed: ServerProcess) -> None:
+    done = deployed.client(
+        "import shoal\n"
+        "f = shoal.Function.from_name('svc', 'whoami')\n"
+        "call = f.spawn()\n"
+        "print(call.object_id, call.get(timeout=60))\n"
+        "print(f.remote())\n"
+    )
+    assert done.returncode == 0, done.stderr
+    spawned, plain = done.stdout.splitlines()
+    object_id, seen = spawned.split()
+    assert object_id.startswith("fc-") and seen == object_id
+    assert plain.startswith("svc.v1.whoami-") or plain.startswith("in-"), plain
+    assert shoal.current_function_call_id() is None  # not inside a container

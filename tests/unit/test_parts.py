@@ -203,6 +203,7 @@ def test_public_names_are_pinned() -> None:
         "asgi_app",
         "batched",
         "concurrent",
+        "current_function_call_id",
         "current_input_id",
         "enable_output",
         "enter",

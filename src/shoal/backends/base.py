@@ -106,8 +106,18 @@ def _nvidia_gpus() -> tuple[tuple[int, str], ...]:
 OnExit = Callable[[str, int | None], None]
 
 
+#: Called with (container id, "stdout" or "stderr", lines) for what a container printed.
+OnOutput = Callable[[str, str, list[str]], None]
+
+
 class Backend(abc.ABC):
-    """Starts and stops container processes. All methods run on the control loop."""
+    """Starts and stops container processes. All methods run on the control loop.
+
+    A backend that relays its containers' output also gives it to
+    :attr:`on_output` when one is set (the server keeps it for ``shoal app logs``).
+    """
+
+    on_output: OnOutput | None = None
 
     @abc.abstractmethod
     async def start(self, launch: ContainerLaunch, on_exit: OnExit) -> int | None:

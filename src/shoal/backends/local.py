@@ -156,7 +156,7 @@ class LocalBackend(Backend):
         on_exit: OnExit,
     ) -> None:
         relays = asyncio.gather(
-            _relay(stdout, launch.label, "stdout"), _relay(stderr, launch.label, "stderr")
+            self._relay(stdout, launch, "stdout"), self._relay(stderr, launch, "stderr")
         )
         try:
             await child.exited.wait()
@@ -172,6 +172,31 @@ class LocalBackend(Backend):
             on_exit(launch.container_id, child.code)
         finally:
             child.reported.set()
+
+    async def _relay(self, pipe: IO[bytes], launch: ContainerLaunch, which: str) -> None:
+        """Copy ``pipe`` to our stdout or stderr, each line prefixed with the container's
+        label, and to :attr:`on_output`; return at EOF."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
+        )
+        pending = b""
+        try:
+            while chunk := await reader.read(_CHUNK):
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                self._write(launch, which, lines)
+            if pending:
+                self._write(launch, which, [pending])
+        finally:
+            transport.close()
+
+    def _write(self, launch: ContainerLaunch, which: str, raw: list[bytes]) -> None:
+        lines = [line.decode(errors="replace") for line in raw]
+        _write(launch.label, which, lines)
+        if self.on_output is not None:
+            self.on_output(launch.container_id, which, lines)
 
     def _own(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -206,7 +231,8 @@ class LocalBackend(Backend):
         return None
 
     def release(self, preload: Preload) -> None:
-        """Stop the fork server of ``preload`` (containers already forked run on)."""
+        """Stop the fork server of ``preload``; it kills the containers it forked (call it once
+        every pool of ``preload`` has stopped)."""
         task = self._fork_servers.pop(preload, None)
         if task is None:
             return
@@ -268,29 +294,10 @@ async def _watch_exit(proc: subprocess.Popen[bytes], fd: int | None, child: _Chi
     os.close(fd)
 
 
-async def _relay(pipe: IO[bytes], label: str, which: str) -> None:
-    """Copy ``pipe`` to our stdout or stderr, each line prefixed with ``label``; return at EOF."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
-    )
-    pending = b""
-    try:
-        while chunk := await reader.read(_CHUNK):
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            _write(label, which, lines)
-        if pending:
-            _write(label, which, [pending])
-    finally:
-        transport.close()
-
-
-def _write(label: str, which: str, lines: list[bytes]) -> None:
+def _write(label: str, which: str, lines: list[str]) -> None:
     # Looked up per write: a live terminal display may have replaced sys.stdout.
     out: TextIO = sys.stdout if which == "stdout" else sys.stderr
-    text = "".join(f"[{label}] {line.decode(errors='replace')}\n" for line in lines)
+    text = "".join(f"[{label}] {line}\n" for line in lines)
     with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
         out.write(text)
         out.flush()

@@ -14,7 +14,7 @@ import contextlib
 import inspect
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import click
@@ -27,7 +27,7 @@ from shoal.client.function import Function
 from shoal.client.output import live_status
 from shoal.client.user_module import load_file
 from shoal.exception import InvalidError
-from shoal.gateway.server import Served, serving
+from shoal.gateway.server import serving
 
 #: Annotation -> click parameter type, for entrypoint options.
 _TYPES: dict[Any, click.ParamType[Any]] = {
@@ -51,9 +51,15 @@ def main() -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("target")
 @click.option("--quiet", "-q", is_flag=True, help="No live status display.")
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="On a server: let the app's inputs finish there after this command ends.",
+)
 @click.pass_context
-def run(ctx: click.Context, target: str, quiet: bool) -> None:
-    """Run TARGET (FILE.py or FILE.py::NAME) against an ephemeral app."""
+def run(ctx: click.Context, target: str, quiet: bool, detach: bool) -> None:
+    """Run TARGET (FILE.py or FILE.py::NAME) against an ephemeral app: on the server
+    this machine is told to use, or finds running, else in this process."""
     path, _, name = target.partition("::")
     try:
         module = load_file(path)
@@ -63,9 +69,7 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
     kwargs = _parse_args(call, ctx.args)
     console = Console(stderr=True)
     try:
-        with app.run(), serving(app) as served, _live(app, console, quiet):
-            if served is not None:
-                _announce(served, console)
+        with app.run(detach=detach), _served(app, console), _live(app, console, quiet):
             result = call(**kwargs)
             if inspect.isawaitable(result):  # an ``async def`` entrypoint
                 result = asyncio.run(_awaited(result))
@@ -84,10 +88,27 @@ for _command in COMMANDS:
     main.add_command(_command)
 
 
-def _announce(served: Served, console: Console) -> None:
-    console.print(f"web endpoints on {served.url} (token for requires_auth: {served.token})")
-    for name in served.gateway.routes:
-        console.print(f"  {served.url_for(name)}")
+@contextlib.contextmanager
+def _served(app: App, console: Console) -> Iterator[None]:
+    """Serve the running app's web endpoints (a server serves them itself) and print
+    their URLs."""
+    on_server = app.runs_on_server
+    if on_server is not None:
+        console.print(f"running as {on_server.name} on the server")
+        for name, function in app.registered_functions.items():
+            url = function.get_web_url()
+            if url is not None:
+                console.print(f"  {name}: {url}")
+        yield
+        return
+    with serving(app) as served:
+        if served is not None:
+            console.print(
+                f"web endpoints on {served.url} (token for requires_auth: {served.token})"
+            )
+            for name in served.gateway.routes:
+                console.print(f"  {served.url_for(name)}")
+        yield
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:

@@ -8,8 +8,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import json
 import signal
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -123,15 +126,25 @@ def app() -> None:
     """Deployed apps: list, stop, history."""
 
 
+#: How often ``shoal app logs -f`` asks for new lines (seconds).
+_FOLLOW_EVERY = 0.5
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+
+
 @app.command("list")
-def app_list() -> None:
-    """List the server's apps."""
+@_JSON
+def app_list(as_json: bool) -> None:
+    """List the server's apps: deployed ones by name, ephemeral ones (`shoal run`) by id."""
     rows = _request("app_list")
-    click.echo(f"{'NAME':24} {'VERSION':>7} {'STATE':9} {'CONTAINERS':>10}  UPDATED")
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(f"{'NAME':24} {'ID':16} {'VERSION':>7} {'STATE':9} {'CONTAINERS':>10}  UPDATED")
     for row in rows:
         click.echo(
-            f"{row['name']:24} {row['version']:>7} {row['state']:9} {row['containers']:>10}  "
-            f"{_when(row['updated'])}"
+            f"{row['name']:24} {row['id']:16} {row['version']:>7} {row['state']:9} "
+            f"{row['containers']:>10}  {_when(row['updated'])}"
         )
 
 
@@ -141,6 +154,30 @@ def app_stop(name: str) -> None:
     """Stop app NAME: its containers stop; inputs still waiting fail."""
     _request("app_stop", app=name)
     click.echo(f"stopped {name}")
+
+
+@app.command("logs")
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+def app_logs(name: str, follow: bool) -> None:
+    """Print what app NAME's containers wrote (the server keeps the last SHOAL_LOG_LINES
+    lines per app), each line prefixed with its container: <app>.v<version>.<function>-c<n>."""
+
+    async def read() -> None:
+        connection = await connect()
+        after = 0
+        while True:
+            answer = await connection.request("app_logs", app=name, after=after)
+            for line in answer["lines"]:
+                out = sys.stdout if line["stream"] == "stdout" else sys.stderr
+                print(f"[{line['container']}] {line['text']}", file=out, flush=True)
+            after = answer["next"]
+            if not follow:
+                return
+            await asyncio.sleep(_FOLLOW_EVERY)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(read())
 
 
 @app.command("history")
@@ -159,8 +196,12 @@ def container() -> None:
 
 
 @container.command("list")
-def container_list() -> None:
+@_JSON
+def container_list(as_json: bool) -> None:
     """List running containers."""
+    if as_json:
+        click.echo(json.dumps(_request("container_list")))
+        return
     click.echo(f"{'ID':40} {'STATE':9} {'PID':>7} {'INPUTS':>6}")
     for row in _request("container_list"):
         click.echo(f"{row['id']:40} {row['state']:9} {row['pid'] or '-':>7} {row['running']:>6}")
@@ -199,6 +240,8 @@ def token_set(url: str, secret: str, profile: str, verify: bool) -> None:
 
 
 def _when(timestamp: float) -> str:
+    if not timestamp:
+        return "-"
     return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
 
 

@@ -1,9 +1,14 @@
 """``shoal.App``: registers functions and entrypoints, and runs them.
 
-An app is a namespace of functions. ``with app.run():`` starts a control plane
-on the background loop with one pool per function (warm containers start right
-away) and tears everything down on exit, containers included. ``shoal run``
-does the same around a ``@app.local_entrypoint()``.
+An app is a namespace of functions. ``with app.run():`` runs it for the block,
+with one pool per function (warm containers start right away), and tears
+everything down on exit, containers included. ``shoal run`` does the same
+around a ``@app.local_entrypoint()``.
+
+Where it runs: on the server this process is told to use, or finds running on
+this machine (:func:`shoal.client.connection.find_target`), as an ephemeral app
+(:func:`shoal.client.deployed.run_ephemeral`); with none, on a control plane of
+its own on the background loop.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from typing import Any, ParamSpec, TypeVar, overload
 from shoal.backends import get_backend
 from shoal.client.bridge import on_background_loop, run_sync
 from shoal.client.cls import Cls
+from shoal.client.connection import Target, find_target
 from shoal.client.decorators import batch_size_of, concurrency_of
+from shoal.client.deployed import DeployedApp, run_ephemeral
 from shoal.client.function import Function
 from shoal.client.map import MapProgress
 from shoal.client.output import live_status, output_enabled
@@ -29,7 +36,7 @@ from shoal.control.resources import Resources
 from shoal.control.schedule import Cron, Period
 from shoal.control.server import ControlPlane
 from shoal.control.spec import UNSET, CodeRef, FunctionSpec, Retries, Scaling
-from shoal.exception import ExecutionError, InvalidError, NotFoundError
+from shoal.exception import ConnectionError, ExecutionError, InvalidError, NotFoundError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -96,6 +103,8 @@ class _Handles:
         self._app = app
 
     def web_url(self, name: str) -> str | None:
+        if self._app._on_server is not None:
+            return self._app._on_server.web_url(name)
         base = self._app._web_url
         return None if base is None else f"{base}/{name}"
 
@@ -127,6 +136,8 @@ class App:
         #: Where the gateway serves this app's web endpoints, while it does.
         self._web_url: str | None = None
         self._handles = _Handles(self)
+        #: The ephemeral app this app runs as on a server, while it does.
+        self._on_server: DeployedApp | None = None
 
     @staticmethod
     def lookup(name: str, *, create_if_missing: bool = False) -> App:
@@ -300,7 +311,9 @@ class App:
             if spec.name in self._declared:
                 return
             self._declared[spec.name] = (spec, code)
-        if self._control is not None:
+        if self._on_server is not None:
+            self._on_server.declare(spec, code)
+        elif self._control is not None:
             control = self._control
 
             async def add() -> None:
@@ -347,19 +360,34 @@ class App:
 
     # -- running ------------------------------------------------------------
 
+    def declared(self) -> list[tuple[FunctionSpec, Callable[[], CodeRef]]]:
+        """Every pool the app runs (its functions, variants and class objects): each
+        one's spec and how to find its code."""
+        with self._lock:
+            return list(self._declared.values())
+
     @contextlib.contextmanager
-    def run(self) -> Iterator[App]:
+    def run(self, *, detach: bool = False) -> Iterator[App]:
         """Run the app for the duration of the ``with`` block.
 
-        Starts a control plane and every function's pool (warm containers start
-        at once); on exit, stops every container, whatever the block raised.
+        Starts every function's pool (warm containers start at once), on the server
+        this process uses if there is one (see the module docstring), else here; on
+        exit, stops every container, whatever the block raised. ``detach`` (on a
+        server only) lets the app's inputs finish there after this process ends or
+        leaves the block.
 
         Raises:
             ExecutionError: the app is already running.
+            ConnectionError, AuthError: a server is configured but cannot be used.
         """
-        if self._control is not None:
+        if self.is_running:
             raise ExecutionError(f"app {self.name!r} is already running")
         alias_main()
+        target = find_target()
+        if target is not None:
+            with self._run_on_server(target, detach):
+                yield self
+            return
         control = run_sync(self._start())
         self._control = control
         shown = live_status(self) if output_enabled() else contextlib.nullcontext()
@@ -369,6 +397,25 @@ class App:
         finally:
             self._control = None
             run_sync(control.stop())
+
+    @contextlib.contextmanager
+    def _run_on_server(self, target: Target, detach: bool) -> Iterator[None]:
+        on_server = run_sync(run_ephemeral(self, target, detach))
+        self._on_server = on_server
+        shown = live_status(self) if output_enabled() else contextlib.nullcontext()
+        try:
+            with shown:
+                yield
+        finally:
+            self._on_server = None
+            with contextlib.suppress(ConnectionError):
+                run_sync(on_server.finish(drain=detach))
+
+    @property
+    def runs_on_server(self) -> DeployedApp | None:
+        """The ephemeral app this app runs as on a server, while it does (its id is
+        ``.name``); None when it runs here or not at all."""
+        return self._on_server
 
     async def _start(self) -> ControlPlane:
         control = ControlPlane(get_backend("local"))
@@ -386,9 +433,11 @@ class App:
     @property
     def is_running(self) -> bool:
         """Whether ``app.run()`` is active."""
-        return self._control is not None
+        return self._control is not None or self._on_server is not None
 
     def _pool(self, name: str) -> AnyPool:
+        if self._on_server is not None:
+            return self._on_server.pool(name)
         control = self._control
         channel = call_channel()
         if control is None and channel is not None:  # inside a container: call through it

@@ -14,18 +14,21 @@ import dataclasses
 import inspect
 import os
 import socket
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shoal.client.app import App
 from shoal.client.bridge import run_sync
 from shoal.client.connection import connect
-from shoal.client.user_module import code_ref, local_files
+from shoal.client.user_module import code_ref, import_root, local_files
 from shoal.client.web import web_spec
-from shoal.control.spec import CodeRef, Definition, dump_definitions
+from shoal.control.spec import CodeRef, Definition, FunctionSpec, dump_definitions
 from shoal.exception import InvalidError
 from shoal.protocol import bundle
 from shoal.protocol.markers import is_method
+
+if TYPE_CHECKING:
+    from shoal.client.app import App
 
 
 def definitions(app: App, folder: str) -> list[Definition]:
@@ -59,6 +62,41 @@ def definitions(app: App, folder: str) -> list[Definition]:
     return found
 
 
+def declared(spec: FunctionSpec, code: CodeRef, folder: str) -> Definition:
+    """The definition of a pool a running app declares as it goes: a ``with_options``
+    variant, or an object of a class with its parameters in ``code``."""
+    kind = "class" if code.parameters or _is_class(code) else "function"
+    info = {"kind": kind, "generator": False, "web": None, "parameters": [], "methods": {}}
+    return Definition(spec.name, spec, relative(code, folder), info)
+
+
+def _is_class(code: CodeRef) -> bool:
+    module = sys.modules.get(code.module_name)
+    target: object = module
+    for part in code.qualname.split("."):
+        target = getattr(target, part, None)
+    return isinstance(target, type)
+
+
+def code_folder(app: App) -> str:
+    """The folder an app's code travels from: where its module's import starts (the
+    top of its package), or the folder of its file."""
+    raws: list[Any] = [f.__shoal_raw_function__ for f in app.registered_functions.values()]
+    raws += [c.__shoal_raw_function__ for c in app.registered_classes.values()]
+    for raw in raws:
+        try:
+            code = code_ref(raw, serialized=False)
+        except InvalidError:
+            continue  # a serialized function: it travels pickled, not from a folder
+        if code.module_kind == "import":
+            root = import_root(code.module_name, Path(code.module_file))
+            if root is not None:
+                return root
+        if code.module_file:
+            return str(Path(code.module_file).parent)
+    return os.getcwd()
+
+
 def relative(code: CodeRef, folder: str) -> CodeRef:
     """``code`` with paths under ``folder`` made relative, and others dropped."""
     module_file = code.module_file
@@ -72,11 +110,11 @@ def relative(code: CodeRef, folder: str) -> CodeRef:
     return dataclasses.replace(code, module_file=module_file, sys_path=path)
 
 
-def pack_app(path: str) -> bytes:
-    """The bundle of the app loaded from ``path``: it and its local modules."""
-    folder = Path(path).resolve().parent
-    files = local_files(folder)
-    return bundle.pack({Path(f).relative_to(folder).as_posix(): f for f in files})
+def pack_folder(folder: str) -> bytes:
+    """The bundle of the modules loaded from ``folder``: the app and its local imports."""
+    root = Path(folder).resolve()
+    files = local_files(root)
+    return bundle.pack({Path(f).relative_to(root).as_posix(): f for f in files})
 
 
 def deploy(app: App, path: str, name: str | None = None) -> dict[str, Any]:
@@ -95,7 +133,7 @@ def deploy(app: App, path: str, name: str | None = None) -> dict[str, Any]:
     folder = str(Path(path).resolve().parent)
     body = {
         "app": app_name,
-        "bundle": pack_app(path),
+        "bundle": pack_folder(folder),
         "definitions": dump_definitions(definitions(app, folder)),
         "client": f"{socket.gethostname()} pid {os.getpid()}",
     }

@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shoal.client.connection import Connection, ServerPool, connect
+from shoal.client.bridge import run_sync
+from shoal.client.connection import Connection, ServerPool, Target, connect
+from shoal.client.deploy import code_folder, declared, definitions, pack_folder
 from shoal.client.map import MapProgress
-from shoal.control.spec import CodeRef, FunctionSpec
+from shoal.control.spec import CodeRef, FunctionSpec, dump_definitions
 from shoal.exception import InvalidError
+
+if TYPE_CHECKING:
+    from shoal.client.app import App
 
 
 class DeployedApp:
-    """A deployed app as its looked-up handles see it (what ``App`` is to its own)."""
+    """A deployed app as its looked-up handles see it (what ``App`` is to its own), or
+    an ephemeral app an ``App`` runs on a server (:func:`run_ephemeral`)."""
 
     def __init__(
         self,
@@ -29,11 +35,14 @@ class DeployedApp:
         connection: Connection,
         parameters: bytes = b"",
         web_urls: dict[str, str | None] | None = None,
+        folder: str | None = None,
     ) -> None:
         self.name = name
         self.connection = connection
         self._parameters = parameters
         self._web_urls = web_urls or {}
+        #: Where an ephemeral app's code came from (None: a deployed app, fixed).
+        self._folder = folder
 
     def web_url(self, name: str) -> str | None:
         return self._web_urls.get(name)
@@ -47,7 +56,47 @@ class DeployedApp:
         return chunks
 
     def declare(self, spec: FunctionSpec, code: Callable[[], CodeRef]) -> None:
-        raise InvalidError(f"{spec.name} of deployed app {self.name!r}: redeploy to change it")
+        """Add a pool to an ephemeral app (blocks until the server has it).
+
+        Raises:
+            InvalidError: the app is deployed (redeploy it to change it), or the
+                server refused the pool.
+        """
+        if self._folder is None:
+            raise InvalidError(f"{spec.name} of deployed app {self.name!r}: redeploy to change it")
+        definitions = dump_definitions([declared(spec, code(), self._folder)])
+        run_sync(self.connection.request("app_declare", app=self.name, definitions=definitions))
+
+    async def finish(self, drain: bool) -> None:
+        """End the ephemeral app: now, or once its inputs are done when ``drain``."""
+        if not self.connection.closed:
+            await self.connection.request("app_finish", app=self.name, drain=drain)
+
+
+async def run_ephemeral(app: App, target: Target, detach: bool) -> DeployedApp:
+    """Start ``app`` as an ephemeral app on the server at ``target``: its code goes as a
+    bundle, as for a deploy. It ends with :meth:`DeployedApp.finish`, or when this
+    process's connection closes (a ``detach``-ed one once its inputs are done).
+
+    Raises:
+        ConnectionError, AuthError: the server cannot be reached.
+        InvalidError: the server refused the app.
+    """
+    folder = code_folder(app)
+    found = definitions(app, folder)
+    known = {d.name for d in found}
+    found += [
+        declared(spec, code(), folder) for spec, code in app.declared() if spec.name not in known
+    ]
+    connection = await connect(target)
+    answer = await connection.request(
+        "app_run",
+        app=app.name or "app",
+        bundle=pack_folder(folder),
+        definitions=dump_definitions(found),
+        detach=detach,
+    )
+    return DeployedApp(answer["app_id"], connection, web_urls=answer["web"], folder=folder)
 
 
 #: How to look up each kind of deployed object.

@@ -100,7 +100,7 @@ def code_ref(fn: Callable[..., Any], *, serialized: bool) -> CodeRef:
         kind = "file"
     else:
         kind = "import"
-        root = _import_root(name, Path(file))
+        root = import_root(name, Path(file))
         if root is not None and root not in path:
             path = (root, *path)
     return CodeRef(
@@ -112,7 +112,7 @@ def code_ref(fn: Callable[..., Any], *, serialized: bool) -> CodeRef:
     )
 
 
-def _import_root(name: str, file: Path) -> str | None:
+def import_root(name: str, file: Path) -> str | None:
     """The ``sys.path`` entry from which ``import name`` finds ``file``."""
     depth = name.count(".") + 1
     if file.stem == "__init__":
@@ -133,6 +133,8 @@ def local_files(folder: Path) -> list[str]:
         if not file or not file.endswith(".py"):
             continue
         path = Path(file).resolve()
+        if module.__name__.partition(".")[0] == "shoal":
+            continue  # the runtime itself: installed wherever the app runs
         if path.is_relative_to(folder):
             inside = path.relative_to(folder).parts[:-1]
             if not any(part in _NOT_LOCAL or part.startswith(".") for part in inside):

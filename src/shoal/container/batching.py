@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from shoal.container.context import current_input
+from shoal.container.context import enter_input
 from shoal.protocol import payload
 from shoal.protocol.messages import Input, Output, OutputStatus
 
@@ -96,7 +96,7 @@ class Batcher:
         self._deliver(batch, results, None)
 
     def _run_sync(self, batch: list[_Entry]) -> None:
-        current_input.set(batch[0][0].input_id)
+        enter_input(batch[0][0].input_id, batch[0][0].call_id)
         try:
             args, kwargs = _columns(batch)
             results = self._fn(*args, **kwargs)

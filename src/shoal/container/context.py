@@ -18,6 +18,28 @@ current_input: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _in_container = False
 
 
+#: The function call of the input this thread or task runs (its own id, unless the
+#: input was spawned durably: then the spawn's ``fc-...`` id).
+current_call: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "shoal_current_call", default=None
+)
+
+
+def enter_input(input_id: str | None, call_id: str = "") -> None:
+    """Mark the current thread or task as running ``input_id`` (None: no input)."""
+    current_input.set(input_id)
+    current_call.set(call_id or input_id)
+
+
+def current_function_call_id() -> str | None:
+    """The id of the function call being run, inside a container; ``None`` elsewhere.
+
+    For an input spawned on a deployed app, it is the spawn's id (``call.object_id``,
+    what ``shoal.FunctionCall.from_id`` takes); for any other input, the input's id.
+    """
+    return current_call.get()
+
+
 def current_input_id() -> str | None:
     """The id of the input being run, inside a container; ``None`` elsewhere.
 

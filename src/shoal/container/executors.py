@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shoal.container.batching import Batcher
-from shoal.container.context import current_input
+from shoal.container.context import enter_input
 from shoal.container.slots import Slots
 from shoal.container.user_code import UserCode
 from shoal.container.web import Stream, serve_request
@@ -223,7 +223,7 @@ class Executor:
                 self._send(Item(input_id, payload.dumps(value, "yielded value")))
             return payload.dumps(None, "return value")
 
-        await self._run_async(input_id, call)
+        await self._run_async(message, call)
 
     async def _run_request(self, runner: Runner, message: Input) -> None:
         """One HTTP request or websocket on the container's ASGI app (see container.web)."""
@@ -241,13 +241,14 @@ class Executor:
             return payload.dumps(None, "return value")
 
         try:
-            await self._run_async(input_id, call)
+            await self._run_async(message, call)
         finally:
             self._streams.pop(input_id, None)
 
-    async def _run_async(self, input_id: str, call: Callable[[], Awaitable[bytes]]) -> None:
+    async def _run_async(self, message: Input, call: Callable[[], Awaitable[bytes]]) -> None:
         """Await ``call`` under the timeout; report how it ended."""
-        current_input.set(input_id)
+        input_id = message.input_id
+        enter_input(input_id, message.call_id)
         deadline = asyncio.timeout(self._timeout)
         try:
             async with deadline:
@@ -266,7 +267,7 @@ class Executor:
 
     def _run_on_thread(self, runner: Runner, message: Input) -> None:
         input_id = message.input_id
-        current_input.set(input_id)
+        enter_input(input_id, message.call_id)
         try:
             args, kwargs = payload.loads(message.args, "arguments")
             result = runner.fn(*args, **kwargs)
@@ -278,7 +279,7 @@ class Executor:
         except BaseException as exc:  # the user's error, whatever it is, goes to the caller
             output = _failure(input_id, exc)
         finally:
-            current_input.set(None)
+            enter_input(None)
         self._finish(output)
 
     def _finish(self, output: Output, *, slot: bool = True) -> None:

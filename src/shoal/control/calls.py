@@ -76,6 +76,7 @@ class InputRecord:
 
     __slots__ = (
         "args",
+        "call_id",
         "children",
         "container_id",
         "crashes",
@@ -106,6 +107,9 @@ class InputRecord:
         function: str = "",
     ) -> None:
         self.input_id = input_id
+        #: The function call it belongs to, when that is not the input itself (a durable
+        #: spawn's id), for ``shoal.current_function_call_id()``.
+        self.call_id = ""
         #: The pool (function, or class with its parameters) the input belongs to.
         self.function = function
         #: Inputs that code running this one started (at most MAX_CHILDREN of them).

@@ -23,7 +23,7 @@ import asyncio
 import dataclasses
 import itertools
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Final
 
 from shoal import settings
@@ -143,14 +143,18 @@ class Pool:
         on_done: Callable[[InputRecord], None],
         method: str = "",
         on_item: Callable[[bytes], None] | None = None,
+        call_ids: Sequence[str] = (),
     ) -> list[InputRecord]:
-        """Queue several inputs at once; one dispatch and one scaling decision for all."""
+        """Queue several inputs at once; one dispatch and one scaling decision for all.
+        ``call_ids``, when given, names the function call of each (durable spawns)."""
         if self._closed:
             raise ExecutionError(f"function {self.spec.name} is stopped; start the app again")
         records = [
             InputRecord(f"in-{next(self._ids)}", args, on_done, method, on_item, self.spec.name)
             for args in many
         ]
+        for record, call_id in zip(records, call_ids, strict=False):
+            record.call_id = call_id
         held = self._health.held()
         for record in records:
             if held is not None:
@@ -291,7 +295,7 @@ class Pool:
         self._containers.add_running(container, record)
         deadline = asyncio.get_running_loop().time() + self.spec.timeout + TIMEOUT_GRACE
         self._deadlines.watch(record, deadline, self._containers.in_flight)
-        container.send(Input(record.input_id, record.args, record.method))
+        container.send(Input(record.input_id, record.args, record.method, record.call_id))
 
     def _autoscale(self) -> None:
         if self._closed:

@@ -106,11 +106,14 @@ class Input:
     """One input to run: ``args`` is the pickled ``(args, kwargs)`` pair.
 
     ``method`` names the method of a class to call (empty for a function).
+    ``call_id`` is the function call it belongs to (a durable spawn's ``fc-...``
+    id); empty when the input is its own call.
     """
 
     input_id: str
     args: bytes
     method: str = ""
+    call_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

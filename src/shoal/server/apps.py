@@ -14,6 +14,12 @@ A redeploy makes the new version current at once: new inputs, lookups and
 HTTP requests go to it. The old version's pools take no new inputs and are
 stopped only when their queues and containers are empty (inputs in flight
 finish where they are), so a redeploy loses nothing.
+
+An ephemeral app (``shoal run``/``app.run()`` against a server) is a
+deployment that is not stored: it gets an id (``ap-...``) instead of a version,
+is reached by that id (its web endpoints at ``/<id>/<function>``), and ends
+when its client says so or goes away; a detached one first drains. Lookups by
+name never find it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import secrets
 
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane
@@ -45,6 +52,8 @@ class Deployment:
         control: ControlPlane,
     ) -> None:
         self.app = app
+        #: What ``shoal app list`` calls it: the app's name (an ephemeral app's id is not).
+        self.title = app
         self.version = version
         self.definitions = {d.name: d for d in definitions}
         self._root = root
@@ -56,8 +65,19 @@ class Deployment:
         """Create the pool of every function and parameterless class (warm containers,
         schedules)."""
         for definition in self.definitions.values():
-            if definition.info.get("kind") == "function" or not definition.info.get("parameters"):
-                self.pool(definition.name)
+            self._open(definition)
+
+    def add(self, definitions: list[Definition]) -> None:
+        """Add pools to a running app (an ephemeral app's client declares them as it
+        goes: ``with_options`` variants, class objects); known names are kept."""
+        for definition in definitions:
+            if definition.name not in self.definitions:
+                self.definitions[definition.name] = definition
+                self._open(definition)
+
+    def _open(self, definition: Definition) -> None:
+        if definition.info.get("kind") == "function" or not definition.info.get("parameters"):
+            self.pool(definition.name)
 
     def definition(self, name: str) -> Definition:
         found = self.definitions.get(name)
@@ -141,6 +161,9 @@ class Apps:
         self._bundles = os.path.join(home, "bundles")
         os.makedirs(self._bundles, mode=0o700, exist_ok=True)
         self._current: dict[str, Deployment] = {}
+        #: Ephemeral apps by id, and whether each drains when its client leaves.
+        self._ephemeral: dict[str, Deployment] = {}
+        self._detached: set[str] = set()
         self._draining: set[asyncio.Task[None]] = set()
 
     def restore(self) -> None:
@@ -163,13 +186,8 @@ class Apps:
             InvalidError: the bundle or the definitions are malformed, or the
                 machine could never hold one of the functions' containers.
         """
-        if not app or "/" in app or len(app) > 64:
-            raise InvalidError(f"app name {app!r}: 1-64 characters, no '/'")
-        parsed = load_definitions(definitions)
-        if not parsed:
-            raise InvalidError(f"app {app!r} has no functions to deploy")
-        for definition in parsed:
-            self._control.budget.room.check(definition.spec.resources, definition.name)
+        _check_name(app)
+        parsed = self._definitions(app, definitions)
         key = self._store.put_bundle(code)
         root = self._unpack(key)
         version = self._store.add_version(app, key, definitions, client)
@@ -180,6 +198,70 @@ class Apps:
         if previous is not None:
             self._retire(previous)
         return deployment
+
+    def _definitions(self, app: str, data: bytes) -> list[Definition]:
+        parsed = load_definitions(data)
+        if not parsed:
+            raise InvalidError(f"app {app!r} has no functions to run")
+        for definition in parsed:
+            self._control.budget.room.check(definition.spec.resources, definition.name)
+        return parsed
+
+    def run_ephemeral(self, name: str, code: bytes, definitions: bytes, detach: bool) -> Deployment:
+        """Run an ephemeral app (not stored, reached by its id) from ``code`` and
+        ``definitions`` as :meth:`deploy` takes them.
+
+        Raises:
+            InvalidError: as :meth:`deploy`.
+        """
+        _check_name(name)
+        parsed = self._definitions(name, definitions)
+        root = self._unpack(self._store.put_bundle(code))
+        app_id = f"ap-{secrets.token_hex(6)}"
+        deployment = Deployment(app_id, 0, parsed, root, self._control)
+        deployment.title = name
+        self._ephemeral[app_id] = deployment
+        if detach:
+            self._detached.add(app_id)
+        deployment.start()
+        return deployment
+
+    def ephemeral(self, app_id: str) -> Deployment:
+        """The running ephemeral app ``app_id``.
+
+        Raises:
+            NotFoundError: no such ephemeral app runs.
+        """
+        deployment = self._ephemeral.get(app_id)
+        if deployment is None:
+            raise NotFoundError(f"no ephemeral app {app_id!r} runs (it ended)")
+        return deployment
+
+    def finish(self, app_id: str, *, drain: bool | None = None) -> None:
+        """End ephemeral app ``app_id``: stop it now, or once its inputs are done when
+        ``drain`` (default: whether it was started detached). It stays listed until it
+        has ended; an app already ending is left alone."""
+        deployment = self._ephemeral.get(app_id)
+        if deployment is None or deployment.draining:
+            return
+        if drain is None:
+            drain = app_id in self._detached
+        deployment.draining = True
+        task = asyncio.get_running_loop().create_task(self._end(app_id, deployment, drain))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    async def _end(self, app_id: str, deployment: Deployment, drain: bool) -> None:
+        try:
+            await (deployment.drain() if drain else deployment.stop())
+        finally:
+            if self._ephemeral.get(app_id) is deployment:
+                del self._ephemeral[app_id]
+                self._detached.discard(app_id)
+
+    def ephemeral_apps(self) -> list[tuple[Deployment, bool]]:
+        """Every running ephemeral app and whether it is detached."""
+        return [(d, app_id in self._detached) for app_id, d in self._ephemeral.items()]
 
     def _retire(self, deployment: Deployment) -> None:
         task = asyncio.get_running_loop().create_task(deployment.drain())
@@ -193,17 +275,20 @@ class Apps:
             NotFoundError: no app of that name runs.
         """
         deployment = self.current(app)
-        del self._current[app]
-        self._store.set_app_state(app, "stopped")
+        if self._ephemeral.pop(app, None) is not None:
+            self._detached.discard(app)
+        else:
+            del self._current[app]
+            self._store.set_app_state(app, "stopped")
         await deployment.stop()
 
     def current(self, app: str) -> Deployment:
-        """The running version of ``app``.
+        """The running version of ``app`` (a deployed app's name or an ephemeral app's id).
 
         Raises:
             NotFoundError: no app of that name is deployed (or it was stopped).
         """
-        deployment = self._current.get(app)
+        deployment = self._current.get(app) or self._ephemeral.get(app)
         if deployment is None:
             raise NotFoundError(
                 f"no deployed app {app!r}; deploy it with `shoal deploy FILE.py`"
@@ -219,8 +304,11 @@ class Apps:
         for task in list(self._draining):
             task.cancel()
         await asyncio.gather(*self._draining, return_exceptions=True)
-        await asyncio.gather(*(d.stop() for d in self._current.values()))
+        running = [*self._current.values(), *self._ephemeral.values()]
+        await asyncio.gather(*(d.stop() for d in running))
         self._current.clear()
+        self._ephemeral.clear()
+        self._detached.clear()
 
     def _unpack(self, key: str) -> str:
         root = os.path.join(self._bundles, key[:32])
@@ -230,3 +318,8 @@ class Apps:
                 raise NotFoundError(f"code bundle {key} is missing from the store")
             bundle.unpack(data, root)
         return root
+
+
+def _check_name(app: str) -> None:
+    if not app or "/" in app or len(app) > 64:
+        raise InvalidError(f"app name {app!r}: 1-64 characters, no '/'")

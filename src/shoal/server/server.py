@@ -36,10 +36,12 @@ from shoal.backends import get_backend
 from shoal.control import run_dir
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane
+from shoal.control.spec import load_definitions
 from shoal.exception import ExecutionError, InvalidError, NotFoundError
 from shoal.gateway import server as gateway
 from shoal.protocol import transport
-from shoal.server.apps import Apps
+from shoal.server.apps import Apps, Deployment
+from shoal.server.logs import Logs
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
 from shoal.server.store import Store
@@ -100,7 +102,9 @@ class Server:
         self.store = Store(os.path.join(self.home, "shoal.db"))
         self.store.start(asyncio.get_running_loop())
         self._load_tokens()
+        self.logs = Logs()
         self.control = ControlPlane(get_backend("local"))
+        self.control.backend.on_output = self.logs.add
         await self.control.start()
         self.apps = Apps(self.store, self.control, self.home)
         self.apps.restore()
@@ -211,8 +215,9 @@ class Server:
 
     # -- requests ---------------------------------------------------------------------
 
-    async def handle(self, op: str, body: dict[str, Any]) -> Any:
-        """Answer one control request (see :mod:`shoal.client.connection` for the ops).
+    async def handle(self, op: str, body: dict[str, Any], session: Session) -> Any:
+        """Answer one control request of ``session``'s client (see
+        :mod:`shoal.client.connection` for the ops).
 
         Raises:
             InvalidError: an unknown op or a malformed body.
@@ -221,28 +226,51 @@ class Server:
         handler = getattr(self, f"_op_{op}", None)
         if handler is None:
             raise InvalidError(f"unknown request {op!r}")
-        return await handler(body)
+        return await handler(body, session)
 
-    async def _op_ping(self, body: dict[str, Any]) -> Any:
+    async def _op_ping(self, body: dict[str, Any], session: Session) -> Any:
         return {"server_id": self.server_id}
 
-    async def _op_deploy(self, body: dict[str, Any]) -> Any:
+    async def _op_deploy(self, body: dict[str, Any], session: Session) -> Any:
         deployment = self.apps.deploy(
             _text(body, "app"),
             _bytes(body, "bundle"),
             _bytes(body, "definitions"),
             str(body.get("client", "")),
         )
+        return {"version": deployment.version, "web": self._web_urls(deployment)}
+
+    def _web_urls(self, deployment: Deployment) -> dict[str, str | None]:
         return {
-            "version": deployment.version,
-            "web": {
-                name: self.web_url(deployment.app, name)
-                for name, d in deployment.definitions.items()
-                if d.info.get("web")
-            },
+            name: self.web_url(deployment.app, name)
+            for name, d in deployment.definitions.items()
+            if d.info.get("web")
         }
 
-    async def _op_lookup(self, body: dict[str, Any]) -> Any:
+    async def _op_app_run(self, body: dict[str, Any], session: Session) -> Any:
+        """Start an ephemeral app that lives as long as ``session`` (or, detached,
+        until its inputs are done after that)."""
+        detach = bool(body.get("detach", False))
+        deployment = self.apps.run_ephemeral(
+            _text(body, "app"), _bytes(body, "bundle"), _bytes(body, "definitions"), detach
+        )
+        session.own(deployment.app)
+        return {"app_id": deployment.app, "web": self._web_urls(deployment)}
+
+    async def _op_app_declare(self, body: dict[str, Any], session: Session) -> Any:
+        definitions = load_definitions(_bytes(body, "definitions"))
+        for definition in definitions:
+            self.control.budget.room.check(definition.spec.resources, definition.name)
+        self.apps.ephemeral(_text(body, "app")).add(definitions)
+        return {}
+
+    async def _op_app_finish(self, body: dict[str, Any], session: Session) -> Any:
+        app_id = _text(body, "app")
+        session.disown(app_id)
+        self.apps.finish(app_id, drain=bool(body.get("drain", False)))
+        return {}
+
+    async def _op_lookup(self, body: dict[str, Any], session: Session) -> Any:
         app = _text(body, "app")
         deployment = self.apps.current(app)
         name = _text(body, "function")
@@ -254,30 +282,32 @@ class Server:
         info["scaling"] = dataclasses.asdict(definition.spec.scaling)
         return info
 
-    async def _op_app_list(self, body: dict[str, Any]) -> Any:
+    async def _op_app_list(self, body: dict[str, Any], session: Session) -> Any:
         running = {d.app: d for d in self.apps.running()}
         rows = []
         for row in self.store.apps():
             deployment = running.get(row.name)
-            rows.append(
-                {
-                    "name": row.name,
-                    "version": row.version,
-                    "state": row.state,
-                    "updated": row.updated,
-                    "functions": sorted(deployment.definitions) if deployment else [],
-                    "containers": sum(len(p.containers()) for p in deployment.pools().values())
-                    if deployment
-                    else 0,
-                }
-            )
+            rows.append(_app_row(row.name, row.version, row.state, row.updated, deployment))
+        for deployment, detached in self.apps.ephemeral_apps():
+            state = "detached" if detached else "ephemeral"
+            state = "stopping" if deployment.draining else state
+            rows.append(_app_row(deployment.title, 0, state, 0.0, deployment, deployment.app))
         return rows
 
-    async def _op_app_stop(self, body: dict[str, Any]) -> Any:
+    async def _op_app_stop(self, body: dict[str, Any], session: Session) -> Any:
         await self.apps.stop(_text(body, "app"))
         return {}
 
-    async def _op_app_history(self, body: dict[str, Any]) -> Any:
+    async def _op_app_logs(self, body: dict[str, Any], session: Session) -> Any:
+        app = _text(body, "app")
+        after = body.get("after", 0)
+        if not isinstance(after, int):
+            raise InvalidError("after: expected an integer")
+        if not self.logs.has(app):
+            self.apps.current(app)  # NotFoundError for an app that is not there at all
+        return self.logs.after(app, after)
+
+    async def _op_app_history(self, body: dict[str, Any], session: Session) -> Any:
         app = _text(body, "app")
         versions = self.store.versions(app)
         if not versions:
@@ -292,14 +322,14 @@ class Server:
             for v in versions
         ]
 
-    async def _op_container_list(self, body: dict[str, Any]) -> Any:
+    async def _op_container_list(self, body: dict[str, Any], session: Session) -> Any:
         rows = []
         for key, pool in self.control.pools().items():
             for container in pool.containers():
                 rows.append({**container, "pool": key})
         return rows
 
-    async def _op_container_stop(self, body: dict[str, Any]) -> Any:
+    async def _op_container_stop(self, body: dict[str, Any], session: Session) -> Any:
         container_id = _text(body, "id")
         for pool in self.control.pools().values():
             if pool.stop_container(container_id):
@@ -312,21 +342,42 @@ class Server:
             raise InvalidError("parameters: expected bytes")
         return self.pool_for(_text(body, "app"), _text(body, "function"), parameters)
 
-    async def _op_stats(self, body: dict[str, Any]) -> Any:
+    async def _op_stats(self, body: dict[str, Any], session: Session) -> Any:
         return dataclasses.asdict(self._pool_of(body).stats())
 
-    async def _op_update_scaling(self, body: dict[str, Any]) -> Any:
+    async def _op_update_scaling(self, body: dict[str, Any], session: Session) -> Any:
         changes = body.get("changes")
         if not isinstance(changes, dict):
             raise InvalidError("changes: expected a map")
         self._pool_of(body).update_scaling(**changes)
         return {}
 
-    async def _op_call_cancel(self, body: dict[str, Any]) -> Any:
+    async def _op_call_cancel(self, body: dict[str, Any], session: Session) -> Any:
         object_id = _text(body, "object_id")
         if not self.spawns.cancel(object_id):
             raise NotFoundError(f"no function call {object_id!r}")
         return {}
+
+
+def _app_row(
+    name: str,
+    version: int,
+    state: str,
+    updated: float,
+    deployment: Deployment | None,
+    app_id: str = "",
+) -> dict[str, Any]:
+    """One row of ``shoal app list``."""
+    pools = deployment.pools().values() if deployment else []
+    return {
+        "name": name,
+        "id": app_id or name,
+        "version": version,
+        "state": state,
+        "updated": updated,
+        "functions": sorted(deployment.definitions) if deployment else [],
+        "containers": sum(len(p.containers()) for p in pools),
+    }
 
 
 def _text(body: dict[str, Any], key: str) -> str:

@@ -72,6 +72,8 @@ class Session:
         self._batch: dict[_BatchKey, list[Submit]] = {}
         self._durable: list[Submit] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Ephemeral apps this client runs: they end when it goes away.
+        self._apps: set[str] = set()
         self._deadline: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             settings.handshake_timeout(), self._handshake_expired
         )
@@ -93,6 +95,13 @@ class Session:
             self.protocol.send(Welcome(self._server.server_id))
         else:
             self.protocol.abort()  # nothing more is read from a peer that did not prove itself
+
+    def own(self, app_id: str) -> None:
+        """Tie ephemeral app ``app_id`` to this client: it ends when the client goes."""
+        self._apps.add(app_id)
+
+    def disown(self, app_id: str) -> None:
+        self._apps.discard(app_id)
 
     # -- messages -----------------------------------------------------------------
 
@@ -204,7 +213,7 @@ class Session:
             body = msgpack.unpackb(message.body, raw=False) if message.body else {}
             if not isinstance(body, dict):
                 raise TypeError("a request body must be a map")
-            result = await self._server.handle(message.op, body)
+            result = await self._server.handle(message.op, body, self)
             reply = Reply(message.request_id, True, msgpack.packb(result, use_bin_type=True))
         except Exception as exc:
             error = {"kind": type(exc).__name__, "message": str(exc)}
@@ -225,4 +234,7 @@ class Session:
             self._cancel(call_id)
         for task in self._tasks:
             task.cancel()
+        for app_id in self._apps:  # a detached one drains first
+            self._server.apps.finish(app_id)
+        self._apps.clear()
         self._server.forget(self)

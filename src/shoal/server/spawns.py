@@ -106,7 +106,7 @@ class Spawns:
         lives = [_Live(pool) for _ in ids]
         for object_id, live in zip(ids, lives, strict=True):
             self._live[object_id] = live
-        records = pool.submit_many(args, self._finished, method)
+        records = pool.submit_many(args, self._finished, method, call_ids=ids)
         for object_id, live, record in zip(ids, lives, records, strict=True):
             live.record = record
             self._object_ids[record] = object_id

@@ -14,6 +14,7 @@ app = shoal.App("svc")
 @app.function()
 @shoal.concurrent(max_inputs=100)
 def square(x: int) -> int:
+    print("squaring", x)
     return service_helper.times(x, x)
 
 
@@ -74,3 +75,8 @@ def tick() -> None:
     if folder:
         with open(os.path.join(folder, f"{time.time_ns()}"), "w"):
             pass
+
+
+@app.function()
+def whoami() -> str | None:
+    return shoal.current_function_call_id()

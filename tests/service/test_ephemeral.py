@@ -1,0 +1,100 @@
+"""``shoal run`` against a server: the app runs there as an ephemeral app, which ends
+with the command (or, detached, once its inputs are done)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import wait_until
+from service.harness import ServerProcess
+
+
+def _ephemeral_apps(server: ServerProcess) -> list[dict[str, object]]:
+    listed = server.cli("app", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    return [row for row in json.loads(listed.stdout) if row["state"] != "deployed"]
+
+
+def _containers(server: ServerProcess) -> list[dict[str, object]]:
+    listed = server.cli("container", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows: list[dict[str, object]] = json.loads(listed.stdout)
+    return rows
+
+
+def test_shoal_run_runs_the_app_on_the_server_and_ends_it(server: ServerProcess) -> None:
+    done = server.cli("run", "-q", str(server.apps / "run_app.py"))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "sum 90" in lines
+    assert "counter 6" in lines
+    assert "variant 8" in lines
+    assert "web elsewhere True" in lines  # served by the server's gateway, run in its container
+    assert "running as ap-" in done.stderr
+    wait_until(lambda: not _ephemeral_apps(server), 30, "the ephemeral app to end")
+    wait_until(lambda: not _containers(server), 30, "its containers to stop")
+
+
+def test_a_detached_run_lets_its_inputs_finish(server: ServerProcess, tmp_path: Path) -> None:
+    marker = tmp_path / "slow-done"
+    started = time.monotonic()
+    done = server.cli(
+        "run",
+        "-q",
+        "--detach",
+        str(server.apps / "run_app.py"),
+        "--mode",
+        "spawn",
+        "--path",
+        str(marker),
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 60
+    assert not marker.exists()  # the command returned before the input ended
+    object_id = next(line.split()[1] for line in done.stdout.splitlines() if "spawned" in line)
+    rows = _ephemeral_apps(server)
+    assert [row["state"] for row in rows] == ["stopping"]  # draining its one input
+    fetched = server.client(
+        f"import shoal; print(shoal.FunctionCall.from_id({object_id!r}).get(timeout=60))"
+    )
+    assert fetched.stdout.strip() == "slept", fetched.stderr
+    assert marker.read_text() == "done"
+    wait_until(lambda: not _ephemeral_apps(server), 30, "the detached app to end")
+    wait_until(lambda: not _containers(server), 30, "its containers to stop")
+
+
+def test_a_server_running_on_the_home_is_found_and_the_app_ends_with_the_command(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    marker = tmp_path / "never"
+    env = {k: v for k, v in server.env.items() if k not in ("SHOAL_SERVER_URL", "SHOAL_TOKEN")}
+    env["SHOAL_HOME"] = str(server.home)  # no URL, no token, no profile: found by its home
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shoal.cli",
+            "run",
+            "-q",
+            str(server.apps / "run_app.py"),
+            "--mode",
+            "spawn",
+            "--path",
+            str(marker),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "running as ap-" in done.stderr
+    wait_until(lambda: not _ephemeral_apps(server), 30, "the app to end")
+    time.sleep(3.5)  # longer than the spawned input would have taken
+    assert not marker.exists()
+    assert os.path.exists(server.home / "shoal.db")
