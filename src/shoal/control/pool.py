@@ -103,6 +103,7 @@ class Pool:
         self._recheck_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._pump_scheduled = False
         self._awaiting_room = 0  # containers wanted at the last decision that did not fit
         self._memory_check: asyncio.TimerHandle | None = None
         self._preload = Preload(
@@ -240,8 +241,16 @@ class Pool:
     # -- dispatch and scaling ----------------------------------------------
 
     def _pump(self) -> None:
+        self._pump_scheduled = False
         self._dispatch()
         self._autoscale()
+
+    def _pump_soon(self) -> None:
+        """Pump once at the end of this loop turn: the outputs of one read free many
+        slots, refilled with one dispatch and one write per container, not one each."""
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
 
     def _dispatch(self) -> None:
         queue = self._waiting.main
@@ -486,7 +495,7 @@ class Pool:
                 data = message.data if message.status == OutputStatus.ERROR else None
                 error = output_error(self.spec, record, message)
                 self._retry_or_fail(record, error, crash=False, data=data)
-        self._pump()
+        self._pump_soon()
 
     def _retry_or_fail(
         self,
