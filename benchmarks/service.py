@@ -54,8 +54,11 @@ async def spawn_all():
 
 out["spawn_per_s"] = asyncio.run(spawn_all())
 
+import os, tempfile
+os.environ["SHOAL_HOME"] = tempfile.mkdtemp()  # no server to find: the embedded default
 from apps import app, noop as local_noop
 with app.run():
+    assert app.runs_on_server is None
     out["embedded_p50_us"], out["embedded_p99_us"], out["embedded_map_per_s"] = measure(local_noop)
 print(json.dumps(out))
 """

@@ -10,7 +10,8 @@ Where the server is (first match wins):
 One :class:`Connection` per process and server lives on the background loop
 (:mod:`shoal.client.bridge`); every handle shares it. Requests
 (:meth:`Connection.request`) carry msgpack bodies; inputs travel as ``Submit``
-frames and come back as ``CallItem``/``CallDone``, applied to a local
+frames (those of one function sent in one loop turn as one ``SubmitMany``) and
+come back as ``CallItem``/``CallDone``/``DoneMany``, applied to a local
 :class:`~shoal.control.calls.InputRecord` so that the handles treat a server's
 pool exactly like a pool of their own (:class:`ServerPool`).
 
@@ -47,11 +48,13 @@ from shoal.protocol.messages import (
     CallDone,
     CallItem,
     ClientHello,
+    DoneMany,
     Message,
     OutputStatus,
     Reply,
     Request,
     Submit,
+    SubmitMany,
     Wait,
     Welcome,
 )
@@ -145,6 +148,10 @@ class Connection:
         self._requests: dict[int, asyncio.Future[Any]] = {}
         #: Calls waiting for their outcome: call id -> what to do with each reply.
         self._calls: dict[str, Callable[[CallItem | CallDone | Accepted], None]] = {}
+        #: Submits of this loop turn not sent yet, grouped by function, to leave in one
+        #: ``SubmitMany`` frame per group; and the call ids among them, for ``drop``.
+        self._outgoing: dict[tuple[str, str, str, bool, bytes], list[Submit]] = {}
+        self._unsent: set[str] = set()
         self.closed = False
         self.server_id = ""
 
@@ -188,7 +195,15 @@ class Connection:
     # -- replies ------------------------------------------------------------------
 
     def _on_message(self, message: Message) -> None:
-        if isinstance(message, CallItem | CallDone | Accepted):
+        if isinstance(message, DoneMany):
+            calls = self._calls
+            for call_id, status, data in zip(
+                message.call_ids, message.statuses, message.data, strict=True
+            ):
+                handler = calls.pop(call_id, None)
+                if handler is not None:
+                    handler(CallDone(call_id, status, data))
+        elif isinstance(message, CallItem | CallDone | Accepted):
             handler = self._calls.get(message.call_id)
             if handler is not None:
                 if not isinstance(message, CallItem):
@@ -217,6 +232,8 @@ class Connection:
                 future.set_exception(lost)
         self._requests.clear()
         calls, self._calls = self._calls, {}
+        self._outgoing.clear()
+        self._unsent.clear()
         error = payload.dumps((lost, ""), "error")
         for call_id, handler in calls.items():
             handler(CallDone(call_id, OutputStatus.ERROR, error))
@@ -249,11 +266,42 @@ class Connection:
             handler(CallDone(submit.call_id, OutputStatus.ERROR, payload.dumps((lost, ""), "e")))
             return
         self._calls[submit.call_id] = handler
-        self.protocol.send(submit)
+        if isinstance(submit, Wait) or submit.stream:
+            self.protocol.send(submit)
+            return
+        key = (submit.app, submit.function, submit.method, submit.durable, submit.parameters)
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._send_outgoing)
+        self._outgoing.setdefault(key, []).append(submit)
+        self._unsent.add(submit.call_id)
+
+    def _send_outgoing(self) -> None:
+        outgoing, self._outgoing = self._outgoing, {}
+        unsent, self._unsent = self._unsent, set()
+        for (app, function, method, durable, parameters), submits in outgoing.items():
+            kept = [s for s in submits if s.call_id in unsent]  # dropped ones are not
+            if len(kept) == 1:
+                self.protocol.send(kept[0])
+            elif kept:
+                self.protocol.send(
+                    SubmitMany(
+                        [s.call_id for s in kept],
+                        app,
+                        function,
+                        method,
+                        [s.args for s in kept],
+                        durable,
+                        parameters,
+                    )
+                )
 
     def drop(self, call_id: str) -> None:
         """Cancel call ``call_id`` (or stop waiting on it)."""
-        if self._calls.pop(call_id, None) is not None:
+        if self._calls.pop(call_id, None) is None:
+            return
+        if call_id in self._unsent:  # not sent yet: it never will be
+            self._unsent.discard(call_id)
+        else:
             self.protocol.send(CallCancel(call_id))
 
     def next_id(self) -> str:

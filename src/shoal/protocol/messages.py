@@ -28,7 +28,9 @@ A client's conversation with a server (``shoal server``), in order::
     Request(id, op, body)  ──►    (deploy, lookup, app list, stats...: msgpack bodies)
                            ◄──    Reply(id, ok, body)
     Submit(call_id, ...)   ──►    (one input of a deployed function)
+    SubmitMany(call_ids, ...) ──► (several inputs of one function: a map's chunk)
                            ◄──    CallItem(call_id, ...)*  CallDone(call_id, ...)
+                           ◄──    DoneMany(call_ids, ...)  (outcomes that ended together)
                            ◄──    Accepted(call_id, object_id)  (a durable spawn, stored)
     Wait(call_id, object_id) ──►  (the outcome of a stored spawn, when it has one)
                            ◄──    CallDone(call_id, ...)
@@ -262,6 +264,31 @@ class Submit:
 
 
 @dataclass(frozen=True, slots=True)
+class SubmitMany:
+    """From a client: several inputs of one function in one frame (a chunk of a map, a
+    burst of spawns); input ``i`` is call ``call_ids[i]`` with arguments ``args[i]``.
+    Each is answered as its own :class:`Submit` would be (never streamed)."""
+
+    call_ids: list[str]
+    app: str
+    function: str
+    method: str
+    args: list[bytes]
+    durable: bool
+    parameters: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class DoneMany:
+    """To a client: the outcomes of several calls that ended in one loop turn, each as
+    its own :class:`CallDone` would carry it."""
+
+    call_ids: list[str]
+    statuses: list[int]
+    data: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class Accepted:
     """To a client: durable input ``call_id`` is stored under ``object_id``."""
 
@@ -301,6 +328,8 @@ Message = (
     | Submit
     | Accepted
     | Wait
+    | SubmitMany
+    | DoneMany
 )
 
 #: Wire tag of each message class; the index is the tag, so append only.
@@ -327,6 +356,8 @@ _CLASSES: Final[tuple[type[Any], ...]] = (
     Submit,
     Accepted,
     Wait,
+    SubmitMany,
+    DoneMany,
 )
 _TAGS: Final[dict[type[Any], int]] = {cls: tag for tag, cls in enumerate(_CLASSES)}
 _FIELDS: Final[dict[type[Any], tuple[str, ...]]] = {

@@ -5,11 +5,13 @@ Until the client's first frame proves it holds an access token
 SHOAL_HANDSHAKE_TIMEOUT seconds, and unpickles nothing; anything else closes
 the connection. After it:
 
-- ``Submit`` runs one input of a deployed function. Submits that arrive in one
-  read are queued per pool with one ``submit_many``, so a map costs one dispatch
-  and one scaling decision per batch, not per input. The outcome goes back as
-  ``CallItem``s and a ``CallDone``; a durable submit is stored first
-  (:mod:`shoal.server.spawns`) and answered with ``Accepted``.
+- ``Submit`` runs one input of a deployed function, ``SubmitMany`` several (a
+  chunk of a map in one frame). Submits that arrive in one read are queued per
+  pool with one ``submit_many``, so a map costs one dispatch and one scaling
+  decision per batch, not per input. The outcome goes back as ``CallItem``s and
+  a ``CallDone``; outcomes that end in one loop turn share one ``DoneMany``
+  frame. A durable submit is stored first (:mod:`shoal.server.spawns`) and
+  answered with ``Accepted``.
 - ``Wait`` answers once a stored spawn has an outcome; ``CallCancel`` cancels a
   call (or drops a wait).
 - ``Request`` carries the control operations (:class:`shoal.server.server.Server`
@@ -40,11 +42,13 @@ from shoal.protocol.messages import (
     CallDone,
     CallItem,
     ClientHello,
+    DoneMany,
     Message,
     OutputStatus,
     Reply,
     Request,
     Submit,
+    SubmitMany,
     Wait,
     Welcome,
 )
@@ -52,7 +56,7 @@ from shoal.protocol.messages import (
 if TYPE_CHECKING:
     from shoal.server.server import Server
 
-#: A pending batch of submits for one pool: (pool, method, stream) -> messages.
+#: A pending batch of submits for one pool: (pool, method, stream) -> (call id, args).
 _BatchKey = tuple[Pool, str, bool]
 
 
@@ -69,7 +73,9 @@ class Session:
         self._call_ids: dict[InputRecord, str] = {}
         #: Waits on stored spawns, by call id: how to drop each.
         self._waits: dict[str, Callable[[], None]] = {}
-        self._batch: dict[_BatchKey, list[Submit]] = {}
+        self._batch: dict[_BatchKey, list[tuple[str, bytes]]] = {}
+        #: Outcomes to send at the end of this loop turn.
+        self._outcomes: list[CallDone] = []
         self._durable: list[Submit] = []
         self._tasks: set[asyncio.Task[None]] = set()
         #: Ephemeral apps this client runs: they end when it goes away.
@@ -108,7 +114,7 @@ class Session:
     def _on_message(self, message: Message) -> None:
         if not self.authenticated:
             self._hello(message)
-        elif isinstance(message, Submit):
+        elif isinstance(message, Submit | SubmitMany):
             self._queue(message)
         elif isinstance(message, CallCancel):
             self._cancel(message.call_id)
@@ -119,46 +125,66 @@ class Session:
         else:
             self.protocol.abort()  # a client has no business sending anything else
 
-    def _queue(self, message: Submit) -> None:
+    def _queue(self, message: Submit | SubmitMany) -> None:
+        if not self._batch and not self._durable:
+            asyncio.get_running_loop().call_soon(self._submit_batches)
+        if isinstance(message, Submit):
+            call_ids, args = [message.call_id], [message.args]
+            stream = message.stream
+        else:
+            call_ids, args, stream = list(message.call_ids), list(message.args), False
+            if len(call_ids) != len(args):
+                self.protocol.abort()  # a malformed frame: the client is broken
+                return
         if message.durable:
-            if not self._batch and not self._durable:
-                asyncio.get_running_loop().call_soon(self._submit_batches)
-            self._durable.append(message)
+            self._durable += [
+                Submit(
+                    c,
+                    message.app,
+                    message.function,
+                    message.method,
+                    a,
+                    False,
+                    True,
+                    message.parameters,
+                )
+                for c, a in zip(call_ids, args, strict=True)
+            ]
             return
         try:
             pool = self._server.pool_for(message.app, message.function, message.parameters)
         except Error as exc:
-            self._refused(message.call_id, exc)
+            for call_id in call_ids:
+                self._refused(call_id, exc)
             return
-        key = (pool, message.method, message.stream)
-        if not self._batch and not self._durable:
-            asyncio.get_running_loop().call_soon(self._submit_batches)
-        self._batch.setdefault(key, []).append(message)
+        self._batch.setdefault((pool, message.method, stream), []).extend(
+            zip(call_ids, args, strict=True)
+        )
 
     def _submit_batches(self) -> None:
         batch, self._batch = self._batch, {}
         durable, self._durable = self._durable, []
         if durable:
             self._server.spawns.submit_many(durable, self._accepted, self._refused)
-        for (pool, method, stream), messages in batch.items():
+        for (pool, method, stream), inputs in batch.items():
             try:
                 if stream:  # one generator per submit: each needs its own item sender
                     records = [
-                        pool.submit(m.args, self._done, method, self._item_sender(m.call_id))
-                        for m in messages
+                        pool.submit(args, self._done, method, self._item_sender(call_id))
+                        for call_id, args in inputs
                     ]
                 else:
-                    records = pool.submit_many([m.args for m in messages], self._done, method)
+                    records = pool.submit_many([args for _, args in inputs], self._done, method)
             except ExecutionError as exc:
-                for m in messages:
-                    self._refused(m.call_id, exc)
+                for call_id, _ in inputs:
+                    self._refused(call_id, exc)
                 continue
-            for m, record in zip(messages, records, strict=True):
+            for (call_id, _), record in zip(inputs, records, strict=True):
                 if record.done:
-                    self._reply(m.call_id, record)
+                    self._reply(call_id, record)
                 else:
-                    self._calls[m.call_id] = (pool, record)
-                    self._call_ids[record] = m.call_id
+                    self._calls[call_id] = (pool, record)
+                    self._call_ids[record] = call_id
 
     def _done(self, record: InputRecord) -> None:
         call_id = self._call_ids.pop(record, None)
@@ -172,8 +198,25 @@ class Session:
         return item
 
     def _reply(self, call_id: str, record: InputRecord) -> None:
-        self.protocol.send(outcome_message(call_id, record))
+        """Send ``record``'s outcome with the others that end in this loop turn (one
+        ``DoneMany`` frame for all of them)."""
+        if not self._outcomes:
+            asyncio.get_running_loop().call_soon(self._send_outcomes)
+        self._outcomes.append(outcome_message(call_id, record))
         record.result = None  # delivered
+
+    def _send_outcomes(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        if len(outcomes) == 1:
+            self.protocol.send(outcomes[0])
+        elif outcomes:
+            self.protocol.send(
+                DoneMany(
+                    [o.call_id for o in outcomes],
+                    [int(o.status) for o in outcomes],
+                    [o.data for o in outcomes],
+                )
+            )
 
     def _refused(self, call_id: str, error: BaseException) -> None:
         self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(error)))

@@ -120,6 +120,8 @@ class Store:
         self._thread: threading.Thread | None = None
         #: Transactions committed so far (one per group).
         self.commits = 0
+        #: Outcomes of this loop turn, written together (:meth:`finish_call`).
+        self._finishing: list[tuple[tuple[int, bytes, float, str], Callable[[], None]]] = []
 
     # -- writes: one thread, one transaction per group ------------------------
 
@@ -135,6 +137,7 @@ class Store:
 
     async def flush(self) -> None:
         """Return once every change queued so far is committed."""
+        self._write_finished()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def finish() -> None:
@@ -270,15 +273,30 @@ class Store:
     def finish_call(
         self, call_id: str, status: int, result: bytes, then: Callable[[], None]
     ) -> None:
-        """Store the outcome of spawn ``call_id`` (its arguments are dropped)."""
+        """Store the outcome of spawn ``call_id`` (its arguments are dropped) with the
+        others that end in this loop turn (one statement for all); then call ``then``.
+        Call on the store's loop."""
+        if not self._finishing:
+            asyncio.get_running_loop().call_soon(self._write_finished)
+        self._finishing.append(((status, result, time.time(), call_id), then))
+
+    def _write_finished(self) -> None:
+        batch, self._finishing = self._finishing, []
+        if not batch:
+            return
+        rows = [row for row, _ in batch]
 
         def update(conn: sqlite3.Connection) -> None:
-            conn.execute(
+            conn.executemany(
                 "UPDATE calls SET status = ?, result = ?, finished = ?, args = NULL WHERE id = ?",
-                (status, result, time.time(), call_id),
+                rows,
             )
 
-        self.write(update, then)
+        def stored() -> None:
+            for _, then in batch:
+                then()
+
+        self.write(update, stored)
 
     def call(self, call_id: str) -> StoredCall | None:
         row = self._reader.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
