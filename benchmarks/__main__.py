@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import importlib
-import os
-import shutil
 import sys
-import tempfile
 import time
 
+from benchmarks import private_home
 from benchmarks.report import Result, show
 
 #: Workload name -> module under benchmarks/ with ``run(quick: bool) -> Result``.
@@ -30,17 +27,6 @@ WORKLOADS = {
 }
 
 
-def _measure_the_embedded_default() -> None:
-    """Keep ``app.run()`` in this process: a server configured or running on the default
-    home would otherwise take the embedded workloads (``service`` starts its own)."""
-    home = tempfile.mkdtemp(prefix="shoal-bench-home-")
-    atexit.register(shutil.rmtree, home, True)
-    os.environ["SHOAL_HOME"] = home
-    os.environ["SHOAL_CONFIG"] = os.path.join(home, "no-profile.toml")
-    os.environ.pop("SHOAL_SERVER_URL", None)
-    os.environ.pop("SHOAL_TOKEN", None)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
@@ -52,7 +38,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
     args = parser.parse_args()
-    _measure_the_embedded_default()
+    private_home("shoal-bench-home-")  # measure the embedded default (`service` starts a server)
     names = args.names or list(WORKLOADS)
     results: list[Result] = []
     started = time.perf_counter()

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import atexit
 import os
 import pty
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from benchmarks import faults
+from benchmarks import faults, private_home
 
-# Tests never use the developer's own server or profile: a private home and no profile
-# (a test that wants a server starts one and points its clients at it).
-_HOME = tempfile.mkdtemp(prefix="shoal-test-home-")
-atexit.register(shutil.rmtree, _HOME, True)
-os.environ["SHOAL_HOME"] = _HOME
-os.environ["SHOAL_CONFIG"] = os.path.join(_HOME, "no-profile.toml")
-os.environ.pop("SHOAL_SERVER_URL", None)
-os.environ.pop("SHOAL_TOKEN", None)
+# Tests never use the developer's own server or profile (a test that wants a server starts
+# one and points its clients at it).
+private_home("shoal-test-home-")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
