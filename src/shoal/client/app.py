@@ -384,28 +384,29 @@ class App:
             raise ExecutionError(f"app {self.name!r} is already running")
         alias_main()
         target = find_target()
-        if target is not None:
-            with self._run_on_server(target, detach):
-                yield self
-            return
+        placed = self._run_here() if target is None else self._run_on_server(target, detach)
+        shown = live_status(self) if output_enabled() else contextlib.nullcontext()
+        with placed, shown:
+            yield self
+
+    @contextlib.contextmanager
+    def _run_here(self) -> Iterator[None]:
+        """Run the app on a control plane of its own, on the background loop."""
         control = run_sync(self._start())
         self._control = control
-        shown = live_status(self) if output_enabled() else contextlib.nullcontext()
         try:
-            with shown:
-                yield self
+            yield
         finally:
             self._control = None
             run_sync(control.stop())
 
     @contextlib.contextmanager
     def _run_on_server(self, target: Target, detach: bool) -> Iterator[None]:
+        """Run the app as an ephemeral app on the server at ``target``."""
         on_server = run_sync(run_ephemeral(self, target, detach))
         self._on_server = on_server
-        shown = live_status(self) if output_enabled() else contextlib.nullcontext()
         try:
-            with shown:
-                yield
+            yield
         finally:
             self._on_server = None
             with contextlib.suppress(ConnectionError):
@@ -421,9 +422,7 @@ class App:
         control = ControlPlane(get_backend("local"))
         await control.start()
         try:
-            with self._lock:
-                declared = list(self._declared.values())
-            for spec, code in declared:
+            for spec, code in self.declared():
                 control.add_pool(spec, code())
         except BaseException:
             await control.stop()

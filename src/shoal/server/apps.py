@@ -54,6 +54,8 @@ class Deployment:
         self.app = app
         #: What ``shoal app list`` calls it: the app's name (an ephemeral app's id is not).
         self.title = app
+        #: An ephemeral app started detached: it drains when its client leaves.
+        self.detached = False
         self.version = version
         self.definitions = {d.name: d for d in definitions}
         self._root = root
@@ -161,9 +163,8 @@ class Apps:
         self._bundles = os.path.join(home, "bundles")
         os.makedirs(self._bundles, mode=0o700, exist_ok=True)
         self._current: dict[str, Deployment] = {}
-        #: Ephemeral apps by id, and whether each drains when its client leaves.
+        #: Ephemeral apps by id.
         self._ephemeral: dict[str, Deployment] = {}
-        self._detached: set[str] = set()
         self._draining: set[asyncio.Task[None]] = set()
 
     def restore(self) -> None:
@@ -220,22 +221,22 @@ class Apps:
         app_id = f"ap-{secrets.token_hex(6)}"
         deployment = Deployment(app_id, 0, parsed, root, self._control)
         deployment.title = name
+        deployment.detached = detach
         self._ephemeral[app_id] = deployment
-        if detach:
-            self._detached.add(app_id)
         deployment.start()
         return deployment
 
-    def ephemeral(self, app_id: str) -> Deployment:
-        """The running ephemeral app ``app_id``.
+    def declare(self, app_id: str, definitions: bytes) -> None:
+        """Add pools to the running ephemeral app ``app_id`` (see :meth:`Deployment.add`).
 
         Raises:
             NotFoundError: no such ephemeral app runs.
+            InvalidError: as :meth:`deploy`.
         """
         deployment = self._ephemeral.get(app_id)
         if deployment is None:
             raise NotFoundError(f"no ephemeral app {app_id!r} runs (it ended)")
-        return deployment
+        deployment.add(self._definitions(app_id, definitions))
 
     def finish(self, app_id: str, *, drain: bool | None = None) -> None:
         """End ephemeral app ``app_id``: stop it now, or once its inputs are done when
@@ -245,7 +246,7 @@ class Apps:
         if deployment is None or deployment.draining:
             return
         if drain is None:
-            drain = app_id in self._detached
+            drain = deployment.detached
         deployment.draining = True
         task = asyncio.get_running_loop().create_task(self._end(app_id, deployment, drain))
         self._draining.add(task)
@@ -257,11 +258,10 @@ class Apps:
         finally:
             if self._ephemeral.get(app_id) is deployment:
                 del self._ephemeral[app_id]
-                self._detached.discard(app_id)
 
-    def ephemeral_apps(self) -> list[tuple[Deployment, bool]]:
-        """Every running ephemeral app and whether it is detached."""
-        return [(d, app_id in self._detached) for app_id, d in self._ephemeral.items()]
+    def ephemeral_apps(self) -> list[Deployment]:
+        """Every running ephemeral app."""
+        return list(self._ephemeral.values())
 
     def _retire(self, deployment: Deployment) -> None:
         task = asyncio.get_running_loop().create_task(deployment.drain())
@@ -275,9 +275,7 @@ class Apps:
             NotFoundError: no app of that name runs.
         """
         deployment = self.current(app)
-        if self._ephemeral.pop(app, None) is not None:
-            self._detached.discard(app)
-        else:
+        if self._ephemeral.pop(app, None) is None:
             del self._current[app]
             self._store.set_app_state(app, "stopped")
         await deployment.stop()
@@ -308,7 +306,6 @@ class Apps:
         await asyncio.gather(*(d.stop() for d in running))
         self._current.clear()
         self._ephemeral.clear()
-        self._detached.clear()
 
     def _unpack(self, key: str) -> str:
         root = os.path.join(self._bundles, key[:32])

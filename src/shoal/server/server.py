@@ -36,7 +36,6 @@ from shoal.backends import get_backend
 from shoal.control import run_dir
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane
-from shoal.control.spec import load_definitions
 from shoal.exception import ExecutionError, InvalidError, NotFoundError
 from shoal.gateway import server as gateway
 from shoal.protocol import transport
@@ -258,10 +257,7 @@ class Server:
         return {"app_id": deployment.app, "web": self._web_urls(deployment)}
 
     async def _op_app_declare(self, body: dict[str, Any], session: Session) -> Any:
-        definitions = load_definitions(_bytes(body, "definitions"))
-        for definition in definitions:
-            self.control.budget.room.check(definition.spec.resources, definition.name)
-        self.apps.ephemeral(_text(body, "app")).add(definitions)
+        self.apps.declare(_text(body, "app"), _bytes(body, "definitions"))
         return {}
 
     async def _op_app_finish(self, body: dict[str, Any], session: Session) -> Any:
@@ -288,8 +284,8 @@ class Server:
         for row in self.store.apps():
             deployment = running.get(row.name)
             rows.append(_app_row(row.name, row.version, row.state, row.updated, deployment))
-        for deployment, detached in self.apps.ephemeral_apps():
-            state = "detached" if detached else "ephemeral"
+        for deployment in self.apps.ephemeral_apps():
+            state = "detached" if deployment.detached else "ephemeral"
             state = "stopping" if deployment.draining else state
             rows.append(_app_row(deployment.title, 0, state, 0.0, deployment, deployment.app))
         return rows
