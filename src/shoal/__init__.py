@@ -21,7 +21,9 @@ from shoal.client.cls import Cls, Obj
 from shoal.client.decorators import batched, concurrent, enter, exit, method, parameter
 from shoal.client.function import Function
 from shoal.client.function_call import FunctionCall
+from shoal.client.image import Image
 from shoal.client.output import enable_output
+from shoal.client.secret import Secret
 from shoal.client.web import asgi_app, fastapi_endpoint, web_server, wsgi_app
 from shoal.container.context import current_function_call_id, current_input_id, is_local
 from shoal.control.schedule import Cron, Period
@@ -49,11 +51,13 @@ __all__ = [
     "FunctionCall",
     "FunctionStats",
     "FunctionTimeoutError",
+    "Image",
     "InvalidError",
     "Obj",
     "Period",
     "RemoteError",
     "Retries",
+    "Secret",
     "__version__",
     "asgi_app",
     "batched",

@@ -5,9 +5,10 @@ Users catch these by name, so the names follow Modal's ``modal.exception``::
     Error
      ├── InvalidError             a bad option or argument, found before anything runs
      ├── ExecutionError           the app cannot run the call (not running, shut down)
- ├── NotFoundError            no deployed app, function or stored call of that name
- ├── AuthError                the server refused the client's token
- ├── ConnectionError          no server answers where the client was told to look
+     ├── NotFoundError            no deployed app, function or stored call of that name
+     ├── AuthError                the server refused the client's token
+     ├── ConnectionError          no server answers where the client was told to look
+     ├── ImageBuildError          an image's build step failed (its output says why)
      ├── SerializationError       arguments or a result could not be pickled
      ├── DeserializationError     a payload could not be unpickled on the other side
      ├── RequestSizeError         a payload is larger than SHOAL_MAX_PAYLOAD_BYTES
@@ -46,6 +47,11 @@ class AuthError(Error):
 
 class ConnectionError(Error):
     """Raised when no server answers at the configured address."""
+
+
+class ImageBuildError(Error):
+    """Raised when an image cannot be built; the message ends with the failing step's
+    own output (pip's error for a bad package name)."""
 
 
 class SerializationError(Error):

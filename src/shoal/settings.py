@@ -32,6 +32,9 @@ in a child process's environment.
 | SHOAL_RESULT_TTL | 86400 | seconds a server keeps the outcome of a durable spawn |
 | SHOAL_CONFIG | ~/.shoal.toml | the client's profile file (`shoal token set`) |
 | SHOAL_LOG_LINES | 5000 | lines of container output a server keeps per app |
+| SHOAL_IMAGE_CACHE | ~/.cache/shoal/images | where the local backend keeps built images |
+| SHOAL_ALLOW_APT | 0 | 1 lets an image build apt-get install packages the host lacks |
+| SHOAL_IMAGE_ID | (none) | set in a container: the digest of the image it runs in |
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_RESULT_TTL", "86400", "seconds a durable spawn's outcome is kept"),
         Setting("SHOAL_CONFIG", "", "the client's profile file (default ~/.shoal.toml)"),
         Setting("SHOAL_LOG_LINES", "5000", "lines of container output a server keeps per app"),
+        Setting("SHOAL_IMAGE_CACHE", "", "built images (default ~/.cache/shoal/images)"),
+        Setting("SHOAL_ALLOW_APT", "0", "let image builds apt-get install missing packages"),
+        Setting("SHOAL_IMAGE_ID", "", "in a container: the digest of its image"),
     )
 }
 
@@ -185,3 +191,18 @@ def log_lines() -> int:
 def config_file() -> str:
     """The client's profile file."""
     return os.path.expanduser(get("SHOAL_CONFIG") or "~/.shoal.toml")
+
+
+def image_cache() -> str:
+    """Where the local backend keeps built images, one folder per recipe digest."""
+    return os.path.expanduser(get("SHOAL_IMAGE_CACHE") or "~/.cache/shoal/images")
+
+
+def allow_apt() -> bool:
+    """Whether an image build may install Debian packages on the host."""
+    return get("SHOAL_ALLOW_APT").strip().lower() in ("1", "true", "yes", "on")
+
+
+def image_id() -> str | None:
+    """In a container: the digest of the image it runs in (None: no image)."""
+    return get("SHOAL_IMAGE_ID") or None

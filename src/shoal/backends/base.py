@@ -16,6 +16,9 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shoal.control.image import Environment, Recipe
+from shoal.exception import InvalidError
+
 
 @dataclass(frozen=True, kw_only=True)
 class Preload:
@@ -29,6 +32,8 @@ class Preload:
     module_name: str
     module_file: str
     sys_path: tuple[str, ...]
+    #: The image the containers run in (None: this process's interpreter).
+    environment: Environment | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +52,8 @@ class ContainerLaunch:
     #: Environment variables the container gets on top of the backend's own
     #: (``CUDA_VISIBLE_DEVICES`` for the GPUs it was given).
     env: dict[str, str] = field(default_factory=dict)
+    #: The image the container runs in (None: this process's interpreter).
+    environment: Environment | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,15 @@ class Backend(abc.ABC):
         trick ignores it. Failures here must not stop containers from starting.
         """
         return None
+
+    async def build_image(self, recipe: Recipe) -> Environment:
+        """Build ``recipe`` into an environment its containers can start in.
+
+        Raises:
+            ImageBuildError: a step failed (the message ends with its output).
+            InvalidError: this backend cannot build images.
+        """
+        raise InvalidError(f"the {type(self).__name__} backend cannot build images")
 
     def release(self, preload: Preload) -> None:
         """No pool of ``preload``'s module remains: drop what :meth:`prepare` made for it."""

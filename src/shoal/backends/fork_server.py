@@ -65,10 +65,13 @@ class ForkServer:
         """Start the server and return once it has imported the user's module."""
         loop = self._loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(os.environ)
+        image = self.preload.environment
+        env = {**os.environ, **dict(image.env if image else ())}
         env["PYTHONUNBUFFERED"] = "1"
+        python = image.python if image else sys.executable
         self._proc = subprocess.Popen(  # noqa: ASYNC220 - a fork and exec, milliseconds
-            [sys.executable, "-m", "shoal.backends.fork_server", str(theirs.fileno())],
+            [python, "-m", "shoal.backends.fork_server", str(theirs.fileno())],
+            cwd=image.workdir if image else None,
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             env=env,
@@ -80,7 +83,9 @@ class ForkServer:
         self._ready = loop.create_future()
         loop.add_reader(ours.fileno(), self._on_readable)
         try:
-            ours.send(json.dumps({"op": "preload", **asdict(self.preload)}).encode())
+            message = {"op": "preload", **asdict(self.preload)}
+            message.pop("environment")
+            ours.send(json.dumps(message).encode())
             await self._ready
         except BaseException:  # cancelled while it imports: do not leave it behind
             self.close()

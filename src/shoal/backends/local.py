@@ -25,6 +25,8 @@ from typing import IO, Any, TextIO
 from shoal import settings
 from shoal.backends.base import Backend, ContainerLaunch, OnExit, Preload
 from shoal.backends.fork_server import ForkServer
+from shoal.backends.image_build import ImageBuilder
+from shoal.control.image import Environment, Recipe
 
 #: Bytes read from a container's pipe at a time.
 _CHUNK = 64 * 1024
@@ -71,6 +73,12 @@ class LocalBackend(Backend):
         self._children: dict[str, _Child] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._fork_servers: dict[Preload, asyncio.Task[ForkServer]] = {}
+        self._images: ImageBuilder | None = None
+
+    async def build_image(self, recipe: Recipe) -> Environment:
+        if self._images is None:
+            self._images = ImageBuilder(settings.image_cache(), _print_build_line)
+        return await self._images.build(recipe)
 
     async def prepare(self, preload: Preload) -> None:
         if settings.fork_server() and sys.platform == "linux":
@@ -104,11 +112,14 @@ class LocalBackend(Backend):
         return self._spawn(launch, on_exit)
 
     def _spawn(self, launch: ContainerLaunch, on_exit: OnExit) -> int:
-        env = {**os.environ, **launch.env}
+        image = launch.environment
+        env = {**os.environ, **dict(image.env if image else ()), **launch.env}
         env["SHOAL_CONTAINER_TOKEN"] = launch.token
         env["PYTHONUNBUFFERED"] = "1"
+        python = image.python if image else sys.executable
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal.container", launch.address, launch.container_id],
+            [python, "-m", "shoal.container", launch.address, launch.container_id],
+            cwd=image.workdir if image else None,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -301,3 +312,10 @@ def _write(label: str, which: str, lines: list[str]) -> None:
     with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
         out.write(text)
         out.flush()
+
+
+def _print_build_line(line: str) -> None:
+    """Show one line of an image build where the user watches (like a container's output)."""
+    with contextlib.suppress(ValueError, OSError):
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()

@@ -20,13 +20,13 @@ from typing import Any
 import click
 from rich.console import Console
 
+from shoal.cli import objects, service
 from shoal.cli.serve import serve as serve_command
-from shoal.cli.service import COMMANDS
 from shoal.client.app import App
 from shoal.client.function import Function
 from shoal.client.output import live_status
 from shoal.client.user_module import load_file
-from shoal.exception import InvalidError
+from shoal.exception import ImageBuildError, InvalidError
 from shoal.gateway.server import serving
 
 #: Annotation -> click parameter type, for entrypoint options.
@@ -76,6 +76,9 @@ def run(ctx: click.Context, target: str, quiet: bool, detach: bool) -> None:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; containers stopped[/yellow]")
         sys.exit(130)
+    except ImageBuildError as exc:  # its message is the failing step's own output
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
     except Exception:
         traceback.print_exc()
         sys.exit(1)
@@ -84,7 +87,7 @@ def run(ctx: click.Context, target: str, quiet: bool, detach: bool) -> None:
 
 
 main.add_command(serve_command)
-for _command in COMMANDS:
+for _command in (*service.COMMANDS, *objects.COMMANDS):
     main.add_command(_command)
 
 

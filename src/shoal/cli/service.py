@@ -84,7 +84,7 @@ async def _serve(options: ServerOptions) -> None:
         await instance.stop()
 
 
-def _request(op: str, **body: Any) -> Any:
+def ask_server(op: str, **body: Any) -> Any:
     async def ask() -> Any:
         connection = await connect()
         return await connection.request(op, **body)
@@ -129,14 +129,14 @@ def app() -> None:
 #: How often ``shoal app logs -f`` asks for new lines (seconds).
 _FOLLOW_EVERY = 0.5
 
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 
 
 @app.command("list")
-@_JSON
+@JSON_FLAG
 def app_list(as_json: bool) -> None:
     """List the server's apps: deployed ones by name, ephemeral ones (`shoal run`) by id."""
-    rows = _request("app_list")
+    rows = ask_server("app_list")
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -144,7 +144,7 @@ def app_list(as_json: bool) -> None:
     for row in rows:
         click.echo(
             f"{row['name']:24} {row['id']:16} {row['version']:>7} {row['state']:9} "
-            f"{row['containers']:>10}  {_when(row['updated'])}"
+            f"{row['containers']:>10}  {when(row['updated'])}"
         )
 
 
@@ -152,7 +152,7 @@ def app_list(as_json: bool) -> None:
 @click.argument("name")
 def app_stop(name: str) -> None:
     """Stop app NAME: its containers stop; inputs still waiting fail."""
-    _request("app_stop", app=name)
+    ask_server("app_stop", app=name)
     click.echo(f"stopped {name}")
 
 
@@ -184,10 +184,8 @@ def app_logs(name: str, follow: bool) -> None:
 @click.argument("name")
 def app_history(name: str) -> None:
     """List the deployments of app NAME."""
-    for row in _request("app_history", app=name):
-        click.echo(
-            f"v{row['version']:<4} {_when(row['created'])}  {row['bundle']}  {row['client']}"
-        )
+    for row in ask_server("app_history", app=name):
+        click.echo(f"v{row['version']:<4} {when(row['created'])}  {row['bundle']}  {row['client']}")
 
 
 @click.group()
@@ -196,14 +194,14 @@ def container() -> None:
 
 
 @container.command("list")
-@_JSON
+@JSON_FLAG
 def container_list(as_json: bool) -> None:
     """List running containers."""
     if as_json:
-        click.echo(json.dumps(_request("container_list")))
+        click.echo(json.dumps(ask_server("container_list")))
         return
     click.echo(f"{'ID':40} {'STATE':9} {'PID':>7} {'INPUTS':>6}")
-    for row in _request("container_list"):
+    for row in ask_server("container_list"):
         click.echo(f"{row['id']:40} {row['state']:9} {row['pid'] or '-':>7} {row['running']:>6}")
 
 
@@ -211,7 +209,7 @@ def container_list(as_json: bool) -> None:
 @click.argument("container_id")
 def container_stop(container_id: str) -> None:
     """Stop container CONTAINER_ID once its inputs finish."""
-    _request("container_stop", id=container_id)
+    ask_server("container_stop", id=container_id)
     click.echo(f"stopping {container_id}")
 
 
@@ -239,7 +237,7 @@ def token_set(url: str, secret: str, profile: str, verify: bool) -> None:
     click.echo(f"saved profile {profile!r} in {path}")
 
 
-def _when(timestamp: float) -> str:
+def when(timestamp: float) -> str:
     if not timestamp:
         return "-"
     return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")

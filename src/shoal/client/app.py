@@ -27,13 +27,16 @@ from shoal.client.connection import Target, find_target
 from shoal.client.decorators import batch_size_of, concurrency_of
 from shoal.client.deployed import DeployedApp, run_ephemeral
 from shoal.client.function import Function
+from shoal.client.image import Image
 from shoal.client.map import MapProgress
 from shoal.client.output import live_status, output_enabled
 from shoal.client.remote import AnyPool, RemotePool
+from shoal.client.secret import Secret
 from shoal.client.user_module import alias_main, code_ref
 from shoal.container.context import channel as call_channel
 from shoal.control.resources import Resources
 from shoal.control.schedule import Cron, Period
+from shoal.control.secrets import SecretSpec
 from shoal.control.server import ControlPlane
 from shoal.control.spec import UNSET, CodeRef, FunctionSpec, Retries, Scaling
 from shoal.exception import ConnectionError, ExecutionError, InvalidError, NotFoundError
@@ -86,6 +89,12 @@ def _ignored_placement(**given: object) -> None:
             )
 
 
+def _secret_specs(secrets: Sequence[Secret]) -> tuple[SecretSpec, ...]:
+    if isinstance(secrets, Secret) or not all(isinstance(s, Secret) for s in secrets):
+        raise InvalidError(f"secrets={secrets!r}: must be a list of shoal.Secret")
+    return tuple(secret.spec for secret in secrets)
+
+
 def _check_no_arguments(fn: Callable[..., Any], name: str) -> None:
     """A scheduled function is called with no arguments: refuse one that needs some."""
     try:
@@ -123,8 +132,21 @@ class _Handles:
 class App:
     """A named set of functions that run in autoscaling pools of containers."""
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        image: Image | None = None,
+        secrets: Sequence[Secret] = (),
+        **_: Any,
+    ) -> None:
+        if image is not None and not isinstance(image, Image):
+            raise InvalidError(f"image={image!r}: must be a shoal.Image")
         self.name = name
+        #: The image of the app's functions that name none of their own.
+        self.image = image
+        #: Secrets every function of the app gets, before its own.
+        self.secrets = _secret_specs(secrets)
         self._functions: dict[str, Function[Any, Any]] = {}
         self._classes: dict[str, Cls[Any]] = {}
         #: Every pool the app runs: its spec and how to find its code, by pool name.
@@ -184,8 +206,10 @@ class App:
         gpu: str | None = None,
         region: str | Sequence[str] | None = None,
         cloud: str | None = None,
+        image: Image | None = None,
+        secrets: Sequence[Secret] = (),
     ) -> _FunctionDecorator:
-        """Register the decorated function to run in its own autoscaling pool.
+        r"""Register the decorated function to run in its own autoscaling pool.
 
         Scaling options are those of DESIGN's table; ``keep_warm``,
         ``concurrency_limit``, ``container_idle_timeout`` and
@@ -196,7 +220,9 @@ class App:
         the app runs. ``cpu`` (cores), ``memory`` (MiB), each a request or a
         ``(request, limit)`` pair, and ``gpu`` (``"any"``, ``"A100"``, ``"H100:2"``)
         are what each container reserves on its machine; a memory limit is enforced.
-        ``region`` and ``cloud`` are accepted and ignored, with a warning.
+        ``region`` and ``cloud`` are accepted and ignored, with a warning. ``image``
+        (a ``shoal.Image``; default: the app's) is the environment containers run in;
+        ``secrets`` (``shoal.Secret``\ s, with the app's) set variables in containers.
 
         Raises:
             InvalidError: an option is out of range, given twice under both its
@@ -222,6 +248,8 @@ class App:
             "name": name,
             "schedule": schedule,
             "resources": Resources.coerce(cpu=cpu, memory=memory, gpu=gpu),
+            "image": image,
+            "secrets": _secret_specs(secrets),
         }
         _ignored_placement(region=region, cloud=cloud)
         return _FunctionDecorator(self, options)
@@ -253,6 +281,8 @@ class App:
         name: str | None,
         schedule: Period | Cron | None = None,
         resources: Resources | None = None,
+        image: Image | None = None,
+        secrets: tuple[SecretSpec, ...] = (),
         **scaling: Any,
     ) -> FunctionSpec:
         """The validated options of a function or class, from its decorators and arguments."""
@@ -271,6 +301,9 @@ class App:
             raise InvalidError(f"app already has a function or class named {fname!r}")
         if schedule is not None and not isinstance(schedule, Period | Cron):
             raise InvalidError(f"schedule={schedule!r}: must be a shoal.Period or shoal.Cron")
+        image = image if image is not None else self.image
+        if image is not None and not isinstance(image, Image):
+            raise InvalidError(f"image={image!r}: must be a shoal.Image")
         return FunctionSpec(
             name=fname,
             scaling=Scaling(**scaling),
@@ -278,6 +311,8 @@ class App:
             retries=Retries.coerce(retries),
             schedule=schedule,
             resources=resources or Resources(),
+            image=None if image is None else image.recipe,
+            secrets=(*self.secrets, *secrets),
         )
 
     def cls(self, *, serialized: bool = False, **options: Any) -> Callable[[type[T]], Cls[T]]:
@@ -317,10 +352,13 @@ class App:
             control = self._control
 
             async def add() -> None:
+                await control.build_image(spec.image)
                 control.add_pool(spec, code())
 
-            if on_background_loop():
+            if on_background_loop() and spec.image is None:
                 control.add_pool(spec, code())
+            elif on_background_loop():  # cannot wait for a build here
+                raise ExecutionError(f"{spec.name}: a new image cannot be built from async code")
             else:
                 run_sync(add())
 
@@ -422,7 +460,10 @@ class App:
         control = ControlPlane(get_backend("local"))
         await control.start()
         try:
-            for spec, code in self.declared():
+            declared = self.declared()
+            for spec, _ in declared:  # every image first: a failed build queues nothing
+                await control.build_image(spec.image)
+            for spec, code in declared:
                 control.add_pool(spec, code())
         except BaseException:
             await control.stop()

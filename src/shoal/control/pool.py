@@ -40,6 +40,7 @@ from shoal.control.calls import (
 )
 from shoal.control.containers import ContainerHandle, ContainerSet, ContainerState, StartHealth
 from shoal.control.deadlines import Deadlines
+from shoal.control.image import Environment
 from shoal.control.input_queue import Waiting
 from shoal.control.resources import Grant
 from shoal.control.spec import INFRA_RETRIES, CodeRef, FunctionSpec
@@ -83,8 +84,12 @@ class Pool:
         clock: Callable[[], float] = time.monotonic,
         budget: ContainerBudget | None = None,
         prefix: str = "",
+        environment: Environment | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.spec = spec
+        #: Variables every container gets (its secrets).
+        self._env = dict(env or {})
         #: Container ids are ``{prefix}-c{n}``, unique among the control plane's pools.
         self._prefix = prefix or spec.name
         self._budget = budget
@@ -111,6 +116,7 @@ class Pool:
             module_name=code.module_name,
             module_file=code.module_file,
             sys_path=code.sys_path,
+            environment=environment,
         )
 
     @property
@@ -386,9 +392,12 @@ class Pool:
         self._spawn(self._launch(handle))
 
     async def _launch(self, handle: ContainerHandle) -> None:
+        launch = self._launcher(handle.container_id, handle.container_id, handle.grant)
         launch = dataclasses.replace(
-            self._launcher(handle.container_id, handle.container_id, handle.grant),
+            launch,
             preload=self._preload,
+            environment=self._preload.environment,
+            env={**self._env, **launch.env},
         )
         try:
             handle.pid = await self._backend.start(launch, self._on_exit)

@@ -11,6 +11,7 @@ is read from it, the backend that starts containers, and one
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import os
 import secrets
@@ -24,9 +25,12 @@ from shoal.control import run_dir
 from shoal.control.budget import ContainerBudget
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.containers import ContainerHandle
+from shoal.control.image import Environment, Recipe, user_paths
 from shoal.control.pool import Pool
 from shoal.control.resources import Gpu, Grant, Room
 from shoal.control.scheduler import Scheduler
+from shoal.control.secrets import Lookup
+from shoal.control.secrets import merged as secrets_env
 from shoal.control.spec import CodeRef, FunctionSpec
 from shoal.exception import ExecutionError
 from shoal.protocol import payload, transport
@@ -69,6 +73,9 @@ class ControlPlane:
         )
         self.scheduler = Scheduler()
         self._connections: set[FramedProtocol] = set()
+        self._images: dict[Recipe, asyncio.Future[Environment]] = {}
+        #: Where named secrets are found (a server's store); None: nowhere.
+        self.secret_lookup: Lookup | None = None
 
     async def start(self) -> None:
         """Listen for containers. Returns once the socket accepts connections."""
@@ -92,7 +99,21 @@ class ControlPlane:
         if key in self._pools:
             return self._pools[key]
         self.budget.room.check(spec.resources, spec.name)
-        pool = Pool(spec, code, self.backend, self._launch, self._clock, self.budget, prefix=key)
+        env = secrets_env(spec.secrets, self.secret_lookup)
+        environment = self._environment(spec)
+        if environment is not None:  # the caller's packages must not leak into the image
+            code = dataclasses.replace(code, sys_path=user_paths(code.sys_path))
+        pool = Pool(
+            spec,
+            code,
+            self.backend,
+            self._launch,
+            self._clock,
+            self.budget,
+            prefix=key,
+            environment=environment,
+            env=env,
+        )
         self.budget.add_reclaimer(pool, pool.give_idle)
         self._pools[key] = pool
         self._namespaces[key] = key[: len(key) - len(spec.name)] if key.endswith(spec.name) else ""
@@ -100,6 +121,29 @@ class ControlPlane:
         if spec.schedule is not None:
             self.scheduler.add(key, pool, spec.schedule)
         return pool
+
+    async def build_image(self, recipe: Recipe | None) -> None:
+        """Build ``recipe`` (once per control plane; a failed build is tried again on
+        the next call). :meth:`add_pool` needs the image of its spec built.
+
+        Raises:
+            ImageBuildError: a step failed.
+        """
+        if recipe is None:
+            return
+        task = self._images.get(recipe)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = asyncio.ensure_future(self.backend.build_image(recipe))
+            self._images[recipe] = task
+        await asyncio.shield(task)
+
+    def _environment(self, spec: FunctionSpec) -> Environment | None:
+        if spec.image is None:
+            return None
+        task = self._images.get(spec.image)
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            raise ExecutionError(f"the image of {spec.name} is not built (build_image first)")
+        return task.result()
 
     def pool(self, key: str) -> Pool:
         """The pool under ``key``."""

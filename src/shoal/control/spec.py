@@ -14,8 +14,10 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from shoal.control.image import Recipe
 from shoal.control.resources import Resources
 from shoal.control.schedule import Schedule
+from shoal.control.secrets import SecretSpec
 from shoal.exception import InvalidError
 
 
@@ -146,6 +148,10 @@ class FunctionSpec:
     schedule: Schedule | None = None
     #: What each container reserves on its machine (``cpu=``, ``memory=``, ``gpu=``).
     resources: Resources = field(default_factory=Resources)
+    #: The image its containers run in (None: the caller's own environment).
+    image: Recipe | None = None
+    #: Environment variables of its containers (``secrets=[...]``).
+    secrets: tuple[SecretSpec, ...] = ()
 
     def __post_init__(self) -> None:
         _check(

@@ -30,9 +30,10 @@ import os
 import secrets
 
 from shoal.control.pool import Pool
+from shoal.control.secrets import merged as secrets_env
 from shoal.control.server import ControlPlane
 from shoal.control.spec import CodeRef, Definition, load_definitions
-from shoal.exception import InvalidError, NotFoundError
+from shoal.exception import Error, InvalidError, NotFoundError
 from shoal.protocol import bundle
 from shoal.server.store import Store, digest
 
@@ -167,28 +168,34 @@ class Apps:
         self._ephemeral: dict[str, Deployment] = {}
         self._draining: set[asyncio.Task[None]] = set()
 
-    def restore(self) -> None:
-        """Run the current version of every app that was deployed when the server stopped."""
+    async def restore(self) -> None:
+        """Run the current version of every app that was deployed when the server stopped
+        (an image whose build now fails leaves its app stopped, with the error logged)."""
         for row in self._store.apps():
             if row.state != "deployed":
                 continue
             version = next(v for v in self._store.versions(row.name) if v.version == row.version)
             root = self._unpack(version.bundle)
-            deployment = Deployment(
-                row.name, row.version, load_definitions(version.functions), root, self._control
-            )
+            definitions = load_definitions(version.functions)
+            try:
+                await self._build(definitions)
+            except Error as exc:
+                print(f"app {row.name!r} v{row.version} not restored: {exc}", flush=True)
+                continue
+            deployment = Deployment(row.name, row.version, definitions, root, self._control)
             self._current[row.name] = deployment
             deployment.start()
 
-    def deploy(self, app: str, code: bytes, definitions: bytes, client: str) -> Deployment:
+    async def deploy(self, app: str, code: bytes, definitions: bytes, client: str) -> Deployment:
         """Store and run a new version of ``app``; the previous one drains.
 
         Raises:
             InvalidError: the bundle or the definitions are malformed, or the
                 machine could never hold one of the functions' containers.
+            ImageBuildError: an image of the app could not be built (nothing changed).
         """
         _check_name(app)
-        parsed = self._definitions(app, definitions)
+        parsed = await self._definitions(app, definitions)
         key = self._store.put_bundle(code)
         root = self._unpack(key)
         version = self._store.add_version(app, key, definitions, client)
@@ -200,15 +207,31 @@ class Apps:
             self._retire(previous)
         return deployment
 
-    def _definitions(self, app: str, data: bytes) -> list[Definition]:
+    async def _definitions(self, app: str, data: bytes) -> list[Definition]:
+        """The checked definitions in ``data``, with their images built."""
         parsed = load_definitions(data)
         if not parsed:
             raise InvalidError(f"app {app!r} has no functions to run")
         for definition in parsed:
             self._control.budget.room.check(definition.spec.resources, definition.name)
+        await self._build(parsed)
         return parsed
 
-    def run_ephemeral(self, name: str, code: bytes, definitions: bytes, detach: bool) -> Deployment:
+    async def _build(self, definitions: list[Definition]) -> None:
+        """Check every named secret exists, then build every image.
+
+        Raises:
+            NotFoundError: a named secret does not exist.
+            ImageBuildError: an image could not be built.
+        """
+        for definition in definitions:
+            secrets_env(definition.spec.secrets, self._control.secret_lookup)
+        for definition in definitions:
+            await self._control.build_image(definition.spec.image)
+
+    async def run_ephemeral(
+        self, name: str, code: bytes, definitions: bytes, detach: bool
+    ) -> Deployment:
         """Run an ephemeral app (not stored, reached by its id) from ``code`` and
         ``definitions`` as :meth:`deploy` takes them.
 
@@ -216,7 +239,7 @@ class Apps:
             InvalidError: as :meth:`deploy`.
         """
         _check_name(name)
-        parsed = self._definitions(name, definitions)
+        parsed = await self._definitions(name, definitions)
         root = self._unpack(self._store.put_bundle(code))
         app_id = f"ap-{secrets.token_hex(6)}"
         deployment = Deployment(app_id, 0, parsed, root, self._control)
@@ -226,7 +249,7 @@ class Apps:
         deployment.start()
         return deployment
 
-    def declare(self, app_id: str, definitions: bytes) -> None:
+    async def declare(self, app_id: str, definitions: bytes) -> None:
         """Add pools to the running ephemeral app ``app_id`` (see :meth:`Deployment.add`).
 
         Raises:
@@ -236,7 +259,9 @@ class Apps:
         deployment = self._ephemeral.get(app_id)
         if deployment is None:
             raise NotFoundError(f"no ephemeral app {app_id!r} runs (it ended)")
-        deployment.add(self._definitions(app_id, definitions))
+        parsed = await self._definitions(app_id, definitions)
+        if self._ephemeral.get(app_id) is deployment:  # it may have ended during a build
+            deployment.add(parsed)
 
     def finish(self, app_id: str, *, drain: bool | None = None) -> None:
         """End ephemeral app ``app_id``: stop it now, or once its inputs are done when

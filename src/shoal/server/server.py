@@ -41,6 +41,7 @@ from shoal.gateway import server as gateway
 from shoal.protocol import transport
 from shoal.server.apps import Apps, Deployment
 from shoal.server.logs import Logs
+from shoal.server.objects import Secrets
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
 from shoal.server.store import Store
@@ -102,11 +103,13 @@ class Server:
         self.store.start(asyncio.get_running_loop())
         self._load_tokens()
         self.logs = Logs()
+        self.secret_store = Secrets(self.store.db)
         self.control = ControlPlane(get_backend("local"))
         self.control.backend.on_output = self.logs.add
+        self.control.secret_lookup = self.secret_store.get
         await self.control.start()
         self.apps = Apps(self.store, self.control, self.home)
-        self.apps.restore()
+        await self.apps.restore()
         self.spawns = Spawns(self.store, self.apps)
         self.spawns.start()
         self._listener, self.url = await transport.listen(
@@ -230,8 +233,22 @@ class Server:
     async def _op_ping(self, body: dict[str, Any], session: Session) -> Any:
         return {"server_id": self.server_id}
 
+    async def _op_secret_create(self, body: dict[str, Any], session: Session) -> Any:
+        values = body.get("values")
+        if not isinstance(values, dict):
+            raise InvalidError("secret_create: values must be a map")
+        self.secret_store.put(_text(body, "name"), values, overwrite=bool(body.get("overwrite")))
+        return {}
+
+    async def _op_secret_list(self, body: dict[str, Any], session: Session) -> Any:
+        return self.secret_store.list()
+
+    async def _op_secret_delete(self, body: dict[str, Any], session: Session) -> Any:
+        self.secret_store.delete(_text(body, "name"))
+        return {}
+
     async def _op_deploy(self, body: dict[str, Any], session: Session) -> Any:
-        deployment = self.apps.deploy(
+        deployment = await self.apps.deploy(
             _text(body, "app"),
             _bytes(body, "bundle"),
             _bytes(body, "definitions"),
@@ -250,14 +267,14 @@ class Server:
         """Start an ephemeral app that lives as long as ``session`` (or, detached,
         until its inputs are done after that)."""
         detach = bool(body.get("detach", False))
-        deployment = self.apps.run_ephemeral(
+        deployment = await self.apps.run_ephemeral(
             _text(body, "app"), _bytes(body, "bundle"), _bytes(body, "definitions"), detach
         )
         session.own(deployment.app)
         return {"app_id": deployment.app, "web": self._web_urls(deployment)}
 
     async def _op_app_declare(self, body: dict[str, Any], session: Session) -> Any:
-        self.apps.declare(_text(body, "app"), _bytes(body, "definitions"))
+        await self.apps.declare(_text(body, "app"), _bytes(body, "definitions"))
         return {}
 
     async def _op_app_finish(self, body: dict[str, Any], session: Session) -> Any:

@@ -123,6 +123,11 @@ class Store:
         #: Outcomes of this loop turn, written together (:meth:`finish_call`).
         self._finishing: list[tuple[tuple[int, bytes, float, str], Callable[[], None]]] = []
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection of the loop's thread, for other tables' small reads and writes."""
+        return self._reader
+
     # -- writes: one thread, one transaction per group ------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
