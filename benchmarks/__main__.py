@@ -24,6 +24,7 @@ WORKLOADS = {
     "web": "benchmarks.web",
     "chaos": "benchmarks.chaos",
     "service": "benchmarks.service",
+    "dict": "benchmarks.objects",
 }
 
 

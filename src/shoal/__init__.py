@@ -19,10 +19,12 @@ from shoal import exception
 from shoal.client.app import App
 from shoal.client.cls import Cls, Obj
 from shoal.client.decorators import batched, concurrent, enter, exit, method, parameter
+from shoal.client.dict import Dict
 from shoal.client.function import Function
 from shoal.client.function_call import FunctionCall
 from shoal.client.image import Image
 from shoal.client.output import enable_output
+from shoal.client.queue import Queue
 from shoal.client.secret import Secret
 from shoal.client.web import asgi_app, fastapi_endpoint, web_server, wsgi_app
 from shoal.container.context import current_function_call_id, current_input_id, is_local
@@ -46,6 +48,7 @@ __all__ = [
     "ContainerCrashError",
     "ContainerInitError",
     "Cron",
+    "Dict",
     "Error",
     "Function",
     "FunctionCall",
@@ -55,6 +58,7 @@ __all__ = [
     "InvalidError",
     "Obj",
     "Period",
+    "Queue",
     "RemoteError",
     "Retries",
     "Secret",

@@ -135,3 +135,11 @@ def test_apt_packages_missing_on_the_host_are_named() -> None:
     assert "shoal-test-no-such-deb" in str(caught.value)
     assert "coreutils" not in str(caught.value).split("not installed")[0]  # present: not named
     assert "SHOAL_ALLOW_APT=1" in str(caught.value)
+
+
+def test_the_example_runs() -> None:
+    example = Path(__file__).parents[2] / "examples" / "images_and_secrets.py"
+    done = shoal_run(str(example))
+    assert done.returncode == 0, done.stderr
+    assert "hello from six" in done.stdout and "API_KEY has 14 chars" in done.stdout
+    assert "API_KEY here: None" in done.stdout

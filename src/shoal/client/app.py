@@ -29,6 +29,7 @@ from shoal.client.deployed import DeployedApp, run_ephemeral
 from shoal.client.function import Function
 from shoal.client.image import Image
 from shoal.client.map import MapProgress
+from shoal.client.objects import handle_here
 from shoal.client.output import live_status, output_enabled
 from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.secret import Secret
@@ -458,6 +459,7 @@ class App:
 
     async def _start(self) -> ControlPlane:
         control = ControlPlane(get_backend("local"))
+        control.objects = handle_here  # its containers' Dicts and Queues are this process's
         await control.start()
         try:
             declared = self.declared()

@@ -52,6 +52,20 @@ def background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def use_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Make ``loop`` (already run by its owner) the loop Shoal's coroutines run on.
+
+    A container calls it with its runtime's loop before user code loads, so a call
+    from user code to another function, a Dict or a Queue is answered on the loop
+    that reads the container's socket: one thread hop fewer each way, and none at
+    all for ``.aio`` calls from async functions, which run on that loop too. (A
+    loop started before, in a fork server's process, has no thread in this one.)
+    """
+    global _loop
+    with _lock:
+        _loop = loop
+
+
 def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
     """Run ``loop`` for the life of the process.
 

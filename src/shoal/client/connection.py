@@ -216,7 +216,7 @@ class Connection:
                 if message.ok:
                     future.set_result(body)
                 else:
-                    future.set_exception(_error_of(body))
+                    future.set_exception(error_of(body))
         elif isinstance(message, Welcome) and not self._welcome.done():
             self._welcome.set_result(message.server_id)
 
@@ -311,7 +311,8 @@ class Connection:
         self.protocol.close()
 
 
-def _error_of(body: Any) -> BaseException:
+def error_of(body: Any) -> BaseException:
+    """The error a failed request's reply body describes, as the server raised it."""
     kind = body.get("kind") if isinstance(body, dict) else None
     message = str(body.get("message", body)) if isinstance(body, dict) else str(body)
     cls = getattr(exception, str(kind), None)

@@ -14,6 +14,7 @@ import time
 from typing import NoReturn
 
 from shoal import settings
+from shoal.client import bridge
 from shoal.container import context, process_group
 from shoal.container.runtime import Runtime
 
@@ -41,6 +42,7 @@ def run(address: str, container_id: str) -> NoReturn:
     ).start()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    bridge.use_loop(loop)  # handles in user code answer on this loop (no hop to another)
     try:
         runtime = Runtime(address, container_id, settings.container_token())
         code = loop.run_until_complete(runtime.run())

@@ -8,7 +8,7 @@ import itertools
 import threading
 from collections.abc import Callable
 
-from shoal.protocol.messages import Call, CallCancel, CallDone, CallItem, Message
+from shoal.protocol.messages import Call, CallCancel, CallDone, CallItem, Message, Reply, Request
 
 #: The id of the input this task or thread is running; set per input by the executor.
 current_input: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -71,6 +71,7 @@ class CallChannel:
         self._send = send
         self._ids = itertools.count(1)
         self._handlers: dict[str, Callable[[CallItem | CallDone], None]] = {}
+        self._replies: dict[int, Callable[[Reply], None]] = {}
         self._lock = threading.Lock()
 
     def call(
@@ -94,6 +95,21 @@ class CallChannel:
             wanted = self._handlers.pop(call_id, None) is not None
         if wanted:
             self._send(CallCancel(call_id))
+
+    def request(self, op: str, body: bytes, on_reply: Callable[[Reply], None]) -> None:
+        """Send object op ``op`` (a msgpack ``body``); ``on_reply`` gets the answer on the
+        runtime's loop (safe from any thread)."""
+        request_id = next(self._ids)
+        with self._lock:
+            self._replies[request_id] = on_reply
+        self._send(Request(request_id, op, body))
+
+    def deliver_reply(self, reply: Reply) -> None:
+        """The answer to a :meth:`request` (on the runtime's loop)."""
+        with self._lock:
+            handler = self._replies.pop(reply.request_id, None)
+        if handler is not None:
+            handler(reply)
 
     def deliver(self, reply: CallItem | CallDone) -> None:
         """A reply from the control plane (on the runtime's loop)."""

@@ -37,6 +37,7 @@ from shoal.protocol.messages import (
     Message,
     ProtocolError,
     Ready,
+    Reply,
     Shutdown,
 )
 
@@ -107,6 +108,10 @@ class Runtime:
             channel = context.channel()
             if channel is not None:
                 channel.deliver(message)
+        elif isinstance(message, Reply):
+            channel = context.channel()
+            if channel is not None:
+                channel.deliver_reply(message)
         elif isinstance(message, Credit) and self._executor is not None:
             self._executor.credit(message.input_id, message.amount)
         elif isinstance(message, Feed) and self._executor is not None:

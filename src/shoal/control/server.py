@@ -17,7 +17,10 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
 
 from shoal import settings
 from shoal.backends.base import Backend, ContainerLaunch
@@ -32,7 +35,7 @@ from shoal.control.scheduler import Scheduler
 from shoal.control.secrets import Lookup
 from shoal.control.secrets import merged as secrets_env
 from shoal.control.spec import CodeRef, FunctionSpec
-from shoal.exception import ExecutionError
+from shoal.exception import ExecutionError, InvalidError
 from shoal.protocol import payload, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
@@ -43,7 +46,12 @@ from shoal.protocol.messages import (
     Hello,
     Message,
     OutputStatus,
+    Reply,
+    Request,
 )
+
+#: Answers one Dict or Queue op (its name and msgpack body) with a msgpack-able value.
+ObjectHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
 class ControlPlane:
@@ -76,6 +84,8 @@ class ControlPlane:
         self._images: dict[Recipe, asyncio.Future[Environment]] = {}
         #: Where named secrets are found (a server's store); None: nowhere.
         self.secret_lookup: Lookup | None = None
+        #: Answers the Dict and Queue ops of code in containers (``Objects.handle``).
+        self.objects: ObjectHandler | None = None
 
     async def start(self) -> None:
         """Listen for containers. Returns once the socket accepts connections."""
@@ -219,6 +229,8 @@ class _Connection:
         self._bound: tuple[Pool, ContainerHandle, str] | None = None
         #: Calls this container's code made and that have not ended, by call id.
         self._calls: dict[str, tuple[Pool, InputRecord]] = {}
+        #: Object ops being answered (cancelled if the container goes).
+        self._tasks: set[asyncio.Task[None]] = set()
         # Until the peer has authenticated, accept only a small first frame, and only
         # for a while: a peer that never says hello is closed, not kept forever.
         self.protocol = FramedProtocol(self._on_message, self._on_lost, FRAME_OVERHEAD)
@@ -237,6 +249,8 @@ class _Connection:
             pool, handle, _ = self._bound
             if isinstance(message, Call):
                 self._call(message)
+            elif isinstance(message, Request):
+                self._request(message)
             elif isinstance(message, CallCancel):
                 self._cancel_call(message.call_id)
             else:
@@ -287,6 +301,26 @@ class _Connection:
         if not record.done:
             self._calls[call_id] = (pool, record)
 
+    def _request(self, message: Request) -> None:
+        """User code in this container uses a Dict or Queue: answer from the object store."""
+        task = asyncio.get_running_loop().create_task(self._answer(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, message: Request) -> None:
+        try:
+            if self._control.objects is None or not message.op.startswith(("dict_", "queue_")):
+                raise InvalidError(f"{message.op!r} is not an object op this control plane serves")
+            body = msgpack.unpackb(message.body, raw=False) if message.body else {}
+            if not isinstance(body, dict):
+                raise InvalidError("a request body must be a map")
+            result = await self._control.objects(message.op, body)
+            reply = Reply(message.request_id, True, msgpack.packb(result, use_bin_type=True))
+        except Exception as exc:
+            error = {"kind": type(exc).__name__, "message": str(exc)}
+            reply = Reply(message.request_id, False, msgpack.packb(error, use_bin_type=True))
+        self.protocol.send(reply)
+
     def _cancel_call(self, call_id: str) -> None:
         entry = self._calls.pop(call_id, None)
         if entry is not None:
@@ -299,6 +333,8 @@ class _Connection:
             self._deadline = None
         for call_id in list(self._calls):  # its calls have no one to answer to
             self._cancel_call(call_id)
+        for task in self._tasks:
+            task.cancel()
         self._control._connections.discard(self.protocol)
         if self._bound is not None:
             pool, handle, _ = self._bound

@@ -1,31 +1,53 @@
-"""Named objects a server keeps in its store: secrets (and their CLI's ops).
+"""Dicts and Queues: named ones kept in the store, ephemeral ones in memory.
 
-A secret is a set of environment variables stored under a name
-(``shoal secret create NAME KEY=VALUE ...``); functions refer to it with
-``shoal.Secret.from_name(NAME)`` and the control plane reads it when it creates
-their pool (:attr:`ControlPlane.secret_lookup`). Values leave the server only
-into containers' environments: listing shows names and key names, never values.
+Keys and values arrive pickled by the client and stay opaque bytes here: the
+server never unpickles them, so two keys are the same key when their pickles are
+equal (as in Modal). A named object's contents live in memory once it is first
+used and in SQLite (tables ``dicts``, ``dict_items``, ``queues``,
+``queue_items``); a change is acknowledged once its group commit is done
+(:meth:`~shoal.server.store.Store.write`), so an acknowledged put survives a
+server crash. Ephemeral objects (``Dict.ephemeral()``) have ids ``di-...`` /
+``qu-...``, are never stored, and vanish when their owner deletes them or
+disconnects.
+
+:meth:`Objects.handle` answers the ``dict_*`` and ``queue_*`` ops (bodies are
+msgpack maps; see :mod:`shoal.client.objects`), whoever asks: a client session,
+a container through its control plane, or the caller's own process in the
+embedded default.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import re
+import secrets
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-import msgpack
-
-from shoal.exception import InvalidError, NotFoundError
+from shoal import settings
+from shoal.exception import InvalidError, NotFoundError, RequestSizeError
+from shoal.server.store import Store
 
 _SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS secrets (
-    name TEXT PRIMARY KEY, data BLOB NOT NULL, created REAL NOT NULL, updated REAL NOT NULL
+CREATE TABLE IF NOT EXISTS dicts (name TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS dict_items (
+    dict TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (dict, key)
+);
+CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS queue_items (
+    queue TEXT NOT NULL, partition TEXT NOT NULL, seq INTEGER NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (queue, partition, seq)
 );
 """
 
 #: What an object's name may be.
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: Longest queue partition key (Modal's limit).
+MAX_PARTITION: Final = 64
 
 
 def check_name(name: object, kind: str) -> str:
@@ -42,74 +64,403 @@ def check_name(name: object, kind: str) -> str:
     return name
 
 
-class Secrets:
-    """Named secrets in the store's SQLite file (written at once: they are rare)."""
+@dataclass
+class _Dict:
+    items: dict[bytes, bytes] = field(default_factory=dict)
+    durable: bool = True
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self._db.executescript(_SCHEMA)
-        self._db.commit()
 
-    def put(self, name: str, values: dict[str, str], *, overwrite: bool) -> None:
-        """Store ``values`` under ``name``.
+@dataclass
+class _Queue:
+    #: Each partition's items, oldest first, as (sequence number, value).
+    partitions: dict[str, collections.deque[tuple[int, bytes]]] = field(default_factory=dict)
+    #: Futures of readers waiting for a partition to get an item.
+    waiting: dict[str, set[asyncio.Future[None]]] = field(default_factory=dict)
+    next_seq: int = 1
+    durable: bool = True
+
+    def partition(self, key: str) -> collections.deque[tuple[int, bytes]]:
+        return self.partitions.setdefault(key, collections.deque())
+
+    def wake(self, key: str) -> None:
+        for waiter in self.waiting.pop(key, set()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class Objects:
+    """Every Dict and Queue of one server (or embedded process).
+
+    Args:
+        store: where named objects persist; None keeps them in memory only.
+    """
+
+    def __init__(self, store: Store | None) -> None:
+        self._store = store
+        if store is not None:
+            store.db.executescript(_SCHEMA)
+            store.db.commit()
+        self._dicts: dict[str, _Dict] = {}
+        self._queues: dict[str, _Queue] = {}
+
+    async def handle(self, op: str, body: dict[str, Any]) -> Any:
+        """Answer one ``dict_*`` or ``queue_*`` op.
 
         Raises:
-            InvalidError: the name or a key is invalid, or the secret exists and
-                ``overwrite`` is off.
+            InvalidError: an unknown op or a malformed body.
+            NotFoundError: the object does not exist.
+            RequestSizeError: a value over ``SHOAL_MAX_PAYLOAD_BYTES``.
         """
-        check_name(name, "secret")
-        for key, value in values.items():
-            if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                raise InvalidError(f"secret {name}: {key!r} is not an environment variable name")
-            if not isinstance(value, str):
-                raise InvalidError(f"secret {name}: the value of {key} must be a string")
+        handler = _OPS.get(op)
+        if handler is None:
+            raise InvalidError(f"unknown object op {op!r}")
+        return await handler(self, body)
+
+    def drop(self, name: str) -> None:
+        """Forget ephemeral object ``name`` (its owner went away); others are kept."""
+        found = self._dicts.get(name)
+        if found is not None and not found.durable:
+            del self._dicts[name]
+        queue = self._queues.get(name)
+        if queue is not None and not queue.durable:
+            del self._queues[name]
+            for key in list(queue.waiting):
+                queue.wake(key)
+
+    # -- persistence -------------------------------------------------------------
+
+    async def _commit(self, durable: bool, change: Callable[[sqlite3.Connection], object]) -> None:
+        """Apply ``change`` in the store's next group commit and return after it."""
+        if not durable or self._store is None:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def apply(db: sqlite3.Connection) -> None:
+            change(db)
+
+        def committed() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self._store.write(apply, committed)
+        await done
+
+    def _row_exists(self, table: str, name: str) -> bool:
+        if self._store is None:
+            return False
+        query = f"SELECT 1 FROM {table} WHERE name = ?"  # table is one of ours, not input
+        return self._store.db.execute(query, (name,)).fetchone() is not None
+
+    # -- dicts ---------------------------------------------------------------------
+
+    def _dict(self, body: dict[str, Any]) -> _Dict:
+        name = _text(body, "name")
+        found = self._dicts.get(name)
+        if found is None and self._row_exists("dicts", name):
+            assert self._store is not None
+            query = "SELECT key, value FROM dict_items WHERE dict = ?"
+            rows = self._store.db.execute(query, (name,))
+            found = self._dicts[name] = _Dict({bytes(k): bytes(v) for k, v in rows})
+        if found is None:
+            raise NotFoundError(f"no Dict {name!r}; create it with create_if_missing=True")
+        return found
+
+    async def _dict_open(self, body: dict[str, Any]) -> Any:
+        name = check_name(body.get("name"), "Dict")
+        if name in self._dicts or self._row_exists("dicts", name):
+            return {}
+        if not body.get("create"):
+            raise NotFoundError(f"no Dict {name!r}; create it with create_if_missing=True")
+        if self._store is None:
+            raise NotFoundError(f"Dict {name!r}: named objects need a store (a server's home)")
+        self._dicts[name] = _Dict()
         now = time.time()
-        data = msgpack.packb(values, use_bin_type=True)
-        with self._db:
-            exists = self._db.execute("SELECT 1 FROM secrets WHERE name = ?", (name,)).fetchone()
-            if exists and not overwrite:
-                raise InvalidError(f"secret {name!r} exists; give --force to replace it")
-            self._db.execute(
-                "INSERT INTO secrets VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE "
-                "SET data = excluded.data, updated = excluded.updated",
-                (name, data, now, now),
+        await self._commit(
+            True, lambda db: db.execute("INSERT OR IGNORE INTO dicts VALUES (?, ?)", (name, now))
+        )
+        return {}
+
+    async def _dict_ephemeral(self, body: dict[str, Any]) -> Any:
+        name = f"di-{secrets.token_hex(8)}"
+        self._dicts[name] = _Dict(durable=False)
+        return {"name": name}
+
+    async def _dict_delete(self, body: dict[str, Any]) -> Any:
+        name = _text(body, "name")
+        gone = self._dicts.pop(name, None)
+        if gone is None and not self._row_exists("dicts", name):
+            raise NotFoundError(f"no Dict {name!r}")
+
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM dict_items WHERE dict = ?", (name,))
+            db.execute("DELETE FROM dicts WHERE name = ?", (name,))
+
+        await self._commit(gone is None or gone.durable, delete)
+        return {}
+
+    async def _dict_list(self, body: dict[str, Any]) -> Any:
+        if self._store is None:
+            return []
+        rows = self._store.db.execute(
+            "SELECT d.name, d.created, COUNT(i.key) FROM dicts d "
+            "LEFT JOIN dict_items i ON i.dict = d.name GROUP BY d.name ORDER BY d.name"
+        )
+        return [{"name": n, "created": c, "items": count} for n, c, count in rows]
+
+    async def _dict_get(self, body: dict[str, Any]) -> Any:
+        value = self._dict(body).items.get(_bytes(body, "key"))
+        return {"found": value is not None, "value": value or b""}
+
+    async def _dict_contains(self, body: dict[str, Any]) -> Any:
+        return _bytes(body, "key") in self._dict(body).items
+
+    async def _dict_len(self, body: dict[str, Any]) -> Any:
+        return len(self._dict(body).items)
+
+    async def _dict_items(self, body: dict[str, Any]) -> Any:
+        return [[k, v] for k, v in self._dict(body).items.items()]
+
+    async def _dict_put(self, body: dict[str, Any]) -> Any:
+        target = self._dict(body)
+        key, value = _bytes(body, "key"), _value(body, "value")
+        if body.get("skip_if_exists") and key in target.items:
+            return False
+        return await self._dict_store(body, target, [(key, value)])
+
+    async def _dict_update(self, body: dict[str, Any]) -> Any:
+        target = self._dict(body)
+        pairs = body.get("items")
+        if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, bytes) for x in p)
+            for p in pairs
+        ):
+            raise InvalidError("dict_update: items must be [key, value] pairs of bytes")
+        for _, value in pairs:
+            _check_size(value)
+        return await self._dict_store(body, target, [(k, v) for k, v in pairs])
+
+    async def _dict_store(
+        self, body: dict[str, Any], target: _Dict, pairs: list[tuple[bytes, bytes]]
+    ) -> bool:
+        name = _text(body, "name")
+        target.items.update(pairs)
+        rows = [(name, k, v) for k, v in pairs]
+        await self._commit(
+            target.durable,
+            lambda db: db.executemany("INSERT OR REPLACE INTO dict_items VALUES (?, ?, ?)", rows),
+        )
+        return True
+
+    async def _dict_pop(self, body: dict[str, Any]) -> Any:
+        target, key, name = self._dict(body), _bytes(body, "key"), _text(body, "name")
+        value = target.items.pop(key, None)
+        if value is None:
+            return {"found": False, "value": b""}
+        await self._commit(
+            target.durable,
+            lambda db: db.execute("DELETE FROM dict_items WHERE dict = ? AND key = ?", (name, key)),
+        )
+        return {"found": True, "value": value}
+
+    async def _dict_clear(self, body: dict[str, Any]) -> Any:
+        target, name = self._dict(body), _text(body, "name")
+        target.items.clear()
+        await self._commit(
+            target.durable, lambda db: db.execute("DELETE FROM dict_items WHERE dict = ?", (name,))
+        )
+        return {}
+
+    # -- queues --------------------------------------------------------------------
+
+    def _queue(self, body: dict[str, Any]) -> _Queue:
+        name = _text(body, "name")
+        found = self._queues.get(name)
+        if found is None and self._row_exists("queues", name):
+            assert self._store is not None
+            found = self._queues[name] = _Queue()
+            query = "SELECT partition, seq, value FROM queue_items WHERE queue = ? ORDER BY seq"
+            rows = self._store.db.execute(query, (name,))
+            for partition, seq, value in rows:
+                found.partition(partition).append((seq, bytes(value)))
+                found.next_seq = max(found.next_seq, seq + 1)
+        if found is None:
+            raise NotFoundError(f"no Queue {name!r}; create it with create_if_missing=True")
+        return found
+
+    async def _queue_open(self, body: dict[str, Any]) -> Any:
+        name = check_name(body.get("name"), "Queue")
+        if name in self._queues or self._row_exists("queues", name):
+            return {}
+        if not body.get("create"):
+            raise NotFoundError(f"no Queue {name!r}; create it with create_if_missing=True")
+        if self._store is None:
+            raise NotFoundError(f"Queue {name!r}: named objects need a store (a server's home)")
+        self._queues[name] = _Queue()
+        now = time.time()
+        await self._commit(
+            True, lambda db: db.execute("INSERT OR IGNORE INTO queues VALUES (?, ?)", (name, now))
+        )
+        return {}
+
+    async def _queue_ephemeral(self, body: dict[str, Any]) -> Any:
+        name = f"qu-{secrets.token_hex(8)}"
+        self._queues[name] = _Queue(durable=False)
+        return {"name": name}
+
+    async def _queue_delete(self, body: dict[str, Any]) -> Any:
+        name = _text(body, "name")
+        gone = self._queues.pop(name, None)
+        if gone is None and not self._row_exists("queues", name):
+            raise NotFoundError(f"no Queue {name!r}")
+        if gone is not None:
+            for key in list(gone.waiting):
+                gone.wake(key)  # blocked readers see the queue gone
+
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM queue_items WHERE queue = ?", (name,))
+            db.execute("DELETE FROM queues WHERE name = ?", (name,))
+
+        await self._commit(gone is None or gone.durable, delete)
+        return {}
+
+    async def _queue_list(self, body: dict[str, Any]) -> Any:
+        if self._store is None:
+            return []
+        rows = self._store.db.execute(
+            "SELECT q.name, q.created, COUNT(i.seq) FROM queues q "
+            "LEFT JOIN queue_items i ON i.queue = q.name GROUP BY q.name ORDER BY q.name"
+        )
+        return [{"name": n, "created": c, "items": count} for n, c, count in rows]
+
+    async def _queue_put(self, body: dict[str, Any]) -> Any:
+        target, name, key = self._queue(body), _text(body, "name"), _partition(body)
+        values = body.get("values")
+        if not isinstance(values, list) or not all(isinstance(v, bytes) for v in values):
+            raise InvalidError("queue_put: values must be a list of bytes")
+        for value in values:
+            _check_size(value)
+        rows = []
+        items = target.partition(key)
+        for value in values:
+            rows.append((name, key, target.next_seq, value))
+            items.append((target.next_seq, value))
+            target.next_seq += 1
+        target.wake(key)
+        await self._commit(
+            target.durable,
+            lambda db: db.executemany("INSERT INTO queue_items VALUES (?, ?, ?, ?)", rows),
+        )
+        return {}
+
+    async def _queue_get(self, body: dict[str, Any]) -> Any:
+        """Up to ``n`` values; with ``block``, wait up to ``timeout`` for the first."""
+        name, key = _text(body, "name"), _partition(body)
+        n = max(1, int(body.get("n", 1)))
+        timeout = body.get("timeout")
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        while True:
+            target = self._queue(body)
+            items = target.partition(key)
+            if items or not body.get("block"):
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return {"values": [], "timed_out": True}
+            await _wait(target, key, left)
+        taken = [items.popleft() for _ in range(min(n, len(items)))]
+        if taken:
+            seqs = [(name, key, seq) for seq, _ in taken]
+            await self._commit(
+                target.durable,
+                lambda db: db.executemany(
+                    "DELETE FROM queue_items WHERE queue = ? AND partition = ? AND seq = ?", seqs
+                ),
             )
+        return {"values": [value for _, value in taken], "timed_out": False}
 
-    def get(self, name: str) -> dict[str, str]:
-        """The values of secret ``name``.
+    async def _queue_peek(self, body: dict[str, Any]) -> Any:
+        """Items after sequence number ``after`` (for ``iterate``), waiting up to
+        ``timeout`` for one when there are none."""
+        key, after = _partition(body), int(body.get("after", 0))
+        deadline = time.monotonic() + float(body.get("timeout") or 0)
+        while True:
+            target = self._queue(body)
+            newer = [[seq, v] for seq, v in target.partition(key) if seq > after]
+            left = deadline - time.monotonic()
+            if newer or left <= 0:
+                return newer[:1000]
+            await _wait(target, key, left)
 
-        Raises:
-            NotFoundError: there is none.
-        """
-        row = self._db.execute("SELECT data FROM secrets WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise NotFoundError(
-                f"no secret {name!r} on this server; create it with "
-                f"`shoal secret create {name} KEY=VALUE`"
+    async def _queue_len(self, body: dict[str, Any]) -> Any:
+        target = self._queue(body)
+        if body.get("total"):
+            return sum(len(items) for items in target.partitions.values())
+        return len(target.partition(_partition(body)))
+
+    async def _queue_clear(self, body: dict[str, Any]) -> Any:
+        target, name = self._queue(body), _text(body, "name")
+        if body.get("all"):
+            target.partitions.clear()
+            change: Callable[[sqlite3.Connection], Any] = lambda db: db.execute(  # noqa: E731
+                "DELETE FROM queue_items WHERE queue = ?", (name,)
             )
-        values: dict[str, str] = msgpack.unpackb(row[0], raw=False)
-        return values
+        else:
+            key = _partition(body)
+            target.partitions.pop(key, None)
+            change = lambda db: db.execute(  # noqa: E731
+                "DELETE FROM queue_items WHERE queue = ? AND partition = ?", (name, key)
+            )
+        await self._commit(target.durable, change)
+        return {}
 
-    def list(self) -> list[dict[str, Any]]:
-        """Every secret: its name, key names and times (never its values)."""
-        rows = self._db.execute("SELECT name, data, created, updated FROM secrets ORDER BY name")
-        return [
-            {
-                "name": name,
-                "keys": sorted(msgpack.unpackb(data, raw=False)),
-                "created": created,
-                "updated": updated,
-            }
-            for name, data, created, updated in rows
-        ]
 
-    def delete(self, name: str) -> None:
-        """Forget secret ``name``.
+async def _wait(target: _Queue, key: str, seconds: float | None) -> None:
+    """Return once partition ``key`` may have a new item, or after ``seconds``."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    target.waiting.setdefault(key, set()).add(waiter)
+    try:
+        await asyncio.wait_for(waiter, seconds)
+    except TimeoutError:
+        pass
+    finally:
+        target.waiting.get(key, set()).discard(waiter)
 
-        Raises:
-            NotFoundError: there is none.
-        """
-        with self._db:
-            gone = self._db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount
-        if not gone:
-            raise NotFoundError(f"no secret {name!r} on this server")
+
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidError(f"{key!r} must be a non-empty string")
+    return value
+
+
+def _bytes(body: dict[str, Any], key: str) -> bytes:
+    value = body.get(key)
+    if not isinstance(value, bytes):
+        raise InvalidError(f"{key!r} must be bytes")
+    return value
+
+
+def _value(body: dict[str, Any], key: str) -> bytes:
+    return _check_size(_bytes(body, key))
+
+
+def _check_size(value: bytes) -> bytes:
+    limit = settings.max_payload_bytes()
+    if len(value) > limit:
+        raise RequestSizeError(f"a value of {len(value)} bytes exceeds {limit} bytes")
+    return value
+
+
+def _partition(body: dict[str, Any]) -> str:
+    key = body.get("partition") or ""
+    if not isinstance(key, str) or len(key.encode()) > MAX_PARTITION:
+        raise InvalidError(f"partition {key!r}: a string of 1 to {MAX_PARTITION} bytes")
+    return key
+
+
+#: Op name -> handler.
+_OPS: Final[dict[str, Callable[[Objects, dict[str, Any]], Awaitable[Any]]]] = {
+    name.removeprefix("_"): method
+    for name, method in vars(Objects).items()
+    if name.startswith(("_dict_", "_queue_")) and callable(method)
+}

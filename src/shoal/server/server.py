@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import hmac
 import json
@@ -36,15 +35,16 @@ from shoal.backends import get_backend
 from shoal.control import run_dir
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane
-from shoal.exception import ExecutionError, InvalidError, NotFoundError
+from shoal.exception import InvalidError, NotFoundError
 from shoal.gateway import server as gateway
 from shoal.protocol import transport
 from shoal.server.apps import Apps, Deployment
 from shoal.server.logs import Logs
-from shoal.server.objects import Secrets
+from shoal.server.objects import Objects
+from shoal.server.secrets import Secrets
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
-from shoal.server.store import Store
+from shoal.server.store import Store, lock_home
 
 #: Ports ``shoal server`` uses unless told otherwise.
 DEFAULT_PORT = 7420
@@ -98,7 +98,7 @@ class Server:
             )
         os.makedirs(self.home, mode=0o700, exist_ok=True)
         os.chmod(self.home, 0o700)
-        self._lock = _lock_home(self.home)
+        self._lock = lock_home(self.home)
         self.store = Store(os.path.join(self.home, "shoal.db"))
         self.store.start(asyncio.get_running_loop())
         self._load_tokens()
@@ -107,6 +107,8 @@ class Server:
         self.control = ControlPlane(get_backend("local"))
         self.control.backend.on_output = self.logs.add
         self.control.secret_lookup = self.secret_store.get
+        self.objects = Objects(self.store)
+        self.control.objects = self.objects.handle
         await self.control.start()
         self.apps = Apps(self.store, self.control, self.home)
         await self.apps.restore()
@@ -225,6 +227,11 @@ class Server:
             InvalidError: an unknown op or a malformed body.
             NotFoundError: the app, function, container or call does not exist.
         """
+        if op.startswith(("dict_", "queue_")):
+            result = await self.objects.handle(op, body)
+            if op.endswith("_ephemeral"):
+                session.own_object(result["name"])
+            return result
         handler = getattr(self, f"_op_{op}", None)
         if handler is None:
             raise InvalidError(f"unknown request {op!r}")
@@ -405,21 +412,6 @@ def _bytes(body: dict[str, Any], key: str) -> bytes:
     if not isinstance(value, bytes):
         raise InvalidError(f"{key}: expected bytes")
     return value
-
-
-def _lock_home(home: str) -> int:
-    """Hold ``home``'s lock for this process's life (the kernel drops it at exit).
-
-    Raises:
-        ExecutionError: another server runs on ``home``.
-    """
-    fd = os.open(os.path.join(home, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ExecutionError(f"another Shoal server runs on {home}") from None
-    return fd
 
 
 def _read(path: str) -> str | None:

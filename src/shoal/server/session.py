@@ -80,6 +80,8 @@ class Session:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Ephemeral apps this client runs: they end when it goes away.
         self._apps: set[str] = set()
+        #: Ephemeral Dicts and Queues this client made (dropped when it goes).
+        self._objects: set[str] = set()
         self._deadline: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             settings.handshake_timeout(), self._handshake_expired
         )
@@ -108,6 +110,10 @@ class Session:
 
     def disown(self, app_id: str) -> None:
         self._apps.discard(app_id)
+
+    def own_object(self, name: str) -> None:
+        """Tie ephemeral Dict or Queue ``name`` to this client: it goes when the client goes."""
+        self._objects.add(name)
 
     # -- messages -----------------------------------------------------------------
 
@@ -280,4 +286,7 @@ class Session:
         for app_id in self._apps:  # a detached one drains first
             self._server.apps.finish(app_id)
         self._apps.clear()
+        for name in self._objects:
+            self._server.objects.drop(name)
+        self._objects.clear()
         self._server.forget(self)

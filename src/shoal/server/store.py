@@ -19,7 +19,9 @@ WAL lets them run beside the writer.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
+import os
 import queue
 import sqlite3
 import threading
@@ -27,6 +29,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
+
+from shoal.exception import ExecutionError
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -350,3 +354,20 @@ def _connect(path: str) -> sqlite3.Connection:
 def _run_all(callbacks: list[Callable[[], None]]) -> None:
     for callback in callbacks:
         callback()
+
+
+def lock_home(home: str) -> int:
+    """Hold ``home``'s lock for this process's life (the kernel drops it at exit).
+
+    Raises:
+        ExecutionError: another process holds it.
+    """
+    fd = os.open(os.path.join(home, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ExecutionError(
+            f"another Shoal process (a server, or a run using named objects) owns {home}"
+        ) from None
+    return fd

@@ -1,0 +1,194 @@
+"""How a Dict or Queue handle reaches the object store, wherever the code runs.
+
+Every operation is one op (``dict_get``, ``queue_put``, ...; see
+:mod:`shoal.server.objects`) with a msgpack body whose keys and values are
+pickled here. It goes, in this order of precedence:
+
+1. inside a container, through the container's connection to its control plane;
+2. to the server this process uses (:func:`~shoal.client.connection.find_target`, asked
+   once per process);
+3. with no server, to this process's own store on its home (the embedded default):
+   named objects persist in ``SHOAL_HOME``'s SQLite file as a server's would. The
+   process then owns the home, one at a time, until it exits; containers of an app
+   run here reach the same store through their control plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import threading
+from typing import Any
+
+import cloudpickle
+import msgpack
+
+from shoal import settings
+from shoal.client.bridge import background_loop, run_async, run_sync
+from shoal.client.connection import Target, connect, error_of, find_target
+from shoal.container.context import channel as call_channel
+from shoal.exception import DeserializationError, RequestSizeError, SerializationError
+from shoal.protocol.messages import Reply
+from shoal.server.objects import Objects
+from shoal.server.store import Store, lock_home
+
+_lock = threading.Lock()
+_embedded: Objects | None = None
+#: Where this process's object ops go: a server, or its own store ("embedded").
+_route: Target | str | None = None
+
+
+async def request(op: str, **body: Any) -> Any:
+    """Send object op ``op`` by the route above and return its answer (on the
+    background loop).
+
+    Raises:
+        NotFoundError, InvalidError, ...: as the store raised them.
+    """
+    channel = call_channel()
+    if channel is not None:
+        return await _through_channel(op, body)
+    global _route
+    if _route is None:  # chosen once: looking for a server reads files
+        _route = find_target() or "embedded"
+    if not isinstance(_route, Target):
+        return await embedded_objects().handle(op, body)
+    connection = await connect(_route)
+    return await connection.request(op, **body)
+
+
+async def handle_here(op: str, body: dict[str, Any]) -> Any:
+    """The embedded control plane's answer to its containers' object ops."""
+    return await embedded_objects().handle(op, body)
+
+
+def embedded_objects() -> Objects:
+    """This process's own object store on its home, opened on first use.
+
+    Raises:
+        ExecutionError: another process owns the home (start ``shoal server``, so that
+            every process shares it).
+    """
+    global _embedded
+    with _lock:
+        if _embedded is None:
+            home = settings.home()
+            os.makedirs(home, mode=0o700, exist_ok=True)
+            lock_home(home)  # held until this process exits
+            store = Store(os.path.join(home, "shoal.db"))
+            store.start(background_loop())
+            _embedded = Objects(store)
+        return _embedded
+
+
+async def _through_channel(op: str, body: dict[str, Any]) -> Any:
+    channel = call_channel()
+    assert channel is not None
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[Any] = loop.create_future()
+
+    def settle(reply: Reply) -> None:
+        if answer.done():
+            return
+        data = msgpack.unpackb(reply.body, raw=False) if reply.body else None
+        if reply.ok:
+            answer.set_result(data)
+        else:
+            answer.set_exception(error_of(data))
+
+    def deliver(reply: Reply) -> None:
+        loop.call_soon_threadsafe(settle, reply)
+
+    channel.request(op, msgpack.packb(body, use_bin_type=True), deliver)
+    return await answer
+
+
+def dump(value: Any, what: str = "value") -> bytes:
+    """``value`` pickled for the store.
+
+    Raises:
+        SerializationError: it cannot be pickled.
+        RequestSizeError: its pickle is over ``SHOAL_MAX_PAYLOAD_BYTES``.
+    """
+    try:
+        data: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(f"cannot pickle {what} {value!r:.80}: {exc!r}") from exc
+    limit = settings.max_payload_bytes()
+    if len(data) > limit:
+        raise RequestSizeError(f"{what} pickles to {len(data)} bytes; the limit is {limit}")
+    return data
+
+
+def load(data: bytes) -> Any:
+    """A stored key or value, unpickled.
+
+    Raises:
+        DeserializationError: it cannot be unpickled here (a class this process lacks).
+    """
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        raise DeserializationError(f"cannot unpickle a stored value: {exc!r}") from exc
+
+
+class NamedObject:
+    """What a Dict and a Queue handle share: a name, opened on first use.
+
+    ``kind`` is ``"dict"`` or ``"queue"`` (the ops' prefix). A handle made by
+    ``from_name`` asks the store for its object the first time it is used (so a
+    module-level ``Dict.from_name(...)`` costs nothing where it is never used);
+    handles pickle, so one can be passed to a function as an argument.
+    """
+
+    kind = ""
+
+    def __init__(self, name: str, create: bool = False, opened: bool = False) -> None:
+        self._name = name
+        self._create = create
+        self._opened = opened
+
+    @property
+    def name(self) -> str:
+        """The object's name (an ephemeral one's id)."""
+        return self._name
+
+    async def _op(self, op: str, **body: Any) -> Any:
+        if not self._opened:
+            await request(f"{self.kind}_open", name=self._name, create=self._create)
+            self._opened = True
+        return await request(f"{self.kind}_{op}", name=self._name, **body)
+
+    def __repr__(self) -> str:
+        return f"<shoal.{type(self).__name__} {self._name!r}>"
+
+
+class Ephemeral:
+    """``with X.ephemeral() as x:`` (or ``async with``): an object that exists for the
+    block and is deleted after it (or when this process's connection closes)."""
+
+    def __init__(self, cls: type[NamedObject]) -> None:
+        self._cls = cls
+        self._object: NamedObject | None = None
+
+    async def _open(self) -> NamedObject:
+        answer = await request(f"{self._cls.kind}_ephemeral")
+        self._object = self._cls(answer["name"], opened=True)
+        return self._object
+
+    async def _close(self) -> None:
+        if self._object is not None:
+            await request(f"{self._cls.kind}_delete", name=self._object.name)
+
+    def __enter__(self) -> Any:
+        return run_sync(self._open())
+
+    def __exit__(self, *exc: object) -> None:
+        run_sync(self._close())
+
+    async def __aenter__(self) -> Any:
+        return await run_async(self._open())
+
+    async def __aexit__(self, *exc: object) -> None:
+        await run_async(self._close())

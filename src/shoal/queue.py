@@ -1,0 +1,5 @@
+"""Modal's ``modal.queue`` module path: ``from shoal.queue import Queue``."""
+
+from shoal.client.queue import Queue
+
+__all__ = ["Queue"]

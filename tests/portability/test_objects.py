@@ -1,0 +1,141 @@
+"""Dict and Queue: shared by callers and containers, persisted by the store that owns them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import shoal
+from service.harness import ServerProcess
+from shoal.exception import InvalidError, NotFoundError, RequestSizeError, SerializationError
+
+SCRIPT = Path(__file__).parent / "scripts" / "dict_queue.py"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "dict_and_queue.py"
+
+
+def run_script(env: dict[str, str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "run", "-q", str(SCRIPT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def check(out: dict, runs: int) -> None:
+    assert out["done"] == 10  # two containers shared one queue and took every job once
+    assert out["squares"] == [n * n for n in range(10)]
+    assert out["left"] == 0
+    assert out["runs"] == runs  # the named Dict kept its value from the runs before
+    assert out["skip"] is False and out["contains"] is True and out["pop"] == 0
+    assert out["empty"] is True and out["nonblocking"] is None
+    assert out["ephemeral_len"] == 2 and out["side"] == "from a container"
+    assert out["ephemeral_items"] == [["x", 1], ["y", 2]]
+
+
+def test_embedded_runs_keep_named_objects_in_their_home(tmp_path: Path) -> None:
+    env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
+    env.pop("SHOAL_SERVER_URL", None)
+    check(run_script(env), runs=0)
+    check(run_script(env), runs=1)
+
+
+def test_a_server_keeps_named_objects_through_a_crash(server: ServerProcess) -> None:
+    check(run_script(server.env), runs=0)
+    server.kill()  # SIGKILL: acknowledged writes were committed before they were answered
+    server.start()
+    check(run_script(server.env), runs=1)
+    listed = server.client(
+        "import shoal\n"
+        "d = shoal.Dict.from_name('shoal-test-runs')\n"
+        "print(d.get('count'), sorted(d.keys()))\n"
+        "shoal.Dict.delete('shoal-test-runs')\n"
+        "try:\n"
+        "    d2 = shoal.Dict.from_name('shoal-test-runs'); d2.get('count')\n"
+        "except shoal.exception.NotFoundError as exc:\n"
+        "    print('gone:', exc)\n"
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0] == "2 ['count']"
+    assert "gone: no Dict 'shoal-test-runs'" in listed.stdout
+
+
+def test_ephemeral_objects_go_with_their_client(server: ServerProcess) -> None:
+    made = server.client(
+        "import shoal\n"
+        "ctx = shoal.Dict.ephemeral({'a': 1})\n"
+        "d = ctx.__enter__()\n"
+        "print(d.name, d['a'])\n"  # the process exits without leaving the block
+    )
+    assert made.returncode == 0, made.stderr
+    name, value = made.stdout.split()
+    assert name.startswith("di-") and value == "1"
+    probe = server.client(
+        "import shoal\n"
+        f"try:\n    shoal.Dict.from_name({name!r}).len()\n"
+        "except shoal.exception.NotFoundError:\n    print('dropped')\n"
+    )
+    assert probe.stdout.strip() == "dropped", probe.stderr
+
+
+def test_bad_names_values_and_partitions_are_clear_errors(tmp_path: Path) -> None:
+    with shoal.Dict.ephemeral() as d, shoal.Queue.ephemeral() as q:
+        with pytest.raises(SerializationError, match="cannot pickle"):
+            d["lock"] = __import__("threading").Lock()
+        with pytest.raises(KeyError):
+            d["missing"]
+        with pytest.raises(KeyError):
+            d.pop("missing")
+        assert d.pop("missing", "default") == "default"
+        with pytest.raises(InvalidError, match="partition"):
+            q.put(1, partition="p" * 65)
+        big = b"x" * 2048
+        os.environ["SHOAL_MAX_PAYLOAD_BYTES"] = "1024"
+        try:
+            with pytest.raises(RequestSizeError, match="limit is 1024"):
+                d["big"] = big
+        finally:
+            del os.environ["SHOAL_MAX_PAYLOAD_BYTES"]
+        assert d.len() == 0  # nothing half-stored
+        with pytest.raises(NotFoundError, match="create_if_missing"):
+            shoal.Queue.from_name("shoal-test-never-made").len()
+        with pytest.raises(InvalidError, match="Dict name"):
+            shoal.Dict.from_name("no spaces allowed", create_if_missing=True).len()
+
+
+def test_every_operation_has_an_aio_form() -> None:
+    async def use() -> list[object]:
+        async with shoal.Queue.ephemeral() as q, shoal.Dict.ephemeral() as d:
+            await q.put_many.aio([1, 2, 3], partition="a")
+            got = await q.get_many.aio(2, partition="a")
+            seen = [v async for v in q.iterate.aio(partition="a")]
+            await d.put.aio("k", "v")
+            pairs = [p async for p in d.items.aio()]
+            return [got, seen, await q.len.aio(total=True), pairs, await d.contains.aio("k")]
+
+    assert asyncio.run(use()) == [[1, 2], [3], 1, [("k", "v")], True]
+
+
+def test_the_example_runs(tmp_path: Path) -> None:
+    env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
+    env.pop("SHOAL_SERVER_URL", None)
+    for run in (1, 2):
+        done = subprocess.run(
+            [sys.executable, "-m", "shoal.cli", "run", "-q", str(EXAMPLE)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "handled: 20" in done.stdout
+        assert f"runs so far: {run}" in done.stdout
