@@ -26,6 +26,7 @@ from shoal.client.image import Image
 from shoal.client.output import enable_output
 from shoal.client.queue import Queue
 from shoal.client.secret import Secret
+from shoal.client.volume import Volume
 from shoal.client.web import asgi_app, fastapi_endpoint, web_server, wsgi_app
 from shoal.container.context import current_function_call_id, current_input_id, is_local
 from shoal.control.schedule import Cron, Period
@@ -62,6 +63,7 @@ __all__ = [
     "RemoteError",
     "Retries",
     "Secret",
+    "Volume",
     "__version__",
     "asgi_app",
     "batched",

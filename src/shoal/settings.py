@@ -35,6 +35,8 @@ in a child process's environment.
 | SHOAL_IMAGE_CACHE | ~/.cache/shoal/images | where the local backend keeps built images |
 | SHOAL_ALLOW_APT | 0 | 1 lets an image build apt-get install packages the host lacks |
 | SHOAL_IMAGE_ID | (none) | set in a container: the digest of the image it runs in |
+| SHOAL_VOLUMES | (none) | set in a container: JSON map of its volumes' paths to folders |
+| SHOAL_MOUNT_ROOT | (none) | set in a container: where it may build its own root |
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_IMAGE_CACHE", "", "built images (default ~/.cache/shoal/images)"),
         Setting("SHOAL_ALLOW_APT", "0", "let image builds apt-get install missing packages"),
         Setting("SHOAL_IMAGE_ID", "", "in a container: the digest of its image"),
+        Setting("SHOAL_VOLUMES", "", "in a container: its volumes (path -> folder, JSON)"),
+        Setting("SHOAL_MOUNT_ROOT", "", "in a container: a folder for its own root"),
     )
 }
 
@@ -206,3 +210,13 @@ def allow_apt() -> bool:
 def image_id() -> str | None:
     """In a container: the digest of the image it runs in (None: no image)."""
     return get("SHOAL_IMAGE_ID") or None
+
+
+def volumes() -> str:
+    """In a container: its volumes, a JSON map of path to host folder ("" when none)."""
+    return get("SHOAL_VOLUMES")
+
+
+def mount_root() -> str:
+    """In a container: the folder under which it builds its own root (for volumes)."""
+    return get("SHOAL_MOUNT_ROOT") or os.path.join("/tmp", "shoal-roots")

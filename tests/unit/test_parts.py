@@ -203,6 +203,7 @@ def test_public_names_are_pinned() -> None:
         "RemoteError",
         "Retries",
         "Secret",
+        "Volume",
         "__version__",
         "asgi_app",
         "batched",

@@ -1,14 +1,23 @@
-"""``shoal secret ...``: the named objects a server keeps, from the command line."""
+"""``shoal secret ...`` and ``shoal volume ...``: named objects, from the command line.
+
+Secrets live on a server. Volumes live where Dicts and Queues do: on the server
+this machine uses, or with none, under its own ``SHOAL_HOME``.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from typing import Any
 
 import click
 
 from shoal.cli.service import JSON_FLAG, ask_server, when
+from shoal.client.bridge import run_sync
+from shoal.client.objects import request
 from shoal.client.secret import parse_dotenv
+from shoal.exception import Error
 
 
 @click.group()
@@ -61,4 +70,114 @@ def secret_delete(name: str) -> None:
     click.echo(f"deleted secret {name}")
 
 
-COMMANDS = (secret,)
+def _objects(op: str, **body: Any) -> Any:
+    try:
+        return run_sync(request(op, **body))
+    except Error as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def volume() -> None:
+    """Volumes (folders mounted into containers): create, list, ls, put, get, rm, delete."""
+
+
+@volume.command("create")
+@click.argument("name")
+def volume_create(name: str) -> None:
+    """Create volume NAME (nothing happens if it exists)."""
+    _objects("volume_open", name=name, create=True)
+    click.echo(f"created volume {name}")
+
+
+@volume.command("list")
+@JSON_FLAG
+def volume_list(as_json: bool) -> None:
+    """Every volume."""
+    rows = _objects("volume_list")
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(f"{'NAME':32} CREATED")
+    for row in rows:
+        click.echo(f"{row['name']:32} {when(row['created'])}")
+
+
+@volume.command("ls")
+@click.argument("name")
+@click.argument("path", default="/")
+@JSON_FLAG
+def volume_ls(name: str, path: str, as_json: bool) -> None:
+    """The files and folders at PATH in volume NAME."""
+    rows = _objects("volume_ls", name=name, path=path)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        suffix = "/" if row["type"] == "dir" else ""
+        click.echo(f"{row['size']:>12}  {when(row['mtime'])}  {row['path']}{suffix}")
+
+
+@volume.command("put")
+@click.argument("name")
+@click.argument("local", type=click.Path(exists=True, dir_okay=True))
+@click.argument("remote", default="/")
+def volume_put(name: str, local: str, remote: str) -> None:
+    """Copy file or folder LOCAL into volume NAME at REMOTE (a folder when it ends in /)."""
+    files = _local_files(local)
+    for source, relative in files:
+        if remote.endswith("/") or len(files) > 1 or os.path.isdir(local):
+            target = os.path.join(remote, relative)
+        else:
+            target = remote
+        with open(source, "rb") as data:
+            _objects("volume_put", name=name, path=target, data=data.read())
+    click.echo(f"put {len(files)} file(s) into volume {name}")
+
+
+def _local_files(local: str) -> list[tuple[str, str]]:
+    if not os.path.isdir(local):
+        return [(local, os.path.basename(local))]
+    found = []
+    for folder, _, names in os.walk(local):
+        for file in sorted(names):
+            full = os.path.join(folder, file)
+            found.append((full, os.path.relpath(full, local)))
+    return found
+
+
+@volume.command("get")
+@click.argument("name")
+@click.argument("remote")
+@click.argument("local", default="-")
+def volume_get(name: str, remote: str, local: str) -> None:
+    """Copy file REMOTE of volume NAME to LOCAL (- for stdout)."""
+    data = _objects("volume_get", name=name, path=remote)
+    if local == "-":
+        sys.stdout.buffer.write(data)
+        return
+    if os.path.isdir(local):
+        local = os.path.join(local, os.path.basename(remote))
+    with open(local, "wb") as out:
+        out.write(data)
+
+
+@volume.command("rm")
+@click.argument("name")
+@click.argument("path")
+@click.option("-r", "--recursive", is_flag=True, help="Remove a folder and what it holds.")
+def volume_rm(name: str, path: str, recursive: bool) -> None:
+    """Remove PATH from volume NAME."""
+    _objects("volume_rm", name=name, path=path, recursive=recursive)
+    click.echo(f"removed {path} from volume {name}")
+
+
+@volume.command("delete")
+@click.argument("name")
+def volume_delete(name: str) -> None:
+    """Delete volume NAME and everything in it."""
+    _objects("volume_delete", name=name)
+    click.echo(f"deleted volume {name}")
+
+
+COMMANDS = (secret, volume)

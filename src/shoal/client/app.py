@@ -17,7 +17,7 @@ import contextlib
 import inspect
 import threading
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 from shoal.backends import get_backend
@@ -29,11 +29,13 @@ from shoal.client.deployed import DeployedApp, run_ephemeral
 from shoal.client.function import Function
 from shoal.client.image import Image
 from shoal.client.map import MapProgress
-from shoal.client.objects import handle_here
+from shoal.client.objects import handle_here, volume_here
 from shoal.client.output import live_status, output_enabled
 from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.secret import Secret
 from shoal.client.user_module import alias_main, code_ref
+from shoal.client.volume import Volume
+from shoal.client.volume import mounts as volume_mounts
 from shoal.container.context import channel as call_channel
 from shoal.control.resources import Resources
 from shoal.control.schedule import Cron, Period
@@ -209,6 +211,7 @@ class App:
         cloud: str | None = None,
         image: Image | None = None,
         secrets: Sequence[Secret] = (),
+        volumes: Mapping[str, Volume] | None = None,
     ) -> _FunctionDecorator:
         r"""Register the decorated function to run in its own autoscaling pool.
 
@@ -251,6 +254,7 @@ class App:
             "resources": Resources.coerce(cpu=cpu, memory=memory, gpu=gpu),
             "image": image,
             "secrets": _secret_specs(secrets),
+            "volumes": volume_mounts(volumes, "@app.function"),
         }
         _ignored_placement(region=region, cloud=cloud)
         return _FunctionDecorator(self, options)
@@ -284,6 +288,7 @@ class App:
         resources: Resources | None = None,
         image: Image | None = None,
         secrets: tuple[SecretSpec, ...] = (),
+        volumes: tuple[tuple[str, str, bool], ...] = (),
         **scaling: Any,
     ) -> FunctionSpec:
         """The validated options of a function or class, from its decorators and arguments."""
@@ -314,6 +319,7 @@ class App:
             resources=resources or Resources(),
             image=None if image is None else image.recipe,
             secrets=(*self.secrets, *secrets),
+            volumes=volumes,
         )
 
     def cls(self, *, serialized: bool = False, **options: Any) -> Callable[[type[T]], Cls[T]]:
@@ -353,10 +359,10 @@ class App:
             control = self._control
 
             async def add() -> None:
-                await control.build_image(spec.image)
+                await control.prepare(spec)
                 control.add_pool(spec, code())
 
-            if on_background_loop() and spec.image is None:
+            if on_background_loop() and spec.image is None and not spec.volumes:
                 control.add_pool(spec, code())
             elif on_background_loop():  # cannot wait for a build here
                 raise ExecutionError(f"{spec.name}: a new image cannot be built from async code")
@@ -460,11 +466,12 @@ class App:
     async def _start(self) -> ControlPlane:
         control = ControlPlane(get_backend("local"))
         control.objects = handle_here  # its containers' Dicts and Queues are this process's
+        control.volume_lookup = volume_here
         await control.start()
         try:
             declared = self.declared()
             for spec, _ in declared:  # every image first: a failed build queues nothing
-                await control.build_image(spec.image)
+                await control.prepare(spec)
             for spec, code in declared:
                 control.add_pool(spec, code())
         except BaseException:

@@ -63,6 +63,11 @@ async def handle_here(op: str, body: dict[str, Any]) -> Any:
     return await embedded_objects().handle(op, body)
 
 
+def volume_here(name: str) -> str:
+    """The folder of volume ``name`` in this process's own home (embedded default)."""
+    return embedded_objects().volume_path(name)
+
+
 def embedded_objects() -> Objects:
     """This process's own object store on its home, opened on first use.
 
@@ -78,7 +83,7 @@ def embedded_objects() -> Objects:
             lock_home(home)  # held until this process exits
             store = Store(os.path.join(home, "shoal.db"))
             store.start(background_loop())
-            _embedded = Objects(store)
+            _embedded = Objects(store, os.path.join(home, "volumes"))
         return _embedded
 
 

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from shoal import settings
 from shoal.client import bridge
-from shoal.container import context, process_group
+from shoal.container import context, mounts, process_group
 from shoal.container.runtime import Runtime
 
 #: Seconds between checks that the process that started us is still alive.
@@ -37,6 +37,13 @@ def run(address: str, container_id: str) -> NoReturn:
     Used by ``python -m shoal.container`` and by the fork server's children.
     """
     context.mark_container()
+    setup_error = ""
+    volumes = settings.volumes()
+    if volumes:  # before any thread starts: a mount namespace is per process
+        try:
+            mounts.apply(volumes, os.path.join(settings.mount_root(), container_id))
+        except OSError as exc:
+            setup_error = f"container {container_id} cannot mount its volumes: {exc}"
     threading.Thread(
         target=_watch_parent, args=(os.getppid(),), name="shoal-parent-watch", daemon=True
     ).start()
@@ -44,7 +51,7 @@ def run(address: str, container_id: str) -> NoReturn:
     asyncio.set_event_loop(loop)
     bridge.use_loop(loop)  # handles in user code answer on this loop (no hop to another)
     try:
-        runtime = Runtime(address, container_id, settings.container_token())
+        runtime = Runtime(address, container_id, settings.container_token(), setup_error)
         code = loop.run_until_complete(runtime.run())
     except OSError as exc:
         print(f"container {container_id}: cannot reach the control plane: {exc}", file=sys.stderr)

@@ -48,7 +48,10 @@ _READ_SIZE = 256 * 1024
 class Runtime:
     """One container's conversation with its control plane."""
 
-    def __init__(self, address: str, container_id: str, token: str) -> None:
+    def __init__(self, address: str, container_id: str, token: str, setup_error: str = "") -> None:
+        #: Why the container could not be set up before it connected (its volumes),
+        #: reported instead of loading the user's code.
+        self._setup_error = setup_error
         self._address = address
         self._container_id = container_id
         self._token = token
@@ -133,6 +136,10 @@ class Runtime:
     async def _start(self, message: Load) -> None:
         """Load the user's code, run its enter hooks, then take inputs."""
         assert self._writer is not None
+        if self._setup_error:
+            self._writer.send(LoadFailed(self._setup_error, ""))
+            self._finish(1)
+            return
         try:
             code = load_user_code(message)
             for hook in code.enter:

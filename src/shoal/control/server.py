@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
+import json
 import os
 import secrets
 import shutil
@@ -35,7 +36,7 @@ from shoal.control.scheduler import Scheduler
 from shoal.control.secrets import Lookup
 from shoal.control.secrets import merged as secrets_env
 from shoal.control.spec import CodeRef, FunctionSpec
-from shoal.exception import ExecutionError, InvalidError
+from shoal.exception import ExecutionError, InvalidError, NotFoundError
 from shoal.protocol import payload, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
@@ -84,8 +85,10 @@ class ControlPlane:
         self._images: dict[Recipe, asyncio.Future[Environment]] = {}
         #: Where named secrets are found (a server's store); None: nowhere.
         self.secret_lookup: Lookup | None = None
-        #: Answers the Dict and Queue ops of code in containers (``Objects.handle``).
+        #: Answers the Dict, Queue and Volume ops of code in containers (``Objects.handle``).
         self.objects: ObjectHandler | None = None
+        #: The host folder of a named volume (raises NotFoundError); None: no volumes.
+        self.volume_lookup: Callable[[str], str] | None = None
 
     async def start(self) -> None:
         """Listen for containers. Returns once the socket accepts connections."""
@@ -110,6 +113,8 @@ class ControlPlane:
             return self._pools[key]
         self.budget.room.check(spec.resources, spec.name)
         env = secrets_env(spec.secrets, self.secret_lookup)
+        if spec.volumes:
+            env["SHOAL_VOLUMES"] = json.dumps(self._volume_folders(spec))
         environment = self._environment(spec)
         if environment is not None:  # the caller's packages must not leak into the image
             code = dataclasses.replace(code, sys_path=user_paths(code.sys_path))
@@ -132,6 +137,21 @@ class ControlPlane:
             self.scheduler.add(key, pool, spec.schedule)
         return pool
 
+    async def prepare(self, spec: FunctionSpec) -> None:
+        """Get ``spec``'s pool ready to be added: its named secrets exist, its volumes
+        exist (created if they may be), its image is built.
+
+        Raises:
+            NotFoundError: a named secret or volume does not exist.
+            ImageBuildError: the image could not be built.
+        """
+        secrets_env(spec.secrets, self.secret_lookup)
+        for _, name, create in spec.volumes:
+            if self.objects is None:
+                raise NotFoundError(f"{spec.name} has volumes, and this control plane keeps none")
+            await self.objects("volume_open", {"name": name, "create": create})
+        await self.build_image(spec.image)
+
     async def build_image(self, recipe: Recipe | None) -> None:
         """Build ``recipe`` (once per control plane; a failed build is tried again on
         the next call). :meth:`add_pool` needs the image of its spec built.
@@ -147,12 +167,22 @@ class ControlPlane:
             self._images[recipe] = task
         await asyncio.shield(task)
 
+    def _volume_folders(self, spec: FunctionSpec) -> dict[str, str]:
+        """Where each of ``spec``'s volumes is on this machine, by its path in containers.
+
+        Raises:
+            NotFoundError: a volume does not exist, or nothing here keeps volumes.
+        """
+        if self.volume_lookup is None:
+            raise NotFoundError(f"{spec.name} has volumes, and this control plane keeps none")
+        return {path: self.volume_lookup(name) for path, name, _ in spec.volumes}
+
     def _environment(self, spec: FunctionSpec) -> Environment | None:
         if spec.image is None:
             return None
         task = self._images.get(spec.image)
         if task is None or not task.done() or task.cancelled() or task.exception() is not None:
-            raise ExecutionError(f"the image of {spec.name} is not built (build_image first)")
+            raise ExecutionError(f"the image of {spec.name} is not built (prepare first)")
         return task.result()
 
     def pool(self, key: str) -> Pool:
@@ -192,7 +222,7 @@ class ControlPlane:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def _launch(self, container_id: str, label: str, grant: Grant | None) -> ContainerLaunch:
-        env = {}
+        env = {"SHOAL_MOUNT_ROOT": os.path.join(self._dir, "roots")}
         if grant is not None and grant.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in grant.gpus)
         return ContainerLaunch(
@@ -309,7 +339,8 @@ class _Connection:
 
     async def _answer(self, message: Request) -> None:
         try:
-            if self._control.objects is None or not message.op.startswith(("dict_", "queue_")):
+            prefixes = ("dict_", "queue_", "volume_")
+            if self._control.objects is None or not message.op.startswith(prefixes):
                 raise InvalidError(f"{message.op!r} is not an object op this control plane serves")
             body = msgpack.unpackb(message.body, raw=False) if message.body else {}
             if not isinstance(body, dict):

@@ -152,6 +152,8 @@ class FunctionSpec:
     image: Recipe | None = None
     #: Environment variables of its containers (``secrets=[...]``).
     secrets: tuple[SecretSpec, ...] = ()
+    #: Its containers' volumes: (path in the container, volume name, create if missing).
+    volumes: tuple[tuple[str, str, bool], ...] = ()
 
     def __post_init__(self) -> None:
         _check(

@@ -218,16 +218,16 @@ class Apps:
         return parsed
 
     async def _build(self, definitions: list[Definition]) -> None:
-        """Check every named secret exists, then build every image.
+        """Check every named secret and volume, then build every image.
 
         Raises:
-            NotFoundError: a named secret does not exist.
+            NotFoundError: a named secret or volume does not exist.
             ImageBuildError: an image could not be built.
         """
         for definition in definitions:
             secrets_env(definition.spec.secrets, self._control.secret_lookup)
         for definition in definitions:
-            await self._control.build_image(definition.spec.image)
+            await self._control.prepare(definition.spec)
 
     async def run_ephemeral(
         self, name: str, code: bytes, definitions: bytes, detach: bool

@@ -1,4 +1,5 @@
-"""Dicts and Queues: named ones kept in the store, ephemeral ones in memory.
+"""Dicts and Queues: named ones kept in the store, ephemeral ones in memory (and the
+door to the home's volumes: :mod:`shoal.server.volumes`).
 
 Keys and values arrive pickled by the client and stay opaque bytes here: the
 server never unpickles them, so two keys are the same key when their pickles are
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
 import secrets
 import sqlite3
 import time
@@ -30,7 +30,9 @@ from typing import Any, Final
 
 from shoal import settings
 from shoal.exception import InvalidError, NotFoundError, RequestSizeError
+from shoal.server.names import check_name
 from shoal.server.store import Store
+from shoal.server.volumes import Volumes
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS dicts (name TEXT PRIMARY KEY, created REAL NOT NULL);
@@ -44,24 +46,8 @@ CREATE TABLE IF NOT EXISTS queue_items (
 );
 """
 
-#: What an object's name may be.
-_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: Longest queue partition key (Modal's limit).
 MAX_PARTITION: Final = 64
-
-
-def check_name(name: object, kind: str) -> str:
-    """``name`` when it may name a ``kind``.
-
-    Raises:
-        InvalidError: it may not.
-    """
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidError(
-            f"{kind} name {name!r}: 1-64 letters, digits, '.', '_' or '-', starting with one "
-            "of the first two"
-        )
-    return name
 
 
 @dataclass
@@ -93,10 +79,12 @@ class Objects:
 
     Args:
         store: where named objects persist; None keeps them in memory only.
+        volumes: the folder holding the home's volumes (``volume_*`` ops); None: none.
     """
 
-    def __init__(self, store: Store | None) -> None:
+    def __init__(self, store: Store | None, volumes: str | None = None) -> None:
         self._store = store
+        self.volumes = None if volumes is None else Volumes(volumes)
         if store is not None:
             store.db.executescript(_SCHEMA)
             store.db.commit()
@@ -111,10 +99,22 @@ class Objects:
             NotFoundError: the object does not exist.
             RequestSizeError: a value over ``SHOAL_MAX_PAYLOAD_BYTES``.
         """
+        if op.startswith("volume_") and self.volumes is not None:
+            return await self.volumes.handle(op, body)
         handler = _OPS.get(op)
         if handler is None:
             raise InvalidError(f"unknown object op {op!r}")
         return await handler(self, body)
+
+    def volume_path(self, name: str) -> str:
+        """The folder of volume ``name`` (for the control plane).
+
+        Raises:
+            NotFoundError: there is none, or this store keeps no volumes.
+        """
+        if self.volumes is None:
+            raise NotFoundError(f"no Volume {name!r}: volumes need a home")
+        return self.volumes.path(name)
 
     def drop(self, name: str) -> None:
         """Forget ephemeral object ``name`` (its owner went away); others are kept."""

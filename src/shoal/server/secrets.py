@@ -17,7 +17,7 @@ from typing import Any, Final
 import msgpack
 
 from shoal.exception import InvalidError, NotFoundError
-from shoal.server.objects import check_name
+from shoal.server.names import check_name
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS secrets (

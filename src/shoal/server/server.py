@@ -107,8 +107,9 @@ class Server:
         self.control = ControlPlane(get_backend("local"))
         self.control.backend.on_output = self.logs.add
         self.control.secret_lookup = self.secret_store.get
-        self.objects = Objects(self.store)
+        self.objects = Objects(self.store, os.path.join(self.home, "volumes"))
         self.control.objects = self.objects.handle
+        self.control.volume_lookup = self.objects.volume_path
         await self.control.start()
         self.apps = Apps(self.store, self.control, self.home)
         await self.apps.restore()
@@ -227,7 +228,7 @@ class Server:
             InvalidError: an unknown op or a malformed body.
             NotFoundError: the app, function, container or call does not exist.
         """
-        if op.startswith(("dict_", "queue_")):
+        if op.startswith(("dict_", "queue_", "volume_")):
             result = await self.objects.handle(op, body)
             if op.endswith("_ephemeral"):
                 session.own_object(result["name"])

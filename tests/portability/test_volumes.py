@@ -1,0 +1,84 @@
+"""Volumes: folders mounted into containers at the paths written, never on the host's root."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import shoal
+from service.harness import ServerProcess
+from shoal.exception import InvalidError, NotFoundError
+
+SCRIPT = Path(__file__).parent / "scripts" / "volumes_app.py"
+
+
+def run_script(env: dict[str, str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "run", "-q", str(SCRIPT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def check(out: dict) -> None:
+    assert out["read"] == ["run 1", "run 2"]  # another function's containers saw the writes
+    assert out["listed"] == ["1.txt", "2.txt"] and out["content"] == "run 2"
+    assert out["on_host"] == [False, False]  # mount points exist only in the containers
+    assert out["cwd"] == os.getcwd()  # its new root still holds its working folder
+    assert out["after_rm"] == []
+
+
+def test_volumes_embedded(tmp_path: Path) -> None:
+    env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
+    env.pop("SHOAL_SERVER_URL", None)
+    check(run_script(env))
+    assert (tmp_path / "home" / "volumes" / "shoal-test-volume").is_dir()
+    assert not os.path.exists("/shoal-test-volume-data")
+
+
+def test_volumes_on_a_server_and_the_cli(server: ServerProcess, tmp_path: Path) -> None:
+    check(run_script(server.env))
+    local = tmp_path / "upload"
+    local.mkdir()
+    (local / "a.txt").write_text("alpha")
+    (local / "sub").mkdir()
+    (local / "sub" / "b.txt").write_text("beta")
+    put = server.cli("volume", "put", "shoal-test-volume", str(local), "/up/")
+    assert put.returncode == 0, put.stderr
+    listed = server.cli("volume", "ls", "shoal-test-volume", "/up", "--json")
+    assert sorted(row["path"] for row in json.loads(listed.stdout)) == ["a.txt", "sub"]
+    got = server.cli("volume", "get", "shoal-test-volume", "up/sub/b.txt")
+    assert got.stdout == "beta"
+    escape = server.cli("volume", "get", "shoal-test-volume", "../../token")
+    assert escape.returncode != 0 and "leaves volume" in escape.stderr
+    kept = server.home / "volumes" / "shoal-test-volume" / "up" / "a.txt"
+    assert kept.read_text() == "alpha"  # the server keeps volumes under its home
+    assert server.cli("volume", "delete", "shoal-test-volume").returncode == 0
+    assert "shoal-test-volume" not in server.cli("volume", "list").stdout
+
+
+def test_bad_volume_options_are_clear_errors() -> None:
+    vol = shoal.Volume.from_name("shoal-test-never-made")
+    app = shoal.App("bad-volumes")
+    with pytest.raises(InvalidError, match="absolute"):
+        app.function(volumes={"data": vol})
+    with pytest.raises(InvalidError, match="absolute, and not /"):
+        app.function(volumes={"/": vol})
+    with pytest.raises(InvalidError, match=r"shoal\.Volume"):
+        app.function(volumes={"/data": "not-a-volume"})  # type: ignore[dict-item]
+
+    @app.function(volumes={"/data": vol}, serialized=True)
+    def f() -> int:
+        return 1
+
+    with pytest.raises(NotFoundError, match="shoal-test-never-made"), app.run():
+        pass
