@@ -37,6 +37,7 @@ in a child process's environment.
 | SHOAL_IMAGE_ID | (none) | set in a container: the digest of the image it runs in |
 | SHOAL_VOLUMES | (none) | set in a container: JSON map of its volumes' paths to folders |
 | SHOAL_MOUNT_ROOT | (none) | set in a container: where it may build its own root |
+| SHOAL_STORED_SPAWNS | (none) | set in a container of a server: its spawns are stored |
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_IMAGE_ID", "", "in a container: the digest of its image"),
         Setting("SHOAL_VOLUMES", "", "in a container: its volumes (path -> folder, JSON)"),
         Setting("SHOAL_MOUNT_ROOT", "", "in a container: a folder for its own root"),
+        Setting("SHOAL_STORED_SPAWNS", "", "in a container of a server: spawns are stored"),
     )
 }
 
@@ -220,3 +222,8 @@ def volumes() -> str:
 def mount_root() -> str:
     """In a container: the folder under which it builds its own root (for volumes)."""
     return get("SHOAL_MOUNT_ROOT") or os.path.join("/tmp", "shoal-roots")
+
+
+def stored_spawns() -> bool:
+    """In a container: whether its control plane stores spawns (it belongs to a server)."""
+    return get("SHOAL_STORED_SPAWNS") == "1"

@@ -139,3 +139,27 @@ def test_the_example_runs(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert "handled: 20" in done.stdout
         assert f"runs so far: {run}" in done.stdout
+
+
+def test_spawns_from_containers_are_stored_and_found_by_id(server: ServerProcess) -> None:
+    script = Path(__file__).parent / "scripts" / "fan_out.py"
+    started = server.cli("run", "-q", "--detach", str(script))
+    assert started.returncode == 0, started.stderr
+    watch = server.client(
+        "import time, shoal\n"
+        "board = shoal.Dict.from_name('shoal-test-fan-out')\n"
+        "deadline = time.monotonic() + 90\n"
+        "def totals():\n"
+        "    return [k for k in board.keys() if k.endswith(':total')]\n"
+        "while time.monotonic() < deadline and len(totals()) < 4:\n"
+        "    time.sleep(0.2)\n"
+        "print(sorted((k, v) for k, v in board.items() if k.endswith(':total')))\n"
+        "ids = board.get('2:ids')\n"
+        "print(ids == [board.get(f'2:{p}:id') for p in range(3)], ids[0][:3])\n"
+        "print(shoal.FunctionCall.from_id(ids[1]).get(timeout=5))\n"
+    )
+    assert watch.returncode == 0, watch.stderr
+    lines = watch.stdout.splitlines()
+    assert lines[0] == str([(f"{job}:total", 30 * job + 3) for job in range(4)])
+    assert lines[1] == "True fc-"  # the child saw the id its parent got: a stored call
+    assert lines[2] == "21"  # and any process can fetch its result by that id

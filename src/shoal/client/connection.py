@@ -31,7 +31,7 @@ import ssl
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -311,6 +311,41 @@ class Connection:
         self.protocol.close()
 
 
+class CallSender(Protocol):
+    """What a durable spawn or a wait needs of a connection (a server's, or a
+    container's channel to its control plane)."""
+
+    def next_id(self) -> str: ...
+
+    def call(
+        self, submit: Submit | Wait, handler: Callable[[CallItem | CallDone | Accepted], None]
+    ) -> None: ...
+
+    def drop(self, call_id: str) -> None: ...
+
+    async def request(self, op: str, **body: Any) -> Any: ...
+
+
+async def store_spawn(connection: CallSender, submit: Submit, context: str) -> str:
+    """Send durable ``submit``; return the stored input's id once it is on disk.
+
+    Raises:
+        The error it was refused with (``NotFoundError`` for an unknown function).
+    """
+    accepted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def reply(message: CallItem | CallDone | Accepted) -> None:
+        if accepted.done():
+            return
+        if isinstance(message, Accepted):
+            accepted.set_result(message.object_id)
+        elif isinstance(message, CallDone):
+            accepted.set_exception(payload.load_exception(message.data, context))
+
+    connection.call(submit, reply)
+    return await accepted
+
+
 def error_of(body: Any) -> BaseException:
     """The error a failed request's reply body describes, as the server raised it."""
     kind = body.get("kind") if isinstance(body, dict) else None
@@ -408,24 +443,17 @@ class ServerPool:
     async def spawn(self, args: bytes, method: str) -> str:
         """Store one input on the server; return its id once it is on disk."""
         connection = self.connection
-        call_id = connection.next_id()
-        accepted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-        def reply(message: CallItem | CallDone | Accepted) -> None:
-            if accepted.done():
-                return
-            if isinstance(message, Accepted):
-                accepted.set_result(message.object_id)
-            elif isinstance(message, CallDone):
-                accepted.set_exception(
-                    payload.load_exception(message.data, f"{self.app}/{self.spec.name}")
-                )
-
-        connection.call(
-            Submit(call_id, self.app, self.spec.name, method, args, False, True, self._parameters),
-            reply,
+        submit = Submit(
+            connection.next_id(),
+            self.app,
+            self.spec.name,
+            method,
+            args,
+            False,
+            True,
+            self._parameters,
         )
-        return await accepted
+        return await store_spawn(connection, submit, f"{self.app}/{self.spec.name}")
 
     def cancel(self, record: InputRecord) -> None:
         if record.done:

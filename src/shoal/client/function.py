@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import queue
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeGuard, TypeVar
 
 from shoal.client.bridge import (
     Starter,
@@ -29,7 +29,7 @@ from shoal.client.bridge import (
 from shoal.client.connection import ServerPool
 from shoal.client.function_call import FunctionCall, StoredFunctionCall
 from shoal.client.map import MapOptions, MapProgress, arg_tuples, known_length, map_outputs
-from shoal.client.remote import AnyPool
+from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.user_module import code_ref
 from shoal.control.calls import CallState, InputRecord
 from shoal.control.spec import UNSET, CodeRef, FunctionSpec, with_options
@@ -212,7 +212,7 @@ class Function(Generic[P, R]):
         record = pool.submit(data, lambda _: finished.set(), self.method)
         return FunctionCall(pool, record, finished, self._outcome)
 
-    async def _spawn_stored(self, pool: ServerPool, data: bytes) -> FunctionCall[R]:
+    async def _spawn_stored(self, pool: ServerPool | RemotePool, data: bytes) -> FunctionCall[R]:
         object_id = await pool.spawn(data, self.method)
         return StoredFunctionCall(pool.connection, object_id, self.name)
 
@@ -300,7 +300,7 @@ class Function(Generic[P, R]):
             self._pickle_args(tuple(args), kwargs or {}) for args in zip(*iterables, strict=False)
         ]
         pool = self._pool()
-        if isinstance(pool, ServerPool):
+        if _stores_spawns(pool):
             for start in range(0, len(data), _SPAWNS_IN_FLIGHT):
                 batch = data[start : start + _SPAWNS_IN_FLIGHT]
                 await asyncio.gather(*(pool.spawn(d, self.method) for d in batch))
@@ -402,6 +402,12 @@ class _Remote(Generic[P, R]):
         return self._function._outcome(submitted[0])
 
 
+def _stores_spawns(pool: AnyPool) -> TypeGuard[ServerPool | RemotePool]:
+    """Whether ``pool`` stores spawns: a server's, or one reached from a container of a
+    server (anywhere else, a spawn lives as long as the app that runs it)."""
+    return isinstance(pool, ServerPool) or (isinstance(pool, RemotePool) and pool.stores_spawns)
+
+
 class _Spawn(Generic[P, R]):
     """``f.spawn``: arguments pickled on the calling thread, one hop to queue the input."""
 
@@ -418,7 +424,7 @@ class _Spawn(Generic[P, R]):
         data = self._data(args, kwargs)
         function = self._function
         pool = function._pool()
-        if isinstance(pool, ServerPool):  # stored on the server before this returns
+        if _stores_spawns(pool):  # stored on the server before this returns
             return run_sync(function._spawn_stored(pool, data))
         return call_on_loop(lambda: function._spawn_on_loop(data))
 
@@ -427,7 +433,7 @@ class _Spawn(Generic[P, R]):
         data = self._data(args, kwargs)
         function = self._function
         pool = function._pool()
-        if isinstance(pool, ServerPool):
+        if _stores_spawns(pool):
             return await run_async(function._spawn_stored(pool, data))
         return await call_on_loop_async(lambda: function._spawn_on_loop(data))
 

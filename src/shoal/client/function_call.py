@@ -6,13 +6,15 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from shoal import settings
 from shoal.client.bridge import Bridged, bridged, run_async, run_sync
 from shoal.client.call_graph import InputInfo, graph_of
-from shoal.client.connection import Connection, connect, stored_outcome
-from shoal.client.remote import AnyPool
+from shoal.client.connection import CallSender, connect, stored_outcome
+from shoal.client.remote import AnyPool, ChannelConnection
+from shoal.container.context import channel as call_channel
 from shoal.control.calls import InputRecord
 from shoal.exception import InvalidError
-from shoal.protocol.messages import CallDone, Wait
+from shoal.protocol.messages import Accepted, CallDone, Wait
 
 R = TypeVar("R")
 
@@ -45,9 +47,14 @@ class FunctionCall(Generic[R]):
         process exited or the server restarted. An unknown id raises
         ``NotFoundError`` at ``get``.
 
+        In a container of a server, the container's own connection asks.
+
         Raises:
             ConnectionError: no server to ask.
         """
+        channel = call_channel()
+        if channel is not None and settings.stored_spawns():
+            return StoredFunctionCall(ChannelConnection(channel), object_id, "")
         connection = run_sync(connect())
         return StoredFunctionCall(connection, object_id, "")
 
@@ -97,7 +104,7 @@ class FunctionCall(Generic[R]):
 class StoredFunctionCall(FunctionCall[R]):
     """A durable spawn, stored on a server: waits and cancels go through the connection."""
 
-    def __init__(self, connection: Connection, object_id: str, name: str) -> None:
+    def __init__(self, connection: CallSender, object_id: str, name: str) -> None:
         self._connection = connection
         self._object_id = object_id
         self._name = name or "function call"
@@ -116,20 +123,26 @@ class StoredFunctionCall(FunctionCall[R]):
             return
         connection = self._connection
         call_id = connection.next_id()
-        done: asyncio.Future[CallDone] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[CallDone | None] = asyncio.get_running_loop().create_future()
+        poll = timeout is not None and timeout <= 0  # Modal's get(timeout=0): ask once
 
         def reply(message: Any) -> None:
-            if isinstance(message, CallDone) and not done.done():
+            if done.done():
+                return
+            if isinstance(message, CallDone):
                 done.set_result(message)
+            elif isinstance(message, Accepted):  # a poll's answer: no outcome yet
+                done.set_result(None)
 
-        connection.call(Wait(call_id, self._object_id), reply)
+        connection.call(Wait(call_id, self._object_id, poll), reply)
         try:
-            self._outcome_message = await asyncio.wait_for(done, timeout)
+            outcome = await (done if poll else asyncio.wait_for(done, timeout))
         except TimeoutError:
             connection.drop(call_id)
-            raise TimeoutError(
-                f"{self._name} ({self._object_id}) not done after {timeout} s"
-            ) from None
+            outcome = None
+        if outcome is None:
+            raise TimeoutError(f"{self._name} ({self._object_id}) not done after {timeout} s")
+        self._outcome_message = outcome
 
     def _value(self) -> R:
         assert self._outcome_message is not None

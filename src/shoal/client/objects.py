@@ -48,7 +48,7 @@ async def request(op: str, **body: Any) -> Any:
     """
     channel = call_channel()
     if channel is not None:
-        return await _through_channel(op, body)
+        return await through_channel(op, body)
     global _route
     if _route is None:  # chosen once: looking for a server reads files
         _route = find_target() or "embedded"
@@ -87,7 +87,8 @@ def embedded_objects() -> Objects:
         return _embedded
 
 
-async def _through_channel(op: str, body: dict[str, Any]) -> Any:
+async def through_channel(op: str, body: dict[str, Any]) -> Any:
+    """Send ``op`` over this container's connection to its control plane; its answer."""
     channel = call_channel()
     assert channel is not None
     loop = asyncio.get_running_loop()

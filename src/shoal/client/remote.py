@@ -15,14 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from shoal import settings
 from shoal.client.bridge import background_loop
-from shoal.client.connection import ServerPool
+from shoal.client.connection import ServerPool, store_spawn
 from shoal.container.context import CallChannel
 from shoal.control.calls import CallState, InputRecord, apply_reply
 from shoal.control.pool import Pool
 from shoal.control.spec import FunctionSpec
 from shoal.exception import ExecutionError
-from shoal.protocol.messages import CallDone, CallItem
+from shoal.protocol.messages import Accepted, CallDone, CallItem, Submit, Wait
 
 
 class RemotePool:
@@ -63,6 +64,23 @@ class RemotePool:
             records.append(record)
         return records
 
+    @property
+    def stores_spawns(self) -> bool:
+        """Whether spawns from this container are stored (its control plane is a
+        server's): ``spawn`` then returns a call any process can fetch by id."""
+        return settings.stored_spawns()
+
+    @property
+    def connection(self) -> ChannelConnection:
+        """The channel, as stored calls use a connection."""
+        return ChannelConnection(self._channel)
+
+    async def spawn(self, args: bytes, method: str) -> str:
+        """Store one input through the control plane; return its id once it is on disk."""
+        connection = self.connection
+        submit = Submit(connection.next_id(), "", self.spec.name, method, args, False, True)
+        return await store_spawn(connection, submit, self.spec.name)
+
     def _apply(self, record: InputRecord, message: CallItem | CallDone) -> None:
         apply_reply(record, message, f"{self.spec.name} (call {record.input_id})")
 
@@ -83,6 +101,36 @@ class RemotePool:
 
     def feed(self, record: InputRecord, data: bytes) -> None:
         raise ExecutionError("web traffic does not flow through calls made in a container")
+
+
+class ChannelConnection:
+    """A container's channel to its control plane, offering what stored calls need of a
+    connection (:class:`~shoal.client.connection.CallSender`): durable spawns, waits on
+    them by id, and their cancellation. The control plane passes them to its server."""
+
+    def __init__(self, channel: CallChannel) -> None:
+        self._channel = channel
+
+    def next_id(self) -> str:
+        return self._channel.next_id()
+
+    def call(
+        self, submit: Submit | Wait, handler: Callable[[CallItem | CallDone | Accepted], None]
+    ) -> None:
+        loop = background_loop()
+
+        def deliver(reply: CallItem | CallDone | Accepted) -> None:
+            loop.call_soon_threadsafe(handler, reply)
+
+        self._channel.send_call(submit, deliver)
+
+    def drop(self, call_id: str) -> None:
+        self._channel.cancel(call_id)
+
+    async def request(self, op: str, **body: Any) -> Any:
+        from shoal.client.objects import through_channel  # objects imports the server's store
+
+        return await through_channel(op, body)
 
 
 #: What a handle submits to: the function's pool in this process (an app runs

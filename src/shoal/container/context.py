@@ -7,8 +7,20 @@ import contextvars
 import itertools
 import threading
 from collections.abc import Callable
+from typing import Any
 
-from shoal.protocol.messages import Call, CallCancel, CallDone, CallItem, Message, Reply, Request
+from shoal.protocol.messages import (
+    Accepted,
+    Call,
+    CallCancel,
+    CallDone,
+    CallItem,
+    Message,
+    Reply,
+    Request,
+    Submit,
+    Wait,
+)
 
 #: The id of the input this task or thread is running; set per input by the executor.
 current_input: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -70,7 +82,8 @@ class CallChannel:
     def __init__(self, send: Callable[[Message], None]) -> None:
         self._send = send
         self._ids = itertools.count(1)
-        self._handlers: dict[str, Callable[[CallItem | CallDone], None]] = {}
+        #: Who gets the replies to each call id (CallItem, CallDone or Accepted).
+        self._handlers: dict[str, Callable[[Any], None]] = {}
         self._replies: dict[int, Callable[[Reply], None]] = {}
         self._lock = threading.Lock()
 
@@ -88,6 +101,19 @@ class CallChannel:
             self._handlers[call_id] = on_reply
         self._send(Call(call_id, function, method, args, stream, current_input.get() or ""))
         return call_id
+
+    def send_call(
+        self, message: Submit | Wait, on_reply: Callable[[CallItem | CallDone | Accepted], None]
+    ) -> None:
+        """Send a durable spawn or a wait on one (its ``call_id`` from :meth:`next_id`);
+        ``on_reply`` gets its ``Accepted`` or ``CallDone`` (safe from any thread)."""
+        with self._lock:
+            self._handlers[message.call_id] = on_reply
+        self._send(message)
+
+    def next_id(self) -> str:
+        """A fresh call id for :meth:`send_call`."""
+        return f"call-{next(self._ids)}"
 
     def cancel(self, call_id: str) -> None:
         """Tell the control plane the call is no longer wanted."""
@@ -111,10 +137,10 @@ class CallChannel:
         if handler is not None:
             handler(reply)
 
-    def deliver(self, reply: CallItem | CallDone) -> None:
+    def deliver(self, reply: CallItem | CallDone | Accepted) -> None:
         """A reply from the control plane (on the runtime's loop)."""
         with self._lock:
-            if isinstance(reply, CallDone):
+            if isinstance(reply, CallDone | Accepted):
                 handler = self._handlers.pop(reply.call_id, None)
             else:
                 handler = self._handlers.get(reply.call_id)

@@ -22,9 +22,11 @@ from shoal import settings
 from shoal.container import context
 from shoal.container.executors import Executor
 from shoal.container.user_code import LoadError, UserCode, load_user_code
+from shoal.container.user_loop import UserLoop
 from shoal.protocol import transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FrameParser, SocketWriter
 from shoal.protocol.messages import (
+    Accepted,
     CallDone,
     CallItem,
     Cancel,
@@ -56,6 +58,8 @@ class Runtime:
         self._container_id = container_id
         self._token = token
         self._executor: Executor | None = None
+        #: Where user code runs, once it is loaded (see container.user_loop).
+        self._user: UserLoop | None = None
         self._code: UserCode | None = None
         self._sock: socket.socket | None = None
         self._writer: SocketWriter | None = None
@@ -105,9 +109,10 @@ class Runtime:
             self._on_message(message)
 
     def _on_message(self, message: Message) -> None:
-        if isinstance(message, Input) and self._executor is not None:
-            self._executor.submit(message)
-        elif isinstance(message, CallItem | CallDone):
+        user, executor = self._user, self._executor
+        if isinstance(message, Input) and executor is not None and user is not None:
+            user.call(executor.submit, message)
+        elif isinstance(message, CallItem | CallDone | Accepted):
             channel = context.channel()
             if channel is not None:
                 channel.deliver(message)
@@ -115,12 +120,12 @@ class Runtime:
             channel = context.channel()
             if channel is not None:
                 channel.deliver_reply(message)
-        elif isinstance(message, Credit) and self._executor is not None:
-            self._executor.credit(message.input_id, message.amount)
-        elif isinstance(message, Feed) and self._executor is not None:
-            self._executor.feed(message.input_id, message.data)
-        elif isinstance(message, Cancel) and self._executor is not None:
-            self._executor.cancel(message.input_id)
+        elif isinstance(message, Credit) and executor is not None and user is not None:
+            user.call(executor.credit, message.input_id, message.amount)
+        elif isinstance(message, Feed) and executor is not None and user is not None:
+            user.call(executor.feed, message.input_id, message.data)
+        elif isinstance(message, Cancel) and executor is not None and user is not None:
+            user.call(executor.cancel, message.input_id)
         elif isinstance(message, Load):
             self._load(message)
         elif isinstance(message, Shutdown):
@@ -140,10 +145,11 @@ class Runtime:
             self._writer.send(LoadFailed(self._setup_error, ""))
             self._finish(1)
             return
+        user = self._user = UserLoop()
         try:
             code = load_user_code(message)
             for hook in code.enter:
-                await _call(hook)
+                await user.run(_call(hook))
         except LoadError as exc:
             self._writer.send(LoadFailed(str(exc), ""))
             self._finish(1)
@@ -154,17 +160,23 @@ class Runtime:
             self._finish(1)
             return
         self._code = code
-        self._executor = Executor(code, message.max_inputs, message.timeout, self._writer.send)
+        send = self._writer.send
+
+        async def make() -> Executor:  # on the user loop: its tasks and timers live there
+            return Executor(code, message.max_inputs, message.timeout, send)
+
+        self._executor = await user.run(make())
         self._writer.send(Ready())
 
     async def _shutdown(self) -> None:
         """Finish running inputs, run the exit hooks (within the grace), and stop."""
-        if self._executor is not None:
-            await self._executor.drain()
-        if self._code is not None:
+        user = self._user
+        if self._executor is not None and user is not None:
+            await user.run(self._executor.drain())
+        if self._code is not None and user is not None:
             for hook in self._code.exit:
                 try:
-                    await _call(hook)
+                    await user.run(_call(hook))
                 except Exception:  # an exit hook's failure is reported, not fatal
                     traceback.print_exc()
         self._finish(0)

@@ -15,11 +15,12 @@ import dataclasses
 import hmac
 import json
 import os
+import re
 import secrets
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -40,6 +41,7 @@ from shoal.exception import ExecutionError, InvalidError, NotFoundError
 from shoal.protocol import payload, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
+    Accepted,
     Call,
     CallCancel,
     CallDone,
@@ -49,10 +51,39 @@ from shoal.protocol.messages import (
     OutputStatus,
     Reply,
     Request,
+    Submit,
+    Wait,
 )
 
 #: Answers one Dict or Queue op (its name and msgpack body) with a msgpack-able value.
 ObjectHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+class DurableSpawns(Protocol):
+    """Where containers' durable spawns are stored and waited on (a server's spawns)."""
+
+    def submit_many(
+        self,
+        messages: list[Submit],
+        accepted: Callable[[str, str], None],
+        refused: Callable[[str, BaseException], None],
+    ) -> None: ...
+
+    def wait(self, object_id: str, answer: Callable[[CallDone], None]) -> Callable[[], None]: ...
+
+    def cancel(self, object_id: str) -> bool: ...
+
+
+def app_of(namespace: str) -> str | None:
+    """The app a pool namespace belongs to (``"svc.v3."`` is app ``svc``), if any.
+
+    Example::
+
+        >>> app_of("ap-1f2e.v0."), app_of("")
+        ('ap-1f2e', None)
+    """
+    match = re.fullmatch(r"(.+)\.v\d+\.", namespace)
+    return match.group(1) if match else None
 
 
 class ControlPlane:
@@ -89,6 +120,9 @@ class ControlPlane:
         self.objects: ObjectHandler | None = None
         #: The host folder of a named volume (raises NotFoundError); None: no volumes.
         self.volume_lookup: Callable[[str], str] | None = None
+        #: Stores spawns made by code in containers (a server's); None: they are not
+        #: durable, and ``FunctionCall.from_id`` does not work in containers.
+        self.spawns: DurableSpawns | None = None
 
     async def start(self) -> None:
         """Listen for containers. Returns once the socket accepts connections."""
@@ -223,6 +257,8 @@ class ControlPlane:
 
     def _launch(self, container_id: str, label: str, grant: Grant | None) -> ContainerLaunch:
         env = {"SHOAL_MOUNT_ROOT": os.path.join(self._dir, "roots")}
+        if self.spawns is not None:
+            env["SHOAL_STORED_SPAWNS"] = "1"
         if grant is not None and grant.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in grant.gpus)
         return ContainerLaunch(
@@ -261,6 +297,8 @@ class _Connection:
         self._calls: dict[str, tuple[Pool, InputRecord]] = {}
         #: Object ops being answered (cancelled if the container goes).
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Waits on stored spawns, by call id: how to drop each.
+        self._waits: dict[str, Callable[[], None]] = {}
         # Until the peer has authenticated, accept only a small first frame, and only
         # for a while: a peer that never says hello is closed, not kept forever.
         self.protocol = FramedProtocol(self._on_message, self._on_lost, FRAME_OVERHEAD)
@@ -281,6 +319,10 @@ class _Connection:
                 self._call(message)
             elif isinstance(message, Request):
                 self._request(message)
+            elif isinstance(message, Submit):
+                self._spawn(message)
+            elif isinstance(message, Wait):
+                self._wait(message)
             elif isinstance(message, CallCancel):
                 self._cancel_call(message.call_id)
             else:
@@ -331,8 +373,48 @@ class _Connection:
         if not record.done:
             self._calls[call_id] = (pool, record)
 
+    def _spawn(self, message: Submit) -> None:
+        """User code in this container spawns an input: store it like a client's spawn."""
+        spawns = self._control.spawns
+        app = app_of(self._bound[2]) if self._bound is not None else None
+        if spawns is None or app is None or not message.durable:
+            error = ExecutionError("spawns are stored only by a server (`shoal server`)")
+            self.protocol.send(
+                CallDone(message.call_id, OutputStatus.ERROR, payload.dump_error(error))
+            )
+            return
+        spawns.submit_many(
+            [dataclasses.replace(message, app=app)],
+            lambda call_id, object_id: self.protocol.send(Accepted(call_id, object_id)),
+            lambda call_id, exc: self.protocol.send(
+                CallDone(call_id, OutputStatus.ERROR, payload.dump_error(exc))
+            ),
+        )
+
+    def _wait(self, message: Wait) -> None:
+        """User code waits on a stored spawn (``FunctionCall.from_id(...).get()``)."""
+        call_id, spawns = message.call_id, self._control.spawns
+        if spawns is None:
+            error = ExecutionError("function calls are stored only by a server (`shoal server`)")
+            self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(error)))
+            return
+
+        def answer(done: CallDone) -> None:
+            if self._waits.pop(call_id, None) is not None:
+                self.protocol.send(CallDone(call_id, done.status, done.data))
+
+        self._waits[call_id] = _nothing
+        drop = spawns.wait(message.object_id, answer)
+        if call_id in self._waits:
+            self._waits[call_id] = drop
+            if message.poll:  # no outcome yet: say so now instead of waiting
+                self._waits.pop(call_id)
+                drop()
+                self.protocol.send(Accepted(call_id, message.object_id))
+
     def _request(self, message: Request) -> None:
-        """User code in this container uses a Dict or Queue: answer from the object store."""
+        """User code in this container uses a Dict, Queue or Volume, or cancels a stored
+        call: answer from the object store (or the spawns)."""
         task = asyncio.get_running_loop().create_task(self._answer(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -340,6 +422,12 @@ class _Connection:
     async def _answer(self, message: Request) -> None:
         try:
             prefixes = ("dict_", "queue_", "volume_")
+            if message.op == "call_cancel" and self._control.spawns is not None:
+                body = msgpack.unpackb(message.body, raw=False) if message.body else {}
+                if not self._control.spawns.cancel(str(body.get("object_id"))):
+                    raise NotFoundError(f"no function call {body.get('object_id')!r}")
+                self.protocol.send(Reply(message.request_id, True, msgpack.packb({})))
+                return
             if self._control.objects is None or not message.op.startswith(prefixes):
                 raise InvalidError(f"{message.op!r} is not an object op this control plane serves")
             body = msgpack.unpackb(message.body, raw=False) if message.body else {}
@@ -353,6 +441,7 @@ class _Connection:
         self.protocol.send(reply)
 
     def _cancel_call(self, call_id: str) -> None:
+        self._waits.pop(call_id, _nothing)()
         entry = self._calls.pop(call_id, None)
         if entry is not None:
             pool, record = entry
@@ -366,7 +455,14 @@ class _Connection:
             self._cancel_call(call_id)
         for task in self._tasks:
             task.cancel()
+        for drop in self._waits.values():
+            drop()
+        self._waits.clear()
         self._control._connections.discard(self.protocol)
         if self._bound is not None:
             pool, handle, _ = self._bound
             pool.on_disconnect(handle)
+
+
+def _nothing() -> None:
+    return None

@@ -299,10 +299,12 @@ class Accepted:
 @dataclass(frozen=True, slots=True)
 class Wait:
     """From a client: answer ``call_id`` with a ``CallDone`` once stored input
-    ``object_id`` has an outcome (at once if it has one)."""
+    ``object_id`` has an outcome (at once if it has one). With ``poll``, answer at
+    once: the ``CallDone``, or an ``Accepted`` while the input has no outcome yet."""
 
     call_id: str
     object_id: str
+    poll: bool = False
 
 
 Message = (

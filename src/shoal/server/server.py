@@ -115,6 +115,7 @@ class Server:
         await self.apps.restore()
         self.spawns = Spawns(self.store, self.apps)
         self.spawns.start()
+        self.control.spawns = self.spawns  # containers' spawns are stored too
         self._listener, self.url = await transport.listen(
             transport.tcp_address(options.host, options.port), self._accept, tls
         )

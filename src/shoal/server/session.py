@@ -251,6 +251,10 @@ class Session:
         drop = self._server.spawns.wait(message.object_id, answer)
         if call_id in self._waits:
             self._waits[call_id] = drop
+            if message.poll:  # no outcome yet: say so now instead of waiting
+                self._waits.pop(call_id)
+                drop()
+                self.protocol.send(Accepted(call_id, message.object_id))
 
     def _request(self, message: Request) -> None:
         task = asyncio.get_running_loop().create_task(self._answer(message))
