@@ -31,6 +31,9 @@ S = TypeVar("S")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
+#: Whether a blocking call made on the background loop may run on ``_helper``.
+_blocking_elsewhere = False
+_helper: asyncio.AbstractEventLoop | None = None
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -38,32 +41,59 @@ def background_loop() -> asyncio.AbstractEventLoop:
     global _loop
     with _lock:
         if _loop is None:
-            started = threading.Event()
-            loop = asyncio.new_event_loop()
-
-            def serve() -> None:
-                asyncio.set_event_loop(loop)
-                loop.call_soon(started.set)
-                _run_forever(loop)
-
-            threading.Thread(target=serve, name="shoal-control", daemon=True).start()
-            started.wait()
-            _loop = loop
+            _loop = _start_loop("shoal-control")
         return _loop
 
 
-def use_loop(loop: asyncio.AbstractEventLoop) -> None:
+def use_loop(loop: asyncio.AbstractEventLoop, *, blocking_elsewhere: bool = False) -> None:
     """Make ``loop`` (already run by its owner) the loop Shoal's coroutines run on.
 
-    A container calls it with its runtime's loop before user code loads, so a call
-    from user code to another function, a Dict or a Queue is answered on the loop
-    that reads the container's socket: one thread hop fewer each way, and none at
-    all for ``.aio`` calls from async functions, which run on that loop too. (A
-    loop started before, in a fork server's process, has no thread in this one.)
+    A container calls it with its runtime's loop before user code loads, so user
+    code's calls to other functions, Dicts and Queues are answered on the loop that
+    reads the container's socket (one thread hop fewer each way); a container with
+    async code then calls it with the loop that code runs on, so its ``.aio`` calls
+    take no hop at all. ``blocking_elsewhere`` lets a blocking call made on ``loop``
+    itself (an ``async def`` calling ``f.remote()``, as Modal allows) run on a helper
+    loop while ``loop`` waits, instead of being refused; the container's socket is
+    read elsewhere, so the answer still comes. (A loop started before, in a fork
+    server's process, has no thread in this one.)
     """
-    global _loop
+    global _loop, _blocking_elsewhere
     with _lock:
         _loop = loop
+        _blocking_elsewhere = blocking_elsewhere
+
+
+def _blocking_loop() -> asyncio.AbstractEventLoop:
+    """The loop a blocking call runs its work on: the background loop, or a helper
+    when the caller is the background loop itself and that is allowed.
+
+    Raises:
+        ExecutionError: called on the background loop, where it would deadlock.
+    """
+    global _helper
+    if not on_background_loop():
+        return background_loop()
+    if not _blocking_elsewhere:
+        raise ExecutionError("a blocking Shoal call inside Shoal's own loop; use .aio")
+    with _lock:
+        if _helper is None:
+            _helper = _start_loop("shoal-blocking")
+        return _helper
+
+
+def _start_loop(name: str) -> asyncio.AbstractEventLoop:
+    started = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(started.set)
+        _run_forever(loop)
+
+    threading.Thread(target=serve, name=name, daemon=True).start()
+    started.wait()
+    return loop
 
 
 def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
@@ -94,12 +124,15 @@ def run_sync(coro: Coroutine[Any, Any, R]) -> R:
     """Run ``coro`` on the background loop and block until it returns.
 
     Raises:
-        ExecutionError: called from the background loop itself (it would deadlock).
+        ExecutionError: called from the background loop itself (it would deadlock),
+            unless that may run elsewhere (see :func:`use_loop`).
     """
-    if on_background_loop():
+    try:
+        loop = _blocking_loop()
+    except ExecutionError:
         coro.close()
-        raise ExecutionError("a blocking Shoal call inside Shoal's own loop; use .aio")
-    future = asyncio.run_coroutine_threadsafe(coro, background_loop())
+        raise
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
     try:
         return future.result()
     except BaseException:
@@ -170,12 +203,11 @@ def wait_on_loop(start: Starter) -> None:
     interrupted (Ctrl-C), the work is cancelled on the loop.
 
     Raises:
-        ExecutionError: called from the background loop itself (it would deadlock).
+        ExecutionError: called from the background loop itself (it would deadlock),
+            unless that may run elsewhere (see :func:`use_loop`).
         BaseException: whatever ``start`` raised.
     """
-    if on_background_loop():
-        raise ExecutionError("a blocking Shoal call inside Shoal's own loop; use .aio")
-    loop = background_loop()
+    loop = _blocking_loop()
     future: concurrent.futures.Future[None] = concurrent.futures.Future()
     cancel: list[Callable[[], None]] = []
     loop.call_soon_threadsafe(lambda: cancel.append(_start_on_loop(start, future)))

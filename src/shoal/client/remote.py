@@ -12,11 +12,11 @@ the background loop, where the handles wait.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from shoal import settings
-from shoal.client.bridge import background_loop
 from shoal.client.connection import ServerPool, store_spawn
 from shoal.container.context import CallChannel
 from shoal.control.calls import CallState, InputRecord, apply_reply
@@ -49,8 +49,9 @@ class RemotePool:
         method: str = "",
         on_item: Callable[[bytes], None] | None = None,
     ) -> list[InputRecord]:
-        """Start one call per input; each record finishes when its reply arrives."""
-        loop = background_loop()
+        """Start one call per input; each record finishes when its reply arrives (on
+        the loop this runs on: the background loop, or a blocking call's helper)."""
+        loop = asyncio.get_running_loop()
         records = []
         for args in many:
             record = InputRecord("", args, on_done, method, on_item)
@@ -117,7 +118,7 @@ class ChannelConnection:
     def call(
         self, submit: Submit | Wait, handler: Callable[[CallItem | CallDone | Accepted], None]
     ) -> None:
-        loop = background_loop()
+        loop = asyncio.get_running_loop()
 
         def deliver(reply: CallItem | CallDone | Accepted) -> None:
             loop.call_soon_threadsafe(handler, reply)

@@ -15,12 +15,13 @@ import inspect
 import os
 import socket
 import traceback
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from shoal import settings
+from shoal.client import bridge
 from shoal.container import context
-from shoal.container.executors import Executor
+from shoal.container.executors import Executor, is_async_callable
 from shoal.container.user_code import LoadError, UserCode, load_user_code
 from shoal.container.user_loop import UserLoop
 from shoal.protocol import transport
@@ -43,6 +44,8 @@ from shoal.protocol.messages import (
     Shutdown,
 )
 
+T = TypeVar("T")
+
 #: Bytes read from the control plane's socket at a time.
 _READ_SIZE = 256 * 1024
 
@@ -58,7 +61,8 @@ class Runtime:
         self._container_id = container_id
         self._token = token
         self._executor: Executor | None = None
-        #: Where user code runs, once it is loaded (see container.user_loop).
+        #: Where async user code runs, once it is loaded (see container.user_loop);
+        #: None while it is not, or when the code has no async part (then: this loop).
         self._user: UserLoop | None = None
         self._code: UserCode | None = None
         self._sock: socket.socket | None = None
@@ -109,9 +113,9 @@ class Runtime:
             self._on_message(message)
 
     def _on_message(self, message: Message) -> None:
-        user, executor = self._user, self._executor
-        if isinstance(message, Input) and executor is not None and user is not None:
-            user.call(executor.submit, message)
+        executor = self._executor
+        if isinstance(message, Input) and executor is not None:
+            self._to_user(executor.submit, message)
         elif isinstance(message, CallItem | CallDone | Accepted):
             channel = context.channel()
             if channel is not None:
@@ -120,12 +124,12 @@ class Runtime:
             channel = context.channel()
             if channel is not None:
                 channel.deliver_reply(message)
-        elif isinstance(message, Credit) and executor is not None and user is not None:
-            user.call(executor.credit, message.input_id, message.amount)
-        elif isinstance(message, Feed) and executor is not None and user is not None:
-            user.call(executor.feed, message.input_id, message.data)
-        elif isinstance(message, Cancel) and executor is not None and user is not None:
-            user.call(executor.cancel, message.input_id)
+        elif isinstance(message, Credit) and executor is not None:
+            self._to_user(executor.credit, message.input_id, message.amount)
+        elif isinstance(message, Feed) and executor is not None:
+            self._to_user(executor.feed, message.input_id, message.data)
+        elif isinstance(message, Cancel) and executor is not None:
+            self._to_user(executor.cancel, message.input_id)
         elif isinstance(message, Load):
             self._load(message)
         elif isinstance(message, Shutdown):
@@ -145,11 +149,13 @@ class Runtime:
             self._writer.send(LoadFailed(self._setup_error, ""))
             self._finish(1)
             return
-        user = self._user = UserLoop()
         try:
             code = load_user_code(message)
+            if _runs_async(code):  # its own loop, which Shoal's handles there use too
+                self._user = UserLoop()
+                bridge.use_loop(self._user.loop, blocking_elsewhere=True)
             for hook in code.enter:
-                await user.run(_call(hook))
+                await self._on_user_loop(_call(hook))
         except LoadError as exc:
             self._writer.send(LoadFailed(str(exc), ""))
             self._finish(1)
@@ -162,21 +168,31 @@ class Runtime:
         self._code = code
         send = self._writer.send
 
-        async def make() -> Executor:  # on the user loop: its tasks and timers live there
+        async def make() -> Executor:  # on the loop its tasks and timers will live on
             return Executor(code, message.max_inputs, message.timeout, send)
 
-        self._executor = await user.run(make())
+        self._executor = await self._on_user_loop(make())
         self._writer.send(Ready())
+
+    async def _on_user_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` where user code runs: the user loop, or this one (sync code)."""
+        return await (self._user.run(coro) if self._user is not None else coro)
+
+    def _to_user(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` where user code runs (see :meth:`_on_user_loop`)."""
+        if self._user is not None:
+            self._user.call(fn, *args)
+        else:
+            fn(*args)
 
     async def _shutdown(self) -> None:
         """Finish running inputs, run the exit hooks (within the grace), and stop."""
-        user = self._user
-        if self._executor is not None and user is not None:
-            await user.run(self._executor.drain())
-        if self._code is not None and user is not None:
+        if self._executor is not None:
+            await self._on_user_loop(self._executor.drain())
+        if self._code is not None:
             for hook in self._code.exit:
                 try:
-                    await user.run(_call(hook))
+                    await self._on_user_loop(_call(hook))
                 except Exception:  # an exit hook's failure is reported, not fatal
                     traceback.print_exc()
         self._finish(0)
@@ -184,6 +200,12 @@ class Runtime:
     def _finish(self, code: int) -> None:
         if self._exit_code is not None and not self._exit_code.done():
             self._exit_code.set_result(code)
+
+
+def _runs_async(code: UserCode) -> bool:
+    """Whether ``code`` has async parts (methods, a web app, hooks) for a user loop."""
+    parts = [*code.methods.values(), *code.enter, *code.exit]
+    return code.web or any(is_async_callable(part) for part in parts)
 
 
 async def _call(hook: Callable[[], Any]) -> None:
