@@ -17,6 +17,17 @@ from shoal.exception import InvalidError, NotFoundError
 SCRIPT = Path(__file__).parent / "scripts" / "volumes_app.py"
 
 
+def _namespaces_work() -> bool:
+    probe = "from shoal.container import mounts; mounts._private_namespace()"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+#: Mounting volumes needs a mount namespace: root, or unprivileged user namespaces.
+needs_namespaces = pytest.mark.skipif(
+    not _namespaces_work(), reason="this machine cannot make mount namespaces"
+)
+
+
 def run_script(env: dict[str, str]) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "shoal.cli", "run", "-q", str(SCRIPT)],
@@ -37,6 +48,7 @@ def check(out: dict) -> None:
     assert out["after_rm"] == []
 
 
+@needs_namespaces
 def test_volumes_embedded(tmp_path: Path) -> None:
     env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
     env.pop("SHOAL_SERVER_URL", None)
@@ -45,6 +57,7 @@ def test_volumes_embedded(tmp_path: Path) -> None:
     assert not os.path.exists("/shoal-test-volume-data")
 
 
+@needs_namespaces
 def test_volumes_on_a_server_and_the_cli(server: ServerProcess, tmp_path: Path) -> None:
     check(run_script(server.env))
     local = tmp_path / "upload"
