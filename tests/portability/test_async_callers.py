@@ -3,37 +3,22 @@ that function's event loop, never the container's conversation with its control 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+from portability.runner import run_json
 from service.harness import ServerProcess
 
 SCRIPT = Path(__file__).parent / "scripts" / "async_callers.py"
 
 
-def run(target: str, env: dict[str, str]) -> list:
-    done = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "run", "-q", f"{SCRIPT}::{target}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    result: list = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 def test_blocking_calls_from_async_code_embedded(tmp_path: Path) -> None:
     env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
     env.pop("SHOAL_SERVER_URL", None)
-    assert run("basic", env) == [10, 12, 5]
+    assert run_json(f"{SCRIPT}::basic", env) == [10, 12, 5]
 
 
 def test_spawn_and_poll_from_async_code_on_a_server(server: ServerProcess) -> None:
-    basic, polled = run("main", server.env)
+    basic, polled = run_json(f"{SCRIPT}::main", server.env)
     assert basic == [10, 12, 5]
     assert polled == ["fc-", "not ready", 14]  # get(timeout=0) answers at once, then the result

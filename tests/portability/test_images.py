@@ -15,20 +15,11 @@ from pathlib import Path
 import pytest
 
 import shoal
+from portability.runner import shoal_run
 from service.harness import ServerProcess
 from shoal.exception import ImageBuildError, InvalidError
 
 SCRIPTS = Path(__file__).parent / "scripts"
-
-
-def shoal_run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "run", "-q", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_an_image_is_its_own_environment_and_is_reused(image_cache: str) -> None:
@@ -69,13 +60,7 @@ def test_an_image_builds_where_the_server_runs(tmp_path: Path) -> None:
 
 
 def _run_on(server: ServerProcess) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "run", "-q", str(SCRIPTS / "images.py")],
-        env=server.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return shoal_run(str(SCRIPTS / "images.py"), env=server.env)
 
 
 def test_a_failed_build_stops_the_run_with_the_installers_error() -> None:

@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import shoal
+from portability.runner import run_json, shoal_run
 from service.harness import ServerProcess
 from shoal.exception import InvalidError, NotFoundError, RequestSizeError, SerializationError
 
 SCRIPT = Path(__file__).parent / "scripts" / "dict_queue.py"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "dict_and_queue.py"
-
-
-def run_script(env: dict[str, str]) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "run", "-q", str(SCRIPT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def check(out: dict, runs: int) -> None:
@@ -45,15 +31,15 @@ def check(out: dict, runs: int) -> None:
 def test_embedded_runs_keep_named_objects_in_their_home(tmp_path: Path) -> None:
     env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
     env.pop("SHOAL_SERVER_URL", None)
-    check(run_script(env), runs=0)
-    check(run_script(env), runs=1)
+    check(run_json(SCRIPT, env), runs=0)
+    check(run_json(SCRIPT, env), runs=1)
 
 
 def test_a_server_keeps_named_objects_through_a_crash(server: ServerProcess) -> None:
-    check(run_script(server.env), runs=0)
+    check(run_json(SCRIPT, server.env), runs=0)
     server.kill()  # SIGKILL: acknowledged writes were committed before they were answered
     server.start()
-    check(run_script(server.env), runs=1)
+    check(run_json(SCRIPT, server.env), runs=1)
     listed = server.client(
         "import shoal\n"
         "d = shoal.Dict.from_name('shoal-test-runs')\n"
@@ -129,13 +115,7 @@ def test_the_example_runs(tmp_path: Path) -> None:
     env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
     env.pop("SHOAL_SERVER_URL", None)
     for run in (1, 2):
-        done = subprocess.run(
-            [sys.executable, "-m", "shoal.cli", "run", "-q", str(EXAMPLE)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = shoal_run(str(EXAMPLE), env=env)
         assert done.returncode == 0, done.stderr
         assert "handled: 20" in done.stdout
         assert f"runs so far: {run}" in done.stdout

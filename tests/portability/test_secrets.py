@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import shoal
+from portability.runner import run_json, shoal_run
 from service.harness import ServerProcess
 from shoal.exception import InvalidError, NotFoundError
 
@@ -27,15 +25,7 @@ def test_secrets_reach_containers_only(server: ServerProcess) -> None:
     assert "hunter2" not in listed.stdout + listed.stderr  # values are never printed
 
     env = {**server.env, "LOCAL_TOKEN": "from-my-shell"}
-    run = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "run", "-q", str(SCRIPT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    seen = run_json(SCRIPT, env)
     assert seen["container"] == {
         "APP_WIDE": "yes",
         "DB_PASSWORD": "hunter2",
@@ -49,13 +39,7 @@ def test_secrets_reach_containers_only(server: ServerProcess) -> None:
 
     deleted = server.cli("secret", "delete", "shoal-test-db")
     assert deleted.returncode == 0, deleted.stderr
-    missing = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "run", "-q", str(SCRIPT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    missing = shoal_run(str(SCRIPT), env=env)
     assert missing.returncode == 1
     assert "no secret 'shoal-test-db'" in missing.stderr
     assert "shoal secret create shoal-test-db" in missing.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import shoal
+from portability.runner import run_json
 from service.harness import ServerProcess
 from shoal.exception import InvalidError, NotFoundError
 
@@ -28,18 +29,6 @@ needs_namespaces = pytest.mark.skipif(
 )
 
 
-def run_script(env: dict[str, str]) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "run", "-q", str(SCRIPT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def check(out: dict) -> None:
     assert out["read"] == ["run 1", "run 2"]  # another function's containers saw the writes
     assert out["listed"] == ["1.txt", "2.txt"] and out["content"] == "run 2"
@@ -52,14 +41,14 @@ def check(out: dict) -> None:
 def test_volumes_embedded(tmp_path: Path) -> None:
     env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
     env.pop("SHOAL_SERVER_URL", None)
-    check(run_script(env))
+    check(run_json(SCRIPT, env))
     assert (tmp_path / "home" / "volumes" / "shoal-test-volume").is_dir()
     assert not os.path.exists("/shoal-test-volume-data")
 
 
 @needs_namespaces
 def test_volumes_on_a_server_and_the_cli(server: ServerProcess, tmp_path: Path) -> None:
-    check(run_script(server.env))
+    check(run_json(SCRIPT, server.env))
     local = tmp_path / "upload"
     local.mkdir()
     (local / "a.txt").write_text("alpha")

@@ -74,6 +74,31 @@ class DurableSpawns(Protocol):
     def cancel(self, object_id: str) -> bool: ...
 
 
+def wait_on_spawn(
+    spawns: DurableSpawns,
+    message: Wait,
+    waits: dict[str, Callable[[], None]],
+    send: Callable[[Message], None],
+) -> None:
+    """Answer ``message`` with the stored spawn's ``CallDone`` once it has one (``waits``
+    holds how to drop the wait meanwhile, by call id); a polling wait is answered at
+    once, with ``Accepted`` while there is no outcome yet."""
+    call_id = message.call_id
+
+    def answer(done: CallDone) -> None:
+        if waits.pop(call_id, None) is not None:
+            send(CallDone(call_id, done.status, done.data))
+
+    waits[call_id] = _nothing
+    drop = spawns.wait(message.object_id, answer)
+    if call_id in waits:
+        waits[call_id] = drop
+        if message.poll:
+            waits.pop(call_id)
+            drop()
+            send(Accepted(call_id, message.object_id))
+
+
 def app_of(namespace: str) -> str | None:
     """The app a pool namespace belongs to (``"svc.v3."`` is app ``svc``), if any.
 
@@ -393,24 +418,14 @@ class _Connection:
 
     def _wait(self, message: Wait) -> None:
         """User code waits on a stored spawn (``FunctionCall.from_id(...).get()``)."""
-        call_id, spawns = message.call_id, self._control.spawns
+        spawns = self._control.spawns
         if spawns is None:
             error = ExecutionError("function calls are stored only by a server (`shoal server`)")
-            self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(error)))
+            self.protocol.send(
+                CallDone(message.call_id, OutputStatus.ERROR, payload.dump_error(error))
+            )
             return
-
-        def answer(done: CallDone) -> None:
-            if self._waits.pop(call_id, None) is not None:
-                self.protocol.send(CallDone(call_id, done.status, done.data))
-
-        self._waits[call_id] = _nothing
-        drop = spawns.wait(message.object_id, answer)
-        if call_id in self._waits:
-            self._waits[call_id] = drop
-            if message.poll:  # no outcome yet: say so now instead of waiting
-                self._waits.pop(call_id)
-                drop()
-                self.protocol.send(Accepted(call_id, message.object_id))
+        wait_on_spawn(spawns, message, self._waits, self.protocol.send)
 
     def _request(self, message: Request) -> None:
         """User code in this container uses a Dict, Queue or Volume, or cancels a stored

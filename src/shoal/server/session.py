@@ -33,6 +33,7 @@ import msgpack
 from shoal import settings
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.pool import Pool
+from shoal.control.server import wait_on_spawn
 from shoal.exception import Error, ExecutionError
 from shoal.protocol import payload
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
@@ -241,20 +242,7 @@ class Session:
             drop()
 
     def _wait(self, message: Wait) -> None:
-        call_id = message.call_id
-
-        def answer(done: CallDone) -> None:
-            if self._waits.pop(call_id, None) is not None:
-                self.protocol.send(CallDone(call_id, done.status, done.data))
-
-        self._waits[call_id] = lambda: None
-        drop = self._server.spawns.wait(message.object_id, answer)
-        if call_id in self._waits:
-            self._waits[call_id] = drop
-            if message.poll:  # no outcome yet: say so now instead of waiting
-                self._waits.pop(call_id)
-                drop()
-                self.protocol.send(Accepted(call_id, message.object_id))
+        wait_on_spawn(self._server.spawns, message, self._waits, self.protocol.send)
 
     def _request(self, message: Request) -> None:
         task = asyncio.get_running_loop().create_task(self._answer(message))
