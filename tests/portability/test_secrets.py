@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,14 +48,31 @@ def test_secrets_reach_containers_only(server: ServerProcess) -> None:
     assert "shoal secret create shoal-test-db" in missing.stderr
 
 
-def test_a_named_secret_needs_a_server_and_values_are_checked() -> None:
-    app = shoal.App("no-server")
+def test_named_secrets_without_a_server_live_in_the_home(tmp_path: Path) -> None:
+    env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home"), "LOCAL_TOKEN": "x"}
+    env.pop("SHOAL_SERVER_URL", None)
+    shoal_cli = [sys.executable, "-m", "shoal.cli", "secret"]
+    created = subprocess.run(
+        [*shoal_cli, "create", "shoal-test-db", "DB_PASSWORD=pw", "DB_USER=u"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert created.returncode == 0, created.stderr
+    seen = run_json(SCRIPT, env)
+    assert seen["container"]["DB_PASSWORD"] == "pw"  # found in the home's own store
+    listed = subprocess.run([*shoal_cli, "list"], env=env, capture_output=True, text=True)
+    assert "shoal-test-db" in listed.stdout and "pw" not in listed.stdout
 
-    @app.function(secrets=[shoal.Secret.from_name("anything")], serialized=True)
+
+def test_missing_secrets_and_bad_values_are_clear_errors() -> None:
+    app = shoal.App("no-such-secret")
+
+    @app.function(secrets=[shoal.Secret.from_name("shoal-test-absent")], serialized=True)
     def f() -> int:
         return 1
 
-    with pytest.raises(NotFoundError, match="needs a shoal server"), app.run():
+    with pytest.raises(NotFoundError, match="shoal secret create shoal-test-absent"), app.run():
         pass
     with pytest.raises(InvalidError, match="environment variable name"):
         shoal.Secret.from_dict({"NOT A NAME": "x"})

@@ -1,7 +1,7 @@
 """``shoal secret ...`` and ``shoal volume ...``: named objects, from the command line.
 
-Secrets live on a server. Volumes live where Dicts and Queues do: on the server
-this machine uses, or with none, under its own ``SHOAL_HOME``.
+Secrets and volumes live where Dicts and Queues do: on the server this machine uses,
+or with none, under its own ``SHOAL_HOME``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from shoal.cli.service import JSON_FLAG, ask_server, when
+from shoal.cli.service import JSON_FLAG, when
 from shoal.client.bridge import run_sync
 from shoal.client.objects import request
 from shoal.client.secret import parse_dotenv
@@ -45,7 +45,7 @@ def secret_create(name: str, pairs: tuple[str, ...], dotenv: str | None, force: 
         values[key] = sys.stdin.read().rstrip("\n") if value == "-" else value
     if not values:
         raise click.UsageError("give at least one KEY=VALUE (or --from-dotenv FILE)")
-    ask_server("secret_create", name=name, values=values, overwrite=force)
+    _objects("secret_create", name=name, values=values, overwrite=force)
     click.echo(f"created secret {name} with keys {', '.join(sorted(values))}")
 
 
@@ -53,7 +53,7 @@ def secret_create(name: str, pairs: tuple[str, ...], dotenv: str | None, force: 
 @JSON_FLAG
 def secret_list(as_json: bool) -> None:
     """Every secret: its name and key names (values are never shown)."""
-    rows = ask_server("secret_list")
+    rows = _objects("secret_list")
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -66,7 +66,7 @@ def secret_list(as_json: bool) -> None:
 @click.argument("name")
 def secret_delete(name: str) -> None:
     """Forget secret NAME."""
-    ask_server("secret_delete", name=name)
+    _objects("secret_delete", name=name)
     click.echo(f"deleted secret {name}")
 
 

@@ -29,7 +29,7 @@ from shoal.client.deployed import DeployedApp, run_ephemeral
 from shoal.client.function import Function
 from shoal.client.image import Image
 from shoal.client.map import MapProgress
-from shoal.client.objects import handle_here, volume_here
+from shoal.client.objects import handle_here, secret_here, volume_here
 from shoal.client.output import live_status, output_enabled
 from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.secret import Secret
@@ -467,6 +467,7 @@ class App:
         control = ControlPlane(get_backend("local"))
         control.objects = handle_here  # its containers' Dicts and Queues are this process's
         control.volume_lookup = volume_here
+        control.secret_lookup = secret_here
         await control.start()
         try:
             declared = self.declared()

@@ -63,6 +63,11 @@ async def handle_here(op: str, body: dict[str, Any]) -> Any:
     return await embedded_objects().handle(op, body)
 
 
+def secret_here(name: str) -> dict[str, str]:
+    """The values of named secret ``name`` in this process's own home (embedded default)."""
+    return embedded_objects().secret_values(name)
+
+
 def volume_here(name: str) -> str:
     """The folder of volume ``name`` in this process's own home (embedded default)."""
     return embedded_objects().volume_path(name)

@@ -1,5 +1,6 @@
 """Dicts and Queues: named ones kept in the store, ephemeral ones in memory (and the
-door to the home's volumes: :mod:`shoal.server.volumes`).
+door to the home's volumes and named secrets: :mod:`shoal.server.volumes`,
+:mod:`shoal.server.secrets`).
 
 Keys and values arrive pickled by the client and stay opaque bytes here: the
 server never unpickles them, so two keys are the same key when their pickles are
@@ -31,6 +32,7 @@ from typing import Any, Final
 from shoal import settings
 from shoal.exception import InvalidError, NotFoundError, RequestSizeError
 from shoal.server.names import check_name
+from shoal.server.secrets import Secrets
 from shoal.server.store import Store
 from shoal.server.volumes import Volumes
 
@@ -85,6 +87,7 @@ class Objects:
     def __init__(self, store: Store | None, volumes: str | None = None) -> None:
         self._store = store
         self.volumes = None if volumes is None else Volumes(volumes)
+        self.secrets = None if store is None else Secrets(store.db)
         if store is not None:
             store.db.executescript(_SCHEMA)
             store.db.commit()
@@ -101,10 +104,22 @@ class Objects:
         """
         if op.startswith("volume_") and self.volumes is not None:
             return await self.volumes.handle(op, body)
+        if op.startswith("secret_") and self.secrets is not None:
+            return self.secrets.handle(op, body)
         handler = _OPS.get(op)
         if handler is None:
             raise InvalidError(f"unknown object op {op!r}")
         return await handler(self, body)
+
+    def secret_values(self, name: str) -> dict[str, str]:
+        """The values of named secret ``name`` (for the control plane, never a client).
+
+        Raises:
+            NotFoundError: there is none, or this store keeps no secrets.
+        """
+        if self.secrets is None:
+            raise NotFoundError(f"no secret {name!r}: named secrets need a store")
+        return self.secrets.get(name)
 
     def volume_path(self, name: str) -> str:
         """The folder of volume ``name`` (for the control plane).

@@ -1,10 +1,12 @@
-"""Named secrets a server keeps in its store (and the ops of ``shoal secret``).
+"""Named secrets kept in a store (and the ops of ``shoal secret``).
 
 A secret is a set of environment variables stored under a name
 (``shoal secret create NAME KEY=VALUE ...``); functions refer to it with
 ``shoal.Secret.from_name(NAME)`` and the control plane reads it when it creates
-their pool (:attr:`ControlPlane.secret_lookup`). Values leave the server only
-into containers' environments: listing shows names and key names, never values.
+their pool (:attr:`ControlPlane.secret_lookup`). The store is a server's, or with no
+server, the caller's own on its home (as for Dicts). Values leave it only into
+containers' environments: listing shows names and key names, never values, and
+containers cannot ask for secrets over their channel.
 """
 
 from __future__ import annotations
@@ -33,6 +35,25 @@ class Secrets:
         self._db = db
         self._db.executescript(_SCHEMA)
         self._db.commit()
+
+    def handle(self, op: str, body: dict[str, Any]) -> Any:
+        """Answer ``secret_create``, ``secret_list`` or ``secret_delete`` (``shoal secret``).
+
+        Raises:
+            InvalidError, NotFoundError: as :meth:`put` and :meth:`delete` say.
+        """
+        if op == "secret_create":
+            values = body.get("values")
+            if not isinstance(values, dict):
+                raise InvalidError("secret_create: values must be a map")
+            self.put(str(body.get("name")), values, overwrite=bool(body.get("overwrite")))
+            return {}
+        if op == "secret_list":
+            return self.list()
+        if op == "secret_delete":
+            self.delete(str(body.get("name")))
+            return {}
+        raise InvalidError(f"unknown secret op {op!r}")
 
     def put(self, name: str, values: dict[str, str], *, overwrite: bool) -> None:
         """Store ``values`` under ``name``.
@@ -68,8 +89,7 @@ class Secrets:
         row = self._db.execute("SELECT data FROM secrets WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFoundError(
-                f"no secret {name!r} on this server; create it with "
-                f"`shoal secret create {name} KEY=VALUE`"
+                f"no secret {name!r}; create it with `shoal secret create {name} KEY=VALUE`"
             )
         values: dict[str, str] = msgpack.unpackb(row[0], raw=False)
         return values
@@ -96,4 +116,4 @@ class Secrets:
         with self._db:
             gone = self._db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount
         if not gone:
-            raise NotFoundError(f"no secret {name!r} on this server")
+            raise NotFoundError(f"no secret {name!r}")

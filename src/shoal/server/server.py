@@ -41,7 +41,6 @@ from shoal.protocol import transport
 from shoal.server.apps import Apps, Deployment
 from shoal.server.logs import Logs
 from shoal.server.objects import Objects
-from shoal.server.secrets import Secrets
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
 from shoal.server.store import Store, lock_home
@@ -103,11 +102,10 @@ class Server:
         self.store.start(asyncio.get_running_loop())
         self._load_tokens()
         self.logs = Logs()
-        self.secret_store = Secrets(self.store.db)
         self.control = ControlPlane(get_backend("local"))
         self.control.backend.on_output = self.logs.add
-        self.control.secret_lookup = self.secret_store.get
         self.objects = Objects(self.store, os.path.join(self.home, "volumes"))
+        self.control.secret_lookup = self.objects.secret_values
         self.control.objects = self.objects.handle
         self.control.volume_lookup = self.objects.volume_path
         await self.control.start()
@@ -229,7 +227,7 @@ class Server:
             InvalidError: an unknown op or a malformed body.
             NotFoundError: the app, function, container or call does not exist.
         """
-        if op.startswith(("dict_", "queue_", "volume_")):
+        if op.startswith(("dict_", "queue_", "volume_", "secret_")):
             result = await self.objects.handle(op, body)
             if op.endswith("_ephemeral"):
                 session.own_object(result["name"])
@@ -241,20 +239,6 @@ class Server:
 
     async def _op_ping(self, body: dict[str, Any], session: Session) -> Any:
         return {"server_id": self.server_id}
-
-    async def _op_secret_create(self, body: dict[str, Any], session: Session) -> Any:
-        values = body.get("values")
-        if not isinstance(values, dict):
-            raise InvalidError("secret_create: values must be a map")
-        self.secret_store.put(_text(body, "name"), values, overwrite=bool(body.get("overwrite")))
-        return {}
-
-    async def _op_secret_list(self, body: dict[str, Any], session: Session) -> Any:
-        return self.secret_store.list()
-
-    async def _op_secret_delete(self, body: dict[str, Any], session: Session) -> Any:
-        self.secret_store.delete(_text(body, "name"))
-        return {}
 
     async def _op_deploy(self, body: dict[str, Any], session: Session) -> Any:
         deployment = await self.apps.deploy(
