@@ -37,7 +37,7 @@ in a child process's environment.
 | SHOAL_IMAGE_ID | (none) | set in a container: the digest of the image it runs in |
 | SHOAL_VOLUMES | (none) | set in a container: JSON map of its volumes' paths to folders |
 | SHOAL_MOUNT_ROOT | (none) | set in a container: where it may build its own root |
-| SHOAL_STORED_SPAWNS | (none) | set in a container of a server: its spawns are stored |
+| SHOAL_STORED_SPAWNS | (none) | set in a container: its control plane keeps its spawns by id |
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_IMAGE_ID", "", "in a container: the digest of its image"),
         Setting("SHOAL_VOLUMES", "", "in a container: its volumes (path -> folder, JSON)"),
         Setting("SHOAL_MOUNT_ROOT", "", "in a container: a folder for its own root"),
-        Setting("SHOAL_STORED_SPAWNS", "", "in a container of a server: spawns are stored"),
+        Setting("SHOAL_STORED_SPAWNS", "", "in a container: spawns are kept by id"),
     )
 }
 
@@ -225,5 +225,6 @@ def mount_root() -> str:
 
 
 def stored_spawns() -> bool:
-    """In a container: whether its control plane stores spawns (it belongs to a server)."""
+    """In a container: whether its control plane keeps its spawns by id (a server stores
+    them; an app run without one keeps them in memory for its life)."""
     return get("SHOAL_STORED_SPAWNS") == "1"

@@ -123,7 +123,7 @@ def test_the_example_runs(tmp_path: Path) -> None:
 
 def test_spawns_from_containers_are_stored_and_found_by_id(server: ServerProcess) -> None:
     script = Path(__file__).parent / "scripts" / "fan_out.py"
-    started = server.cli("run", "-q", "--detach", str(script))
+    started = server.cli("run", "-q", "--detach", f"{script}::main")
     assert started.returncode == 0, started.stderr
     watch = server.client(
         "import time, shoal\n"
@@ -143,3 +143,11 @@ def test_spawns_from_containers_are_stored_and_found_by_id(server: ServerProcess
     assert lines[0] == str([(f"{job}:total", 30 * job + 3) for job in range(4)])
     assert lines[1] == "True fc-"  # the child saw the id its parent got: a stored call
     assert lines[2] == "21"  # and any process can fetch its result by that id
+
+
+def test_spawns_from_containers_are_found_by_id_without_a_server(tmp_path: Path) -> None:
+    env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
+    env.pop("SHOAL_SERVER_URL", None)
+    script = Path(__file__).parent / "scripts" / "fan_out.py"
+    totals = run_json(f"{script}::wait_for_all", env)
+    assert totals == [[f"{job}:total", 30 * job + 3] for job in range(4)]

@@ -41,6 +41,7 @@ from shoal.control.resources import Resources
 from shoal.control.schedule import Cron, Period
 from shoal.control.secrets import SecretSpec
 from shoal.control.server import ControlPlane
+from shoal.control.spawned import SpawnedCalls
 from shoal.control.spec import UNSET, CodeRef, FunctionSpec, Retries, Scaling
 from shoal.exception import ConnectionError, ExecutionError, InvalidError, NotFoundError
 
@@ -468,6 +469,7 @@ class App:
         control.objects = handle_here  # its containers' Dicts and Queues are this process's
         control.volume_lookup = volume_here
         control.secret_lookup = secret_here
+        control.spawns = SpawnedCalls(control.pools)  # its containers' spawns, by id
         await control.start()
         try:
             declared = self.declared()

@@ -145,8 +145,8 @@ class ControlPlane:
         self.objects: ObjectHandler | None = None
         #: The host folder of a named volume (raises NotFoundError); None: no volumes.
         self.volume_lookup: Callable[[str], str] | None = None
-        #: Stores spawns made by code in containers (a server's); None: they are not
-        #: durable, and ``FunctionCall.from_id`` does not work in containers.
+        #: Keeps spawns made by code in containers by id: a server's store, or for an
+        #: app run here, memory (control.spawned); None: ``from_id`` finds none of them.
         self.spawns: DurableSpawns | None = None
 
     async def start(self) -> None:
@@ -402,14 +402,14 @@ class _Connection:
         """User code in this container spawns an input: store it like a client's spawn."""
         spawns = self._control.spawns
         app = app_of(self._bound[2]) if self._bound is not None else None
-        if spawns is None or app is None or not message.durable:
-            error = ExecutionError("spawns are stored only by a server (`shoal server`)")
+        if spawns is None or not message.durable:
+            error = ExecutionError("this control plane keeps no spawns by id")
             self.protocol.send(
                 CallDone(message.call_id, OutputStatus.ERROR, payload.dump_error(error))
             )
             return
         spawns.submit_many(
-            [dataclasses.replace(message, app=app)],
+            [dataclasses.replace(message, app=app or "")],
             lambda call_id, object_id: self.protocol.send(Accepted(call_id, object_id)),
             lambda call_id, exc: self.protocol.send(
                 CallDone(call_id, OutputStatus.ERROR, payload.dump_error(exc))
@@ -420,7 +420,7 @@ class _Connection:
         """User code waits on a stored spawn (``FunctionCall.from_id(...).get()``)."""
         spawns = self._control.spawns
         if spawns is None:
-            error = ExecutionError("function calls are stored only by a server (`shoal server`)")
+            error = ExecutionError("this control plane keeps no function calls by id")
             self.protocol.send(
                 CallDone(message.call_id, OutputStatus.ERROR, payload.dump_error(error))
             )

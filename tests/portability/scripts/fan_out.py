@@ -3,7 +3,12 @@
 ``main`` spawns one ``parent`` per job and returns (run it with ``--detach``); each
 parent spawns its children from its container and records their call ids in a Dict;
 a collector fetches the children's results by id and stores the total.
+``wait_for_all`` does the same and waits for the totals (for a run without a server,
+where the app ends with the entrypoint).
 """
+
+import json
+import time
 
 import shoal as modal
 
@@ -35,3 +40,13 @@ def collect(job: int, call_ids: list[str]) -> None:
 def main() -> None:
     board.clear()
     parent.spawn_map(range(4))
+
+
+@app.local_entrypoint()
+def wait_for_all() -> None:
+    board.clear()
+    parent.spawn_map(range(4))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len([k for k in board.keys() if "total" in k]) < 4:
+        time.sleep(0.2)
+    print(json.dumps(sorted((k, v) for k, v in board.items() if k.endswith(":total"))))

@@ -1,0 +1,120 @@
+"""Spawns made by code in containers of an app run without a server, kept by id in memory.
+
+On a server, a container's ``f.spawn()`` is stored (``server/spawns.py``) and any
+process can fetch it with ``FunctionCall.from_id``. An app run by ``shoal run`` or
+``app.run()`` with no server has no store, yet the patterns built on call ids
+(spawn parts, record their ids, gather them elsewhere; a web endpoint that spawns
+and is polled later) run inside one app. :class:`SpawnedCalls` gives those calls
+``fc-...`` ids the containers of that app can wait on and cancel, for as long as the
+app runs; the newest :data:`KEEP` outcomes are kept after their calls end.
+"""
+
+from __future__ import annotations
+
+import collections
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from shoal.control.calls import InputRecord, outcome_message
+from shoal.control.pool import Pool
+from shoal.exception import NotFoundError
+from shoal.protocol import payload
+from shoal.protocol.messages import CallDone, OutputStatus, Submit
+
+#: Finished calls whose outcome is kept for ``from_id`` (the oldest go first).
+KEEP: Final = 10_000
+
+
+@dataclass
+class _Call:
+    pool: Pool
+    record: InputRecord | None = None
+    outcome: CallDone | None = None
+    waiters: list[Callable[[CallDone], None]] = field(default_factory=list)
+
+
+class SpawnedCalls:
+    """The control plane's spawned calls by id (a ``DurableSpawns`` kept in memory).
+
+    Args:
+        pools: the control plane's pools by key (a function's name, with no server).
+    """
+
+    def __init__(self, pools: Callable[[], dict[str, Pool]]) -> None:
+        self._pools = pools
+        self._calls: dict[str, _Call] = {}
+        self._ids: dict[InputRecord, str] = {}
+        self._finished: collections.deque[str] = collections.deque()
+
+    def submit_many(
+        self,
+        messages: list[Submit],
+        accepted: Callable[[str, str], None],
+        refused: Callable[[str, BaseException], None],
+    ) -> None:
+        """Queue each message's input under a new ``fc-...`` id and accept it at once."""
+        for message in messages:
+            pool = self._pools().get(message.function)
+            if pool is None:
+                refused(message.call_id, NotFoundError(f"no function {message.function!r}"))
+                continue
+            object_id = "fc-" + secrets.token_hex(12)
+            call = self._calls[object_id] = _Call(pool)
+            [record] = pool.submit_many(
+                [message.args], self._done, message.method, call_ids=[object_id]
+            )
+            call.record = record
+            self._ids[record] = object_id
+            accepted(message.call_id, object_id)
+            if record.done:  # refused at once by the pool
+                self._done(record)
+
+    def _done(self, record: InputRecord) -> None:
+        object_id = self._ids.pop(record, None)
+        call = self._calls.get(object_id or "")
+        if object_id is None or call is None or call.outcome is not None:
+            return
+        call.outcome, call.record = outcome_message(object_id, record), None
+        for answer in call.waiters:
+            answer(call.outcome)
+        call.waiters.clear()
+        self._finished.append(object_id)
+        while len(self._finished) > KEEP:
+            self._calls.pop(self._finished.popleft(), None)
+
+    def wait(self, object_id: str, answer: Callable[[CallDone], None]) -> Callable[[], None]:
+        """Call ``answer`` with the outcome of ``object_id`` once it has one; return a
+        function that drops the wait."""
+        call = self._calls.get(object_id)
+        if call is None:
+            error = NotFoundError(
+                f"no function call {object_id!r} in this run (spawned calls are kept by id "
+                "for the app's life; a shoal server keeps them for good)"
+            )
+            answer(CallDone(object_id, OutputStatus.ERROR, payload.dump_error(error)))
+            return _nothing
+        if call.outcome is not None:
+            answer(call.outcome)
+            return _nothing
+        call.waiters.append(answer)
+
+        def drop() -> None:
+            if answer in call.waiters:
+                call.waiters.remove(answer)
+
+        return drop
+
+    def cancel(self, object_id: str) -> bool:
+        """Cancel ``object_id`` if it still runs; return whether it is known."""
+        call = self._calls.get(object_id)
+        if call is None:
+            return False
+        if call.record is not None:
+            call.pool.cancel(call.record)
+        return True
+
+
+def _nothing() -> None:
+    return None
