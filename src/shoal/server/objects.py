@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from shoal import settings
 from shoal.exception import InvalidError, NotFoundError, RequestSizeError
+from shoal.server.fields import data, text
 from shoal.server.names import check_name
 from shoal.server.secrets import Secrets
 from shoal.server.store import Store
@@ -74,6 +75,24 @@ class _Queue:
         for waiter in self.waiting.pop(key, set()):
             if not waiter.done():
                 waiter.set_result(None)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """A kind of named object: its name for users, its tables, its ephemeral ids' prefix."""
+
+    label: str
+    table: str
+    items: str
+    #: The column of ``items`` that names the object.
+    column: str
+    prefix: str
+    #: Builds its in-memory state (``durable``: a named one, kept in the store).
+    make: Callable[[bool], _Dict | _Queue]
+
+
+_DICT: Final = _Kind("Dict", "dicts", "dict_items", "dict", "di", lambda d: _Dict(durable=d))
+_QUEUE: Final = _Kind("Queue", "queues", "queue_items", "queue", "qu", lambda d: _Queue(durable=d))
 
 
 class Objects:
@@ -166,10 +185,64 @@ class Objects:
         query = f"SELECT 1 FROM {table} WHERE name = ?"  # table is one of ours, not input
         return self._store.db.execute(query, (name,)).fetchone() is not None
 
+    # -- what Dicts and Queues share: names, lifetimes, listing ----------------------
+
+    def _held(self, kind: _Kind) -> dict[str, Any]:
+        return self._dicts if kind is _DICT else self._queues
+
+    async def _open(self, kind: _Kind, body: dict[str, Any]) -> Any:
+        """Find named object ``body["name"]``, creating it when ``body["create"]``."""
+        name = check_name(body.get("name"), kind.label)
+        if name in self._held(kind) or self._row_exists(kind.table, name):
+            return {}
+        if not body.get("create"):
+            raise NotFoundError(f"no {kind.label} {name!r}; create it with create_if_missing=True")
+        if self._store is None:
+            raise NotFoundError(
+                f"{kind.label} {name!r}: named objects need a store (a server's home)"
+            )
+        self._held(kind)[name] = kind.make(True)
+        now = time.time()
+        insert = f"INSERT OR IGNORE INTO {kind.table} VALUES (?, ?)"  # our table, not input
+        await self._commit(True, lambda db: db.execute(insert, (name, now)))
+        return {}
+
+    def _ephemeral(self, kind: _Kind) -> Any:
+        name = f"{kind.prefix}-{secrets.token_hex(8)}"
+        self._held(kind)[name] = kind.make(False)
+        return {"name": name}
+
+    async def _delete(self, kind: _Kind, body: dict[str, Any]) -> _Dict | _Queue | None:
+        """Delete object ``body["name"]``: from the store first, then from memory (so an
+        operation meanwhile cannot load it back from a row not yet deleted). Returns the
+        object it held in memory, if any."""
+        name = text(body, "name")
+        held = self._held(kind).get(name)
+        if held is None and not self._row_exists(kind.table, name):
+            raise NotFoundError(f"no {kind.label} {name!r}")
+
+        def delete(db: sqlite3.Connection) -> None:  # our tables, not input
+            db.execute(f"DELETE FROM {kind.items} WHERE {kind.column} = ?", (name,))
+            db.execute(f"DELETE FROM {kind.table} WHERE name = ?", (name,))
+
+        await self._commit(held is None or held.durable, delete)
+        gone: _Dict | _Queue | None = self._held(kind).pop(name, None)
+        return gone
+
+    def _list(self, kind: _Kind) -> list[dict[str, Any]]:
+        """Every named object of ``kind``: name, creation time, items held."""
+        if self._store is None:
+            return []
+        rows = self._store.db.execute(
+            f"SELECT o.name, o.created, COUNT(i.value) FROM {kind.table} o "
+            f"LEFT JOIN {kind.items} i ON i.{kind.column} = o.name GROUP BY o.name ORDER BY o.name"
+        )
+        return [{"name": n, "created": c, "items": count} for n, c, count in rows]
+
     # -- dicts ---------------------------------------------------------------------
 
     def _dict(self, body: dict[str, Any]) -> _Dict:
-        name = _text(body, "name")
+        name = text(body, "name")
         found = self._dicts.get(name)
         if found is None and self._row_exists("dicts", name):
             assert self._store is not None
@@ -181,53 +254,24 @@ class Objects:
         return found
 
     async def _dict_open(self, body: dict[str, Any]) -> Any:
-        name = check_name(body.get("name"), "Dict")
-        if name in self._dicts or self._row_exists("dicts", name):
-            return {}
-        if not body.get("create"):
-            raise NotFoundError(f"no Dict {name!r}; create it with create_if_missing=True")
-        if self._store is None:
-            raise NotFoundError(f"Dict {name!r}: named objects need a store (a server's home)")
-        self._dicts[name] = _Dict()
-        now = time.time()
-        await self._commit(
-            True, lambda db: db.execute("INSERT OR IGNORE INTO dicts VALUES (?, ?)", (name, now))
-        )
-        return {}
+        return await self._open(_DICT, body)
 
     async def _dict_ephemeral(self, body: dict[str, Any]) -> Any:
-        name = f"di-{secrets.token_hex(8)}"
-        self._dicts[name] = _Dict(durable=False)
-        return {"name": name}
+        return self._ephemeral(_DICT)
 
     async def _dict_delete(self, body: dict[str, Any]) -> Any:
-        name = _text(body, "name")
-        gone = self._dicts.pop(name, None)
-        if gone is None and not self._row_exists("dicts", name):
-            raise NotFoundError(f"no Dict {name!r}")
-
-        def delete(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM dict_items WHERE dict = ?", (name,))
-            db.execute("DELETE FROM dicts WHERE name = ?", (name,))
-
-        await self._commit(gone is None or gone.durable, delete)
+        await self._delete(_DICT, body)
         return {}
 
     async def _dict_list(self, body: dict[str, Any]) -> Any:
-        if self._store is None:
-            return []
-        rows = self._store.db.execute(
-            "SELECT d.name, d.created, COUNT(i.key) FROM dicts d "
-            "LEFT JOIN dict_items i ON i.dict = d.name GROUP BY d.name ORDER BY d.name"
-        )
-        return [{"name": n, "created": c, "items": count} for n, c, count in rows]
+        return self._list(_DICT)
 
     async def _dict_get(self, body: dict[str, Any]) -> Any:
-        value = self._dict(body).items.get(_bytes(body, "key"))
+        value = self._dict(body).items.get(data(body, "key"))
         return {"found": value is not None, "value": value or b""}
 
     async def _dict_contains(self, body: dict[str, Any]) -> Any:
-        return _bytes(body, "key") in self._dict(body).items
+        return data(body, "key") in self._dict(body).items
 
     async def _dict_len(self, body: dict[str, Any]) -> Any:
         return len(self._dict(body).items)
@@ -237,10 +281,10 @@ class Objects:
 
     async def _dict_put(self, body: dict[str, Any]) -> Any:
         target = self._dict(body)
-        key, value = _bytes(body, "key"), _value(body, "value")
+        key, value = data(body, "key"), _value(body, "value")
         if body.get("skip_if_exists") and key in target.items:
             return False
-        return await self._dict_store(body, target, [(key, value)])
+        return await self._put_pairs(body, target, [(key, value)])
 
     async def _dict_update(self, body: dict[str, Any]) -> Any:
         target = self._dict(body)
@@ -252,12 +296,12 @@ class Objects:
             raise InvalidError("dict_update: items must be [key, value] pairs of bytes")
         for _, value in pairs:
             _check_size(value)
-        return await self._dict_store(body, target, [(k, v) for k, v in pairs])
+        return await self._put_pairs(body, target, [(k, v) for k, v in pairs])
 
-    async def _dict_store(
+    async def _put_pairs(
         self, body: dict[str, Any], target: _Dict, pairs: list[tuple[bytes, bytes]]
     ) -> bool:
-        name = _text(body, "name")
+        name = text(body, "name")
         target.items.update(pairs)
         rows = [(name, k, v) for k, v in pairs]
         await self._commit(
@@ -267,7 +311,7 @@ class Objects:
         return True
 
     async def _dict_pop(self, body: dict[str, Any]) -> Any:
-        target, key, name = self._dict(body), _bytes(body, "key"), _text(body, "name")
+        target, key, name = self._dict(body), data(body, "key"), text(body, "name")
         value = target.items.pop(key, None)
         if value is None:
             return {"found": False, "value": b""}
@@ -278,7 +322,7 @@ class Objects:
         return {"found": True, "value": value}
 
     async def _dict_clear(self, body: dict[str, Any]) -> Any:
-        target, name = self._dict(body), _text(body, "name")
+        target, name = self._dict(body), text(body, "name")
         target.items.clear()
         await self._commit(
             target.durable, lambda db: db.execute("DELETE FROM dict_items WHERE dict = ?", (name,))
@@ -288,7 +332,7 @@ class Objects:
     # -- queues --------------------------------------------------------------------
 
     def _queue(self, body: dict[str, Any]) -> _Queue:
-        name = _text(body, "name")
+        name = text(body, "name")
         found = self._queues.get(name)
         if found is None and self._row_exists("queues", name):
             assert self._store is not None
@@ -303,52 +347,23 @@ class Objects:
         return found
 
     async def _queue_open(self, body: dict[str, Any]) -> Any:
-        name = check_name(body.get("name"), "Queue")
-        if name in self._queues or self._row_exists("queues", name):
-            return {}
-        if not body.get("create"):
-            raise NotFoundError(f"no Queue {name!r}; create it with create_if_missing=True")
-        if self._store is None:
-            raise NotFoundError(f"Queue {name!r}: named objects need a store (a server's home)")
-        self._queues[name] = _Queue()
-        now = time.time()
-        await self._commit(
-            True, lambda db: db.execute("INSERT OR IGNORE INTO queues VALUES (?, ?)", (name, now))
-        )
-        return {}
+        return await self._open(_QUEUE, body)
 
     async def _queue_ephemeral(self, body: dict[str, Any]) -> Any:
-        name = f"qu-{secrets.token_hex(8)}"
-        self._queues[name] = _Queue(durable=False)
-        return {"name": name}
+        return self._ephemeral(_QUEUE)
 
     async def _queue_delete(self, body: dict[str, Any]) -> Any:
-        name = _text(body, "name")
-        gone = self._queues.pop(name, None)
-        if gone is None and not self._row_exists("queues", name):
-            raise NotFoundError(f"no Queue {name!r}")
-        if gone is not None:
+        gone = await self._delete(_QUEUE, body)
+        if isinstance(gone, _Queue):
             for key in list(gone.waiting):
                 gone.wake(key)  # blocked readers see the queue gone
-
-        def delete(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM queue_items WHERE queue = ?", (name,))
-            db.execute("DELETE FROM queues WHERE name = ?", (name,))
-
-        await self._commit(gone is None or gone.durable, delete)
         return {}
 
     async def _queue_list(self, body: dict[str, Any]) -> Any:
-        if self._store is None:
-            return []
-        rows = self._store.db.execute(
-            "SELECT q.name, q.created, COUNT(i.seq) FROM queues q "
-            "LEFT JOIN queue_items i ON i.queue = q.name GROUP BY q.name ORDER BY q.name"
-        )
-        return [{"name": n, "created": c, "items": count} for n, c, count in rows]
+        return self._list(_QUEUE)
 
     async def _queue_put(self, body: dict[str, Any]) -> Any:
-        target, name, key = self._queue(body), _text(body, "name"), _partition(body)
+        target, name, key = self._queue(body), text(body, "name"), _partition(body)
         values = body.get("values")
         if not isinstance(values, list) or not all(isinstance(v, bytes) for v in values):
             raise InvalidError("queue_put: values must be a list of bytes")
@@ -369,7 +384,7 @@ class Objects:
 
     async def _queue_get(self, body: dict[str, Any]) -> Any:
         """Up to ``n`` values; with ``block``, wait up to ``timeout`` for the first."""
-        name, key = _text(body, "name"), _partition(body)
+        name, key = text(body, "name"), _partition(body)
         n = max(1, int(body.get("n", 1)))
         timeout = body.get("timeout")
         deadline = None if timeout is None else time.monotonic() + float(timeout)
@@ -413,7 +428,7 @@ class Objects:
         return len(target.partition(_partition(body)))
 
     async def _queue_clear(self, body: dict[str, Any]) -> Any:
-        target, name = self._queue(body), _text(body, "name")
+        target, name = self._queue(body), text(body, "name")
         if body.get("all"):
             target.partitions.clear()
             change: Callable[[sqlite3.Connection], Any] = lambda db: db.execute(  # noqa: E731
@@ -441,22 +456,8 @@ async def _wait(target: _Queue, key: str, seconds: float | None) -> None:
         target.waiting.get(key, set()).discard(waiter)
 
 
-def _text(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value:
-        raise InvalidError(f"{key!r} must be a non-empty string")
-    return value
-
-
-def _bytes(body: dict[str, Any], key: str) -> bytes:
-    value = body.get(key)
-    if not isinstance(value, bytes):
-        raise InvalidError(f"{key!r} must be bytes")
-    return value
-
-
 def _value(body: dict[str, Any], key: str) -> bytes:
-    return _check_size(_bytes(body, key))
+    return _check_size(data(body, key))
 
 
 def _check_size(value: bytes) -> bytes:

@@ -39,6 +39,7 @@ from shoal.exception import InvalidError, NotFoundError
 from shoal.gateway import server as gateway
 from shoal.protocol import transport
 from shoal.server.apps import Apps, Deployment
+from shoal.server.fields import data, text
 from shoal.server.logs import Logs
 from shoal.server.objects import Objects
 from shoal.server.session import Session
@@ -242,9 +243,9 @@ class Server:
 
     async def _op_deploy(self, body: dict[str, Any], session: Session) -> Any:
         deployment = await self.apps.deploy(
-            _text(body, "app"),
-            _bytes(body, "bundle"),
-            _bytes(body, "definitions"),
+            text(body, "app"),
+            data(body, "bundle"),
+            data(body, "definitions"),
             str(body.get("client", "")),
         )
         return {"version": deployment.version, "web": self._web_urls(deployment)}
@@ -261,25 +262,25 @@ class Server:
         until its inputs are done after that)."""
         detach = bool(body.get("detach", False))
         deployment = await self.apps.run_ephemeral(
-            _text(body, "app"), _bytes(body, "bundle"), _bytes(body, "definitions"), detach
+            text(body, "app"), data(body, "bundle"), data(body, "definitions"), detach
         )
         session.own(deployment.app)
         return {"app_id": deployment.app, "web": self._web_urls(deployment)}
 
     async def _op_app_declare(self, body: dict[str, Any], session: Session) -> Any:
-        await self.apps.declare(_text(body, "app"), _bytes(body, "definitions"))
+        await self.apps.declare(text(body, "app"), data(body, "definitions"))
         return {}
 
     async def _op_app_finish(self, body: dict[str, Any], session: Session) -> Any:
-        app_id = _text(body, "app")
+        app_id = text(body, "app")
         session.disown(app_id)
         self.apps.finish(app_id, drain=bool(body.get("drain", False)))
         return {}
 
     async def _op_lookup(self, body: dict[str, Any], session: Session) -> Any:
-        app = _text(body, "app")
+        app = text(body, "app")
         deployment = self.apps.current(app)
-        name = _text(body, "function")
+        name = text(body, "function")
         definition = deployment.definition(name)
         info = dict(definition.info)
         if info.get("web"):
@@ -301,11 +302,11 @@ class Server:
         return rows
 
     async def _op_app_stop(self, body: dict[str, Any], session: Session) -> Any:
-        await self.apps.stop(_text(body, "app"))
+        await self.apps.stop(text(body, "app"))
         return {}
 
     async def _op_app_logs(self, body: dict[str, Any], session: Session) -> Any:
-        app = _text(body, "app")
+        app = text(body, "app")
         after = body.get("after", 0)
         if not isinstance(after, int):
             raise InvalidError("after: expected an integer")
@@ -314,7 +315,7 @@ class Server:
         return self.logs.after(app, after)
 
     async def _op_app_history(self, body: dict[str, Any], session: Session) -> Any:
-        app = _text(body, "app")
+        app = text(body, "app")
         versions = self.store.versions(app)
         if not versions:
             raise NotFoundError(f"no app {app!r} was ever deployed here")
@@ -336,7 +337,7 @@ class Server:
         return rows
 
     async def _op_container_stop(self, body: dict[str, Any], session: Session) -> Any:
-        container_id = _text(body, "id")
+        container_id = text(body, "id")
         for pool in self.control.pools().values():
             if pool.stop_container(container_id):
                 return {}
@@ -346,7 +347,7 @@ class Server:
         parameters = body.get("parameters", b"")
         if not isinstance(parameters, bytes):
             raise InvalidError("parameters: expected bytes")
-        return self.pool_for(_text(body, "app"), _text(body, "function"), parameters)
+        return self.pool_for(text(body, "app"), text(body, "function"), parameters)
 
     async def _op_stats(self, body: dict[str, Any], session: Session) -> Any:
         return dataclasses.asdict(self._pool_of(body).stats())
@@ -359,7 +360,7 @@ class Server:
         return {}
 
     async def _op_call_cancel(self, body: dict[str, Any], session: Session) -> Any:
-        object_id = _text(body, "object_id")
+        object_id = text(body, "object_id")
         if not self.spawns.cancel(object_id):
             raise NotFoundError(f"no function call {object_id!r}")
         return {}
@@ -384,20 +385,6 @@ def _app_row(
         "functions": sorted(deployment.definitions) if deployment else [],
         "containers": sum(len(p.containers()) for p in pools),
     }
-
-
-def _text(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value:
-        raise InvalidError(f"{key}: expected a non-empty string")
-    return value
-
-
-def _bytes(body: dict[str, Any], key: str) -> bytes:
-    value = body.get(key)
-    if not isinstance(value, bytes):
-        raise InvalidError(f"{key}: expected bytes")
-    return value
 
 
 def _read(path: str) -> str | None:
