@@ -28,11 +28,43 @@ KEEP: Final = 10_000
 
 
 @dataclass
-class _Call:
-    pool: Pool
+class LiveCall:
+    """A spawned call while it runs (its pool and record), then its outcome, and who waits
+    for it. Shared by :class:`SpawnedCalls` and a server's stored spawns."""
+
+    pool: Pool | None
     record: InputRecord | None = None
     outcome: CallDone | None = None
     waiters: list[Callable[[CallDone], None]] = field(default_factory=list)
+
+    def settle(self, outcome: CallDone) -> bool:
+        """Record ``outcome`` and answer every waiter; False if it had one already."""
+        if self.outcome is not None:
+            return False
+        self.outcome, self.record = outcome, None
+        for answer in self.waiters:
+            answer(outcome)
+        self.waiters.clear()
+        return True
+
+    def wait(self, answer: Callable[[CallDone], None]) -> Callable[[], None]:
+        """Call ``answer`` with the outcome, now or once there is one; return a function
+        that drops the wait."""
+        if self.outcome is not None:
+            answer(self.outcome)
+            return _nothing
+        self.waiters.append(answer)
+
+        def drop() -> None:
+            if answer in self.waiters:
+                self.waiters.remove(answer)
+
+        return drop
+
+    def cancel(self) -> None:
+        """Stop the call if it still runs."""
+        if self.pool is not None and self.record is not None:
+            self.pool.cancel(self.record)
 
 
 class SpawnedCalls:
@@ -44,7 +76,7 @@ class SpawnedCalls:
 
     def __init__(self, pools: Callable[[], dict[str, Pool]]) -> None:
         self._pools = pools
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[str, LiveCall] = {}
         self._ids: dict[InputRecord, str] = {}
         self._finished: collections.deque[str] = collections.deque()
 
@@ -61,7 +93,7 @@ class SpawnedCalls:
                 refused(message.call_id, NotFoundError(f"no function {message.function!r}"))
                 continue
             object_id = "fc-" + secrets.token_hex(12)
-            call = self._calls[object_id] = _Call(pool)
+            call = self._calls[object_id] = LiveCall(pool)
             [record] = pool.submit_many(
                 [message.args], self._done, message.method, call_ids=[object_id]
             )
@@ -74,12 +106,8 @@ class SpawnedCalls:
     def _done(self, record: InputRecord) -> None:
         object_id = self._ids.pop(record, None)
         call = self._calls.get(object_id or "")
-        if object_id is None or call is None or call.outcome is not None:
+        if object_id is None or call is None or not call.settle(outcome_message(object_id, record)):
             return
-        call.outcome, call.record = outcome_message(object_id, record), None
-        for answer in call.waiters:
-            answer(call.outcome)
-        call.waiters.clear()
         self._finished.append(object_id)
         while len(self._finished) > KEEP:
             self._calls.pop(self._finished.popleft(), None)
@@ -95,24 +123,14 @@ class SpawnedCalls:
             )
             answer(CallDone(object_id, OutputStatus.ERROR, payload.dump_error(error)))
             return _nothing
-        if call.outcome is not None:
-            answer(call.outcome)
-            return _nothing
-        call.waiters.append(answer)
-
-        def drop() -> None:
-            if answer in call.waiters:
-                call.waiters.remove(answer)
-
-        return drop
+        return call.wait(answer)
 
     def cancel(self, object_id: str) -> bool:
         """Cancel ``object_id`` if it still runs; return whether it is known."""
         call = self._calls.get(object_id)
         if call is None:
             return False
-        if call.record is not None:
-            call.pool.cancel(call.record)
+        call.cancel()
         return True
 
 

@@ -18,11 +18,11 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from shoal import settings
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.pool import Pool
+from shoal.control.spawned import LiveCall
 from shoal.exception import Error, NotFoundError
 from shoal.protocol import payload
 from shoal.protocol.messages import CallDone, OutputStatus, Submit
@@ -35,23 +35,13 @@ _EXPIRE_EVERY = 60.0
 Answer = Callable[[CallDone], None]
 
 
-@dataclass
-class _Live:
-    """A spawn this server runs now, or whose outcome is not yet on disk."""
-
-    pool: Pool | None
-    record: InputRecord | None = None
-    outcome: CallDone | None = None
-    waiters: list[Answer] = field(default_factory=list)
-
-
 class Spawns:
     """The durable inputs of one server (see the module docstring)."""
 
     def __init__(self, store: Store, apps: Apps) -> None:
         self._store = store
         self._apps = apps
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, LiveCall] = {}
         #: The object id of each running record.
         self._object_ids: dict[InputRecord, str] = {}
         self._expiry: asyncio.TimerHandle | None = None
@@ -103,7 +93,7 @@ class Spawns:
             self._store.add_calls(stored, tell)
 
     def _queue(self, pool: Pool, ids: list[str], args: list[bytes], method: str) -> None:
-        lives = [_Live(pool) for _ in ids]
+        lives = [LiveCall(pool) for _ in ids]
         for object_id, live in zip(ids, lives, strict=True):
             self._live[object_id] = live
         records = pool.submit_many(args, self._finished, method, call_ids=ids)
@@ -124,7 +114,7 @@ class Spawns:
         try:
             pool = self._apps.current(app).pool(function, parameters)
         except Error as exc:  # restored, but its app or function is gone
-            self._live[object_id] = _Live(None)
+            self._live[object_id] = LiveCall(None)
             self._finish(
                 object_id, CallDone(object_id, OutputStatus.ERROR, payload.dump_error(exc))
             )
@@ -133,13 +123,8 @@ class Spawns:
 
     def _finish(self, object_id: str, outcome: CallDone) -> None:
         live = self._live.get(object_id)
-        if live is None or live.outcome is not None:
+        if live is None or not live.settle(outcome):
             return
-        live.outcome = outcome
-        live.record = None
-        for answer in live.waiters:
-            answer(outcome)
-        live.waiters.clear()
 
         def stored() -> None:  # on disk: answer later waits from the store
             self._live.pop(object_id, None)
@@ -151,16 +136,7 @@ class Spawns:
         function that drops the wait."""
         live = self._live.get(object_id)
         if live is not None:
-            if live.outcome is not None:
-                answer(live.outcome)
-                return _nothing
-            live.waiters.append(answer)
-
-            def drop() -> None:
-                if answer in live.waiters:
-                    live.waiters.remove(answer)
-
-            return drop
+            return live.wait(answer)
         stored = self._store.call(object_id)
         if stored is None:
             error = NotFoundError(
@@ -171,7 +147,7 @@ class Spawns:
         elif stored.status is not None:
             answer(CallDone(object_id, stored.status, stored.result or b""))
         else:  # stored but not live: its commit and its restore raced; it is on its way
-            self._live.setdefault(object_id, _Live(None)).waiters.append(answer)
+            self._live.setdefault(object_id, LiveCall(None)).waiters.append(answer)
         return _nothing
 
     def cancel(self, object_id: str) -> bool:
@@ -179,8 +155,7 @@ class Spawns:
         live = self._live.get(object_id)
         if live is None:
             return self._store.call(object_id) is not None
-        if live.pool is not None and live.record is not None:
-            live.pool.cancel(live.record)
+        live.cancel()
         return True
 
     def _expire(self) -> None:
