@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from shoal.client.bridge import bridged, bridged_iter, run_sync
-from shoal.client.objects import Ephemeral, NamedObject, dump, load, request
+from shoal.client.bridge import bridged, bridged_iter
+from shoal.client.objects import Ephemeral, NamedObject, dump, load
 
 #: Keys and values per chunk when iterating.
 _CHUNK = 1000
@@ -36,29 +36,9 @@ class Dict(NamedObject):
     kind = "dict"
 
     @staticmethod
-    def from_name(
-        name: str, *, environment_name: str | None = None, create_if_missing: bool = False
-    ) -> Dict:
-        """The Dict ``name``; it is looked up (or created) on first use.
-
-        Raises (on first use):
-            NotFoundError: it does not exist and ``create_if_missing`` is off.
-        """
-        return Dict(name, create=create_if_missing)
-
-    @staticmethod
     def ephemeral(data: Mapping[Any, Any] | None = None, **_: Any) -> Ephemeral:
         """A Dict for the ``with`` block only (filled with ``data`` first)."""
         return _Filled(data)
-
-    @staticmethod
-    def delete(name: str, **_: Any) -> None:
-        """Delete the Dict ``name`` and its contents.
-
-        Raises:
-            NotFoundError: there is none.
-        """
-        run_sync(request("dict_delete", name=name))
 
     @bridged
     async def get(self, key: Any, default: Any = None) -> Any:

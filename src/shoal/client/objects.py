@@ -19,7 +19,7 @@ import asyncio
 import os
 import pickle
 import threading
-from typing import Any
+from typing import Any, Self
 
 import cloudpickle
 import msgpack
@@ -145,9 +145,9 @@ def load(data: bytes) -> Any:
 
 
 class NamedObject:
-    """What a Dict and a Queue handle share: a name, opened on first use.
+    """What Dict, Queue and Volume handles share: a name, opened on first use.
 
-    ``kind`` is ``"dict"`` or ``"queue"`` (the ops' prefix). A handle made by
+    ``kind`` is ``"dict"``, ``"queue"`` or ``"volume"`` (the ops' prefix). A handle made by
     ``from_name`` asks the store for its object the first time it is used (so a
     module-level ``Dict.from_name(...)`` costs nothing where it is never used);
     handles pickle, so one can be passed to a function as an argument.
@@ -160,10 +160,41 @@ class NamedObject:
         self._create = create
         self._opened = opened
 
+    @classmethod
+    def from_name(
+        cls,
+        name: str,
+        *,
+        environment_name: str | None = None,
+        create_if_missing: bool = False,
+        **_: Any,
+    ) -> Self:
+        """The object ``name`` of this kind; it is looked up (or created) on first use
+        (a volume: also when a function that mounts it starts).
+
+        Raises (then):
+            NotFoundError: it does not exist and ``create_if_missing`` is off.
+        """
+        return cls(name, create=create_if_missing)
+
+    @classmethod
+    def delete(cls, name: str, **_: Any) -> None:
+        """Delete the object ``name`` of this kind and everything it holds.
+
+        Raises:
+            NotFoundError: there is none.
+        """
+        run_sync(request(f"{cls.kind}_delete", name=name))
+
     @property
     def name(self) -> str:
         """The object's name (an ephemeral one's id)."""
         return self._name
+
+    @property
+    def create_if_missing(self) -> bool:
+        """Whether first use creates the object when it does not exist."""
+        return self._create
 
     async def _op(self, op: str, **body: Any) -> Any:
         if not self._opened:

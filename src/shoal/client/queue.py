@@ -18,8 +18,8 @@ import queue as stdlib_queue
 from collections.abc import AsyncIterator
 from typing import Any
 
-from shoal.client.bridge import bridged, bridged_iter, run_sync
-from shoal.client.objects import Ephemeral, NamedObject, dump, load, request
+from shoal.client.bridge import bridged, bridged_iter
+from shoal.client.objects import Ephemeral, NamedObject, dump, load
 
 
 class Queue(NamedObject):
@@ -28,29 +28,9 @@ class Queue(NamedObject):
     kind = "queue"
 
     @staticmethod
-    def from_name(
-        name: str, *, environment_name: str | None = None, create_if_missing: bool = False
-    ) -> Queue:
-        """The Queue ``name``; it is looked up (or created) on first use.
-
-        Raises (on first use):
-            NotFoundError: it does not exist and ``create_if_missing`` is off.
-        """
-        return Queue(name, create=create_if_missing)
-
-    @staticmethod
     def ephemeral(**_: Any) -> Ephemeral:
         """A Queue for the ``with`` block only."""
         return Ephemeral(Queue)
-
-    @staticmethod
-    def delete(name: str, **_: Any) -> None:
-        """Delete the Queue ``name`` and its items.
-
-        Raises:
-            NotFoundError: there is none.
-        """
-        run_sync(request("queue_delete", name=name))
 
     @bridged
     async def put(

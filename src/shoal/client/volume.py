@@ -23,10 +23,9 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from shoal.client.bridge import bridged, bridged_iter, run_sync
-from shoal.client.objects import NamedObject, request
+from shoal.client.bridge import bridged, bridged_iter
+from shoal.client.objects import NamedObject
 from shoal.exception import InvalidError
 
 
@@ -44,31 +43,6 @@ class Volume(NamedObject):
     """A named folder kept by the server (see the module docstring)."""
 
     kind = "volume"
-
-    @staticmethod
-    def from_name(
-        name: str,
-        *,
-        environment_name: str | None = None,
-        create_if_missing: bool = False,
-        version: int | None = None,
-    ) -> Volume:
-        """The Volume ``name``; looked up (or created) on first use or when a function
-        that mounts it starts.
-
-        Raises (then):
-            NotFoundError: it does not exist and ``create_if_missing`` is off.
-        """
-        return Volume(name, create=create_if_missing)
-
-    @staticmethod
-    def delete(name: str, **_: Any) -> None:
-        """Delete the Volume ``name`` and every file in it.
-
-        Raises:
-            NotFoundError: there is none.
-        """
-        run_sync(request("volume_delete", name=name))
 
     @bridged
     async def commit(self) -> None:
@@ -132,5 +106,5 @@ def mounts(volumes: Mapping[str, Volume] | None, where: str) -> tuple[tuple[str,
         if normal in seen:
             raise InvalidError(f"{where}: two volumes at {normal}")
         seen.add(normal)
-        out.append((normal, volume.name, volume._create))
+        out.append((normal, volume.name, volume.create_if_missing))
     return tuple(out)
