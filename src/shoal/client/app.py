@@ -360,7 +360,7 @@ class App:
             control = self._control
 
             async def add() -> None:
-                await control.prepare(spec)
+                await control.prepare([spec])
                 control.add_pool(spec, code())
 
             if on_background_loop() and spec.image is None and not spec.volumes:
@@ -473,8 +473,8 @@ class App:
         await control.start()
         try:
             declared = self.declared()
-            for spec, _ in declared:  # every image first: a failed build queues nothing
-                await control.prepare(spec)
+            # every check and image first: a failed build queues nothing
+            await control.prepare([spec for spec, _ in declared])
             for spec, code in declared:
                 control.add_pool(spec, code())
         except BaseException:

@@ -196,20 +196,24 @@ class ControlPlane:
             self.scheduler.add(key, pool, spec.schedule)
         return pool
 
-    async def prepare(self, spec: FunctionSpec) -> None:
-        """Get ``spec``'s pool ready to be added: its named secrets exist, its volumes
-        exist (created if they may be), its image is built.
+    async def prepare(self, specs: list[FunctionSpec]) -> None:
+        """Get the pools of ``specs`` ready to be added: every named secret exists, every
+        volume exists (created if it may be), then every image is built (checks first, so
+        a missing secret is reported before a long build).
 
         Raises:
             NotFoundError: a named secret or volume does not exist.
-            ImageBuildError: the image could not be built.
+            ImageBuildError: an image could not be built.
         """
-        secrets_env(spec.secrets, self.secret_lookup)
-        for _, name, create in spec.volumes:
-            if self.objects is None:
-                raise NotFoundError(f"{spec.name} has volumes, and this control plane keeps none")
-            await self.objects("volume_open", {"name": name, "create": create})
-        await self.build_image(spec.image)
+        for spec in specs:
+            secrets_env(spec.secrets, self.secret_lookup)
+        for spec in specs:
+            for _, name, create in spec.volumes:
+                if self.objects is None:
+                    raise NotFoundError(f"{spec.name} has volumes; this control plane keeps none")
+                await self.objects("volume_open", {"name": name, "create": create})
+        for spec in specs:
+            await self.build_image(spec.image)
 
     async def build_image(self, recipe: Recipe | None) -> None:
         """Build ``recipe`` (once per control plane; a failed build is tried again on

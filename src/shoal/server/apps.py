@@ -30,7 +30,6 @@ import os
 import secrets
 
 from shoal.control.pool import Pool
-from shoal.control.secrets import merged as secrets_env
 from shoal.control.server import ControlPlane
 from shoal.control.spec import CodeRef, Definition, load_definitions
 from shoal.exception import Error, InvalidError, NotFoundError
@@ -224,10 +223,7 @@ class Apps:
             NotFoundError: a named secret or volume does not exist.
             ImageBuildError: an image could not be built.
         """
-        for definition in definitions:
-            secrets_env(definition.spec.secrets, self._control.secret_lookup)
-        for definition in definitions:
-            await self._control.prepare(definition.spec)
+        await self._control.prepare([definition.spec for definition in definitions])
 
     async def run_ephemeral(
         self, name: str, code: bytes, definitions: bytes, detach: bool
