@@ -167,7 +167,8 @@ class _Build:
         self.root = os.path.join(folder, "root")
         self.env: dict[str, str] = {}
         self.workdir = self.root
-        self._prefix = f"[image {recipe.digest()[:8]}] "
+        self._identity = recipe.identity()
+        self._prefix = f"[image {os.path.basename(folder)[:8]}] "  # the folder is the digest
         self._log = log
 
     async def run(self) -> None:
@@ -214,8 +215,12 @@ class _Build:
 
     def _container_env(self) -> dict[str, str]:
         path = os.path.join(self.venv, "bin") + os.pathsep + os.environ.get("PATH", "")
-        identity = self.recipe.identity()
-        return {"PATH": path, "VIRTUAL_ENV": self.venv, "SHOAL_IMAGE_ID": identity, **self.env}
+        return {
+            "PATH": path,
+            "VIRTUAL_ENV": self.venv,
+            "SHOAL_IMAGE_ID": self._identity,
+            **self.env,
+        }
 
     async def _step(self, step: Step) -> None:
         args = list(step.args)
