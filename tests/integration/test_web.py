@@ -34,7 +34,12 @@ def test_each_decorator_kind_serves(served: Served) -> None:
         assert (reply.status_code, reply.text) == (200, "wsgi says /some/path")
         assert client.get("/nowhere").status_code == 404
         assert client.get("/square", params={"x": "seven"}).status_code == 422  # FastAPI's own
-    assert web.echo.web_url == f"{served.url}/echo"
+    # each endpoint also has an origin of its own, whose root is the endpoint's root
+    assert web.echo.web_url == served.origin_url("echo") != f"{served.url}/echo"
+    assert httpx.post(web.echo.web_url, json={"b": 2}, timeout=60).json() == {"echo": {"b": 2}}
+    api = served.origin_url("api")
+    assert httpx.get(f"{api}/hello/ann", timeout=60).json() == {"hello": "ann"}
+    assert httpx.get(f"{api}/nowhere", timeout=60).status_code == 404  # the app's own 404
 
 
 def test_a_web_server_is_proxied(served: Served) -> None:

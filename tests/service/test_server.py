@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import msgpack
+import pytest
 
 import shoal
 from conftest import wait_until
@@ -43,7 +44,7 @@ for app, name in (("svc", "missing"), ("nope", "square")):
         raise AssertionError("no NotFoundError")
 stats = square.stats()
 assert stats.containers >= 1, stats
-assert shoal.Function.from_name("svc", "version").get_web_url().endswith("/svc/version")
+print("origin:", shoal.Function.from_name("svc", "version").get_web_url())
 square.spawn_map(range(20))
 print("ok")
 """
@@ -58,6 +59,10 @@ def test_deployed_functions_are_called_by_name_from_another_process(
     assert "ok" in done.stdout
     reply = httpx.get(f"{deployed.http}/svc/version", timeout=10)
     assert reply.json() == {"version": 1}
+    # get_web_url() names the endpoint's own origin: its root is the endpoint's root
+    origin = _origin(done.stdout)
+    assert origin.startswith("http://127.0.0.1:") and origin != deployed.http
+    assert httpx.get(origin, timeout=10).json() == {"version": 1}
 
 
 def test_spawned_call_is_fetched_by_id_after_the_spawner_exits(deployed: ServerProcess) -> None:
@@ -135,7 +140,16 @@ def test_every_accepted_spawn_completes_after_the_server_is_killed(
     assert done.stdout.strip() == str(n)
 
 
+def _origin(stdout: str) -> str:
+    (line,) = [line for line in stdout.splitlines() if line.startswith("origin: ")]
+    return line.removeprefix("origin: ")
+
+
+ORIGIN = "import shoal; print('origin:', shoal.Function.from_name('svc', 'version').get_web_url())"
+
+
 def test_deployments_survive_a_restart(deployed: ServerProcess) -> None:
+    origin = _origin(deployed.client(ORIGIN).stdout)
     deployed.stop()
     deployed.start()
     done = deployed.client(
@@ -143,6 +157,12 @@ def test_deployments_survive_a_restart(deployed: ServerProcess) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "81"
+    # a deployed endpoint keeps its own port across restarts
+    assert _origin(deployed.client(ORIGIN).stdout) == origin
+    assert httpx.get(origin, timeout=30).json() == {"version": 1}
+    assert deployed.cli("app", "stop", "svc").returncode == 0
+    with pytest.raises(httpx.ConnectError):  # its port closed with it
+        httpx.get(origin, timeout=10)
 
 
 def test_two_clients_share_one_pool(deployed: ServerProcess) -> None:
@@ -237,11 +257,13 @@ def test_redeploy_under_http_load_fails_no_request(deployed: ServerProcess) -> N
     versions: set[int] = set()
     stop = threading.Event()
 
-    def load() -> None:
+    origin = _origin(deployed.client(ORIGIN).stdout)
+
+    def load(url: str) -> None:
         with httpx.Client(timeout=30) as client:
             while not stop.is_set():
                 try:
-                    reply = client.get(f"{deployed.http}/svc/version")
+                    reply = client.get(url)
                     if reply.status_code != 200:
                         failures.append(f"{reply.status_code} {reply.text}")
                     else:
@@ -249,7 +271,8 @@ def test_redeploy_under_http_load_fails_no_request(deployed: ServerProcess) -> N
                 except httpx.HTTPError as exc:
                     failures.append(repr(exc))
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
+    urls = [f"{deployed.http}/svc/version", origin] * 2  # the gateway's port and its own
+    threads = [threading.Thread(target=load, args=(url,)) for url in urls]
     for thread in threads:
         thread.start()
     time.sleep(1.0)

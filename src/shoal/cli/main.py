@@ -110,7 +110,7 @@ def _served(app: App, console: Console) -> Iterator[None]:
                 f"web endpoints on {served.url} (token for requires_auth: {served.token})"
             )
             for name in served.gateway.routes:
-                console.print(f"  {served.url_for(name)}")
+                console.print(f"  {name}: {served.origin_url(name)} (also {served.url_for(name)})")
         yield
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import pickle
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from shoal.backends import get_backend
 from shoal.client.bridge import on_background_loop, run_sync
@@ -36,7 +37,9 @@ from shoal.client.secret import Secret
 from shoal.client.user_module import alias_main, code_ref
 from shoal.client.volume import Volume
 from shoal.client.volume import mounts as volume_mounts
+from shoal.container.context import CallChannel
 from shoal.container.context import channel as call_channel
+from shoal.control.pool import Pool
 from shoal.control.resources import Resources
 from shoal.control.schedule import Cron, Period
 from shoal.control.secrets import SecretSpec
@@ -44,6 +47,9 @@ from shoal.control.server import ControlPlane
 from shoal.control.spawned import SpawnedCalls
 from shoal.control.spec import UNSET, CodeRef, FunctionSpec, Retries, Scaling
 from shoal.exception import ConnectionError, ExecutionError, InvalidError, NotFoundError
+
+if TYPE_CHECKING:
+    from shoal.gateway.server import Served
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -118,8 +124,10 @@ class _Handles:
     def web_url(self, name: str) -> str | None:
         if self._app._on_server is not None:
             return self._app._on_server.web_url(name)
-        base = self._app._web_url
-        return None if base is None else f"{base}/{name}"
+        served = self._app._served
+        if served is None:
+            return None
+        return served.origin_url(name) or served.url_for(name)
 
     def pool(self, name: str) -> AnyPool:
         return self._app._pool(name)
@@ -158,9 +166,11 @@ class App:
         self._lock = threading.Lock()
         self._entrypoints: dict[str, Callable[..., Any]] = {}
         self._control: ControlPlane | None = None
+        #: Pools as code in a container reaches them, by name (in a container only).
+        self._remote_pools: dict[str, RemotePool] = {}
         self._progress: list[MapProgress] = []
-        #: Where the gateway serves this app's web endpoints, while it does.
-        self._web_url: str | None = None
+        #: The gateway serving this app's web endpoints, while one does.
+        self._served: Served | None = None
         self._handles = _Handles(self)
         #: The ephemeral app this app runs as on a server, while it does.
         self._on_server: DeployedApp | None = None
@@ -363,10 +373,8 @@ class App:
                 await control.prepare([spec])
                 control.add_pool(spec, code())
 
-            if on_background_loop() and spec.image is None and not spec.volumes:
+            if on_background_loop():  # cannot wait here: its image was built at the start
                 control.add_pool(spec, code())
-            elif on_background_loop():  # cannot wait for a build here
-                raise ExecutionError(f"{spec.name}: a new image cannot be built from async code")
             else:
                 run_sync(add())
 
@@ -469,12 +477,16 @@ class App:
         control.objects = handle_here  # its containers' Dicts and Queues are this process's
         control.volume_lookup = volume_here
         control.secret_lookup = secret_here
-        control.spawns = SpawnedCalls(control.pools)  # its containers' spawns, by id
+        # its containers' spawns, by id, and the class objects they make
+        control.spawns = SpawnedCalls(lambda name, parameters: control.find("", name, parameters))
+        control.pool_finder = self._find_pool
         await control.start()
         try:
             declared = self.declared()
-            # every check and image first: a failed build queues nothing
-            await control.prepare([spec for spec, _ in declared])
+            # every check and image first (of classes too, whose objects may be made in
+            # containers): a failed build queues nothing
+            classes = [cls.spec for cls in self._classes.values()]
+            await control.prepare([spec for spec, _ in declared] + classes)
             for spec, code in declared:
                 control.add_pool(spec, code())
         except BaseException:
@@ -487,13 +499,41 @@ class App:
         """Whether ``app.run()`` is active."""
         return self._control is not None or self._on_server is not None
 
+    def _remote_pool(self, name: str, channel: CallChannel) -> RemotePool:
+        """Pool ``name`` as code in a container reaches it: an object of a class is
+        named by its class and parameters, since its pool may not exist yet."""
+        pool = self._remote_pools.get(name)
+        if pool is None:
+            target, parameters = name, b""
+            for cls_name in self._classes:
+                if name.startswith(cls_name + "("):
+                    declared = self._declared.get(name)
+                    if declared is not None:
+                        target, parameters = cls_name, declared[1]().parameters
+            pool = self._remote_pools[name] = RemotePool(name, channel, target, parameters)
+        return pool
+
+    def _find_pool(self, namespace: str, name: str, parameters: bytes) -> Pool | None:
+        """The pool of an object of class ``name`` that code in a container made first
+        (``ControlPlane.pool_finder``; on the control plane's loop)."""
+        cls = self._classes.get(name)
+        control = self._control
+        if cls is None or control is None:
+            return None
+        # The parameters come from a container of this app, which proved itself with
+        # its token and runs this process's own code.
+        bound = pickle.loads(parameters) if parameters else {}
+        if not isinstance(bound, dict):
+            raise InvalidError(f"{name}: malformed parameters from a container")
+        return control.pool(cls(**bound)._spec.name)
+
     def _pool(self, name: str) -> AnyPool:
         if self._on_server is not None:
             return self._on_server.pool(name)
         control = self._control
         channel = call_channel()
         if control is None and channel is not None:  # inside a container: call through it
-            return RemotePool(name, channel)
+            return self._remote_pool(name, channel)
         if control is None:
             raise ExecutionError(
                 f"app {self.name!r} is not running: call {name} inside `with app.run():` "

@@ -8,12 +8,11 @@ from typing import Any, Generic, TypeVar
 
 from shoal import settings
 from shoal.client.bridge import Bridged, bridged, run_async, run_sync
-from shoal.client.call_graph import InputInfo, graph_of
 from shoal.client.connection import CallSender, connect, stored_outcome
 from shoal.client.remote import AnyPool, ChannelConnection
 from shoal.container.context import channel as call_channel
+from shoal.control.call_graph import InputInfo, from_wire, graph_of
 from shoal.control.calls import InputRecord
-from shoal.exception import InvalidError
 from shoal.protocol.messages import Accepted, CallDone, Wait
 
 R = TypeVar("R")
@@ -88,9 +87,11 @@ class FunctionCall(Generic[R]):
 
     @bridged
     async def get_call_graph(self) -> list[InputInfo]:
-        """This input and the inputs its code started, as a tree (``[root]``), as they
-        stand now. Up to 1,000 children are kept per input."""
-        return [graph_of(self._record)]
+        """The graph of inputs this call is part of, from the top of its chain (the
+        input whose code started it, if any, and so on up), as it stands now: a list of
+        root :class:`~shoal.call_graph.InputInfo` nodes. Up to 1,000 children are kept
+        per input."""
+        return graph_of(self._record)
 
     @bridged
     async def cancel(self) -> None:
@@ -151,16 +152,16 @@ class StoredFunctionCall(FunctionCall[R]):
 
     @bridged
     async def get_call_graph(self) -> list[InputInfo]:
-        """Not kept for stored calls.
+        """The graph of inputs this call is part of, as the server keeps it: from the
+        input that spawned it (if any) down, while the server holds the records of
+        the call (its newest 10,000 finished calls, until it restarts); after that,
+        the call's own node with its stored status.
 
         Raises:
-            InvalidError: always; call graphs are kept for calls of an app running in
-                this process.
+            NotFoundError: no such call.
         """
-        raise InvalidError(
-            f"{self._object_id} is stored on a server, which keeps no call graph; "
-            "get_call_graph() works for calls of an app running in this process"
-        )
+        answer = await self._connection.request("call_graph", object_id=self._object_id)
+        return from_wire(answer.get("graph") if isinstance(answer, dict) else None)
 
     @bridged
     async def cancel(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from shoal import settings
 from shoal.client.connection import ServerPool, store_spawn
-from shoal.container.context import CallChannel
+from shoal.container.context import CallChannel, current_input_id
 from shoal.control.calls import CallState, InputRecord, apply_reply
 from shoal.control.pool import Pool
 from shoal.control.spec import FunctionSpec
@@ -27,11 +27,19 @@ from shoal.protocol.messages import Accepted, CallDone, CallItem, Submit, Wait
 
 
 class RemotePool:
-    """Submits inputs of function ``name`` through the container's :class:`CallChannel`."""
+    """Submits inputs of function ``name`` through the container's :class:`CallChannel`.
 
-    def __init__(self, name: str, channel: CallChannel) -> None:
+    Calls name ``target``, the function, or for an object of a class the class, with
+    the object's pickled ``parameters``.
+    """
+
+    def __init__(
+        self, name: str, channel: CallChannel, target: str = "", parameters: bytes = b""
+    ) -> None:
         self.spec = FunctionSpec(name=name)
         self._channel = channel
+        self._target = target or name
+        self._parameters = parameters
 
     def submit(
         self,
@@ -60,7 +68,9 @@ class RemotePool:
             def reply(message: CallItem | CallDone, record: InputRecord = record) -> None:
                 loop.call_soon_threadsafe(self._apply, record, message)
 
-            call_id = self._channel.call(self.spec.name, method, args, on_item is not None, reply)
+            call_id = self._channel.call(
+                self._target, method, args, on_item is not None, reply, self._parameters
+            )
             record.input_id = call_id
             records.append(record)
         return records
@@ -79,7 +89,18 @@ class RemotePool:
     async def spawn(self, args: bytes, method: str) -> str:
         """Store one input through the control plane; return its id once it is on disk."""
         connection = self.connection
-        submit = Submit(connection.next_id(), "", self.spec.name, method, args, False, True)
+        parent = current_input_id() or ""
+        submit = Submit(
+            connection.next_id(),
+            "",
+            self._target,
+            method,
+            args,
+            False,
+            True,
+            self._parameters,
+            parent,
+        )
         return await store_spawn(connection, submit, self.spec.name)
 
     def _apply(self, record: InputRecord, message: CallItem | CallDone) -> None:

@@ -94,12 +94,15 @@ class CallChannel:
         args: bytes,
         stream: bool,
         on_reply: Callable[[CallItem | CallDone], None],
+        parameters: bytes = b"",
     ) -> str:
-        """Start a call (safe from any thread); return its id."""
+        """Start a call (safe from any thread); return its id. ``parameters`` are a
+        class object's (``function`` then names the class)."""
         call_id = f"call-{next(self._ids)}"
         with self._lock:
             self._handlers[call_id] = on_reply
-        self._send(Call(call_id, function, method, args, stream, current_input.get() or ""))
+        parent = current_input.get() or ""
+        self._send(Call(call_id, function, method, args, stream, parent, parameters))
         return call_id
 
     def send_call(

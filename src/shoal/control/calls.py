@@ -93,6 +93,7 @@ class InputRecord:
         "on_credit",
         "on_done",
         "on_item",
+        "parent",
         "result",
         "state",
     )
@@ -114,6 +115,8 @@ class InputRecord:
         self.function = function
         #: Inputs that code running this one started (at most MAX_CHILDREN of them).
         self.children: list[InputRecord] | None = None
+        #: The input whose code started this one, if any (for the call graph).
+        self.parent: InputRecord | None = None
         self.args = args
         self.on_done = on_done
         self.method = method
@@ -167,6 +170,7 @@ class InputRecord:
 
     def adopt(self, child: InputRecord) -> None:
         """Record that code running this input started ``child`` (for the call graph)."""
+        child.parent = self
         if self.children is None:
             self.children = []
         if len(self.children) < MAX_CHILDREN:

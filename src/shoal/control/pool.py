@@ -65,6 +65,8 @@ from shoal.protocol.messages import (
 #: Seconds past ``timeout`` the pool waits for a container's own timeout report
 #: before it fails the input itself and kills the container.
 TIMEOUT_GRACE: Final = 5.0
+#: Input ids, unique among every pool of this process (a call graph mixes pools).
+_input_ids: Final = itertools.count(1)
 
 #: Builds the launch description of a container from its id, label and the room it holds.
 Launcher = Callable[[str, str, Grant | None], ContainerLaunch]
@@ -99,7 +101,6 @@ class Pool:
         self._clock = clock
         self._waiting = Waiting()
         self._containers = ContainerSet(spec.scaling.target, spec.scaling.max_inputs, clock)
-        self._ids = itertools.count(1)
         self._numbers = itertools.count(1)
         self._started = 0
         self._health = StartHealth(clock)
@@ -157,7 +158,7 @@ class Pool:
         if self._closed:
             raise ExecutionError(f"function {self.spec.name} is stopped; start the app again")
         records = [
-            InputRecord(f"in-{next(self._ids)}", args, on_done, method, on_item, self.spec.name)
+            InputRecord(f"in-{next(_input_ids)}", args, on_done, method, on_item, self.spec.name)
             for args in many
         ]
         for record, call_id in zip(records, call_ids, strict=False):

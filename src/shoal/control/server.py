@@ -28,6 +28,7 @@ from shoal import settings
 from shoal.backends.base import Backend, ContainerLaunch
 from shoal.control import run_dir
 from shoal.control.budget import ContainerBudget
+from shoal.control.call_graph import InputInfo, to_wire
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.containers import ContainerHandle
 from shoal.control.image import Environment, Recipe, user_paths
@@ -37,7 +38,7 @@ from shoal.control.scheduler import Scheduler
 from shoal.control.secrets import Lookup
 from shoal.control.secrets import merged as secrets_env
 from shoal.control.spec import CodeRef, FunctionSpec
-from shoal.exception import ExecutionError, InvalidError, NotFoundError
+from shoal.exception import Error, ExecutionError, InvalidError, NotFoundError
 from shoal.protocol import payload, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
@@ -55,6 +56,9 @@ from shoal.protocol.messages import (
     Wait,
 )
 
+#: See :attr:`ControlPlane.pool_finder`.
+PoolFinder = Callable[[str, str, bytes], "Pool | None"]
+
 #: Answers one Dict or Queue op (its name and msgpack body) with a msgpack-able value.
 ObjectHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
@@ -67,11 +71,14 @@ class DurableSpawns(Protocol):
         messages: list[Submit],
         accepted: Callable[[str, str], None],
         refused: Callable[[str, BaseException], None],
+        parent: InputRecord | None = None,
     ) -> None: ...
 
     def wait(self, object_id: str, answer: Callable[[CallDone], None]) -> Callable[[], None]: ...
 
     def cancel(self, object_id: str) -> bool: ...
+
+    def graph(self, object_id: str) -> list[InputInfo]: ...
 
 
 def wait_on_spawn(
@@ -97,6 +104,19 @@ def wait_on_spawn(
             waits.pop(call_id)
             drop()
             send(Accepted(call_id, message.object_id))
+
+
+def call_op(spawns: DurableSpawns, op: str, object_id: str) -> dict[str, Any]:
+    """Answer ``call_cancel`` or ``call_graph`` on spawn ``object_id``.
+
+    Raises:
+        NotFoundError: no such spawn.
+    """
+    if op == "call_graph":
+        return {"graph": to_wire(spawns.graph(object_id))}
+    if not spawns.cancel(object_id):
+        raise NotFoundError(f"no function call {object_id!r}")
+    return {}
 
 
 def app_of(namespace: str) -> str | None:
@@ -148,6 +168,10 @@ class ControlPlane:
         #: Keeps spawns made by code in containers by id: a server's store, or for an
         #: app run here, memory (control.spawned); None: ``from_id`` finds none of them.
         self.spawns: DurableSpawns | None = None
+        #: Creates the pool a container names that does not exist yet (a class object
+        #: first used inside a container): given the caller's pool namespace, the
+        #: class and its pickled parameters, the pool, or None for no such class.
+        self.pool_finder: PoolFinder | None = None
 
     async def start(self) -> None:
         """Listen for containers. Returns once the socket accepts connections."""
@@ -251,6 +275,20 @@ class ControlPlane:
     def pool(self, key: str) -> Pool:
         """The pool under ``key``."""
         return self._pools[key]
+
+    def find(self, namespace: str, name: str, parameters: bytes = b"") -> Pool | None:
+        """The pool that code in namespace ``namespace`` means by function or class
+        ``name`` (an object of it, for ``parameters``), created through
+        :attr:`pool_finder` if need be; None if there is no such function or class.
+
+        Raises:
+            Error: the pool cannot be created (its finder says why).
+        """
+        if not parameters:
+            pool = self._pools.get(namespace + name) or self._pools.get(name)
+            if pool is not None:
+                return pool
+        return None if self.pool_finder is None else self.pool_finder(namespace, name, parameters)
 
     def pools(self) -> dict[str, Pool]:
         """Every pool, by key."""
@@ -370,15 +408,16 @@ class _Connection:
     def _call(self, message: Call) -> None:
         """User code in this container calls another function: submit it, answer when done."""
         namespace = self._bound[2] if self._bound is not None else ""
-        pools = self._control._pools
-        pool = pools.get(namespace + message.function) or pools.get(message.function)
+        call_id = message.call_id
+        try:
+            pool = self._control.find(namespace, message.function, message.parameters)
+        except Error as exc:
+            self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(exc)))
+            return
         if pool is None:
             error = ExecutionError(f"no function {message.function!r} in the running app")
-            self.protocol.send(
-                CallDone(message.call_id, OutputStatus.ERROR, payload.dump_error(error))
-            )
+            self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(error)))
             return
-        call_id = message.call_id
 
         def done(record: InputRecord) -> None:
             self._calls.pop(call_id, None)
@@ -412,12 +451,14 @@ class _Connection:
                 CallDone(message.call_id, OutputStatus.ERROR, payload.dump_error(error))
             )
             return
+        parent = self._bound[1].running.get(message.parent) if self._bound is not None else None
         spawns.submit_many(
             [dataclasses.replace(message, app=app or "")],
             lambda call_id, object_id: self.protocol.send(Accepted(call_id, object_id)),
             lambda call_id, exc: self.protocol.send(
                 CallDone(call_id, OutputStatus.ERROR, payload.dump_error(exc))
             ),
+            parent,
         )
 
     def _wait(self, message: Wait) -> None:
@@ -441,11 +482,11 @@ class _Connection:
     async def _answer(self, message: Request) -> None:
         try:
             prefixes = ("dict_", "queue_", "volume_")
-            if message.op == "call_cancel" and self._control.spawns is not None:
+            spawns = self._control.spawns
+            if message.op in ("call_cancel", "call_graph") and spawns is not None:
                 body = msgpack.unpackb(message.body, raw=False) if message.body else {}
-                if not self._control.spawns.cancel(str(body.get("object_id"))):
-                    raise NotFoundError(f"no function call {body.get('object_id')!r}")
-                self.protocol.send(Reply(message.request_id, True, msgpack.packb({})))
+                answer = call_op(spawns, message.op, str(body.get("object_id")))
+                self.protocol.send(Reply(message.request_id, True, msgpack.packb(answer)))
                 return
             if self._control.objects is None or not message.op.startswith(prefixes):
                 raise InvalidError(f"{message.op!r} is not an object op this control plane serves")

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from shoal.control.call_graph import InputInfo, graph_of, lone_node
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.pool import Pool
-from shoal.exception import NotFoundError
+from shoal.exception import Error, NotFoundError
 from shoal.protocol import payload
 from shoal.protocol.messages import CallDone, OutputStatus, Submit
 
@@ -35,6 +36,8 @@ class LiveCall:
     pool: Pool | None
     record: InputRecord | None = None
     outcome: CallDone | None = None
+    #: The record, kept after the call ends, for its call graph.
+    node: InputRecord | None = None
     waiters: list[Callable[[CallDone], None]] = field(default_factory=list)
 
     def settle(self, outcome: CallDone) -> bool:
@@ -66,16 +69,30 @@ class LiveCall:
         if self.pool is not None and self.record is not None:
             self.pool.cancel(self.record)
 
+    def start(self, record: InputRecord, parent: InputRecord | None) -> None:
+        """The call runs as ``record``, started by code running ``parent`` (if any)."""
+        self.record = self.node = record
+        if parent is not None:
+            parent.adopt(record)
+
+    def graph(self, object_id: str, function: str) -> list[InputInfo]:
+        """The call graph this call is part of (its own node alone once the record is
+        gone)."""
+        if self.node is not None:
+            return graph_of(self.node)
+        return lone_node(object_id, function, None if self.outcome is None else self.outcome.status)
+
 
 class SpawnedCalls:
     """The control plane's spawned calls by id (a ``DurableSpawns`` kept in memory).
 
     Args:
-        pools: the control plane's pools by key (a function's name, with no server).
+        find: the pool of a function or class (and its pickled parameters), if any
+            (``ControlPlane.find`` with no namespace).
     """
 
-    def __init__(self, pools: Callable[[], dict[str, Pool]]) -> None:
-        self._pools = pools
+    def __init__(self, find: Callable[[str, bytes], Pool | None]) -> None:
+        self._find = find
         self._calls: dict[str, LiveCall] = {}
         self._ids: dict[InputRecord, str] = {}
         self._finished: collections.deque[str] = collections.deque()
@@ -85,10 +102,16 @@ class SpawnedCalls:
         messages: list[Submit],
         accepted: Callable[[str, str], None],
         refused: Callable[[str, BaseException], None],
+        parent: InputRecord | None = None,
     ) -> None:
-        """Queue each message's input under a new ``fc-...`` id and accept it at once."""
+        """Queue each message's input under a new ``fc-...`` id and accept it at once
+        (started by code running ``parent``, if given)."""
         for message in messages:
-            pool = self._pools().get(message.function)
+            try:
+                pool = self._find(message.function, message.parameters)
+            except Error as exc:
+                refused(message.call_id, exc)
+                continue
             if pool is None:
                 refused(message.call_id, NotFoundError(f"no function {message.function!r}"))
                 continue
@@ -97,7 +120,7 @@ class SpawnedCalls:
             [record] = pool.submit_many(
                 [message.args], self._done, message.method, call_ids=[object_id]
             )
-            call.record = record
+            call.start(record, parent)
             self._ids[record] = object_id
             accepted(message.call_id, object_id)
             if record.done:  # refused at once by the pool
@@ -108,6 +131,7 @@ class SpawnedCalls:
         call = self._calls.get(object_id or "")
         if object_id is None or call is None or not call.settle(outcome_message(object_id, record)):
             return
+        record.result = None  # the outcome holds it; the record stays for the graph
         self._finished.append(object_id)
         while len(self._finished) > KEEP:
             self._calls.pop(self._finished.popleft(), None)
@@ -132,6 +156,17 @@ class SpawnedCalls:
             return False
         call.cancel()
         return True
+
+    def graph(self, object_id: str) -> list[InputInfo]:
+        """The call graph ``object_id`` is part of.
+
+        Raises:
+            NotFoundError: no such call in this run.
+        """
+        call = self._calls.get(object_id)
+        if call is None:
+            raise NotFoundError(f"no function call {object_id!r} in this run")
+        return call.graph(object_id, "")
 
 
 def _nothing() -> None:

@@ -92,12 +92,18 @@ class Gateway:
         self.timeout = settings.gateway_timeout()
         self.body_timeout = settings.gateway_body_timeout()
         self.guard = guard.ConnectionGuard(guard.Limits.from_settings())
+        #: Ports that serve one endpoint at their root (its *origin*), by port: the
+        #: endpoint's name as the gateway's own port routes it (its path prefix).
+        self.origins: dict[int, str] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
-        found = self._resolve(scope["path"])
+        server = scope.get("server")
+        origin = self.origins.get(server[1]) if server else None
+        path = scope["path"] if origin is None else f"/{origin}{scope['path']}"
+        found = self._resolve(path)
         if found is None:
             await _reply(send, scope, 404, f"no web endpoint at {scope['path']!r}")
             return
@@ -110,7 +116,7 @@ class Gateway:
         inner: dict[str, Any] = {key: scope[key] for key in _SCOPE_KEYS if key in scope}
         inner["path"] = "/" + rest
         inner["raw_path"] = inner["path"].encode()
-        inner["root_path"] = scope.get("root_path", "") + "/" + name
+        inner["root_path"] = scope.get("root_path", "") + ("" if origin else "/" + name)
         if scope["type"] == "http":
             await self._http(route, inner, receive, send)
         else:
@@ -340,9 +346,66 @@ class Served:
         self.host, self.port = host, port
         self.url = f"http://{host}:{port}"
         self.token = gateway.token
+        self._origins: dict[str, asyncio.Server] = {}
 
     def url_for(self, name: str) -> str:
+        """Endpoint ``name`` under the gateway's own port (a path prefix)."""
         return f"{self.url}/{name}"
+
+    def origin_url(self, name: str) -> str | None:
+        """Endpoint ``name`` at the root of its own port, if it has one."""
+        listener = self._origins.get(name)
+        return None if listener is None else self._url_of(listener.sockets[0].getsockname())
+
+    async def open_origin(self, name: str, port: int = 0) -> str:
+        """Serve endpoint ``name`` (as :meth:`url_for` names it) also at the root of a
+        port of its own, on the gateway's host, with the same TLS, token and limits:
+        an app that writes absolute paths (``/result``, ``<form action="/go">``) works
+        there as it would on a host of its own. Port 0 takes a free one. Returns the URL.
+
+        Raises:
+            OSError: the port cannot be bound.
+        """
+        if name in self._origins:
+            return self.origin_url(name) or ""
+        server, config = self._server, self._server.config
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.Protocol:
+            made: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=server.server_state,
+                app_state=server.lifespan.state,
+                _loop=loop,
+            )
+            return made
+
+        listener = await loop.create_server(
+            protocol, self.host, port, ssl=config.ssl, backlog=config.backlog
+        )
+        server.servers.append(listener)  # uvicorn closes it, and drains it, at shutdown
+        self._origins[name] = listener
+        self.gateway.origins[listener.sockets[0].getsockname()[1]] = name
+        return self._url_of(listener.sockets[0].getsockname())
+
+    def close_origin(self, name: str) -> None:
+        """Stop serving endpoint ``name`` at its own port (requests under way finish)."""
+        listener = self._origins.pop(name, None)
+        if listener is None:
+            return
+        self.gateway.origins.pop(listener.sockets[0].getsockname()[1], None)
+        listener.close()
+        if listener in self._server.servers:
+            self._server.servers.remove(listener)
+
+    @property
+    def origins(self) -> list[str]:
+        """The endpoints that have a port of their own."""
+        return list(self._origins)
+
+    def _url_of(self, address: tuple[str, int]) -> str:
+        scheme = "https" if self._server.config.ssl else "http"
+        return f"{scheme}://{self.host}:{address[1]}"
 
     async def stop(self) -> None:
         self._server.should_exit = True
@@ -403,9 +466,11 @@ def serving(
         yield None
         return
     served = run_sync(start(routes, host, port, token))
-    app._web_url = served.url
     try:
+        for name in routes:  # each also at the root of a port of its own, as on Modal
+            run_sync(served.open_origin(name))
+        app._served = served
         yield served
     finally:
-        app._web_url = None
+        app._served = None
         run_sync(served.stop())

@@ -158,9 +158,11 @@ class Credit:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """From a container: run one input of function ``function`` (a pool name) for code
-    inside the container (``f.remote()`` within a function). ``stream`` asks for
-    the values of a generator as ``CallItem``s."""
+    """From a container: run one input of function ``function`` for code inside the
+    container (``f.remote()`` within a function). ``stream`` asks for the values of a
+    generator as ``CallItem``s. For an object of an ``@app.cls`` class, ``function`` is
+    the class and ``parameters`` its pickled parameters (empty for none): the control
+    plane creates that object's pool on first use."""
 
     call_id: str
     function: str
@@ -169,6 +171,7 @@ class Call:
     stream: bool
     #: The input the calling code was running (for the call graph), "" if none.
     parent: str = ""
+    parameters: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +253,8 @@ class Submit:
     function); the server passes them to the containers without reading them.
     ``durable`` stores the input first and answers ``Accepted`` (a spawn that
     survives the client and the server); otherwise the outcome comes as
-    ``CallItem``s and a ``CallDone``.
+    ``CallItem``s and a ``CallDone``. From a container, ``parent`` is the input whose
+    code spawns it (for the call graph).
     """
 
     call_id: str
@@ -261,6 +265,7 @@ class Submit:
     stream: bool
     durable: bool
     parameters: bytes = b""
+    parent: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ import os
 import secrets
 
 from shoal.control.pool import Pool
-from shoal.control.server import ControlPlane
+from shoal.control.server import ControlPlane, app_of
 from shoal.control.spec import CodeRef, Definition, load_definitions
 from shoal.exception import Error, InvalidError, NotFoundError
 from shoal.protocol import bundle
@@ -112,6 +112,10 @@ class Deployment:
 
     def pools(self) -> dict[str, Pool]:
         return dict(self._pools)
+
+    def web_functions(self) -> list[str]:
+        """The names of its web endpoints."""
+        return [name for name, d in self.definitions.items() if d.info.get("web")]
 
     def _key(self, name: str) -> str:
         return f"{self.app}.v{self.version}.{name}"
@@ -317,6 +321,16 @@ class Apps:
 
     def running(self) -> list[Deployment]:
         return list(self._current.values())
+
+    def find_pool(self, namespace: str, name: str, parameters: bytes) -> Pool | None:
+        """The pool that code in containers of pool namespace ``namespace`` means by
+        ``name`` and ``parameters`` (``ControlPlane.pool_finder``): in the app's
+        running version, created on first use; None for no such app or function."""
+        app = app_of(namespace)
+        deployment = None if app is None else self._current.get(app) or self._ephemeral.get(app)
+        if deployment is None or name not in deployment.definitions:
+            return None
+        return deployment.pool(name, parameters)
 
     async def close(self) -> None:
         """Stop every deployment (the server is stopping)."""

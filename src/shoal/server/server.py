@@ -34,7 +34,7 @@ from shoal import settings
 from shoal.backends import get_backend
 from shoal.control import run_dir
 from shoal.control.pool import Pool
-from shoal.control.server import ControlPlane
+from shoal.control.server import ControlPlane, call_op
 from shoal.exception import InvalidError, NotFoundError
 from shoal.gateway import server as gateway
 from shoal.protocol import transport
@@ -42,6 +42,7 @@ from shoal.server.apps import Apps, Deployment
 from shoal.server.fields import data, text
 from shoal.server.logs import Logs
 from shoal.server.objects import Objects
+from shoal.server.origins import WebOrigins
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
 from shoal.server.store import Store, lock_home
@@ -78,6 +79,7 @@ class Server:
         self._sessions: set[Session] = set()
         self._listener: asyncio.Server | None = None
         self._served: gateway.Served | None = None
+        self._origins: WebOrigins | None = None
         self._digests: list[bytes] = []
 
     # -- lifecycle ----------------------------------------------------------------
@@ -115,6 +117,7 @@ class Server:
         self.spawns = Spawns(self.store, self.apps)
         self.spawns.start()
         self.control.spawns = self.spawns  # containers' spawns are stored too
+        self.control.pool_finder = self.apps.find_pool
         self._listener, self.url = await transport.listen(
             transport.tcp_address(options.host, options.port), self._accept, tls
         )
@@ -123,6 +126,9 @@ class Server:
                 {}, options.host, options.http_port, self._gateway_token(), self._resolve_web
             )
             self.http_url = self._served.url
+            self._origins = WebOrigins(self._served, self.store, self.apps)
+            await self._origins.sync()
+            self._origins.start()
         self._write_address()
 
     async def stop(self) -> None:
@@ -133,6 +139,8 @@ class Server:
             self._listener.close()
         for session in list(self._sessions):
             session.protocol.abort()
+        if self._origins is not None:
+            self._origins.stop()
         if self._served is not None:
             await self._served.stop()
         self.spawns.stop()
@@ -216,7 +224,12 @@ class Server:
         return route, f"{app}/{function}", rest
 
     def web_url(self, app: str, function: str) -> str | None:
-        return None if self.http_url is None else f"{self.http_url}/{app}/{function}"
+        """Endpoint ``function`` of ``app``: at its own origin (see ``server/origins.py``),
+        else under the gateway's port."""
+        origin = None if self._origins is None else self._origins.url(app, function)
+        if origin is not None or self.http_url is None:
+            return origin
+        return f"{self.http_url}/{app}/{function}"
 
     # -- requests ---------------------------------------------------------------------
 
@@ -248,14 +261,12 @@ class Server:
             data(body, "definitions"),
             str(body.get("client", "")),
         )
-        return {"version": deployment.version, "web": self._web_urls(deployment)}
+        return {"version": deployment.version, "web": await self._web_urls(deployment)}
 
-    def _web_urls(self, deployment: Deployment) -> dict[str, str | None]:
-        return {
-            name: self.web_url(deployment.app, name)
-            for name, d in deployment.definitions.items()
-            if d.info.get("web")
-        }
+    async def _web_urls(self, deployment: Deployment) -> dict[str, str | None]:
+        if self._origins is not None:
+            await self._origins.sync()
+        return {name: self.web_url(deployment.app, name) for name in deployment.web_functions()}
 
     async def _op_app_run(self, body: dict[str, Any], session: Session) -> Any:
         """Start an ephemeral app that lives as long as ``session`` (or, detached,
@@ -265,7 +276,7 @@ class Server:
             text(body, "app"), data(body, "bundle"), data(body, "definitions"), detach
         )
         session.own(deployment.app)
-        return {"app_id": deployment.app, "web": self._web_urls(deployment)}
+        return {"app_id": deployment.app, "web": await self._web_urls(deployment)}
 
     async def _op_app_declare(self, body: dict[str, Any], session: Session) -> Any:
         await self.apps.declare(text(body, "app"), data(body, "definitions"))
@@ -275,6 +286,8 @@ class Server:
         app_id = text(body, "app")
         session.disown(app_id)
         self.apps.finish(app_id, drain=bool(body.get("drain", False)))
+        if self._origins is not None:
+            await self._origins.sync()
         return {}
 
     async def _op_lookup(self, body: dict[str, Any], session: Session) -> Any:
@@ -303,6 +316,8 @@ class Server:
 
     async def _op_app_stop(self, body: dict[str, Any], session: Session) -> Any:
         await self.apps.stop(text(body, "app"))
+        if self._origins is not None:
+            await self._origins.sync()
         return {}
 
     async def _op_app_logs(self, body: dict[str, Any], session: Session) -> Any:
@@ -360,10 +375,10 @@ class Server:
         return {}
 
     async def _op_call_cancel(self, body: dict[str, Any], session: Session) -> Any:
-        object_id = text(body, "object_id")
-        if not self.spawns.cancel(object_id):
-            raise NotFoundError(f"no function call {object_id!r}")
-        return {}
+        return call_op(self.spawns, "call_cancel", text(body, "object_id"))
+
+    async def _op_call_graph(self, body: dict[str, Any], session: Session) -> Any:
+        return call_op(self.spawns, "call_graph", text(body, "object_id"))
 
 
 def _app_row(

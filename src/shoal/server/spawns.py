@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable
 
 from shoal import settings
+from shoal.control.call_graph import InputInfo, graph_of, lone_node
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.pool import Pool
-from shoal.control.spawned import LiveCall
+from shoal.control.spawned import KEEP, LiveCall
 from shoal.exception import Error, NotFoundError
 from shoal.protocol import payload
 from shoal.protocol.messages import CallDone, OutputStatus, Submit
@@ -45,6 +46,8 @@ class Spawns:
         #: The object id of each running record.
         self._object_ids: dict[InputRecord, str] = {}
         self._expiry: asyncio.TimerHandle | None = None
+        #: The records of the newest finished calls, for their call graphs.
+        self._graphs: dict[str, InputRecord] = {}
 
     def start(self) -> None:
         """Queue again every stored input that has no outcome, and start expiring old ones."""
@@ -62,10 +65,12 @@ class Spawns:
         messages: list[Submit],
         accepted: Callable[[str, str], None],
         refused: Callable[[str, BaseException], None],
+        parent: InputRecord | None = None,
     ) -> None:
         """Store and queue each message's input: one pool submit per function and one
         store write for all; call ``accepted(call_id, object_id)`` once an input is on
-        disk, or ``refused(call_id, error)`` at once if it cannot run."""
+        disk, or ``refused(call_id, error)`` at once if it cannot run. ``parent`` is the
+        input whose code spawned them, if any (for the call graph)."""
         groups: dict[tuple[str, str, str, bytes], list[Submit]] = {}
         for message in messages:
             key = (message.app, message.function, message.method, message.parameters)
@@ -79,7 +84,7 @@ class Spawns:
                     refused(message.call_id, exc)
                 continue
             ids = ["fc-" + secrets.token_hex(12) for _ in group]
-            self._queue(pool, ids, [m.args for m in group], method)
+            self._queue(pool, ids, [m.args for m in group], method, parent)
             stored = [
                 StoredCall(oid, app, function, method, parameters, m.args, None, None, now, None)
                 for oid, m in zip(ids, group, strict=True)
@@ -92,13 +97,20 @@ class Spawns:
 
             self._store.add_calls(stored, tell)
 
-    def _queue(self, pool: Pool, ids: list[str], args: list[bytes], method: str) -> None:
+    def _queue(
+        self,
+        pool: Pool,
+        ids: list[str],
+        args: list[bytes],
+        method: str,
+        parent: InputRecord | None = None,
+    ) -> None:
         lives = [LiveCall(pool) for _ in ids]
         for object_id, live in zip(ids, lives, strict=True):
             self._live[object_id] = live
         records = pool.submit_many(args, self._finished, method, call_ids=ids)
         for object_id, live, record in zip(ids, lives, records, strict=True):
-            live.record = record
+            live.start(record, parent)
             self._object_ids[record] = object_id
             if record.done:  # refused at once (a pool that cannot start containers)
                 self._finished(record)
@@ -107,6 +119,7 @@ class Spawns:
         object_id = self._object_ids.pop(record, None)
         if object_id is not None:
             self._finish(object_id, outcome_message(object_id, record))
+            record.result = None  # the outcome holds it; the record stays for the graph
 
     def _run(
         self, object_id: str, app: str, function: str, method: str, parameters: bytes, args: bytes
@@ -127,7 +140,11 @@ class Spawns:
             return
 
         def stored() -> None:  # on disk: answer later waits from the store
-            self._live.pop(object_id, None)
+            finished = self._live.pop(object_id, None)
+            if finished is not None and finished.node is not None:
+                self._graphs[object_id] = finished.node  # newest last
+                if len(self._graphs) > KEEP:
+                    del self._graphs[next(iter(self._graphs))]
 
         self._store.finish_call(object_id, outcome.status, outcome.data, stored)
 
@@ -157,6 +174,25 @@ class Spawns:
             return self._store.call(object_id) is not None
         live.cancel()
         return True
+
+    def graph(self, object_id: str) -> list[InputInfo]:
+        """The call graph ``object_id`` is part of: from its records while they are kept,
+        else its own node with the status the store holds.
+
+        Raises:
+            NotFoundError: no such call.
+        """
+        live = self._live.get(object_id)
+        if live is not None:
+            return live.graph(object_id, "")
+        node = self._graphs.get(object_id)
+        if node is not None:
+            return graph_of(node)
+        stored = self._store.call(object_id)
+        if stored is None:
+            raise NotFoundError(f"no function call {object_id!r}")
+        function = f"{stored.function}.{stored.method}" if stored.method else stored.function
+        return lone_node(object_id, function, stored.status)
 
     def _expire(self) -> None:
         self._store.expire_calls(time.time() - settings.result_ttl())

@@ -3,8 +3,8 @@
 Tables: ``tokens`` (SHA-256 of each access token, never the token), ``bundles``
 (content-addressed code archives), ``versions`` (every deployment of every app:
 its bundle and its pickled function definitions), ``apps`` (each app's current
-version and whether it runs), and ``calls`` (durable spawns: arguments, state,
-outcome).
+version and whether it runs), ``calls`` (durable spawns: arguments, state,
+outcome) and ``web_ports`` (the port each deployed web endpoint has of its own).
 
 Writes are group commits: :meth:`Store.write` queues a change with a callback,
 and one writer thread applies everything queued since its last commit in a
@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS calls (
     id TEXT PRIMARY KEY, app TEXT NOT NULL, function TEXT NOT NULL,
     method TEXT NOT NULL, parameters BLOB NOT NULL, args BLOB,
     status INTEGER, result BLOB, created REAL NOT NULL, finished REAL
+);
+CREATE TABLE IF NOT EXISTS web_ports (
+    endpoint TEXT PRIMARY KEY, port INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS calls_pending ON calls (finished) WHERE finished IS NULL;
 CREATE INDEX IF NOT EXISTS calls_finished ON calls (finished);
@@ -257,6 +260,18 @@ class Store:
             "SELECT name, version, state, updated FROM apps WHERE name = ?", (name,)
         ).fetchone()
         return None if row is None else AppRow(*row)
+
+    def web_ports(self) -> dict[str, int]:
+        """The port of each deployed web endpoint (``"app/function"``)."""
+        return dict(self._reader.execute("SELECT endpoint, port FROM web_ports"))
+
+    def set_web_port(self, endpoint: str, port: int) -> None:
+        with self._reader:
+            self._reader.execute("INSERT OR REPLACE INTO web_ports VALUES (?, ?)", (endpoint, port))
+
+    def forget_web_port(self, endpoint: str) -> None:
+        with self._reader:
+            self._reader.execute("DELETE FROM web_ports WHERE endpoint = ?", (endpoint,))
 
     def versions(self, app: str) -> list[VersionRow]:
         rows = self._reader.execute(
