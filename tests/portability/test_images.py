@@ -128,3 +128,17 @@ def test_the_example_runs() -> None:
     assert done.returncode == 0, done.stderr
     assert "hello from six" in done.stdout and "API_KEY has 14 chars" in done.stdout
     assert "API_KEY here: None" in done.stdout
+
+
+def test_uv_pip_install_passes_its_index_options_to_requirements_files(tmp_path: Path) -> None:
+    listed = tmp_path / "requirements.txt"
+    listed.write_text("six\n")
+    image = shoal.Image.debian_slim().uv_pip_install(
+        "attrs", requirements=[str(listed)], index_url="http://127.0.0.1:9/simple", pre=True
+    )
+    packages, requirements = image.recipe.steps[-2:]
+    assert (packages.kind, requirements.kind) == ("pip", "requirements")
+    for step in (packages, requirements):
+        assert "--index-url=http://127.0.0.1:9/simple" in step.args
+        assert "--prerelease=allow" in step.args  # uv's spelling of --pre
+    assert requirements.args[0] == str(listed)

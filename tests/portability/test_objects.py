@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue as stdlib_queue
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -96,6 +99,29 @@ def test_bad_names_values_and_partitions_are_clear_errors(tmp_path: Path) -> Non
             shoal.Queue.from_name("shoal-test-never-made").len()
         with pytest.raises(InvalidError, match="Dict name"):
             shoal.Dict.from_name("no spaces allowed", create_if_missing=True).len()
+
+
+def test_a_full_partition_waits_for_room_and_partitions_expire() -> None:
+    with shoal.Queue.ephemeral() as q:
+        q.put_many(list(range(5000)), partition="a")  # Modal's limit per partition
+        with pytest.raises(stdlib_queue.Full):
+            q.put(1, block=False, partition="a")
+        with pytest.raises(stdlib_queue.Full):
+            q.put(1, timeout=0.2, partition="a")
+        reader = threading.Timer(0.3, lambda: q.get(partition="a"))
+        reader.start()
+        q.put("last", timeout=60, partition="a")  # waits until the reader made room
+        reader.join()
+        assert q.len(partition="a") == 5000
+        with pytest.raises(stdlib_queue.Full):
+            q.put_many(list(range(5001)), partition="b")  # all or none
+        assert q.len(partition="b") == 0
+        q.put("brief", partition="c", partition_ttl=1)
+        assert q.len(partition="c") == 1
+        time.sleep(1.5)
+        assert q.len(partition="c") == 0  # cleared a second after its last put
+        with pytest.raises(InvalidError, match="partition_ttl"):
+            q.put(1, partition_ttl=0)
 
 
 def test_every_operation_has_an_aio_form() -> None:

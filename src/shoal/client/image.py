@@ -183,8 +183,15 @@ class Image:
             pre=pre,
             extra_options=extra_options,
         )
-        for path in requirements or []:
-            image = image.pip_install_from_requirements(path)
+        for path in requirements or []:  # with the same index options as the packages
+            image = image.pip_install_from_requirements(
+                path,
+                find_links,
+                index_url=index_url,
+                extra_index_url=extra_index_url,
+                pre=pre,
+                extra_options=extra_options,
+            )
         return image
 
     def pip_install_from_requirements(

@@ -2,8 +2,11 @@
 
 Values are anything picklable. A queue has partitions (``partition="jobs-7"``,
 1-64 bytes), each its own FIFO; the default partition is unnamed. ``get`` blocks
-until an item comes (or ``timeout`` seconds pass: ``queue.Empty``). Each method
-has an ``.aio`` form.
+until an item comes (or ``timeout`` seconds pass: ``queue.Empty``). Modal's limits
+hold: 5,000 items per partition (``put`` waits for room, or raises ``queue.Full``)
+and 100,000 partitions; a partition is cleared ``partition_ttl`` seconds (at most,
+and by default, 24 hours) after its last put; a server restart starts every stored
+partition's clock again. Each method has an ``.aio`` form.
 
 Example::
 
@@ -42,8 +45,15 @@ class Queue(NamedObject):
         partition: str | None = None,
         partition_ttl: int = 24 * 3600,
     ) -> None:
-        """Add ``v`` at the end of the partition."""
-        await self._op("put", values=[dump(v)], partition=partition or "")
+        """Add ``v`` at the end of the partition, which is cleared ``partition_ttl``
+        seconds (at most 24 hours) after its last put.
+
+        Raises:
+            queue.Full: the partition holds 5,000 items (or the queue 100,000
+                partitions) and no room came in ``timeout`` seconds (at once without
+                ``block``).
+        """
+        await self._put([dump(v)], block, timeout, partition, partition_ttl)
 
     @bridged
     async def put_many(
@@ -55,9 +65,36 @@ class Queue(NamedObject):
         partition: str | None = None,
         partition_ttl: int = 24 * 3600,
     ) -> None:
-        """Add every value of ``vs``, in order, in one change."""
+        """Add every value of ``vs``, in order, in one change: all of them or, when there
+        is no room for all, none (see :meth:`put`).
+
+        Raises:
+            queue.Full: as :meth:`put`; at once for more than 5,000 values.
+        """
         if vs:
-            await self._op("put", values=[dump(v) for v in vs], partition=partition or "")
+            await self._put([dump(v) for v in vs], block, timeout, partition, partition_ttl)
+
+    async def _put(
+        self,
+        values: list[bytes],
+        block: bool,
+        wait: float | None,
+        partition: str | None,
+        ttl: int,
+    ) -> None:
+        answer = await self._op(
+            "put",
+            values=values,
+            block=block,
+            timeout=wait if block else None,
+            partition=partition or "",
+            ttl=ttl,
+        )
+        if answer.get("full"):
+            raise stdlib_queue.Full(
+                f"Queue {self.name!r} has no room for {len(values)} more item(s) "
+                "(5,000 per partition)"
+            )
 
     @bridged
     async def get(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import secrets
 import sqlite3
 import time
@@ -51,6 +52,12 @@ CREATE TABLE IF NOT EXISTS queue_items (
 
 #: Longest queue partition key (Modal's limit).
 MAX_PARTITION: Final = 64
+#: Items one queue partition holds; a put past it waits for room (Modal's limit).
+MAX_ITEMS: Final = 5_000
+#: Partitions one queue holds (Modal's limit).
+MAX_PARTITIONS: Final = 100_000
+#: Longest life of a partition after its last put (seconds; Modal's default and limit).
+MAX_PARTITION_TTL: Final = 24 * 3600
 
 
 @dataclass
@@ -65,16 +72,41 @@ class _Queue:
     partitions: dict[str, collections.deque[tuple[int, bytes]]] = field(default_factory=dict)
     #: Futures of readers waiting for a partition to get an item.
     waiting: dict[str, set[asyncio.Future[None]]] = field(default_factory=dict)
+    #: Futures of writers waiting for a full partition to get room.
+    room: dict[str, set[asyncio.Future[None]]] = field(default_factory=dict)
+    #: When each partition is cleared unless a put comes first (``time.time()``), and the
+    #: same as a heap of (time, key) whose stale entries are skipped.
+    expires: dict[str, float] = field(default_factory=dict)
+    expiry_heap: list[tuple[float, str]] = field(default_factory=list)
     next_seq: int = 1
     durable: bool = True
 
     def partition(self, key: str) -> collections.deque[tuple[int, bytes]]:
         return self.partitions.setdefault(key, collections.deque())
 
-    def wake(self, key: str) -> None:
-        for waiter in self.waiting.pop(key, set()):
+    def wake(self, key: str, waiting: dict[str, set[asyncio.Future[None]]] | None = None) -> None:
+        """Wake the readers waiting on ``key`` (or those of ``waiting``)."""
+        for waiter in (self.waiting if waiting is None else waiting).pop(key, set()):
             if not waiter.done():
                 waiter.set_result(None)
+
+    def touch(self, key: str, ttl: float) -> None:
+        """A put to ``key``: it lives ``ttl`` seconds from now."""
+        when = time.time() + ttl
+        self.expires[key] = when
+        heapq.heappush(self.expiry_heap, (when, key))
+
+    def expired(self) -> list[str]:
+        """Remove and return the partitions whose time has come."""
+        now, gone = time.time(), []
+        while self.expiry_heap and self.expiry_heap[0][0] <= now:
+            when, key = heapq.heappop(self.expiry_heap)
+            if self.expires.get(key) == when:
+                del self.expires[key]
+                self.partitions.pop(key, None)
+                self.wake(key, self.room)
+                gone.append(key)
+        return gone
 
 
 @dataclass(frozen=True)
@@ -342,9 +374,26 @@ class Objects:
             for partition, seq, value in rows:
                 found.partition(partition).append((seq, bytes(value)))
                 found.next_seq = max(found.next_seq, seq + 1)
+            for partition in found.partitions:  # a partition's clock is not stored: it restarts
+                found.touch(partition, MAX_PARTITION_TTL)
         if found is None:
             raise NotFoundError(f"no Queue {name!r}; create it with create_if_missing=True")
         return found
+
+    async def _live_queue(self, body: dict[str, Any]) -> _Queue:
+        """The queue ``body`` names, its partitions past their time cleared first."""
+        target = self._queue(body)
+        gone = target.expired()
+        if gone:
+            name = text(body, "name")
+            rows = [(name, key) for key in gone]
+            await self._commit(
+                target.durable,
+                lambda db: db.executemany(
+                    "DELETE FROM queue_items WHERE queue = ? AND partition = ?", rows
+                ),
+            )
+        return target
 
     async def _queue_open(self, body: dict[str, Any]) -> Any:
         return await self._open(_QUEUE, body)
@@ -357,30 +406,48 @@ class Objects:
         if isinstance(gone, _Queue):
             for key in list(gone.waiting):
                 gone.wake(key)  # blocked readers see the queue gone
+            for key in list(gone.room):
+                gone.wake(key, gone.room)  # and blocked writers
         return {}
 
     async def _queue_list(self, body: dict[str, Any]) -> Any:
         return self._list(_QUEUE)
 
     async def _queue_put(self, body: dict[str, Any]) -> Any:
-        target, name, key = self._queue(body), text(body, "name"), _partition(body)
+        """Add ``values`` to the partition, all or none; with ``block``, wait up to
+        ``timeout`` for room; answers ``full`` when there is none."""
+        name, key = text(body, "name"), _partition(body)
         values = body.get("values")
         if not isinstance(values, list) or not all(isinstance(v, bytes) for v in values):
             raise InvalidError("queue_put: values must be a list of bytes")
         for value in values:
             _check_size(value)
+        ttl = body.get("ttl", MAX_PARTITION_TTL)
+        if not isinstance(ttl, int | float) or not 0 < ttl <= MAX_PARTITION_TTL:
+            raise InvalidError(f"partition_ttl: 1 to {MAX_PARTITION_TTL} seconds, not {ttl!r}")
+        timeout = body.get("timeout")
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        while True:
+            target = await self._live_queue(body)
+            if _has_room(target, key, len(values)):
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if not body.get("block") or len(values) > MAX_ITEMS or (left is not None and left <= 0):
+                return {"full": True}
+            await _wait(target.room, key, left)
         rows = []
         items = target.partition(key)
         for value in values:
             rows.append((name, key, target.next_seq, value))
             items.append((target.next_seq, value))
             target.next_seq += 1
+        target.touch(key, float(ttl))
         target.wake(key)
         await self._commit(
             target.durable,
             lambda db: db.executemany("INSERT INTO queue_items VALUES (?, ?, ?, ?)", rows),
         )
-        return {}
+        return {"full": False}
 
     async def _queue_get(self, body: dict[str, Any]) -> Any:
         """Up to ``n`` values; with ``block``, wait up to ``timeout`` for the first."""
@@ -389,16 +456,19 @@ class Objects:
         timeout = body.get("timeout")
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         while True:
-            target = self._queue(body)
+            target = await self._live_queue(body)
             items = target.partition(key)
             if items or not body.get("block"):
                 break
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return {"values": [], "timed_out": True}
-            await _wait(target, key, left)
+            await _wait(target.waiting, key, left)
         taken = [items.popleft() for _ in range(min(n, len(items)))]
+        if not items:
+            target.partitions.pop(key, None)  # an empty partition holds nothing, not even a slot
         if taken:
+            target.wake(key, target.room)
             seqs = [(name, key, seq) for seq, _ in taken]
             await self._commit(
                 target.durable,
@@ -414,22 +484,24 @@ class Objects:
         key, after = _partition(body), int(body.get("after", 0))
         deadline = time.monotonic() + float(body.get("timeout") or 0)
         while True:
-            target = self._queue(body)
-            newer = [[seq, v] for seq, v in target.partition(key) if seq > after]
+            target = await self._live_queue(body)
+            newer = [[seq, v] for seq, v in target.partitions.get(key, ()) if seq > after]
             left = deadline - time.monotonic()
             if newer or left <= 0:
                 return newer[:1000]
-            await _wait(target, key, left)
+            await _wait(target.waiting, key, left)
 
     async def _queue_len(self, body: dict[str, Any]) -> Any:
-        target = self._queue(body)
+        target = await self._live_queue(body)
         if body.get("total"):
             return sum(len(items) for items in target.partitions.values())
-        return len(target.partition(_partition(body)))
+        return len(target.partitions.get(_partition(body), ()))
 
     async def _queue_clear(self, body: dict[str, Any]) -> Any:
-        target, name = self._queue(body), text(body, "name")
+        target, name = await self._live_queue(body), text(body, "name")
         if body.get("all"):
+            for key in list(target.partitions):
+                target.wake(key, target.room)
             target.partitions.clear()
             change: Callable[[sqlite3.Connection], Any] = lambda db: db.execute(  # noqa: E731
                 "DELETE FROM queue_items WHERE queue = ?", (name,)
@@ -437,6 +509,7 @@ class Objects:
         else:
             key = _partition(body)
             target.partitions.pop(key, None)
+            target.wake(key, target.room)
             change = lambda db: db.execute(  # noqa: E731
                 "DELETE FROM queue_items WHERE queue = ? AND partition = ?", (name, key)
             )
@@ -444,16 +517,27 @@ class Objects:
         return {}
 
 
-async def _wait(target: _Queue, key: str, seconds: float | None) -> None:
-    """Return once partition ``key`` may have a new item, or after ``seconds``."""
+async def _wait(
+    waiting: dict[str, set[asyncio.Future[None]]], key: str, seconds: float | None
+) -> None:
+    """Return once partition ``key`` may have changed (``waiting`` is its queue's readers
+    or writers), or after ``seconds``."""
     waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    target.waiting.setdefault(key, set()).add(waiter)
+    waiting.setdefault(key, set()).add(waiter)
     try:
         await asyncio.wait_for(waiter, seconds)
     except TimeoutError:
         pass
     finally:
-        target.waiting.get(key, set()).discard(waiter)
+        waiting.get(key, set()).discard(waiter)
+
+
+def _has_room(target: _Queue, key: str, count: int) -> bool:
+    """Whether ``count`` more items fit in partition ``key``."""
+    items = target.partitions.get(key)
+    if items is None:
+        return count <= MAX_ITEMS and len(target.partitions) < MAX_PARTITIONS
+    return len(items) + count <= MAX_ITEMS
 
 
 def _value(body: dict[str, Any], key: str) -> bytes:
