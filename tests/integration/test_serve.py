@@ -99,3 +99,63 @@ def test_serve_reloads_for_the_app_and_its_local_modules_only(tmp_path: Path) ->
         server.terminate()
         _, err = server.communicate(timeout=30)
     assert err.decode().count("change detected") == 1, err.decode()
+
+
+FAILING_APP = """
+import shoal
+
+app = shoal.App("failing")
+
+
+@app.function()
+@shoal.fastapi_endpoint()
+def broken() -> dict:
+    raise ValueError("the handler broke")
+"""
+
+
+def test_a_web_apps_exception_reaches_the_output_and_the_endpoint_has_its_own_port(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "failing_app.py"
+    source.write_text(textwrap.dedent(FAILING_APP))
+    port = _free_port()
+    server = _serve(source, port)
+    try:
+        wait_until(
+            lambda: _status(f"http://127.0.0.1:{port}/broken") == 500, timeout=60, what="a 500"
+        )
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=30)
+    assert "ValueError: the handler broke" in err.decode()  # the traceback, not only a 500
+    assert "Exception in web app (http /)" in err.decode()
+    # listed with its own origin (the port after the gateway's, when that one is free)
+    assert "broken: http://127.0.0.1:" in out.decode()
+
+
+def _status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=5).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def test_a_taken_port_is_a_one_line_error(tmp_path: Path) -> None:
+    source = tmp_path / "served_app.py"
+    source.write_text(textwrap.dedent(APP.format(version=1)))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "shoal.cli", "serve", str(source), "--no-reload"]
+        done = subprocess.run(
+            [*command, "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert f"Error: the gateway could not listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -67,7 +67,7 @@ def run(ctx: click.Context, target: str, quiet: bool, detach: bool) -> None:
         raise click.UsageError(str(exc)) from None
     app, call = _resolve(vars(module), name, path)
     kwargs = _parse_args(call, ctx.args)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # URLs and tokens stay whole
     try:
         with app.run(detach=detach), _served(app, console), _live(app, console, quiet):
             result = call(**kwargs)
@@ -109,8 +109,8 @@ def _served(app: App, console: Console) -> Iterator[None]:
             console.print(
                 f"web endpoints on {served.url} (token for requires_auth: {served.token})"
             )
-            for name in served.gateway.routes:
-                console.print(f"  {name}: {served.origin_url(name)} (also {served.url_for(name)})")
+            for line in served.listing():
+                console.print(line)
         yield
 
 

@@ -82,12 +82,14 @@ def _serve(path: str, host: str, port: int, report_files: str | None = None) -> 
             if served is None:
                 raise click.UsageError(f"{path} has no web endpoints")
             click.echo(f"serving on {served.url} (token: {served.token})", err=True)
-            for name in served.gateway.routes:
-                click.echo(f"  {served.url_for(name)}")
+            for line in served.listing():
+                click.echo(line)
             sys.stdout.flush()
             stop.wait()
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # the port is taken, or the host is not this machine's
+        raise click.ClickException(f"{exc} (is another server on that port? try --port)") from None
 
 
 def _watched(app_file: str, report: Path) -> set[str]:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -117,7 +119,15 @@ async def serve_request(
         emit(payload.dumps(event, "response event"))
         await stream.drained.wait()
 
-    await app(scope, receive, send)
+    try:
+        await app(scope, receive, send)
+    except Exception:
+        # The gateway answers 500 (or the app already did); the traceback would reach no
+        # one, so it goes to the container's output, as an ASGI server logs it.
+        path = scope.get("path", "")
+        print(f"Exception in web app ({scope['type']} {path}):", file=sys.stderr)
+        traceback.print_exc()
+        raise
 
 
 class _Proxy:

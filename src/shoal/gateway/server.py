@@ -398,6 +398,15 @@ class Served:
         if listener in self._server.servers:
             self._server.servers.remove(listener)
 
+    def listing(self) -> list[str]:
+        """One line per endpoint: its origin, and its path under the gateway's port."""
+        lines = []
+        for name in self.gateway.routes:
+            origin = self.origin_url(name)
+            also = f" (also {self.url_for(name)})" if origin else ""
+            lines.append(f"  {name}: {origin or self.url_for(name)}{also}")
+        return lines
+
     @property
     def origins(self) -> list[str]:
         """The endpoints that have a port of their own."""
@@ -446,7 +455,14 @@ async def start(
     if not isinstance(loop.get_exception_handler(), guard.RateLimitedLog):
         loop.set_exception_handler(guard.RateLimitedLog())
     server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve())
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn exits when it cannot bind; it has logged why
+            raise OSError(f"the gateway could not listen on {host}:{port}") from None
+
+    task = asyncio.ensure_future(serve())
     while not server.started:
         if task.done():
             task.result()  # the server failed to start: raise why
@@ -467,8 +483,15 @@ def serving(
         return
     served = run_sync(start(routes, host, port, token))
     try:
-        for name in routes:  # each also at the root of a port of its own, as on Modal
-            run_sync(served.open_origin(name))
+        # Each endpoint also at the root of a port of its own, as on Modal: the ports
+        # after the gateway's when it has a fixed one (so `shoal serve --port 8000` keeps
+        # them across reloads), else free ones.
+        for index, name in enumerate(sorted(routes)):
+            origin = port + 1 + index if port else 0
+            try:
+                run_sync(served.open_origin(name, origin))
+            except OSError:
+                run_sync(served.open_origin(name, 0))
         app._served = served
         yield served
     finally:
