@@ -13,7 +13,8 @@ import websockets.sync.client
 
 from apps import web
 from conftest import wait_until
-from shoal.gateway.server import Served, serving
+from shoal.client.serving import serving
+from shoal.gateway.server import Served
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from websockets.sync.client import connect
 
 from apps import abused_web, faulty
 from conftest import wait_until
-from shoal.gateway.server import Served, serving
+from shoal.client.serving import serving
+from shoal.gateway.server import Served
 
 MB = 1024 * 1024
 
@@ -205,7 +206,7 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 sys.path.insert(0, {tests!r})
 import httpx
 from apps import abused_web, faulty
-from shoal.gateway.server import serving
+from shoal.client.serving import serving
 
 with faulty.app.run(), abused_web.app.run(), serving(abused_web.app) as served:
     print(served.url, flush=True)

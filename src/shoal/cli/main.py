@@ -25,9 +25,9 @@ from shoal.cli.serve import serve as serve_command
 from shoal.client.app import App
 from shoal.client.function import Function
 from shoal.client.output import live_status
+from shoal.client.serving import serving
 from shoal.client.user_module import load_file
 from shoal.exception import ImageBuildError, InvalidError
-from shoal.gateway.server import serving
 
 #: Annotation -> click parameter type, for entrypoint options.
 _TYPES: dict[Any, click.ParamType[Any]] = {

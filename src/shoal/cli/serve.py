@@ -29,9 +29,9 @@ import watchfiles
 
 from shoal import settings
 from shoal.client.app import App
+from shoal.client.serving import serving
 from shoal.client.user_module import load_file, local_files
 from shoal.exception import InvalidError
-from shoal.gateway.server import serving
 
 #: Milliseconds the watcher waits for a change before it looks at the child again.
 _TICK_MS = 500

@@ -1,7 +1,9 @@
 """The HTTP gateway: every request to a web endpoint becomes one input of its pool.
 
 One uvicorn server, on the control plane's own event loop, serves every web
-endpoint of an app under ``http://HOST:PORT/<function-name>/...``. For each
+endpoint of an app under ``http://HOST:PORT/<function-name>/...`` (a server's under
+``/<app>/<function>/``, through its resolver), and each endpoint also at the root of
+a port of its own (:meth:`Served.open_origin`). For each
 request the gateway submits the ASGI scope and the first chunk of the body as
 one input, streams the rest of the body to the container as the container grants
 credit (refusing more than SHOAL_MAX_REQUEST_BYTES with 413, and a body that
@@ -21,28 +23,21 @@ answers it with 400. Connection limits and header deadlines are
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import uvicorn
 
 from shoal import settings
-from shoal.client.bridge import run_sync
-from shoal.client.remote import AnyPool
-from shoal.client.web import web_spec
 from shoal.control.calls import CallState, InputRecord
 from shoal.exception import ContainerCrashError, FunctionTimeoutError
 from shoal.gateway import guard
-from shoal.protocol import payload, transport
+from shoal.protocol import payload
 from shoal.protocol.flow import cost
-
-if TYPE_CHECKING:
-    from shoal.client.app import App
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -66,11 +61,29 @@ _SCOPE_KEYS: Final = (
 )
 
 
+class WebPool(Protocol):
+    """What the gateway needs of a pool (``shoal.control.pool.Pool``, or a handle's)."""
+
+    def submit(
+        self,
+        args: bytes,
+        on_done: Callable[[InputRecord], None],
+        method: str = "",
+        on_item: Callable[[bytes], None] | None = None,
+    ) -> InputRecord: ...
+
+    def cancel(self, record: InputRecord) -> None: ...
+
+    def credit(self, record: InputRecord, amount: int) -> None: ...
+
+    def feed(self, record: InputRecord, data: bytes) -> None: ...
+
+
 @dataclass(frozen=True)
 class Route:
     """One web endpoint: how to find its pool now, and whether it needs the token."""
 
-    pool: Callable[[], AnyPool]
+    pool: Callable[[], WebPool]
     requires_auth: bool
 
 
@@ -176,7 +189,7 @@ class Gateway:
                 pool.cancel(record)
 
     async def _feed_body(
-        self, pool: AnyPool, record: InputRecord, receive: Receive, upload: _Upload
+        self, pool: WebPool, record: InputRecord, receive: Receive, upload: _Upload
     ) -> None:
         """Send the rest of the request body to the container, as far as it grants credit."""
         more = True
@@ -324,16 +337,6 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def web_routes(app: App, *, all_need_auth: bool = False) -> dict[str, Route]:
-    """The app's web endpoints by URL name."""
-    routes = {}
-    for name, function in app.registered_functions.items():
-        spec = web_spec(function.__shoal_raw_function__)
-        if spec is not None:
-            routes[name] = Route(function._pool, spec["requires_auth"] or all_need_auth)
-    return routes
-
-
 class Served:
     """A running gateway: its address, token and endpoints; :meth:`stop` ends it."""
 
@@ -469,31 +472,3 @@ async def start(
             raise OSError(f"the gateway could not listen on {host}:{port}")
         await asyncio.sleep(0.01)
     return Served(server, task, gateway)
-
-
-@contextlib.contextmanager
-def serving(
-    app: App, host: str = "127.0.0.1", port: int = 0, token: str | None = None
-) -> Iterator[Served | None]:
-    """Serve the running ``app``'s web endpoints for the ``with`` block (``None`` if it has
-    none). Off loopback every endpoint requires the token."""
-    routes = web_routes(app, all_need_auth=not transport.is_loopback(host))
-    if not routes:
-        yield None
-        return
-    served = run_sync(start(routes, host, port, token))
-    try:
-        # Each endpoint also at the root of a port of its own, as on Modal: the ports
-        # after the gateway's when it has a fixed one (so `shoal serve --port 8000` keeps
-        # them across reloads), else free ones.
-        for index, name in enumerate(sorted(routes)):
-            origin = port + 1 + index if port else 0
-            try:
-                run_sync(served.open_origin(name, origin))
-            except OSError:
-                run_sync(served.open_origin(name, 0))
-        app._served = served
-        yield served
-    finally:
-        app._served = None
-        run_sync(served.stop())

@@ -15,6 +15,7 @@ when the server died runs again from the start.
 from __future__ import annotations
 
 import asyncio
+import collections
 import secrets
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ class Spawns:
         self._object_ids: dict[InputRecord, str] = {}
         self._expiry: asyncio.TimerHandle | None = None
         #: The records of the newest finished calls, for their call graphs.
-        self._graphs: dict[str, InputRecord] = {}
+        self._graphs: collections.OrderedDict[str, InputRecord] = collections.OrderedDict()
 
     def start(self) -> None:
         """Queue again every stored input that has no outcome, and start expiring old ones."""
@@ -144,7 +145,7 @@ class Spawns:
             if finished is not None and finished.node is not None:
                 self._graphs[object_id] = finished.node  # newest last
                 if len(self._graphs) > KEEP:
-                    del self._graphs[next(iter(self._graphs))]
+                    self._graphs.popitem(last=False)
 
         self._store.finish_call(object_id, outcome.status, outcome.data, stored)
 

@@ -1,0 +1,55 @@
+"""Serving a running app's web endpoints from the caller's process (``shoal serve``,
+and ``shoal run`` while the entrypoint runs): the gateway of :mod:`shoal.gateway`
+routed to the app's own pools."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from shoal.client.bridge import run_sync
+from shoal.client.web import web_spec
+from shoal.gateway.server import Route, Served, start
+from shoal.protocol import transport
+
+if TYPE_CHECKING:
+    from shoal.client.app import App
+
+
+def web_routes(app: App, *, all_need_auth: bool = False) -> dict[str, Route]:
+    """The app's web endpoints by URL name."""
+    routes = {}
+    for name, function in app.registered_functions.items():
+        spec = web_spec(function.__shoal_raw_function__)
+        if spec is not None:
+            routes[name] = Route(function._pool, spec["requires_auth"] or all_need_auth)
+    return routes
+
+
+@contextlib.contextmanager
+def serving(
+    app: App, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+) -> Iterator[Served | None]:
+    """Serve the running ``app``'s web endpoints for the ``with`` block (``None`` if it has
+    none). Off loopback every endpoint requires the token."""
+    routes = web_routes(app, all_need_auth=not transport.is_loopback(host))
+    if not routes:
+        yield None
+        return
+    served = run_sync(start(routes, host, port, token))
+    try:
+        # Each endpoint also at the root of a port of its own, as on Modal: the ports
+        # after the gateway's when it has a fixed one (so `shoal serve --port 8000` keeps
+        # them across reloads), else free ones.
+        for index, name in enumerate(sorted(routes)):
+            origin = port + 1 + index if port else 0
+            try:
+                run_sync(served.open_origin(name, origin))
+            except OSError:
+                run_sync(served.open_origin(name, 0))
+        app._served = served
+        yield served
+    finally:
+        app._served = None
+        run_sync(served.stop())
