@@ -43,12 +43,18 @@ class DeployedApp:
         self._web_urls = web_urls or {}
         #: Where an ephemeral app's code came from (None: a deployed app, fixed).
         self._folder = folder
+        self._pools: dict[str, ServerPool] = {}
 
     def web_url(self, name: str) -> str | None:
         return self._web_urls.get(name)
 
     def pool(self, name: str) -> ServerPool:
-        return ServerPool(self.connection, self.name, name, self._parameters)
+        pool = self._pools.get(name)
+        if pool is None:  # made once per function: every call asks for it
+            pool = self._pools[name] = ServerPool(
+                self.connection, self.name, name, self._parameters
+            )
+        return pool
 
     def track(
         self, progress: MapProgress, chunks: AsyncIterator[list[Any]]
