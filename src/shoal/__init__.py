@@ -27,7 +27,7 @@ from shoal.client.output import enable_output
 from shoal.client.queue import Queue
 from shoal.client.secret import Secret
 from shoal.client.volume import Volume
-from shoal.client.web import asgi_app, fastapi_endpoint, web_server, wsgi_app
+from shoal.client.web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
 from shoal.container.context import current_function_call_id, current_input_id, is_local
 from shoal.control.schedule import Cron, Period
 from shoal.control.spec import Retries
@@ -78,6 +78,7 @@ __all__ = [
     "is_local",
     "method",
     "parameter",
+    "web_endpoint",
     "web_server",
     "wsgi_app",
 ]

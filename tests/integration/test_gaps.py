@@ -102,3 +102,13 @@ def test_enable_output_shows_the_status_of_app_run_on_a_terminal(
     code, screen = run_in_terminal([sys.executable, str(script)])
     assert code == 0 and "echo: 7" in screen, screen
     assert ("containers" in screen) is show
+
+
+def test_web_endpoint_is_fastapi_endpoints_older_name() -> None:
+    with pytest.warns(FutureWarning, match="renamed to @shoal.fastapi_endpoint"):
+        decorate = shoal.web_endpoint(method="POST")
+
+    def handler() -> dict:
+        return {}
+
+    assert web_spec(decorate(handler)) == web_spec(shoal.fastapi_endpoint(method="POST")(handler))

@@ -218,6 +218,7 @@ def test_public_names_are_pinned() -> None:
         "is_local",
         "method",
         "parameter",
+        "web_endpoint",
         "web_server",
         "wsgi_app",
     ]

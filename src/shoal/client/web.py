@@ -14,6 +14,7 @@ function's pool (``shoal serve``, or ``shoal run`` while the entrypoint runs).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -54,6 +55,28 @@ def fastapi_endpoint(
         raise InvalidError(f"method={method!r}: must be one of {sorted(_METHODS)}")
     spec = {"kind": "fastapi", "method": method.upper(), "docs": docs}
     return _mark({**spec, "requires_auth": requires_auth or requires_proxy_auth})
+
+
+def web_endpoint(
+    *,
+    method: str = "GET",
+    docs: bool = False,
+    requires_auth: bool = False,
+    requires_proxy_auth: bool = False,
+) -> Callable[[F], F]:
+    """Modal's older name for :func:`fastapi_endpoint` (Modal now refuses it); here it
+    still works, with a ``FutureWarning``, so older scripts run."""
+    warnings.warn(
+        "@shoal.web_endpoint has been renamed to @shoal.fastapi_endpoint",
+        FutureWarning,  # shown by default: the user's code should change
+        stacklevel=2,
+    )
+    return fastapi_endpoint(
+        method=method,
+        docs=docs,
+        requires_auth=requires_auth,
+        requires_proxy_auth=requires_proxy_auth,
+    )
 
 
 def asgi_app(*, requires_auth: bool = False, requires_proxy_auth: bool = False) -> Callable[[F], F]:
