@@ -82,3 +82,22 @@ def test_cls_with_options_gives_objects_pools_with_those_options() -> None:
         assert obj.scale.remote(5) == (15, 1)
         assert obj.scale.spec.timeout == 30
         assert obj.scale.spec.name.startswith("Scaler[max_containers=2, timeout=30](")
+
+
+def test_a_container_going_idle_is_retired_for_a_pool_waiting_for_room(
+    gate: Path, tmp_path: Path
+) -> None:
+    opened = tmp_path / "open"
+    opened.touch()
+    with resourceful.app.run():
+        busy = resourceful.half_machine.with_options(scaledown_window=600)
+        other = resourceful.half_machine.with_options(max_containers=1)
+        held = [busy.spawn(str(gate)) for _ in range(2)]
+        wait_until(lambda: busy.stats().running == 2, what="the machine full")
+        waiting = other.spawn(str(opened))
+        wait_until(lambda: other.stats().awaiting_room >= 1, what="the other pool refused")
+        gate.touch()  # busy's containers finish and go idle, well inside their window
+        for call in held:
+            call.get(timeout=60)
+        waiting.get(timeout=30)  # before: it waited out busy's 600 s scale-down window
+        assert busy.stats().containers <= 1

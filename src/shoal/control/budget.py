@@ -9,8 +9,9 @@ exited) at SHOAL_MAX_CONTAINERS, by default a few per CPU. A pool that wants mor
 than the budget allows starts what it may; its other inputs wait in its queue,
 and it is woken to try again when any container of any pool exits. A pool that
 is refused also asks the others to give back one idle container (above their
-``min_containers``), so a busy function is not starved by idle ones for a whole
-``scaledown_window``.
+``min_containers``), and while it waits, a pool whose queue is empty retires each
+container of its own that goes idle, so a busy function is not starved by idle
+ones for a whole ``scaledown_window``.
 
 Each container also reserves its function's ``cpu``/``memory``/``gpu`` requests
 from the machine's :class:`~shoal.control.resources.Room`; a container that does
@@ -55,6 +56,11 @@ class ContainerBudget:
             if owner != id(key) and reclaim():
                 break
         return None
+
+    def wanted_elsewhere(self, key: object) -> bool:
+        """Whether a pool other than ``key``'s waits for room (so an idle container of
+        ``key``'s is better retired now than at the end of its scale-down window)."""
+        return any(owner != id(key) for owner in self._waiting)
 
     def give_back(self, grant: Grant) -> None:
         """A container exited: its room is free; wake the pools that wait for room."""

@@ -340,6 +340,9 @@ class Pool:
             self._start_container(grant)
         for container_id in decision.stop:
             self._retire(self._containers[container_id])
+        budget = self._budget
+        if not queued and budget is not None and budget.wanted_elsewhere(self):
+            self.give_idle()  # another pool waits for the room this one's idle container holds
         self._recheck_later(decision.recheck_at, now)
 
     def _idle_prefix(self, limit: int, now: float) -> tuple[IdleContainer, ...]:
