@@ -80,3 +80,36 @@ def test_missing_secrets_and_bad_values_are_clear_errors() -> None:
         shoal.Secret.from_local_environ(["NOT_SET_ANYWHERE"])
     with pytest.raises(InvalidError, match=r"list of shoal\.Secret"):
         app.function(secrets=shoal.Secret.from_dict({}))
+
+
+def _read_variable(name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def test_with_options_takes_secrets_env_and_volumes(tmp_path: Path) -> None:
+    app = shoal.App("variants")
+    base = app.function(serialized=True)(_read_variable)
+    secret = shoal.Secret.from_dict({"TOKEN": "s3cr3t-value"})
+    given = base.with_options(secrets=[secret])
+    first, second = (base.with_options(env={"LEVEL": level}) for level in ("low", "high"))
+    assert first.spec.name != second.spec.name  # different values: different pools
+    assert "s3cr3t" not in given.spec.name and "low" not in first.spec.name  # never shown
+    volume = base.with_options(
+        volumes={"/data": shoal.Volume.from_name("v", create_if_missing=True)}
+    )
+    assert volume.spec.volumes == (("/data", "v", True),)
+    with pytest.warns(UserWarning, match="routing_region"):
+        base.with_options(routing_region="eu")
+    with pytest.raises(InvalidError, match="env="):
+        base.with_options(env=["LEVEL=x"])
+    os.environ["SHOAL_HOME"], home = str(tmp_path / "home"), os.environ.get("SHOAL_HOME")
+    try:
+        with app.run():
+            assert given.remote("TOKEN") == "s3cr3t-value"
+            assert [first.remote("LEVEL"), second.remote("LEVEL")] == ["low", "high"]
+            assert base.remote("TOKEN") is None  # the original keeps its own (no) secrets
+    finally:
+        if home is None:
+            del os.environ["SHOAL_HOME"]
+        else:
+            os.environ["SHOAL_HOME"] = home

@@ -17,7 +17,6 @@ import contextlib
 import inspect
 import pickle
 import threading
-import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
@@ -31,6 +30,7 @@ from shoal.client.function import Function
 from shoal.client.image import Image
 from shoal.client.map import MapProgress
 from shoal.client.objects import handle_here, secret_here, volume_here
+from shoal.client.options import ignored_placement, secret_specs
 from shoal.client.output import live_status, output_enabled
 from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.secret import Secret
@@ -81,28 +81,6 @@ def _pick(name: str, value: Any, old_name: str, old_value: Any, default: Any) ->
     if value is not UNSET:
         return value
     return default if old_value is UNSET else old_value
-
-
-#: Placement options already warned about in this process.
-_warned: set[str] = set()
-
-
-def _ignored_placement(**given: object) -> None:
-    """Warn once per option that ``region=``/``cloud=`` mean nothing to a local backend."""
-    for option, value in given.items():
-        if value is not None and option not in _warned:
-            _warned.add(option)
-            warnings.warn(
-                f"{option}={value!r} is accepted for Modal compatibility and ignored: "
-                "Shoal runs containers on its own machines",
-                stacklevel=3,
-            )
-
-
-def _secret_specs(secrets: Sequence[Secret]) -> tuple[SecretSpec, ...]:
-    if isinstance(secrets, Secret) or not all(isinstance(s, Secret) for s in secrets):
-        raise InvalidError(f"secrets={secrets!r}: must be a list of shoal.Secret")
-    return tuple(secret.spec for secret in secrets)
 
 
 def _check_no_arguments(fn: Callable[..., Any], name: str) -> None:
@@ -158,7 +136,7 @@ class App:
         #: The image of the app's functions that name none of their own.
         self.image = image
         #: Secrets every function of the app gets, before its own.
-        self.secrets = _secret_specs(secrets)
+        self.secrets = secret_specs(secrets)
         self._functions: dict[str, Function[Any, Any]] = {}
         self._classes: dict[str, Cls[Any]] = {}
         #: Every pool the app runs: its spec and how to find its code, by pool name.
@@ -264,10 +242,10 @@ class App:
             "schedule": schedule,
             "resources": Resources.coerce(cpu=cpu, memory=memory, gpu=gpu),
             "image": image,
-            "secrets": _secret_specs(secrets),
+            "secrets": secret_specs(secrets),
             "volumes": volume_mounts(volumes, "@app.function"),
         }
-        _ignored_placement(region=region, cloud=cloud)
+        ignored_placement(region=region, cloud=cloud)
         return _FunctionDecorator(self, options)
 
     def _register(

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from shoal.client.bridge import run_sync
 from shoal.client.decorators import Parameter
 from shoal.client.function import Function, Owner
+from shoal.client.options import variant_options
 from shoal.client.user_module import code_ref
 from shoal.control.spec import CodeRef, FunctionSpec, with_options
 from shoal.exception import InvalidError
@@ -88,14 +89,14 @@ class Cls(Generic[T]):
         return Obj(self, bound)
 
     def with_options(self, **options: Any) -> Cls[T]:
-        """This class with other options (Modal's ``Cls.with_options``): ``cpu``,
-        ``memory``, ``gpu``, ``timeout``, ``retries`` and the scaling options. Its
-        objects run in pools of their own.
+        """This class with other options (Modal's ``Cls.with_options``): those of
+        :meth:`Function.with_options <shoal.Function.with_options>`. Its objects run
+        in pools of their own.
 
         Raises:
             InvalidError: an unknown option or a bad value.
         """
-        spec = with_options(self.spec, **options)
+        spec = with_options(self.spec, **variant_options(self.spec.secrets, **options))
         return Cls(self._owner, self._raw_cls, spec, serialized=self.serialized)
 
     def _pool_spec(self, bound: dict[str, Any]) -> FunctionSpec:

@@ -29,6 +29,7 @@ from shoal.client.bridge import (
 from shoal.client.connection import ServerPool
 from shoal.client.function_call import FunctionCall, StoredFunctionCall
 from shoal.client.map import MapOptions, MapProgress, arg_tuples, known_length, map_outputs
+from shoal.client.options import variant_options
 from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.user_module import code_ref
 from shoal.control.calls import CallState, InputRecord
@@ -127,7 +128,9 @@ class Function(Generic[P, R]):
     def with_options(self, **options: Any) -> Function[P, R]:
         """This function with other options, as Modal's ``with_options``: ``cpu``,
         ``memory``, ``gpu``, ``timeout``, ``retries``, ``max_containers``,
-        ``min_containers``, ``buffer_containers``, ``scaledown_window``.
+        ``min_containers``, ``buffer_containers``, ``scaledown_window``, ``secrets``
+        and ``volumes`` (these two replace the function's), ``env`` (variables added
+        to its secrets); ``region``/``cloud`` are ignored with a warning.
 
         The variant runs in a pool of its own beside the original's.
 
@@ -137,7 +140,7 @@ class Function(Generic[P, R]):
         """
         if self.method:
             raise InvalidError(f"{self.name} is a method: use the class's with_options")
-        spec = with_options(self.spec, **options)
+        spec = with_options(self.spec, **variant_options(self.spec.secrets, **options))
         raw, serialized = self._raw_f, self.serialized
         if raw is None:
             raise InvalidError(f"{self.name} was found by name: redeploy it with other options")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -203,7 +204,7 @@ def with_options(spec: FunctionSpec, **given: Any) -> FunctionSpec:
     Raises:
         InvalidError: an unknown option, or a value out of range.
     """
-    known = {*_RESOURCE_OPTIONS, *_SCALING_OPTIONS, "timeout", "retries"}
+    known = {*_RESOURCE_OPTIONS, *_SCALING_OPTIONS, "timeout", "retries", "secrets", "volumes"}
     unknown = sorted(set(given) - known)
     if unknown:
         raise InvalidError(f"with_options() does not take {unknown}; it takes {sorted(known)}")
@@ -226,8 +227,20 @@ def with_options(spec: FunctionSpec, **given: Any) -> FunctionSpec:
         changes["timeout"] = given["timeout"]
     if "retries" in given:
         changes["retries"] = Retries.coerce(given["retries"])
-    label = ", ".join(f"{key}={given[key]!r}" for key in sorted(given))
+    for key in ("secrets", "volumes"):  # as the client made them (client/options.py)
+        if key in given:
+            changes[key] = tuple(given[key])
+    label = ", ".join(f"{key}={_label(key, given[key])}" for key in sorted(given))
     return dataclasses.replace(spec, name=f"{spec.name}[{label}]", **changes)
+
+
+def _label(key: str, value: Any) -> str:
+    """How option ``key`` shows in a variant's name: secrets by a digest of their
+    contents (two variants with different values must differ; no value may show)."""
+    if key != "secrets":
+        return repr(value)
+    contents = repr([(s.name, s.values, s.required_keys) for s in value]).encode()
+    return hashlib.sha256(contents).hexdigest()[:8]
 
 
 def _pair_of(request: Any, limit: Any) -> Any:
