@@ -44,6 +44,7 @@ from shoal.protocol import payload, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
     Accepted,
+    AcceptedMany,
     CallCancel,
     CallDone,
     CallItem,
@@ -195,14 +196,8 @@ class Connection:
     # -- replies ------------------------------------------------------------------
 
     def _on_message(self, message: Message) -> None:
-        if isinstance(message, DoneMany):
-            calls = self._calls
-            for call_id, status, data in zip(
-                message.call_ids, message.statuses, message.data, strict=True
-            ):
-                handler = calls.pop(call_id, None)
-                if handler is not None:
-                    handler(CallDone(call_id, status, data))
+        if isinstance(message, DoneMany | AcceptedMany):
+            self._settle_many(message)
         elif isinstance(message, CallItem | CallDone | Accepted):
             handler = self._calls.get(message.call_id)
             if handler is not None:
@@ -219,6 +214,22 @@ class Connection:
                     future.set_exception(error_of(body))
         elif isinstance(message, Welcome) and not self._welcome.done():
             self._welcome.set_result(message.server_id)
+
+    def _settle_many(self, message: DoneMany | AcceptedMany) -> None:
+        """Hand each call of a batched reply its own ``CallDone`` or ``Accepted``."""
+        calls = self._calls
+        if isinstance(message, DoneMany):
+            for call_id, status, data in zip(
+                message.call_ids, message.statuses, message.data, strict=True
+            ):
+                handler = calls.pop(call_id, None)
+                if handler is not None:
+                    handler(CallDone(call_id, status, data))
+            return
+        for call_id, object_id in zip(message.call_ids, message.object_ids, strict=True):
+            handler = calls.pop(call_id, None)
+            if handler is not None:
+                handler(Accepted(call_id, object_id))
 
     def _on_lost(self, exc: BaseException | None) -> None:
         self.closed = True

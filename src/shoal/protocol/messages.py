@@ -32,6 +32,7 @@ A client's conversation with a server (``shoal server``), in order::
                            ◄──    CallItem(call_id, ...)*  CallDone(call_id, ...)
                            ◄──    DoneMany(call_ids, ...)  (outcomes that ended together)
                            ◄──    Accepted(call_id, object_id)  (a durable spawn, stored)
+                           ◄──    AcceptedMany(call_ids, object_ids)  (stored in one commit)
     Wait(call_id, object_id) ──►  (the outcome of a stored spawn, when it has one)
                            ◄──    CallDone(call_id, ...)
     CallCancel(call_id)    ──►
@@ -302,6 +303,15 @@ class Accepted:
 
 
 @dataclass(frozen=True, slots=True)
+class AcceptedMany:
+    """To a client: several durable inputs stored in one commit, each as its own
+    :class:`Accepted` would say."""
+
+    call_ids: list[str]
+    object_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Wait:
     """From a client: answer ``call_id`` with a ``CallDone`` once stored input
     ``object_id`` has an outcome (at once if it has one). With ``poll``, answer at
@@ -337,6 +347,7 @@ Message = (
     | Wait
     | SubmitMany
     | DoneMany
+    | AcceptedMany
 )
 
 #: Wire tag of each message class; the index is the tag, so append only.
@@ -365,6 +376,7 @@ _CLASSES: Final[tuple[type[Any], ...]] = (
     Wait,
     SubmitMany,
     DoneMany,
+    AcceptedMany,
 )
 _TAGS: Final[dict[type[Any], int]] = {cls: tag for tag, cls in enumerate(_CLASSES)}
 _FIELDS: Final[dict[type[Any], tuple[str, ...]]] = {

@@ -39,6 +39,7 @@ from shoal.protocol import payload
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
     Accepted,
+    AcceptedMany,
     CallCancel,
     CallDone,
     CallItem,
@@ -77,6 +78,8 @@ class Session:
         self._batch: dict[_BatchKey, list[tuple[str, bytes]]] = {}
         #: Outcomes to send at the end of this loop turn.
         self._outcomes: list[CallDone] = []
+        #: Durable inputs stored in this loop turn: (call id, object id), told in one frame.
+        self._stored: list[tuple[str, str]] = []
         self._durable: list[Submit] = []
         self._tasks: set[asyncio.Task[None]] = set()
         #: Ephemeral apps this client runs: they end when it goes away.
@@ -229,7 +232,17 @@ class Session:
         self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(error)))
 
     def _accepted(self, call_id: str, object_id: str) -> None:
-        self.protocol.send(Accepted(call_id, object_id))
+        """Tell the client, with the others stored in this loop turn (one frame)."""
+        if not self._stored:
+            asyncio.get_running_loop().call_soon(self._send_stored)
+        self._stored.append((call_id, object_id))
+
+    def _send_stored(self) -> None:
+        stored, self._stored = self._stored, []
+        if len(stored) == 1:
+            self.protocol.send(Accepted(*stored[0]))
+        elif stored:
+            self.protocol.send(AcceptedMany([c for c, _ in stored], [o for _, o in stored]))
 
     def _cancel(self, call_id: str) -> None:
         entry = self._calls.pop(call_id, None)
