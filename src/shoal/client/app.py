@@ -445,6 +445,16 @@ class App:
                 run_sync(on_server.finish(drain=detach))
 
     @property
+    def served(self) -> Served | None:
+        """The gateway serving this app's web endpoints from this process, while one
+        does (``shoal serve``, ``shoal run``); handles' ``web_url`` reads it."""
+        return self._served
+
+    @served.setter
+    def served(self, served: Served | None) -> None:
+        self._served = served
+
+    @property
     def runs_on_server(self) -> DeployedApp | None:
         """The ephemeral app this app runs as on a server, while it does (its id is
         ``.name``); None when it runs here or not at all."""

@@ -48,8 +48,8 @@ def serving(
                 run_sync(served.open_origin(name, origin))
             except OSError:
                 run_sync(served.open_origin(name, 0))
-        app._served = served
+        app.served = served
         yield served
     finally:
-        app._served = None
+        app.served = None
         run_sync(served.stop())
