@@ -33,6 +33,9 @@ from shoal.client.serving import serving
 from shoal.client.user_module import load_file, local_files
 from shoal.exception import InvalidError
 
+#: Exit status of a server that could not listen (the supervisor then stops too: a
+#: change to the app's files would not free the port).
+_CANNOT_LISTEN = 3
 #: Milliseconds the watcher waits for a change before it looks at the child again.
 _TICK_MS = 500
 
@@ -89,7 +92,8 @@ def _serve(path: str, host: str, port: int, report_files: str | None = None) -> 
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # the port is taken, or the host is not this machine's
-        raise click.ClickException(f"{exc} (is another server on that port? try --port)") from None
+        click.echo(f"Error: {exc} (is another server on that port? try --port)", err=True)
+        raise SystemExit(_CANNOT_LISTEN) from None
 
 
 def _watched(app_file: str, report: Path) -> set[str]:
@@ -113,8 +117,14 @@ def _only(files: frozenset[str]) -> Callable[[watchfiles.Change, str], bool]:
     return wanted
 
 
-def _wait_for_change(app_file: str, report: Path, child: subprocess.Popen[bytes]) -> None:
-    """Block until one of the app's files changes."""
+def _wait_for_change(
+    app_file: str, report: Path, child: subprocess.Popen[bytes], first: bool
+) -> None:
+    """Block until one of the app's files changes.
+
+    Raises:
+        SystemExit: the first server could not listen (it said why).
+    """
     complained = False
     while True:
         files = frozenset(_watched(app_file, report))
@@ -130,6 +140,8 @@ def _wait_for_change(app_file: str, report: Path, child: subprocess.Popen[bytes]
         ):
             if changes:
                 return
+            if first and child.poll() == _CANNOT_LISTEN:
+                raise SystemExit(1)
             if child.poll() is not None and child.returncode != 0 and not complained:
                 complained = True
                 click.echo(f"server exited with {child.returncode}; waiting for a change", err=True)
@@ -160,8 +172,10 @@ def _supervise(path: str, host: str, port: int) -> None:
         child = subprocess.Popen(command, env=env)
         signal.signal(signal.SIGTERM, _exit_on_signal)
         try:
+            first = True
             while True:
-                _wait_for_change(app_file, report, child)
+                _wait_for_change(app_file, report, child, first)
+                first = False
                 click.echo("change detected: reloading", err=True)
                 child.terminate()
                 child.wait()
