@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import queue as stdlib_queue
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -177,3 +179,33 @@ def test_spawns_from_containers_are_found_by_id_without_a_server(tmp_path: Path)
     script = Path(__file__).parent / "scripts" / "fan_out.py"
     totals = run_json(f"{script}::wait_for_all", env)
     assert totals == [[f"{job}:total", 30 * job + 3] for job in range(4)]
+
+
+def test_the_dict_and_queue_commands(tmp_path: Path) -> None:
+    env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
+    env.pop("SHOAL_SERVER_URL", None)
+    fill = (
+        "import shoal\n"
+        "d = shoal.Dict.from_name('scores', create_if_missing=True)\n"
+        "d['alice'] = 3\n"
+        "q = shoal.Queue.from_name('jobs', create_if_missing=True)\n"
+        "q.put_many([1, 'two']); q.put('p', partition='hi')\n"
+    )
+    subprocess.run([sys.executable, "-c", fill], env=env, check=True, timeout=120)
+
+    def shoal_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "shoal.cli", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    assert "scores" in shoal_cli("dict", "list").stdout
+    assert shoal_cli("dict", "items", "scores").stdout == "'alice': 3\n"
+    assert shoal_cli("dict", "get", "scores", "alice").stdout == "3\n"
+    missing = shoal_cli("dict", "get", "scores", "bob")
+    assert missing.returncode == 1 and "no key 'bob'" in missing.stderr
+    assert shoal_cli("queue", "len", "jobs", "--total").stdout == "3\n"
+    assert shoal_cli("queue", "peek", "jobs", "2").stdout == "1\n'two'\n"  # not taken
+    assert shoal_cli("queue", "peek", "jobs", "5", "--partition", "hi").stdout == "'p'\n"
+    assert shoal_cli("queue", "clear", "jobs").returncode == 0
+    assert shoal_cli("queue", "len", "jobs", "--total").stdout == "1\n"  # 'hi' kept its item
+    assert shoal_cli("dict", "delete", "scores").returncode == 0
+    assert "scores" not in shoal_cli("dict", "list").stdout

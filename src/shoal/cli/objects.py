@@ -1,21 +1,26 @@
-"""``shoal secret ...`` and ``shoal volume ...``: named objects, from the command line.
+"""``shoal secret|volume|dict|queue ...``: named objects, from the command line.
 
-Secrets and volumes live where Dicts and Queues do: on the server this machine uses,
-or with none, under its own ``SHOAL_HOME``.
+They live on the server this machine uses, or with none, under its own
+``SHOAL_HOME``. Dict and Queue values are shown as the ``repr`` of their unpickled
+values (one whose class this process cannot import is a one-line error).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from shoal.cli.service import JSON_FLAG, when
 from shoal.client.bridge import run_sync
+from shoal.client.dict import Dict
 from shoal.client.objects import request
+from shoal.client.queue import Queue
 from shoal.client.secret import parse_dotenv
 from shoal.exception import Error
 
@@ -180,4 +185,131 @@ def volume_delete(name: str) -> None:
     click.echo(f"deleted volume {name}")
 
 
-COMMANDS = (secret, volume)
+@click.group("dict")
+def dict_group() -> None:
+    """Named Dicts: list, items, get, clear, delete."""
+
+
+def _rows(kind: str, as_json: bool) -> None:
+    rows = _objects(f"{kind}_list")
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(f"{'NAME':32} {'ITEMS':>8}  CREATED")
+    for row in rows:
+        click.echo(f"{row['name']:32} {row['items']:>8}  {when(row['created'])}")
+
+
+@dict_group.command("list")
+@JSON_FLAG
+def dict_list(as_json: bool) -> None:
+    """Every named Dict, with how many items it holds."""
+    _rows("dict", as_json)
+
+
+@dict_group.command("items")
+@click.argument("name")
+@click.argument("n", type=int, default=20)
+def dict_items(name: str, n: int) -> None:
+    """The first N items of Dict NAME (all of them for N=0)."""
+    with _errors():
+        for index, (key, value) in enumerate(Dict.from_name(name).items()):
+            if n and index >= n:
+                break
+            click.echo(f"{key!r}: {value!r}")
+
+
+@dict_group.command("get")
+@click.argument("name")
+@click.argument("key")
+def dict_get(name: str, key: str) -> None:
+    """The value of KEY (a string key) in Dict NAME."""
+    with _errors():
+        missing = object()
+        value = Dict.from_name(name).get(key, missing)
+    if value is missing:
+        raise click.ClickException(f"Dict {name!r} has no key {key!r}")
+    click.echo(repr(value))
+
+
+@dict_group.command("clear")
+@click.argument("name")
+def dict_clear(name: str) -> None:
+    """Remove every item of Dict NAME."""
+    with _errors():
+        Dict.from_name(name).clear()
+    click.echo(f"cleared Dict {name}")
+
+
+@dict_group.command("delete")
+@click.argument("name")
+def dict_delete(name: str) -> None:
+    """Delete Dict NAME and its items."""
+    _objects("dict_delete", name=name)
+    click.echo(f"deleted Dict {name}")
+
+
+@click.group("queue")
+def queue_group() -> None:
+    """Named Queues: list, len, peek, clear, delete."""
+
+
+@queue_group.command("list")
+@JSON_FLAG
+def queue_list(as_json: bool) -> None:
+    """Every named Queue, with how many items it holds (all partitions)."""
+    _rows("queue", as_json)
+
+
+@queue_group.command("len")
+@click.argument("name")
+@click.option("--partition", default=None, help="A partition (default: the unnamed one).")
+@click.option("--total", is_flag=True, help="Count every partition.")
+def queue_len(name: str, partition: str | None, total: bool) -> None:
+    """How many items Queue NAME holds."""
+    with _errors():
+        click.echo(Queue.from_name(name).len(partition=partition, total=total))
+
+
+@queue_group.command("peek")
+@click.argument("name")
+@click.argument("n", type=int, default=1)
+@click.option("--partition", default=None, help="A partition (default: the unnamed one).")
+def queue_peek(name: str, n: int, partition: str | None) -> None:
+    """The next N items of Queue NAME, without taking them."""
+    with _errors():
+        for index, value in enumerate(Queue.from_name(name).iterate(partition=partition)):
+            if index >= n:
+                break
+            click.echo(repr(value))
+
+
+@queue_group.command("clear")
+@click.argument("name")
+@click.option("--partition", default=None, help="A partition (default: the unnamed one).")
+@click.option("--all", "every", is_flag=True, help="Clear every partition.")
+def queue_clear(name: str, partition: str | None, every: bool) -> None:
+    """Remove the items of a partition of Queue NAME (or of all of them)."""
+    with _errors():
+        Queue.from_name(name).clear(partition=partition, all=every)
+    click.echo(f"cleared Queue {name}")
+
+
+@queue_group.command("delete")
+@click.argument("name")
+def queue_delete(name: str) -> None:
+    """Delete Queue NAME and its items."""
+    _objects("queue_delete", name=name)
+    click.echo(f"deleted Queue {name}")
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Shoal's errors as one-line command errors."""
+    try:
+        yield
+    except Error as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+COMMANDS = (secret, volume, dict_group, queue_group)
