@@ -37,6 +37,7 @@ from shoal.control.resources import Gpu, Grant, Room
 from shoal.control.scheduler import Scheduler
 from shoal.control.secrets import Lookup
 from shoal.control.secrets import merged as secrets_env
+from shoal.control.spawned import nothing
 from shoal.control.spec import CodeRef, FunctionSpec
 from shoal.exception import Error, ExecutionError, InvalidError, NotFoundError
 from shoal.protocol import payload, transport
@@ -96,7 +97,7 @@ def wait_on_spawn(
         if waits.pop(call_id, None) is not None:
             send(CallDone(call_id, done.status, done.data))
 
-    waits[call_id] = _nothing
+    waits[call_id] = nothing
     drop = spawns.wait(message.object_id, answer)
     if call_id in waits:
         waits[call_id] = drop
@@ -412,11 +413,12 @@ class _Connection:
         try:
             pool = self._control.find(namespace, message.function, message.parameters)
         except Error as exc:
-            self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(exc)))
+            self._refuse(call_id, exc)
             return
         if pool is None:
-            error = ExecutionError(f"no function {message.function!r} in the running app")
-            self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(error)))
+            self._refuse(
+                call_id, ExecutionError(f"no function {message.function!r} in the running app")
+            )
             return
 
         def done(record: InputRecord) -> None:
@@ -432,7 +434,7 @@ class _Connection:
                 message.args, done, message.method, item if message.stream else None
             )
         except ExecutionError as exc:
-            self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(exc)))
+            self._refuse(call_id, exc)
             return
         if self._bound is not None and message.parent:
             parent = self._bound[1].running.get(message.parent)
@@ -446,18 +448,15 @@ class _Connection:
         spawns = self._control.spawns
         app = app_of(self._bound[2]) if self._bound is not None else None
         if spawns is None or not message.durable:
-            error = ExecutionError("this control plane keeps no spawns by id")
-            self.protocol.send(
-                CallDone(message.call_id, OutputStatus.ERROR, payload.dump_error(error))
+            self._refuse(
+                message.call_id, ExecutionError("this control plane keeps no spawns by id")
             )
             return
         parent = self._bound[1].running.get(message.parent) if self._bound is not None else None
         spawns.submit_many(
             [dataclasses.replace(message, app=app or "")],
             lambda call_id, object_id: self.protocol.send(Accepted(call_id, object_id)),
-            lambda call_id, exc: self.protocol.send(
-                CallDone(call_id, OutputStatus.ERROR, payload.dump_error(exc))
-            ),
+            self._refuse,
             parent,
         )
 
@@ -466,11 +465,13 @@ class _Connection:
         spawns = self._control.spawns
         if spawns is None:
             error = ExecutionError("this control plane keeps no function calls by id")
-            self.protocol.send(
-                CallDone(message.call_id, OutputStatus.ERROR, payload.dump_error(error))
-            )
+            self._refuse(message.call_id, error)
             return
         wait_on_spawn(spawns, message, self._waits, self.protocol.send)
+
+    def _refuse(self, call_id: str, error: BaseException) -> None:
+        """End call ``call_id`` of this container's code with ``error``."""
+        self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(error)))
 
     def _request(self, message: Request) -> None:
         """User code in this container uses a Dict, Queue or Volume, or cancels a stored
@@ -481,19 +482,16 @@ class _Connection:
 
     async def _answer(self, message: Request) -> None:
         try:
-            prefixes = ("dict_", "queue_", "volume_")
-            spawns = self._control.spawns
-            if message.op in ("call_cancel", "call_graph") and spawns is not None:
-                body = msgpack.unpackb(message.body, raw=False) if message.body else {}
-                answer = call_op(spawns, message.op, str(body.get("object_id")))
-                self.protocol.send(Reply(message.request_id, True, msgpack.packb(answer)))
-                return
-            if self._control.objects is None or not message.op.startswith(prefixes):
-                raise InvalidError(f"{message.op!r} is not an object op this control plane serves")
+            op, spawns, objects = message.op, self._control.spawns, self._control.objects
             body = msgpack.unpackb(message.body, raw=False) if message.body else {}
             if not isinstance(body, dict):
                 raise InvalidError("a request body must be a map")
-            result = await self._control.objects(message.op, body)
+            if op in ("call_cancel", "call_graph") and spawns is not None:
+                result = call_op(spawns, op, str(body.get("object_id")))
+            elif objects is not None and op.startswith(("dict_", "queue_", "volume_")):
+                result = await objects(op, body)
+            else:
+                raise InvalidError(f"{op!r} is not an object op this control plane serves")
             reply = Reply(message.request_id, True, msgpack.packb(result, use_bin_type=True))
         except Exception as exc:
             error = {"kind": type(exc).__name__, "message": str(exc)}
@@ -501,7 +499,7 @@ class _Connection:
         self.protocol.send(reply)
 
     def _cancel_call(self, call_id: str) -> None:
-        self._waits.pop(call_id, _nothing)()
+        self._waits.pop(call_id, nothing)()
         entry = self._calls.pop(call_id, None)
         if entry is not None:
             pool, record = entry
@@ -522,7 +520,3 @@ class _Connection:
         if self._bound is not None:
             pool, handle, _ = self._bound
             pool.on_disconnect(handle)
-
-
-def _nothing() -> None:
-    return None

@@ -30,21 +30,20 @@ KEEP: Final = 10_000
 
 @dataclass
 class LiveCall:
-    """A spawned call while it runs (its pool and record), then its outcome, and who waits
-    for it. Shared by :class:`SpawnedCalls` and a server's stored spawns."""
+    """A spawned call: its pool and record (kept after the call ends, for its call
+    graph), its outcome once it has one, and who waits for it. Shared by
+    :class:`SpawnedCalls` and a server's stored spawns."""
 
     pool: Pool | None
     record: InputRecord | None = None
     outcome: CallDone | None = None
-    #: The record, kept after the call ends, for its call graph.
-    node: InputRecord | None = None
     waiters: list[Callable[[CallDone], None]] = field(default_factory=list)
 
     def settle(self, outcome: CallDone) -> bool:
         """Record ``outcome`` and answer every waiter; False if it had one already."""
         if self.outcome is not None:
             return False
-        self.outcome, self.record = outcome, None
+        self.outcome = outcome
         for answer in self.waiters:
             answer(outcome)
         self.waiters.clear()
@@ -55,7 +54,7 @@ class LiveCall:
         that drops the wait."""
         if self.outcome is not None:
             answer(self.outcome)
-            return _nothing
+            return nothing
         self.waiters.append(answer)
 
         def drop() -> None:
@@ -66,21 +65,21 @@ class LiveCall:
 
     def cancel(self) -> None:
         """Stop the call if it still runs."""
-        if self.pool is not None and self.record is not None:
+        if self.pool is not None and self.record is not None and self.outcome is None:
             self.pool.cancel(self.record)
 
     def start(self, record: InputRecord, parent: InputRecord | None) -> None:
         """The call runs as ``record``, started by code running ``parent`` (if any)."""
-        self.record = self.node = record
+        self.record = record
         if parent is not None:
             parent.adopt(record)
 
-    def graph(self, object_id: str, function: str) -> list[InputInfo]:
-        """The call graph this call is part of (its own node alone once the record is
-        gone)."""
-        if self.node is not None:
-            return graph_of(self.node)
-        return lone_node(object_id, function, None if self.outcome is None else self.outcome.status)
+    def graph(self, object_id: str) -> list[InputInfo]:
+        """The call graph this call is part of (its own node alone when it never had a
+        record here: restored, or its app gone)."""
+        if self.record is not None:
+            return graph_of(self.record)
+        return lone_node(object_id, "", None if self.outcome is None else self.outcome.status)
 
 
 class SpawnedCalls:
@@ -146,7 +145,7 @@ class SpawnedCalls:
                 "for the app's life; a shoal server keeps them for good)"
             )
             answer(CallDone(object_id, OutputStatus.ERROR, payload.dump_error(error)))
-            return _nothing
+            return nothing
         return call.wait(answer)
 
     def cancel(self, object_id: str) -> bool:
@@ -166,8 +165,9 @@ class SpawnedCalls:
         call = self._calls.get(object_id)
         if call is None:
             raise NotFoundError(f"no function call {object_id!r} in this run")
-        return call.graph(object_id, "")
+        return call.graph(object_id)
 
 
-def _nothing() -> None:
+def nothing() -> None:
+    """A wait that needs no dropping (what ``wait`` returns when it answered at once)."""
     return None

@@ -24,7 +24,7 @@ from shoal import settings
 from shoal.control.call_graph import InputInfo, graph_of, lone_node
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.pool import Pool
-from shoal.control.spawned import KEEP, LiveCall
+from shoal.control.spawned import KEEP, LiveCall, nothing
 from shoal.exception import Error, NotFoundError
 from shoal.protocol import payload
 from shoal.protocol.messages import CallDone, OutputStatus, Submit
@@ -142,8 +142,8 @@ class Spawns:
 
         def stored() -> None:  # on disk: answer later waits from the store
             finished = self._live.pop(object_id, None)
-            if finished is not None and finished.node is not None:
-                self._graphs[object_id] = finished.node  # newest last
+            if finished is not None and finished.record is not None:
+                self._graphs[object_id] = finished.record  # newest last
                 if len(self._graphs) > KEEP:
                     self._graphs.popitem(last=False)
 
@@ -166,7 +166,7 @@ class Spawns:
             answer(CallDone(object_id, stored.status, stored.result or b""))
         else:  # stored but not live: its commit and its restore raced; it is on its way
             self._live.setdefault(object_id, LiveCall(None)).waiters.append(answer)
-        return _nothing
+        return nothing
 
     def cancel(self, object_id: str) -> bool:
         """Cancel spawn ``object_id`` if it still runs; return whether it was known."""
@@ -185,7 +185,7 @@ class Spawns:
         """
         live = self._live.get(object_id)
         if live is not None:
-            return live.graph(object_id, "")
+            return live.graph(object_id)
         node = self._graphs.get(object_id)
         if node is not None:
             return graph_of(node)
@@ -198,7 +198,3 @@ class Spawns:
     def _expire(self) -> None:
         self._store.expire_calls(time.time() - settings.result_ttl())
         self._expiry = asyncio.get_running_loop().call_later(_EXPIRE_EVERY, self._expire)
-
-
-def _nothing() -> None:
-    return None
