@@ -493,11 +493,10 @@ class App:
         pool = self._remote_pools.get(name)
         if pool is None:
             target, parameters = name, b""
-            for cls_name in self._classes:
-                if name.startswith(cls_name + "("):
-                    declared = self._declared.get(name)
-                    if declared is not None:
-                        target, parameters = cls_name, declared[1]().parameters
+            cls_name = name.partition("(")[0]  # an object's pool is "Cls(a=1, ...)"
+            declared = self._declared.get(name)
+            if cls_name != name and cls_name in self._classes and declared is not None:
+                target, parameters = cls_name, declared[1]().parameters
             pool = self._remote_pools[name] = RemotePool(name, channel, target, parameters)
         return pool
 

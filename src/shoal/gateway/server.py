@@ -358,7 +358,7 @@ class Served:
     def origin_url(self, name: str) -> str | None:
         """Endpoint ``name`` at the root of its own port, if it has one."""
         listener = self._origins.get(name)
-        return None if listener is None else self._url_of(listener.sockets[0].getsockname())
+        return None if listener is None else self._url_of(_port(listener))
 
     async def open_origin(self, name: str, port: int = 0) -> str:
         """Serve endpoint ``name`` (as :meth:`url_for` names it) also at the root of a
@@ -388,15 +388,15 @@ class Served:
         )
         server.servers.append(listener)  # uvicorn closes it, and drains it, at shutdown
         self._origins[name] = listener
-        self.gateway.origins[listener.sockets[0].getsockname()[1]] = name
-        return self._url_of(listener.sockets[0].getsockname())
+        self.gateway.origins[_port(listener)] = name
+        return self._url_of(_port(listener))
 
     def close_origin(self, name: str) -> None:
         """Stop serving endpoint ``name`` at its own port (requests under way finish)."""
         listener = self._origins.pop(name, None)
         if listener is None:
             return
-        self.gateway.origins.pop(listener.sockets[0].getsockname()[1], None)
+        self.gateway.origins.pop(_port(listener), None)
         listener.close()
         if listener in self._server.servers:
             self._server.servers.remove(listener)
@@ -415,13 +415,19 @@ class Served:
         """The endpoints that have a port of their own."""
         return list(self._origins)
 
-    def _url_of(self, address: tuple[str, int]) -> str:
+    def _url_of(self, port: int) -> str:
         scheme = "https" if self._server.config.ssl else "http"
-        return f"{scheme}://{self.host}:{address[1]}"
+        return f"{scheme}://{self.host}:{port}"
 
     async def stop(self) -> None:
         self._server.should_exit = True
         await self._task
+
+
+def _port(listener: asyncio.Server) -> int:
+    """The port ``listener`` listens on."""
+    port: int = listener.sockets[0].getsockname()[1]
+    return port
 
 
 async def start(
