@@ -8,7 +8,6 @@ values (one whose class this process cannot import is a one-line error).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 
 import click
 
-from shoal.cli.service import JSON_FLAG, when
+from shoal.cli.service import JSON_FLAG, print_rows, when
 from shoal.client.bridge import run_sync
 from shoal.client.dict import Dict
 from shoal.client.objects import request
@@ -58,13 +57,12 @@ def secret_create(name: str, pairs: tuple[str, ...], dotenv: str | None, force: 
 @JSON_FLAG
 def secret_list(as_json: bool) -> None:
     """Every secret: its name and key names (values are never shown)."""
-    rows = _objects("secret_list")
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    click.echo(f"{'NAME':24} {'UPDATED':20} KEYS")
-    for row in rows:
-        click.echo(f"{row['name']:24} {when(row['updated']):20} {', '.join(row['keys'])}")
+    print_rows(
+        _objects("secret_list"),
+        as_json,
+        f"{'NAME':24} {'UPDATED':20} KEYS",
+        lambda row: f"{row['name']:24} {when(row['updated']):20} {', '.join(row['keys'])}",
+    )
 
 
 @secret.command("delete")
@@ -99,13 +97,12 @@ def volume_create(name: str) -> None:
 @JSON_FLAG
 def volume_list(as_json: bool) -> None:
     """Every volume."""
-    rows = _objects("volume_list")
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    click.echo(f"{'NAME':32} CREATED")
-    for row in rows:
-        click.echo(f"{row['name']:32} {when(row['created'])}")
+    print_rows(
+        _objects("volume_list"),
+        as_json,
+        f"{'NAME':32} CREATED",
+        lambda row: f"{row['name']:32} {when(row['created'])}",
+    )
 
 
 @volume.command("ls")
@@ -114,13 +111,15 @@ def volume_list(as_json: bool) -> None:
 @JSON_FLAG
 def volume_ls(name: str, path: str, as_json: bool) -> None:
     """The files and folders at PATH in volume NAME."""
-    rows = _objects("volume_ls", name=name, path=path)
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    for row in rows:
-        suffix = "/" if row["type"] == "dir" else ""
-        click.echo(f"{row['size']:>12}  {when(row['mtime'])}  {row['path']}{suffix}")
+    print_rows(
+        _objects("volume_ls", name=name, path=path),
+        as_json,
+        None,
+        lambda row: (
+            f"{row['size']:>12}  {when(row['mtime'])}  {row['path']}"
+            + ("/" if row["type"] == "dir" else "")
+        ),
+    )
 
 
 @volume.command("put")
@@ -191,13 +190,12 @@ def dict_group() -> None:
 
 
 def _rows(kind: str, as_json: bool) -> None:
-    rows = _objects(f"{kind}_list")
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    click.echo(f"{'NAME':32} {'ITEMS':>8}  CREATED")
-    for row in rows:
-        click.echo(f"{row['name']:32} {row['items']:>8}  {when(row['created'])}")
+    print_rows(
+        _objects(f"{kind}_list"),
+        as_json,
+        f"{'NAME':32} {'ITEMS':>8}  CREATED",
+        lambda row: f"{row['name']:32} {row['items']:>8}  {when(row['created'])}",
+    )
 
 
 @dict_group.command("list")

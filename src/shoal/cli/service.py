@@ -13,7 +13,7 @@ import datetime
 import json
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
@@ -132,20 +132,36 @@ _FOLLOW_EVERY = 0.5
 JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 
 
+def print_rows(
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    header: str | None,
+    line: Callable[[dict[str, Any]], str],
+) -> None:
+    """Print ``rows`` as JSON (``--json``), or as a table: ``header``, then ``line(row)``
+    for each."""
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if header is not None:
+        click.echo(header)
+    for row in rows:
+        click.echo(line(row))
+
+
 @app.command("list")
 @JSON_FLAG
 def app_list(as_json: bool) -> None:
     """List the server's apps: deployed ones by name, ephemeral ones (`shoal run`) by id."""
-    rows = ask_server("app_list")
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    click.echo(f"{'NAME':24} {'ID':16} {'VERSION':>7} {'STATE':9} {'CONTAINERS':>10}  UPDATED")
-    for row in rows:
-        click.echo(
+    print_rows(
+        ask_server("app_list"),
+        as_json,
+        f"{'NAME':24} {'ID':16} {'VERSION':>7} {'STATE':9} {'CONTAINERS':>10}  UPDATED",
+        lambda row: (
             f"{row['name']:24} {row['id']:16} {row['version']:>7} {row['state']:9} "
             f"{row['containers']:>10}  {when(row['updated'])}"
-        )
+        ),
+    )
 
 
 @app.command("stop")
@@ -197,12 +213,12 @@ def container() -> None:
 @JSON_FLAG
 def container_list(as_json: bool) -> None:
     """List running containers."""
-    if as_json:
-        click.echo(json.dumps(ask_server("container_list")))
-        return
-    click.echo(f"{'ID':40} {'STATE':9} {'PID':>7} {'INPUTS':>6}")
-    for row in ask_server("container_list"):
-        click.echo(f"{row['id']:40} {row['state']:9} {row['pid'] or '-':>7} {row['running']:>6}")
+    print_rows(
+        ask_server("container_list"),
+        as_json,
+        f"{'ID':40} {'STATE':9} {'PID':>7} {'INPUTS':>6}",
+        lambda row: f"{row['id']:40} {row['state']:9} {row['pid'] or '-':>7} {row['running']:>6}",
+    )
 
 
 @container.command("stop")
