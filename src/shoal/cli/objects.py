@@ -74,10 +74,8 @@ def secret_delete(name: str) -> None:
 
 
 def _objects(op: str, **body: Any) -> Any:
-    try:
+    with _errors():
         return run_sync(request(op, **body))
-    except Error as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @click.group()

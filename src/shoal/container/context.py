@@ -98,7 +98,7 @@ class CallChannel:
     ) -> str:
         """Start a call (safe from any thread); return its id. ``parameters`` are a
         class object's (``function`` then names the class)."""
-        call_id = f"call-{next(self._ids)}"
+        call_id = self.next_id()
         with self._lock:
             self._handlers[call_id] = on_reply
         parent = current_input.get() or ""
