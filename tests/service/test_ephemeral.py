@@ -10,6 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+import pytest
+
 from conftest import wait_until
 from service.harness import ServerProcess
 
@@ -38,6 +41,9 @@ def test_shoal_run_runs_the_app_on_the_server_and_ends_it(server: ServerProcess)
     assert "running as ap-" in done.stderr
     wait_until(lambda: not _ephemeral_apps(server), 30, "the ephemeral app to end")
     wait_until(lambda: not _containers(server), 30, "its containers to stop")
+    (url,) = [line.removeprefix("web url ") for line in lines if line.startswith("web url ")]
+    with pytest.raises(httpx.ConnectError):  # its endpoint's own port closed with it
+        httpx.get(url, timeout=10)
 
 
 def test_a_detached_run_lets_its_inputs_finish(server: ServerProcess, tmp_path: Path) -> None:

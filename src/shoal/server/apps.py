@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import os
 import secrets
+from collections.abc import Callable
 
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, app_of
@@ -170,6 +171,8 @@ class Apps:
         #: Ephemeral apps by id.
         self._ephemeral: dict[str, Deployment] = {}
         self._draining: set[asyncio.Task[None]] = set()
+        #: Called when an app stops running or starts draining (its endpoints' ports close).
+        self.on_change: Callable[[], object] = lambda: None
 
     async def restore(self) -> None:
         """Run the current version of every app that was deployed when the server stopped
@@ -273,6 +276,7 @@ class Apps:
         if drain is None:
             drain = deployment.detached
         deployment.draining = True
+        self.on_change()
         task = asyncio.get_running_loop().create_task(self._end(app_id, deployment, drain))
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
@@ -303,6 +307,7 @@ class Apps:
         if self._ephemeral.pop(app, None) is None:
             del self._current[app]
             self._store.set_app_state(app, "stopped")
+        self.on_change()
         await deployment.stop()
 
     def current(self, app: str) -> Deployment:

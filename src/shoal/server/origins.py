@@ -7,20 +7,16 @@ own, as Modal serves each at a host of its own; ``get_web_url()`` names that
 origin. A deployed endpoint keeps its port across redeploys and restarts (the
 store remembers it; if another process took it meanwhile, the endpoint gets a
 new one and says so in the log). An ephemeral app's endpoints get free ports
-that close when the app ends.
+that close when the app ends (``Apps.on_change``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Final
 
 from shoal.gateway.server import Served
 from shoal.server.apps import Apps
 from shoal.server.store import Store
-
-#: Seconds between looks for apps that ended on their own (a drained ephemeral app).
-_SWEEP_EVERY: Final = 2.0
 
 
 class WebOrigins:
@@ -30,44 +26,31 @@ class WebOrigins:
         self._served = served
         self._store = store
         self._apps = apps
-        self._sweep: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def start(self) -> None:
-        """Look for ended apps from time to time (call :meth:`sync` after each change)."""
-        loop = asyncio.get_running_loop()
-
-        def sweep() -> None:
-            task = loop.create_task(self.sync())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            self._sweep = loop.call_later(_SWEEP_EVERY, sweep)
-
-        self._sweep = loop.call_later(_SWEEP_EVERY, sweep)
-
-    def stop(self) -> None:
-        if self._sweep is not None:
-            self._sweep.cancel()
-        for task in self._tasks:
-            task.cancel()
 
     def url(self, app: str, function: str) -> str | None:
         """The origin of ``app``'s endpoint ``function``, while it has one."""
         return self._served.origin_url(f"{app}/{function}")
 
     async def sync(self) -> None:
-        """Open a port for every web endpoint of a running app that has none; close the
-        ports of endpoints whose app ended, and forget those of stopped deployments."""
+        """Open a port for every web endpoint of a running app that has none (after a
+        deploy, an ephemeral run, a restart), and prune the rest."""
         async with self._lock:
-            wanted = self._wanted()
-            for endpoint in self._served.origins:
-                if endpoint not in wanted:
-                    self._served.close_origin(endpoint)
-            stored = self._forget_stale(wanted)
-            for endpoint, deployed in wanted.items():
+            stored = self.prune()
+            for endpoint, deployed in self._wanted().items():
                 if endpoint not in self._served.origins:
                     await self._open(endpoint, stored.get(endpoint, 0) if deployed else 0, deployed)
+            self.prune()  # an app that ended while ports were being opened
+
+    def prune(self) -> dict[str, int]:
+        """Close the ports of endpoints whose app ended or is draining, and forget those
+        of stopped deployments (``Apps.on_change`` calls it at once); return the ports
+        still stored."""
+        wanted = self._wanted()
+        for endpoint in self._served.origins:
+            if endpoint not in wanted:
+                self._served.close_origin(endpoint)
+        return self._forget_stale(wanted)
 
     def _wanted(self) -> dict[str, bool]:
         """Every endpoint of a running app, and whether it is deployed (keeps its port)."""

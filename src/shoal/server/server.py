@@ -127,8 +127,8 @@ class Server:
             )
             self.http_url = self._served.url
             self._origins = WebOrigins(self._served, self.store, self.apps)
+            self.apps.on_change = self._origins.prune
             await self._origins.sync()
-            self._origins.start()
         self._write_address()
 
     async def stop(self) -> None:
@@ -139,8 +139,6 @@ class Server:
             self._listener.close()
         for session in list(self._sessions):
             session.protocol.abort()
-        if self._origins is not None:
-            self._origins.stop()
         if self._served is not None:
             await self._served.stop()
         self.spawns.stop()
@@ -286,8 +284,6 @@ class Server:
         app_id = text(body, "app")
         session.disown(app_id)
         self.apps.finish(app_id, drain=bool(body.get("drain", False)))
-        if self._origins is not None:
-            await self._origins.sync()
         return {}
 
     async def _op_lookup(self, body: dict[str, Any], session: Session) -> Any:
@@ -316,8 +312,6 @@ class Server:
 
     async def _op_app_stop(self, body: dict[str, Any], session: Session) -> Any:
         await self.apps.stop(text(body, "app"))
-        if self._origins is not None:
-            await self._origins.sync()
         return {}
 
     async def _op_app_logs(self, body: dict[str, Any], session: Session) -> Any:

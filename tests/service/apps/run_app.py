@@ -46,6 +46,7 @@ def main(mode: str = "plain", path: str = "") -> None:
     print("variant", double.with_options(max_containers=1).remote(4))
     with urllib.request.urlopen(hello.get_web_url(), timeout=30) as reply:
         print("web elsewhere", json.load(reply)["pid"] != os.getpid())
+    print("web url", hello.get_web_url())
     if mode == "spawn":
         call = slow.spawn(3.0, path)
         print("spawned", call.object_id)
