@@ -19,7 +19,8 @@ def test_addresses_parse_or_fail_clearly() -> None:
     assert parse("tcp://[::1]:80") == ("tcp", "::1", 80)
     assert parse("unix:///run/x.sock") == ("unix", "/run/x.sock", 0)
     assert parse("/run/x.sock") == ("unix", "/run/x.sock", 0)
-    for bad in ("tcp://host", "tcp://:80", "tcp://h:99999", "tcp://h:x", "http://h:80"):
+    assert parse("tls://shoal.example.com:7420") == ("tls", "shoal.example.com", 7420)
+    for bad in ("tcp://host", "tcp://:80", "tcp://h:99999", "tcp://h:x", "http://h:80", "tls://h"):
         with pytest.raises(InvalidError, match="expected"):
             parse(bad)
 

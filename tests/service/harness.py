@@ -26,7 +26,9 @@ def free_port() -> int:
 class ServerProcess:
     """``shoal server`` with its home under ``root``; clients get :attr:`env`."""
 
-    def __init__(self, root: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.home = root / "home"
         self.apps = root / "apps"
         if not self.apps.exists():
@@ -34,16 +36,20 @@ class ServerProcess:
         self.port = free_port()
         self.http_port = free_port()
         self.extra_env = extra_env or {}
+        #: More ``shoal server`` options (``--tls-cert``, ...).
+        self.args = args
+        self.scheme = "tls" if "--tls-cert" in args else "tcp"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "server.log"
 
     @property
     def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.scheme == "tls" else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def token(self) -> str:
@@ -74,6 +80,7 @@ class ServerProcess:
                     str(self.port),
                     "--http-port",
                     str(self.http_port),
+                    *self.args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -127,10 +134,16 @@ class ServerProcess:
     def client(self, code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run ``code`` in a fresh client process, in the app's folder (so the app's own
         exception classes unpickle); return what it did."""
+        return self.client_with(self.env, code, timeout)
+
+    def client_with(
+        self, env: dict[str, str], code: str, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """:meth:`client` with the environment ``env``."""
         return subprocess.run(
             [sys.executable, "-c", code],
             cwd=self.apps,
-            env=self.env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -171,13 +171,18 @@ class Connection:
             if kind == "unix":
                 await loop.create_unix_connection(lambda: connection.protocol, host)
             else:
-                tls = ssl.create_default_context() if target.url.startswith("tls://") else None
+                tls = transport.client_tls() if kind == "tls" else None
                 transport_, _ = await loop.create_connection(
                     lambda: connection.protocol, host, port, ssl=tls
                 )
                 sock = transport_.get_extra_info("socket")
                 if sock is not None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except ssl.SSLError as exc:
+            raise exception.ConnectionError(
+                f"the server at {target.url} ({target.source}) failed the TLS check: {exc}; "
+                "a server with a private CA needs SSL_CERT_FILE naming that CA's certificate"
+            ) from None
         except OSError as exc:
             raise exception.ConnectionError(
                 f"no Shoal server answers at {target.url} ({target.source}): {exc.strerror or exc}"

@@ -347,7 +347,7 @@ class Served:
         sockets = server.servers[0].sockets
         host, port = sockets[0].getsockname()[:2]
         self.host, self.port = host, port
-        self.url = f"http://{host}:{port}"
+        self.url = self._url_of(port)
         self.token = gateway.token
         self._origins: dict[str, asyncio.Server] = {}
 
@@ -436,9 +436,10 @@ async def start(
     port: int = 0,
     token: str | None = None,
     resolve: Resolver | None = None,
+    tls: tuple[str, str] | None = None,
 ) -> Served:
     """Serve ``routes`` (or what ``resolve`` finds) with uvicorn on the running loop;
-    return once it accepts connections.
+    return once it accepts connections. ``tls`` (certificate and key files) serves HTTPS.
 
     Raises:
         OSError: the address cannot be bound.
@@ -459,6 +460,8 @@ async def start(
         # clients get no permessage-deflate.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=2,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
     loop = asyncio.get_running_loop()
     if not isinstance(loop.get_exception_handler(), guard.RateLimitedLog):

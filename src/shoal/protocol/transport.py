@@ -4,12 +4,16 @@ The same framed protocol runs over either. A Unix socket (a plain path, or
 ``unix://PATH``) serves peers on one machine and is guarded by its directory's
 permissions as well as the token; TCP (``tcp://HOST:PORT``) carries peers on
 other machines, and there the token in the first frame is the only key, so a
-listener binds loopback unless it is told otherwise.
+listener binds loopback unless it is told otherwise; ``tls://HOST:PORT`` is TCP
+wrapped in TLS (the peer's certificate is checked against the system's trusted
+CAs, or those of ``SSL_CERT_FILE``, and must name HOST).
 
 Example::
 
     >>> parse("tcp://127.0.0.1:7420")
     ('tcp', '127.0.0.1', 7420)
+    >>> parse("tls://shoal.example.com:7420")
+    ('tls', 'shoal.example.com', 7420)
     >>> parse("/tmp/shoal-x/control.sock")
     ('unix', '/tmp/shoal-x/control.sock', 0)
 """
@@ -25,19 +29,23 @@ from shoal.exception import InvalidError
 
 
 def parse(address: str) -> tuple[str, str, int]:
-    """Split ``address`` into (kind, host or path, port); the port is 0 for a Unix socket
-    (and, to listen, for "any free port").
+    """Split ``address`` into (kind, host or path, port); the kind is ``unix``, ``tcp`` or
+    ``tls``; the port is 0 for a Unix socket (and, to listen, for "any free port").
 
     Raises:
-        InvalidError: a ``tcp://`` address without a valid port, or an unknown scheme.
+        InvalidError: a ``tcp://`` or ``tls://`` address without a valid port, or an
+            unknown scheme.
     """
-    if address.startswith("tcp://"):
-        host, _, port = address.removeprefix("tcp://").rpartition(":")
+    scheme, _, rest = address.partition("://")
+    if scheme in ("tcp", "tls") and rest:
+        host, _, port = rest.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise InvalidError(f"{address!r}: expected tcp://HOST:PORT")
-        return "tcp", host.strip("[]"), int(port)
-    if "://" in address and not address.startswith("unix://"):
-        raise InvalidError(f"{address!r}: expected a socket path, unix://PATH or tcp://HOST:PORT")
+            raise InvalidError(f"{address!r}: expected {scheme}://HOST:PORT")
+        return scheme, host.strip("[]"), int(port)
+    if "://" in address and scheme != "unix":
+        raise InvalidError(
+            f"{address!r}: expected a socket path, unix://PATH, tcp://HOST:PORT or tls://HOST:PORT"
+        )
     return "unix", address.removeprefix("unix://"), 0
 
 
@@ -46,9 +54,9 @@ def is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
 
 
-def tcp_address(host: str, port: int) -> str:
-    """The ``tcp://`` form of a listening address (IPv6 hosts in brackets)."""
-    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+def tcp_address(host: str, port: int, scheme: str = "tcp") -> str:
+    """The ``tcp://`` (or ``tls://``) form of a listening address (IPv6 hosts in brackets)."""
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 async def listen(
@@ -65,14 +73,15 @@ async def listen(
         return await loop.create_unix_server(factory, where), where
     server = await loop.create_server(factory, where, port, ssl=tls)
     host, chosen = server.sockets[0].getsockname()[:2]
-    return server, tcp_address(host, chosen)
+    return server, tcp_address(host, chosen, "tls" if tls is not None else "tcp")
 
 
 def connect(address: str) -> socket.socket:
-    """A blocking connection to ``address`` (the caller may make it non-blocking).
+    """A blocking connection to ``address`` (the caller may make it non-blocking; a
+    ``tls://`` one has done its TLS handshake).
 
     Raises:
-        OSError: nothing listens there.
+        OSError: nothing listens there (``ssl.SSLError``: its certificate is not trusted).
     """
     kind, where, port = parse(address)
     if kind == "unix":
@@ -81,5 +90,13 @@ def connect(address: str) -> socket.socket:
         return sock
     sock = socket.create_connection((where, port), timeout=30)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # frames are small and many
+    if kind == "tls":
+        sock = client_tls().wrap_socket(sock, server_hostname=where)
     sock.settimeout(None)
     return sock
+
+
+def client_tls() -> ssl.SSLContext:
+    """How clients check a ``tls://`` server: the default trusted CAs (``SSL_CERT_FILE``
+    adds a private CA) and the host name."""
+    return ssl.create_default_context()

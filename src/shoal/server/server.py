@@ -122,8 +122,14 @@ class Server:
             transport.tcp_address(options.host, options.port), self._accept, tls
         )
         if options.http_port is not None:
+            tls_files = (options.tls_cert or "", options.tls_key or "") if tls else None
             self._served = await gateway.start(
-                {}, options.host, options.http_port, self._gateway_token(), self._resolve_web
+                {},
+                options.host,
+                options.http_port,
+                self._gateway_token(),
+                self._resolve_web,
+                tls_files,
             )
             self.http_url = self._served.url
             self._origins = WebOrigins(self._served, self.store, self.apps)
