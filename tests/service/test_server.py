@@ -348,3 +348,82 @@ def test_current_function_call_id_is_the_spawn_id(deployed: ServerProcess) -> No
     assert object_id.startswith("fc-") and seen == object_id
     assert plain.startswith("svc.v1.whoami-") or plain.startswith("in-"), plain
     assert shoal.current_function_call_id() is None  # not inside a container
+
+
+LINES = """
+import os, signal, sys, threading, time
+import shoal
+from shoal.client import direct_line
+square = shoal.Function.from_name("svc", "square")
+nap = shoal.Function.from_name("svc", "nap")
+# blocking calls from plain threads: each thread writes to the server on a line of its own
+called, counted = threading.Barrier(9), threading.Event()
+results = []
+def work(i):
+    results.append(square.remote(i))
+    called.wait(timeout=60)
+    counted.wait(timeout=60)  # a line closes with its thread
+threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+for t in threads:
+    t.start()
+called.wait(timeout=60)
+print("lines", len(direct_line._open))
+counted.set()
+for t in threads:
+    t.join()
+print("squares", sorted(results) == [i * i for i in range(8)])
+# an interrupted call (Ctrl-C) closes its line; the server cancels the input
+main = threading.main_thread().ident
+threading.Timer(1.0, signal.pthread_kill, (main, signal.SIGINT)).start()
+try:
+    nap.remote(60)
+except KeyboardInterrupt:
+    print("interrupted")
+stats = nap.stats()
+deadline = time.monotonic() + 20
+while (stats.running, stats.queued) != (0, 0) and time.monotonic() < deadline:
+    time.sleep(0.1)
+    stats = nap.stats()
+print("cancelled", (stats.running, stats.queued) == (0, 0))
+print("again", square.remote(3))
+sys.stdout.flush()
+# a line that breaks mid-call fails that call; the next call opens a new one
+try:
+    nap.remote(60)
+except shoal.exception.ConnectionError as exc:
+    print("broken:", exc)
+sys.stdout.flush()
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+print("after restart", square.remote(4))
+"""
+
+
+def test_blocking_calls_take_a_line_per_thread_that_fails_alone(
+    deployed: ServerProcess, tmp_path: Path
+) -> None:
+    restarted = tmp_path / "restarted"
+    client = subprocess.Popen(
+        [sys.executable, "-c", LINES, str(restarted)],
+        cwd=deployed.apps,
+        env=deployed.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None
+    lines: list[str] = []
+    while not lines or not lines[-1].startswith("again"):
+        line = client.stdout.readline()
+        assert line, client.communicate(timeout=30)[1]
+        lines.append(line.strip())
+    assert lines == ["lines 8", "squares True", "interrupted", "cancelled True", "again 9"]
+    stats = "import shoal; print(shoal.Function.from_name('svc', 'nap').stats().running)"
+    wait_until(lambda: deployed.client(stats).stdout.strip() == "1", 30, "the nap to run")
+    deployed.kill()
+    deployed.start()
+    restarted.touch()
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+    assert "broken: the connection to the server at tcp://127.0.0.1:" in out
+    assert "after restart 16" in out

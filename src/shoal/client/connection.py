@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import msgpack
 
 from shoal import exception, settings
+from shoal.client import direct_line
 from shoal.control import run_dir
 from shoal.control.calls import CallState, InputRecord, apply_reply, reply_error
 from shoal.control.spec import FunctionSpec
@@ -445,6 +446,22 @@ class ServerPool:
             records.append(record)
         return records
 
+    def call_on_line(self, args: bytes, method: str) -> InputRecord | None:
+        """Run one input over this thread's own line to the server and block until it
+        ends (see :mod:`shoal.client.direct_line`); None when the thread has no line
+        (then :meth:`submit` it through the shared connection)."""
+        target = self.connection.target
+        line = direct_line.line_for(target.url, target.token)
+        if line is None:
+            return None
+        call_id = line.next_id()
+        record = InputRecord(call_id, b"", _ignore_record, method, None, self.spec.name)
+        record.move_to(CallState.RUNNING)
+        name, parameters = self.spec.name, self._parameters
+        submit = Submit(call_id, self.app, name, method, args, False, False, parameters)
+        apply_reply(record, line.call(submit), self._describe(record))
+        return record
+
     def _applier(self, record: InputRecord) -> Callable[[CallItem | CallDone | Accepted], None]:
         def apply(message: CallItem | CallDone | Accepted) -> None:
             if not isinstance(message, Accepted):  # a plain call is never stored
@@ -492,6 +509,10 @@ class ServerPool:
 
     def feed(self, record: InputRecord, data: bytes) -> None:
         raise exception.ExecutionError("web traffic reaches a deployed app through its URL")
+
+
+def _ignore_record(record: InputRecord) -> None:
+    """A line's caller reads the record once the call returns; nothing waits on it."""
 
 
 def stored_outcome(message: CallDone, context: str) -> Any:

@@ -21,6 +21,7 @@ from shoal.client.bridge import (
     bridged_iter,
     call_on_loop,
     call_on_loop_async,
+    on_background_loop,
     run_async,
     run_sync,
     wait_on_loop,
@@ -377,30 +378,35 @@ class _Remote(Generic[P, R]):
     def __init__(self, function: Function[P, R]) -> None:
         self._function = function
 
-    def _starter(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Starter, list[InputRecord]]:
-        function = self._function
-        function._check_kind(generator=False)
-        data = function._pickle_args(args, kwargs)
-        pool = function._pool()
+    def _starter(self, pool: AnyPool, data: bytes) -> tuple[Starter, list[InputRecord]]:
+        method = self._function.method
         submitted: list[InputRecord] = []
 
         def start(done: Callable[[], None]) -> Callable[[], None]:
-            record = pool.submit(data, lambda _: done(), function.method)
+            record = pool.submit(data, lambda _: done(), method)
             submitted.append(record)
             return lambda: pool.cancel(record)
 
         return start, submitted
 
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[AnyPool, bytes]:
+        function = self._function
+        function._check_kind(generator=False)
+        return function._pool(), function._pickle_args(args, kwargs)
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        start, submitted = self._starter(args, kwargs)
+        pool, data = self._prepare(args, kwargs)
+        if isinstance(pool, ServerPool) and not on_background_loop():
+            record = pool.call_on_line(data, self._function.method)  # no hop through the loop
+            if record is not None:
+                return self._function._outcome(record)
+        start, submitted = self._starter(pool, data)
         wait_on_loop(start)
         return self._function._outcome(submitted[0])
 
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """The same call, awaitable from any event loop."""
-        start, submitted = self._starter(args, kwargs)
+        start, submitted = self._starter(*self._prepare(args, kwargs))
         await wait_on_loop_async(start)
         return self._function._outcome(submitted[0])
 
