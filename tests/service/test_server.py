@@ -356,22 +356,22 @@ import shoal
 from shoal.client import direct_line
 square = shoal.Function.from_name("svc", "square")
 nap = shoal.Function.from_name("svc", "nap")
-# blocking calls from plain threads: each thread writes to the server on a line of its own
-called, counted = threading.Barrier(9), threading.Event()
+# blocking calls from plain threads: each call borrows a line of its own to the server
 results = []
-def work(i):
-    results.append(square.remote(i))
-    called.wait(timeout=60)
-    counted.wait(timeout=60)  # a line closes with its thread
-threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-for t in threads:
-    t.start()
-called.wait(timeout=60)
-print("lines", len(direct_line._open))
-counted.set()
-for t in threads:
-    t.join()
-print("squares", sorted(results) == [i * i for i in range(8)])
+def call(f, x):
+    results.append(f.remote(x))
+def run_threads(f, args):
+    threads = [threading.Thread(target=call, args=(f, x)) for x in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+run_threads(nap, [0.5] * 8)  # at once: eight lines
+print("lines", direct_line._lines.open, results == ["woke"] * 8)
+results.clear()
+for i in range(20):  # a thread per call, one after another: idle lines are reused
+    run_threads(square, [i])
+print("reused", direct_line._lines.open, results == [i * i for i in range(20)])
 # an interrupted call (Ctrl-C) closes its line; the server cancels the input
 main = threading.main_thread().ident
 threading.Timer(1.0, signal.pthread_kill, (main, signal.SIGINT)).start()
@@ -399,7 +399,7 @@ print("after restart", square.remote(4))
 """
 
 
-def test_blocking_calls_take_a_line_per_thread_that_fails_alone(
+def test_blocking_calls_borrow_lines_that_fail_alone_and_heal(
     deployed: ServerProcess, tmp_path: Path
 ) -> None:
     restarted = tmp_path / "restarted"
@@ -417,7 +417,7 @@ def test_blocking_calls_take_a_line_per_thread_that_fails_alone(
         line = client.stdout.readline()
         assert line, client.communicate(timeout=30)[1]
         lines.append(line.strip())
-    assert lines == ["lines 8", "squares True", "interrupted", "cancelled True", "again 9"]
+    assert lines == ["lines 8 True", "reused 8 True", "interrupted", "cancelled True", "again 9"]
     stats = "import shoal; print(shoal.Function.from_name('svc', 'nap').stats().running)"
     wait_until(lambda: deployed.client(stats).stdout.strip() == "1", 30, "the nap to run")
     deployed.kill()

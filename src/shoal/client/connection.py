@@ -447,19 +447,22 @@ class ServerPool:
         return records
 
     def call_on_line(self, args: bytes, method: str) -> InputRecord | None:
-        """Run one input over this thread's own line to the server and block until it
-        ends (see :mod:`shoal.client.direct_line`); None when the thread has no line
-        (then :meth:`submit` it through the shared connection)."""
+        """Run one input over a line of its own to the server and block until it ends
+        (see :mod:`shoal.client.direct_line`); None when no line is free (then
+        :meth:`submit` it through the shared connection)."""
         target = self.connection.target
-        line = direct_line.line_for(target.url, target.token)
+        line = direct_line.borrow(target.url, target.token)
         if line is None:
             return None
-        call_id = line.next_id()
-        record = InputRecord(call_id, b"", _ignore_record, method, None, self.spec.name)
-        record.move_to(CallState.RUNNING)
-        name, parameters = self.spec.name, self._parameters
-        submit = Submit(call_id, self.app, name, method, args, False, False, parameters)
-        apply_reply(record, line.call(submit), self._describe(record))
+        try:
+            call_id = line.next_id()
+            record = InputRecord(call_id, b"", _ignore_record, method, None, self.spec.name)
+            record.move_to(CallState.RUNNING)
+            name, parameters = self.spec.name, self._parameters
+            submit = Submit(call_id, self.app, name, method, args, False, False, parameters)
+            apply_reply(record, line.call(submit), self._describe(record))
+        finally:
+            direct_line.give_back(line)
         return record
 
     def _applier(self, record: InputRecord) -> Callable[[CallItem | CallDone | Accepted], None]:

@@ -1,17 +1,20 @@
-"""A thread's own blocking line to a server, for ``f.remote()`` called from plain threads.
+"""A blocking line to a server, for ``f.remote()`` called from plain threads.
 
 The shared :class:`~shoal.client.connection.Connection` lives on the background
 loop, so a blocking call through it crosses two thread hand-offs (caller → loop,
 loop → caller): about a fifth of a warm ``.remote()``'s latency through a server
 on a 2-core machine. A thread that calls a server's function with ``.remote()``
-writes its ``Submit`` on a socket of its own instead and reads the outcome from
-it, with no loop in between. The line authenticates like any connection (token
-first) and carries only plain calls, one at a time; everything else (maps,
-spawns, generators, ``.aio``, requests) keeps the shared connection.
+borrows a line instead (a socket of its own for the length of the call), writes
+its ``Submit`` on it and reads the outcome from it, with no loop in between.
+Lines authenticate like any connection (token first) and carry only plain calls,
+one at a time; everything else (maps, spawns, generators, ``.aio``, requests)
+keeps the shared connection.
 
-One line per thread and server, opened on the thread's first call and closed
-with the thread; at most :data:`MAX_LINES` per process (further threads use the
-shared connection). A line that breaks mid-call fails that call with
+A line goes back to the process's idle lines when its call ends, so threads
+that call once and exit (a thread per request) reuse lines instead of opening
+one each; at most :data:`MAX_LINES` are open at once (calls beyond take the
+shared connection). An idle line the server closed (it restarted) is noticed
+before reuse and replaced. A line that breaks mid-call fails that call with
 ``ConnectionError``, as the shared connection does; an interrupted wait (Ctrl-C)
 closes the line, and the server cancels the input of a client that went away.
 """
@@ -20,8 +23,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import select
 import threading
-import weakref
+import time
 
 from shoal import exception, settings
 from shoal.protocol import payload, transport
@@ -37,21 +41,47 @@ from shoal.protocol.messages import (
     Welcome,
 )
 
-#: Lines a process keeps open at most (one per calling thread and server).
+#: Lines a process keeps open at most (each carries one call at a time).
 MAX_LINES = 64
 #: Seconds a line waits for the server to accept the token.
 _HELLO_TIMEOUT = 10.0
 #: Bytes read from the socket at a time.
 _READ_SIZE = 256 * 1024
+#: Seconds before trying again to open a line to a server that refused one.
+_RETRY_AFTER = 5.0
 
-_lock = threading.Lock()
-_open: weakref.WeakSet[Line] = weakref.WeakSet()
-#: This thread's lines, by server URL and token; None where one could not be opened.
-_local = threading.local()
+#: A server's address and the token lines to it present.
+Key = tuple[str, str]
+
+
+class _Lines:
+    """The process's lines: idle ones by server, and how many are open."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: dict[Key, list[Line]] = {}
+        self.open = 0
+        #: Servers no line could be opened to, with when to try again.
+        self.refused: dict[Key, float] = {}
+
+
+_lines = _Lines()
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of its parent's lines (their sockets are the parent's)."""
+    global _lines
+    for idle in _lines.idle.values():
+        for line in idle:
+            line.sock.close()
+    _lines = _Lines()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class Line:
-    """One thread's authenticated blocking socket to one server.
+    """An authenticated blocking socket to one server, used by one thread at a time.
 
     Raises (on construction):
         OSError: nothing answers at the URL.
@@ -59,21 +89,21 @@ class Line:
     """
 
     def __init__(self, url: str, token: str) -> None:
+        self.key = (url, token)
         self.url = url
-        self.pid = os.getpid()
+        self.closed = False
         self._ids = itertools.count(1)
         self._parser = FrameParser(settings.max_payload_bytes() + FRAME_OVERHEAD)
-        self._sock = transport.connect(url)
-        weakref.finalize(self, self._sock.close)
-        self._sock.settimeout(_HELLO_TIMEOUT)
+        self.sock = transport.connect(url)
+        self.sock.settimeout(_HELLO_TIMEOUT)
         try:
-            self._sock.sendall(frame(ClientHello(token, f"pid {self.pid} (line)")))
+            self.sock.sendall(frame(ClientHello(token, f"pid {os.getpid()} (line)")))
             if not any(isinstance(m, Welcome) for m in self._read()):
                 raise exception.ConnectionError(f"the server at {url} did not welcome the line")
         except BaseException:
-            self._sock.close()
+            self.sock.close()
             raise
-        self._sock.settimeout(None)
+        self.sock.settimeout(None)
 
     def next_id(self) -> str:
         return f"l{next(self._ids)}"
@@ -85,7 +115,7 @@ class Line:
         interrupted wait closes the line (the server cancels the input) and re-raises.
         """
         try:
-            self._sock.sendall(frame(submit))
+            self.sock.sendall(frame(submit))
             while True:
                 for message in self._read():
                     done = _outcome_of(message, submit.call_id)
@@ -105,17 +135,26 @@ class Line:
         Raises:
             ConnectionError: the server closed the line.
         """
-        data = self._sock.recv(_READ_SIZE)
+        data = self.sock.recv(_READ_SIZE)
         if not data:
             raise exception.ConnectionError(f"the server at {self.url} closed the line")
         return self._parser.feed(data)
 
+    def alive(self) -> bool:
+        """Whether the server still holds the line: an idle line has nothing to read
+        unless the server closed it."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return not poller.poll(0)
+
     def close(self) -> None:
-        self._sock.close()
-        lines = getattr(_local, "lines", {})
-        for key, line in list(lines.items()):
-            if line is self:
-                del lines[key]
+        """Close the line for good (it no longer counts against :data:`MAX_LINES`)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.sock.close()
+        with _lines.lock:
+            _lines.open -= 1
 
 
 def _outcome_of(message: Message, call_id: str) -> CallDone | None:
@@ -127,27 +166,42 @@ def _outcome_of(message: Message, call_id: str) -> CallDone | None:
     return None
 
 
-def line_for(url: str, token: str) -> Line | None:
-    """This thread's line to the server at ``url``, opened on first use; None when the
-    process has :data:`MAX_LINES` open already or the line could not be opened (the
-    shared connection then carries the call, and reports what is wrong)."""
-    lines: dict[tuple[str, str], Line | None] | None = getattr(_local, "lines", None)
-    if lines is None:
-        lines = _local.lines = {}
+def borrow(url: str, token: str) -> Line | None:
+    """A line to the server at ``url`` for one call: an idle one, or a new one; None
+    when :data:`MAX_LINES` are in use or no line could be opened lately (the shared
+    connection then carries the call, and reports what is wrong). Hand it back with
+    :func:`give_back`.
+    """
     key = (url, token)
-    if key in lines:
-        line = lines[key]
-        if line is None or line.pid == os.getpid():
+    lines = _lines
+    while True:
+        with lines.lock:
+            idle = lines.idle.get(key)
+            line = idle.pop() if idle else None
+            if line is None:
+                if lines.open >= MAX_LINES or lines.refused.get(key, 0.0) > time.monotonic():
+                    return None
+                lines.open += 1  # this thread opens one, outside the lock
+        if line is None:
+            break
+        if line.alive():
             return line
-        del lines[key]  # inherited through fork: the parent's socket, not ours
-    with _lock:
-        if len(_open) >= MAX_LINES:
+        line.close()  # the server went away (a restart): open a new one
+    try:
+        return Line(url, token)
+    except BaseException as exc:
+        refused = isinstance(exc, OSError | exception.Error)
+        with lines.lock:
+            lines.open -= 1
+            if refused:
+                lines.refused[key] = time.monotonic() + _RETRY_AFTER
+        if refused:
             return None
-        try:
-            line = Line(url, token)
-        except (OSError, exception.Error):
-            line = None
-        else:
-            _open.add(line)
-    lines[key] = line
-    return line
+        raise
+
+
+def give_back(line: Line) -> None:
+    """Return ``line`` after its call; a closed one is dropped."""
+    with _lines.lock:
+        if not line.closed:
+            _lines.idle.setdefault(line.key, []).append(line)
