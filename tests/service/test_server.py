@@ -427,3 +427,40 @@ def test_blocking_calls_borrow_lines_that_fail_alone_and_heal(
     assert client.returncode == 0, err
     assert "broken: the connection to the server at tcp://127.0.0.1:" in out
     assert "after restart 16" in out
+
+
+SURVIVOR = """
+import os, sys, time
+import shoal
+square = shoal.Function.from_name("svc", "square")
+print("before", sum(square.map(range(10))), flush=True)
+spawned = square.spawn(5)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+# the same handles, after the server restarted: the connection is made again
+print("after", sum(square.map(range(10))), square.stats().containers >= 0)
+print("spawned before", spawned.get(timeout=60))
+print("spawned after", square.spawn(6).get(timeout=60))
+"""
+
+
+def test_a_clients_handles_outlive_a_server_restart(
+    deployed: ServerProcess, tmp_path: Path
+) -> None:
+    restarted = tmp_path / "restarted"
+    client = subprocess.Popen(
+        [sys.executable, "-c", SURVIVOR, str(restarted)],
+        cwd=deployed.apps,
+        env=deployed.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None
+    assert client.stdout.readline().strip() == "before 285"
+    deployed.kill()
+    deployed.start()
+    restarted.touch()
+    out, err = client.communicate(timeout=120)
+    assert client.returncode == 0, err
+    assert out.splitlines() == ["after 285 True", "spawned before 25", "spawned after 36"]

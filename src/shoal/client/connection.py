@@ -143,8 +143,7 @@ class Connection:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.protocol = FramedProtocol(self._on_message, self._on_lost, 0)
-        self.protocol.parser.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
+        self.protocol = self._new_protocol()
         self._welcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._ids = itertools.count(1)
         self._requests: dict[int, asyncio.Future[Any]] = {}
@@ -154,8 +153,16 @@ class Connection:
         #: ``SubmitMany`` frame per group; and the call ids among them, for ``drop``.
         self._outgoing: dict[tuple[str, str, str, bool, bytes], list[Submit]] = {}
         self._unsent: set[str] = set()
+        #: Calls made while the connection was down, sent once it is up again.
+        self._parked: dict[str, tuple[Submit | Wait, Callable[[Any], None]]] = {}
+        self._reopening: asyncio.Future[None] | None = None
         self.closed = False
         self.server_id = ""
+
+    def _new_protocol(self) -> FramedProtocol:
+        protocol = FramedProtocol(self._on_message, self._on_lost, 0)
+        protocol.parser.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
+        return protocol
 
     @classmethod
     async def open(cls, target: Target) -> Connection:
@@ -165,16 +172,21 @@ class Connection:
             ConnectionError: nothing answers at the target.
             AuthError: the server refused the token.
         """
-        loop = asyncio.get_running_loop()
-        kind, host, port = transport.parse(target.url)
         connection = cls(target)
+        await connection._dial()
+        return connection
+
+    async def _dial(self) -> None:
+        loop = asyncio.get_running_loop()
+        target = self.target
+        kind, host, port = transport.parse(target.url)
         try:
             if kind == "unix":
-                await loop.create_unix_connection(lambda: connection.protocol, host)
+                await loop.create_unix_connection(lambda: self.protocol, host)
             else:
                 tls = transport.client_tls() if kind == "tls" else None
                 transport_, _ = await loop.create_connection(
-                    lambda: connection.protocol, host, port, ssl=tls
+                    lambda: self.protocol, host, port, ssl=tls
                 )
                 sock = transport_.get_extra_info("socket")
                 if sock is not None:
@@ -189,15 +201,42 @@ class Connection:
                 f"no Shoal server answers at {target.url} ({target.source}): {exc.strerror or exc}"
                 "; start one with `shoal server`"
             ) from None
-        connection.protocol.send(ClientHello(target.token, f"pid {os.getpid()}"))
+        self.protocol.send(ClientHello(target.token, f"pid {os.getpid()}"))
         try:
-            connection.server_id = await asyncio.wait_for(connection._welcome, _HELLO_TIMEOUT)
+            self.server_id = await asyncio.wait_for(self._welcome, _HELLO_TIMEOUT)
         except (TimeoutError, exception.ConnectionError):
-            connection.protocol.abort()
+            self.protocol.abort()
             raise exception.AuthError(
                 f"the server at {target.url} refused the token ({target.source})"
             ) from None
-        return connection
+
+    def _reopen(self) -> asyncio.Future[None]:
+        """Connect again after the connection was lost (the server restarted, say):
+        once, however many calls ask; the calls parked meanwhile then leave, or fail
+        with the reason it could not connect."""
+        if self._reopening is None:
+            self._reopening = asyncio.ensure_future(self._redial())
+            self._reopening.add_done_callback(_retrieved)
+        return self._reopening
+
+    async def _redial(self) -> None:
+        self.protocol = self._new_protocol()
+        self._welcome = asyncio.get_running_loop().create_future()
+        try:
+            await self._dial()
+        except exception.Error as exc:
+            parked, self._parked = self._parked, {}
+            error = payload.dumps((exc, ""), "error")
+            for call_id, (_, handler) in parked.items():
+                handler(CallDone(call_id, OutputStatus.ERROR, error))
+            raise
+        finally:
+            self._reopening = None
+        self.closed = False
+        _connections.setdefault(self.target, self)
+        parked, self._parked = self._parked, {}
+        for submit, handler in parked.values():
+            self.call(submit, handler)
 
     # -- replies ------------------------------------------------------------------
 
@@ -238,12 +277,14 @@ class Connection:
                 handler(Accepted(call_id, object_id))
 
     def _on_lost(self, exc: BaseException | None) -> None:
-        self.closed = True
         lost = exception.ConnectionError(
             f"the connection to the server at {self.target.url} closed"
         )
         if not self._welcome.done():
             self._welcome.set_exception(lost)
+        if self.closed:
+            return  # lost while connecting again: the calls waiting for it are parked
+        self.closed = True
         for future in self._requests.values():
             if not future.done():
                 future.set_exception(lost)
@@ -262,12 +303,14 @@ class Connection:
     async def request(self, op: str, **body: Any) -> Any:
         """Send control request ``op`` and return the server's answer.
 
+        A connection that was lost connects again first.
+
         Raises:
             NotFoundError, InvalidError, ...: as the server raised it.
-            ConnectionError: the connection closed first.
+            ConnectionError: the connection closed first, or cannot be made again.
         """
         if self.closed:
-            raise exception.ConnectionError(f"the connection to {self.target.url} is closed")
+            await asyncio.shield(self._reopen())
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._requests[request_id] = future
@@ -277,10 +320,11 @@ class Connection:
     def call(
         self, submit: Submit | Wait, handler: Callable[[CallItem | CallDone | Accepted], None]
     ) -> None:
-        """Send ``submit`` (or a wait); ``handler`` gets each reply to its call id."""
+        """Send ``submit`` (or a wait); ``handler`` gets each reply to its call id. On a
+        connection that was lost, the call waits for it to connect again."""
         if self.closed:
-            lost = exception.ConnectionError(f"the connection to {self.target.url} is closed")
-            handler(CallDone(submit.call_id, OutputStatus.ERROR, payload.dumps((lost, ""), "e")))
+            self._parked[submit.call_id] = (submit, handler)
+            self._reopen()
             return
         self._calls[submit.call_id] = handler
         if isinstance(submit, Wait) or submit.stream:
@@ -314,6 +358,8 @@ class Connection:
 
     def drop(self, call_id: str) -> None:
         """Cancel call ``call_id`` (or stop waiting on it)."""
+        if self._parked.pop(call_id, None) is not None:
+            return  # never sent
         if self._calls.pop(call_id, None) is None:
             return
         if call_id in self._unsent:  # not sent yet: it never will be
@@ -361,6 +407,12 @@ async def store_spawn(connection: CallSender, submit: Submit, context: str) -> s
 
     connection.call(submit, reply)
     return await accepted
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """Mark a reconnection's failure as seen: the parked calls were told of it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def error_of(body: Any) -> BaseException:
