@@ -372,6 +372,8 @@ results.clear()
 for i in range(20):  # a thread per call, one after another: idle lines are reused
     run_threads(square, [i])
 print("reused", direct_line._lines.open, results == [i * i for i in range(20)])
+spawned = square.spawn(7)  # a spawn is stored over a line too
+print("spawned", spawned.object_id.startswith("fc-"), spawned.get(timeout=30))
 # an interrupted call (Ctrl-C) closes its line; the server cancels the input
 main = threading.main_thread().ident
 threading.Timer(1.0, signal.pthread_kill, (main, signal.SIGINT)).start()
@@ -417,7 +419,14 @@ def test_blocking_calls_borrow_lines_that_fail_alone_and_heal(
         line = client.stdout.readline()
         assert line, client.communicate(timeout=30)[1]
         lines.append(line.strip())
-    assert lines == ["lines 8 True", "reused 8 True", "interrupted", "cancelled True", "again 9"]
+    assert lines == [
+        "lines 8 True",
+        "reused 8 True",
+        "spawned True 49",
+        "interrupted",
+        "cancelled True",
+        "again 9",
+    ]
     stats = "import shoal; print(shoal.Function.from_name('svc', 'nap').stats().running)"
     wait_until(lambda: deployed.client(stats).stdout.strip() == "1", 30, "the nap to run")
     deployed.kill()

@@ -517,6 +517,27 @@ class ServerPool:
             direct_line.give_back(line)
         return record
 
+    def spawn_on_line(self, args: bytes, method: str) -> str | None:
+        """Store one input over a line of its own to the server; return its id once it is
+        on disk, or None when no line is free (then :meth:`spawn` it).
+
+        Raises:
+            The error it was refused with (``NotFoundError`` for an unknown function).
+        """
+        target = self.connection.target
+        line = direct_line.borrow(target.url, target.token)
+        if line is None:
+            return None
+        try:
+            name, parameters = self.spec.name, self._parameters
+            submit = Submit(line.next_id(), self.app, name, method, args, False, True, parameters)
+            reply = line.store(submit)
+        finally:
+            direct_line.give_back(line)
+        if isinstance(reply, Accepted):
+            return reply.object_id
+        raise payload.load_exception(reply.data, f"{self.app}/{name}")
+
     def _applier(self, record: InputRecord) -> Callable[[CallItem | CallDone | Accepted], None]:
         def apply(message: CallItem | CallDone | Accepted) -> None:
             if not isinstance(message, Accepted):  # a plain call is never stored

@@ -1,4 +1,4 @@
-"""A blocking line to a server, for ``f.remote()`` called from plain threads.
+"""A blocking line to a server, for ``f.remote()`` and ``f.spawn()`` called from plain threads.
 
 The shared :class:`~shoal.client.connection.Connection` lives on the background
 loop, so a blocking call through it crosses two thread hand-offs (caller → loop,
@@ -6,9 +6,10 @@ loop → caller): about a fifth of a warm ``.remote()``'s latency through a serv
 on a 2-core machine. A thread that calls a server's function with ``.remote()``
 borrows a line instead (a socket of its own for the length of the call), writes
 its ``Submit`` on it and reads the outcome from it, with no loop in between.
-Lines authenticate like any connection (token first) and carry only plain calls,
-one at a time; everything else (maps, spawns, generators, ``.aio``, requests)
-keeps the shared connection.
+Lines authenticate like any connection (token first) and carry one call at a
+time: a plain ``.remote()``, or a ``.spawn()`` (answered once the input is
+stored); everything else (maps, generators, ``.aio``, waits, requests) keeps the
+shared connection.
 
 A line goes back to the process's idle lines when its call ends, so threads
 that call once and exit (a thread per request) reuse lines instead of opening
@@ -31,6 +32,8 @@ from shoal import exception, settings
 from shoal.protocol import payload, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FrameParser, frame
 from shoal.protocol.messages import (
+    Accepted,
+    AcceptedMany,
     CallDone,
     ClientHello,
     DoneMany,
@@ -109,18 +112,28 @@ class Line:
         return f"l{next(self._ids)}"
 
     def call(self, submit: Submit) -> CallDone:
-        """Send ``submit`` and block until its outcome arrives.
+        """Send plain ``submit`` and block until its outcome arrives.
 
         A broken line yields an error outcome (``ConnectionError``) and closes; an
         interrupted wait closes the line (the server cancels the input) and re-raises.
         """
+        reply = self._exchange(submit)
+        assert isinstance(reply, CallDone)  # only a durable submit is answered otherwise
+        return reply
+
+    def store(self, submit: Submit) -> Accepted | CallDone:
+        """Send durable ``submit``; return once the server stored it (``Accepted``) or
+        refused it (an error ``CallDone``), as :meth:`call` does on a broken line."""
+        return self._exchange(submit)
+
+    def _exchange(self, submit: Submit) -> Accepted | CallDone:
         try:
             self.sock.sendall(frame(submit))
             while True:
                 for message in self._read():
-                    done = _outcome_of(message, submit.call_id)
-                    if done is not None:
-                        return done
+                    reply = _reply_to(message, submit)
+                    if reply is not None:
+                        return reply
         except (OSError, ProtocolError, exception.ConnectionError):
             self.close()
             lost = exception.ConnectionError(f"the connection to the server at {self.url} closed")
@@ -157,12 +170,21 @@ class Line:
             _lines.open -= 1
 
 
-def _outcome_of(message: Message, call_id: str) -> CallDone | None:
+def _reply_to(message: Message, submit: Submit) -> Accepted | CallDone | None:
+    """What ``message`` answers to ``submit``, if anything: its outcome, or for a
+    durable submit that it was stored."""
+    call_id = submit.call_id
     if isinstance(message, CallDone) and message.call_id == call_id:
         return message
     if isinstance(message, DoneMany) and call_id in message.call_ids:
         at = list(message.call_ids).index(call_id)
         return CallDone(call_id, message.statuses[at], message.data[at])
+    if not submit.durable:
+        return None
+    if isinstance(message, Accepted) and message.call_id == call_id:
+        return message
+    if isinstance(message, AcceptedMany) and call_id in message.call_ids:
+        return Accepted(call_id, message.object_ids[list(message.call_ids).index(call_id)])
     return None
 
 

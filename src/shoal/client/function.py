@@ -217,7 +217,9 @@ class Function(Generic[P, R]):
         return FunctionCall(pool, record, finished, self._outcome)
 
     async def _spawn_stored(self, pool: ServerPool | RemotePool, data: bytes) -> FunctionCall[R]:
-        object_id = await pool.spawn(data, self.method)
+        return self._stored_call(pool, await pool.spawn(data, self.method))
+
+    def _stored_call(self, pool: ServerPool | RemotePool, object_id: str) -> FunctionCall[R]:
         return StoredFunctionCall(pool.connection, object_id, self.name)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> Any:
@@ -433,6 +435,10 @@ class _Spawn(Generic[P, R]):
         data = self._data(args, kwargs)
         function = self._function
         pool = function._pool()
+        if isinstance(pool, ServerPool) and not on_background_loop():
+            object_id = pool.spawn_on_line(data, function.method)  # no hop through the loop
+            if object_id is not None:
+                return function._stored_call(pool, object_id)
         if _stores_spawns(pool):  # stored on the server before this returns
             return run_sync(function._spawn_stored(pool, data))
         return call_on_loop(lambda: function._spawn_on_loop(data))
