@@ -160,8 +160,29 @@ async def run_async(coro: Coroutine[Any, Any, R]) -> R:
     return result
 
 
-#: A coroutine on its way, the future its caller awaits, and (once started) its task.
-_Parcel = tuple[Coroutine[Any, Any, Any], asyncio.Future[Any], list[asyncio.Future[Any]]]
+#: Work started on the background loop that reports through a callback instead of a
+#: coroutine: called there with a future it must settle (no task, no coroutine).
+Launcher = Callable[[asyncio.Future[Any]], None]
+
+
+async def launch_async(launch: Launcher) -> Any:
+    """:func:`run_async` for work that settles a future instead of running a coroutine:
+    the same batched hops, and on the background loop only a future and a callback
+    (a thousand gathered ``spawn.aio`` calls make no task there)."""
+    if on_background_loop():
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        launch(future)
+        return await future
+    home = asyncio.get_running_loop()
+    courier = _couriers.get(home)
+    if courier is None:
+        courier = _couriers[home] = _Courier(home)
+    return await courier.send(launch)
+
+
+#: Work on its way (a coroutine, or a launcher), the future its caller awaits, and
+#: (once started) its task or future on the background loop.
+_Parcel = tuple[Coroutine[Any, Any, Any] | Launcher, asyncio.Future[Any], list[asyncio.Future[Any]]]
 
 
 class _Courier:
@@ -173,7 +194,7 @@ class _Courier:
         self._outbox: list[_Parcel] = []
         self._inbox: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]] = []
 
-    def send(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+    def send(self, coro: Coroutine[Any, Any, Any] | Launcher) -> asyncio.Future[Any]:
         """Queue ``coro`` (on the home loop); its outcome settles the returned future."""
         answer: asyncio.Future[Any] = self._home.create_future()
         started: list[asyncio.Future[Any]] = []  # the task, once the background loop has it
@@ -188,8 +209,17 @@ class _Courier:
         background_loop().call_soon_threadsafe(self._start, batch)
 
     def _start(self, batch: list[_Parcel]) -> None:
-        for coro, answer, started in batch:  # on the background loop
-            task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for work, answer, started in batch:  # on the background loop
+            if asyncio.iscoroutine(work):
+                task: asyncio.Future[Any] = asyncio.ensure_future(work)
+            else:
+                task = loop.create_future()
+                try:
+                    work(task)
+                except BaseException as exc:
+                    if not task.done():
+                        task.set_exception(exc)
             task.add_done_callback(functools.partial(self._finished, answer))
             started.append(task)
             if answer.cancelled():  # abandoned before it started

@@ -396,6 +396,15 @@ async def store_spawn(connection: CallSender, submit: Submit, context: str) -> s
         The error it was refused with (``NotFoundError`` for an unknown function).
     """
     accepted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    launch_spawn(connection, submit, context, accepted)
+    return await accepted
+
+
+def launch_spawn(
+    connection: CallSender, submit: Submit, context: str, accepted: asyncio.Future[str]
+) -> None:
+    """Send durable ``submit``; settle ``accepted`` with the stored input's id once it
+    is on disk, or with the error it was refused with."""
 
     def reply(message: CallItem | CallDone | Accepted) -> None:
         if accepted.done():
@@ -406,7 +415,6 @@ async def store_spawn(connection: CallSender, submit: Submit, context: str) -> s
             accepted.set_exception(payload.load_exception(message.data, context))
 
     connection.call(submit, reply)
-    return await accepted
 
 
 def _retrieved(task: asyncio.Future[None]) -> None:
@@ -551,18 +559,18 @@ class ServerPool:
 
     async def spawn(self, args: bytes, method: str) -> str:
         """Store one input on the server; return its id once it is on disk."""
+        accepted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.launch_spawn(args, method, accepted)
+        return await accepted
+
+    def launch_spawn(self, args: bytes, method: str, accepted: asyncio.Future[str]) -> None:
+        """:meth:`spawn` that settles ``accepted`` instead of returning (on the loop)."""
         connection = self.connection
+        name = self.spec.name
         submit = Submit(
-            connection.next_id(),
-            self.app,
-            self.spec.name,
-            method,
-            args,
-            False,
-            True,
-            self._parameters,
+            connection.next_id(), self.app, name, method, args, False, True, self._parameters
         )
-        return await store_spawn(connection, submit, f"{self.app}/{self.spec.name}")
+        launch_spawn(connection, submit, f"{self.app}/{name}", accepted)
 
     def cancel(self, record: InputRecord) -> None:
         if record.done:

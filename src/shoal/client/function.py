@@ -10,6 +10,7 @@ them go through the function's pool in the running app's control plane.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import queue
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
@@ -21,6 +22,7 @@ from shoal.client.bridge import (
     bridged_iter,
     call_on_loop,
     call_on_loop_async,
+    launch_async,
     on_background_loop,
     run_async,
     run_sync,
@@ -448,6 +450,9 @@ class _Spawn(Generic[P, R]):
         data = self._data(args, kwargs)
         function = self._function
         pool = function._pool()
+        if isinstance(pool, ServerPool):  # a future on the background loop, no task
+            launch = functools.partial(pool.launch_spawn, data, function.method)
+            return function._stored_call(pool, await launch_async(launch))
         if _stores_spawns(pool):
             return await run_async(function._spawn_stored(pool, data))
         return await call_on_loop_async(lambda: function._spawn_on_loop(data))
