@@ -136,6 +136,18 @@ class ServerProcess:
         exception classes unpickle); return what it did."""
         return self.client_with(self.env, code, timeout)
 
+    def start_client(self, code: str, *args: str) -> subprocess.Popen[str]:
+        """Start ``code`` (with ``args``) as a client process that runs on while the test
+        acts; its output is piped."""
+        return subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            cwd=self.apps,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def client_with(
         self, env: dict[str, str], code: str, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:

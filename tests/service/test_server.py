@@ -405,14 +405,7 @@ def test_blocking_calls_borrow_lines_that_fail_alone_and_heal(
     deployed: ServerProcess, tmp_path: Path
 ) -> None:
     restarted = tmp_path / "restarted"
-    client = subprocess.Popen(
-        [sys.executable, "-c", LINES, str(restarted)],
-        cwd=deployed.apps,
-        env=deployed.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    client = deployed.start_client(LINES, str(restarted))
     assert client.stdout is not None
     lines: list[str] = []
     while not lines or not lines[-1].startswith("again"):
@@ -457,14 +450,7 @@ def test_a_clients_handles_outlive_a_server_restart(
     deployed: ServerProcess, tmp_path: Path
 ) -> None:
     restarted = tmp_path / "restarted"
-    client = subprocess.Popen(
-        [sys.executable, "-c", SURVIVOR, str(restarted)],
-        cwd=deployed.apps,
-        env=deployed.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    client = deployed.start_client(SURVIVOR, str(restarted))
     assert client.stdout is not None
     assert client.stdout.readline().strip() == "before 285"
     deployed.kill()
