@@ -235,7 +235,11 @@ def token() -> None:
 
 
 @token.command("set")
-@click.option("--url", required=True, help="The server, e.g. tcp://10.0.0.5:7420.")
+@click.option(
+    "--url",
+    required=True,
+    help="The server, e.g. tcp://10.0.0.5:7420 or tls://shoal.example.com:7420.",
+)
 @click.option("--token", "secret", required=True, help="Its access token.")
 @click.option("--profile", default="default", show_default=True)
 @click.option("--verify/--no-verify", default=True, help="Connect once to check the token.")
