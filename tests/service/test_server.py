@@ -459,3 +459,26 @@ def test_a_clients_handles_outlive_a_server_restart(
     out, err = client.communicate(timeout=120)
     assert client.returncode == 0, err
     assert out.splitlines() == ["after 285 True", "spawned before 25", "spawned after 36"]
+
+
+WAITER = """
+import shoal
+slow = shoal.Function.from_name("svc", "slow")
+call = slow.spawn(3.0)
+print("spawned", flush=True)
+print(call.get(timeout=120).split(" in ")[0])
+"""
+
+
+def test_a_get_in_progress_rides_through_a_server_restart(deployed: ServerProcess) -> None:
+    client = deployed.start_client(WAITER)
+    assert client.stdout is not None
+    assert client.stdout.readline().strip() == "spawned"
+    stats = "import shoal; print(shoal.Function.from_name('svc', 'slow').stats().running)"
+    wait_until(lambda: deployed.client(stats).stdout.strip() == "1", 30, "the spawn to run")
+    deployed.kill()  # the client's get() is waiting on the spawn
+    time.sleep(1.0)
+    deployed.start()
+    out, err = client.communicate(timeout=90)
+    assert client.returncode == 0, err
+    assert out.strip() == "slept 3.0"  # the stored input ran again after the restart

@@ -63,6 +63,9 @@ from shoal.protocol.messages import (
 
 #: Seconds to wait for a server's answer to the token.
 _HELLO_TIMEOUT = 10.0
+#: Seconds a lost connection keeps trying to connect again (a server restarting)
+#: before the calls waiting for it fail.
+_RECONNECT_PATIENCE = 30.0
 
 
 @dataclass(frozen=True)
@@ -153,8 +156,11 @@ class Connection:
         #: ``SubmitMany`` frame per group; and the call ids among them, for ``drop``.
         self._outgoing: dict[tuple[str, str, str, bool, bytes], list[Submit]] = {}
         self._unsent: set[str] = set()
-        #: Calls made while the connection was down, sent once it is up again.
+        #: Calls made while the connection was down (and waits it was carrying), sent
+        #: once it is up again.
         self._parked: dict[str, tuple[Submit | Wait, Callable[[Any], None]]] = {}
+        #: Waits on stored spawns in flight: re-sent on a new connection if this one drops.
+        self._waits: dict[str, tuple[Wait, Callable[[Any], None]]] = {}
         self._reopening: asyncio.Future[None] | None = None
         self.closed = False
         self.server_id = ""
@@ -212,24 +218,31 @@ class Connection:
 
     def _reopen(self) -> asyncio.Future[None]:
         """Connect again after the connection was lost (the server restarted, say):
-        once, however many calls ask; the calls parked meanwhile then leave, or fail
-        with the reason it could not connect."""
+        once, however many calls ask, trying for :data:`_RECONNECT_PATIENCE` seconds;
+        the calls parked meanwhile then leave, or fail with the reason it could not
+        connect."""
         if self._reopening is None:
             self._reopening = asyncio.ensure_future(self._redial())
             self._reopening.add_done_callback(_retrieved)
         return self._reopening
 
     async def _redial(self) -> None:
-        self.protocol = self._new_protocol()
-        self._welcome = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + _RECONNECT_PATIENCE
+        pause = 0.05
         try:
-            await self._dial()
-        except exception.Error as exc:
-            parked, self._parked = self._parked, {}
-            error = payload.dumps((exc, ""), "error")
-            for call_id, (_, handler) in parked.items():
-                handler(CallDone(call_id, OutputStatus.ERROR, error))
-            raise
+            while True:
+                self.protocol = self._new_protocol()
+                self._welcome = loop.create_future()
+                try:
+                    await self._dial()
+                    break
+                except exception.Error as exc:
+                    if loop.time() + pause > give_up:
+                        self._fail_parked(exc)
+                        raise
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, 1.0)
         finally:
             self._reopening = None
         self.closed = False
@@ -237,6 +250,12 @@ class Connection:
         parked, self._parked = self._parked, {}
         for submit, handler in parked.values():
             self.call(submit, handler)
+
+    def _fail_parked(self, error: BaseException) -> None:
+        parked, self._parked = self._parked, {}
+        data = payload.dumps((error, ""), "error")
+        for call_id, (_, handler) in parked.items():
+            handler(CallDone(call_id, OutputStatus.ERROR, data))
 
     # -- replies ------------------------------------------------------------------
 
@@ -292,6 +311,12 @@ class Connection:
         calls, self._calls = self._calls, {}
         self._outgoing.clear()
         self._unsent.clear()
+        waits, self._waits = self._waits, {}
+        for call_id, (wait, handler) in waits.items():  # asking again is harmless
+            if calls.pop(call_id, None) is not None:
+                self._parked[call_id] = (wait, handler)
+        if self._parked:
+            self._reopen()
         error = payload.dumps((lost, ""), "error")
         for call_id, handler in calls.items():
             handler(CallDone(call_id, OutputStatus.ERROR, error))
@@ -326,8 +351,12 @@ class Connection:
             self._parked[submit.call_id] = (submit, handler)
             self._reopen()
             return
+        if isinstance(submit, Wait):
+            self._calls[submit.call_id] = self._waits_for(submit, handler)
+            self.protocol.send(submit)
+            return
         self._calls[submit.call_id] = handler
-        if isinstance(submit, Wait) or submit.stream:
+        if submit.stream:
             self.protocol.send(submit)
             return
         key = (submit.app, submit.function, submit.method, submit.durable, submit.parameters)
@@ -335,6 +364,18 @@ class Connection:
             asyncio.get_running_loop().call_soon(self._send_outgoing)
         self._outgoing.setdefault(key, []).append(submit)
         self._unsent.add(submit.call_id)
+
+    def _waits_for(
+        self, wait: Wait, handler: Callable[[CallItem | CallDone | Accepted], None]
+    ) -> Callable[[CallItem | CallDone | Accepted], None]:
+        """Keep ``wait`` until it is answered (to ask again on a new connection)."""
+        self._waits[wait.call_id] = (wait, handler)
+
+        def answered(message: CallItem | CallDone | Accepted) -> None:
+            self._waits.pop(wait.call_id, None)
+            handler(message)
+
+        return answered
 
     def _send_outgoing(self) -> None:
         outgoing, self._outgoing = self._outgoing, {}
@@ -358,8 +399,9 @@ class Connection:
 
     def drop(self, call_id: str) -> None:
         """Cancel call ``call_id`` (or stop waiting on it)."""
+        self._waits.pop(call_id, None)
         if self._parked.pop(call_id, None) is not None:
-            return  # never sent
+            return  # not sent on this connection
         if self._calls.pop(call_id, None) is None:
             return
         if call_id in self._unsent:  # not sent yet: it never will be
