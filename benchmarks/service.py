@@ -1,7 +1,8 @@
 """service: a ``shoal server`` process, called from a separate client process over TCP.
 
 Figures: sequential ``.remote()`` latency, a 20,000-input map, durable spawns
-(10,000, sent concurrently so the server's group commits can batch them), and
+(10,000, sent concurrently so the server's group commits can batch them; and the
+latency of one blocking ``.spawn()`` after another), and
 the server's RSS with 100 idle deployed functions. Baseline, in the same run
 and the same client process: the embedded default (``app.run()`` in the
 caller) for latency and map.
@@ -53,6 +54,10 @@ async def spawn_all():
     return rate
 
 out["spawn_per_s"] = asyncio.run(spawn_all())
+one_by_one = []
+for i in range(n // 4):  # a blocking spawn waits until the input is on disk
+    t = time.perf_counter(); noop.spawn(i); one_by_one.append(time.perf_counter() - t)
+out["blocking_spawn_p50_us"] = percentiles(one_by_one)[0]
 
 import os, tempfile
 os.environ["SHOAL_HOME"] = tempfile.mkdtemp()  # no server to find: the embedded default
@@ -113,7 +118,7 @@ def run(name: str, quick: bool) -> Result:
         finally:
             server.terminate()
             server.wait(timeout=30)
-    for key in ("p50_us", "p99_us", "map_per_s", "spawn_per_s"):
+    for key in ("p50_us", "p99_us", "map_per_s", "spawn_per_s", "blocking_spawn_p50_us"):
         result.figures[key] = found[key]
     result.figures["server_rss_mb_100_idle_functions"] = after
     result.figures["rss_growth_mb_for_100_functions"] = after - before
