@@ -15,6 +15,12 @@ come back as ``CallItem``/``CallDone``/``DoneMany``, applied to a local
 :class:`~shoal.control.calls.InputRecord` so that the handles treat a server's
 pool exactly like a pool of their own (:class:`ServerPool`).
 
+A connection that drops (the server restarted) connects again when next used,
+for up to 30 s: calls made meanwhile wait, and waits on stored spawns that were
+in flight are asked again; plain calls in flight fail with ``ConnectionError``.
+Blocking ``.remote()`` and ``.spawn()`` from plain threads skip this connection
+and its loop: they borrow a line (:mod:`shoal.client.direct_line`).
+
 Ops a server answers: ``ping``, ``deploy``, ``lookup``, ``app_list``,
 ``app_stop``, ``app_history``, ``container_list``, ``container_stop``,
 ``stats``, ``update_scaling``, ``call_cancel``.
