@@ -26,7 +26,7 @@ import queue
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from shoal.container.batching import Batcher
 from shoal.container.context import enter_input
@@ -38,6 +38,13 @@ from shoal.protocol.messages import Credit, Input, Item, Output, OutputStatus
 
 #: A job for a worker thread.
 Job = Callable[[], None]
+
+
+class Sender(Protocol):
+    """Delivers a message to the control plane, from any thread; ``coalesce`` says more
+    messages follow soon (see :class:`~shoal.protocol.framing.SocketWriter`)."""
+
+    def __call__(self, message: Output | Item | Credit, coalesce: bool = False) -> None: ...
 
 
 def _unwrap_partials(obj: Any) -> Any:
@@ -92,7 +99,7 @@ class Executor:
         code: UserCode,
         max_inputs: int,
         timeout: float,
-        send: Callable[[Output | Item | Credit], None],
+        send: Sender,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._timeout = timeout
@@ -292,10 +299,12 @@ class Executor:
             if input_id in self._cancelled:
                 self._cancelled.discard(input_id)
                 output = Output(input_id, OutputStatus.CANCELLED, b"", output.stuck)
-            drained = self._drained if not self._open else None
+            busy = len(self._open)
+            drained = self._drained if not busy else None
         if slot:
             self.slots.release()  # before the output leaves: the next input finds it free
-        self._send(output)
+        # With neighbours still running, more outputs follow soon: they leave together.
+        self._send(output, busy > 0)
         if drained is not None:
             self._loop.call_soon_threadsafe(drained.set)
 

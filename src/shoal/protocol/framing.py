@@ -158,9 +158,10 @@ class SocketWriter:
     From the loop thread, frames are coalesced and leave in one ``send`` at the end
     of the loop turn. From another thread (a worker that just finished an input),
     a frame is sent at once when nothing is queued ahead of it, saving the hop
-    through the loop; otherwise it joins the queue and the loop flushes it. A
-    send that would block leaves the rest to the loop, which writes it when the
-    socket drains.
+    through the loop; otherwise, or when the sender says more frames will follow
+    soon (``coalesce``), it joins the queue and the loop flushes it with the others
+    in one ``send``. A send that would block leaves the rest to the loop, which
+    writes it when the socket drains.
     """
 
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
@@ -172,14 +173,16 @@ class SocketWriter:
         self._waiting_writable = False
         self.closed = False
 
-    def send(self, message: Message) -> None:
-        """Queue or send ``message``; safe from any thread."""
+    def send(self, message: Message, coalesce: bool = False) -> None:
+        """Queue or send ``message``; safe from any thread. ``coalesce`` (more frames
+        follow soon) queues it for the loop's next flush even from another thread:
+        a system call per frame costs more than the hop when frames come in bursts."""
         data = frame(message)
         on_loop = _running_loop() is self._loop
         with self._lock:
             if self.closed:
                 return
-            if not self._pending and not on_loop and not self._waiting_writable:
+            if not (self._pending or on_loop or self._waiting_writable or coalesce):
                 data = data[self._send_some(data) :]
                 if not data:
                     return
