@@ -435,8 +435,8 @@ SURVIVOR = """
 import os, sys, time
 import shoal
 square = shoal.Function.from_name("svc", "square")
-print("before", sum(square.map(range(10))), flush=True)
 spawned = square.spawn(5)
+print("before", sum(square.map(range(10))), flush=True)  # the test kills the server now
 while not os.path.exists(sys.argv[1]):
     time.sleep(0.05)
 # the same handles, after the server restarted: the connection is made again
