@@ -152,11 +152,7 @@ async def run_async(coro: Coroutine[Any, Any, R]) -> R:
     """
     if on_background_loop():
         return await coro
-    home = asyncio.get_running_loop()
-    courier = _couriers.get(home)
-    if courier is None:
-        courier = _couriers[home] = _Courier(home)
-    result: R = await courier.send(coro)
+    result: R = await _courier().send(coro)
     return result
 
 
@@ -173,11 +169,16 @@ async def launch_async(launch: Launcher) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         launch(future)
         return await future
+    return await _courier().send(launch)
+
+
+def _courier() -> _Courier:
+    """The courier of the caller's loop, made on first use."""
     home = asyncio.get_running_loop()
     courier = _couriers.get(home)
     if courier is None:
         courier = _couriers[home] = _Courier(home)
-    return await courier.send(launch)
+    return courier
 
 
 #: Work on its way (a coroutine, or a launcher), the future its caller awaits, and
@@ -194,14 +195,14 @@ class _Courier:
         self._outbox: list[_Parcel] = []
         self._inbox: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]] = []
 
-    def send(self, coro: Coroutine[Any, Any, Any] | Launcher) -> asyncio.Future[Any]:
-        """Queue ``coro`` (on the home loop); its outcome settles the returned future."""
+    def send(self, work: Coroutine[Any, Any, Any] | Launcher) -> asyncio.Future[Any]:
+        """Queue ``work`` (on the home loop); its outcome settles the returned future."""
         answer: asyncio.Future[Any] = self._home.create_future()
         started: list[asyncio.Future[Any]] = []  # the task, once the background loop has it
         answer.add_done_callback(functools.partial(_cancel_if_abandoned, started))
         if not self._outbox:
             self._home.call_soon(self._ship)
-        self._outbox.append((coro, answer, started))
+        self._outbox.append((work, answer, started))
         return answer
 
     def _ship(self) -> None:

@@ -65,6 +65,7 @@ from shoal.protocol.messages import (
     SubmitMany,
     Wait,
     Welcome,
+    unbatched,
 )
 
 #: Seconds to wait for a server's answer to the token.
@@ -259,9 +260,7 @@ class Connection:
 
     def _fail_parked(self, error: BaseException) -> None:
         parked, self._parked = self._parked, {}
-        data = payload.dumps((error, ""), "error")
-        for call_id, (_, handler) in parked.items():
-            handler(CallDone(call_id, OutputStatus.ERROR, data))
+        _fail(((call_id, handler) for call_id, (_, handler) in parked.items()), error)
 
     # -- replies ------------------------------------------------------------------
 
@@ -288,18 +287,10 @@ class Connection:
     def _settle_many(self, message: DoneMany | AcceptedMany) -> None:
         """Hand each call of a batched reply its own ``CallDone`` or ``Accepted``."""
         calls = self._calls
-        if isinstance(message, DoneMany):
-            for call_id, status, data in zip(
-                message.call_ids, message.statuses, message.data, strict=True
-            ):
-                handler = calls.pop(call_id, None)
-                if handler is not None:
-                    handler(CallDone(call_id, status, data))
-            return
-        for call_id, object_id in zip(message.call_ids, message.object_ids, strict=True):
-            handler = calls.pop(call_id, None)
+        for reply in unbatched(message):
+            handler = calls.pop(reply.call_id, None)
             if handler is not None:
-                handler(Accepted(call_id, object_id))
+                handler(reply)
 
     def _on_lost(self, exc: BaseException | None) -> None:
         lost = exception.ConnectionError(
@@ -323,9 +314,7 @@ class Connection:
                 self._parked[call_id] = (wait, handler)
         if self._parked:
             self._reopen()
-        error = payload.dumps((lost, ""), "error")
-        for call_id, handler in calls.items():
-            handler(CallDone(call_id, OutputStatus.ERROR, error))
+        _fail(calls.items(), lost)
         if _connections.get(self.target) is self:
             del _connections[self.target]
 
@@ -465,6 +454,16 @@ def launch_spawn(
     connection.call(submit, reply)
 
 
+def _fail(
+    calls: Iterable[tuple[str, Callable[[CallItem | CallDone | Accepted], None]]],
+    error: BaseException,
+) -> None:
+    """End each of ``calls`` (call id, handler) with ``error``."""
+    data = payload.dump_error(error)
+    for call_id, handler in calls:
+        handler(CallDone(call_id, OutputStatus.ERROR, data))
+
+
 def _retrieved(task: asyncio.Future[None]) -> None:
     """Mark a reconnection's failure as seen: the parked calls were told of it."""
     if not task.cancelled():
@@ -546,53 +545,55 @@ class ServerPool:
             record.args = b""  # sent; nothing here needs it again
             record.move_to(CallState.RUNNING)
             connection.call(
-                Submit(
-                    call_id, self.app, self.spec.name, method, args, stream, False, self._parameters
-                ),
-                self._applier(record),
+                self._submit(call_id, args, method, stream=stream), self._applier(record)
             )
             records.append(record)
         return records
 
-    def call_on_line(self, args: bytes, method: str) -> InputRecord | None:
-        """Run one input over a line of its own to the server and block until it ends
-        (see :mod:`shoal.client.direct_line`); None when no line is free (then
-        :meth:`submit` it through the shared connection)."""
+    def _submit(
+        self, call_id: str, args: bytes, method: str, *, stream: bool = False, durable: bool = False
+    ) -> Submit:
+        """One input of this pool as the server takes it."""
+        name, parameters = self.spec.name, self._parameters
+        return Submit(call_id, self.app, name, method, args, stream, durable, parameters)
+
+    def _over_line(self, args: bytes, method: str, durable: bool) -> CallDone | Accepted | None:
+        """Send one input over a line of its own to the server and block for the answer
+        (see :mod:`shoal.client.direct_line`); None when no line is free."""
         target = self.connection.target
         line = direct_line.borrow(target.url, target.token)
         if line is None:
             return None
         try:
-            call_id = line.next_id()
-            record = InputRecord(call_id, b"", _ignore_record, method, None, self.spec.name)
-            record.move_to(CallState.RUNNING)
-            name, parameters = self.spec.name, self._parameters
-            submit = Submit(call_id, self.app, name, method, args, False, False, parameters)
-            apply_reply(record, line.call(submit), self._describe(record))
+            return line.exchange(self._submit(line.next_id(), args, method, durable=durable))
         finally:
             direct_line.give_back(line)
+
+    def call_on_line(self, args: bytes, method: str) -> InputRecord | None:
+        """Run one input over a line and block until it ends; None when no line is free
+        (then :meth:`submit` it through the shared connection)."""
+        reply = self._over_line(args, method, durable=False)
+        if reply is None:
+            return None
+        assert isinstance(reply, CallDone)  # only a durable submit is answered otherwise
+        record = InputRecord(reply.call_id, b"", _ignore_record, method, None, self.spec.name)
+        record.move_to(CallState.RUNNING)
+        apply_reply(record, reply, self._describe(record))
         return record
 
     def spawn_on_line(self, args: bytes, method: str) -> str | None:
-        """Store one input over a line of its own to the server; return its id once it is
-        on disk, or None when no line is free (then :meth:`spawn` it).
+        """Store one input over a line; return its id once it is on disk, or None when
+        no line is free (then :meth:`spawn` it).
 
         Raises:
             The error it was refused with (``NotFoundError`` for an unknown function).
         """
-        target = self.connection.target
-        line = direct_line.borrow(target.url, target.token)
-        if line is None:
+        reply = self._over_line(args, method, durable=True)
+        if reply is None:
             return None
-        try:
-            name, parameters = self.spec.name, self._parameters
-            submit = Submit(line.next_id(), self.app, name, method, args, False, True, parameters)
-            reply = line.store(submit)
-        finally:
-            direct_line.give_back(line)
         if isinstance(reply, Accepted):
             return reply.object_id
-        raise payload.load_exception(reply.data, f"{self.app}/{name}")
+        raise payload.load_exception(reply.data, self._context())
 
     def _applier(self, record: InputRecord) -> Callable[[CallItem | CallDone | Accepted], None]:
         def apply(message: CallItem | CallDone | Accepted) -> None:
@@ -607,18 +608,16 @@ class ServerPool:
 
     async def spawn(self, args: bytes, method: str) -> str:
         """Store one input on the server; return its id once it is on disk."""
-        accepted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.launch_spawn(args, method, accepted)
-        return await accepted
+        submit = self._submit(self.connection.next_id(), args, method, durable=True)
+        return await store_spawn(self.connection, submit, self._context())
 
     def launch_spawn(self, args: bytes, method: str, accepted: asyncio.Future[str]) -> None:
         """:meth:`spawn` that settles ``accepted`` instead of returning (on the loop)."""
-        connection = self.connection
-        name = self.spec.name
-        submit = Submit(
-            connection.next_id(), self.app, name, method, args, False, True, self._parameters
-        )
-        launch_spawn(connection, submit, f"{self.app}/{name}", accepted)
+        submit = self._submit(self.connection.next_id(), args, method, durable=True)
+        launch_spawn(self.connection, submit, self._context(), accepted)
+
+    def _context(self) -> str:
+        return f"{self.app}/{self.spec.name}"
 
     def cancel(self, record: InputRecord) -> None:
         if record.done:

@@ -42,6 +42,7 @@ from shoal.protocol.messages import (
     ProtocolError,
     Submit,
     Welcome,
+    unbatched,
 )
 
 #: Lines a process keeps open at most (each carries one call at a time).
@@ -111,22 +112,13 @@ class Line:
     def next_id(self) -> str:
         return f"l{next(self._ids)}"
 
-    def call(self, submit: Submit) -> CallDone:
-        """Send plain ``submit`` and block until its outcome arrives.
+    def exchange(self, submit: Submit) -> Accepted | CallDone:
+        """Send ``submit`` and block for its answer: its outcome, or for a durable one
+        that it was stored (``Accepted``).
 
         A broken line yields an error outcome (``ConnectionError``) and closes; an
         interrupted wait closes the line (the server cancels the input) and re-raises.
         """
-        reply = self._exchange(submit)
-        assert isinstance(reply, CallDone)  # only a durable submit is answered otherwise
-        return reply
-
-    def store(self, submit: Submit) -> Accepted | CallDone:
-        """Send durable ``submit``; return once the server stored it (``Accepted``) or
-        refused it (an error ``CallDone``), as :meth:`call` does on a broken line."""
-        return self._exchange(submit)
-
-    def _exchange(self, submit: Submit) -> Accepted | CallDone:
         try:
             self.sock.sendall(frame(submit))
             while True:
@@ -137,7 +129,7 @@ class Line:
         except (OSError, ProtocolError, exception.ConnectionError):
             self.close()
             lost = exception.ConnectionError(f"the connection to the server at {self.url} closed")
-            return CallDone(submit.call_id, OutputStatus.ERROR, payload.dumps((lost, ""), "e"))
+            return CallDone(submit.call_id, OutputStatus.ERROR, payload.dump_error(lost))
         except BaseException:
             self.close()
             raise
@@ -173,18 +165,11 @@ class Line:
 def _reply_to(message: Message, submit: Submit) -> Accepted | CallDone | None:
     """What ``message`` answers to ``submit``, if anything: its outcome, or for a
     durable submit that it was stored."""
-    call_id = submit.call_id
-    if isinstance(message, CallDone) and message.call_id == call_id:
-        return message
-    if isinstance(message, DoneMany) and call_id in message.call_ids:
-        at = list(message.call_ids).index(call_id)
-        return CallDone(call_id, message.statuses[at], message.data[at])
-    if not submit.durable:
-        return None
-    if isinstance(message, Accepted) and message.call_id == call_id:
-        return message
-    if isinstance(message, AcceptedMany) and call_id in message.call_ids:
-        return Accepted(call_id, message.object_ids[list(message.call_ids).index(call_id)])
+    replies = unbatched(message) if isinstance(message, DoneMany | AcceptedMany) else [message]
+    for reply in replies:
+        if isinstance(reply, CallDone | Accepted) and reply.call_id == submit.call_id:
+            if isinstance(reply, CallDone) or submit.durable:
+                return reply
     return None
 
 

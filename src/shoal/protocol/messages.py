@@ -311,6 +311,18 @@ class AcceptedMany:
     object_ids: list[str]
 
 
+def unbatched(message: DoneMany | AcceptedMany) -> list[CallDone | Accepted]:
+    """Each call's own ``CallDone`` (or ``Accepted``) out of a batched reply."""
+    if isinstance(message, DoneMany):
+        return [
+            CallDone(call_id, status, data)
+            for call_id, status, data in zip(
+                message.call_ids, message.statuses, message.data, strict=True
+            )
+        ]
+    return [Accepted(c, o) for c, o in zip(message.call_ids, message.object_ids, strict=True)]
+
+
 @dataclass(frozen=True, slots=True)
 class Wait:
     """From a client: answer ``call_id`` with a ``CallDone`` once stored input
