@@ -50,6 +50,10 @@ class CallState(enum.Enum):
     FAILED = "failed"  # ``error`` holds the exception for the caller
     CANCELLED = "cancelled"  # the caller cancelled it
 
+    # Members are singletons: hash them by identity, in C (Enum's own hash is Python
+    # code, and every state change looks states up in sets and dicts).
+    __hash__ = object.__hash__
+
 
 _ALLOWED: dict[CallState, frozenset[CallState]] = {
     CallState.QUEUED: frozenset({CallState.RUNNING, CallState.FAILED, CallState.CANCELLED}),
