@@ -84,3 +84,12 @@ def gate(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "gate"
     yield path
     path.touch()
+
+
+def control_address() -> str:
+    """Where containers of the app running on this process's embedded server connect."""
+    from shoal.server import embedded
+
+    server = embedded.running()
+    assert server is not None, "no app runs on the embedded server"
+    return server.control.address

@@ -77,8 +77,8 @@ def echo(x: object) -> object:
 
 
 @app.function()
-def whoami() -> tuple[int, str | None]:
-    return os.getpid(), shoal.current_input_id()
+def whoami() -> tuple[int, str | None, str | None]:
+    return os.getpid(), shoal.current_function_call_id(), shoal.current_input_id()
 
 
 @app.function()

@@ -30,11 +30,13 @@ def test_async_inputs_run_as_tasks_on_one_thread() -> None:
     assert all(i is not None for i in input_ids)
 
 
-def test_current_input_id_matches_the_call() -> None:
+def test_current_function_call_id_matches_the_spawn() -> None:
     with basic.app.run():
         calls = [basic.whoami.spawn() for _ in range(5)]
-        seen = [call.get(timeout=60)[1] for call in calls]
-    assert seen == [call.object_id for call in calls]
+        seen = [call.get(timeout=60) for call in calls]
+    assert [call_id for _, call_id, _ in seen] == [call.object_id for call in calls]
+    input_ids = [input_id for _, _, input_id in seen]
+    assert len(set(input_ids)) == 5 and all(i and i.startswith("in-") for i in input_ids)
 
 
 def test_a_container_never_runs_more_than_max_inputs(gate: Path) -> None:

@@ -32,8 +32,9 @@ def test_exception_keeps_its_type_and_the_remote_traceback() -> None:
     with basic.app.run(), pytest.raises(basic.CustomError, match="nope") as info:
         basic.fail.remote("nope")
     notes = "\n".join(getattr(info.value, "__notes__", []))
-    assert "Remote traceback (fail (input" in notes
+    assert "Remote traceback (fail (call" in notes
     assert "raise CustomError(message)" in notes
+    assert f'File "{basic.__file__}"' in notes  # the caller's own file, not a copy of it
     assert "shoal/container" not in notes  # the runtime's own frames are left out
 
 

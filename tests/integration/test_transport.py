@@ -9,7 +9,7 @@ import msgpack
 import pytest
 
 from apps import basic
-from conftest import wait_until
+from conftest import control_address, wait_until
 from shoal.exception import InvalidError
 from shoal.protocol.transport import parse
 
@@ -32,7 +32,7 @@ def test_containers_over_tcp_run_calls_and_maps(
     monkeypatch.setenv("SHOAL_CONTAINER_TRANSPORT", "tcp")
     monkeypatch.setenv("SHOAL_FORK_SERVER", fork_server)
     with basic.app.run():
-        address = basic.app._control.address  # type: ignore[union-attr]
+        address = control_address()
         assert address.startswith("tcp://127.0.0.1:")
         assert basic.echo.remote("over tcp") == "over tcp"
         assert list(basic.echo.map(range(500))) == list(range(500))
@@ -43,7 +43,7 @@ def test_containers_over_tcp_run_calls_and_maps(
 def test_a_tcp_peer_without_the_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOAL_CONTAINER_TRANSPORT", "tcp")
     with basic.app.run():
-        _, host, port = parse(basic.app._control.address)  # type: ignore[union-attr]
+        _, host, port = parse(control_address())
         body = msgpack.packb([0, "basic-c1", "wrong", 1], use_bin_type=True)
         with socket.create_connection((host, port)) as peer:
             peer.sendall(struct.pack(">I", len(body)) + body)

@@ -53,6 +53,7 @@ CALLER = """
 import json, os, sys, time
 sys.path.insert(0, {tests!r})
 from apps import faulty
+from shoal.server import embedded
 
 with faulty.app.run():
     faulty.starts_child.remote({marker!r}, False)
@@ -60,7 +61,7 @@ with faulty.app.run():
     calls = [faulty.double.spawn(i) for i in range(200)]  # in flight at the kill
     report = {{
         "containers": sorted({{pid}} | {{parent}} - {{os.getpid()}}),
-        "dir": os.path.dirname(faulty.app._control.address),
+        "dir": os.path.dirname(embedded.running().control.address),
     }}
     print(json.dumps(report), flush=True)
     time.sleep(600)

@@ -21,7 +21,7 @@ import pytest
 from benchmarks import faults
 
 from apps import faulty
-from conftest import wait_until
+from conftest import control_address, wait_until
 from shoal import settings
 from shoal.control import run_dir
 from shoal.exception import ContainerCrashError, RemoteError, RequestSizeError
@@ -42,16 +42,16 @@ def test_sys_exit_in_a_map_fails_that_input_and_the_loop_survives() -> None:
         results = list(faulty.exits.map([-1, 3, -2], return_exceptions=True))
         assert results[0] == -1 and results[2] == -2
         assert isinstance(results[1], RemoteError)
-        assert "exits (input" in str(results[1]) and "SystemExit(3)" in str(results[1])
+        assert "exits (call" in str(results[1]) and "SystemExit(3)" in str(results[1])
         with pytest.raises(RemoteError, match="SystemExit"):
             list(faulty.exits.map([7]))
         assert faulty.exits.remote(-5) == -5  # the next call works
 
 
-def test_sys_exit_through_spawn_get_is_an_error_naming_the_input() -> None:
+def test_sys_exit_through_spawn_get_is_an_error_naming_the_call() -> None:
     with faulty.app.run():
         call = faulty.exits.spawn(0)
-        with pytest.raises(RemoteError, match=f"input {call.object_id}"):
+        with pytest.raises(RemoteError, match=f"exits \\({call.object_id}\\)"):
             call.get(timeout=60)
         assert faulty.exits.spawn(-1).get(timeout=60) == -1
 
@@ -203,7 +203,7 @@ def test_silent_and_malformed_peers_are_closed(
     monkeypatch.setenv("SHOAL_HANDSHAKE_TIMEOUT", "0.5")
     caplog.set_level(logging.ERROR)
     with faulty.app.run():
-        address = faulty.app._control.address  # type: ignore[union-attr]
+        address = control_address()
         silent = []
         for _ in range(50):
             conn = socket.socket(socket.AF_UNIX)

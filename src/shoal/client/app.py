@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import pickle
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from shoal.backends import get_backend
-from shoal.client.bridge import on_background_loop, run_sync
+from shoal.client.bridge import run_sync
 from shoal.client.cls import Cls
-from shoal.client.connection import Target, find_target
+from shoal.client.connection import Target, find_target, hold_embedded, release_embedded
 from shoal.client.decorators import batch_size_of, concurrency_of
 from shoal.client.deployed import DeployedApp, run_ephemeral
 from shoal.client.function import Function
 from shoal.client.image import Image
 from shoal.client.map import MapProgress
-from shoal.client.objects import handle_here, secret_here, volume_here
 from shoal.client.options import ignored_placement, secret_specs
 from shoal.client.output import live_status, output_enabled
 from shoal.client.remote import AnyPool, RemotePool
@@ -39,12 +36,9 @@ from shoal.client.volume import Volume
 from shoal.client.volume import mounts as volume_mounts
 from shoal.container.context import CallChannel
 from shoal.container.context import channel as call_channel
-from shoal.control.pool import Pool
 from shoal.control.resources import Resources
 from shoal.control.schedule import Cron, Period
 from shoal.control.secrets import SecretSpec
-from shoal.control.server import ControlPlane
-from shoal.control.spawned import SpawnedCalls
 from shoal.control.spec import UNSET, CodeRef, FunctionSpec, Retries, Scaling
 from shoal.exception import ConnectionError, ExecutionError, InvalidError, NotFoundError
 
@@ -100,8 +94,9 @@ class _Handles:
         self._app = app
 
     def web_url(self, name: str) -> str | None:
-        if self._app._on_server is not None:
-            return self._app._on_server.web_url(name)
+        on_server = self._app._on_server
+        if on_server is not None and (url := on_server.web_url(name)) is not None:
+            return url
         served = self._app._served
         if served is None:
             return None
@@ -143,7 +138,6 @@ class App:
         self._declared: dict[str, tuple[FunctionSpec, Callable[[], CodeRef]]] = {}
         self._lock = threading.Lock()
         self._entrypoints: dict[str, Callable[..., Any]] = {}
-        self._control: ControlPlane | None = None
         #: Pools as code in a container reaches them, by name (in a container only).
         self._remote_pools: dict[str, RemotePool] = {}
         self._progress: list[MapProgress] = []
@@ -344,17 +338,6 @@ class App:
             self._declared[spec.name] = (spec, code)
         if self._on_server is not None:
             self._on_server.declare(spec, code)
-        elif self._control is not None:
-            control = self._control
-
-            async def add() -> None:
-                await control.prepare([spec])
-                control.add_pool(spec, code())
-
-            if on_background_loop():  # cannot wait here: its image was built at the start
-                control.add_pool(spec, code())
-            else:
-                run_sync(add())
 
     @overload
     def local_entrypoint(self, fn: E, /) -> E: ...
@@ -416,33 +399,33 @@ class App:
             raise ExecutionError(f"app {self.name!r} is already running")
         alias_main()
         target = find_target()
-        placed = self._run_here() if target is None else self._run_on_server(target, detach)
         shown = live_status(self) if output_enabled() else contextlib.nullcontext()
-        with placed, shown:
+        with self._run_on_server(target, detach), shown:
             yield self
 
     @contextlib.contextmanager
-    def _run_here(self) -> Iterator[None]:
-        """Run the app on a control plane of its own, on the background loop."""
-        control = run_sync(self._start())
-        self._control = control
+    def _run_on_server(self, target: Target | None, detach: bool) -> Iterator[None]:
+        """Run the app as an ephemeral app on the server at ``target``, or with none, on
+        the embedded server (:mod:`shoal.server.embedded`), started for it here."""
+        if target is None:
+            if detach:
+                raise InvalidError("detach needs a server: start one with `shoal server`")
+            target = run_sync(hold_embedded())
+            embedded = True
+        else:
+            embedded = False
         try:
-            yield
+            on_server = run_sync(run_ephemeral(self, target, detach))
+            self._on_server = on_server
+            try:
+                yield
+            finally:
+                self._on_server = None
+                with contextlib.suppress(ConnectionError):
+                    run_sync(on_server.finish(drain=detach))
         finally:
-            self._control = None
-            run_sync(control.stop())
-
-    @contextlib.contextmanager
-    def _run_on_server(self, target: Target, detach: bool) -> Iterator[None]:
-        """Run the app as an ephemeral app on the server at ``target``."""
-        on_server = run_sync(run_ephemeral(self, target, detach))
-        self._on_server = on_server
-        try:
-            yield
-        finally:
-            self._on_server = None
-            with contextlib.suppress(ConnectionError):
-                run_sync(on_server.finish(drain=detach))
+            if embedded:
+                run_sync(release_embedded())
 
     @property
     def served(self) -> Served | None:
@@ -457,35 +440,14 @@ class App:
     @property
     def runs_on_server(self) -> DeployedApp | None:
         """The ephemeral app this app runs as on a server, while it does (its id is
-        ``.name``); None when it runs here or not at all."""
-        return self._on_server
-
-    async def _start(self) -> ControlPlane:
-        control = ControlPlane(get_backend("local"))
-        control.objects = handle_here  # its containers' Dicts and Queues are this process's
-        control.volume_lookup = volume_here
-        control.secret_lookup = secret_here
-        # its containers' spawns, by id, and the class objects they make
-        control.spawns = SpawnedCalls(lambda name, parameters: control.find("", name, parameters))
-        control.pool_finder = self._find_pool
-        await control.start()
-        try:
-            declared = self.declared()
-            # every check and image first (of classes too, whose objects may be made in
-            # containers): a failed build queues nothing
-            classes = [cls.spec for cls in self._classes.values()]
-            await control.prepare([spec for spec, _ in declared] + classes)
-            for spec, code in declared:
-                control.add_pool(spec, code())
-        except BaseException:
-            await control.stop()
-            raise
-        return control
+        ``.name``); None when it runs on the embedded server or not at all."""
+        on_server = self._on_server
+        return None if on_server is None or on_server.connection.local else on_server
 
     @property
     def is_running(self) -> bool:
         """Whether ``app.run()`` is active."""
-        return self._control is not None or self._on_server is not None
+        return self._on_server is not None
 
     def _remote_pool(self, name: str, channel: CallChannel) -> RemotePool:
         """Pool ``name`` as code in a container reaches it: an object of a class is
@@ -500,33 +462,16 @@ class App:
             pool = self._remote_pools[name] = RemotePool(name, channel, target, parameters)
         return pool
 
-    def _find_pool(self, namespace: str, name: str, parameters: bytes) -> Pool | None:
-        """The pool of an object of class ``name`` that code in a container made first
-        (``ControlPlane.pool_finder``; on the control plane's loop)."""
-        cls = self._classes.get(name)
-        control = self._control
-        if cls is None or control is None:
-            return None
-        # The parameters come from a container of this app, which proved itself with
-        # its token and runs this process's own code.
-        bound = pickle.loads(parameters) if parameters else {}
-        if not isinstance(bound, dict):
-            raise InvalidError(f"{name}: malformed parameters from a container")
-        return control.pool(cls(**bound)._spec.name)
-
     def _pool(self, name: str) -> AnyPool:
         if self._on_server is not None:
             return self._on_server.pool(name)
-        control = self._control
         channel = call_channel()
-        if control is None and channel is not None:  # inside a container: call through it
+        if channel is not None:  # inside a container: call through it
             return self._remote_pool(name, channel)
-        if control is None:
-            raise ExecutionError(
-                f"app {self.name!r} is not running: call {name} inside `with app.run():` "
-                "or through `shoal run`"
-            )
-        return control.pool(name)
+        raise ExecutionError(
+            f"app {self.name!r} is not running: call {name} inside `with app.run():` "
+            "or through `shoal run`"
+        )
 
     def _track(
         self, progress: MapProgress, chunks: AsyncIterator[list[Any]]

@@ -37,6 +37,7 @@ import ssl
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Protocol
 
 import msgpack
@@ -47,7 +48,7 @@ from shoal.control import run_dir
 from shoal.control.calls import CallState, InputRecord, apply_reply, reply_error
 from shoal.control.spec import FunctionSpec
 from shoal.control.stats import FunctionStats
-from shoal.protocol import payload, transport
+from shoal.protocol import payload, pipe, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
     Accepted,
@@ -56,7 +57,9 @@ from shoal.protocol.messages import (
     CallDone,
     CallItem,
     ClientHello,
+    Credit,
     DoneMany,
+    Feed,
     Message,
     OutputStatus,
     Reply,
@@ -97,6 +100,32 @@ def find_target() -> Target | None:
     if profile is not None:
         return profile
     return local_server(settings.home())
+
+
+def embedded_target() -> Target:
+    """The embedded server of this process (started when first dialled): where an app
+    runs, and named objects live, when :func:`find_target` finds no server."""
+    embedded = _embedded()
+    return Target(embedded.URL, embedded.TOKEN, "the embedded server in this process")
+
+
+async def hold_embedded() -> Target:
+    """Start the embedded server for an app that runs on it until :func:`release_embedded`."""
+    await _embedded().hold()
+    return embedded_target()
+
+
+async def release_embedded() -> None:
+    """An app that ran on the embedded server ended (the last one stops it)."""
+    await _embedded().release()
+
+
+def _embedded() -> ModuleType:
+    """:mod:`shoal.server.embedded`: the one place ``client/`` starts the server's own code
+    (the embedded default runs it in this process)."""
+    from shoal.server import embedded
+
+    return embedded
 
 
 def read_profile() -> Target | None:
@@ -161,21 +190,29 @@ class Connection:
         self._calls: dict[str, Callable[[CallItem | CallDone | Accepted], None]] = {}
         #: Submits of this loop turn not sent yet, grouped by function, to leave in one
         #: ``SubmitMany`` frame per group; and the call ids among them, for ``drop``.
-        self._outgoing: dict[tuple[str, str, str, bool, bytes], list[Submit]] = {}
+        self._outgoing: dict[tuple[str, str, str, bool, bytes], list[tuple[str, bytes]]] = {}
         self._unsent: set[str] = set()
         #: Calls made while the connection was down (and waits it was carrying), sent
         #: once it is up again.
         self._parked: dict[str, tuple[Submit | Wait, Callable[[Any], None]]] = {}
         #: Waits on stored spawns in flight: re-sent on a new connection if this one drops.
         self._waits: dict[str, tuple[Wait, Callable[[Any], None]]] = {}
+        #: Streamed calls (web requests) whose app's credit comes back, by call id.
+        self._credited: dict[str, InputRecord] = {}
         self._reopening: asyncio.Future[None] | None = None
         self.closed = False
         self.server_id = ""
 
-    def _new_protocol(self) -> FramedProtocol:
-        protocol = FramedProtocol(self._on_message, self._on_lost, 0)
+    def _new_protocol(self) -> FramedProtocol | pipe.PipeEnd:
+        over = pipe.PipeEnd if self.local else FramedProtocol
+        protocol = over(self._on_message, self._on_lost, 0)
         protocol.parser.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
         return protocol
+
+    @property
+    def local(self) -> bool:
+        """Whether the server is the embedded one, in this process."""
+        return self.target.url.startswith(pipe.SCHEME)
 
     @classmethod
     async def open(cls, target: Target) -> Connection:
@@ -192,15 +229,17 @@ class Connection:
     async def _dial(self) -> None:
         loop = asyncio.get_running_loop()
         target = self.target
-        kind, host, port = transport.parse(target.url)
+        kind, host, port = ("local", "", 0) if self.local else transport.parse(target.url)
         try:
-            if kind == "unix":
-                await loop.create_unix_connection(lambda: self.protocol, host)
+            protocol = self.protocol
+            if isinstance(protocol, pipe.PipeEnd):
+                await _embedded().ensure()
+                pipe.dial(target.url, protocol)
+            elif kind == "unix":
+                await loop.create_unix_connection(lambda: protocol, host)
             else:
                 tls = transport.client_tls() if kind == "tls" else None
-                transport_, _ = await loop.create_connection(
-                    lambda: self.protocol, host, port, ssl=tls
-                )
+                transport_, _ = await loop.create_connection(lambda: protocol, host, port, ssl=tls)
                 sock = transport_.get_extra_info("socket")
                 if sock is not None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -272,7 +311,13 @@ class Connection:
             if handler is not None:
                 if not isinstance(message, CallItem):
                     del self._calls[message.call_id]
+                    if self._credited:
+                        self._credited.pop(message.call_id, None)
                 handler(message)
+        elif isinstance(message, Credit):
+            record = self._credited.get(message.input_id)
+            if record is not None and record.on_credit is not None:
+                record.on_credit(message.amount)
         elif isinstance(message, Reply):
             future = self._requests.pop(message.request_id, None)
             if future is not None and not future.done():
@@ -288,6 +333,8 @@ class Connection:
         """Hand each call of a batched reply its own ``CallDone`` or ``Accepted``."""
         calls = self._calls
         for reply in unbatched(message):
+            if self._credited:
+                self._credited.pop(reply.call_id, None)
             handler = calls.pop(reply.call_id, None)
             if handler is not None:
                 handler(reply)
@@ -306,6 +353,7 @@ class Connection:
                 future.set_exception(lost)
         self._requests.clear()
         calls, self._calls = self._calls, {}
+        self._credited.clear()
         self._outgoing.clear()
         self._unsent.clear()
         waits, self._waits = self._waits, {}
@@ -357,8 +405,33 @@ class Connection:
         key = (submit.app, submit.function, submit.method, submit.durable, submit.parameters)
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._send_outgoing)
-        self._outgoing.setdefault(key, []).append(submit)
+        self._outgoing.setdefault(key, []).append((submit.call_id, submit.args))
         self._unsent.add(submit.call_id)
+
+    def call_many(
+        self,
+        app: str,
+        function: str,
+        method: str,
+        parameters: bytes,
+        calls: list[tuple[str, bytes, Callable[[CallItem | CallDone | Accepted], None]]],
+    ) -> None:
+        """:meth:`call` for plain inputs of one function (a map's chunk): ``calls`` are
+        (call id, pickled arguments, handler); they leave in this loop turn's
+        ``SubmitMany`` with no ``Submit`` made for each."""
+        if self.closed:
+            for call_id, args, handler in calls:
+                submit = Submit(call_id, app, function, method, args, False, False, parameters)
+                self.call(submit, handler)
+            return
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._send_outgoing)
+        pending = self._outgoing.setdefault((app, function, method, False, parameters), [])
+        handlers, unsent = self._calls, self._unsent
+        for call_id, args, handler in calls:
+            handlers[call_id] = handler
+            pending.append((call_id, args))
+            unsent.add(call_id)
 
     def _waits_for(
         self, wait: Wait, handler: Callable[[CallItem | CallDone | Accepted], None]
@@ -375,18 +448,21 @@ class Connection:
     def _send_outgoing(self) -> None:
         outgoing, self._outgoing = self._outgoing, {}
         unsent, self._unsent = self._unsent, set()
-        for (app, function, method, durable, parameters), submits in outgoing.items():
-            kept = [s for s in submits if s.call_id in unsent]  # dropped ones are not
+        for (app, function, method, durable, parameters), pairs in outgoing.items():
+            kept = [pair for pair in pairs if pair[0] in unsent]  # dropped ones are not
             if len(kept) == 1:
-                self.protocol.send(kept[0])
+                call_id, args = kept[0]
+                self.protocol.send(
+                    Submit(call_id, app, function, method, args, False, durable, parameters)
+                )
             elif kept:
                 self.protocol.send(
                     SubmitMany(
-                        [s.call_id for s in kept],
+                        [call_id for call_id, _ in kept],
                         app,
                         function,
                         method,
-                        [s.args for s in kept],
+                        [args for _, args in kept],
                         durable,
                         parameters,
                     )
@@ -395,6 +471,7 @@ class Connection:
     def drop(self, call_id: str) -> None:
         """Cancel call ``call_id`` (or stop waiting on it)."""
         self._waits.pop(call_id, None)
+        self._credited.pop(call_id, None)
         if self._parked.pop(call_id, None) is not None:
             return  # not sent on this connection
         if self._calls.pop(call_id, None) is None:
@@ -403,6 +480,19 @@ class Connection:
             self._unsent.discard(call_id)
         else:
             self.protocol.send(CallCancel(call_id))
+
+    def credited(self, record: InputRecord) -> None:
+        """Hand ``record`` (a streamed call) the credit its app grants, as it comes."""
+        self._credited[record.input_id] = record
+
+    def tell(self, message: Feed | Credit) -> None:
+        """Send what a running call's web request passes on (see ``Session._pass_on``),
+        after the call's own submit."""
+        if self.closed:
+            return  # the call failed with the connection
+        if message.input_id in self._unsent:
+            self._send_outgoing()
+        self.protocol.send(message)
 
     def next_id(self) -> str:
         return f"c{next(self._ids)}"
@@ -538,16 +628,22 @@ class ServerPool:
     ) -> list[InputRecord]:
         connection = self.connection
         records = []
-        stream = on_item is not None
+        calls = []
+        name = self.spec.name
         for args in many:
             call_id = connection.next_id()
-            record = InputRecord(call_id, args, on_done, method, on_item, self.spec.name)
-            record.args = b""  # sent; nothing here needs it again
-            record.move_to(CallState.RUNNING)
-            connection.call(
-                self._submit(call_id, args, method, stream=stream), self._applier(record)
-            )
+            record = InputRecord(call_id, b"", on_done, method, on_item, name)
+            record.state = CallState.RUNNING  # a new record: QUEUED -> RUNNING is allowed
+            if on_item is None:
+                calls.append((call_id, args, self._applier(record)))
+            else:  # a generator or web request: sent at once, on its own
+                connection.call(
+                    self._submit(call_id, args, method, stream=True), self._applier(record)
+                )
+                connection.credited(record)  # a web request's app grants credit back
             records.append(record)
+        if calls:
+            connection.call_many(self.app, name, method, self._parameters, calls)
         return records
 
     def _submit(
@@ -560,6 +656,8 @@ class ServerPool:
     def _over_line(self, args: bytes, method: str, durable: bool) -> CallDone | Accepted | None:
         """Send one input over a line of its own to the server and block for the answer
         (see :mod:`shoal.client.direct_line`); None when no line is free."""
+        if self.connection.local:
+            return None  # the server is in this process: there is no socket to borrow
         target = self.connection.target
         line = direct_line.borrow(target.url, target.token)
         if line is None:
@@ -597,14 +695,18 @@ class ServerPool:
 
     def _applier(self, record: InputRecord) -> Callable[[CallItem | CallDone | Accepted], None]:
         def apply(message: CallItem | CallDone | Accepted) -> None:
-            if not isinstance(message, Accepted):  # a plain call is never stored
+            if isinstance(message, CallDone) and message.status == OutputStatus.OK:
+                if not record.done:  # the usual case, which needs no description
+                    record.succeed(message.data)
+            elif not isinstance(message, Accepted):  # a plain call is never stored
                 apply_reply(record, message, self._describe(record))
 
         return apply
 
     def _describe(self, record: InputRecord) -> str:
         name = f"{self.spec.name}.{record.method}" if record.method else self.spec.name
-        return f"{self.app}/{name} (call {record.input_id})"
+        where = "" if self.connection.local else f"{self.app}/"
+        return f"{where}{name} (call {record.input_id})"
 
     async def spawn(self, args: bytes, method: str) -> str:
         """Store one input on the server; return its id once it is on disk."""
@@ -636,10 +738,15 @@ class ServerPool:
         await self.connection.request("update_scaling", changes=changes, **self._body())
 
     def credit(self, record: InputRecord, amount: int) -> None:
-        raise exception.ExecutionError("web traffic reaches a deployed app through its URL")
+        """Let a web request's streamed response send ``amount`` more bytes (the reader
+        took them)."""
+        if not record.done:
+            self.connection.tell(Credit(record.input_id, amount))
 
     def feed(self, record: InputRecord, data: bytes) -> None:
-        raise exception.ExecutionError("web traffic reaches a deployed app through its URL")
+        """Pass on a chunk of a web request's streamed body (empty: the end)."""
+        if not record.done:
+            self.connection.tell(Feed(record.input_id, data))
 
 
 def _ignore_record(record: InputRecord) -> None:

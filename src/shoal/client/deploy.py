@@ -98,7 +98,10 @@ def code_folder(app: App) -> str:
 
 
 def relative(code: CodeRef, folder: str) -> CodeRef:
-    """``code`` with paths under ``folder`` made relative, and others dropped."""
+    """``code`` with paths under ``folder`` made relative, and others dropped; with no
+    ``folder`` (the embedded server, which runs the code where it is), ``code`` as is."""
+    if not folder:
+        return code
     module_file = code.module_file
     if module_file and Path(module_file).is_relative_to(folder):
         module_file = os.path.relpath(module_file, folder)

@@ -41,7 +41,8 @@ class DeployedApp:
         self.connection = connection
         self._parameters = parameters
         self._web_urls = web_urls or {}
-        #: Where an ephemeral app's code came from (None: a deployed app, fixed).
+        #: Where an ephemeral app's code came from (None: a deployed app, fixed; "": in
+        #: place, on the embedded server).
         self._folder = folder
         self._pools: dict[str, ServerPool] = {}
 
@@ -88,19 +89,22 @@ async def run_ephemeral(app: App, target: Target, detach: bool) -> DeployedApp:
         ConnectionError, AuthError: the server cannot be reached.
         InvalidError: the server refused the app.
     """
-    folder = code_folder(app)
+    connection = await connect(target)
+    # The embedded server, in this process, runs the code where it is: tracebacks and
+    # reloads name the caller's own files. A server elsewhere gets it as a bundle.
+    folder = "" if connection.local else code_folder(app)
     found = definitions(app, folder)
     known = {d.name for d in found}
     found += [
         declared(spec, code(), folder) for spec, code in app.declared() if spec.name not in known
     ]
-    connection = await connect(target)
+    code = {"bundle": pack_folder(folder)} if folder else {}
     answer = await connection.request(
         "app_run",
         app=app.name or "app",
-        bundle=pack_folder(folder),
         definitions=dump_definitions(found),
         detach=detach,
+        **code,
     )
     return DeployedApp(answer["app_id"], connection, web_urls=answer["web"], folder=folder)
 

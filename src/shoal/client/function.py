@@ -416,8 +416,9 @@ class _Remote(Generic[P, R]):
 
 
 def _stores_spawns(pool: AnyPool) -> TypeGuard[ServerPool | RemotePool]:
-    """Whether ``pool`` stores spawns: a server's, or one reached from a container of a
-    server (anywhere else, a spawn lives as long as the app that runs it)."""
+    """Whether ``pool`` stores spawns: a server's (the embedded one's too), or one reached
+    from a container of a server (a container of a bare control plane, as a backend's
+    tests run, has no store: its spawns run as plain calls)."""
     return isinstance(pool, ServerPool) or (isinstance(pool, RemotePool) and pool.stores_spawns)
 
 

@@ -7,36 +7,31 @@ pickled here. It goes, in this order of precedence:
 1. inside a container, through the container's connection to its control plane;
 2. to the server this process uses (:func:`~shoal.client.connection.find_target`, asked
    once per process);
-3. with no server, to this process's own store on its home (the embedded default):
-   named objects persist in ``SHOAL_HOME``'s SQLite file as a server's would. The
-   process then owns the home, one at a time, until it exits; containers of an app
-   run here reach the same store through their control plane.
+3. with no server, to the embedded server in this process (the embedded default,
+   :mod:`shoal.server.embedded`): named objects persist in ``SHOAL_HOME``'s SQLite
+   file as a server's would. The process then owns the home, one at a time, until
+   it exits; containers of an app run here reach the same store through their
+   control plane.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import pickle
-import threading
 from typing import Any, Self
 
 import cloudpickle
 import msgpack
 
 from shoal import settings
-from shoal.client.bridge import background_loop, run_async, run_sync
-from shoal.client.connection import Target, connect, error_of, find_target
+from shoal.client.bridge import run_async, run_sync
+from shoal.client.connection import Target, connect, embedded_target, error_of, find_target
 from shoal.container.context import channel as call_channel
 from shoal.exception import DeserializationError, RequestSizeError, SerializationError
 from shoal.protocol.messages import Reply
-from shoal.server.objects import Objects
-from shoal.server.store import Store, lock_home
 
-_lock = threading.Lock()
-_embedded: Objects | None = None
-#: Where this process's object ops go: a server, or its own store ("embedded").
-_route: Target | str | None = None
+#: Where this process's object ops go: the server it uses (asked once per process).
+_route: Target | None = None
 
 
 async def request(op: str, **body: Any) -> Any:
@@ -51,45 +46,9 @@ async def request(op: str, **body: Any) -> Any:
         return await through_channel(op, body)
     global _route
     if _route is None:  # chosen once: looking for a server reads files
-        _route = find_target() or "embedded"
-    if not isinstance(_route, Target):
-        return await embedded_objects().handle(op, body)
+        _route = find_target() or embedded_target()
     connection = await connect(_route)
     return await connection.request(op, **body)
-
-
-async def handle_here(op: str, body: dict[str, Any]) -> Any:
-    """The embedded control plane's answer to its containers' object ops."""
-    return await embedded_objects().handle(op, body)
-
-
-def secret_here(name: str) -> dict[str, str]:
-    """The values of named secret ``name`` in this process's own home (embedded default)."""
-    return embedded_objects().secret_values(name)
-
-
-def volume_here(name: str) -> str:
-    """The folder of volume ``name`` in this process's own home (embedded default)."""
-    return embedded_objects().volume_path(name)
-
-
-def embedded_objects() -> Objects:
-    """This process's own object store on its home, opened on first use.
-
-    Raises:
-        ExecutionError: another process owns the home (start ``shoal server``, so that
-            every process shares it).
-    """
-    global _embedded
-    with _lock:
-        if _embedded is None:
-            home = settings.home()
-            os.makedirs(home, mode=0o700, exist_ok=True)
-            lock_home(home)  # held until this process exits
-            store = Store(os.path.join(home, "shoal.db"))
-            store.start(background_loop())
-            _embedded = Objects(store, os.path.join(home, "volumes"))
-        return _embedded
 
 
 async def through_channel(op: str, body: dict[str, Any]) -> Any:

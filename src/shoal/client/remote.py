@@ -20,7 +20,6 @@ from shoal import settings
 from shoal.client.connection import ServerPool, store_spawn
 from shoal.container.context import CallChannel, current_input_id
 from shoal.control.calls import CallState, InputRecord, apply_reply
-from shoal.control.pool import Pool
 from shoal.control.spec import FunctionSpec
 from shoal.exception import ExecutionError
 from shoal.protocol.messages import Accepted, CallDone, CallItem, Submit, Wait
@@ -155,7 +154,7 @@ class ChannelConnection:
         return await through_channel(op, body)
 
 
-#: What a handle submits to: the function's pool in this process (an app runs
-#: here), the control plane's, reached through the container's connection, or a
-#: server's, reached through the client's connection.
-AnyPool = Pool | RemotePool | ServerPool
+#: What a handle submits to: a server's pool, reached through the client's connection
+#: (the embedded server's too), or, in a container, the control plane's, reached
+#: through the container's connection.
+AnyPool = RemotePool | ServerPool

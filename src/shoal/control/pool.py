@@ -86,6 +86,7 @@ class Pool:
         clock: Callable[[], float] = time.monotonic,
         budget: ContainerBudget | None = None,
         prefix: str = "",
+        label: str = "",
         environment: Environment | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
@@ -94,6 +95,8 @@ class Pool:
         self._env = dict(env or {})
         #: Container ids are ``{prefix}-c{n}``, unique among the control plane's pools.
         self._prefix = prefix or spec.name
+        #: What its containers' output lines start with: ``[{label}-c{n}]``.
+        self._label = label or self._prefix
         self._budget = budget
         self._code = code
         self._backend = backend
@@ -396,7 +399,8 @@ class Pool:
         self._spawn(self._launch(handle))
 
     async def _launch(self, handle: ContainerHandle) -> None:
-        launch = self._launcher(handle.container_id, handle.container_id, handle.grant)
+        label = self._label + handle.container_id.removeprefix(self._prefix)
+        launch = self._launcher(handle.container_id, label, handle.grant)
         launch = dataclasses.replace(
             launch,
             preload=self._preload,

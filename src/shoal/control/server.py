@@ -166,8 +166,8 @@ class ControlPlane:
         self.objects: ObjectHandler | None = None
         #: The host folder of a named volume (raises NotFoundError); None: no volumes.
         self.volume_lookup: Callable[[str], str] | None = None
-        #: Keeps spawns made by code in containers by id: a server's store, or for an
-        #: app run here, memory (control.spawned); None: ``from_id`` finds none of them.
+        #: Keeps spawns made by code in containers by id (a server's store); None: their
+        #: spawns run as plain calls, and ``from_id`` finds none of them.
         self.spawns: DurableSpawns | None = None
         #: Creates the pool a container names that does not exist yet (a class object
         #: first used inside a container): given the caller's pool namespace, the
@@ -183,14 +183,17 @@ class ControlPlane:
             where = os.path.join(self._dir, "control.sock")
         self._server, self.address = await transport.listen(where, self._accept)
 
-    def add_pool(self, spec: FunctionSpec, code: CodeRef, key: str | None = None) -> Pool:
+    def add_pool(
+        self, spec: FunctionSpec, code: CodeRef, key: str | None = None, label: str = ""
+    ) -> Pool:
         """Create the pool of ``spec`` under ``key`` (default: the function's name) and
         start its warm containers and its schedule.
 
         A key ``"app.v3.square"`` puts the pool in namespace ``"app.v3."``: when code
         in its containers calls function ``"cube"``, the call goes to ``"app.v3.cube"``.
         A pool of that key that exists already is returned as it is (pools of class
-        parameter sets are declared as callers first use them).
+        parameter sets are declared as callers first use them). ``label`` (default: the
+        key) starts its containers' output lines.
         """
         key = key or spec.name
         if key in self._pools:
@@ -210,6 +213,7 @@ class ControlPlane:
             self._clock,
             self.budget,
             prefix=key,
+            label=label,
             environment=environment,
             env=env,
         )

@@ -107,7 +107,9 @@ class Deployment:
         if parameters:
             spec = dataclasses.replace(spec, name=f"{spec.name}#{digest(parameters)[:8]}")
             code = dataclasses.replace(code, parameters=parameters)
-        pool = self._control.add_pool(spec, code, key=self._key(key))
+        # an ephemeral app's id means nothing to the one reading its output
+        label = spec.name if self.version == 0 else self._key(spec.name)
+        pool = self._control.add_pool(spec, code, key=self._key(key), label=label)
         self._pools[key] = pool
         return pool
 
@@ -122,7 +124,10 @@ class Deployment:
         return f"{self.app}.v{self.version}.{name}"
 
     def _located(self, code: CodeRef) -> CodeRef:
-        """``code`` with its bundle-relative paths made absolute under the unpacked bundle."""
+        """``code`` with its bundle-relative paths made absolute under the unpacked bundle
+        (with no bundle, as it is)."""
+        if not self._root:
+            return code
         if code.module_kind == "serialized" and not code.sys_path:
             return dataclasses.replace(code, sys_path=(self._root,))
         module_file = code.module_file
@@ -233,17 +238,18 @@ class Apps:
         await self._control.prepare([definition.spec for definition in definitions])
 
     async def run_ephemeral(
-        self, name: str, code: bytes, definitions: bytes, detach: bool
+        self, name: str, code: bytes | None, definitions: bytes, detach: bool
     ) -> Deployment:
         """Run an ephemeral app (not stored, reached by its id) from ``code`` and
-        ``definitions`` as :meth:`deploy` takes them.
+        ``definitions`` as :meth:`deploy` takes them; with no ``code``, the definitions'
+        paths are where the code is on this machine (the embedded server's own caller).
 
         Raises:
             InvalidError: as :meth:`deploy`.
         """
         _check_name(name)
         parsed = await self._definitions(name, definitions)
-        root = self._unpack(self._store.put_bundle(code))
+        root = "" if code is None else self._unpack(self._store.put_bundle(code))
         app_id = f"ap-{secrets.token_hex(6)}"
         deployment = Deployment(app_id, 0, parsed, root, self._control)
         deployment.title = name

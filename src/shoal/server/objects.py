@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import heapq
+import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from shoal.exception import InvalidError, NotFoundError, RequestSizeError
 from shoal.server.fields import data, text
 from shoal.server.names import check_name
 from shoal.server.secrets import Secrets
-from shoal.server.store import Store
+from shoal.server.store import Store, lock_home
 from shoal.server.volumes import Volumes
 
 _SCHEMA: Final = """
@@ -564,3 +566,52 @@ _OPS: Final[dict[str, Callable[[Objects, dict[str, Any]], Awaitable[Any]]]] = {
     for name, method in vars(Objects).items()
     if name.startswith(("_dict_", "_queue_")) and callable(method)
 }
+
+
+class HomeObjects:
+    """The named objects of a home for the embedded default (:mod:`shoal.server.embedded`).
+
+    The home's store is opened on first use, and this process then owns the home,
+    one process at a time, until it exits: a run that uses no named object, secret or
+    volume leaves the home free for another. The opened store outlives the embedded
+    server (which starts and stops with the apps that run on it).
+    """
+
+    def __init__(self, home: str) -> None:
+        self._home = home
+
+    def _objects(self) -> Objects:
+        """The home's objects, opened on first use (on the loop the embedded server runs on).
+
+        Raises:
+            ExecutionError: another process owns the home (start ``shoal server``, so that
+                every process shares it).
+        """
+        with _homes_lock:
+            opened = _homes.get(self._home)
+            if opened is None:
+                os.makedirs(self._home, mode=0o700, exist_ok=True)
+                lock_home(self._home)  # held until this process exits
+                store = Store(os.path.join(self._home, "shoal.db"))
+                store.start(asyncio.get_running_loop())
+                opened = _homes[self._home] = Objects(store, os.path.join(self._home, "volumes"))
+            return opened
+
+    async def handle(self, op: str, body: dict[str, Any]) -> Any:
+        return await self._objects().handle(op, body)
+
+    def secret_values(self, name: str) -> dict[str, str]:
+        return self._objects().secret_values(name)
+
+    def volume_path(self, name: str) -> str:
+        return self._objects().volume_path(name)
+
+    def drop(self, name: str) -> None:
+        opened = _homes.get(self._home)
+        if opened is not None:
+            opened.drop(name)
+
+
+#: The homes this process owns, opened by :class:`HomeObjects`.
+_homes: dict[str, Objects] = {}
+_homes_lock = threading.Lock()

@@ -27,6 +27,7 @@ import hmac
 import json
 import os
 import secrets
+import shutil
 import ssl
 from typing import Any
 
@@ -37,11 +38,11 @@ from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, call_op
 from shoal.exception import InvalidError, NotFoundError
 from shoal.gateway import server as gateway
-from shoal.protocol import transport
+from shoal.protocol import pipe, transport
 from shoal.server.apps import Apps, Deployment
 from shoal.server.fields import data, text
 from shoal.server.logs import Logs
-from shoal.server.objects import Objects
+from shoal.server.objects import HomeObjects, Objects
 from shoal.server.origins import WebOrigins
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
@@ -63,6 +64,12 @@ class ServerOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     insecure: bool = False
+    #: The embedded default (:mod:`shoal.server.embedded`): run in the caller's process,
+    #: reached through pipes only, keeping nothing but the home's named objects.
+    embedded: bool = False
+    #: The token clients present (the embedded server's, made by its process); None: as
+    #: the module docstring says.
+    token: str | None = None
 
 
 class Server:
@@ -90,6 +97,7 @@ class Server:
         Raises:
             InvalidError: a non-loopback address without TLS or ``insecure``.
             OSError: an address is in use.
+            ExecutionError: another process owns the home.
         """
         options = self.options
         tls = self._tls()
@@ -100,24 +108,39 @@ class Server:
             )
         os.makedirs(self.home, mode=0o700, exist_ok=True)
         os.chmod(self.home, 0o700)
-        self._lock = lock_home(self.home)
-        self.store = Store(os.path.join(self.home, "shoal.db"))
+        if options.embedded:
+            # What its ephemeral apps leave (inputs, bundles) goes with the process; the
+            # home's named objects are opened, and the home owned, on first use.
+            self._state = run_dir.create()
+            self.objects: Objects | HomeObjects = HomeObjects(self.home)
+        else:
+            self._state = self.home
+            self._lock = lock_home(self.home)
+        self.store = Store(os.path.join(self._state, "shoal.db"))
         self.store.start(asyncio.get_running_loop())
-        self._load_tokens()
+        if options.token is not None:
+            self._digests = [hashlib.sha256(options.token.encode()).digest()]
+        else:
+            self._load_tokens()
+        if not options.embedded:
+            self.objects = Objects(self.store, os.path.join(self.home, "volumes"))
         self.logs = Logs()
         self.control = ControlPlane(get_backend("local"))
-        self.control.backend.on_output = self.logs.add
-        self.objects = Objects(self.store, os.path.join(self.home, "volumes"))
+        if not options.embedded:  # an embedded server's containers print to the caller only
+            self.control.backend.on_output = self.logs.add
         self.control.secret_lookup = self.objects.secret_values
         self.control.objects = self.objects.handle
         self.control.volume_lookup = self.objects.volume_path
         await self.control.start()
-        self.apps = Apps(self.store, self.control, self.home)
+        self.apps = Apps(self.store, self.control, self._state)
         await self.apps.restore()
         self.spawns = Spawns(self.store, self.apps)
         self.spawns.start()
         self.control.spawns = self.spawns  # containers' spawns are stored too
         self.control.pool_finder = self.apps.find_pool
+        if options.embedded:
+            self.url = pipe.listen("embedded", self._accept_pipe)
+            return
         self._listener, self.url = await transport.listen(
             transport.tcp_address(options.host, options.port), self._accept, tls
         )
@@ -139,8 +162,11 @@ class Server:
 
     async def stop(self) -> None:
         """Stop listening, stop every container, and commit what the store has queued."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.home, "server.json"))
+        if self.options.embedded:
+            pipe.unlisten(self.url)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.home, "server.json"))
         if self._listener is not None:
             self._listener.close()
         for session in list(self._sessions):
@@ -152,7 +178,10 @@ class Server:
         await self.control.stop()
         await self.store.flush()
         self.store.close()
-        os.close(self._lock)
+        if self.options.embedded:
+            shutil.rmtree(self._state, ignore_errors=True)
+        else:
+            os.close(self._lock)
 
     def _tls(self) -> ssl.SSLContext | None:
         cert, key = self.options.tls_cert, self.options.tls_key
@@ -187,6 +216,13 @@ class Server:
     def _accept(self) -> asyncio.Protocol:
         session = Session(self)
         self._sessions.add(session)
+        assert isinstance(session.protocol, asyncio.Protocol)
+        return session.protocol
+
+    def _accept_pipe(self) -> pipe.PipeEnd:
+        session = Session(self, pipe.PipeEnd)
+        self._sessions.add(session)
+        assert isinstance(session.protocol, pipe.PipeEnd)
         return session.protocol
 
     def forget(self, session: Session) -> None:
@@ -276,8 +312,11 @@ class Server:
         """Start an ephemeral app that lives as long as ``session`` (or, detached,
         until its inputs are done after that)."""
         detach = bool(body.get("detach", False))
+        # The embedded server's client is this process: its code runs where it is, so it
+        # sends no bundle (and code paths of its own); any other client sends one.
+        code = None if self.options.embedded and "bundle" not in body else data(body, "bundle")
         deployment = await self.apps.run_ephemeral(
-            text(body, "app"), data(body, "bundle"), data(body, "definitions"), detach
+            text(body, "app"), code, data(body, "definitions"), detach
         )
         session.own(deployment.app)
         return {"app_id": deployment.app, "web": await self._web_urls(deployment)}

@@ -13,7 +13,9 @@ the connection. After it:
   frame. A durable submit is stored first (:mod:`shoal.server.spawns`) and
   answered with ``Accepted``.
 - ``Wait`` answers once a stored spawn has an outcome; ``CallCancel`` cancels a
-  call (or drops a wait).
+  call (or drops a wait); ``Feed`` and ``Credit`` pass on a web request's
+  streamed body and its reader's credit to the call serving it (a gateway in the
+  client's process, as ``shoal serve`` runs on the embedded server).
 - ``Request`` carries the control operations (:class:`shoal.server.server.Server`
   answers them), with msgpack bodies.
 
@@ -44,7 +46,9 @@ from shoal.protocol.messages import (
     CallDone,
     CallItem,
     ClientHello,
+    Credit,
     DoneMany,
+    Feed,
     Message,
     OutputStatus,
     Reply,
@@ -54,6 +58,7 @@ from shoal.protocol.messages import (
     Wait,
     Welcome,
 )
+from shoal.protocol.pipe import PipeEnd
 
 if TYPE_CHECKING:
     from shoal.server.server import Server
@@ -65,10 +70,13 @@ _BatchKey = tuple[Pool, str, bool]
 class Session:
     """One client's connection (see the module docstring)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(
+        self, server: Server, over: type[FramedProtocol | PipeEnd] = FramedProtocol
+    ) -> None:
         self._server = server
         self.authenticated = False
-        self.protocol = FramedProtocol(self._on_message, self._on_lost, FRAME_OVERHEAD)
+        #: A socket's framed connection, or a pipe from a client in this process.
+        self.protocol = over(self._on_message, self._on_lost, FRAME_OVERHEAD)
         #: Calls this client made that have not ended, by call id.
         self._calls: dict[str, tuple[Pool, InputRecord]] = {}
         #: The call id of each of those records.
@@ -132,6 +140,8 @@ class Session:
             self._wait(message)
         elif isinstance(message, Request):
             self._request(message)
+        elif isinstance(message, Feed | Credit):
+            self._pass_on(message)
         else:
             self.protocol.abort()  # a client has no business sending anything else
 
@@ -183,6 +193,8 @@ class Session:
                         pool.submit(args, self._done, method, self._item_sender(call_id))
                         for call_id, args in inputs
                     ]
+                    for (call_id, _), record in zip(inputs, records, strict=True):
+                        record.on_credit = self._credit_sender(call_id)
                 else:
                     records = pool.submit_many([args for _, args in inputs], self._done, method)
             except ExecutionError as exc:
@@ -206,6 +218,15 @@ class Session:
             self.protocol.send(CallItem(call_id, data))
 
         return item
+
+    def _credit_sender(self, call_id: str) -> Callable[[int], None]:
+        """Tell the client that a web request's app took more of its body (the gateway
+        sending it waits for this credit)."""
+
+        def credit(amount: int) -> None:
+            self.protocol.send(Credit(call_id, amount))
+
+        return credit
 
     def _reply(self, call_id: str, record: InputRecord) -> None:
         """Send ``record``'s outcome with the others that end in this loop turn (one
@@ -253,6 +274,20 @@ class Session:
         drop = self._waits.pop(call_id, None)
         if drop is not None:
             drop()
+
+    def _pass_on(self, message: Feed | Credit) -> None:
+        """A chunk of a web request's body, or credit from its reader, for the call it is
+        part of (a gateway in the client's process serving through this server)."""
+        if self._batch:
+            self._submit_batches()  # the call may have come in this same read
+        entry = self._calls.get(message.input_id)
+        if entry is None:
+            return  # that call has ended
+        pool, record = entry
+        if isinstance(message, Feed):
+            pool.feed(record, message.data)
+        else:
+            pool.credit(record, message.amount)
 
     def _wait(self, message: Wait) -> None:
         wait_on_spawn(self._server.spawns, message, self._waits, self.protocol.send)

@@ -1,0 +1,66 @@
+"""The embedded default: with no server, an app runs on the server's own code, started in the
+caller's process and reached through the client connection like any other server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from apps import basic, warm
+from shoal.client.connection import ServerPool
+from shoal.server import embedded
+
+OTHER_PROCESS = """
+import sys
+sys.path.insert(0, {tests!r})
+from apps import basic
+with basic.app.run():
+    print(basic.echo.remote("from the other process"), flush=True)
+"""
+
+
+def test_an_app_runs_on_an_embedded_server_through_the_connection() -> None:
+    assert embedded.running() is None
+    with basic.app.run():
+        server = embedded.running()
+        assert server is not None and server.options.embedded
+        pool = basic.echo._pool()
+        assert isinstance(pool, ServerPool) and pool.connection.local  # a pipe, no socket
+        assert basic.echo.remote("hi") == "hi"
+        assert list(basic.echo.map(range(300))) == list(range(300))
+        assert basic.echo.spawn(7).get(timeout=60) == 7  # stored by the embedded server
+        (app,) = server.apps.ephemeral_apps()  # the app is an ephemeral app there
+        assert app.title == "basic"
+    assert embedded.running() is None  # stopped with the last app that ran on it
+
+
+def test_apps_running_at_once_share_it_until_the_last_ends() -> None:
+    with basic.app.run():
+        first = embedded.running()
+        with warm.app.run():
+            assert embedded.running() is first
+            assert len(first.apps.ephemeral_apps()) == 2  # type: ignore[union-attr]
+        assert embedded.running() is first
+        assert basic.echo.remote(1) == 1
+    assert embedded.running() is None
+
+
+def test_another_process_runs_its_own_app_on_the_same_home_meanwhile(tmp_path: Path) -> None:
+    script = tmp_path / "other.py"
+    tests = str(Path(__file__).resolve().parents[1])
+    script.write_text(textwrap.dedent(OTHER_PROCESS.format(tests=tests)))
+    with basic.app.run():
+        assert basic.echo.remote("here") == "here"
+        other = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "SHOAL_FORK_SERVER": "0"},
+        )
+        assert basic.echo.remote("still here") == "still here"
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.splitlines()[-1] == "from the other process"
