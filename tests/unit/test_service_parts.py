@@ -1,4 +1,4 @@
-"""Pure parts of the service: code bundles and the store's group commits."""
+"""Pure parts of the service: code bundles, the store's group commits, in-process pipes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from shoal.exception import InvalidError
-from shoal.protocol import bundle
+from shoal.protocol import bundle, pipe
+from shoal.protocol.messages import CallCancel, Reply, Request
 from shoal.server.store import Store, StoredCall
 
 
@@ -62,3 +63,44 @@ def test_store_groups_commits_and_keeps_calls(tmp_path: Path) -> None:
     reopened = Store(str(tmp_path / "shoal.db"))  # what a restart reads back
     assert len(list(reopened.pending_calls())) == 1_999
     reopened.close()
+
+
+def test_a_pipe_hands_messages_over_in_order_and_closes_both_ends() -> None:
+    async def scenario() -> tuple[list[object], list[object], list[str]]:
+        got_by_server: list[object] = []
+        got_by_client: list[object] = []
+        lost: list[str] = []
+        server_end: list[pipe.PipeEnd] = []
+
+        def accept() -> pipe.PipeEnd:
+            def answer(message: object) -> None:
+                got_by_server.append(message)
+                if isinstance(message, Request):  # answers within the sender's send
+                    server_end[0].send(Reply(message.request_id, True, b""))
+
+            end = pipe.PipeEnd(answer, lambda _: lost.append("server"), 0)
+            server_end.append(end)
+            return end
+
+        url = pipe.listen("test-pipe", accept)
+        try:
+            with pytest.raises(OSError):
+                pipe.listen("test-pipe", accept)  # one listener per name
+            with pytest.raises(ConnectionRefusedError):
+                pipe.dial(pipe.SCHEME + "nobody", pipe.PipeEnd(print, print, 0))
+            client = pipe.PipeEnd(got_by_client.append, lambda _: lost.append("client"), 0)
+            pipe.dial(url, client)
+            sent = [CallCancel(f"c{i}") for i in range(3)] + [Request(7, "ping", b"")]
+            for message in sent:
+                client.send(message)
+            client.abort()
+            client.send(CallCancel("after"))  # a closed pipe takes nothing more
+            await asyncio.sleep(0)  # the other end hears of it in the next loop turn
+            return got_by_server, got_by_client, lost
+        finally:
+            pipe.unlisten(url)
+
+    got_by_server, got_by_client, lost = asyncio.run(scenario())
+    assert got_by_server == [*(CallCancel(f"c{i}") for i in range(3)), Request(7, "ping", b"")]
+    assert got_by_client == [Reply(7, True, b"")]
+    assert lost == ["client", "server"]

@@ -5,10 +5,11 @@ with one pool per function (warm containers start right away), and tears
 everything down on exit, containers included. ``shoal run`` does the same
 around a ``@app.local_entrypoint()``.
 
-Where it runs: on the server this process is told to use, or finds running on
-this machine (:func:`shoal.client.connection.find_target`), as an ephemeral app
-(:func:`shoal.client.deployed.run_ephemeral`); with none, on a control plane of
-its own on the background loop.
+Where it runs: as an ephemeral app (:func:`shoal.client.deployed.run_ephemeral`) on
+the server this process is told to use, or finds running on this machine
+(:func:`shoal.client.connection.find_target`); with none, on the embedded server
+(:mod:`shoal.server.embedded`), started in this process for as long as an app runs on
+it. Either way the handles reach it only through the client connection.
 """
 
 from __future__ import annotations

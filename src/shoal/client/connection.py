@@ -182,6 +182,8 @@ class Connection:
 
     def __init__(self, target: Target) -> None:
         self.target = target
+        #: Reached over a pipe (the embedded server, in this process), not a socket.
+        self._piped = target.url.startswith(pipe.SCHEME)
         self.protocol = self._new_protocol()
         self._welcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._ids = itertools.count(1)
@@ -212,7 +214,7 @@ class Connection:
     @property
     def local(self) -> bool:
         """Whether the server is the embedded one, in this process."""
-        return self.target.url.startswith(pipe.SCHEME)
+        return self._piped
 
     @classmethod
     async def open(cls, target: Target) -> Connection:
@@ -304,40 +306,40 @@ class Connection:
     # -- replies ------------------------------------------------------------------
 
     def _on_message(self, message: Message) -> None:
-        if isinstance(message, DoneMany | AcceptedMany):
-            self._settle_many(message)
-        elif isinstance(message, CallItem | CallDone | Accepted):
+        if isinstance(message, CallDone | Accepted):  # the common case first
+            self._ended(message)
+        elif isinstance(message, CallItem):
             handler = self._calls.get(message.call_id)
             if handler is not None:
-                if not isinstance(message, CallItem):
-                    del self._calls[message.call_id]
-                    if self._credited:
-                        self._credited.pop(message.call_id, None)
                 handler(message)
+        elif isinstance(message, DoneMany | AcceptedMany):
+            for reply in unbatched(message):
+                self._ended(reply)
         elif isinstance(message, Credit):
             record = self._credited.get(message.input_id)
             if record is not None and record.on_credit is not None:
                 record.on_credit(message.amount)
         elif isinstance(message, Reply):
-            future = self._requests.pop(message.request_id, None)
-            if future is not None and not future.done():
-                body = msgpack.unpackb(message.body, raw=False)
-                if message.ok:
-                    future.set_result(body)
-                else:
-                    future.set_exception(error_of(body))
+            self._answered(message)
         elif isinstance(message, Welcome) and not self._welcome.done():
             self._welcome.set_result(message.server_id)
 
-    def _settle_many(self, message: DoneMany | AcceptedMany) -> None:
-        """Hand each call of a batched reply its own ``CallDone`` or ``Accepted``."""
-        calls = self._calls
-        for reply in unbatched(message):
+    def _ended(self, message: CallDone | Accepted) -> None:
+        """Hand a call its last reply (a durable spawn's ``Accepted`` ends its call)."""
+        handler = self._calls.pop(message.call_id, None)
+        if handler is not None:
             if self._credited:
-                self._credited.pop(reply.call_id, None)
-            handler = calls.pop(reply.call_id, None)
-            if handler is not None:
-                handler(reply)
+                self._credited.pop(message.call_id, None)
+            handler(message)
+
+    def _answered(self, message: Reply) -> None:
+        future = self._requests.pop(message.request_id, None)
+        if future is not None and not future.done():
+            body = msgpack.unpackb(message.body, raw=False)
+            if message.ok:
+                future.set_result(body)
+            else:
+                future.set_exception(error_of(body))
 
     def _on_lost(self, exc: BaseException | None) -> None:
         lost = exception.ConnectionError(
@@ -399,7 +401,7 @@ class Connection:
             self.protocol.send(submit)
             return
         self._calls[submit.call_id] = handler
-        if submit.stream:
+        if submit.stream or self._piped:  # a pipe gains nothing from batching
             self.protocol.send(submit)
             return
         key = (submit.app, submit.function, submit.method, submit.durable, submit.parameters)
@@ -424,10 +426,17 @@ class Connection:
                 submit = Submit(call_id, app, function, method, args, False, False, parameters)
                 self.call(submit, handler)
             return
+        handlers = self._calls
+        if self._piped:  # a pipe gains nothing from batching: the chunk goes as it is
+            for call_id, _, handler in calls:
+                handlers[call_id] = handler
+            ids, many = [c for c, _, _ in calls], [a for _, a, _ in calls]
+            self.protocol.send(SubmitMany(ids, app, function, method, many, False, parameters))
+            return
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._send_outgoing)
         pending = self._outgoing.setdefault((app, function, method, False, parameters), [])
-        handlers, unsent = self._calls, self._unsent
+        unsent = self._unsent
         for call_id, args, handler in calls:
             handlers[call_id] = handler
             pending.append((call_id, args))

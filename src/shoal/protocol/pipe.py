@@ -64,9 +64,6 @@ class PipeEnd:
                 }
             )
 
-    def flush(self) -> None:
-        """Nothing waits to be handed over (see :meth:`send`)."""
-
     def close(self) -> None:
         """Close the pipe at both ends."""
         self.abort()

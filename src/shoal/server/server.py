@@ -12,6 +12,12 @@ A :class:`Server` runs on one asyncio loop. It owns:
 - a listener for clients (:mod:`shoal.server.session`), TCP, optionally TLS;
 - the HTTP gateway for every deployed web endpoint, at ``/<app>/<function>/...``.
 
+The same server is the embedded default (``ServerOptions.embedded``, started by
+:mod:`shoal.server.embedded` in a caller's process when no server runs): it then
+takes pipes instead of a TCP listener, restores nothing, keeps its store and
+bundles in a private directory, and opens the home's store only for named objects
+(:class:`~shoal.server.objects.HomeObjects`).
+
 Tokens: the store keeps the SHA-256 of each token that may connect. On first
 start the server takes SHOAL_TOKEN, or creates a token, and writes it (0600) to
 ``<home>/token`` so that clients on this machine under the same user find it.

@@ -77,6 +77,12 @@ class Session:
         self.authenticated = False
         #: A socket's framed connection, or a pipe from a client in this process.
         self.protocol = over(self._on_message, self._on_lost, FRAME_OVERHEAD)
+        #: On a pipe nothing is gained by batching per loop turn (no frames, no system
+        #: calls), so submits are queued in their pools, and outcomes sent, at once;
+        #: except an outcome known while a submit is being taken, which waits for the
+        #: loop's next turn (the client is still inside its call then).
+        self._piped = over is PipeEnd
+        self._taking = False
         #: Calls this client made that have not ended, by call id.
         self._calls: dict[str, tuple[Pool, InputRecord]] = {}
         #: The call id of each of those records.
@@ -146,8 +152,20 @@ class Session:
             self.protocol.abort()  # a client has no business sending anything else
 
     def _queue(self, message: Submit | SubmitMany) -> None:
-        if not self._batch and not self._durable:
-            asyncio.get_running_loop().call_soon(self._submit_batches)
+        if not self._piped:
+            if not self._batch and not self._durable:
+                asyncio.get_running_loop().call_soon(self._submit_batches)
+            self._take(message)
+            return
+        self._taking = True
+        try:
+            self._take(message)
+            self._submit_batches()
+        finally:
+            self._taking = False
+
+    def _take(self, message: Submit | SubmitMany) -> None:
+        """Add ``message``'s inputs to the batch of their pool (or of durable inputs)."""
         if isinstance(message, Submit):
             call_ids, args = [message.call_id], [message.args]
             stream = message.stream
@@ -229,12 +247,18 @@ class Session:
         return credit
 
     def _reply(self, call_id: str, record: InputRecord) -> None:
-        """Send ``record``'s outcome with the others that end in this loop turn (one
-        ``DoneMany`` frame for all of them)."""
+        self._send_done(outcome_message(call_id, record))
+        record.result = None  # delivered
+
+    def _send_done(self, outcome: CallDone) -> None:
+        """Send ``outcome`` with the others that end in this loop turn (one ``DoneMany``
+        frame for all of them); on a pipe, at once (see ``_piped``)."""
+        if self._piped and not self._taking:
+            self.protocol.send(outcome)
+            return
         if not self._outcomes:
             asyncio.get_running_loop().call_soon(self._send_outcomes)
-        self._outcomes.append(outcome_message(call_id, record))
-        record.result = None  # delivered
+        self._outcomes.append(outcome)
 
     def _send_outcomes(self) -> None:
         outcomes, self._outcomes = self._outcomes, []
@@ -250,10 +274,14 @@ class Session:
             )
 
     def _refused(self, call_id: str, error: BaseException) -> None:
-        self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(error)))
+        self._send_done(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(error)))
 
     def _accepted(self, call_id: str, object_id: str) -> None:
-        """Tell the client, with the others stored in this loop turn (one frame)."""
+        """Tell the client, with the others stored in this loop turn (one frame; on a
+        pipe, at once: a commit's callback, never inside the client's call)."""
+        if self._piped:
+            self.protocol.send(Accepted(call_id, object_id))
+            return
         if not self._stored:
             asyncio.get_running_loop().call_soon(self._send_stored)
         self._stored.append((call_id, object_id))
