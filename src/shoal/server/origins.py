@@ -13,10 +13,13 @@ that close when the app ends (``Apps.on_change``).
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
-from shoal.gateway.server import Served
 from shoal.server.apps import Apps
 from shoal.server.store import Store
+
+if TYPE_CHECKING:
+    from shoal.gateway.server import Served
 
 
 class WebOrigins:

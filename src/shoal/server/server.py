@@ -35,7 +35,7 @@ import os
 import secrets
 import shutil
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal import settings
 from shoal.backends import get_backend
@@ -43,16 +43,18 @@ from shoal.control import run_dir
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, call_op
 from shoal.exception import InvalidError, NotFoundError
-from shoal.gateway import server as gateway
 from shoal.protocol import pipe, transport
 from shoal.server.apps import Apps, Deployment
 from shoal.server.fields import data, text
 from shoal.server.logs import Logs
 from shoal.server.objects import HomeObjects, Objects
-from shoal.server.origins import WebOrigins
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
 from shoal.server.store import Store, lock_home
+
+if TYPE_CHECKING:  # the gateway (uvicorn) is imported only by a server that serves HTTP
+    from shoal.gateway import server as gateway
+    from shoal.server.origins import WebOrigins
 
 #: Ports ``shoal server`` uses unless told otherwise.
 DEFAULT_PORT = 7420
@@ -151,6 +153,9 @@ class Server:
             transport.tcp_address(options.host, options.port), self._accept, tls
         )
         if options.http_port is not None:
+            from shoal.gateway import server as gateway
+            from shoal.server.origins import WebOrigins
+
             tls_files = (options.tls_cert or "", options.tls_key or "") if tls else None
             self._served = await gateway.start(
                 {},
@@ -266,7 +271,9 @@ class Server:
         if not isinstance(web, dict):
             return None
         needs_token = bool(web.get("requires_auth")) or not transport.is_loopback(self.options.host)
-        route = gateway.Route(lambda: deployment.pool(function), needs_token)
+        from shoal.gateway.server import Route
+
+        route = Route(lambda: deployment.pool(function), needs_token)
         return route, f"{app}/{function}", rest
 
     def web_url(self, app: str, function: str) -> str | None:
