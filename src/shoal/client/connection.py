@@ -306,7 +306,13 @@ class Connection:
     # -- replies ------------------------------------------------------------------
 
     def _on_message(self, message: Message) -> None:
-        if isinstance(message, CallDone | Accepted):  # the common case first
+        if type(message) is CallDone:  # the common case first: a call ended
+            handler = self._calls.pop(message.call_id, None)
+            if handler is not None:
+                if self._credited:
+                    self._credited.pop(message.call_id, None)
+                handler(message)
+        elif isinstance(message, Accepted):
             self._ended(message)
         elif isinstance(message, CallItem):
             handler = self._calls.get(message.call_id)
@@ -316,9 +322,7 @@ class Connection:
             for reply in unbatched(message):
                 self._ended(reply)
         elif isinstance(message, Credit):
-            record = self._credited.get(message.input_id)
-            if record is not None and record.on_credit is not None:
-                record.on_credit(message.amount)
+            self._credit(message)
         elif isinstance(message, Reply):
             self._answered(message)
         elif isinstance(message, Welcome) and not self._welcome.done():
@@ -331,6 +335,12 @@ class Connection:
             if self._credited:
                 self._credited.pop(message.call_id, None)
             handler(message)
+
+    def _credit(self, message: Credit) -> None:
+        """A web request's app took more of what the gateway here sends it."""
+        record = self._credited.get(message.input_id)
+        if record is not None and record.on_credit is not None:
+            record.on_credit(message.amount)
 
     def _answered(self, message: Reply) -> None:
         future = self._requests.pop(message.request_id, None)
@@ -639,18 +649,19 @@ class ServerPool:
         records = []
         calls = []
         name = self.spec.name
+        next_id, applier, running = connection.next_id, self._applier, CallState.RUNNING
         for args in many:
-            call_id = connection.next_id()
+            call_id = next_id()
             record = InputRecord(call_id, b"", on_done, method, on_item, name)
-            record.state = CallState.RUNNING  # a new record: QUEUED -> RUNNING is allowed
+            record.state = running  # a new record: QUEUED -> RUNNING is allowed
+            records.append(record)
             if on_item is None:
-                calls.append((call_id, args, self._applier(record)))
+                calls.append((call_id, args, applier(record)))
             else:  # a generator or web request: sent at once, on its own
                 connection.call(
                     self._submit(call_id, args, method, stream=True), self._applier(record)
                 )
                 connection.credited(record)  # a web request's app grants credit back
-            records.append(record)
         if calls:
             connection.call_many(self.app, name, method, self._parameters, calls)
         return records
