@@ -52,12 +52,21 @@ def _owner_alive(directory: Path) -> bool:
     return _start_time(pid) == started
 
 
+#: The process that swept last (a forked child sweeps again).
+_swept_by: int | None = None
+
+
 def create() -> str:
     """Make a new private directory owned by this process; return its path.
 
-    Directories of control planes that died without cleaning up are removed first.
+    Directories of control planes that died without cleaning up are removed first, on
+    the first call in a process: a process that runs app after app (an embedded server
+    starts with each) does not scan the temporary folder each time.
     """
-    sweep()
+    global _swept_by
+    if _swept_by != os.getpid():
+        sweep()
+        _swept_by = os.getpid()
     directory = tempfile.mkdtemp(prefix=PREFIX)
     os.chmod(directory, 0o700)
     me = os.getpid()

@@ -7,8 +7,8 @@ would on a remote server: handles reach it through the same client connection,
 over a pipe (:mod:`shoal.protocol.pipe`) instead of a socket, token first.
 
 It differs from ``shoal server`` only in what it keeps and who can reach it: it
-listens on no port, restores nothing, keeps its apps' inputs and code bundles in a
-private directory removed when it stops, prints its containers' output to the
+listens on no port, restores nothing, keeps its apps' inputs in a private
+directory removed when the process exits, prints its containers' output to the
 caller's terminal, and opens the home's store only for named objects (Dicts,
 Queues, Volumes, Secrets), which then persist between runs as on a server.
 
@@ -20,11 +20,16 @@ last app that runs on it ends.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import os
 import secrets
+import shutil
 
 from shoal import settings
+from shoal.control import run_dir
 from shoal.protocol import pipe
 from shoal.server.server import Server, ServerOptions
+from shoal.server.store import Store
 
 #: Where this process's clients reach it, and the token they present (the same for
 #: every start in one process, so a client's connection outlives a stop and start).
@@ -32,6 +37,7 @@ URL = pipe.SCHEME + "embedded"
 TOKEN = secrets.token_urlsafe(32)
 
 _server: Server | None = None
+_store: Store | None = None
 #: Apps running on it now (``hold``/``release``).
 _held = 0
 _lock: asyncio.Lock | None = None
@@ -52,9 +58,22 @@ async def ensure() -> None:
             options = ServerOptions(
                 home=settings.home(), http_port=None, embedded=True, token=TOKEN
             )
-            server = Server(options)
+            server = Server(options, _private_store())
             await server.start()
             _server = server
+
+
+def _private_store() -> Store:
+    """Where every start of the embedded server in this process keeps its apps' inputs:
+    opened once (a store takes tens of milliseconds to create and close, which each
+    ``app.run()`` would pay), in a private directory removed when the process exits."""
+    global _store
+    if _store is None:
+        directory = run_dir.create()
+        atexit.register(shutil.rmtree, directory, True)
+        _store = Store(os.path.join(directory, "shoal.db"))
+        _store.start(asyncio.get_running_loop())
+    return _store
 
 
 async def hold() -> None:

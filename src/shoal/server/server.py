@@ -14,9 +14,9 @@ A :class:`Server` runs on one asyncio loop. It owns:
 
 The same server is the embedded default (``ServerOptions.embedded``, started by
 :mod:`shoal.server.embedded` in a caller's process when no server runs): it then
-takes pipes instead of a TCP listener, restores nothing, keeps its store and
-bundles in a private directory, and opens the home's store only for named objects
-(:class:`~shoal.server.objects.HomeObjects`).
+takes pipes instead of a TCP listener, restores nothing, keeps its apps' inputs in a
+private store its process keeps from one start to the next, and opens the home's
+store only for named objects (:class:`~shoal.server.objects.HomeObjects`).
 
 Tokens: the store keeps the SHA-256 of each token that may connect. On first
 start the server takes SHOAL_TOKEN, or creates a token, and writes it (0600) to
@@ -83,8 +83,11 @@ class ServerOptions:
 class Server:
     """One server (see the module docstring)."""
 
-    def __init__(self, options: ServerOptions) -> None:
+    def __init__(self, options: ServerOptions, store: Store | None = None) -> None:
         self.options = options
+        #: A store opened (and started) by the caller, kept when this server stops: the
+        #: embedded server's, which lives as long as its process.
+        self._given_store = store
         self.home = os.path.abspath(options.home)
         self.server_id = secrets.token_hex(8)
         self.url = ""
@@ -117,15 +120,18 @@ class Server:
         os.makedirs(self.home, mode=0o700, exist_ok=True)
         os.chmod(self.home, 0o700)
         if options.embedded:
-            # What its ephemeral apps leave (inputs, bundles) goes with the process; the
-            # home's named objects are opened, and the home owned, on first use.
-            self._state = run_dir.create()
+            # What its ephemeral apps leave (inputs) goes with the process; the home's
+            # named objects are opened, and the home owned, on first use.
             self.objects: Objects | HomeObjects = HomeObjects(self.home)
         else:
-            self._state = self.home
             self._lock = lock_home(self.home)
-        self.store = Store(os.path.join(self._state, "shoal.db"))
-        self.store.start(asyncio.get_running_loop())
+        if self._given_store is not None:
+            self.store = self._given_store
+        else:
+            self._state = self.home if not options.embedded else run_dir.create()
+            self.store = Store(os.path.join(self._state, "shoal.db"))
+            self.store.start(asyncio.get_running_loop())
+        state = os.path.dirname(self.store.path)
         if options.token is not None:
             self._digests = [hashlib.sha256(options.token.encode()).digest()]
         else:
@@ -140,10 +146,11 @@ class Server:
         self.control.objects = self.objects.handle
         self.control.volume_lookup = self.objects.volume_path
         await self.control.start()
-        self.apps = Apps(self.store, self.control, self._state)
-        await self.apps.restore()
+        self.apps = Apps(self.store, self.control, state)
+        if not options.embedded:  # an embedded server runs only its caller's apps
+            await self.apps.restore()
         self.spawns = Spawns(self.store, self.apps)
-        self.spawns.start()
+        self.spawns.start(restore=not options.embedded)
         self.control.spawns = self.spawns  # containers' spawns are stored too
         self.control.pool_finder = self.apps.find_pool
         if options.embedded:
@@ -188,10 +195,11 @@ class Server:
         await self.apps.close()
         await self.control.stop()
         await self.store.flush()
-        self.store.close()
-        if self.options.embedded:
-            shutil.rmtree(self._state, ignore_errors=True)
-        else:
+        if self._given_store is None:
+            self.store.close()
+            if self.options.embedded:
+                shutil.rmtree(self._state, ignore_errors=True)
+        if not self.options.embedded:
             os.close(self._lock)
 
     def _tls(self) -> ssl.SSLContext | None:

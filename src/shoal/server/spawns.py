@@ -50,9 +50,10 @@ class Spawns:
         #: The records of the newest finished calls, for their call graphs.
         self._graphs: collections.OrderedDict[str, InputRecord] = collections.OrderedDict()
 
-    def start(self) -> None:
-        """Queue again every stored input that has no outcome, and start expiring old ones."""
-        for call in self._store.pending_calls():
+    def start(self, restore: bool = True) -> None:
+        """Queue again every stored input that has no outcome (unless not to ``restore``),
+        and start expiring old ones."""
+        for call in self._store.pending_calls() if restore else ():
             assert call.args is not None
             self._run(call.id, call.app, call.function, call.method, call.parameters, call.args)
         self._expire()
