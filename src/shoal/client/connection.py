@@ -182,8 +182,9 @@ class Connection:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        #: Reached over a pipe (the embedded server, in this process), not a socket.
-        self._piped = target.url.startswith(pipe.SCHEME)
+        #: Whether the server is the embedded one, in this process, reached over a pipe
+        #: instead of a socket.
+        self.local = target.url.startswith(pipe.SCHEME)
         self.protocol = self._new_protocol()
         self._welcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._ids = itertools.count(1)
@@ -211,11 +212,6 @@ class Connection:
         protocol.parser.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
         return protocol
 
-    @property
-    def local(self) -> bool:
-        """Whether the server is the embedded one, in this process."""
-        return self._piped
-
     @classmethod
     async def open(cls, target: Target) -> Connection:
         """Connect and present the token.
@@ -229,22 +225,14 @@ class Connection:
         return connection
 
     async def _dial(self) -> None:
-        loop = asyncio.get_running_loop()
         target = self.target
-        kind, host, port = ("local", "", 0) if self.local else transport.parse(target.url)
         try:
             protocol = self.protocol
             if isinstance(protocol, pipe.PipeEnd):
                 await _embedded().ensure()
                 pipe.dial(target.url, protocol)
-            elif kind == "unix":
-                await loop.create_unix_connection(lambda: protocol, host)
             else:
-                tls = transport.client_tls() if kind == "tls" else None
-                transport_, _ = await loop.create_connection(lambda: protocol, host, port, ssl=tls)
-                sock = transport_.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await _open_socket(target.url, protocol)
         except ssl.SSLError as exc:
             raise exception.ConnectionError(
                 f"the server at {target.url} ({target.source}) failed the TLS check: {exc}; "
@@ -306,13 +294,7 @@ class Connection:
     # -- replies ------------------------------------------------------------------
 
     def _on_message(self, message: Message) -> None:
-        if type(message) is CallDone:  # the common case first: a call ended
-            handler = self._calls.pop(message.call_id, None)
-            if handler is not None:
-                if self._credited:
-                    self._credited.pop(message.call_id, None)
-                handler(message)
-        elif isinstance(message, Accepted):
+        if isinstance(message, CallDone | Accepted):  # the common case first
             self._ended(message)
         elif isinstance(message, CallItem):
             handler = self._calls.get(message.call_id)
@@ -411,7 +393,7 @@ class Connection:
             self.protocol.send(submit)
             return
         self._calls[submit.call_id] = handler
-        if submit.stream or self._piped:  # a pipe gains nothing from batching
+        if submit.stream or self.local:  # a pipe gains nothing from batching
             self.protocol.send(submit)
             return
         key = (submit.app, submit.function, submit.method, submit.durable, submit.parameters)
@@ -437,7 +419,7 @@ class Connection:
                 self.call(submit, handler)
             return
         handlers = self._calls
-        if self._piped:  # a pipe gains nothing from batching: the chunk goes as it is
+        if self.local:  # a pipe gains nothing from batching: the chunk goes as it is
             for call_id, _, handler in calls:
                 handlers[call_id] = handler
             ids, many = [c for c, _, _ in calls], [a for _, a, _ in calls]
@@ -563,6 +545,24 @@ def launch_spawn(
     connection.call(submit, reply)
 
 
+async def _open_socket(url: str, protocol: FramedProtocol) -> None:
+    """Connect ``protocol`` to the server at ``url`` (a Unix socket, TCP or TLS).
+
+    Raises:
+        OSError: nothing answers there; ssl.SSLError: its certificate failed the check.
+    """
+    loop = asyncio.get_running_loop()
+    kind, host, port = transport.parse(url)
+    if kind == "unix":
+        await loop.create_unix_connection(lambda: protocol, host)
+        return
+    tls = transport.client_tls() if kind == "tls" else None
+    connected, _ = await loop.create_connection(lambda: protocol, host, port, ssl=tls)
+    sock = connected.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _fail(
     calls: Iterable[tuple[str, Callable[[CallItem | CallDone | Accepted], None]]],
     error: BaseException,
@@ -658,9 +658,7 @@ class ServerPool:
             if on_item is None:
                 calls.append((call_id, args, applier(record)))
             else:  # a generator or web request: sent at once, on its own
-                connection.call(
-                    self._submit(call_id, args, method, stream=True), self._applier(record)
-                )
+                connection.call(self._submit(call_id, args, method, stream=True), applier(record))
                 connection.credited(record)  # a web request's app grants credit back
         if calls:
             connection.call_many(self.app, name, method, self._parameters, calls)

@@ -33,7 +33,6 @@ import hmac
 import json
 import os
 import secrets
-import shutil
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -84,9 +83,18 @@ class Server:
     """One server (see the module docstring)."""
 
     def __init__(self, options: ServerOptions, store: Store | None = None) -> None:
+        """``store``: opened (and started) by the caller and kept when this server stops;
+        the embedded server takes one that lives as long as its process (a server of
+        its own would open the home's).
+
+        Raises:
+            InvalidError: an embedded server without a store.
+        """
+        if options.embedded and store is None:
+            raise InvalidError(
+                "an embedded server keeps its apps' inputs in a store of its process"
+            )
         self.options = options
-        #: A store opened (and started) by the caller, kept when this server stops: the
-        #: embedded server's, which lives as long as its process.
         self._given_store = store
         self.home = os.path.abspath(options.home)
         self.server_id = secrets.token_hex(8)
@@ -128,8 +136,7 @@ class Server:
         if self._given_store is not None:
             self.store = self._given_store
         else:
-            self._state = self.home if not options.embedded else run_dir.create()
-            self.store = Store(os.path.join(self._state, "shoal.db"))
+            self.store = Store(os.path.join(self.home, "shoal.db"))
             self.store.start(asyncio.get_running_loop())
         state = os.path.dirname(self.store.path)
         if options.token is not None:
@@ -197,8 +204,6 @@ class Server:
         await self.store.flush()
         if self._given_store is None:
             self.store.close()
-            if self.options.embedded:
-                shutil.rmtree(self._state, ignore_errors=True)
         if not self.options.embedded:
             os.close(self._lock)
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from shoal import settings
-from shoal.control.calls import CallState, InputRecord, outcome_message
+from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.pool import Pool
 from shoal.control.server import wait_on_spawn
 from shoal.exception import Error, ExecutionError
@@ -228,14 +228,8 @@ class Session:
 
     def _done(self, record: InputRecord) -> None:
         call_id = self._call_ids.pop(record, None)
-        if call_id is None or self._calls.pop(call_id, None) is None:
-            return
-        if self._piped and not self._taking and record.state is CallState.DONE:
-            # the common case on a pipe, sent at once with no detour (see ``_reply``)
-            self.protocol.send(CallDone(call_id, OutputStatus.OK, record.result or b""))
-            record.result = None
-            return
-        self._reply(call_id, record)
+        if call_id is not None and self._calls.pop(call_id, None) is not None:
+            self._reply(call_id, record)
 
     def _item_sender(self, call_id: str) -> Callable[[bytes], None]:
         def item(data: bytes) -> None:
