@@ -25,7 +25,15 @@ from shoal.control.calls import InputRecord
 from shoal.control.pool import Pool
 from shoal.control.resources import Grant
 from shoal.control.spec import CodeRef, FunctionSpec, Scaling
-from shoal.protocol.messages import Input, Message, Output, OutputStatus, Ready, Shutdown
+from shoal.protocol.messages import (
+    Input,
+    InputMany,
+    Message,
+    Output,
+    OutputStatus,
+    Ready,
+    Shutdown,
+)
 
 MAX_INPUTS = 100
 
@@ -57,8 +65,9 @@ class Conn:
         self.holding: list[str] = []
 
     def send(self, message: Message) -> None:
-        if isinstance(message, Input):
-            self.holding.append(message.input_id)
+        if isinstance(message, Input | InputMany):
+            ids = message.input_ids if isinstance(message, InputMany) else [message.input_id]
+            self.holding += ids
             if len(self.holding) > MAX_INPUTS:
                 raise AssertionError(f"{self.container_id} holds {len(self.holding)} inputs")
             if len(self.holding) == MAX_INPUTS:

@@ -154,6 +154,13 @@ def big_result(size: int) -> bytes:
     return b"x" * size
 
 
+@app.function(max_containers=1)
+@shoal.concurrent(max_inputs=16)
+def echo_together(x: object) -> object:
+    """An echo whose inputs share one container (they travel in batches)."""
+    return x
+
+
 @app.function()
 def chatty(word: str) -> None:
     import sys

@@ -62,6 +62,19 @@ def test_oversized_payload_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(basic.big_result.remote(1000)) == 1000
 
 
+def test_batched_inputs_and_outputs_are_split_to_fit_the_frame_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inputs dispatched together travel as one InputMany and outputs that end together
+    as one OutputMany; near the payload limit they are split to fit the frame limit
+    (a frame over it would be refused, and its container lost)."""
+    monkeypatch.setenv("SHOAL_MAX_PAYLOAD_BYTES", str(64 << 10))
+    items = [bytes([i]) * ((20 if i % 3 else 40) << 10) for i in range(60)]
+    with basic.app.run():
+        assert list(basic.echo_together.map(items)) == items
+        assert basic.echo_together.stats().containers_started == 1  # none was lost
+
+
 def test_a_module_that_fails_to_import_fails_the_call_with_its_traceback() -> None:
     with broken_import.app.run():
         with pytest.raises(ContainerInitError) as info:

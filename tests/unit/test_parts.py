@@ -16,8 +16,18 @@ from shoal.control.dispatcher import Dispatcher
 from shoal.control.input_queue import InputQueue
 from shoal.exception import RemoteError, RequestSizeError, SerializationError
 from shoal.protocol import payload
-from shoal.protocol.framing import FramedProtocol, frame
-from shoal.protocol.messages import Hello, Input, Message, Output, ProtocolError, decode, encode
+from shoal.protocol.framing import FramedProtocol, frame, spans
+from shoal.protocol.messages import (
+    Hello,
+    Input,
+    InputMany,
+    Message,
+    Output,
+    OutputMany,
+    ProtocolError,
+    decode,
+    encode,
+)
 
 
 def container(name: str, running: int, max_inputs: int = 4) -> ContainerHandle:
@@ -113,6 +123,28 @@ def test_messages_round_trip_and_reject_garbage() -> None:
         decode(b"\xc1")
     with pytest.raises(ProtocolError):
         decode(encode(Hello("c", "t", 1))[:-1])
+
+
+def test_batched_messages_round_trip() -> None:
+    many = InputMany(["in-1", "in-2"], [b"a", b"b"], ["", "run"], ["", "fc-1"])
+    assert decode(encode(many)) == many
+    assert many.inputs() == [Input("in-1", b"a"), Input("in-2", b"b", "run", "fc-1")]
+    outputs = OutputMany(["in-1", "in-2"], [0, 1], [b"x", b"y"], [False, True])
+    assert decode(encode(outputs)) == outputs
+
+
+def test_spans_keep_batches_inside_the_limits() -> None:
+    assert spans([], 100, 4) == []
+    assert spans([10, 10, 10], 25, 8) == [(0, 2), (2, 3)]
+    assert spans([30, 5, 5], 25, 8) == [(0, 1), (1, 3)]  # too big for any batch: alone
+    assert spans([1] * 5, 100, 2) == [(0, 2), (2, 4), (4, 5)]
+    sizes = [(i * 37) % 50 for i in range(200)]
+    runs = spans(sizes, 120, 7)
+    assert [s for s, _ in runs[1:]] == [e for _, e in runs[:-1]]  # contiguous, in order
+    assert (runs[0][0], runs[-1][1]) == (0, len(sizes))
+    for start, end in runs:
+        assert end - start <= 7
+        assert end - start == 1 or sum(sizes[start:end]) <= 120
 
 
 def test_framed_protocol_parses_split_and_coalesced_frames() -> None:

@@ -6,9 +6,11 @@ arguments, call (iterating a generator, each value sent as it is yielded),
 pickle the return value or the exception, then :meth:`Executor._finish`, which
 releases the input's slot and sends its output. Only the call differs: an async
 callable is awaited on the container's loop under its timeout; a sync one runs
-on one of ``max_inputs`` long-lived worker threads, which send the output
-themselves, so a finished input costs no hop through the loop. ``@shoal.batched``
-callables go through a :class:`~shoal.container.batching.Batcher` instead.
+on one of ``max_inputs`` long-lived worker threads. The last running input's
+output is sent at once (from a worker: no hop through the loop); outputs of inputs
+that end while others run are gathered and leave together, as one ``OutputMany``.
+``@shoal.batched`` callables go through a :class:`~shoal.container.batching.Batcher`
+instead.
 
 A thread cannot be stopped. When a sync input passes its timeout, the loop
 reports it as TIMEOUT with ``stuck=True`` (the control plane then replaces the
@@ -28,23 +30,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shoal import settings
 from shoal.container.batching import Batcher
 from shoal.container.context import enter_input
 from shoal.container.slots import Slots
 from shoal.container.user_code import UserCode
 from shoal.container.web import Stream, serve_request
 from shoal.protocol import markers, payload
-from shoal.protocol.messages import Credit, Input, Item, Output, OutputStatus
+from shoal.protocol.framing import BATCH_BYTES, BATCH_ITEMS, spans
+from shoal.protocol.messages import Credit, Input, Item, Output, OutputMany, OutputStatus
 
 #: A job for a worker thread.
 Job = Callable[[], None]
 
 
 class Sender(Protocol):
-    """Delivers a message to the control plane, from any thread; ``coalesce`` says more
-    messages follow soon (see :class:`~shoal.protocol.framing.SocketWriter`)."""
+    """Delivers a message to the control plane, from any thread."""
 
-    def __call__(self, message: Output | Item | Credit, coalesce: bool = False) -> None: ...
+    def __call__(self, message: Output | OutputMany | Item | Credit) -> None: ...
 
 
 def _unwrap_partials(obj: Any) -> Any:
@@ -107,6 +110,8 @@ class Executor:
         self.slots = Slots(max_inputs, self._loop)
         self._lock = threading.Lock()
         self._open: set[str] = set()  # inputs submitted and not yet reported
+        #: Outputs of inputs that ended while others ran, to leave together (see _finish).
+        self._outbox: list[Output] = []
         self._cancelled: set[str] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._drained: asyncio.Event | None = None
@@ -146,6 +151,11 @@ class Executor:
             self._start(runner, message)
         else:  # only if the control plane sent more than max_inputs: wait for a slot
             self._track(message.input_id, self._admit(runner, message))
+
+    def submit_many(self, messages: list[Input]) -> None:
+        """:meth:`submit` each of ``messages`` (an InputMany's), in order."""
+        for message in messages:
+            self.submit(message)
 
     def feed(self, input_id: str, data: bytes) -> None:
         """Deliver an ASGI ``receive`` event to a running request."""
@@ -303,10 +313,36 @@ class Executor:
             drained = self._drained if not busy else None
         if slot:
             self.slots.release()  # before the output leaves: the next input finds it free
-        # With neighbours still running, more outputs follow soon: they leave together.
-        self._send(output, busy > 0)
+        if not busy:
+            self._send(output)  # the last one running: at once
+        else:  # with neighbours still running, more outputs follow soon: they leave together
+            with self._lock:
+                first = not self._outbox
+                self._outbox.append(output)
+            if first:
+                self._loop.call_soon_threadsafe(self._send_outbox)
         if drained is not None:
             self._loop.call_soon_threadsafe(drained.set)
+
+    def _send_outbox(self) -> None:
+        """Send the outputs gathered since the last call (on the loop), batched as the
+        frame limit allows."""
+        with self._lock:
+            outputs, self._outbox = self._outbox, []
+        limit = min(BATCH_BYTES, settings.max_payload_bytes())
+        for start, end in spans([len(o.data) for o in outputs], limit, BATCH_ITEMS):
+            batch = outputs[start:end]
+            if len(batch) == 1:
+                self._send(batch[0])
+            else:
+                self._send(
+                    OutputMany(
+                        [o.input_id for o in batch],
+                        [o.status for o in batch],
+                        [o.data for o in batch],
+                        [o.stuck for o in batch],
+                    )
+                )
 
     # -- timeouts of thread inputs -------------------------------------------
 

@@ -35,6 +35,7 @@ from shoal.protocol.messages import (
     Feed,
     Hello,
     Input,
+    InputMany,
     Load,
     LoadFailed,
     Message,
@@ -114,7 +115,9 @@ class Runtime:
 
     def _on_message(self, message: Message) -> None:
         executor = self._executor
-        if isinstance(message, Input) and executor is not None:
+        if isinstance(message, InputMany) and executor is not None:
+            self._to_user(executor.submit_many, message.inputs())
+        elif isinstance(message, Input) and executor is not None:
             self._to_user(executor.submit, message)
         elif isinstance(message, CallItem | CallDone | Accepted):
             channel = context.channel()

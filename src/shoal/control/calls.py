@@ -32,7 +32,7 @@ from typing import Final
 from shoal.control.spec import INFRA_RETRIES, FunctionSpec
 from shoal.exception import ExecutionError, FunctionTimeoutError, InputCancellation
 from shoal.protocol import payload
-from shoal.protocol.messages import CallDone, CallItem, Output, OutputStatus
+from shoal.protocol.messages import CallDone, CallItem, OutputStatus
 
 #: Crashes in the company of other inputs after which an input runs alone.
 ISOLATE_AFTER: Final = 2
@@ -267,11 +267,14 @@ def describe(spec: FunctionSpec, record: InputRecord) -> str:
     return f"{name} (input {record.input_id})"
 
 
-def output_error(spec: FunctionSpec, record: InputRecord, output: Output) -> BaseException:
-    """The error a failed ``output`` means for the caller (status ERROR, TIMEOUT, CANCELLED)."""
-    if output.status == OutputStatus.ERROR:
-        return payload.load_exception(output.data, describe(spec, record))
-    if output.status == OutputStatus.TIMEOUT:
+def output_error(
+    spec: FunctionSpec, record: InputRecord, status: int, data: bytes
+) -> BaseException:
+    """The error an input's failed output means for the caller: its ``status`` (ERROR,
+    TIMEOUT, CANCELLED) and ``data`` (for ERROR, the container's pickle of the exception)."""
+    if status == OutputStatus.ERROR:
+        return payload.load_exception(data, describe(spec, record))
+    if status == OutputStatus.TIMEOUT:
         return timeout_error(spec, record)
     # CANCELLED although the caller did not cancel it (the container was stopping).
     return ExecutionError(f"{describe(spec, record)} was cancelled in its container")

@@ -15,11 +15,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
 
+from shoal import settings
 from shoal.control.dispatcher import Dispatcher
 from shoal.control.resources import Grant
 from shoal.exception import ContainerInitError
-from shoal.protocol.framing import FramedProtocol
-from shoal.protocol.messages import Message
+from shoal.protocol.framing import BATCH_BYTES, BATCH_ITEMS, FramedProtocol, spans
+from shoal.protocol.messages import Input, InputMany, Message
 
 if TYPE_CHECKING:
     from shoal.control.calls import InputRecord
@@ -40,6 +41,9 @@ class ContainerState(enum.Enum):
     STOPPED = "stopped"  # gone; its unanswered inputs were re-queued or failed
 
 
+#: States that count as capacity (a set here: an Enum member lookup is slow in 3.11).
+_LIVE: Final = frozenset({ContainerState.STARTING, ContainerState.READY})
+
 _ALLOWED: dict[ContainerState, frozenset[ContainerState]] = {
     ContainerState.STARTING: frozenset(
         {ContainerState.READY, ContainerState.DRAINING, ContainerState.STOPPED}
@@ -56,6 +60,7 @@ class ContainerHandle:
     __slots__ = (
         "conn",
         "container_id",
+        "dispatched",
         "grant",
         "idle_since",
         "max_inputs",
@@ -75,6 +80,8 @@ class ContainerHandle:
         self.grant: Grant | None = None
         #: Inputs sent to this container and not yet answered, by input id.
         self.running: dict[str, InputRecord] = {}
+        #: Inputs dispatched to it in this loop turn, not yet sent (see send_dispatched).
+        self.dispatched: list[InputRecord] = []
         #: When the container last had no input; None while it runs some or starts.
         self.idle_since: float | None = None
         #: Kept out of the dispatcher for an isolated input (which runs alone): it
@@ -84,7 +91,7 @@ class ContainerHandle:
     @property
     def live(self) -> bool:
         """Starting or ready: it counts as capacity for the autoscaler."""
-        return self.state in (ContainerState.STARTING, ContainerState.READY)
+        return self.state in _LIVE
 
     def move_to(self, state: ContainerState) -> None:
         """Change state.
@@ -101,8 +108,34 @@ class ContainerHandle:
         if self.conn is not None:
             self.conn.send(message)
 
+    def send_dispatched(self) -> None:
+        """Send the inputs dispatched to this container in this loop turn, in as few
+        messages as the frame limit allows, and write them out now. Dropped if the
+        container is not connected (they are in ``running``: its loss re-queues them)."""
+        records, self.dispatched = self.dispatched, []
+        conn = self.conn
+        if conn is None or not records:
+            return
+        limit = min(BATCH_BYTES, settings.max_payload_bytes())
+        for start, end in spans([len(r.args) for r in records], limit, BATCH_ITEMS):
+            conn.send(_inputs(records[start:end]))
+        conn.flush()
+
     def __repr__(self) -> str:
         return f"<Container {self.container_id} {self.state.name} running={len(self.running)}>"
+
+
+def _inputs(records: list[InputRecord]) -> Input | InputMany:
+    """One message for ``records``: an Input for one, an InputMany for several."""
+    if len(records) == 1:
+        record = records[0]
+        return Input(record.input_id, record.args, record.method, record.call_id)
+    return InputMany(
+        [r.input_id for r in records],
+        [r.args for r in records],
+        [r.method for r in records],
+        [r.call_id for r in records],
+    )
 
 
 class StartHealth:

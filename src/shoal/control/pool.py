@@ -51,12 +51,12 @@ from shoal.protocol.messages import (
     Cancel,
     Credit,
     Feed,
-    Input,
     Item,
     Load,
     LoadFailed,
     Message,
     Output,
+    OutputMany,
     OutputStatus,
     Ready,
     Shutdown,
@@ -266,8 +266,9 @@ class Pool:
         queue = self._waiting.main
         pick = self._containers.dispatcher.pick
         touched: set[ContainerHandle] = set()
+        deadline = asyncio.get_running_loop().time() + self.spec.timeout + TIMEOUT_GRACE
         if len(self._waiting.isolated) or self._containers.solo:
-            self._dispatch_isolated(touched)
+            self._dispatch_isolated(touched, deadline)
         while len(queue):
             container = pick()
             if container is None:
@@ -275,13 +276,12 @@ class Pool:
             record = queue.pop()
             if record is None:
                 break
-            self._assign(record, container)
+            self._assign(record, container, deadline)
             touched.add(container)
-        for container in touched:  # one write per container for everything dispatched
-            if container.conn is not None:
-                container.conn.flush()
+        for container in touched:  # one message and one write per container
+            container.send_dispatched()
 
-    def _dispatch_isolated(self, touched: set[ContainerHandle]) -> None:
+    def _dispatch_isolated(self, touched: set[ContainerHandle], deadline: float) -> None:
         """Give each isolated input a container of its own: an empty one, held out of
         the dispatcher while it runs. At ``max_containers``, with no empty container,
         the least busy one is held until it empties, so isolated inputs cannot starve."""
@@ -303,18 +303,18 @@ class Pool:
             if record is None:
                 break
             containers.hold_solo(container)
-            self._assign(record, container)
+            self._assign(record, container, deadline)
             touched.add(container)
         if not len(isolated):
             containers.release_empty_solos()
 
-    def _assign(self, record: InputRecord, container: ContainerHandle) -> None:
+    def _assign(self, record: InputRecord, container: ContainerHandle, deadline: float) -> None:
+        """Give ``record`` to ``container``, to be answered by ``deadline`` (loop time)."""
         record.move_to(CallState.RUNNING)
         record.container_id = container.container_id
         self._containers.add_running(container, record)
-        deadline = asyncio.get_running_loop().time() + self.spec.timeout + TIMEOUT_GRACE
         self._deadlines.watch(record, deadline, self._containers.in_flight)
-        container.send(Input(record.input_id, record.args, record.method, record.call_id))
+        container.dispatched.append(record)  # sent when the dispatch ends (send_dispatched)
 
     def _autoscale(self) -> None:
         if self._closed:
@@ -458,8 +458,14 @@ class Pool:
 
     def on_message(self, handle: ContainerHandle, message: Message) -> None:
         """Handle one message from ``handle``'s container."""
-        if isinstance(message, Output):
-            self._on_output(handle, message)
+        if isinstance(message, OutputMany):
+            finished = self._finished
+            for input_id, status, data, stuck in zip(
+                message.input_ids, message.statuses, message.data, message.stuck, strict=True
+            ):
+                finished(handle, input_id, status, data, stuck)
+        elif isinstance(message, Output):
+            self._finished(handle, message.input_id, message.status, message.data, message.stuck)
         elif isinstance(message, Item):
             record = handle.running.get(message.input_id)
             if record is not None and not record.done and record.on_item is not None:
@@ -497,21 +503,24 @@ class Pool:
             self._containers.move(handle, ContainerState.DRAINING)
         self._fail_waiting(error)
 
-    def _on_output(self, handle: ContainerHandle, message: Output) -> None:
-        record = self._containers.remove_running(handle, message.input_id)
+    def _finished(
+        self, handle: ContainerHandle, input_id: str, status: int, data: bytes, stuck: bool
+    ) -> None:
+        """``handle``'s container reports how ``input_id`` ended (an :class:`Output`)."""
+        record = self._containers.remove_running(handle, input_id)
         if record is None:
             return
-        if message.stuck:
+        if stuck:
             self._retire(handle)
         else:
             self._stop_if_drained(handle)
         if not record.done:
-            if message.status == OutputStatus.OK:
-                record.succeed(message.data)
+            if status == OutputStatus.OK:
+                record.succeed(data)
             else:
-                data = message.data if message.status == OutputStatus.ERROR else None
-                error = output_error(self.spec, record, message)
-                self._retry_or_fail(record, error, crash=False, data=data)
+                error = output_error(self.spec, record, status, data)
+                kept = data if status == OutputStatus.ERROR else None
+                self._retry_or_fail(record, error, crash=False, data=kept)
         self._pump_soon()
 
     def _retry_or_fail(

@@ -23,12 +23,33 @@ from shoal.protocol.messages import Message, ProtocolError, decode, encode
 _HEADER: Final = struct.Struct(">I")
 #: Bytes a frame may hold beyond the payload it carries (ids, field tags).
 FRAME_OVERHEAD: Final = 64 * 1024
+#: Most messages, and most bytes of payload, one batched message (InputMany,
+#: OutputMany) carries: with their ids they stay inside a frame limit of the payload
+#: limit plus FRAME_OVERHEAD, and a batch this size pays a fraction of a frame's cost.
+BATCH_ITEMS: Final = 256
+BATCH_BYTES: Final = 256 * 1024
 
 
 def frame(message: Message) -> bytes:
     """Return ``message`` as one frame: length prefix plus body."""
     body = encode(message)
     return _HEADER.pack(len(body)) + body
+
+
+def spans(sizes: list[int], limit: int, most: int) -> list[tuple[int, int]]:
+    """Split items of ``sizes`` bytes, in order, into runs of at most ``most`` items and
+    ``limit`` bytes (an item larger than ``limit`` runs alone), as (start, end) pairs:
+    how several messages go as few batched frames as a frame limit allows."""
+    runs: list[tuple[int, int]] = []
+    start = total = 0
+    for end, size in enumerate(sizes):
+        if end > start and (total + size > limit or end - start >= most):
+            runs.append((start, end))
+            start, total = end, 0
+        total += size
+    if sizes:
+        runs.append((start, len(sizes)))
+    return runs
 
 
 class FrameParser:
@@ -158,10 +179,9 @@ class SocketWriter:
     From the loop thread, frames are coalesced and leave in one ``send`` at the end
     of the loop turn. From another thread (a worker that just finished an input),
     a frame is sent at once when nothing is queued ahead of it, saving the hop
-    through the loop; otherwise, or when the sender says more frames will follow
-    soon (``coalesce``), it joins the queue and the loop flushes it with the others
-    in one ``send``. A send that would block leaves the rest to the loop, which
-    writes it when the socket drains.
+    through the loop; otherwise it joins the queue and the loop flushes it with the
+    others in one ``send``. A send that would block leaves the rest to the loop,
+    which writes it when the socket drains.
     """
 
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
@@ -173,16 +193,14 @@ class SocketWriter:
         self._waiting_writable = False
         self.closed = False
 
-    def send(self, message: Message, coalesce: bool = False) -> None:
-        """Queue or send ``message``; safe from any thread. ``coalesce`` (more frames
-        follow soon) queues it for the loop's next flush even from another thread:
-        a system call per frame costs more than the hop when frames come in bursts."""
+    def send(self, message: Message) -> None:
+        """Queue or send ``message``; safe from any thread."""
         data = frame(message)
         on_loop = _running_loop() is self._loop
         with self._lock:
             if self.closed:
                 return
-            if not (self._pending or on_loop or self._waiting_writable or coalesce):
+            if not (self._pending or on_loop or self._waiting_writable):
                 data = data[self._send_some(data) :]
                 if not data:
                     return

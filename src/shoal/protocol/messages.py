@@ -12,12 +12,14 @@ A container's conversation, in order::
                            ◄──    Load(function definition)
     Ready() | LoadFailed() ──►
                            ◄──    Input(input_id, args, method) ...   Cancel(input_id)
+                           ◄──    InputMany(input_ids, ...)  (inputs dispatched together)
     Item(input_id, ...)*   ──►    (generators: each value; HTTP: each response event)
                            ◄──    Feed(input_id, ...)  Credit(input_id, n)  (HTTP inputs)
     Credit(input_id, n)    ──►    (HTTP inputs: the app took n bytes of what was fed)
     Call(call_id, ...)     ──►    (user code calling another function)
                            ◄──    CallItem(call_id, ...)*  CallDone(call_id, ...)
     Output(input_id, ...)  ──►
+    OutputMany(input_ids, ...) ──► (outputs that finished together)
                            ◄──    Shutdown()
 
 A client's conversation with a server (``shoal server``), in order::
@@ -120,6 +122,26 @@ class Input:
 
 
 @dataclass(frozen=True, slots=True)
+class InputMany:
+    """Several inputs for one container, dispatched in one loop turn, each as its own
+    :class:`Input` would carry it (one message: one encode and one decode for all)."""
+
+    input_ids: list[str]
+    args: list[bytes]
+    methods: list[str]
+    call_ids: list[str]
+
+    def inputs(self) -> list[Input]:
+        """Each input's own message."""
+        return [
+            Input(i, a, m, c)
+            for i, a, m, c in zip(
+                self.input_ids, self.args, self.methods, self.call_ids, strict=True
+            )
+        ]
+
+
+@dataclass(frozen=True, slots=True)
 class Item:
     """One value a generator input yielded (pickled); its Output follows the last one."""
 
@@ -135,6 +157,17 @@ class Output:
     status: int
     data: bytes
     stuck: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutputMany:
+    """How several inputs ended, sent together (a container's outputs that finished
+    while others still ran), each as its own :class:`Output` would say."""
+
+    input_ids: list[str]
+    statuses: list[int]
+    data: list[bytes]
+    stuck: list[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +393,8 @@ Message = (
     | SubmitMany
     | DoneMany
     | AcceptedMany
+    | InputMany
+    | OutputMany
 )
 
 #: Wire tag of each message class; the index is the tag, so append only.
@@ -389,6 +424,8 @@ _CLASSES: Final[tuple[type[Any], ...]] = (
     SubmitMany,
     DoneMany,
     AcceptedMany,
+    InputMany,
+    OutputMany,
 )
 _TAGS: Final[dict[type[Any], int]] = {cls: tag for tag, cls in enumerate(_CLASSES)}
 _FIELDS: Final[dict[type[Any], tuple[str, ...]]] = {
