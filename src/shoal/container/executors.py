@@ -329,6 +329,9 @@ class Executor:
         frame limit allows."""
         with self._lock:
             outputs, self._outbox = self._outbox, []
+        if len(outputs) == 1:
+            self._send(outputs[0])
+            return
         limit = min(BATCH_BYTES, settings.max_payload_bytes())
         for start, end in spans([len(o.data) for o in outputs], limit, BATCH_ITEMS):
             batch = outputs[start:end]

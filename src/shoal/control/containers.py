@@ -116,9 +116,12 @@ class ContainerHandle:
         conn = self.conn
         if conn is None or not records:
             return
-        limit = min(BATCH_BYTES, settings.max_payload_bytes())
-        for start, end in spans([len(r.args) for r in records], limit, BATCH_ITEMS):
-            conn.send(_inputs(records[start:end]))
+        if len(records) == 1:  # the common case of a single call: no batch to split
+            conn.send(_inputs(records))
+        else:
+            limit = min(BATCH_BYTES, settings.max_payload_bytes())
+            for start, end in spans([len(r.args) for r in records], limit, BATCH_ITEMS):
+                conn.send(_inputs(records[start:end]))
         conn.flush()
 
     def __repr__(self) -> str:
