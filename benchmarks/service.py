@@ -3,22 +3,130 @@
 Figures: sequential ``.remote()`` latency, a 20,000-input map, durable spawns
 (10,000, sent concurrently so the server's group commits can batch them; and the
 latency of one blocking ``.spawn()`` after another), and
-the server's RSS with 100 idle deployed functions. Baseline, in the same run
-and the same client process: the embedded default (``app.run()`` in the
-caller) for latency and map.
+the server's RSS with 100 idle deployed functions. Baselines, in the same run:
+the embedded default (``app.run()`` in the caller, same client process) for
+latency and map; and for latency also the chain floor, the same hops with no
+Shoal code in them (see :class:`ChainFloor`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
 import os
+import queue
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from benchmarks.report import Result
+
+
+def _relay(client: socket.socket, worker: socket.socket) -> None:
+    """The server's hop: an asyncio loop passing bytes between client and worker."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        client.setblocking(False)
+        worker.setblocking(False)
+
+        def forward(source: socket.socket, target: socket.socket) -> None:
+            data = source.recv(65536)
+            if not data:  # the peer closed: stop
+                if not done.done():
+                    done.set_result(None)
+                return
+            target.send(data)
+
+        loop.add_reader(client.fileno(), forward, client, worker)
+        loop.add_reader(worker.fileno(), forward, worker, client)
+        await done
+
+    asyncio.run(main())
+    worker.close()
+
+
+def _worker(sock: socket.socket) -> None:
+    """A container's hops: its loop reads the input and hands it to a worker thread,
+    which sends the reply itself."""
+    jobs: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+
+    def thread() -> None:
+        while True:
+            sock.send(jobs.get())
+
+    threading.Thread(target=thread, daemon=True).start()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def readable() -> None:
+            data = sock.recv(65536)
+            if not data:  # the peer closed: stop
+                if not done.done():
+                    done.set_result(None)
+                return
+            jobs.put(data)
+
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), readable)
+        await done
+
+    asyncio.run(main())
+
+
+class ChainFloor:
+    """The process chain of a ``.remote()`` through a server, with no Shoal code: a
+    blocking client sends 64 bytes over loopback TCP to a relay process (an asyncio
+    loop, as the server is), which passes them over a Unix socket to a worker process
+    (an asyncio loop handing them to a thread, as a container running a sync function
+    does); the thread answers and the relay passes the answer back. What Shoal adds
+    on top is its own work; this is the floor under it on this machine."""
+
+    def __init__(self) -> None:
+        spawn = multiprocessing.get_context("spawn")
+        listener = socket.create_server(("127.0.0.1", 0))
+        self._sock = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        listener.close()
+        for sock in (self._sock, accepted):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        inner, outer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._children = [
+            spawn.Process(target=_relay, args=(accepted, inner)),
+            spawn.Process(target=_worker, args=(outer,)),
+        ]
+        for child in self._children:
+            child.start()
+        for sock in (accepted, inner, outer):
+            sock.close()
+
+    def sample(self, n: int) -> list[float]:
+        message = b"x" * 64
+        samples = []
+        for _ in range(n):
+            started = time.perf_counter()
+            self._sock.sendall(message)
+            self._sock.recv(4096)
+            samples.append(time.perf_counter() - started)
+        return samples
+
+    def close(self) -> None:
+        self._sock.close()  # the relay sees it, closes the worker's socket; both exit
+        for child in self._children:
+            child.join(timeout=10)
+            if child.is_alive():
+                child.terminate()
+                child.join()
+
 
 _CLIENT = """
 import asyncio, json, statistics, sys, time
@@ -83,6 +191,9 @@ def _rss_mb(pid: int) -> float:
 def run(name: str, quick: bool) -> Result:
     result = Result(name)
     n, map_n, spawn_n = (300, 5_000, 2_000) if quick else (2_000, 20_000, 10_000)
+    floor = ChainFloor()
+    floor.sample(200)
+    floor_samples = floor.sample(n // 2)  # half before the client's run, half after
     with tempfile.TemporaryDirectory() as root:
         home = os.path.join(root, "home")
         env = {**os.environ, "SHOAL_HOME": home, "SHOAL_CONFIG": os.path.join(root, "none")}
@@ -115,7 +226,9 @@ def run(name: str, quick: bool) -> Result:
             subprocess.run([*deploy, str(idle)], env=env, check=True, capture_output=True)
             time.sleep(1.0)
             after = _rss_mb(server.pid)
+            floor_samples += floor.sample(n // 2)
         finally:
+            floor.close()
             server.terminate()
             server.wait(timeout=30)
     for key in ("p50_us", "p99_us", "map_per_s", "spawn_per_s", "blocking_spawn_p50_us"):
@@ -124,10 +237,13 @@ def run(name: str, quick: bool) -> Result:
     result.figures["rss_growth_mb_for_100_functions"] = after - before
     for key in ("p50_us", "p99_us", "map_per_s"):
         result.baseline[key] = found[f"embedded_{key}"]
+    result.baseline["chain_floor_p50_us"] = statistics.median(floor_samples) * 1e6
     result.figures["p50_vs_embedded"] = found["p50_us"] / found["embedded_p50_us"]
+    result.figures["p50_vs_chain_floor"] = found["p50_us"] / result.baseline["chain_floor_p50_us"]
     result.figures["map_vs_embedded"] = found["map_per_s"] / found["embedded_map_per_s"]
     result.notes = (
         f"client process -> server process over loopback TCP; {n} calls, {map_n}-input map, "
-        f"{spawn_n} durable spawns (1,000 in flight); baseline: embedded app.run()"
+        f"{spawn_n} durable spawns (1,000 in flight); baselines: embedded app.run(), and "
+        "the chain floor (client -> relay loop -> worker loop -> thread, no Shoal code)"
     )
     return result
