@@ -41,8 +41,9 @@ class ContainerState(enum.Enum):
     STOPPED = "stopped"  # gone; its unanswered inputs were re-queued or failed
 
 
-#: States that count as capacity (a set here: an Enum member lookup is slow in 3.11).
-_LIVE: Final = frozenset({ContainerState.STARTING, ContainerState.READY})
+#: States that count as capacity: a tuple, looked up once (in 3.11 an Enum member's
+#: lookup goes through EnumType.__getattr__, and its hash is Python code).
+_LIVE: Final = (ContainerState.STARTING, ContainerState.READY)
 
 _ALLOWED: dict[ContainerState, frozenset[ContainerState]] = {
     ContainerState.STARTING: frozenset(
@@ -112,17 +113,17 @@ class ContainerHandle:
         """Send the inputs dispatched to this container in this loop turn, in as few
         messages as the frame limit allows, and write them out now. Dropped if the
         container is not connected (they are in ``running``: its loss re-queues them)."""
-        records, self.dispatched = self.dispatched, []
+        records = self.dispatched
         conn = self.conn
-        if conn is None or not records:
-            return
-        if len(records) == 1:  # the common case of a single call: no batch to split
-            conn.send(_inputs(records))
-        else:
-            limit = min(BATCH_BYTES, settings.max_payload_bytes())
-            for start, end in spans([len(r.args) for r in records], limit, BATCH_ITEMS):
-                conn.send(_inputs(records[start:end]))
-        conn.flush()
+        if conn is not None and records:
+            if len(records) == 1:  # the common case of a single call: no batch to split
+                conn.send(_inputs(records))
+            else:
+                limit = min(BATCH_BYTES, settings.max_payload_bytes())
+                for start, end in spans([len(r.args) for r in records], limit, BATCH_ITEMS):
+                    conn.send(_inputs(records[start:end]))
+            conn.flush()
+        records.clear()
 
     def __repr__(self) -> str:
         return f"<Container {self.container_id} {self.state.name} running={len(self.running)}>"
