@@ -21,6 +21,18 @@ def _echo(sock: socket.socket) -> None:
         sock.sendall(data)
 
 
+def round_trips(sock: socket.socket, n: int) -> list[float]:
+    """Seconds each of ``n`` round trips of a 64-byte message over ``sock`` takes."""
+    message = b"x" * 64
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        sock.sendall(message)
+        sock.recv(4096)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
 class SocketFloor:
     """Round trips of a small message to another Python process over a Unix socket."""
 
@@ -31,14 +43,7 @@ class SocketFloor:
         theirs.close()
 
     def sample(self, n: int) -> list[float]:
-        message = b"x" * 64
-        samples = []
-        for _ in range(n):
-            started = time.perf_counter()
-            self._ours.sendall(message)
-            self._ours.recv(4096)
-            samples.append(time.perf_counter() - started)
-        return samples
+        return round_trips(self._ours, n)
 
     def close(self) -> None:
         self._ours.close()

@@ -23,33 +23,39 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.latency import round_trips
 from benchmarks.report import Result
 
 
-def _relay(client: socket.socket, worker: socket.socket) -> None:
-    """The server's hop: an asyncio loop passing bytes between client and worker."""
+def _serve(handlers: dict[socket.socket, Callable[[bytes], object]]) -> None:
+    """Run an asyncio loop that hands what each socket delivers to its handler, until
+    a peer closes."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        client.setblocking(False)
-        worker.setblocking(False)
 
-        def forward(source: socket.socket, target: socket.socket) -> None:
-            data = source.recv(65536)
-            if not data:  # the peer closed: stop
-                if not done.done():
-                    done.set_result(None)
-                return
-            target.send(data)
+        def readable(sock: socket.socket, handle: Callable[[bytes], object]) -> None:
+            data = sock.recv(65536)
+            if data:
+                handle(data)
+            elif not done.done():
+                done.set_result(None)
 
-        loop.add_reader(client.fileno(), forward, client, worker)
-        loop.add_reader(worker.fileno(), forward, worker, client)
+        for sock, handle in handlers.items():
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), readable, sock, handle)
         await done
 
     asyncio.run(main())
+
+
+def _relay(client: socket.socket, worker: socket.socket) -> None:
+    """The server's hop: an asyncio loop passing bytes between client and worker."""
+    _serve({client: worker.send, worker: client.send})
     worker.close()
 
 
@@ -63,24 +69,7 @@ def _worker(sock: socket.socket) -> None:
             sock.send(jobs.get())
 
     threading.Thread(target=thread, daemon=True).start()
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-
-        def readable() -> None:
-            data = sock.recv(65536)
-            if not data:  # the peer closed: stop
-                if not done.done():
-                    done.set_result(None)
-                return
-            jobs.put(data)
-
-        sock.setblocking(False)
-        loop.add_reader(sock.fileno(), readable)
-        await done
-
-    asyncio.run(main())
+    _serve({sock: jobs.put})
 
 
 class ChainFloor:
@@ -110,14 +99,7 @@ class ChainFloor:
             sock.close()
 
     def sample(self, n: int) -> list[float]:
-        message = b"x" * 64
-        samples = []
-        for _ in range(n):
-            started = time.perf_counter()
-            self._sock.sendall(message)
-            self._sock.recv(4096)
-            samples.append(time.perf_counter() - started)
-        return samples
+        return round_trips(self._sock, n)
 
     def close(self) -> None:
         self._sock.close()  # the relay sees it, closes the worker's socket; both exit
