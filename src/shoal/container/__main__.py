@@ -17,6 +17,7 @@ from shoal import settings
 from shoal.client import bridge
 from shoal.container import context, mounts, process_group
 from shoal.container.runtime import Runtime
+from shoal.protocol import payload
 
 #: Seconds between checks that the process that started us is still alive.
 _PARENT_POLL = 0.5
@@ -37,6 +38,7 @@ def run(address: str, container_id: str) -> NoReturn:
     Used by ``python -m shoal.container`` and by the fork server's children.
     """
     context.mark_container()
+    payload.pin_limit()
     setup_error = ""
     volumes = settings.volumes()
     if volumes:  # before any thread starts: a mount namespace is per process

@@ -30,6 +30,21 @@ _RUNTIME_DIRS: Final = (
 )
 
 
+#: This process's payload limit when it is fixed for its life (a container: see
+#: :func:`pin_limit`); None in callers, which read SHOAL_MAX_PAYLOAD_BYTES at each pickle.
+_pinned_limit: int | None = None
+
+
+def pin_limit() -> None:
+    """Fix SHOAL_MAX_PAYLOAD_BYTES for the rest of this process, as it is now.
+
+    A container's limit is its control plane's, given at its start; reading the
+    environment again at every pickle costs it microseconds per input.
+    """
+    global _pinned_limit
+    _pinned_limit = settings.max_payload_bytes()
+
+
 #: Types the standard pickler handles exactly as cloudpickle does, only faster.
 _PLAIN: Final = frozenset({int, float, complex, str, bytes, bool, type(None)})
 
@@ -64,7 +79,7 @@ def dumps(obj: Any, what: str) -> bytes:
             data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         raise SerializationError(f"cannot pickle {what}: {exc!r}") from exc
-    limit = settings.max_payload_bytes()
+    limit = settings.max_payload_bytes() if _pinned_limit is None else _pinned_limit
     if len(data) > limit:
         raise RequestSizeError(
             f"{what} pickle to {len(data)} bytes, over the limit of {limit} "
