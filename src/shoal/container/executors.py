@@ -30,14 +30,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shoal import settings
 from shoal.container.batching import Batcher
 from shoal.container.context import enter_input
 from shoal.container.slots import Slots
 from shoal.container.user_code import UserCode
 from shoal.container.web import Stream, serve_request
 from shoal.protocol import markers, payload
-from shoal.protocol.framing import BATCH_BYTES, BATCH_ITEMS, spans
+from shoal.protocol.framing import batches
 from shoal.protocol.messages import Credit, Input, Item, Output, OutputMany, OutputStatus
 
 #: A job for a worker thread.
@@ -81,6 +80,18 @@ class Runner:
     is_generator: bool
     batcher: Batcher | None = None
     web: bool = False  # an ASGI app: each input is one request
+
+
+def _outputs(outputs: list[Output]) -> Output | OutputMany:
+    """One message for ``outputs``: the Output for one, an OutputMany for several."""
+    if len(outputs) == 1:
+        return outputs[0]
+    return OutputMany(
+        [o.input_id for o in outputs],
+        [o.status for o in outputs],
+        [o.data for o in outputs],
+        [o.stuck for o in outputs],
+    )
 
 
 def _failure(input_id: str, exc: BaseException) -> Output:
@@ -329,23 +340,8 @@ class Executor:
         frame limit allows."""
         with self._lock:
             outputs, self._outbox = self._outbox, []
-        if len(outputs) == 1:
-            self._send(outputs[0])
-            return
-        limit = min(BATCH_BYTES, settings.max_payload_bytes())
-        for start, end in spans([len(o.data) for o in outputs], limit, BATCH_ITEMS):
-            batch = outputs[start:end]
-            if len(batch) == 1:
-                self._send(batch[0])
-            else:
-                self._send(
-                    OutputMany(
-                        [o.input_id for o in batch],
-                        [o.status for o in batch],
-                        [o.data for o in batch],
-                        [o.stuck for o in batch],
-                    )
-                )
+        for start, end in batches([len(o.data) for o in outputs]):
+            self._send(_outputs(outputs[start:end]))
 
     # -- timeouts of thread inputs -------------------------------------------
 

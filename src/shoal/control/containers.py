@@ -15,11 +15,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
 
-from shoal import settings
 from shoal.control.dispatcher import Dispatcher
 from shoal.control.resources import Grant
 from shoal.exception import ContainerInitError
-from shoal.protocol.framing import BATCH_BYTES, BATCH_ITEMS, FramedProtocol, spans
+from shoal.protocol.framing import FramedProtocol, batches
 from shoal.protocol.messages import Input, InputMany, Message
 
 if TYPE_CHECKING:
@@ -116,12 +115,8 @@ class ContainerHandle:
         records = self.dispatched
         conn = self.conn
         if conn is not None and records:
-            if len(records) == 1:  # the common case of a single call: no batch to split
-                conn.send(_inputs(records))
-            else:
-                limit = min(BATCH_BYTES, settings.max_payload_bytes())
-                for start, end in spans([len(r.args) for r in records], limit, BATCH_ITEMS):
-                    conn.send(_inputs(records[start:end]))
+            for start, end in batches([len(r.args) for r in records]):
+                conn.send(_inputs(records[start:end]))
             conn.flush()
         records.clear()
 

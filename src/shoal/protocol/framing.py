@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
+from shoal.protocol import payload
 from shoal.protocol.messages import Message, ProtocolError, decode, encode
 
 #: The length prefix: unsigned 32-bit big-endian.
@@ -50,6 +51,14 @@ def spans(sizes: list[int], limit: int, most: int) -> list[tuple[int, int]]:
     if sizes:
         runs.append((start, len(sizes)))
     return runs
+
+
+def batches(sizes: list[int]) -> list[tuple[int, int]]:
+    """:func:`spans` of messages carrying payloads of ``sizes`` bytes that one batched
+    message (InputMany, OutputMany) each may carry inside this process's frame limit."""
+    if len(sizes) == 1:  # the common case of a single call: nothing to split
+        return [(0, 1)]
+    return spans(sizes, min(BATCH_BYTES, payload.limit()), BATCH_ITEMS)
 
 
 class FrameParser:

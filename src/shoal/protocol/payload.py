@@ -45,6 +45,11 @@ def pin_limit() -> None:
     _pinned_limit = settings.max_payload_bytes()
 
 
+def limit() -> int:
+    """The largest payload, in bytes, this process may send (SHOAL_MAX_PAYLOAD_BYTES)."""
+    return settings.max_payload_bytes() if _pinned_limit is None else _pinned_limit
+
+
 #: Types the standard pickler handles exactly as cloudpickle does, only faster.
 _PLAIN: Final = frozenset({int, float, complex, str, bytes, bool, type(None)})
 
@@ -79,10 +84,10 @@ def dumps(obj: Any, what: str) -> bytes:
             data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         raise SerializationError(f"cannot pickle {what}: {exc!r}") from exc
-    limit = settings.max_payload_bytes() if _pinned_limit is None else _pinned_limit
-    if len(data) > limit:
+    most = limit()
+    if len(data) > most:
         raise RequestSizeError(
-            f"{what} pickle to {len(data)} bytes, over the limit of {limit} "
+            f"{what} pickle to {len(data)} bytes, over the limit of {most} "
             "(SHOAL_MAX_PAYLOAD_BYTES)"
         )
     return data

@@ -48,9 +48,9 @@ class PipeEnd:
         self._closed = False
 
     def send(self, message: Message) -> None:
-        """Hand ``message`` to the other end now: both ends batch what they send per loop
-        turn already, and a hop through the loop here would only add latency. What the
-        other end's handler raises is reported to the loop, as a callback's would be."""
+        """Hand ``message`` to the other end now: nothing is framed or written, so waiting
+        for the loop's next turn would only add latency. What the other end's handler
+        raises is reported to the loop, as a callback's would be."""
         peer = self.peer
         if self._closed or peer is None or peer._closed:
             return
