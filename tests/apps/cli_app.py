@@ -10,6 +10,21 @@ def square(x: int = 3) -> int:
     return x * x
 
 
+@app.function()
+def power(base: int, exp: int = 2) -> int:
+    """Raise BASE to EXP."""
+    return base**exp
+
+
+@app.cls()
+class Adder:
+    offset: int = shoal.parameter(default=10)
+
+    @shoal.method()
+    def add(self, x: int, twice: bool = False) -> int:
+        return self.offset + (2 * x if twice else x)
+
+
 @app.local_entrypoint()
 def main(count: int = 4, word: str = "hi") -> None:
     print("squares:", list(square.map(range(count))), word)

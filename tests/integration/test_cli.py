@@ -50,6 +50,85 @@ def test_ambiguous_or_unknown_targets_are_usage_errors() -> None:
     assert shoal("run", "missing.py").returncode == 2
 
 
+def test_a_missing_required_option_is_a_usage_error_naming_it() -> None:
+    result = shoal("run", "-q", f"{APP}::power", "--exp", "3")
+    assert result.returncode == 2
+    assert "Missing option '--base'" in result.stderr
+    assert "TypeError" not in result.stderr  # the function never ran with base=None
+
+
+def test_help_after_a_target_lists_its_own_options() -> None:
+    result = shoal("run", f"{APP}::power", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Raise BASE to EXP." in result.stdout
+    assert "--base INTEGER" in result.stdout and "[required]" in result.stdout
+    assert "--exp INTEGER" in result.stdout and "[default: 2]" in result.stdout
+    assert result.stdout.startswith(f"Usage: shoal run {APP}::power")
+
+
+def test_a_method_target_and_bool_flags() -> None:
+    result = shoal("run", "-q", f"{APP}::Adder.add", "--x", "5", "--twice")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "20"
+    unknown = shoal("run", "-q", f"{APP}::Adder.nope")
+    assert unknown.returncode == 2 and "no method 'nope'" in unknown.stderr
+
+
+def test_a_module_target_with_dash_m() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shoal.cli",
+            "run",
+            "-q",
+            "-m",
+            "apps.cli_app::power",
+            "--base",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=APP.parents[1],
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "9"
+    missing = shoal("run", "-m", "no_such_module_here")
+    assert missing.returncode == 2 and "no module named" in missing.stderr
+
+
+def test_serving_a_missing_file_is_an_error_at_once() -> None:
+    for reload in ("--reload", "--no-reload"):
+        result = subprocess.run(
+            [sys.executable, "-m", "shoal.cli", "serve", "nofile.py", reload],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 2
+        assert result.stderr.startswith("Usage: shoal serve"), result.stderr
+        assert "no such Python file" in result.stderr
+
+
+def test_serving_an_app_that_fails_with_no_terminal_exits(tmp_path: Path) -> None:
+    broken = tmp_path / "noweb.py"
+    broken.write_text("import shoal\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "serve", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert "must define exactly one shoal.App" in result.stderr
+
+
 def test_the_quickstart_example_does_what_its_comments_say() -> None:
     result = shoal("run", "-q", str(EXAMPLES / "quickstart.py"), "--n", "100")
     assert result.returncode == 0, result.stderr

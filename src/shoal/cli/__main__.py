@@ -2,4 +2,4 @@
 
 from shoal.cli.main import main
 
-main()
+main(prog_name="shoal")

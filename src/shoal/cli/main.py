@@ -14,32 +14,18 @@ import contextlib
 import inspect
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 import click
 from rich.console import Console
 
-from shoal.cli import objects, service
+from shoal.cli import objects, service, targets
 from shoal.cli.serve import serve as serve_command
 from shoal.client.app import App
-from shoal.client.function import Function
 from shoal.client.output import live_status
 from shoal.client.serving import serving
-from shoal.client.user_module import load_file
-from shoal.exception import ImageBuildError, InvalidError
-
-#: Annotation -> click parameter type, for entrypoint options.
-_TYPES: dict[Any, click.ParamType[Any]] = {
-    int: click.INT,
-    float: click.FLOAT,
-    bool: click.BOOL,
-    str: click.STRING,
-    "int": click.INT,
-    "float": click.FLOAT,
-    "bool": click.BOOL,
-    "str": click.STRING,
-}
+from shoal.exception import ImageBuildError
 
 
 @click.group()
@@ -48,25 +34,49 @@ def main() -> None:
     """Shoal: Python functions in autoscaling pools of containers."""
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("target")
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("target", required=False)
 @click.option("--quiet", "-q", is_flag=True, help="No live status display.")
 @click.option(
     "--detach",
+    "-d",
     is_flag=True,
-    help="On a server: let the app's inputs finish there after this command ends.",
+    help="Let the app's inputs finish after the entrypoint returns (on a server: after "
+    "this command ends; with none, this command waits for them).",
 )
+@click.option("-m", "as_module", is_flag=True, help="TARGET is a module path, not a file.")
+@click.option("--help", "-h", "show_help", is_flag=True, help="Show this message and exit.")
 @click.pass_context
-def run(ctx: click.Context, target: str, quiet: bool, detach: bool) -> None:
-    """Run TARGET (FILE.py or FILE.py::NAME) against an ephemeral app: on the server
-    this machine is told to use, or finds running, else in this process."""
-    path, _, name = target.partition("::")
-    try:
-        module = load_file(path)
-    except InvalidError as exc:
-        raise click.UsageError(str(exc)) from None
-    app, call = _resolve(vars(module), name, path)
-    kwargs = _parse_args(call, ctx.args)
+def run(
+    ctx: click.Context,
+    target: str | None,
+    quiet: bool,
+    detach: bool,
+    as_module: bool,
+    show_help: bool,
+) -> None:
+    """Run TARGET against an ephemeral app: on the server this machine is told to use, or
+    finds running, else in this process.
+
+    TARGET is FILE.py, FILE.py::NAME (an entrypoint or a function) or
+    FILE.py::Cls.method; with -m, a module path (pkg.mod, pkg.mod::NAME). Options after
+    it are the entrypoint's (`shoal run TARGET --help` lists them).
+    """
+    if target is None:
+        if show_help:
+            click.echo(ctx.get_help())
+            return
+        raise click.UsageError("missing TARGET (FILE.py, FILE.py::NAME or -m MODULE)")
+    module, name, where = targets.load_target(target, as_module)
+    app, call = targets.resolve(vars(module), name, where)
+    usage = f"{ctx.find_root().info_name} run {'-m ' if as_module else ''}{target}"
+    if show_help:
+        targets.print_help(call, usage)
+        return
+    kwargs = targets.parse_args(call, ctx.args, usage)
     console = Console(stderr=True, soft_wrap=True)  # URLs and tokens stay whole
     try:
         with app.run(detach=detach), _served(app, console), _live(app, console, quiet):
@@ -120,62 +130,3 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 
 def _live(app: App, console: Console, quiet: bool) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext() if quiet else live_status(app, console)
-
-
-def _resolve(namespace: dict[str, Any], name: str, path: str) -> tuple[App, Callable[..., Any]]:
-    """Find the app and the callable (entrypoint, or a function's ``remote``) to run."""
-    apps = [v for v in namespace.values() if isinstance(v, App)]
-    if not apps:
-        raise click.UsageError(f"{path} defines no shoal.App")
-    candidates: dict[str, tuple[App, Callable[..., Any]]] = {}
-    for app in apps:
-        for fname, function in app.registered_functions.items():
-            candidates.setdefault(fname, (app, _remote_of(function)))
-        for ename, entry in app.registered_entrypoints.items():
-            candidates[ename] = (app, entry)  # entrypoints win over functions
-    if name:
-        if name not in candidates:
-            raise click.UsageError(
-                f"{path} has no entrypoint or function {name!r}; choose from {sorted(candidates)}"
-            )
-        return candidates[name]
-    entrypoints = [(a, e) for a in apps for e in a.registered_entrypoints.values()]
-    if len(entrypoints) == 1:
-        return entrypoints[0]
-    if not entrypoints and len(candidates) == 1:
-        return next(iter(candidates.values()))
-    raise click.UsageError(
-        f"{path} has several candidates; name one: {path}::NAME with NAME in {sorted(candidates)}"
-    )
-
-
-def _remote_of(function: Function[Any, Any]) -> Callable[..., Any]:
-    def call(**kwargs: Any) -> Any:
-        return function.remote(**kwargs)
-
-    call.__signature__ = inspect.signature(function.__shoal_raw_function__)  # type: ignore[attr-defined]
-    return call
-
-
-def _parse_args(call: Callable[..., Any], args: list[str]) -> dict[str, Any]:
-    """Turn ``--name value`` options into keyword arguments of ``call``."""
-    params: list[click.Parameter] = []
-    for param in inspect.signature(call).parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        kind = _TYPES.get(param.annotation, click.STRING)
-        required = param.default is inspect.Parameter.empty
-        params.append(
-            click.Option(
-                [f"--{param.name.replace('_', '-')}", param.name],
-                type=kind,
-                required=required,
-                default=None if required else param.default,
-            )
-        )
-    command = click.Command("entrypoint", params=params, callback=lambda **kw: kw)
-    try:
-        parsed: dict[str, Any] = command.main(args, standalone_mode=False)
-    except click.ClickException as exc:
-        raise click.UsageError(exc.format_message()) from None
-    return parsed

@@ -54,6 +54,9 @@ _TICK_MS = 500
 @click.option("--report-files", default=None, hidden=True, help="Where to list the app's files.")
 def serve(path: str, host: str, port: int, reload: bool, report_files: str | None) -> None:
     """Serve the web endpoints of the app in PATH until Ctrl-C."""
+    file = Path(path)
+    if not file.is_file() or file.suffix != ".py":
+        raise click.UsageError(f"{path}: no such Python file")
     if reload:
         _supervise(path, host, port)
     else:
@@ -123,7 +126,8 @@ def _wait_for_change(
     """Block until one of the app's files changes.
 
     Raises:
-        SystemExit: the first server could not listen (it said why).
+        SystemExit: the first server could not listen (it said why), or failed with no
+            terminal to edit the app from (its exit code).
     """
     complained = False
     while True:
@@ -142,6 +146,8 @@ def _wait_for_change(
                 return
             if first and child.poll() == _CANNOT_LISTEN:
                 raise SystemExit(1)
+            if first and child.poll() not in (None, 0) and not sys.stdin.isatty():
+                raise SystemExit(child.returncode)  # no one at a terminal to fix the file
             if child.poll() is not None and child.returncode != 0 and not complained:
                 complained = True
                 click.echo(f"server exited with {child.returncode}; waiting for a change", err=True)
