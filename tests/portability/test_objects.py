@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue as stdlib_queue
 import subprocess
@@ -195,7 +196,14 @@ def test_the_dict_and_queue_commands(tmp_path: Path) -> None:
 
     def shoal_cli(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "shoal.cli", *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            command,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
 
     assert "scores" in shoal_cli("dict", "list").stdout
     assert shoal_cli("dict", "items", "scores").stdout == "'alice': 3\n"
@@ -203,9 +211,20 @@ def test_the_dict_and_queue_commands(tmp_path: Path) -> None:
     missing = shoal_cli("dict", "get", "scores", "bob")
     assert missing.returncode == 1 and "no key 'bob'" in missing.stderr
     assert shoal_cli("queue", "len", "jobs", "--total").stdout == "3\n"
+    one = shoal_cli("queue", "len", "jobs")
+    assert one.stdout == "2\n"  # the unnamed partition, and it says so
+    assert "3 in all partitions" in one.stderr
+    listed = shoal_cli("queue", "list", "--json")
+    assert [(r["name"], r["partitions"], r["items"]) for r in json.loads(listed.stdout)] == [
+        ("jobs", 2, 3)
+    ]
     assert shoal_cli("queue", "peek", "jobs", "2").stdout == "1\n'two'\n"  # not taken
     assert shoal_cli("queue", "peek", "jobs", "5", "--partition", "hi").stdout == "'p'\n"
     assert shoal_cli("queue", "clear", "jobs").returncode == 0
     assert shoal_cli("queue", "len", "jobs", "--total").stdout == "1\n"  # 'hi' kept its item
-    assert shoal_cli("dict", "delete", "scores").returncode == 0
+    refused = shoal_cli("dict", "delete", "scores")
+    assert refused.returncode == 1 and "pass --yes" in refused.stderr
+    assert "scores" in shoal_cli("dict", "list").stdout
+    assert shoal_cli("dict", "delete", "scores", "-y").returncode == 0
     assert "scores" not in shoal_cli("dict", "list").stdout
+    assert shoal_cli("queue", "delete", "--yes", "jobs").returncode == 0

@@ -40,7 +40,7 @@ def test_secrets_reach_containers_only(server: ServerProcess) -> None:
     }
     assert seen["caller"] == {"APP_WIDE": None, "DB_PASSWORD": None, "FROM_DOTENV": None}
 
-    deleted = server.cli("secret", "delete", "shoal-test-db")
+    deleted = server.cli("secret", "delete", "shoal-test-db", "-y")
     assert deleted.returncode == 0, deleted.stderr
     missing = shoal_run(str(SCRIPT), env=env)
     assert missing.returncode == 1

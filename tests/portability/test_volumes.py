@@ -58,14 +58,48 @@ def test_volumes_on_a_server_and_the_cli(server: ServerProcess, tmp_path: Path) 
     assert put.returncode == 0, put.stderr
     listed = server.cli("volume", "ls", "shoal-test-volume", "/up", "--json")
     assert sorted(row["path"] for row in json.loads(listed.stdout)) == ["a.txt", "sub"]
-    got = server.cli("volume", "get", "shoal-test-volume", "up/sub/b.txt")
+    got = server.cli("volume", "get", "shoal-test-volume", "up/sub/b.txt", "-")
     assert got.stdout == "beta"
-    escape = server.cli("volume", "get", "shoal-test-volume", "../../token")
+    escape = server.cli("volume", "get", "shoal-test-volume", "../../token", "-")
     assert escape.returncode != 0 and "leaves volume" in escape.stderr
     kept = server.home / "volumes" / "shoal-test-volume" / "up" / "a.txt"
     assert kept.read_text() == "alpha"  # the server keeps volumes under its home
-    assert server.cli("volume", "delete", "shoal-test-volume").returncode == 0
+    check_the_file_commands(server, local)
+    refused = server.cli("volume", "delete", "shoal-test-volume")  # no terminal to ask on
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    assert "shoal-test-volume" in server.cli("volume", "list").stdout
+    assert server.cli("volume", "delete", "shoal-test-volume", "--yes").returncode == 0
     assert "shoal-test-volume" not in server.cli("volume", "list").stdout
+
+
+def check_the_file_commands(server: ServerProcess, local: Path) -> None:
+    """put refuses to overwrite without -f, get saves files and folders as Modal's does,
+    and create of a volume that exists says so."""
+    again = server.cli("volume", "put", "shoal-test-volume", str(local / "a.txt"), "/up/a.txt")
+    assert again.returncode != 0 and "--force" in again.stderr
+    (local / "a.txt").write_text("alpha 2")
+    forced = server.cli("volume", "put", "-f", "shoal-test-volume", str(local / "a.txt"), "/up/")
+    assert forced.returncode == 0, forced.stderr
+    here = local.parent / "downloads"
+    here.mkdir()
+    one = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "volume", "get", "shoal-test-volume", "up/a.txt"],
+        env=server.env,
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert one.returncode == 0, one.stderr
+    assert (here / "a.txt").read_text() == "alpha 2"  # no destination: saved here
+    folder = server.cli("volume", "get", "shoal-test-volume", "/up", str(here / "tree"))
+    assert folder.returncode == 0, folder.stderr
+    assert (here / "tree" / "a.txt").read_text() == "alpha 2"
+    assert (here / "tree" / "sub" / "b.txt").read_text() == "beta"
+    kept = server.cli("volume", "get", "shoal-test-volume", "up/a.txt", str(here))
+    assert kept.returncode != 0 and "exists" in kept.stderr
+    exists = server.cli("volume", "create", "shoal-test-volume")
+    assert exists.returncode != 0 and "already exists" in exists.stderr
 
 
 def test_bad_volume_options_are_clear_errors() -> None:

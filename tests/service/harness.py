@@ -123,6 +123,7 @@ class ServerProcess:
             capture_output=True,
             text=True,
             timeout=60,
+            stdin=subprocess.DEVNULL,  # no terminal: commands that would ask refuse instead
         )
 
     def deploy(self, name: str = "service_app.py", *extra: str) -> str:

@@ -160,7 +160,7 @@ def test_deployments_survive_a_restart(deployed: ServerProcess) -> None:
     # a deployed endpoint keeps its own port across restarts
     assert _origin(deployed.client(ORIGIN).stdout) == origin
     assert httpx.get(origin, timeout=30).json() == {"version": 1}
-    assert deployed.cli("app", "stop", "svc").returncode == 0
+    assert deployed.cli("app", "stop", "svc", "--yes").returncode == 0
     with pytest.raises(httpx.ConnectError):  # its port closed with it
         httpx.get(origin, timeout=10)
 
@@ -295,7 +295,7 @@ def test_schedules_fire_on_a_deployed_app_and_app_stop_ends_them(
     ticks = tmp_path / "ticks"
     ticks.mkdir(exist_ok=True)
     wait_until(lambda: len(os.listdir(ticks)) >= 2, 30, "two ticks")
-    done = deployed.cli("app", "stop", "svc")
+    done = deployed.cli("app", "stop", "svc", "--yes")
     assert done.returncode == 0, done.stderr
     time.sleep(0.5)
     seen = len(os.listdir(ticks))

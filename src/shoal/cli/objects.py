@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from shoal.cli.confirm import confirm, yes_option
 from shoal.cli.service import JSON_FLAG, print_rows, when
 from shoal.client.bridge import run_sync
 from shoal.client.dict import Dict
@@ -67,8 +68,10 @@ def secret_list(as_json: bool) -> None:
 
 @secret.command("delete")
 @click.argument("name")
-def secret_delete(name: str) -> None:
+@yes_option
+def secret_delete(name: str, yes: bool) -> None:
     """Forget secret NAME."""
+    confirm(f"Delete secret {name!r}?", yes)
     _objects("secret_delete", name=name)
     click.echo(f"deleted secret {name}")
 
@@ -86,8 +89,10 @@ def volume() -> None:
 @volume.command("create")
 @click.argument("name")
 def volume_create(name: str) -> None:
-    """Create volume NAME (nothing happens if it exists)."""
-    _objects("volume_open", name=name, create=True)
+    """Create volume NAME (an error if it exists)."""
+    answer = _objects("volume_open", name=name, create=True)
+    if not answer.get("created"):
+        raise click.ClickException(f"volume {name!r} already exists")
     click.echo(f"created volume {name}")
 
 
@@ -124,8 +129,11 @@ def volume_ls(name: str, path: str, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("local", type=click.Path(exists=True, dir_okay=True))
 @click.argument("remote", default="/")
-def volume_put(name: str, local: str, remote: str) -> None:
-    """Copy file or folder LOCAL into volume NAME at REMOTE (a folder when it ends in /)."""
+@click.option("-f", "--force", is_flag=True, help="Overwrite files the volume has already.")
+def volume_put(name: str, local: str, remote: str, force: bool) -> None:
+    """Copy file or folder LOCAL into volume NAME at REMOTE (a folder when it ends in /).
+
+    A file the volume has already is an error, unless --force."""
     files = _local_files(local)
     for source, relative in files:
         if remote.endswith("/") or len(files) > 1 or os.path.isdir(local):
@@ -133,7 +141,7 @@ def volume_put(name: str, local: str, remote: str) -> None:
         else:
             target = remote
         with open(source, "rb") as data:
-            _objects("volume_put", name=name, path=target, data=data.read())
+            _objects("volume_put", name=name, path=target, data=data.read(), overwrite=force)
     click.echo(f"put {len(files)} file(s) into volume {name}")
 
 
@@ -151,17 +159,64 @@ def _local_files(local: str) -> list[tuple[str, str]]:
 @volume.command("get")
 @click.argument("name")
 @click.argument("remote")
-@click.argument("local", default="-")
-def volume_get(name: str, remote: str, local: str) -> None:
-    """Copy file REMOTE of volume NAME to LOCAL (- for stdout)."""
-    data = _objects("volume_get", name=name, path=remote)
+@click.argument("local", default=".")
+@click.option("--force", is_flag=True, help="Overwrite local files that exist.")
+def volume_get(name: str, remote: str, local: str, force: bool) -> None:
+    """Copy REMOTE (a file, or a folder and everything under it) of volume NAME to LOCAL
+    (default: here; - writes a file to stdout). Local files that exist are left alone,
+    unless --force."""
+    found = _remote_files(name, remote)
     if local == "-":
-        sys.stdout.buffer.write(data)
+        if len(found) != 1 or found[0][1] != "":
+            raise click.UsageError(f"{remote!r} is a folder: give a local folder, not -")
+        sys.stdout.buffer.write(_objects("volume_get", name=name, path=found[0][0]))
         return
-    if os.path.isdir(local):
-        local = os.path.join(local, os.path.basename(remote))
-    with open(local, "wb") as out:
-        out.write(data)
+    for path, relative in found:
+        target = _local_target(local, path, relative)
+        if os.path.exists(target) and not force:
+            raise click.ClickException(f"{target} exists; pass --force to overwrite it")
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+        data = _objects("volume_get", name=name, path=path)
+        with open(target, "wb") as out:
+            out.write(data)
+    click.echo(f"got {len(found)} file(s) from volume {name}", err=True)
+
+
+def _remote_files(name: str, remote: str) -> list[tuple[str, str]]:
+    """The files at ``remote`` in volume ``name``: (path in the volume, path relative to
+    ``remote``; "" when ``remote`` is the file itself)."""
+    top = _objects("volume_ls", name=name, path=remote)
+    if len(top) == 1 and top[0]["type"] == "file" and _is_file(name, remote):
+        return [(remote, "")]
+    found: list[tuple[str, str]] = []
+    folders = [("", top)]
+    while folders:
+        relative, entries = folders.pop()
+        for entry in entries:
+            inner = os.path.join(relative, entry["path"])
+            if entry["type"] == "dir":
+                below = _objects("volume_ls", name=name, path=os.path.join(remote, inner))
+                folders.append((inner, below))
+            else:
+                found.append((os.path.join(remote, inner), inner))
+    return sorted(found)
+
+
+def _is_file(name: str, remote: str) -> bool:
+    """Whether ``remote`` names a file (``volume_ls`` of a file lists the file itself)."""
+    parent, _, base = remote.rstrip("/").rpartition("/")
+    listing = _objects("volume_ls", name=name, path=parent or "/")
+    return any(e["path"] == base and e["type"] == "file" for e in listing)
+
+
+def _local_target(local: str, path: str, relative: str) -> str:
+    """Where a downloaded file goes: a single file into a folder that exists keeps its name;
+    a folder's files keep their places under ``local``."""
+    if relative:
+        return os.path.join(local, relative)
+    if os.path.isdir(local) or local.endswith(os.sep):
+        return os.path.join(local, os.path.basename(path))
+    return local
 
 
 @volume.command("rm")
@@ -176,8 +231,10 @@ def volume_rm(name: str, path: str, recursive: bool) -> None:
 
 @volume.command("delete")
 @click.argument("name")
-def volume_delete(name: str) -> None:
+@yes_option
+def volume_delete(name: str, yes: bool) -> None:
     """Delete volume NAME and everything in it."""
+    confirm(f"Delete volume {name!r} and every file in it?", yes)
     _objects("volume_delete", name=name)
     click.echo(f"deleted volume {name}")
 
@@ -239,8 +296,10 @@ def dict_clear(name: str) -> None:
 
 @dict_group.command("delete")
 @click.argument("name")
-def dict_delete(name: str) -> None:
+@yes_option
+def dict_delete(name: str, yes: bool) -> None:
     """Delete Dict NAME and its items."""
+    confirm(f"Delete Dict {name!r} and its items?", yes)
     _objects("dict_delete", name=name)
     click.echo(f"deleted Dict {name}")
 
@@ -253,8 +312,15 @@ def queue_group() -> None:
 @queue_group.command("list")
 @JSON_FLAG
 def queue_list(as_json: bool) -> None:
-    """Every named Queue, with how many items it holds (all partitions)."""
-    _rows("queue", as_json)
+    """Every named Queue: its partitions, and the items they hold together."""
+    print_rows(
+        _objects("queue_list"),
+        as_json,
+        f"{'NAME':32} {'PARTITIONS':>10} {'TOTAL ITEMS':>11}  CREATED",
+        lambda row: (
+            f"{row['name']:32} {row['partitions']:>10} {row['items']:>11}  {when(row['created'])}"
+        ),
+    )
 
 
 @queue_group.command("len")
@@ -262,9 +328,16 @@ def queue_list(as_json: bool) -> None:
 @click.option("--partition", default=None, help="A partition (default: the unnamed one).")
 @click.option("--total", is_flag=True, help="Count every partition.")
 def queue_len(name: str, partition: str | None, total: bool) -> None:
-    """How many items Queue NAME holds."""
+    """How many items one partition of Queue NAME holds (the unnamed one by default), or
+    with --total, all of its partitions together (what `shoal queue list` shows)."""
     with _errors():
-        click.echo(Queue.from_name(name).len(partition=partition, total=total))
+        handle = Queue.from_name(name)
+        count = handle.len(partition=partition, total=total)
+        every = count if total else handle.len(total=True)
+    click.echo(count)
+    if every != count:
+        which = f"partition {partition!r}" if partition else "the unnamed partition"
+        click.echo(f"({which}; {every} in all partitions: --total)", err=True)
 
 
 @queue_group.command("peek")
@@ -293,8 +366,10 @@ def queue_clear(name: str, partition: str | None, every: bool) -> None:
 
 @queue_group.command("delete")
 @click.argument("name")
-def queue_delete(name: str) -> None:
+@yes_option
+def queue_delete(name: str, yes: bool) -> None:
     """Delete Queue NAME and its items."""
+    confirm(f"Delete Queue {name!r} and its items?", yes)
     _objects("queue_delete", name=name)
     click.echo(f"deleted Queue {name}")
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from shoal import settings
+from shoal.cli.confirm import confirm, yes_option
 from shoal.client.app import App
 from shoal.client.bridge import run_sync
 from shoal.client.connection import Connection, connect, write_profile
@@ -166,8 +167,10 @@ def app_list(as_json: bool) -> None:
 
 @app.command("stop")
 @click.argument("name")
-def app_stop(name: str) -> None:
+@yes_option
+def app_stop(name: str, yes: bool) -> None:
     """Stop app NAME: its containers stop; inputs still waiting fail."""
+    confirm(f"Stop app {name!r}? Its containers stop and inputs still waiting fail.", yes)
     ask_server("app_stop", app=name)
     click.echo(f"stopped {name}")
 
@@ -223,8 +226,10 @@ def container_list(as_json: bool) -> None:
 
 @container.command("stop")
 @click.argument("container_id")
-def container_stop(container_id: str) -> None:
+@yes_option
+def container_stop(container_id: str, yes: bool) -> None:
     """Stop container CONTAINER_ID once its inputs finish."""
+    confirm(f"Stop container {container_id}?", yes)
     ask_server("container_stop", id=container_id)
     click.echo(f"stopping {container_id}")
 

@@ -264,14 +264,22 @@ class Objects:
         return gone
 
     def _list(self, kind: _Kind) -> list[dict[str, Any]]:
-        """Every named object of ``kind``: name, creation time, items held."""
+        """Every named object of ``kind``: name, creation time, items held (for a queue, in
+        all its partitions, and how many partitions hold them)."""
         if self._store is None:
             return []
+        parts = "COUNT(DISTINCT i.partition)" if kind is _QUEUE else "0"
         rows = self._store.db.execute(
-            f"SELECT o.name, o.created, COUNT(i.value) FROM {kind.table} o "
+            f"SELECT o.name, o.created, COUNT(i.value), {parts} FROM {kind.table} o "
             f"LEFT JOIN {kind.items} i ON i.{kind.column} = o.name GROUP BY o.name ORDER BY o.name"
         )
-        return [{"name": n, "created": c, "items": count} for n, c, count in rows]
+        found = []
+        for name, created, count, partitions in rows:
+            row = {"name": name, "created": created, "items": count}
+            if kind is _QUEUE:
+                row["partitions"] = partitions
+            found.append(row)
+        return found
 
     # -- dicts ---------------------------------------------------------------------
 

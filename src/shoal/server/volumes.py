@@ -66,11 +66,12 @@ class Volumes:
     def _volume_open(self, body: dict[str, Any]) -> Any:
         name = check_name(body.get("name"), "Volume")
         folder = os.path.join(self._folder, name)
-        if not os.path.isdir(folder):
-            if not body.get("create"):
-                self.path(name)  # raises NotFoundError
-            os.makedirs(folder, mode=0o755, exist_ok=True)
-        return {}
+        if os.path.isdir(folder):
+            return {"created": False}
+        if not body.get("create"):
+            self.path(name)  # raises NotFoundError
+        os.makedirs(folder, mode=0o755, exist_ok=True)
+        return {"created": True}
 
     def _volume_list(self, body: dict[str, Any]) -> Any:
         names = sorted(os.listdir(self._folder))
@@ -99,6 +100,11 @@ class Volumes:
             raise RequestSizeError(f"a file of {len(data)} bytes exceeds SHOAL_MAX_PAYLOAD_BYTES")
         if os.path.isdir(full):
             raise InvalidError(f"{body.get('path')!r} is a folder in the volume")
+        if not body.get("overwrite", True) and os.path.lexists(full):
+            raise InvalidError(
+                f"{body.get('path')!r} exists in volume {body.get('name')!r}; "
+                "overwrite it with --force"
+            )
         os.makedirs(os.path.dirname(full), exist_ok=True)
         _write_file(full, data)
         return {}
