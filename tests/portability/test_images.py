@@ -6,6 +6,7 @@ image would.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -103,6 +104,42 @@ def test_unavailable_bases_and_versions_are_clear_errors() -> None:
     mine = f"{sys.version_info.major}.{sys.version_info.minor}"
     with pytest.raises(ImageBuildError, match=rf"not installed.*available: .*{mine}"), app.run():
         pass
+
+
+def test_every_web_kind_serves_from_an_image_with_only_the_users_package() -> None:
+    done = shoal_run(str(SCRIPTS / "web_images.py"))
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {
+        "fastapi": {"kind": "fastapi", "double": 42},
+        "asgi": {"kind": "asgi"},
+        "wsgi": {"kind": "wsgi"},
+        "web_server": True,
+    }
+
+
+def _other_pyenv_python() -> str | None:
+    """A Python series pyenv installed here that this process does not run, if any (its
+    shim refuses it while it is not the selected version)."""
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for folder in sorted(glob.glob(os.path.join(root, "versions", "3.1[2-9]*"))):
+        series = ".".join(os.path.basename(folder).split(".")[:2])
+        if series != mine and os.access(os.path.join(folder, "bin", "python3"), os.X_OK):
+            return series
+    return None
+
+
+def test_python_version_finds_an_interpreter_behind_pyenv(image_cache: str) -> None:
+    series = _other_pyenv_python()
+    if series is None:
+        pytest.skip("no other Python installed by pyenv here")
+    env = {**os.environ, "SHOAL_TEST_PYTHON": series}
+    done = shoal_run(str(SCRIPTS / "other_python.py"), env=env)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["inside"] == [int(part) for part in series.split(".")]
+    assert seen["caller"] != seen["inside"]
 
 
 def test_apt_packages_missing_on_the_host_are_named() -> None:

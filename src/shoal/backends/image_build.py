@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
+import glob
 import importlib.metadata
 import json
 import os
@@ -32,7 +34,8 @@ from shoal import settings
 from shoal.control.image import Environment, Recipe, Step
 from shoal.exception import ImageBuildError
 
-#: Packages the container runtime imports, installed in every image at this process's versions.
+#: Packages the container runtime imports, installed in every image at this process's versions
+#: (with those of the features its functions use: ``shoal.control.image.FEATURE_PACKAGES``).
 RUNTIME_PACKAGES: Final = ("cloudpickle", "msgpack", "rich")
 #: Output lines a failed step's error repeats.
 _TAIL_LINES: Final = 30
@@ -71,40 +74,69 @@ def find_python(version: str | None) -> str:
     series = ".".join(version.split(".")[:2])
     if tuple(int(p) for p in series.split(".")) < _MIN_PYTHON:
         raise ImageBuildError(f"python_version={version!r}: Shoal's containers need 3.11 or newer")
-    available = _interpreters()
-    found = available.get(series)
-    if found is None or (version != series and _full_version(found) != version):
-        there = ", ".join(sorted(available)) or "none"
-        raise ImageBuildError(
-            f"python_version={version!r} is not installed on this machine (available: {there}); "
-            f"install python{series} or pick one of those"
-        )
-    return found
-
-
-def _interpreters() -> dict[str, str]:
-    """Python 3 interpreters on this machine, by series ("3.11": path)."""
-    found = {f"{sys.version_info.major}.{sys.version_info.minor}": sys.executable}
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in names:
-            match = re.fullmatch(r"python(3\.\d+)", name)
-            if match and match.group(1) not in found:
-                found[match.group(1)] = os.path.join(folder, name)
-    return found
-
-
-def _full_version(python: str) -> str:
-    out = subprocess.run(
-        [python, "-c", "import platform; print(platform.python_version())"],
-        capture_output=True,
-        text=True,
-        check=False,
+    for candidate in _candidates(series):
+        found = _version_of(candidate) or ""
+        if found == version or (version == series and found.startswith(series + ".")):
+            return candidate
+    there = ", ".join(_available()) or "none"
+    raise ImageBuildError(
+        f"python_version={version!r} is not installed on this machine (available: {there}); "
+        f"install python{series} or pick one of those"
     )
-    return out.stdout.strip()
+
+
+def _candidates(series: str) -> list[str]:
+    """Interpreters that may be Python ``series``: this one, the versions pyenv installed
+    (the interpreters themselves, not pyenv's shims, which refuse a version that is not
+    selected), then ``python3.X`` on PATH, shims left out."""
+    found = []
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == series:
+        found.append(sys.executable)
+    found += sorted(
+        glob.glob(os.path.join(_pyenv_root(), "versions", f"{series}*", "bin", "python3"))
+    )
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = os.path.join(folder, f"python{series}")
+        if (
+            folder
+            and os.path.basename(folder.rstrip(os.sep)) != "shims"
+            and os.access(path, os.X_OK)
+        ):
+            found.append(path)
+    return list(dict.fromkeys(found))
+
+
+def _pyenv_root() -> str:
+    """Where pyenv keeps its interpreters (``PYENV_ROOT``, by default ``~/.pyenv``)."""
+    return os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+
+
+def _available() -> list[str]:
+    """The Python series (3.11 and newer) that some interpreter here runs, for messages."""
+    series = set()
+    for minor in range(_MIN_PYTHON[1], _MIN_PYTHON[1] + 20):
+        for candidate in _candidates(f"3.{minor}"):
+            if _version_of(candidate) is not None:
+                series.add(f"3.{minor}")
+                break
+    return sorted(series, key=lambda s: int(s.split(".")[1]))
+
+
+@functools.cache
+def _version_of(python: str) -> str | None:
+    """The full version ``python`` runs (``3.12.1``), or None when it does not run."""
+    try:
+        out = subprocess.run(
+            [python, "-c", "import platform; print(platform.python_version())"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    version = out.stdout.strip()
+    return version if out.returncode == 0 and re.fullmatch(r"\d+\.\d+\.\d+\S*", version) else None
 
 
 class ImageBuilder:
@@ -178,7 +210,8 @@ class _Build:
         self._log(f"{self._prefix}building: python {self.recipe.python_version or 'default'}")
         uv = uv_binary()
         await self._run([uv, "venv", "--quiet", "--python", base, self.venv], "create venv")
-        runtime = [f"{name}=={importlib.metadata.version(name)}" for name in RUNTIME_PACKAGES]
+        wanted = (*RUNTIME_PACKAGES, *self.recipe.runtime_packages())
+        runtime = [f"{name}=={importlib.metadata.version(name)}" for name in wanted]
         await self._pip(runtime, "install the container runtime")
         self._link_runtime()
         for step in self.recipe.steps:

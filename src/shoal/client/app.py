@@ -15,6 +15,7 @@ it. Either way the handles reach it only through the client connection.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ from shoal.client.secret import Secret
 from shoal.client.user_module import alias_main, code_ref
 from shoal.client.volume import Volume
 from shoal.client.volume import mounts as volume_mounts
+from shoal.client.web import web_spec
 from shoal.container.context import CallChannel
 from shoal.container.context import channel as call_channel
 from shoal.control.resources import Resources
@@ -251,6 +253,9 @@ class App:
         if not callable(fn) or isinstance(fn, type):
             raise InvalidError(f"@app.function needs a function, got {fn!r}; classes take @app.cls")
         spec = self._spec(fn, **options)
+        web = web_spec(fn)
+        if web is not None and spec.image is not None:  # what serving it needs in the image
+            spec = dataclasses.replace(spec, image=spec.image.with_features(web["kind"]))
         if spec.schedule is not None:
             _check_no_arguments(fn, spec.name)
         if not serialized:

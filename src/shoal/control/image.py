@@ -39,6 +39,19 @@ STEP_KINDS = frozenset(
     | {"file", "dir", "python"}
 )
 
+#: What the container runtime imports, by feature of the functions an image serves, on top
+#: of what every container imports (``cloudpickle``, ``msgpack``, ``rich``). Each is
+#: installed in the image at the caller's version (``shoal.backends.image_build``). A
+#: feature is a web endpoint's kind: ``fastapi`` (``@fastapi_endpoint``, built into a
+#: FastAPI app), ``wsgi`` (``@wsgi_app``, served through a2wsgi), ``web_server`` (proxied
+#: with httpx), ``asgi`` (the user's own app: nothing more).
+FEATURE_PACKAGES: dict[str, tuple[str, ...]] = {
+    "fastapi": ("fastapi",),
+    "wsgi": ("a2wsgi",),
+    "web_server": ("httpx",),
+    "asgi": (),
+}
+
 #: Steps whose outcome depends on local files, which the digest reads.
 _LOCAL = frozenset({"requirements", "pyproject", "file", "dir", "python"})
 
@@ -58,10 +71,31 @@ class Recipe:
 
     python_version: str | None = None
     steps: tuple[Step, ...] = field(default=())
+    #: Features of the functions the image serves (``FEATURE_PACKAGES``' keys), whose
+    #: runtime packages the build installs too.
+    features: tuple[str, ...] = ()
+
+    def with_features(self, *features: str) -> Recipe:
+        """This recipe for functions that also use ``features`` (web endpoint kinds).
+
+        Raises:
+            ValueError: a feature this module does not know.
+        """
+        unknown = set(features) - set(FEATURE_PACKAGES)
+        if unknown:
+            raise ValueError(f"unknown image features {sorted(unknown)}")
+        return Recipe(self.python_version, self.steps, tuple(sorted({*self.features, *features})))
+
+    def runtime_packages(self) -> tuple[str, ...]:
+        """The packages the container runtime needs for this recipe's features."""
+        return tuple(sorted({p for f in self.features for p in FEATURE_PACKAGES[f]}))
 
     def digest(self) -> str:
-        """A name for the built environment: the steps, with local files' contents."""
+        """A name for the built environment: the steps, with local files' contents, and the
+        features' runtime packages."""
         h = hashlib.sha256(json.dumps([self.python_version]).encode())
+        if self.features:  # recipes without features keep the names they always had
+            h.update(json.dumps(["features", list(self.features)]).encode())
         for step in self.steps:
             h.update(json.dumps([step.kind, list(step.args)]).encode())
             h.update(hashlib.sha256(step.data).digest())
@@ -72,7 +106,8 @@ class Recipe:
     def identity(self) -> str:
         """A name for the recipe that is the same wherever the app's code is loaded (the
         caller's folder or a server's copy of it): local paths count by their last part,
-        a build function by its name. A container compares it with its own image's."""
+        a build function by its name; features do not count, since the user's
+        ``Image`` is the same. A container compares it with its own image's."""
         h = hashlib.sha256(json.dumps([self.python_version]).encode())
         for step in self.steps:
             args = list(step.args)
