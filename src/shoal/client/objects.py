@@ -27,7 +27,13 @@ from shoal import settings
 from shoal.client.bridge import run_async, run_sync
 from shoal.client.connection import Target, connect, embedded_target, error_of, find_target
 from shoal.container.context import channel as call_channel
-from shoal.exception import DeserializationError, RequestSizeError, SerializationError
+from shoal.container.context import is_local
+from shoal.exception import (
+    DeserializationError,
+    ExecutionError,
+    RequestSizeError,
+    SerializationError,
+)
 from shoal.protocol.messages import Reply
 
 #: Where this process's object ops go: the server it uses (asked once per process).
@@ -44,6 +50,11 @@ async def request(op: str, **body: Any) -> Any:
     channel = call_channel()
     if channel is not None:
         return await through_channel(op, body)
+    if not is_local():  # a fork server importing the module before any container runs
+        raise ExecutionError(
+            "no container connection yet (the module is being imported ahead of its "
+            "containers); each container imports it again, and its calls then go through"
+        )
     global _route
     if _route is None:  # chosen once: looking for a server reads files
         _route = find_target() or embedded_target()

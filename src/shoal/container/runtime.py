@@ -153,7 +153,10 @@ class Runtime:
             self._finish(1)
             return
         try:
-            code = load_user_code(message)
+            # On a thread of its own, so the module's top-level code may make blocking Shoal
+            # calls (a Dict filled at import, as Modal allows): they run on this loop,
+            # which stays free to carry them.
+            code = await asyncio.to_thread(load_user_code, message)
             if _runs_async(code):  # its own loop, which Shoal's handles there use too
                 self._user = UserLoop()
                 bridge.use_loop(self._user.loop, blocking_elsewhere=True)
