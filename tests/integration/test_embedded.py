@@ -64,3 +64,24 @@ def test_another_process_runs_its_own_app_on_the_same_home_meanwhile(tmp_path: P
         assert basic.echo.remote("still here") == "still here"
     assert other.returncode == 0, other.stderr
     assert other.stdout.splitlines()[-1] == "from the other process"
+
+
+def test_app_lookup_with_no_server_runs_on_the_embedded_server() -> None:
+    script = (
+        "import shoal\n"
+        "try:\n"
+        "    shoal.App.lookup('shoal-test-lookup')\n"
+        "except shoal.exception.NotFoundError as exc:\n"
+        "    print('missing:', exc)\n"
+        "app = shoal.App.lookup('shoal-test-lookup', create_if_missing=True)\n"
+        "again = shoal.App.lookup('shoal-test-lookup')\n"
+        "print(app.name, app.app_id.startswith('ap-'), again.app_id == app.app_id)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("SHOAL_SERVER_URL", "SHOAL_TOKEN")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("missing: no app 'shoal-test-lookup'")
+    assert lines[1] == "shoal-test-lookup True True"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
@@ -482,3 +483,18 @@ def test_a_get_in_progress_rides_through_a_server_restart(deployed: ServerProces
     out, err = client.communicate(timeout=90)
     assert client.returncode == 0, err
     assert out.strip() == "slept 3.0"  # the stored input ran again after the restart
+
+
+def test_app_lookup_creates_an_empty_deployed_app(server: ServerProcess) -> None:
+    looked = server.client(
+        "import shoal\n"
+        "app = shoal.App.lookup('shoal-test-made', create_if_missing=True)\n"
+        "print(app.app_id)\n"
+        "print(shoal.App.lookup('shoal-test-made').app_id)\n"
+    )
+    assert looked.returncode == 0, looked.stderr
+    assert looked.stdout.split() == ["shoal-test-made", "shoal-test-made"]
+    rows = json.loads(server.cli("app", "list", "--json").stdout)
+    assert [(r["name"], r["state"], r["functions"]) for r in rows] == [
+        ("shoal-test-made", "deployed", [])
+    ]

@@ -43,7 +43,7 @@ from shoal.control.resources import Resources
 from shoal.control.schedule import Cron, Period
 from shoal.control.secrets import SecretSpec
 from shoal.control.spec import UNSET, CodeRef, FunctionSpec, Retries, Scaling
-from shoal.exception import ConnectionError, ExecutionError, InvalidError, NotFoundError
+from shoal.exception import ConnectionError, ExecutionError, InvalidError
 
 if TYPE_CHECKING:
     from shoal.gateway.server import Served
@@ -149,28 +149,45 @@ class App:
         self._handles = _Handles(self)
         #: The ephemeral app this app runs as on a server, while it does.
         self._on_server: DeployedApp | None = None
+        #: Its id on a server, when it was found with :meth:`lookup`.
+        self._app_id: str | None = None
 
     @staticmethod
-    def lookup(name: str, *, create_if_missing: bool = False) -> App:
-        """The deployed app ``name`` on the server this process uses.
+    def lookup(name: str, *, create_if_missing: bool = False, **_: Any) -> App:
+        """The app ``name`` on the server this process uses; with none, on the embedded
+        server in this process, which is then held for the rest of the process's life (as
+        named Dicts and Queues are).
 
-        Its functions are reached with ``shoal.Function.from_name(name, ...)``.
+        With ``create_if_missing`` an app that does not exist is created, empty: on a
+        server, as a deployed app with no functions (``shoal app list`` shows it); on the
+        embedded server, as an app of this process. Its functions are reached with
+        ``shoal.Function.from_name(name, ...)``; ``app.app_id`` names it.
 
         Raises:
-            NotFoundError: no app of that name is deployed (``create_if_missing``
-                returns an empty app instead, to deploy into).
-            ConnectionError: no server to ask.
+            NotFoundError: no app of that name exists and ``create_if_missing`` is off.
+            ConnectionError, AuthError: a server is configured but cannot be used.
         """
-        from shoal.client.connection import connect
+        from shoal.client.connection import connect, embedded_target
 
-        async def names() -> list[str]:
-            connection = await connect()
-            rows = await connection.request("app_list")
-            return [row["name"] for row in rows if row["state"] == "deployed"]
+        async def find() -> Any:
+            target = find_target()
+            if target is None:
+                await hold_embedded()  # never released: it lives as long as the process
+                target = embedded_target()
+            connection = await connect(target)
+            return await connection.request("app_lookup", app=name, create=create_if_missing)
 
-        if name not in run_sync(names()) and not create_if_missing:
-            raise NotFoundError(f"no deployed app {name!r}; deploy it with `shoal deploy FILE.py`")
-        return App(name)
+        found = App(name)
+        found._app_id = run_sync(find())["app_id"]
+        return found
+
+    @property
+    def app_id(self) -> str | None:
+        """The app's id on its server: a looked-up app's, or while it runs, its ephemeral
+        id (``ap-...``); None otherwise."""
+        if self._on_server is not None:
+            return self._on_server.name
+        return self._app_id
 
     # -- registration -------------------------------------------------------
 

@@ -197,8 +197,11 @@ class Apps:
             self._current[row.name] = deployment
             deployment.start()
 
-    async def deploy(self, app: str, code: bytes, definitions: bytes, client: str) -> Deployment:
-        """Store and run a new version of ``app``; the previous one drains.
+    async def deploy(
+        self, app: str, code: bytes, definitions: bytes, client: str, *, empty_ok: bool = False
+    ) -> Deployment:
+        """Store and run a new version of ``app``; the previous one drains. ``empty_ok``
+        lets it have no functions (``App.lookup(..., create_if_missing=True)``).
 
         Raises:
             InvalidError: the bundle or the definitions are malformed, or the
@@ -206,7 +209,7 @@ class Apps:
             ImageBuildError: an image of the app could not be built (nothing changed).
         """
         _check_name(app)
-        parsed = await self._definitions(app, definitions)
+        parsed = await self._definitions(app, definitions, empty_ok)
         key = self._store.put_bundle(code)
         root = self._unpack(key)
         version = self._store.add_version(app, key, definitions, client)
@@ -218,10 +221,10 @@ class Apps:
             self._retire(previous)
         return deployment
 
-    async def _definitions(self, app: str, data: bytes) -> list[Definition]:
+    async def _definitions(self, app: str, data: bytes, empty_ok: bool = False) -> list[Definition]:
         """The checked definitions in ``data``, with their images built."""
         parsed = load_definitions(data)
-        if not parsed:
+        if not parsed and not empty_ok:
             raise InvalidError(f"app {app!r} has no functions to run")
         for definition in parsed:
             self._control.budget.room.check(definition.spec.resources, definition.name)
@@ -238,7 +241,13 @@ class Apps:
         await self._control.prepare([definition.spec for definition in definitions])
 
     async def run_ephemeral(
-        self, name: str, code: bytes | None, definitions: bytes, detach: bool
+        self,
+        name: str,
+        code: bytes | None,
+        definitions: bytes,
+        detach: bool,
+        *,
+        empty_ok: bool = False,
     ) -> Deployment:
         """Run an ephemeral app (not stored, reached by its id) from ``code`` and
         ``definitions`` as :meth:`deploy` takes them; with no ``code``, the definitions'
@@ -248,7 +257,7 @@ class Apps:
             InvalidError: as :meth:`deploy`.
         """
         _check_name(name)
-        parsed = await self._definitions(name, definitions)
+        parsed = await self._definitions(name, definitions, empty_ok)
         root = "" if code is None else self._unpack(self._store.put_bundle(code))
         app_id = f"ap-{secrets.token_hex(6)}"
         deployment = Deployment(app_id, 0, parsed, root, self._control)
@@ -329,6 +338,14 @@ class Apps:
                 + (f" (deployed: {sorted(self._current)})" if self._current else "")
             )
         return deployment
+
+    def named(self, name: str, *, embedded: bool) -> Deployment | None:
+        """The app ``App.lookup`` means by ``name``: the deployed one; on the embedded server,
+        which runs only its process's apps, the first running app of that name."""
+        found = self._current.get(name)
+        if found is None and embedded:
+            found = next((d for d in self._ephemeral.values() if d.title == name), None)
+        return found
 
     def running(self) -> list[Deployment]:
         return list(self._current.values())

@@ -41,8 +41,9 @@ from shoal.backends import get_backend
 from shoal.control import run_dir
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, call_op
+from shoal.control.spec import dump_definitions
 from shoal.exception import InvalidError, NotFoundError
-from shoal.protocol import pipe, transport
+from shoal.protocol import bundle, pipe, transport
 from shoal.server.apps import Apps, Deployment
 from shoal.server.fields import data, text
 from shoal.server.logs import Logs
@@ -356,6 +357,25 @@ class Server:
         session.disown(app_id)
         self.apps.finish(app_id, drain=bool(body.get("drain", False)))
         return {}
+
+    async def _op_app_lookup(self, body: dict[str, Any], session: Session) -> Any:
+        """The app of a name (``App.lookup``): a deployed one, or on the embedded server an
+        app of its process; with ``create``, made empty when there is none."""
+        name = text(body, "app")
+        found = self.apps.named(name, embedded=self.options.embedded)
+        if found is not None:
+            return {"app_id": found.app, "created": False}
+        if not body.get("create"):
+            raise NotFoundError(
+                f"no app {name!r}; deploy one with `shoal deploy FILE.py`, or look it up with "
+                "create_if_missing=True"
+            )
+        empty = dump_definitions([])
+        if self.options.embedded:  # lives as long as this server: owned by no session
+            made = await self.apps.run_ephemeral(name, None, empty, False, empty_ok=True)
+        else:
+            made = await self.apps.deploy(name, bundle.pack({}), empty, "", empty_ok=True)
+        return {"app_id": made.app, "created": True}
 
     async def _op_lookup(self, body: dict[str, Any], session: Session) -> Any:
         app = text(body, "app")
