@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,30 @@ def test_on_a_terminal_the_status_is_drawn_and_cleared_before_a_traceback() -> N
     assert "containers" in screen  # the live status was drawn
     lines = screen.replace("\r", "\n").splitlines()
     assert any(line.startswith("Traceback") for line in lines), screen[-2000:]
+
+
+def test_detach_with_no_server_waits_for_the_spawned_work() -> None:
+    result = shoal("run", "-q", "--detach", str(APP.parent / "detached.py"), "--n", "4")
+    assert result.returncode == 0, result.stderr
+    assert "spawned" in result.stdout
+    assert "gathered 14" in result.stdout  # printed by the spawned input, after main returned
+    assert "waiting for 1 input to finish; Ctrl-C stops them" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_stops_a_detached_wait() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shoal.cli", "run", "-q", "--detach"]
+        + [str(APP.parent / "detached.py"), "--n", "2", "--hold", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "waiting for" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "gathered" not in out

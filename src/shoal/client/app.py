@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -88,6 +89,14 @@ def _check_no_arguments(fn: Callable[..., Any], name: str) -> None:
         raise InvalidError(f"{name} has a schedule, so it must take no arguments") from None
     except ValueError:
         pass  # no signature to check (a builtin): let it run
+
+
+def _tell_waiting(inputs: int) -> None:
+    print(
+        f"waiting for {inputs} input{'s' if inputs != 1 else ''} to finish; Ctrl-C stops them",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 class _Handles:
@@ -410,9 +419,10 @@ class App:
 
         Starts every function's pool (warm containers start at once), on the server
         this process uses if there is one (see the module docstring), else here; on
-        exit, stops every container, whatever the block raised. ``detach`` (on a
-        server only) lets the app's inputs finish there after this process ends or
-        leaves the block.
+        exit, stops every container, whatever the block raised. ``detach`` lets the
+        app's inputs finish after the block: on a server, there, after this process
+        ends or leaves the block; with none, this process waits for them as it leaves
+        the block (Ctrl-C stops them).
 
         Raises:
             ExecutionError: the app is already running.
@@ -430,13 +440,9 @@ class App:
     def _run_on_server(self, target: Target | None, detach: bool) -> Iterator[None]:
         """Run the app as an ephemeral app on the server at ``target``, or with none, on
         the embedded server (:mod:`shoal.server.embedded`), started for it here."""
+        embedded = target is None
         if target is None:
-            if detach:
-                raise InvalidError("detach needs a server: start one with `shoal server`")
             target = run_sync(hold_embedded())
-            embedded = True
-        else:
-            embedded = False
         try:
             on_server = run_sync(run_ephemeral(self, target, detach))
             self._on_server = on_server
@@ -446,6 +452,8 @@ class App:
                 self._on_server = None
                 with contextlib.suppress(ConnectionError):
                     run_sync(on_server.finish(drain=detach))
+                    if detach and embedded:  # its inputs run here: this process waits
+                        run_sync(on_server.wait_drained(_tell_waiting))
         finally:
             if embedded:
                 run_sync(release_embedded())

@@ -10,6 +10,7 @@ parameter set on the server.
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,23 @@ class DeployedApp:
         if not self.connection.closed:
             await self.connection.request("app_finish", app=self.name, drain=drain)
 
+    async def inputs_left(self) -> int | None:
+        """Inputs the app still has queued or running, or None once it has ended."""
+        for row in await self.connection.request("app_list"):
+            if row["id"] == self.name:
+                return int(row["inputs"])
+        return None
+
+    async def wait_drained(self, tell: Callable[[int], None]) -> None:
+        """Wait until the (draining) app has ended; ``tell`` hears, once, how many inputs
+        it had left to finish when there were some."""
+        told = False
+        while (left := await self.inputs_left()) is not None:
+            if left and not told:
+                tell(left)
+                told = True
+            await asyncio.sleep(_DRAIN_POLL)
+
 
 async def run_ephemeral(app: App, target: Target, detach: bool) -> DeployedApp:
     """Start ``app`` as an ephemeral app on the server at ``target``: its code goes as a
@@ -108,6 +126,9 @@ async def run_ephemeral(app: App, target: Target, detach: bool) -> DeployedApp:
     )
     return DeployedApp(answer["app_id"], connection, web_urls=answer["web"], folder=folder)
 
+
+#: Seconds between looks at a draining app that this process waits for.
+_DRAIN_POLL = 0.2
 
 #: How to look up each kind of deployed object.
 _LOOKUP_WITH = {"function": "shoal.Function.from_name", "class": "shoal.Cls.from_name"}

@@ -484,6 +484,7 @@ def _app_row(
         "updated": updated,
         "functions": sorted(deployment.definitions) if deployment else [],
         "containers": sum(len(p.containers()) for p in pools),
+        "inputs": sum(stats.queued + stats.running for stats in (p.stats() for p in pools)),
     }
 
 
