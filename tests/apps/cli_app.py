@@ -36,6 +36,11 @@ def crash() -> None:
 
 
 @app.local_entrypoint()
+def map_crash() -> None:
+    print(list(power.map([1, 2, None])))  # type: ignore[list-item]
+
+
+@app.local_entrypoint()
 async def awaited(x: int = 6) -> None:
     print("awaited:", await square.remote.aio(x))
 

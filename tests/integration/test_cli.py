@@ -43,6 +43,25 @@ def test_a_failing_entrypoint_exits_non_zero_with_the_traceback() -> None:
     assert "Remote traceback" in result.stderr
 
 
+def test_a_failing_map_shows_the_users_frames_and_names_the_input() -> None:
+    result = shoal("run", "-q", f"{APP}::map_crash")
+    assert result.returncode == 1
+    assert "TypeError" in result.stderr
+    assert "input 2 of the map" in result.stderr
+    frames = [line for line in result.stderr.splitlines() if line.startswith('  File "')]
+    assert frames and all("cli_app.py" in line for line in frames), result.stderr
+    assert "shoal/client" not in result.stderr and "concurrent" not in result.stderr
+
+
+def test_an_app_that_cannot_start_is_one_line() -> None:
+    result = shoal("run", "-q", str(APP.parent / "no_secret.py"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: no secret 'shoal-test-never-created'; create it with "
+        "`shoal secret create shoal-test-never-created KEY=VALUE`"
+    ]
+
+
 def test_ambiguous_or_unknown_targets_are_usage_errors() -> None:
     result = shoal("run", str(APP))
     assert result.returncode == 2

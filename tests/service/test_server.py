@@ -498,3 +498,31 @@ def test_app_lookup_creates_an_empty_deployed_app(server: ServerProcess) -> None
     assert [(r["name"], r["state"], r["functions"]) for r in rows] == [
         ("shoal-test-made", "deployed", [])
     ]
+
+
+def test_a_taken_port_is_one_line_and_every_start_says_where_the_token_is(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    home = tmp_path / "second"
+    env = {**os.environ, "SHOAL_HOME": str(home)}
+    env.pop("SHOAL_TOKEN", None)
+    taken = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "server", "--port", str(server.port)]
+        + ["--http-port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert taken.returncode == 1
+    errors = [line for line in taken.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "cannot listen" in errors[0] and "--port" in errors[0]
+    assert "Traceback" not in taken.stderr
+    second = ServerProcess(tmp_path / "again")
+    second.home = home  # the home whose first start failed
+    second.start()
+    try:
+        wait_until(lambda: "access token" in second.log.read_text(), 30, "the token line")
+        assert str(home / "token") in second.log.read_text()
+    finally:
+        second.stop()

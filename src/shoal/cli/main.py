@@ -13,19 +13,18 @@ import asyncio
 import contextlib
 import inspect
 import sys
-import traceback
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
 import click
 from rich.console import Console
 
-from shoal.cli import objects, service, targets
+from shoal.cli import errors, objects, service, targets
 from shoal.cli.serve import serve as serve_command
 from shoal.client.app import App
 from shoal.client.output import live_status
 from shoal.client.serving import serving
-from shoal.exception import ImageBuildError
+from shoal.exception import Error
 
 
 @click.group()
@@ -79,18 +78,22 @@ def run(
     kwargs = targets.parse_args(call, ctx.args, usage)
     console = Console(stderr=True, soft_wrap=True)  # URLs and tokens stay whole
     try:
-        with app.run(detach=detach), _served(app, console), _live(app, console, quiet):
+        with contextlib.ExitStack() as running:
+            try:
+                running.enter_context(app.run(detach=detach))
+            except Error as exc:  # the app could not start: no user code ran
+                errors.one_line(exc)
+                sys.exit(1)
+            running.enter_context(_served(app, console))
+            running.enter_context(_live(app, console, quiet))
             result = call(**kwargs)
             if inspect.isawaitable(result):  # an ``async def`` entrypoint
                 result = asyncio.run(_awaited(result))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; containers stopped[/yellow]")
         sys.exit(130)
-    except ImageBuildError as exc:  # its message is the failing step's own output
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
-    except Exception:
-        traceback.print_exc()
+    except Exception as exc:
+        errors.print_traceback(exc)
         sys.exit(1)
     if result is not None:
         click.echo(result)

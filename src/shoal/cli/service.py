@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -64,6 +65,12 @@ def server(
         asyncio.run(_serve(options))
     except Error as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # an address in use, or not this machine's
+        where = f"{options.host} port {options.port} or {options.http_port}"
+        raise click.ClickException(
+            f"cannot listen on {where}: {exc.strerror or exc} (is another server running? "
+            "pick others with --port and --http-port)"
+        ) from None
 
 
 async def _serve(options: ServerOptions) -> None:
@@ -77,9 +84,12 @@ async def _serve(options: ServerOptions) -> None:
         click.echo(f"shoal server on {instance.url} (home {instance.home})", err=True)
         if instance.http_url:
             click.echo(f"web endpoints on {instance.http_url}/<app>/<function>", err=True)
+        token_file = os.path.join(instance.home, "token")
         if instance.new_token is not None:
-            click.echo(f"access token (shown once; also in {instance.home}/token):", err=True)
+            click.echo(f"access token (shown once; also in {token_file}):", err=True)
             click.echo(instance.new_token)
+        else:
+            click.echo(f"access token: in {token_file} (or SHOAL_TOKEN)", err=True)
         await stop.wait()
     finally:
         await instance.stop()

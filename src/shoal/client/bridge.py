@@ -24,7 +24,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
-from shoal.exception import ExecutionError
+from shoal.exception import Error, ExecutionError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -137,9 +137,19 @@ def run_sync(coro: Coroutine[Any, Any, R]) -> R:
     future = asyncio.run_coroutine_threadsafe(coro, loop)
     try:
         return future.result()
-    except BaseException:
+    except BaseException as exc:
         future.cancel()  # e.g. KeyboardInterrupt: stop the work we started
+        if _for_the_user(exc):  # its frames on the loop are Shoal's, not the caller's
+            raise exc.with_traceback(None)  # noqa: B904 - the same error, trimmed
         raise
+
+
+def _for_the_user(exc: BaseException) -> bool:
+    """Whether ``exc`` is the user's to read (a Shoal error, or the function's own raised
+    in a container), rather than a fault whose frames on the loop say where it is."""
+    if isinstance(exc, Error):
+        return True
+    return any("Remote traceback" in note for note in getattr(exc, "__notes__", ()))
 
 
 async def run_async(coro: Coroutine[Any, Any, R]) -> R:

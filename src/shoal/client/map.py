@@ -166,7 +166,7 @@ class _MapRun:
             record = self.finished.popleft()
             del self.in_flight[record.input_id]
             place = self.position.pop(record.input_id)
-            value = _settle(record, self.outcome, self.options.return_exceptions)
+            value = _settle(record, self.outcome, self.options.return_exceptions, place)
             if self.options.order_outputs:
                 self.held[place] = value
             else:
@@ -215,10 +215,17 @@ async def map_outputs(
         run.cancel_rest()
 
 
-def _settle(record: InputRecord, outcome: Callable[[InputRecord], Any], keep: bool) -> Any:
-    if not keep:
-        return outcome(record)
+def _settle(
+    record: InputRecord, outcome: Callable[[InputRecord], Any], keep: bool, place: int
+) -> Any:
+    """The value of a finished input of a map, or its error, raised (or with
+    ``return_exceptions``, returned) with a note naming the input by its place."""
     try:
         return outcome(record)
-    except BaseException as exc:  # return_exceptions: the error is the value
-        return exc
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            name = f"{record.function}.{record.method}" if record.method else record.function
+            exc.add_note(f"(in {name}.map: input {place} of the map, counting from 0)")
+        if keep:  # return_exceptions: the error is the value
+            return exc
+        raise
