@@ -10,6 +10,7 @@ from pathlib import Path
 from conftest import run_in_terminal
 
 APP = Path(__file__).parents[1] / "apps" / "cli_app.py"
+SHOAL = (sys.executable, "-m", "shoal.cli")
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
@@ -188,10 +189,13 @@ def test_detach_with_no_server_waits_for_the_spawned_work() -> None:
     assert "Traceback" not in result.stderr
 
 
+#: Options of detached.py whose spawned input outlasts the test unless stopped.
+HOLD = ("--n", "2", "--hold", "60")
+
+
 def test_ctrl_c_stops_a_detached_wait() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shoal.cli", "run", "-q", "--detach"]
-        + [str(APP.parent / "detached.py"), "--n", "2", "--hold", "60"],
+        [*SHOAL, "run", "-q", "--detach", str(APP.parent / "detached.py"), *HOLD],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

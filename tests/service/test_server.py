@@ -507,8 +507,16 @@ def test_a_taken_port_is_one_line_and_every_start_says_where_the_token_is(
     env = {**os.environ, "SHOAL_HOME": str(home)}
     env.pop("SHOAL_TOKEN", None)
     taken = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "server", "--port", str(server.port)]
-        + ["--http-port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "shoal.cli",
+            "server",
+            "--port",
+            str(server.port),
+            "--http-port",
+            "0",
+        ],
         env=env,
         capture_output=True,
         text=True,
