@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +127,24 @@ def test_malformed_http_is_refused_before_user_code(served: Served) -> None:
         answer = raw.recv(1024)
     assert answer.startswith(b"HTTP/1.1 400")
     assert web.echo.stats().containers_started == 0
+
+
+def test_a_class_of_web_endpoints_and_a_mixed_class_serve() -> None:
+    app_file = Path(__file__).parents[1] / "apps" / "web_class.py"
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "run", "-q", str(app_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {
+        "web": "hello bob",  # the enter hook ran in the endpoint's container
+        "echo": {"a": 1},
+        "same_container": True,  # a class's endpoints share its containers
+        "ping": 100,
+        "add": 102,
+        "doubles": [2, 4, 6],
+    }
+    assert "WebApp.web: http://127.0.0.1:" in done.stderr

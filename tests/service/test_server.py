@@ -534,3 +534,20 @@ def test_a_taken_port_is_one_line_and_every_start_says_where_the_token_is(
         assert str(home / "token") in second.log.read_text()
     finally:
         second.stop()
+
+
+def test_web_endpoints_of_a_deployed_class(server: ServerProcess) -> None:
+    out = server.deploy("web_class.py")
+    assert "WebApp.web" in out and "Mixed.api" in out
+    reply = httpx.get(f"{server.http}/web-class/WebApp.web", params={"name": "ann"}, timeout=60)
+    assert reply.status_code == 200 and reply.json()["message"] == "hello ann"
+    ping = httpx.get(f"{server.http}/web-class/Mixed.api/ping", timeout=60)
+    assert ping.json()["pong"] == 100
+    found = server.client(
+        "import shoal, urllib.request, json\n"
+        "url = shoal.Cls.from_name('web-class', 'WebApp')().web.get_web_url()\n"
+        "print(json.load(urllib.request.urlopen(url + '?name=cy', timeout=60))['message'])\n"
+        "print(shoal.Cls.from_name('web-class', 'Mixed')().add.remote(1))\n"
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split("\n")[:2] == ["hello cy", "101"]

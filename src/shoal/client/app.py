@@ -357,6 +357,9 @@ class App:
             if not serialized:
                 code_ref(target, serialized=False)
             handle = Cls(self._handles, target, spec, serialized=serialized)
+            kinds = {web["kind"] for web in handle.web_methods.values()}
+            if kinds and spec.image is not None:  # what serving them needs in the image
+                handle.spec = dataclasses.replace(spec, image=spec.image.with_features(*kinds))
             self._classes[spec.name] = handle
             return handle
 

@@ -22,6 +22,7 @@ from shoal.client.decorators import Parameter
 from shoal.client.function import Function, Owner
 from shoal.client.options import variant_options
 from shoal.client.user_module import code_ref
+from shoal.client.web import web_spec
 from shoal.control.spec import CodeRef, FunctionSpec, with_options
 from shoal.exception import InvalidError
 from shoal.protocol import markers
@@ -44,8 +45,15 @@ class Cls(Generic[T]):
         members = inspect.getmembers(raw_cls)  # inherited ones too
         self.parameters = {name: v for name, v in members if isinstance(v, Parameter)}
         self.methods = {name: member for name, member in members if markers.is_method(member)}
-        if not self.methods:
-            raise InvalidError(f"class {raw_cls.__name__} has no @shoal.method()")
+        #: Methods served as web endpoints (``@shoal.fastapi_endpoint()`` and friends), each
+        #: at ``Cls.method`` on the gateway, by its decorator's options.
+        self.web_methods = {
+            name: web for name, member in members if (web := web_spec(member)) is not None
+        }
+        if not self.methods and not self.web_methods:
+            raise InvalidError(
+                f"class {raw_cls.__name__} has no @shoal.method() and no web endpoint method"
+            )
 
     @staticmethod
     def from_name(app_name: str, name: str) -> DeployedCls:
@@ -125,12 +133,19 @@ class Obj:
 
     def __getattr__(self, name: str) -> Function[Any, Any]:
         raw = self._cls.methods.get(name)
+        if raw is None and name in self._cls.web_methods:
+            raw = getattr(self._cls.__shoal_raw_function__, name)
         if raw is None:
             raise AttributeError(f"{self._cls.__name__} has no @shoal.method() {name!r}")
         handle = self._handles.get(name)
         if handle is None:
             handle = Function(
-                self._cls._owner, raw, self._spec, serialized=self._cls.serialized, method=name
+                self._cls._owner,
+                raw,
+                self._spec,
+                serialized=self._cls.serialized,
+                method=name,
+                web_name=f"{self._cls.spec.name}.{name}",
             )
             self._handles[name] = handle
         return handle
@@ -146,7 +161,10 @@ class DeployedCls:
         self._app_name = app_name
         self.__name__ = name
         self._methods: dict[str, bool] = dict(info.get("methods", {}))
+        self._methods.update(dict.fromkeys(info.get("web_methods") or {}, False))
         self._parameters = set(info.get("parameters", []))
+        #: Its web endpoints' URLs, by ``Cls.method``.
+        self._web_urls: dict[str, str | None] = dict(info.get("web_urls") or {})
         self._connection = connection
 
     def __call__(self, **values: Any) -> DeployedObj:
@@ -163,7 +181,9 @@ class DeployedCls:
                 f"{self.__name__} has no parameter {sorted(unknown)}; "
                 f"its parameters are {sorted(self._parameters)}"
             )
-        owner = DeployedApp(self._app_name, self._connection, pickled_parameters(values))
+        owner = DeployedApp(
+            self._app_name, self._connection, pickled_parameters(values), self._web_urls
+        )
         return DeployedObj(self, owner)
 
     def __repr__(self) -> str:
@@ -186,7 +206,13 @@ class DeployedObj:
             spec = FunctionSpec(name=self._cls.__name__)
             generator = self._cls._methods[name]
             handle = Function(
-                self._owner, None, spec, serialized=False, method=name, is_generator=generator
+                self._owner,
+                None,
+                spec,
+                serialized=False,
+                method=name,
+                is_generator=generator,
+                web_name=f"{self._cls.__name__}.{name}",
             )
             self._handles[name] = handle
         return handle

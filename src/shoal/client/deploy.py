@@ -56,6 +56,7 @@ def definitions(app: App, folder: str) -> list[Definition]:
             "methods": methods,
             "parameters": sorted(cls.parameters),
             "web": None,
+            "web_methods": {method: dict(spec) for method, spec in cls.web_methods.items()},
         }
         code = relative(code_ref(raw_cls, serialized=cls.serialized), folder)
         found.append(Definition(name, cls.spec, code, info))

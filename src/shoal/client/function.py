@@ -75,8 +75,11 @@ class Function(Generic[P, R]):
         serialized: bool,
         method: str = "",
         is_generator: bool | None = None,
+        web_name: str = "",
     ) -> None:
         self._owner = owner
+        #: The name its web endpoint is served under, for a method (``Cls.method``).
+        self._web_name = web_name or spec.name
         self._raw_f = raw_f
         self.spec = spec
         self.serialized = serialized
@@ -126,7 +129,7 @@ class Function(Generic[P, R]):
     def web_url(self) -> str | None:
         """The URL of this web endpoint while its app is served (``shoal serve``/``run``,
         or deployed)."""
-        return self._owner.web_url(self.spec.name)
+        return self._owner.web_url(self._web_name)
 
     def with_options(self, **options: Any) -> Function[P, R]:
         """This function with other options, as Modal's ``with_options``: ``cpu``,

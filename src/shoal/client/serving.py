@@ -18,12 +18,18 @@ if TYPE_CHECKING:
 
 
 def web_routes(app: App, *, all_need_auth: bool = False) -> dict[str, Route]:
-    """The app's web endpoints by URL name."""
+    """The app's web endpoints by URL name: functions by name, a class's web methods as
+    ``Cls.method`` (served by the pool of its default parameters)."""
     routes = {}
     for name, function in app.registered_functions.items():
         spec = web_spec(function.__shoal_raw_function__)
         if spec is not None:
             routes[name] = Route(function._pool, spec["requires_auth"] or all_need_auth)
+    for name, cls in app.registered_classes.items():
+        for method, spec in cls.web_methods.items():
+            handle = getattr(cls(), method)
+            needs = spec["requires_auth"] or all_need_auth
+            routes[f"{name}.{method}"] = Route(handle._pool, needs, method)
     return routes
 
 

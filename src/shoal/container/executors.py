@@ -133,9 +133,9 @@ class Executor:
         self._timer: asyncio.TimerHandle | None = None
         self._streams: dict[str, Stream] = {}
         self._runners = {name: self._runner(fn) for name, fn in code.methods.items()}
-        if code.web:
-            self._runners[""] = Runner(
-                code.methods[""], is_async=True, is_generator=False, web=True
+        for name in code.web:
+            self._runners[name] = Runner(
+                code.methods[name], is_async=True, is_generator=False, web=True
             )
 
     def _runner(self, fn: Callable[..., Any]) -> Runner:

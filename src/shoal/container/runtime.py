@@ -211,7 +211,7 @@ class Runtime:
 def _runs_async(code: UserCode) -> bool:
     """Whether ``code`` has async parts (methods, a web app, hooks) for a user loop."""
     parts = [*code.methods.values(), *code.enter, *code.exit]
-    return code.web or any(is_async_callable(part) for part in parts)
+    return bool(code.web) or any(is_async_callable(part) for part in parts)
 
 
 async def _call(hook: Callable[[], Any]) -> None:

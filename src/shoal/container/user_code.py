@@ -7,8 +7,8 @@ so objects the caller pickled from its script unpickle here.
 What a container runs is a :class:`UserCode`: for a function, the function under
 the name ``""`` (for a web endpoint, the ASGI app built from it); for an
 ``@app.cls`` class, an instance built with the caller's parameters, its
-``@shoal.method()`` methods by name, and its ``@shoal.enter()`` and
-``@shoal.exit()`` hooks.
+``@shoal.method()`` methods by name (its web endpoint methods as ASGI apps), and its
+``@shoal.enter()`` and ``@shoal.exit()`` hooks.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ class UserCode:
     methods: dict[str, Callable[..., Any]]
     enter: list[Callable[..., Any]] = field(default_factory=list)
     exit: list[Callable[..., Any]] = field(default_factory=list)
-    #: A web endpoint: ``methods[""]`` is an ASGI app and every input is a request.
-    web: bool = False
+    #: The names in ``methods`` that are web endpoints: each an ASGI app, every input of
+    #: it one request (``""`` for a web function; a class's web methods by name).
+    web: set[str] = field(default_factory=set)
 
 
 def load_user_code(load: Load) -> UserCode:
@@ -55,7 +56,7 @@ def load_user_code(load: Load) -> UserCode:
     if isinstance(web, dict):
         from shoal.container.web import build_app
 
-        return UserCode(methods={"": build_app(target, web)}, web=True)
+        return UserCode(methods={"": build_app(target, web)}, web={""})
     if not isinstance(target, type):
         return UserCode(methods={"": target})
     parameters = pickle.loads(load.parameters) if load.parameters else {}
@@ -93,10 +94,16 @@ def _instantiate(cls: type, parameters: dict[str, Any]) -> UserCode:
     code = UserCode(methods={})
     for name, member in inspect.getmembers(cls):
         role = getattr(member, markers.ROLE, None)
-        if role is None and not markers.is_method(member):
+        web = getattr(member, markers.WEB, None)
+        if role is None and web is None and not markers.is_method(member):
             continue
         bound = getattr(instance, name)
-        if markers.is_method(member):
+        if isinstance(web, dict):  # served as an endpoint of the class's containers
+            from shoal.container.web import build_app
+
+            code.methods[name] = build_app(bound, web)
+            code.web.add(name)
+        elif markers.is_method(member):
             code.methods[name] = bound
         elif role == markers.ENTER:
             code.enter.append(bound)

@@ -85,6 +85,8 @@ class Route:
 
     pool: Callable[[], WebPool]
     requires_auth: bool
+    #: The method of a class that serves it ("" for a function).
+    method: str = ""
 
 
 #: Finds the route of a request path: (route, its name, the rest of the path), or
@@ -174,7 +176,9 @@ class Gateway:
         pool = route.pool()
         events: asyncio.Queue[Any] = asyncio.Queue()
         data = payload.dumps({"scope": scope, "body": body, "more_body": more}, "request")
-        record = pool.submit(data, lambda _: events.put_nowait(_END), on_item=events.put_nowait)
+        record = pool.submit(
+            data, lambda _: events.put_nowait(_END), route.method, events.put_nowait
+        )
         upload = _Upload(len(body))
         record.on_credit = upload.grant
         feeder = None
@@ -264,7 +268,9 @@ class Gateway:
         pool = route.pool()
         events: asyncio.Queue[Any] = asyncio.Queue()
         data = payload.dumps({"scope": scope}, "websocket")
-        record = pool.submit(data, lambda _: events.put_nowait(_END), on_item=events.put_nowait)
+        record = pool.submit(
+            data, lambda _: events.put_nowait(_END), route.method, events.put_nowait
+        )
         window = _Upload(0)
         record.on_credit = window.grant
 

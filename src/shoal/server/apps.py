@@ -29,6 +29,7 @@ import dataclasses
 import os
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, app_of
@@ -117,8 +118,26 @@ class Deployment:
         return dict(self._pools)
 
     def web_functions(self) -> list[str]:
-        """The names of its web endpoints."""
-        return [name for name, d in self.definitions.items() if d.info.get("web")]
+        """The names of its web endpoints: functions by name, methods of a class as
+        ``Cls.method``."""
+        names = []
+        for name, definition in self.definitions.items():
+            if definition.info.get("web"):
+                names.append(name)
+            names += [f"{name}.{method}" for method in definition.info.get("web_methods") or {}]
+        return names
+
+    def web_route(self, endpoint: str) -> tuple[str, str, dict[str, Any]] | None:
+        """The pool name, method and options of web endpoint ``endpoint`` (a function's
+        name, or ``Cls.method``), or None when it names none."""
+        name, _, method = endpoint.partition(".")
+        definition = self.definitions.get(name)
+        if definition is None:
+            return None
+        web = (definition.info.get("web_methods") or {}).get(method) if method else None
+        if not method:
+            web = definition.info.get("web")
+        return (name, method, web) if isinstance(web, dict) else None
 
     def _key(self, name: str) -> str:
         return f"{self.app}.v{self.version}.{name}"

@@ -278,16 +278,16 @@ class Server:
         function, _, rest = rest.partition("/")
         try:
             deployment = self.apps.current(app)
-            definition = deployment.definition(function)
         except NotFoundError:
             return None
-        web = definition.info.get("web")
-        if not isinstance(web, dict):
+        found = deployment.web_route(function)
+        if found is None:
             return None
+        pool_name, method, web = found
         needs_token = bool(web.get("requires_auth")) or not transport.is_loopback(self.options.host)
         from shoal.gateway.server import Route
 
-        route = Route(lambda: deployment.pool(function), needs_token)
+        route = Route(lambda: deployment.pool(pool_name), needs_token, method)
         return route, f"{app}/{function}", rest
 
     def web_url(self, app: str, function: str) -> str | None:
@@ -385,6 +385,10 @@ class Server:
         info = dict(definition.info)
         if info.get("web"):
             info["web_url"] = self.web_url(app, name)
+        info["web_urls"] = {
+            f"{name}.{method}": self.web_url(app, f"{name}.{method}")
+            for method in info.get("web_methods") or {}
+        }
         info["version"] = deployment.version
         info["scaling"] = dataclasses.asdict(definition.spec.scaling)
         return info
