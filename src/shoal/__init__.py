@@ -15,7 +15,7 @@ functions, classes, maps, generators, concurrency, batching and scaling options:
         print(sum(fetch.map(["a", "b"])))
 """
 
-from shoal import exception
+from shoal import exception, experimental
 from shoal.client.app import App
 from shoal.client.cls import Cls, Obj
 from shoal.client.decorators import batched, concurrent, enter, exit, method, parameter
@@ -73,6 +73,7 @@ __all__ = [
     "enable_output",
     "enter",
     "exception",
+    "experimental",
     "exit",
     "fastapi_endpoint",
     "is_local",

@@ -148,3 +148,15 @@ def test_a_class_of_web_endpoints_and_a_mixed_class_serve() -> None:
         "doubles": [2, 4, 6],
     }
     assert "WebApp.web: http://127.0.0.1:" in done.stderr
+
+
+def test_an_experimental_http_server_class_is_served() -> None:
+    app_file = Path(__file__).parents[1] / "apps" / "flash.py"
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "run", "-q", str(app_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"served": True, "url": True}

@@ -551,3 +551,25 @@ def test_web_endpoints_of_a_deployed_class(server: ServerProcess) -> None:
     )
     assert found.returncode == 0, found.stderr
     assert found.stdout.split("\n")[:2] == ["hello cy", "101"]
+
+
+def test_experimental_names_on_a_server(server: ServerProcess) -> None:
+    server.deploy("flash.py")
+    server.deploy("web_class.py")
+    seen = server.client(
+        "import shoal.experimental as ex, urllib.request\n"
+        "apps = sorted((a.name, a.app_id) for a in ex.list_deployed_apps())\n"
+        "print(apps)\n"
+        "objects = ex.get_app_objects('web-class')\n"
+        "print(sorted(objects), objects['Mixed']().add.remote(5))\n"
+        "url = objects and __import__('shoal').Cls.from_name('flash', 'Server').get_web_url()\n"
+        "print('Directory listing' in urllib.request.urlopen(url, timeout=60).read().decode())\n"
+        "ex.stop_app('flash')\n"
+        "print([a.name for a in ex.list_deployed_apps()])\n"
+    )
+    assert seen.returncode == 0, seen.stderr
+    lines = seen.stdout.splitlines()
+    assert lines[0] == "[('flash', 'flash'), ('web-class', 'web-class')]"
+    assert lines[1] == "['Mixed', 'WebApp'] 105"
+    assert lines[2] == "True"
+    assert lines[3] == "['web-class']"

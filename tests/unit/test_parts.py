@@ -245,6 +245,7 @@ def test_public_names_are_pinned() -> None:
         "enable_output",
         "enter",
         "exception",
+        "experimental",
         "exit",
         "fastapi_endpoint",
         "is_local",

@@ -23,7 +23,7 @@ from shoal.client.function import Function, Owner
 from shoal.client.options import variant_options
 from shoal.client.user_module import code_ref
 from shoal.client.web import web_spec
-from shoal.control.spec import CodeRef, FunctionSpec, with_options
+from shoal.control.spec import CodeRef, FunctionSpec, endpoint_name, with_options
 from shoal.exception import InvalidError
 from shoal.protocol import markers
 
@@ -48,8 +48,13 @@ class Cls(Generic[T]):
         #: Methods served as web endpoints (``@shoal.fastapi_endpoint()`` and friends), each
         #: at ``Cls.method`` on the gateway, by its decorator's options.
         self.web_methods = {
-            name: web for name, member in members if (web := web_spec(member)) is not None
+            name: web
+            for name, member in members
+            if name != markers.WEB and (web := web_spec(member)) is not None
         }
+        served = web_spec(raw_cls)
+        if served is not None:  # the class's own HTTP server: the endpoint is the class
+            self.web_methods[""] = served
         if not self.methods and not self.web_methods:
             raise InvalidError(
                 f"class {raw_cls.__name__} has no @shoal.method() and no web endpoint method"
@@ -68,6 +73,11 @@ class Cls(Generic[T]):
 
         connection, info = run_sync(lookup(app_name, name, "class"))
         return DeployedCls(app_name, name, info, connection)
+
+    def get_web_url(self) -> str | None:
+        """The URL of the class's own HTTP server (``shoal.experimental.http_server``) while
+        its app is served; None for a class without one."""
+        return self._owner.web_url(self.spec.name) if "" in self.web_methods else None
 
     @property
     def __shoal_raw_function__(self) -> type[T]:
@@ -131,9 +141,14 @@ class Obj:
         cls._owner.declare(self._spec, lambda: cls._code(bound))
         self._handles: dict[str, Function[Any, Any]] = {}
 
+    def _pool(self) -> Any:
+        """The pool of this object's parameter set (what its class's own server, an
+        ``experimental.http_server``, is served by)."""
+        return self._cls._owner.pool(self._spec.name)
+
     def __getattr__(self, name: str) -> Function[Any, Any]:
         raw = self._cls.methods.get(name)
-        if raw is None and name in self._cls.web_methods:
+        if raw is None and name and name in self._cls.web_methods:
             raw = getattr(self._cls.__shoal_raw_function__, name)
         if raw is None:
             raise AttributeError(f"{self._cls.__name__} has no @shoal.method() {name!r}")
@@ -145,7 +160,7 @@ class Obj:
                 self._spec,
                 serialized=self._cls.serialized,
                 method=name,
-                web_name=f"{self._cls.spec.name}.{name}",
+                web_name=endpoint_name(self._cls.spec.name, name),
             )
             self._handles[name] = handle
         return handle
@@ -163,9 +178,15 @@ class DeployedCls:
         self._methods: dict[str, bool] = dict(info.get("methods", {}))
         self._methods.update(dict.fromkeys(info.get("web_methods") or {}, False))
         self._parameters = set(info.get("parameters", []))
-        #: Its web endpoints' URLs, by ``Cls.method``.
+        #: Its web endpoints' URLs, by ``Cls.method`` (its own server's: by its name).
         self._web_urls: dict[str, str | None] = dict(info.get("web_urls") or {})
+        if info.get("web_url"):
+            self._web_urls[name] = info["web_url"]
         self._connection = connection
+
+    def get_web_url(self) -> str | None:
+        """The URL of the class's own HTTP server (``experimental.http_server``), if any."""
+        return self._web_urls.get(self.__name__)
 
     def __call__(self, **values: Any) -> DeployedObj:
         """An object with these parameter values (the others take their defaults there).

@@ -55,8 +55,8 @@ def definitions(app: App, folder: str) -> list[Definition]:
             "kind": "class",
             "methods": methods,
             "parameters": sorted(cls.parameters),
-            "web": None,
-            "web_methods": {method: dict(spec) for method, spec in cls.web_methods.items()},
+            "web": cls.web_methods.get(""),  # the class's own server, if it has one
+            "web_methods": {m: dict(spec) for m, spec in cls.web_methods.items() if m},
         }
         code = relative(code_ref(raw_cls, serialized=cls.serialized), folder)
         found.append(Definition(name, cls.spec, code, info))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from shoal.client.bridge import run_sync
 from shoal.client.web import web_spec
+from shoal.control.spec import endpoint_name
 from shoal.gateway.server import Route, Served, start
 from shoal.protocol import transport
 
@@ -27,9 +28,9 @@ def web_routes(app: App, *, all_need_auth: bool = False) -> dict[str, Route]:
             routes[name] = Route(function._pool, spec["requires_auth"] or all_need_auth)
     for name, cls in app.registered_classes.items():
         for method, spec in cls.web_methods.items():
-            handle = getattr(cls(), method)
             needs = spec["requires_auth"] or all_need_auth
-            routes[f"{name}.{method}"] = Route(handle._pool, needs, method)
+            pool = getattr(cls(), method)._pool if method else cls()._pool
+            routes[endpoint_name(name, method)] = Route(pool, needs, method)
     return routes
 
 

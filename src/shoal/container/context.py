@@ -152,6 +152,19 @@ class CallChannel:
 
 
 _channel: CallChannel | None = None
+#: How many inputs this container runs at once, once it has loaded its code.
+_concurrency: int | None = None
+
+
+def set_input_concurrency(capacity: int) -> None:
+    """Record the container's capacity (its ``max_inputs``), for user code to ask."""
+    global _concurrency
+    _concurrency = capacity
+
+
+def input_concurrency() -> int | None:
+    """How many inputs this container runs at once; ``None`` outside containers."""
+    return _concurrency
 
 
 def install_channel(channel: CallChannel) -> None:

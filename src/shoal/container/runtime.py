@@ -178,6 +178,7 @@ class Runtime:
             return Executor(code, message.max_inputs, message.timeout, send)
 
         self._executor = await self._on_user_loop(make())
+        context.set_input_concurrency(message.max_inputs)
         self._writer.send(Ready())
 
     async def _on_user_loop(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -52,13 +52,12 @@ def load_user_code(load: Load) -> UserCode:
             caller sees the real traceback).
     """
     target = _find(load)
-    web = getattr(target, markers.WEB, None)
-    if isinstance(web, dict):
-        from shoal.container.web import build_app
-
-        return UserCode(methods={"": build_app(target, web)}, web={""})
     if not isinstance(target, type):
-        return UserCode(methods={"": target})
+        code = UserCode(methods={"": target})
+        web = getattr(target, markers.WEB, None)
+        if isinstance(web, dict):
+            _serve(code, "", target, web)
+        return code
     parameters = pickle.loads(load.parameters) if load.parameters else {}
     return _instantiate(target, parameters)
 
@@ -92,24 +91,38 @@ def _instantiate(cls: type, parameters: dict[str, Any]) -> UserCode:
                 raise LoadError(f"{cls.__name__} needs parameter {name!r}")
             setattr(instance, name, member.default)
     code = UserCode(methods={})
+    served = getattr(cls, markers.WEB, None)
+    if isinstance(served, dict):  # the class's own server (experimental.http_server)
+        _serve(code, "", _started_by_enter, served)
     for name, member in inspect.getmembers(cls):
-        role = getattr(member, markers.ROLE, None)
-        web = getattr(member, markers.WEB, None)
-        if role is None and web is None and not markers.is_method(member):
-            continue
-        bound = getattr(instance, name)
-        if isinstance(web, dict):  # served as an endpoint of the class's containers
-            from shoal.container.web import build_app
-
-            code.methods[name] = build_app(bound, web)
-            code.web.add(name)
-        elif markers.is_method(member):
-            code.methods[name] = bound
-        elif role == markers.ENTER:
-            code.enter.append(bound)
-        elif role == markers.EXIT:
-            code.exit.append(bound)
+        if name != markers.WEB:
+            _add_member(code, name, member, instance)
     return code
+
+
+def _add_member(code: UserCode, name: str, member: Any, instance: Any) -> None:
+    """Give ``code`` what class member ``name`` is to a container, if anything."""
+    role = getattr(member, markers.ROLE, None)
+    web = getattr(member, markers.WEB, None)
+    if isinstance(web, dict):  # served as an endpoint of the class's containers
+        _serve(code, name, getattr(instance, name), web)
+    elif markers.is_method(member):
+        code.methods[name] = getattr(instance, name)
+    elif role == markers.ENTER:
+        code.enter.append(getattr(instance, name))
+    elif role == markers.EXIT:
+        code.exit.append(getattr(instance, name))
+
+
+def _serve(code: UserCode, name: str, fn: Callable[..., Any], web: dict[str, Any]) -> None:
+    from shoal.container.web import build_app
+
+    code.methods[name] = build_app(fn, web)
+    code.web.add(name)
+
+
+def _started_by_enter() -> None:
+    """A class's ``http_server`` is started by its enter hooks; nothing more to start."""
 
 
 def load_module(kind: str, name: str, file: str, sys_path: Sequence[str]) -> types.ModuleType:

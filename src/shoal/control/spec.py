@@ -247,6 +247,18 @@ def _pair_of(request: Any, limit: Any) -> Any:
     return request if limit is None else (request, limit)
 
 
+def endpoint_name(name: str, method: str = "") -> str:
+    """The name a web endpoint is served under: a function's name, a class's web method
+    as ``Cls.method``, a class's own server (``method=""``) as the class's name.
+
+    Example::
+
+        >>> endpoint_name("WebApp", "web"), endpoint_name("Server")
+        ('WebApp.web', 'Server')
+    """
+    return f"{name}.{method}" if method else name
+
+
 @dataclass(frozen=True)
 class Definition:
     """One deployed function or class, as the client described it.

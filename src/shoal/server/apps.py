@@ -33,7 +33,7 @@ from typing import Any
 
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, app_of
-from shoal.control.spec import CodeRef, Definition, load_definitions
+from shoal.control.spec import CodeRef, Definition, endpoint_name, load_definitions
 from shoal.exception import Error, InvalidError, NotFoundError
 from shoal.protocol import bundle
 from shoal.server.store import Store, digest
@@ -124,7 +124,7 @@ class Deployment:
         for name, definition in self.definitions.items():
             if definition.info.get("web"):
                 names.append(name)
-            names += [f"{name}.{method}" for method in definition.info.get("web_methods") or {}]
+            names += [endpoint_name(name, m) for m in definition.info.get("web_methods") or {}]
         return names
 
     def web_route(self, endpoint: str) -> tuple[str, str, dict[str, Any]] | None:
