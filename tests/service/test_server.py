@@ -18,7 +18,7 @@ import pytest
 
 import shoal
 from conftest import wait_until
-from service.harness import ServerProcess
+from service.harness import ServerProcess, free_port
 
 CALLS = """
 import shoal
@@ -573,3 +573,27 @@ def test_experimental_names_on_a_server(server: ServerProcess) -> None:
     assert lines[1] == "['Mixed', 'WebApp'] 105"
     assert lines[2] == "True"
     assert lines[3] == "['web-class']"
+
+
+def test_deploy_prints_every_function_and_stable_urls_within_origin_ports(
+    tmp_path: Path,
+) -> None:
+    first = free_port()
+    ports = range(first, first + 20)
+    server = ServerProcess(tmp_path, args=("--origin-ports", f"{ports[0]}-{ports[-1]}")).start()
+    try:
+        out = server.deploy("web_class.py")
+        lines = out.splitlines()
+        assert lines[0] == "deployed web-class version 1"
+        assert "  Mixed (class)" in lines and "  WebApp (class)" in lines
+        path = f"{server.http}/web-class/WebApp.web"
+        endpoint = next(line for line in lines if line.startswith("    WebApp.web: "))
+        assert endpoint.startswith(f"    WebApp.web: {path} (its own origin: http://127.0.0.1:")
+        origin_port = int(endpoint.rsplit(":", 1)[1].rstrip(")"))
+        assert origin_port in ports
+        assert server.cli("app", "stop", "web-class", "-y").returncode == 0
+        again = server.deploy("web_class.py")
+        assert f"(its own origin: http://127.0.0.1:{origin_port})" in again  # it kept its port
+        assert httpx.get(f"http://127.0.0.1:{origin_port}/", timeout=60).status_code == 200
+    finally:
+        server.stop()

@@ -42,6 +42,12 @@ T = TypeVar("T")
 @click.option("--tls-cert", default=None, help="PEM certificate: clients connect with TLS.")
 @click.option("--tls-key", default=None, help="PEM private key of --tls-cert.")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without TLS.")
+@click.option(
+    "--origin-ports",
+    default=None,
+    metavar="FIRST-LAST",
+    help="Ports web endpoints take for origins of their own [default: any free ones].",
+)
 def server(
     host: str,
     port: int,
@@ -50,6 +56,7 @@ def server(
     tls_cert: str | None,
     tls_key: str | None,
     insecure: bool,
+    origin_ports: str | None,
 ) -> None:
     """Run the Shoal server: deployed apps, their containers, and their web endpoints."""
     options = ServerOptions(
@@ -60,6 +67,7 @@ def server(
         tls_cert=tls_cert,
         tls_key=tls_key,
         insecure=insecure,
+        origin_ports=None if origin_ports is None else _port_range(origin_ports),
     )
     try:
         asyncio.run(_serve(options))
@@ -71,6 +79,18 @@ def server(
             f"cannot listen on {where}: {exc.strerror or exc} (is another server running? "
             "pick others with --port and --http-port)"
         ) from None
+
+
+def _port_range(text: str) -> range:
+    """``41100-41199`` as the ports it names (both ends included).
+
+    Raises:
+        click.BadParameter: not FIRST-LAST with 1 <= FIRST <= LAST <= 65535.
+    """
+    first, sep, last = text.partition("-")
+    if not (sep and first.isdigit() and last.isdigit() and 0 < int(first) <= int(last) < 65536):
+        raise click.BadParameter(f"{text!r}: expected FIRST-LAST, e.g. 41100-41199")
+    return range(int(first), int(last) + 1)
 
 
 async def _serve(options: ServerOptions) -> None:
@@ -128,8 +148,14 @@ def deploy(path: str, name: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     app_name = name or apps[0].name
     click.echo(f"deployed {app_name} version {answer['version']}")
-    for function, url in sorted(answer["web"].items()):
-        click.echo(f"  {function}: {url}")
+    paths, origins = answer.get("paths", {}), answer["web"]
+    for function, kind in answer.get("functions", {}).items():
+        click.echo(f"  {function} ({kind})")
+        endpoints = [e for e in paths if e == function or e.startswith(function + ".")]
+        for endpoint in sorted(endpoints):
+            origin = origins.get(endpoint)
+            also = f" (its own origin: {origin})" if origin and origin != paths[endpoint] else ""
+            click.echo(f"    {endpoint}: {paths[endpoint]}{also}")
 
 
 @click.group()

@@ -421,6 +421,10 @@ class Served:
         """The endpoints that have a port of their own."""
         return list(self._origins)
 
+    def origin_ports(self) -> set[int]:
+        """The ports endpoints are served on at their root."""
+        return {_port(listener) for listener in self._origins.values()}
+
     def _url_of(self, port: int) -> str:
         scheme = "https" if self._server.config.ssl else "http"
         return f"{scheme}://{self.host}:{port}"

@@ -4,10 +4,14 @@ The gateway serves every endpoint under ``/<app>/<function>/``. Web apps often
 write absolute paths (a redirect to ``/result``, ``<form action="/go">``), which
 leave that prefix, so each endpoint is also served at the root of a port of its
 own, as Modal serves each at a host of its own; ``get_web_url()`` names that
-origin. A deployed endpoint keeps its port across redeploys and restarts (the
-store remembers it; if another process took it meanwhile, the endpoint gets a
-new one and says so in the log). An ephemeral app's endpoints get free ports
-that close when the app ends (``Apps.on_change``).
+origin. A deployed endpoint keeps its port across redeploys, restarts and an
+``app stop`` followed by a deploy (the store remembers it until the endpoint leaves a
+running version; if another process took it meanwhile, the endpoint gets a new one
+and says so in the log). An ephemeral app's endpoints get ports that close when the
+app ends (``Apps.on_change``). With a range of ports (``shoal server
+--origin-ports 41100-41199``) every origin takes one from it, the lowest that no
+stored endpoint holds; with none left, an endpoint has only its path URL, and the
+log says so.
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ if TYPE_CHECKING:
 class WebOrigins:
     """Keeps one port per web endpoint of every running app (see the module docstring)."""
 
-    def __init__(self, served: Served, store: Store, apps: Apps) -> None:
+    def __init__(
+        self, served: Served, store: Store, apps: Apps, ports: range | None = None
+    ) -> None:
         self._served = served
         self._store = store
         self._apps = apps
+        #: The ports origins may take (None: any free one).
+        self._ports = ports
         self._lock = asyncio.Lock()
 
     def url(self, app: str, function: str) -> str | None:
@@ -67,23 +75,52 @@ class WebOrigins:
         return wanted
 
     def _forget_stale(self, wanted: dict[str, bool]) -> dict[str, int]:
-        """Forget the stored ports of endpoints gone from a running app or of apps no
-        longer deployed (an app deployed but not running keeps them); return the rest."""
+        """Forget the stored ports of endpoints gone from a running app, or whose app the
+        store no longer knows (a stopped app keeps them for its next deploy); return the
+        rest."""
         running = {deployment.app for deployment in self._apps.running()}
-        deployed = {row.name for row in self._store.apps() if row.state == "deployed"}
+        known = {row.name for row in self._store.apps()}
         stored = self._store.web_ports()
         for endpoint in list(stored):
             app = endpoint.partition("/")[0]
-            if endpoint not in wanted and (app in running or app not in deployed):
+            if endpoint not in wanted and (app in running or app not in known):
                 self._store.forget_web_port(endpoint)
                 del stored[endpoint]
         return stored
 
     async def _open(self, endpoint: str, port: int, deployed: bool) -> None:
-        try:
-            url = await self._served.open_origin(endpoint, port)
-        except OSError as exc:
-            print(f"web endpoint {endpoint}: port {port} is taken ({exc}); using another")
-            url = await self._served.open_origin(endpoint, 0)
+        if port:
+            try:
+                url = await self._served.open_origin(endpoint, port)
+            except OSError as exc:
+                print(f"web endpoint {endpoint}: port {port} is taken ({exc}); using another")
+            else:
+                self._keep(endpoint, url, deployed)
+                return
+        free = await self._open_free(endpoint)
+        if free is not None:
+            self._keep(endpoint, free, deployed)
+
+    async def _open_free(self, endpoint: str) -> str | None:
+        """Open a port for ``endpoint``: any free one, or the lowest free one of the range
+        that no stored endpoint holds (None when none is left)."""
+        if self._ports is None:
+            return await self._served.open_origin(endpoint, 0)
+        held = {*self._store.web_ports().values(), *self._served.origin_ports()}
+        for port in self._ports:
+            if port in held:
+                continue
+            try:
+                return await self._served.open_origin(endpoint, port)
+            except OSError:
+                continue  # another process holds it
+        first, last = self._ports.start, self._ports.stop - 1
+        print(
+            f"web endpoint {endpoint}: no free port left in --origin-ports {first}-{last}; "
+            "it is served at its path URL only"
+        )
+        return None
+
+    def _keep(self, endpoint: str, url: str, deployed: bool) -> None:
         if deployed:
             self._store.set_web_port(endpoint, int(url.rsplit(":", 1)[1]))

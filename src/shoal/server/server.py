@@ -78,6 +78,8 @@ class ServerOptions:
     #: The token clients present (the embedded server's, made by its process); None: as
     #: the module docstring says.
     token: str | None = None
+    #: The ports web endpoints may take for origins of their own (None: any free one).
+    origin_ports: range | None = None
 
 
 class Server:
@@ -181,7 +183,7 @@ class Server:
                 tls_files,
             )
             self.http_url = self._served.url
-            self._origins = WebOrigins(self._served, self.store, self.apps)
+            self._origins = WebOrigins(self._served, self.store, self.apps, options.origin_ports)
             self.apps.on_change = self._origins.prune
             await self._origins.sync()
         self._write_address()
@@ -328,7 +330,23 @@ class Server:
             data(body, "definitions"),
             str(body.get("client", "")),
         )
-        return {"version": deployment.version, "web": await self._web_urls(deployment)}
+        return {
+            "version": deployment.version,
+            "web": await self._web_urls(deployment),
+            "paths": self._path_urls(deployment),
+            "functions": {
+                name: d.info.get("kind", "function")
+                for name, d in sorted(deployment.definitions.items())
+            },
+        }
+
+    def _path_urls(self, deployment: Deployment) -> dict[str, str]:
+        """Each web endpoint's URL under the gateway's own port, which never moves."""
+        if self.http_url is None:
+            return {}
+        return {
+            name: f"{self.http_url}/{deployment.app}/{name}" for name in deployment.web_functions()
+        }
 
     async def _web_urls(self, deployment: Deployment) -> dict[str, str | None]:
         if self._origins is not None:
