@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -44,6 +45,29 @@ def test_shoal_run_runs_the_app_on_the_server_and_ends_it(server: ServerProcess)
     (url,) = [line.removeprefix("web url ") for line in lines if line.startswith("web url ")]
     with pytest.raises(httpx.ConnectError):  # its endpoint's own port closed with it
         httpx.get(url, timeout=10)
+
+
+def test_shoal_run_shows_what_the_containers_print_and_the_image_build(
+    server: ServerProcess,
+) -> None:
+    env = {**server.env, "RUN_TAG": uuid.uuid4().hex}
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "run", "-q", str(server.apps / "chatty_run.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert "result HELLO" in out
+    assert "[shout-c1] out: hello" in out  # on the terminal that ran it, as with no server
+    assert "[shout-c1] err: hello" in done.stderr.splitlines()
+    built = [line for line in out if line.startswith("[image ")]
+    assert built and built[0].endswith("building: python default"), out
+    assert built[-1].endswith("] built"), out
+    assert out.index(built[-1]) < out.index("result HELLO")
 
 
 def test_a_detached_run_lets_its_inputs_finish(server: ServerProcess, tmp_path: Path) -> None:
@@ -92,6 +116,8 @@ def test_a_server_running_on_the_home_is_found_and_the_app_ends_with_the_command
             "spawn",
             "--path",
             str(marker),
+            "--seconds",
+            "30",
         ],
         env=env,
         capture_output=True,
@@ -101,6 +127,7 @@ def test_a_server_running_on_the_home_is_found_and_the_app_ends_with_the_command
     assert done.returncode == 0, done.stderr
     assert "running as ap-" in done.stderr
     wait_until(lambda: not _ephemeral_apps(server), 30, "the app to end")
-    time.sleep(3.5)  # longer than the spawned input would have taken
+    # The spawned input (30 s) outlives the app's shutdown grace: stopped, it never ends.
+    wait_until(lambda: not _containers(server), 30, "its containers to stop")
     assert not marker.exists()
     assert os.path.exists(server.home / "shoal.db")

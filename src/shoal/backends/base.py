@@ -116,6 +116,9 @@ OnExit = Callable[[str, int | None], None]
 #: Called with (container id, "stdout" or "stderr", lines) for what a container printed.
 OnOutput = Callable[[str, str, list[str]], None]
 
+#: Takes each line an image build prints, as it comes.
+BuildLog = Callable[[str], None]
+
 
 class Backend(abc.ABC):
     """Starts and stops container processes. All methods run on the control loop.
@@ -164,8 +167,9 @@ class Backend(abc.ABC):
         """
         return None
 
-    async def build_image(self, recipe: Recipe) -> Environment:
-        """Build ``recipe`` into an environment its containers can start in.
+    async def build_image(self, recipe: Recipe, log: BuildLog) -> Environment:
+        """Build ``recipe`` into an environment its containers can start in, handing
+        ``log`` each line the build prints.
 
         Raises:
             ImageBuildError: a step failed (the message ends with its output).

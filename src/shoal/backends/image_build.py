@@ -142,12 +142,12 @@ def _version_of(python: str) -> str | None:
 class ImageBuilder:
     """Builds recipes into environments under ``cache`` (see the module docstring)."""
 
-    def __init__(self, cache: str, log: Callable[[str], None]) -> None:
+    def __init__(self, cache: str) -> None:
         self._cache = cache
-        self._log = log
 
-    async def build(self, recipe: Recipe) -> Environment:
-        """The environment of ``recipe``, built now unless a finished build is cached.
+    async def build(self, recipe: Recipe, log: Callable[[str], None]) -> Environment:
+        """The environment of ``recipe``, built now unless a finished build is cached;
+        each line the build prints goes to ``log``.
 
         Raises:
             ImageBuildError: a step failed, or the interpreter is missing.
@@ -159,7 +159,7 @@ class ImageBuilder:
         try:
             saved = _finished(folder)
             if saved is None:
-                await _Build(recipe, folder, self._log).run()
+                await _Build(recipe, folder, log).run()
                 saved = _finished(folder)
                 assert saved is not None
         finally:

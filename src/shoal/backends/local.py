@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, TextIO
 
 from shoal import settings
-from shoal.backends.base import Backend, ContainerLaunch, OnExit, Preload
+from shoal.backends.base import Backend, BuildLog, ContainerLaunch, OnExit, Preload
 from shoal.backends.fork_server import ForkServer
 from shoal.backends.image_build import ImageBuilder
 from shoal.control.image import Environment, Recipe
@@ -75,10 +75,10 @@ class LocalBackend(Backend):
         self._fork_servers: dict[Preload, asyncio.Task[ForkServer]] = {}
         self._images: ImageBuilder | None = None
 
-    async def build_image(self, recipe: Recipe) -> Environment:
+    async def build_image(self, recipe: Recipe, log: BuildLog) -> Environment:
         if self._images is None:
-            self._images = ImageBuilder(settings.image_cache(), _print_build_line)
-        return await self._images.build(recipe)
+            self._images = ImageBuilder(settings.image_cache())
+        return await self._images.build(recipe, log)
 
     async def prepare(self, preload: Preload) -> None:
         if settings.fork_server() and sys.platform == "linux":
@@ -312,10 +312,3 @@ def _write(label: str, which: str, lines: list[str]) -> None:
     with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
         out.write(text)
         out.flush()
-
-
-def _print_build_line(line: str) -> None:
-    """Show one line of an image build where the user watches (like a container's output)."""
-    with contextlib.suppress(ValueError, OSError):
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()

@@ -44,6 +44,7 @@ import msgpack
 
 from shoal import exception, settings
 from shoal.client import direct_line
+from shoal.client.output import print_lines
 from shoal.control import run_dir
 from shoal.control.calls import CallState, InputRecord, apply_reply, reply_error
 from shoal.control.spec import FunctionSpec
@@ -60,6 +61,7 @@ from shoal.protocol.messages import (
     Credit,
     DoneMany,
     Feed,
+    LogLines,
     Message,
     OutputStatus,
     Reply,
@@ -307,6 +309,8 @@ class Connection:
             self._credit(message)
         elif isinstance(message, Reply):
             self._answered(message)
+        elif isinstance(message, LogLines):
+            print_lines(message.source, message.stream, message.lines)
         elif isinstance(message, Welcome) and not self._welcome.done():
             self._welcome.set_result(message.server_id)
 

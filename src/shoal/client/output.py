@@ -11,9 +11,10 @@ reports on.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -96,3 +97,15 @@ class Status:
                 )
                 rows.append(bar)
         return Group(*rows)
+
+
+def print_lines(source: str, stream: str, lines: list[str]) -> None:
+    """Show lines a server relayed from an app's container (``[<function>-c<n>] ...``, on
+    the stream it wrote to) or from an image build (``source`` empty: as they are), as
+    a container of this process's own would show them."""
+    # Looked up per write: the live status may have replaced sys.stdout.
+    out: TextIO = sys.stderr if stream == "stderr" else sys.stdout
+    prefix = f"[{source}] " if source else ""
+    with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
+        out.write("".join(f"{prefix}{line}\n" for line in lines))
+        out.flush()

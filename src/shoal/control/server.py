@@ -11,6 +11,7 @@ is read from it, the backend that starts containers, and one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
 import json
@@ -18,6 +19,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -25,7 +27,7 @@ from typing import Any, Protocol
 import msgpack
 
 from shoal import settings
-from shoal.backends.base import Backend, ContainerLaunch
+from shoal.backends.base import Backend, BuildLog, ContainerLaunch
 from shoal.control import run_dir
 from shoal.control.budget import ContainerBudget
 from shoal.control.call_graph import InputInfo, to_wire
@@ -160,6 +162,8 @@ class ControlPlane:
         self.scheduler = Scheduler()
         self._connections: set[FramedProtocol] = set()
         self._images: dict[Recipe, asyncio.Future[Environment]] = {}
+        #: Who watches each build in progress, beside this process's stdout.
+        self._build_watchers: dict[Recipe, list[BuildLog]] = {}
         #: Where named secrets are found (a server's store); None: nowhere.
         self.secret_lookup: Lookup | None = None
         #: Answers the Dict, Queue and Volume ops of code in containers (``Objects.handle``).
@@ -225,10 +229,11 @@ class ControlPlane:
             self.scheduler.add(key, pool, spec.schedule)
         return pool
 
-    async def prepare(self, specs: list[FunctionSpec]) -> None:
+    async def prepare(self, specs: list[FunctionSpec], log: BuildLog | None = None) -> None:
         """Get the pools of ``specs`` ready to be added: every named secret exists, every
         volume exists (created if it may be), then every image is built (checks first, so
-        a missing secret is reported before a long build).
+        a missing secret is reported before a long build). ``log`` hears the lines of
+        each build this waits for (a remote caller's terminal).
 
         Raises:
             NotFoundError: a named secret or volume does not exist.
@@ -242,11 +247,12 @@ class ControlPlane:
                     raise NotFoundError(f"{spec.name} has volumes; this control plane keeps none")
                 await self.objects("volume_open", {"name": name, "create": create})
         for spec in specs:
-            await self.build_image(spec.image)
+            await self.build_image(spec.image, log)
 
-    async def build_image(self, recipe: Recipe | None) -> None:
+    async def build_image(self, recipe: Recipe | None, log: BuildLog | None = None) -> None:
         """Build ``recipe`` (once per control plane; a failed build is tried again on
-        the next call). :meth:`add_pool` needs the image of its spec built.
+        the next call). :meth:`add_pool` needs the image of its spec built. Every line
+        goes to this process's stdout, and to ``log`` while this call waits.
 
         Raises:
             ImageBuildError: a step failed.
@@ -255,9 +261,28 @@ class ControlPlane:
             return
         task = self._images.get(recipe)
         if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            task = asyncio.ensure_future(self.backend.build_image(recipe))
+            watchers = self._build_watchers[recipe] = []
+
+            def fan_out(line: str) -> None:
+                print_line(line)
+                for watcher in list(watchers):
+                    watcher(line)
+
+            task = asyncio.ensure_future(self.backend.build_image(recipe, fan_out))
+            task.add_done_callback(lambda _: self._unwatch_build(recipe, watchers))
             self._images[recipe] = task
-        await asyncio.shield(task)
+        watching = self._build_watchers.get(recipe) if log is not None else None
+        if watching is not None and log is not None:
+            watching.append(log)
+        try:
+            await asyncio.shield(task)
+        finally:
+            if watching is not None and log in watching:
+                watching.remove(log)
+
+    def _unwatch_build(self, recipe: Recipe, watchers: list[BuildLog]) -> None:
+        if self._build_watchers.get(recipe) is watchers:  # not a later build's
+            del self._build_watchers[recipe]
 
     def _volume_folders(self, spec: FunctionSpec) -> dict[str, str]:
         """Where each of ``spec``'s volumes is on this machine, by its path in containers.
@@ -524,3 +549,10 @@ class _Connection:
         if self._bound is not None:
             pool, handle, _ = self._bound
             pool.on_disconnect(handle)
+
+
+def print_line(line: str) -> None:
+    """Show one line of an image build where this process's operator watches."""
+    with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()

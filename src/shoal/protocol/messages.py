@@ -38,6 +38,8 @@ A client's conversation with a server (``shoal server``), in order::
     Wait(call_id, object_id) ──►  (the outcome of a stored spawn, when it has one)
                            ◄──    CallDone(call_id, ...)
     CallCancel(call_id)    ──►
+                           ◄──    LogLines(source, stream, lines)  (an ephemeral app's
+                                  containers' output and its image builds, as they come)
 """
 
 from __future__ import annotations
@@ -367,6 +369,17 @@ class Wait:
     poll: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class LogLines:
+    """To the client that runs an ephemeral app: ``lines`` that ``source`` (a container's
+    label, ``<function>-c<n>``; empty for an image build, whose lines name the image)
+    wrote to ``stream`` ("stdout" or "stderr")."""
+
+    source: str
+    stream: str
+    lines: list[str]
+
+
 Message = (
     Hello
     | Load
@@ -395,6 +408,7 @@ Message = (
     | AcceptedMany
     | InputMany
     | OutputMany
+    | LogLines
 )
 
 #: Wire tag of each message class; the index is the tag, so append only.
@@ -426,6 +440,7 @@ _CLASSES: Final[tuple[type[Any], ...]] = (
     AcceptedMany,
     InputMany,
     OutputMany,
+    LogLines,
 )
 _TAGS: Final[dict[type[Any], int]] = {cls: tag for tag, cls in enumerate(_CLASSES)}
 _FIELDS: Final[dict[type[Any], tuple[str, ...]]] = {

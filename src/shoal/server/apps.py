@@ -31,6 +31,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from shoal.backends.base import BuildLog
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, app_of
 from shoal.control.spec import CodeRef, Definition, endpoint_name, load_definitions
@@ -208,7 +209,7 @@ class Apps:
             root = self._unpack(version.bundle)
             definitions = load_definitions(version.functions)
             try:
-                await self._build(definitions)
+                await self._build(definitions, None)
             except Error as exc:
                 print(f"app {row.name!r} v{row.version} not restored: {exc}", flush=True)
                 continue
@@ -217,10 +218,18 @@ class Apps:
             deployment.start()
 
     async def deploy(
-        self, app: str, code: bytes, definitions: bytes, client: str, *, empty_ok: bool = False
+        self,
+        app: str,
+        code: bytes,
+        definitions: bytes,
+        client: str,
+        *,
+        empty_ok: bool = False,
+        log: BuildLog | None = None,
     ) -> Deployment:
         """Store and run a new version of ``app``; the previous one drains. ``empty_ok``
-        lets it have no functions (``App.lookup(..., create_if_missing=True)``).
+        lets it have no functions (``App.lookup(..., create_if_missing=True)``); ``log``
+        hears the lines of its image builds.
 
         Raises:
             InvalidError: the bundle or the definitions are malformed, or the
@@ -228,7 +237,7 @@ class Apps:
             ImageBuildError: an image of the app could not be built (nothing changed).
         """
         _check_name(app)
-        parsed = await self._definitions(app, definitions, empty_ok)
+        parsed = await self._definitions(app, definitions, empty_ok, log)
         key = self._store.put_bundle(code)
         root = self._unpack(key)
         version = self._store.add_version(app, key, definitions, client)
@@ -240,24 +249,27 @@ class Apps:
             self._retire(previous)
         return deployment
 
-    async def _definitions(self, app: str, data: bytes, empty_ok: bool = False) -> list[Definition]:
-        """The checked definitions in ``data``, with their images built."""
+    async def _definitions(
+        self, app: str, data: bytes, empty_ok: bool = False, log: BuildLog | None = None
+    ) -> list[Definition]:
+        """The checked definitions in ``data``, with their images built (their lines to
+        ``log``)."""
         parsed = load_definitions(data)
         if not parsed and not empty_ok:
             raise InvalidError(f"app {app!r} has no functions to run")
         for definition in parsed:
             self._control.budget.room.check(definition.spec.resources, definition.name)
-        await self._build(parsed)
+        await self._build(parsed, log)
         return parsed
 
-    async def _build(self, definitions: list[Definition]) -> None:
+    async def _build(self, definitions: list[Definition], log: BuildLog | None) -> None:
         """Check every named secret and volume, then build every image.
 
         Raises:
             NotFoundError: a named secret or volume does not exist.
             ImageBuildError: an image could not be built.
         """
-        await self._control.prepare([definition.spec for definition in definitions])
+        await self._control.prepare([definition.spec for definition in definitions], log)
 
     async def run_ephemeral(
         self,
@@ -267,6 +279,7 @@ class Apps:
         detach: bool,
         *,
         empty_ok: bool = False,
+        log: BuildLog | None = None,
     ) -> Deployment:
         """Run an ephemeral app (not stored, reached by its id) from ``code`` and
         ``definitions`` as :meth:`deploy` takes them; with no ``code``, the definitions'
@@ -276,7 +289,7 @@ class Apps:
             InvalidError: as :meth:`deploy`.
         """
         _check_name(name)
-        parsed = await self._definitions(name, definitions, empty_ok)
+        parsed = await self._definitions(name, definitions, empty_ok, log)
         root = "" if code is None else self._unpack(self._store.put_bundle(code))
         app_id = f"ap-{secrets.token_hex(6)}"
         deployment = Deployment(app_id, 0, parsed, root, self._control)
@@ -286,8 +299,9 @@ class Apps:
         deployment.start()
         return deployment
 
-    async def declare(self, app_id: str, definitions: bytes) -> None:
-        """Add pools to the running ephemeral app ``app_id`` (see :meth:`Deployment.add`).
+    async def declare(self, app_id: str, definitions: bytes, log: BuildLog | None = None) -> None:
+        """Add pools to the running ephemeral app ``app_id`` (see :meth:`Deployment.add`),
+        their image builds' lines to ``log``.
 
         Raises:
             NotFoundError: no such ephemeral app runs.
@@ -296,7 +310,7 @@ class Apps:
         deployment = self._ephemeral.get(app_id)
         if deployment is None:
             raise NotFoundError(f"no ephemeral app {app_id!r} runs (it ended)")
-        parsed = await self._definitions(app_id, definitions)
+        parsed = await self._definitions(app_id, definitions, log=log)
         if self._ephemeral.get(app_id) is deployment:  # it may have ended during a build
             deployment.add(parsed)
 

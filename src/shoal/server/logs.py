@@ -6,20 +6,26 @@ Each app keeps its last SHOAL_LOG_LINES lines in memory, numbered in one
 sequence for the whole server, so a follower asks for "everything after N" and
 misses nothing that is still kept. Logs live as long as the server process:
 they are not stored (the server's own stdout has everything, for a log
-collector to keep).
+collector to keep). A watcher (the client that runs an ephemeral app) hears each
+line of its app as it is added.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from shoal import settings
 
 #: A container id as the server's pools make it: ``<app>.v<version>.<function>-c<n>``.
-_CONTAINER = re.compile(r"^(?P<app>.+?)\.v\d+\.(?P<function>.+)-c\d+$")
+_CONTAINER = re.compile(r"^(?P<app>.+?)\.v\d+\.(?P<label>(?P<function>.+)-c\d+)$")
+
+#: Hears ``(label, stream, lines)``: what one container (``<function>-c<n>``) wrote.
+Watcher = Callable[[str, str, list[str]], None]
 
 
 class Logs:
@@ -29,6 +35,26 @@ class Logs:
         self._keep = keep or settings.log_lines()
         self._apps: dict[str, collections.deque[tuple[int, float, str, str, str]]] = {}
         self._next = 1
+        self._watchers: dict[str, list[Watcher]] = {}
+
+    def watch(self, app: str, watcher: Watcher) -> Callable[[], None]:
+        """Hand ``watcher`` every line ``app``'s containers write from now on, after the
+        lines already kept; the function returned stops it."""
+        kept = [(c, w, text) for _, _, c, w, text in self._apps.get(app, ())]
+        for (container, which), run in itertools.groupby(kept, lambda row: row[:2]):
+            found = _CONTAINER.match(container)
+            assert found is not None  # kept only when it matched
+            watcher(found["label"], which, [text for _, _, text in run])
+        self._watchers.setdefault(app, []).append(watcher)
+
+        def stop() -> None:
+            watchers = self._watchers.get(app, [])
+            if watcher in watchers:
+                watchers.remove(watcher)
+            if not watchers:
+                self._watchers.pop(app, None)
+
+        return stop
 
     def add(self, container_id: str, which: str, lines: list[str]) -> None:
         """Keep ``lines`` that container ``container_id`` wrote to ``which``."""
@@ -42,6 +68,8 @@ class Logs:
         for line in lines:
             kept.append((self._next, now, container_id, which, line))
             self._next += 1
+        for watcher in list(self._watchers.get(found["app"], ())):
+            watcher(found["label"], which, lines)
 
     def has(self, app: str) -> bool:
         return app in self._apps

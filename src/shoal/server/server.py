@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal import settings
 from shoal.backends import get_backend
+from shoal.backends.base import BuildLog
 from shoal.control import run_dir
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, call_op
@@ -329,6 +330,7 @@ class Server:
             data(body, "bundle"),
             data(body, "definitions"),
             str(body.get("client", "")),
+            log=self._build_log(session),
         )
         return {
             "version": deployment.version,
@@ -339,6 +341,11 @@ class Server:
                 for name, d in sorted(deployment.definitions.items())
             },
         }
+
+    def _build_log(self, session: Session) -> BuildLog | None:
+        """Where the lines of builds ``session``'s request waits for go, beside this
+        server's stdout: to its client, unless that is this very process."""
+        return None if self.options.embedded else session.build_log
 
     def _path_urls(self, deployment: Deployment) -> dict[str, str]:
         """Each web endpoint's URL under the gateway's own port, which never moves."""
@@ -361,13 +368,17 @@ class Server:
         # sends no bundle (and code paths of its own); any other client sends one.
         code = None if self.options.embedded and "bundle" not in body else data(body, "bundle")
         deployment = await self.apps.run_ephemeral(
-            text(body, "app"), code, data(body, "definitions"), detach
+            text(body, "app"), code, data(body, "definitions"), detach, log=self._build_log(session)
         )
         session.own(deployment.app)
+        if not self.options.embedded:  # the embedded server's containers print to it already
+            session.watch_output(deployment.app)
         return {"app_id": deployment.app, "web": await self._web_urls(deployment)}
 
     async def _op_app_declare(self, body: dict[str, Any], session: Session) -> Any:
-        await self.apps.declare(text(body, "app"), data(body, "definitions"))
+        await self.apps.declare(
+            text(body, "app"), data(body, "definitions"), self._build_log(session)
+        )
         return {}
 
     async def _op_app_finish(self, body: dict[str, Any], session: Session) -> Any:

@@ -49,6 +49,7 @@ from shoal.protocol.messages import (
     Credit,
     DoneMany,
     Feed,
+    LogLines,
     Message,
     OutputStatus,
     Reply,
@@ -98,6 +99,8 @@ class Session:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Ephemeral apps this client runs: they end when it goes away.
         self._apps: set[str] = set()
+        #: How to stop hearing each of those apps' output.
+        self._unwatch: dict[str, Callable[[], None]] = {}
         #: Ephemeral Dicts and Queues this client made (dropped when it goes).
         self._objects: set[str] = set()
         self._deadline: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
@@ -128,6 +131,22 @@ class Session:
 
     def disown(self, app_id: str) -> None:
         self._apps.discard(app_id)
+        unwatch = self._unwatch.pop(app_id, None)
+        if unwatch is not None:
+            unwatch()
+
+    def watch_output(self, app_id: str) -> None:
+        """Send this client what app ``app_id``'s containers print, as they print it
+        (``shoal run`` shows it as it would show a local container's)."""
+        if app_id not in self._unwatch:
+            self._unwatch[app_id] = self._server.logs.watch(app_id, self._send_lines)
+
+    def _send_lines(self, source: str, stream: str, lines: list[str]) -> None:
+        self.protocol.send(LogLines(source, stream, lines))
+
+    def build_log(self, line: str) -> None:
+        """Send this client one line of an image build it waits for."""
+        self.protocol.send(LogLines("", "stdout", [line]))
 
     def own_object(self, name: str) -> None:
         """Tie ephemeral Dict or Queue ``name`` to this client: it goes when the client goes."""
@@ -354,6 +373,9 @@ class Session:
         for app_id in self._apps:  # a detached one drains first
             self._server.apps.finish(app_id)
         self._apps.clear()
+        for unwatch in self._unwatch.values():
+            unwatch()
+        self._unwatch.clear()
         for name in self._objects:
             self._server.objects.drop(name)
         self._objects.clear()

@@ -40,7 +40,7 @@ def hello() -> dict:
 
 
 @app.local_entrypoint()
-def main(mode: str = "plain", path: str = "") -> None:
+def main(mode: str = "plain", path: str = "", seconds: float = 3.0) -> None:
     print("sum", sum(double.map(range(10))))
     print("counter", Counter(start=5).add.remote(1))
     print("variant", double.with_options(max_containers=1).remote(4))
@@ -48,5 +48,5 @@ def main(mode: str = "plain", path: str = "") -> None:
         print("web elsewhere", json.load(reply)["pid"] != os.getpid())
     print("web url", hello.get_web_url())
     if mode == "spawn":
-        call = slow.spawn(3.0, path)
+        call = slow.spawn(seconds, path)
         print("spawned", call.object_id)
