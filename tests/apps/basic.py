@@ -161,6 +161,17 @@ def echo_together(x: object) -> object:
     return x
 
 
+_together = threading.Barrier(20, timeout=30)
+
+
+@app.function(max_containers=1)
+@shoal.concurrent(max_inputs=20)
+def chorus(n: int) -> None:
+    _together.wait()  # all 20 threads print at once
+    for round in range(20):
+        print("voice", n, "round", round, "of", 20)
+
+
 @app.function()
 def chatty(word: str) -> None:
     import sys

@@ -92,3 +92,20 @@ def test_container_output_reaches_the_caller_prefixed(capsys: pytest.CaptureFixt
         wait_until(arrived, timeout=10, what="container output")
     assert "[chatty-c1] out: hello" in seen["out"]
     assert "[chatty-c1] err: hello" in seen["err"]
+
+
+def test_threads_printing_at_once_keep_their_lines_whole(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: list[str] = []
+
+    def arrived() -> bool:
+        seen.extend(capsys.readouterr().out.splitlines())
+        return sum("voice" in line for line in seen) >= 400
+
+    with basic.app.run():
+        list(basic.chorus.map(range(20)))
+        wait_until(arrived, timeout=20, what="every line")
+    voices = [line for line in seen if "voice" in line]
+    expected = {f"[chorus-c1] voice {n} round {r} of 20" for n in range(20) for r in range(20)}
+    assert set(voices) == expected  # none split, none glued to another

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import re
 import socket
 import struct
 import subprocess
@@ -333,6 +335,54 @@ def test_app_logs_prints_and_follows_container_output(deployed: ServerProcess) -
         follower.communicate(timeout=10)
     missing = deployed.cli("app", "logs", "nope")
     assert missing.returncode != 0 and "no deployed app 'nope'" in missing.stderr
+
+
+def _read_squares(lines: queue.Queue[str], wanted: set[int]) -> set[int]:
+    """Take ``lines`` until every number in ``wanted`` was squared there (30 s at most);
+    return every number seen. The inputs run on threads, whose prints may share a line
+    (even split one), so numbers are counted, not lines."""
+    seen: set[int] = set()
+    text: list[str] = []
+    while not wanted <= seen:
+        try:
+            line = lines.get(timeout=30)
+        except queue.Empty:
+            raise AssertionError(f"missing {sorted(wanted - seen)} in {text}") from None
+        text.append(line)
+        seen.update(int(x) for x in re.findall(r"\d+", line.partition("] ")[2]))
+    return seen
+
+
+def test_app_logs_follow_carries_on_across_a_server_restart(deployed: ServerProcess) -> None:
+    square = "import shoal; print(list(shoal.Function.from_name('svc', 'square').map({})))"
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "shoal.cli", "app", "logs", "svc", "-f"],
+        env=deployed.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(
+            target=lambda: [lines.put(x) for x in follower.stdout], daemon=True
+        ).start()
+        # Enough lines before the restart that a cursor counting from 1 again would skip
+        # every line after it.
+        done = deployed.client(square.format("range(100, 130)"))
+        assert done.returncode == 0, done.stderr
+        _read_squares(lines, set(range(100, 130)))
+        deployed.kill()
+        deployed.start()
+        done = deployed.client(square.format("[900, 901, 902]"))
+        assert done.returncode == 0, done.stderr
+        again = _read_squares(lines, {900, 901, 902})
+        assert not again & set(range(100, 130))  # nothing from before the restart again
+    finally:
+        follower.terminate()
+        _, err = follower.communicate(timeout=10)
+    assert "[shoal] following again: the server restarted" in err, err
 
 
 def test_current_function_call_id_is_the_spawn_id(deployed: ServerProcess) -> None:

@@ -26,7 +26,7 @@ from shoal.client.bridge import run_sync
 from shoal.client.connection import Connection, connect, write_profile
 from shoal.client.deploy import deploy as deploy_app
 from shoal.client.user_module import load_file
-from shoal.exception import Error
+from shoal.exception import ConnectionError, Error
 from shoal.server.server import DEFAULT_HTTP_PORT, DEFAULT_PORT, Server, ServerOptions
 
 T = TypeVar("T")
@@ -165,6 +165,8 @@ def app() -> None:
 
 #: How often ``shoal app logs -f`` asks for new lines (seconds).
 _FOLLOW_EVERY = 0.5
+#: Seconds between tries to reach a server a follower lost.
+_RETRY_EVERY = 1.0
 
 JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 
@@ -220,19 +222,42 @@ def app_logs(name: str, follow: bool) -> None:
 
     async def read() -> None:
         connection = await connect()
-        after = 0
+        cursor = ""
+        lost = False
         while True:
-            answer = await connection.request("app_logs", app=name, after=after)
+            try:
+                answer = await connection.request("app_logs", app=name, cursor=cursor)
+            except ConnectionError as exc:
+                if not follow:
+                    raise
+                if not lost:
+                    _note(f"lost the server ({exc}); trying again every {_RETRY_EVERY:g} s")
+                    lost = True
+                await asyncio.sleep(_RETRY_EVERY)
+                continue
+            if lost or answer.get("restarted"):
+                _note(
+                    "following again: the server restarted, and what its containers wrote "
+                    "while it was down is lost"
+                    if answer.get("restarted")
+                    else "following again: the server is back"
+                )
+                lost = False
             for line in answer["lines"]:
                 out = sys.stdout if line["stream"] == "stdout" else sys.stderr
                 print(f"[{line['container']}] {line['text']}", file=out, flush=True)
-            after = answer["next"]
+            cursor = answer["cursor"]
             if not follow:
                 return
             await asyncio.sleep(_FOLLOW_EVERY)
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(read())
+
+
+def _note(text: str) -> None:
+    """Say something about the follow itself (not a line of the app's) on stderr."""
+    click.echo(f"[shoal] {text}", err=True)
 
 
 @app.command("history")

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from shoal import settings
 from shoal.client import bridge
-from shoal.container import context, mounts, process_group
+from shoal.container import context, lines, mounts, process_group
 from shoal.container.runtime import Runtime
 from shoal.protocol import payload
 
@@ -38,6 +38,7 @@ def run(address: str, container_id: str) -> NoReturn:
     Used by ``python -m shoal.container`` and by the fork server's children.
     """
     context.mark_container()
+    streams = lines.install()
     payload.pin_limit()
     setup_error = ""
     volumes = settings.volumes()
@@ -58,8 +59,8 @@ def run(address: str, container_id: str) -> NoReturn:
     except OSError as exc:
         print(f"container {container_id}: cannot reach the control plane: {exc}", file=sys.stderr)
         code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in streams:
+        stream.flush_all()
     process_group.end_members()  # what the user's code started goes with the container
     # A thread still running a timed-out input cannot be joined; leave without it.
     os._exit(code)

@@ -4,7 +4,10 @@ The local backend relays every line a container writes to the server's own
 stdout/stderr (prefixed with the container's label) and to :meth:`Logs.add`.
 Each app keeps its last SHOAL_LOG_LINES lines in memory, numbered in one
 sequence for the whole server, so a follower asks for "everything after N" and
-misses nothing that is still kept. Logs live as long as the server process:
+misses nothing that is still kept. A line's cursor is ``<epoch>-<N>``, the epoch
+being when this server started (ns): a follower that comes back to a restarted
+server, whose numbers start again at 1, is told so and gets every line the new
+server has (all of them written after the old one's last). Logs live as long as the server process:
 they are not stored (the server's own stdout has everything, for a log
 collector to keep). A watcher (the client that runs an ephemeral app) hears each
 line of its app as it is added.
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shoal import settings
+from shoal.exception import InvalidError
 
 #: A container id as the server's pools make it: ``<app>.v<version>.<function>-c<n>``.
 _CONTAINER = re.compile(r"^(?P<app>.+?)\.v\d+\.(?P<label>(?P<function>.+)-c\d+)$")
@@ -36,6 +40,8 @@ class Logs:
         self._apps: dict[str, collections.deque[tuple[int, float, str, str, str]]] = {}
         self._next = 1
         self._watchers: dict[str, list[Watcher]] = {}
+        #: Names this server start in cursors (distinct from any earlier start's).
+        self.epoch = time.time_ns()
 
     def watch(self, app: str, watcher: Watcher) -> Callable[[], None]:
         """Hand ``watcher`` every line ``app``'s containers write from now on, after the
@@ -74,13 +80,46 @@ class Logs:
     def has(self, app: str) -> bool:
         return app in self._apps
 
-    def after(self, app: str, seq: int, limit: int = 10_000) -> dict[str, Any]:
-        """Up to ``limit`` of ``app``'s lines numbered above ``seq``, oldest first, and the
-        number to ask after next time."""
+    def after(self, app: str, cursor: str | int = "", limit: int = 10_000) -> dict[str, Any]:
+        """Up to ``limit`` of ``app``'s lines after ``cursor`` (a line's ``cursor``, or
+        this server's bare number; empty: all kept), oldest first, with the cursor to
+        ask after next time and whether ``cursor`` came from another server start.
+
+        Raises:
+            InvalidError: ``cursor`` is neither.
+        """
+        seq, restarted = self._position(cursor)
         kept = self._apps.get(app, ())
         rows = [
-            {"seq": n, "time": t, "container": c, "stream": w, "text": text}
+            {
+                "seq": n,
+                "cursor": f"{self.epoch}-{n}",
+                "time": t,
+                "container": c,
+                "stream": w,
+                "text": text,
+            }
             for n, t, c, w, text in kept
             if n > seq
         ][:limit]
-        return {"lines": rows, "next": rows[-1]["seq"] if rows else max(seq, self._next - 1)}
+        last = rows[-1]["seq"] if rows else max(seq, self._next - 1)
+        return {
+            "lines": rows,
+            "next": last,
+            "cursor": f"{self.epoch}-{last}",
+            "restarted": restarted,
+        }
+
+    def _position(self, cursor: str | int) -> tuple[int, bool]:
+        """The number in this server's sequence that ``cursor`` stands for, and whether
+        it was another server start's (then 0: all this one's lines are newer)."""
+        if isinstance(cursor, int):
+            return cursor, False
+        if not cursor:
+            return 0, False
+        epoch, _, seq = cursor.partition("-")
+        if not (epoch.isdigit() and seq.isdigit()):
+            raise InvalidError(f"cursor {cursor!r}: expected <epoch>-<number>, as a line's")
+        if int(epoch) != self.epoch:
+            return 0, True
+        return int(seq), False

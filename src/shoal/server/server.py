@@ -440,9 +440,9 @@ class Server:
 
     async def _op_app_logs(self, body: dict[str, Any], session: Session) -> Any:
         app = text(body, "app")
-        after = body.get("after", 0)
-        if not isinstance(after, int):
-            raise InvalidError("after: expected an integer")
+        after = body.get("cursor", body.get("after", ""))
+        if not isinstance(after, int | str):
+            raise InvalidError("cursor: expected a line's cursor")
         if not self.logs.has(app):
             self.apps.current(app)  # NotFoundError for an app that is not there at all
         return self.logs.after(app, after)
