@@ -24,6 +24,10 @@ the caller.
 
 from __future__ import annotations
 
+import sys
+import traceback
+from typing import Any
+
 
 class Error(Exception):
     """Raised as the base of every Shoal error; catch it to catch them all."""
@@ -87,3 +91,23 @@ class InputCancellation(BaseException):
 
     A ``BaseException`` so that a user's ``except Exception:`` cannot swallow it.
     """
+
+
+def to_wire(exc: Exception) -> dict[str, str]:
+    """How a failed request's reply describes ``exc``: its kind and message (for an error
+    that is not one of Shoal's, a bug, where it was raised too)."""
+    error = {"kind": type(exc).__name__, "message": str(exc)}
+    if not isinstance(exc, Error):
+        error["message"] += "\n" + "".join(traceback.format_exception(exc))
+    return error
+
+
+def from_wire(body: Any) -> BaseException:
+    """The error a failed request's reply body describes (see :func:`to_wire`): Shoal's
+    own kind, or an ExecutionError for any other."""
+    kind = body.get("kind") if isinstance(body, dict) else None
+    message = str(body.get("message", body)) if isinstance(body, dict) else str(body)
+    cls = getattr(sys.modules[__name__], str(kind), None)
+    if isinstance(cls, type) and issubclass(cls, Error):
+        return cls(message)
+    return ExecutionError(f"the server failed: {kind}: {message}")

@@ -228,3 +228,90 @@ def test_the_dict_and_queue_commands(tmp_path: Path) -> None:
     assert shoal_cli("dict", "delete", "scores", "-y").returncode == 0
     assert "scores" not in shoal_cli("dict", "list").stdout
     assert shoal_cli("queue", "delete", "--yes", "jobs").returncode == 0
+
+
+OWNER = """
+import os, sys, time
+import shoal
+d = shoal.Dict.from_name("shared", create_if_missing=True)
+q = shoal.Queue.from_name("jobs", create_if_missing=True)
+d["a"] = 1
+assert q.len() == 0  # made now (from_name is lazy)
+print("ready", flush=True)
+deadline = time.monotonic() + 60
+while "b" not in d and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("got", d.get("b"), q.get(timeout=30), flush=True)
+"""
+
+GUEST = """
+import os, sys, time
+import shoal
+d = shoal.Dict.from_name("shared")
+q = shoal.Queue.from_name("jobs")
+print("a", d["a"], flush=True)
+q.put("job-1")
+d["b"] = 2
+scratch = shoal.Dict.ephemeral().__enter__()
+scratch["x"] = 1  # lives in the owner, goes with this guest
+sys.stdin.readline()  # the test says the owner has exited
+d["c"] = 3  # the home is free: this process takes it over
+owner = open(os.path.join(os.environ["SHOAL_HOME"], "lock")).read().strip()
+print("c", d["c"], owner == str(os.getpid()), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_processes_share_a_home_s_named_objects_with_no_server(tmp_path: Path) -> None:
+    env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
+    env.pop("SHOAL_SERVER_URL", None)
+
+    def start(code: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def shoal_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shoal.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+
+    owner = start(OWNER)
+    guest = None
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline() == "ready\n"
+        listed = shoal_cli("dict", "list")  # a second terminal sees the owner's objects
+        assert listed.returncode == 0, listed.stderr
+        assert "shared" in listed.stdout
+        assert shoal_cli("queue", "list").returncode == 0
+        guest = start(GUEST)
+        assert guest.stdout is not None and guest.stdin is not None
+        assert guest.stdout.readline() == "a 1\n"
+        out, err = owner.communicate(timeout=60)
+        assert owner.returncode == 0, err
+        assert out == "got 2 job-1\n"  # the guest's put and set reached the owner's objects
+        guest.stdin.write("\n")
+        guest.stdin.flush()
+        assert guest.stdout.readline() == "c 3 True\n"
+        fresh = shoal_cli("dict", "items", "shared")  # now a guest of the new owner
+        assert fresh.returncode == 0, fresh.stderr
+        assert fresh.stdout.splitlines() == ["'a': 1", "'b': 2", "'c': 3"]
+        guest.communicate("\n", timeout=60)
+        assert guest.returncode == 0
+    finally:
+        for process in (owner, guest):
+            if process is not None:
+                if process.poll() is None:
+                    process.kill()
+                process.communicate()  # closes its pipes

@@ -583,14 +583,8 @@ def _retrieved(task: asyncio.Future[None]) -> None:
         task.exception()
 
 
-def error_of(body: Any) -> BaseException:
-    """The error a failed request's reply body describes, as the server raised it."""
-    kind = body.get("kind") if isinstance(body, dict) else None
-    message = str(body.get("message", body)) if isinstance(body, dict) else str(body)
-    cls = getattr(exception, str(kind), None)
-    if isinstance(cls, type) and issubclass(cls, exception.Error):
-        return cls(message)
-    return exception.ExecutionError(f"the server failed: {kind}: {message}")
+#: The error a failed request's reply describes (shared with the server's side).
+error_of = exception.from_wire
 
 
 #: Open connections of this process, by target (used on the background loop only).

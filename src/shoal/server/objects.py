@@ -26,6 +26,7 @@ import heapq
 import os
 import secrets
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -33,8 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shoal import settings
-from shoal.exception import InvalidError, NotFoundError, RequestSizeError
+from shoal.exception import ExecutionError, InvalidError, NotFoundError, RequestSizeError
 from shoal.server.fields import data, text
+from shoal.server.home_share import Guest, OwnerGone, share
 from shoal.server.names import check_name
 from shoal.server.secrets import Secrets
 from shoal.server.store import Store, lock_home
@@ -580,33 +582,56 @@ class HomeObjects:
     """The named objects of a home for the embedded default (:mod:`shoal.server.embedded`).
 
     The home's store is opened on first use, and this process then owns the home,
-    one process at a time, until it exits: a run that uses no named object, secret or
-    volume leaves the home free for another. The opened store outlives the embedded
-    server (which starts and stops with the apps that run on it).
+    one process at a time, until it exits, sharing its objects with the user's other
+    processes (:mod:`shoal.server.home_share`); in a process that finds the home
+    owned, they are the owner's, reached through it. A run that uses no named
+    object, secret or volume touches the home not at all. The opened store outlives
+    the embedded server (which starts and stops with the apps that run on it).
     """
 
     def __init__(self, home: str) -> None:
         self._home = home
 
-    def _objects(self) -> Objects:
-        """The home's objects, opened on first use (on the loop the embedded server runs on).
-
-        Raises:
-            ExecutionError: another process owns the home (start ``shoal server``, so that
-                every process shares it).
-        """
+    def _objects(self) -> Objects | Guest:
+        """The home's objects, opened on first use (on the loop the embedded server runs
+        on): this process's own, or, when another owns the home, a guest of its."""
         with _homes_lock:
             opened = _homes.get(self._home)
-            if opened is None:
-                os.makedirs(self._home, mode=0o700, exist_ok=True)
+            if opened is not None:
+                return opened
+            guest = _guests.get(self._home)
+            if guest is not None and not guest.lost:
+                return guest
+            os.makedirs(self._home, mode=0o700, exist_ok=True)
+            try:
                 lock_home(self._home)  # held until this process exits
-                store = Store(os.path.join(self._home, "shoal.db"))
-                store.start(asyncio.get_running_loop())
-                opened = _homes[self._home] = Objects(store, os.path.join(self._home, "volumes"))
+            except ExecutionError:  # another process owns it: use its objects
+                guest = _guests[self._home] = Guest(self._home)
+                return guest
+            _guests.pop(self._home, None)
+            loop = asyncio.get_running_loop()
+            store = Store(os.path.join(self._home, "shoal.db"))
+            store.start(loop)
+            opened = _homes[self._home] = Objects(store, os.path.join(self._home, "volumes"))
+            _shares[self._home] = loop.create_task(share(self._home, opened))
+            _shares[self._home].add_done_callback(_shared)
             return opened
 
     async def handle(self, op: str, body: dict[str, Any]) -> Any:
-        return await self._objects().handle(op, body)
+        found = self._objects()
+        if isinstance(found, Objects):
+            return await found.handle(op, body)
+        try:
+            return await found.handle(op, body)
+        except OwnerGone:  # not sent: take the home over, or find who did
+            pass
+        found = self._objects()
+        try:
+            return await found.handle(op, body)
+        except OwnerGone:
+            raise ExecutionError(
+                f"the owner of {self._home} went away twice while this process looked for it"
+            ) from None
 
     def secret_values(self, name: str) -> dict[str, str]:
         return self._objects().secret_values(name)
@@ -615,11 +640,21 @@ class HomeObjects:
         return self._objects().volume_path(name)
 
     def drop(self, name: str) -> None:
-        opened = _homes.get(self._home)
-        if opened is not None:
-            opened.drop(name)
+        found = _homes.get(self._home) or _guests.get(self._home)
+        if found is not None:
+            found.drop(name)
+
+
+def _shared(task: asyncio.Task[asyncio.Server]) -> None:
+    """Say when a home could not be shared: its other processes will be refused."""
+    if not task.cancelled() and task.exception() is not None:
+        print(f"shoal: cannot share the home's objects: {task.exception()}", file=sys.stderr)
 
 
 #: The homes this process owns, opened by :class:`HomeObjects`.
 _homes: dict[str, Objects] = {}
+#: Each home's listener for the user's other processes (kept: it lives with the process).
+_shares: dict[str, asyncio.Task[asyncio.Server]] = {}
+#: The homes another process owns, reached through it.
+_guests: dict[str, Guest] = {}
 _homes_lock = threading.Lock()

@@ -86,13 +86,7 @@ class Secrets:
         Raises:
             NotFoundError: there is none.
         """
-        row = self._db.execute("SELECT data FROM secrets WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise NotFoundError(
-                f"no secret {name!r}; create it with `shoal secret create {name} KEY=VALUE`"
-            )
-        values: dict[str, str] = msgpack.unpackb(row[0], raw=False)
-        return values
+        return read(self._db, name)
 
     def list(self) -> list[dict[str, Any]]:
         """Every secret: its name, key names and times (never its values)."""
@@ -117,3 +111,21 @@ class Secrets:
             gone = self._db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount
         if not gone:
             raise NotFoundError(f"no secret {name!r}")
+
+
+def read(db: sqlite3.Connection | None, name: str) -> dict[str, str]:
+    """The values of secret ``name`` in the store ``db`` (None: a store with none yet);
+    readable from any process of the home's user.
+
+    Raises:
+        NotFoundError: there is none.
+    """
+    row = None
+    if db is not None:
+        row = db.execute("SELECT data FROM secrets WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise NotFoundError(
+            f"no secret {name!r}; create it with `shoal secret create {name} KEY=VALUE`"
+        )
+    values: dict[str, str] = msgpack.unpackb(row[0], raw=False)
+    return values

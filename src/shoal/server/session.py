@@ -26,7 +26,6 @@ to); its durable spawns run on.
 from __future__ import annotations
 
 import asyncio
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -36,7 +35,7 @@ from shoal import settings
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.pool import Pool
 from shoal.control.server import wait_on_spawn
-from shoal.exception import Error, ExecutionError
+from shoal.exception import Error, ExecutionError, to_wire
 from shoal.protocol import payload
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
@@ -351,10 +350,8 @@ class Session:
                 raise TypeError("a request body must be a map")
             result = await self._server.handle(message.op, body, self)
             reply = Reply(message.request_id, True, msgpack.packb(result, use_bin_type=True))
-        except Exception as exc:
-            error = {"kind": type(exc).__name__, "message": str(exc)}
-            if not isinstance(exc, Error):  # a bug of ours: the server says where
-                error["message"] += "\n" + traceback.format_exc()
+        except Exception as exc:  # a bug of ours too: the reply says where
+            error = to_wire(exc)
             reply = Reply(message.request_id, False, msgpack.packb(error, use_bin_type=True))
         self.protocol.send(reply)
 

@@ -19,6 +19,7 @@ WAL lets them run beside the writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -382,7 +383,34 @@ def lock_home(home: str) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
+        owner = lock_owner(home)
         raise ExecutionError(
-            f"another Shoal process (a server, or a run using named objects) owns {home}"
+            f"another Shoal process (pid {owner or '?'}: a server, or a run using named "
+            f"objects) owns {home}; stop it, or give this one another SHOAL_HOME"
         ) from None
+    os.ftruncate(fd, 0)  # who owns it, for others' messages
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def lock_owner(home: str) -> int | None:
+    """The pid written in ``home``'s lock file by the process that took it last."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(home, "lock")) as file:
+            return int(file.read().strip() or 0) or None
+    return None
+
+
+def home_locked(home: str) -> bool:
+    """Whether some process holds ``home``'s lock now (a look: it may change at once)."""
+    try:
+        fd = os.open(os.path.join(home, "lock"), os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return False
