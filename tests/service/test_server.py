@@ -385,6 +385,77 @@ def test_app_logs_follow_carries_on_across_a_server_restart(deployed: ServerProc
     assert "[shoal] following again: the server restarted" in err, err
 
 
+def test_the_server_never_unpickles_what_a_container_sends(
+    deployed: ServerProcess, tmp_path: Path
+) -> None:
+    marks = tmp_path / "unpickled-by"
+    marks.mkdir()
+    done = deployed.client(
+        "import shoal\n"
+        "trip = shoal.Function.from_name('svc', 'trip')\n"
+        "try:\n"
+        f"    trip.remote({str(marks)!r})\n"
+        "except Exception as exc:\n"
+        "    print('raised', type(exc).__name__)\n"
+    )
+    assert done.stdout.startswith("raised"), done.stderr
+    assert deployed.proc is not None
+    unpickled_by = {int(name) for name in os.listdir(marks)}
+    assert deployed.proc.pid not in unpickled_by  # only the caller ran the exception's code
+
+
+def test_a_server_s_containers_get_none_of_its_environment(tmp_path: Path) -> None:
+    admin = "server-admin-token-" + "x" * 20
+    server = ServerProcess(tmp_path, {"SHOAL_TOKEN": admin, "OPERATOR_SECRET": "leak"}).start()
+    try:
+        server.deploy()
+        done = server.client(
+            "import json, shoal\n"
+            "print(json.dumps(shoal.Function.from_name('svc', 'environment').remote()))"
+        )
+        assert done.returncode == 0, done.stderr
+        seen = json.loads(done.stdout)
+    finally:
+        server.stop()
+    assert not {"SHOAL_TOKEN", "SHOAL_SERVER_URL", "OPERATOR_SECRET", "SHOAL_HOME"} & set(seen)
+    assert not [name for name, value in seen.items() if admin in value]
+    assert seen["SHOAL_CONTAINER_TOKEN"] != admin  # its own narrow token
+    assert "PATH" in seen
+
+
+def test_a_container_s_token_reaches_its_own_app_only(deployed: ServerProcess) -> None:
+    deployed.deploy("other_app.py")
+    spawned = deployed.client(
+        "import shoal\n"
+        "call = shoal.Function.from_name('other', 'private').spawn(1)\n"
+        "print(call.object_id, call.get(timeout=60))"
+    )
+    assert spawned.returncode == 0, spawned.stderr
+    other_call, result = spawned.stdout.split()
+    assert result == "2"
+    own_call = deployed.client(
+        "import shoal; print(shoal.Function.from_name('svc', 'square').spawn(3).object_id)"
+    ).stdout.strip()
+
+    def probe(function: str, object_id: str) -> dict[str, str]:
+        done = deployed.client(
+            "import json, shoal\n"
+            "probe = shoal.Function.from_name('svc', 'probe')\n"
+            f"print(json.dumps(probe.remote({function!r}, {object_id!r})))"
+        )
+        assert done.returncode == 0, done.stderr
+        answers: dict[str, str] = json.loads(done.stdout)
+        return answers
+
+    own = probe("square", own_call)  # the same probe, on what is its own: allowed
+    assert (own["call"], own["wait"]) == ("ok", "ok")
+    other = probe("other.v1.private", other_call)
+    assert "no function 'other.v1.private'" in other["call"]
+    assert f"no function call {other_call!r} in this app" in other["wait"]
+    for refused in (own["deploy"], own["secrets"], other["deploy"]):
+        assert "is not an object op this control plane serves" in refused
+
+
 def test_current_function_call_id_is_the_spawn_id(deployed: ServerProcess) -> None:
     done = deployed.client(
         "import shoal\n"

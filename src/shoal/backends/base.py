@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from shoal.control.image import Environment, Recipe
 from shoal.exception import InvalidError
@@ -116,6 +117,44 @@ OnExit = Callable[[str, int | None], None]
 #: Called with (container id, "stdout" or "stderr", lines) for what a container printed.
 OnOutput = Callable[[str, str, list[str]], None]
 
+#: What a container on a server keeps of the server's own environment: what finding
+#: programs, libraries, certificates, proxies, locale and time need. Anything else
+#: (the operator's tokens, cloud credentials, the server's SHOAL_TOKEN) stays out.
+KEPT_VARIABLES: Final = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+        "TERM", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "PYTHONPATH", "SSL_CERT_FILE",
+        "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+        "http_proxy", "https_proxy", "no_proxy",
+    }
+)  # fmt: skip
+#: Shoal's own variables that give a client power over a server (or say where one is):
+#: never in a server's containers, which get their own narrow token.
+SERVER_VARIABLES: Final = frozenset(
+    {
+        "SHOAL_TOKEN", "SHOAL_SERVER_URL", "SHOAL_CONFIG", "SHOAL_GATEWAY_TOKEN",
+        "SHOAL_HOME", "SHOAL_IMAGE_CACHE",
+    }
+)  # fmt: skip
+
+
+def base_environment(inherit: bool) -> dict[str, str]:
+    """The environment a container starts from, before its image's variables, its
+    secrets and its launch's: this process's whole environment when ``inherit`` (the
+    embedded default: the caller's own code, run as the caller), else only
+    :data:`KEPT_VARIABLES`, the locale's ``LC_*``, and Shoal's container settings
+    (``SHOAL_*`` but :data:`SERVER_VARIABLES`)."""
+    if inherit:
+        return dict(os.environ)
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in KEPT_VARIABLES
+        or name.startswith("LC_")
+        or (name.startswith("SHOAL_") and name not in SERVER_VARIABLES)
+    }
+
+
 #: Takes each line an image build prints, as it comes.
 BuildLog = Callable[[str], None]
 
@@ -128,6 +167,9 @@ class Backend(abc.ABC):
     """
 
     on_output: OnOutput | None = None
+    #: Whether containers start from this process's whole environment (the embedded
+    #: default) or a built one (a server: see :func:`base_environment`).
+    inherit_environment: bool = True
 
     @abc.abstractmethod
     async def start(self, launch: ContainerLaunch, on_exit: OnExit) -> int | None:

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Final, NoReturn
 
-from shoal.backends.base import ContainerLaunch, Preload
+from shoal.backends.base import ContainerLaunch, Preload, base_environment
 
 #: Largest JSON message either side sends.
 _MESSAGE: Final = 64 * 1024
@@ -50,8 +50,9 @@ _MESSAGE: Final = 64 * 1024
 class ForkServer:
     """The control plane's handle on one fork server process (one per preload)."""
 
-    def __init__(self, preload: Preload) -> None:
+    def __init__(self, preload: Preload, inherit_environment: bool = True) -> None:
         self.preload = preload
+        self._inherit = inherit_environment
         self.safe = False
         self.why_unsafe = ""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -66,7 +67,7 @@ class ForkServer:
         loop = self._loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         image = self.preload.environment
-        env = {**os.environ, **dict(image.env if image else ())}
+        env = {**base_environment(self._inherit), **dict(image.env if image else ())}
         env["PYTHONUNBUFFERED"] = "1"
         python = image.python if image else sys.executable
         self._proc = subprocess.Popen(  # noqa: ASYNC220 - a fork and exec, milliseconds

@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from typing import IO, Any, TextIO
 
 from shoal import settings
-from shoal.backends.base import Backend, BuildLog, ContainerLaunch, OnExit, Preload
+from shoal.backends.base import (
+    Backend,
+    BuildLog,
+    ContainerLaunch,
+    OnExit,
+    Preload,
+    base_environment,
+)
 from shoal.backends.fork_server import ForkServer
 from shoal.backends.image_build import ImageBuilder
 from shoal.control.image import Environment, Recipe
@@ -89,7 +96,7 @@ class LocalBackend(Backend):
         if task is None:
 
             async def start() -> ForkServer:
-                server = ForkServer(preload)
+                server = ForkServer(preload, self.inherit_environment)
                 await server.start()
                 return server
 
@@ -113,7 +120,8 @@ class LocalBackend(Backend):
 
     def _spawn(self, launch: ContainerLaunch, on_exit: OnExit) -> int:
         image = launch.environment
-        env = {**os.environ, **dict(image.env if image else ()), **launch.env}
+        base = base_environment(self.inherit_environment)
+        env = {**base, **dict(image.env if image else ()), **launch.env}
         env["SHOAL_CONTAINER_TOKEN"] = launch.token
         env["PYTHONUNBUFFERED"] = "1"
         python = image.python if image else sys.executable

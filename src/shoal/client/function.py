@@ -35,7 +35,7 @@ from shoal.client.map import MapOptions, MapProgress, arg_tuples, known_length, 
 from shoal.client.options import variant_options
 from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.user_module import code_ref
-from shoal.control.calls import CallState, InputRecord
+from shoal.control.calls import CallState, InputRecord, describe
 from shoal.control.spec import UNSET, CodeRef, FunctionSpec, with_options
 from shoal.control.stats import FunctionStats
 from shoal.exception import InputCancellation, InvalidError
@@ -169,6 +169,8 @@ class Function(Generic[P, R]):
             return value
         if record.state is CallState.CANCELLED:
             raise InputCancellation(f"{self.spec.name} (input {record.input_id}) was cancelled")
+        if record.error_data is not None:  # the function's own exception: rebuilt here
+            raise payload.load_exception(record.error_data, describe(self.spec, record))
         assert record.error is not None
         raise record.error
 

@@ -63,7 +63,7 @@ class Batcher:
         try:
             args, kwargs = payload.loads(message.args, "arguments")
         except BaseException as exc:  # the caller's arguments, not the batch, are at fault
-            self._finish(_failure(message.input_id, exc))
+            self._finish(failure(message.input_id, exc))
             return
         self._pending.append((message, args, kwargs))
         if len(self._pending) >= self._max:
@@ -114,12 +114,12 @@ class Batcher:
             )
         for index, (message, _, _) in enumerate(batch):
             if error is not None:
-                self._finish(_failure(message.input_id, error))
+                self._finish(failure(message.input_id, error))
                 continue
             try:
                 data = payload.dumps(results[index], "return value")
             except BaseException as exc:  # this result only
-                self._finish(_failure(message.input_id, exc))
+                self._finish(failure(message.input_id, exc))
                 continue
             self._finish(Output(message.input_id, OutputStatus.OK, data, False))
 
@@ -136,5 +136,7 @@ def _columns(batch: list[_Entry]) -> tuple[list[list[Any]], dict[str, list[Any]]
     return args, kwargs
 
 
-def _failure(input_id: str, exc: BaseException) -> Output:
-    return Output(input_id, OutputStatus.ERROR, payload.dump_exception(exc), False)
+def failure(input_id: str, exc: BaseException) -> Output:
+    """How input ``input_id`` ended when the user's code raised ``exc``: its pickle,
+    for the caller, and a description the server reads instead (payload.dump_failure)."""
+    return Output(input_id, OutputStatus.ERROR, payload.dump_failure(exc), False)

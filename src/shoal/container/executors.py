@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shoal.container.batching import Batcher
+from shoal.container.batching import Batcher, failure
 from shoal.container.context import enter_input
 from shoal.container.slots import Slots
 from shoal.container.user_code import UserCode
@@ -94,10 +94,6 @@ def _outputs(outputs: list[Output]) -> Output | OutputMany:
     )
 
 
-def _failure(input_id: str, exc: BaseException) -> Output:
-    return Output(input_id, OutputStatus.ERROR, payload.dump_exception(exc), False)
-
-
 class Executor:
     """Runs the inputs of one container's user code.
 
@@ -157,7 +153,7 @@ class Executor:
         runner = self._runners.get(message.method)
         if runner is None:
             error = AttributeError(f"no method {message.method!r} here")
-            self._finish(_failure(message.input_id, error), slot=False)
+            self._finish(failure(message.input_id, error), slot=False)
         elif self.slots.try_acquire():
             self._start(runner, message)
         else:  # only if the control plane sent more than max_inputs: wait for a slot
@@ -288,9 +284,9 @@ class Executor:
             if deadline.expired():
                 output = Output(input_id, OutputStatus.TIMEOUT, b"", False)
             else:
-                output = _failure(input_id, exc)
+                output = failure(input_id, exc)
         except BaseException as exc:  # the user's error, whatever it is, goes to the caller
-            output = _failure(input_id, exc)
+            output = failure(input_id, exc)
         self._finish(output)
 
     def _run_on_thread(self, runner: Runner, message: Input) -> None:
@@ -305,7 +301,7 @@ class Executor:
                 result = None
             output = Output(input_id, OutputStatus.OK, payload.dumps(result, "return value"), False)
         except BaseException as exc:  # the user's error, whatever it is, goes to the caller
-            output = _failure(input_id, exc)
+            output = failure(input_id, exc)
         finally:
             enter_input(None)
         self._finish(output)

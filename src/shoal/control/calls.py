@@ -267,13 +267,9 @@ def describe(spec: FunctionSpec, record: InputRecord) -> str:
     return f"{name} (input {record.input_id})"
 
 
-def output_error(
-    spec: FunctionSpec, record: InputRecord, status: int, data: bytes
-) -> BaseException:
-    """The error an input's failed output means for the caller: its ``status`` (ERROR,
-    TIMEOUT, CANCELLED) and ``data`` (for ERROR, the container's pickle of the exception)."""
-    if status == OutputStatus.ERROR:
-        return payload.load_exception(data, describe(spec, record))
+def output_error(spec: FunctionSpec, record: InputRecord, status: int) -> BaseException:
+    """The error a failed output of status TIMEOUT or CANCELLED means for the caller
+    (an ERROR's is the container's: see :func:`payload.described_error`)."""
     if status == OutputStatus.TIMEOUT:
         return timeout_error(spec, record)
     # CANCELLED although the caller did not cancel it (the container was stopping).

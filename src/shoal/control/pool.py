@@ -46,6 +46,7 @@ from shoal.control.resources import Grant
 from shoal.control.spec import INFRA_RETRIES, CodeRef, FunctionSpec
 from shoal.control.stats import FunctionStats
 from shoal.exception import ContainerCrashError, ContainerInitError, ExecutionError, InvalidError
+from shoal.protocol import payload
 from shoal.protocol.framing import FramedProtocol
 from shoal.protocol.messages import (
     Cancel,
@@ -517,10 +518,18 @@ class Pool:
         if not record.done:
             if status == OutputStatus.OK:
                 record.succeed(data)
+            elif status == OutputStatus.ERROR:  # described by the container: never unpickled
+                description, pickled = payload.read_failure(data)
+                error = payload.described_error(description, describe(self.spec, record))
+                self._retry_or_fail(
+                    record,
+                    error,
+                    crash=False,
+                    data=pickled,
+                    retryable=description["retryable"],
+                )
             else:
-                error = output_error(self.spec, record, status, data)
-                kept = data if status == OutputStatus.ERROR else None
-                self._retry_or_fail(record, error, crash=False, data=kept)
+                self._retry_or_fail(record, output_error(self.spec, record, status), crash=False)
         self._pump_soon()
 
     def _retry_or_fail(
@@ -531,10 +540,12 @@ class Pool:
         crash: bool,
         alone: bool = True,
         data: bytes | None = None,
+        retryable: bool = True,
     ) -> None:
         """Queue ``record`` again, or fail it with ``error`` (``data``: the container's
-        pickle of it, when the function raised)."""
-        retry = after_failure(record, self.spec, crash=crash, alone=alone)
+        pickle of it, when the function raised; ``retryable``: false for an exit that a
+        run again would not change, by the container's description)."""
+        retry = after_failure(record, self.spec, crash=crash, alone=alone) if retryable else None
         if retry is None:
             record.error_data = data
             record.fail(error)

@@ -83,6 +83,8 @@ class DurableSpawns(Protocol):
 
     def graph(self, object_id: str) -> list[InputInfo]: ...
 
+    def app_of(self, object_id: str) -> str | None: ...
+
 
 def wait_on_spawn(
     spawns: DurableSpawns,
@@ -315,7 +317,9 @@ class ControlPlane:
             Error: the pool cannot be created (its finder says why).
         """
         if not parameters:
-            pool = self._pools.get(namespace + name) or self._pools.get(name)
+            pool = self._pools.get(namespace + name)
+            if pool is None and self._namespaces.get(name) == "":
+                pool = self._pools.get(name)  # a pool of no app (a caller's own): not another app's
             if pool is not None:
                 return pool
         return None if self.pool_finder is None else self.pool_finder(namespace, name, parameters)
@@ -490,13 +494,30 @@ class _Connection:
         )
 
     def _wait(self, message: Wait) -> None:
-        """User code waits on a stored spawn (``FunctionCall.from_id(...).get()``)."""
+        """User code waits on a stored spawn (``FunctionCall.from_id(...).get()``) of
+        its own app."""
         spawns = self._control.spawns
         if spawns is None:
             error = ExecutionError("this control plane keeps no function calls by id")
             self._refuse(message.call_id, error)
             return
+        try:
+            self._check_own_call(spawns, message.object_id)
+        except NotFoundError as exc:
+            self._refuse(message.call_id, exc)
+            return
         wait_on_spawn(spawns, message, self._waits, self.protocol.send)
+
+    def _check_own_call(self, spawns: DurableSpawns, object_id: str) -> None:
+        """A container's token reaches its own app's function calls only.
+
+        Raises:
+            NotFoundError: ``object_id`` is not a call of this container's app (said as
+                for a call that does not exist: another app's ids are not confirmed).
+        """
+        app = app_of(self._bound[2]) if self._bound is not None else None
+        if app is None or spawns.app_of(object_id) != app:
+            raise NotFoundError(f"no function call {object_id!r} in this app")
 
     def _refuse(self, call_id: str, error: BaseException) -> None:
         """End call ``call_id`` of this container's code with ``error``."""
@@ -516,6 +537,7 @@ class _Connection:
             if not isinstance(body, dict):
                 raise InvalidError("a request body must be a map")
             if op in ("call_cancel", "call_graph") and spawns is not None:
+                self._check_own_call(spawns, str(body.get("object_id")))
                 result = call_op(spawns, op, str(body.get("object_id")))
             elif objects is not None and op.startswith(("dict_", "queue_", "volume_")):
                 result = await objects(op, body)

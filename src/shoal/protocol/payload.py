@@ -1,11 +1,15 @@
 """Pickling of arguments, results and exceptions, with size limits.
 
-Payloads are cloudpickle bytes. They only ever travel between a control plane
-and containers that proved they hold its token, so unpickling them is safe.
-Exceptions travel with their formatted remote traceback; at the caller the
-exception is rebuilt with its own type and the traceback is attached as a note,
-or, when its class cannot be rebuilt there, replaced by a :class:`RemoteError`
-that carries the same text.
+Payloads are cloudpickle bytes, unpickled only by the side that called: the
+caller unpickles results and exceptions, a container its arguments. A server
+never unpickles what a container sends (a container runs other people's code,
+and unpickling can run code): a failed input's output is the container's pickle
+of the exception plus a msgpack description the container computes
+(:func:`dump_failure`), and the server decides and reports with the description
+alone (:func:`read_failure`, :func:`described_error`). At the caller the
+exception is rebuilt with its own type and the remote traceback attached as a
+note, or, when its class cannot be rebuilt there, replaced by a
+:class:`RemoteError` that carries the same text.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import types
 from typing import Any, Final
 
 import cloudpickle
+import msgpack
 
 from shoal import settings
 from shoal.exception import DeserializationError, RemoteError, RequestSizeError, SerializationError
@@ -138,8 +143,15 @@ def dump_exception(exc: BaseException) -> bytes:
     to its first and last few kilobytes when large), so the caller always learns
     what happened and the message always fits in a frame.
     """
+    return _pickled_exception(exc, _traceback_text(exc))
+
+
+def _traceback_text(exc: BaseException) -> str:
     tb = _user_frames(exc.__traceback__) or exc.__traceback__
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _pickled_exception(exc: BaseException, text: str) -> bytes:
     limit = settings.max_payload_bytes()
     try:
         data: bytes = cloudpickle.dumps((exc, text), protocol=pickle.HIGHEST_PROTOCOL)
@@ -156,6 +168,58 @@ def dump_exception(exc: BaseException) -> bytes:
     stand_in = RemoteError(summary)
     small: bytes = cloudpickle.dumps((stand_in, _shorten(text)), protocol=pickle.HIGHEST_PROTOCOL)
     return small
+
+
+def dump_failure(exc: BaseException) -> bytes:
+    """A failed input's output, as the container sends it: msgpack of the exception's
+    description (its type, message, traceback text, and whether running the input again
+    may help: not for SystemExit and other non-``Exception`` exits) and its pickle."""
+    text = _traceback_text(exc)
+    kind = type(exc)
+    description = {
+        "type": f"{kind.__module__}.{kind.__qualname__}",
+        "message": _shorten(_text_of(exc)),
+        "traceback": _shorten(text),
+        "retryable": isinstance(exc, Exception),
+    }
+    data: bytes = msgpack.packb(
+        {"error": description, "pickle": _pickled_exception(exc, text)}, use_bin_type=True
+    )
+    return data
+
+
+def _text_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as failed:  # a user's __str__ that raises
+        return f"<str() failed: {failed!r}>"
+
+
+def read_failure(data: bytes) -> tuple[dict[str, Any], bytes | None]:
+    """A failed output's description and the container's pickle (None when it sent
+    none), without unpickling anything; a malformed one is described as such."""
+    try:
+        body = msgpack.unpackb(data, raw=False)
+        description, pickled = body["error"], body["pickle"]
+        fields = (description["type"], description["message"], description["traceback"])
+        if not all(isinstance(f, str) for f in fields) or not isinstance(pickled, bytes):
+            raise TypeError("fields of the wrong types")
+        retryable = bool(description.get("retryable", True))
+    except Exception as exc:
+        malformed = f"the container sent a malformed failure ({type(exc).__name__}: {exc})"
+        return {"type": "", "message": malformed, "traceback": "", "retryable": False}, None
+    return {**description, "retryable": retryable}, pickled or None
+
+
+def described_error(description: dict[str, Any], context: str) -> RemoteError:
+    """The server's stand-in for a function's exception: its type and message, and the
+    remote traceback as a note (the caller rebuilds the real one from the pickle)."""
+    kind = str(description.get("type") or "an exception")
+    error = RemoteError(f"{context} raised {kind}: {description.get('message', '')}")
+    text = str(description.get("traceback") or "")
+    if text.strip():
+        error.add_note(f"\nRemote traceback ({context}):\n{text.rstrip()}")
+    return error
 
 
 def dump_error(error: BaseException) -> bytes:

@@ -150,7 +150,12 @@ class Server:
         if not options.embedded:
             self.objects = Objects(self.store, os.path.join(self.home, "volumes"))
         self.logs = Logs()
-        self.control = ControlPlane(get_backend("local"))
+        backend = get_backend("local")
+        # A server's containers run code of many users: they start from a built
+        # environment, never with the server's own tokens (the embedded default runs
+        # the caller's own code, as the caller).
+        backend.inherit_environment = options.embedded
+        self.control = ControlPlane(backend)
         if not options.embedded:  # an embedded server's containers print to the caller only
             self.control.backend.on_output = self.logs.add
         self.control.secret_lookup = self.objects.secret_values

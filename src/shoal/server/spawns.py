@@ -177,6 +177,11 @@ class Spawns:
         live.cancel()
         return True
 
+    def app_of(self, object_id: str) -> str | None:
+        """The app spawn ``object_id`` belongs to (None: no such spawn is kept)."""
+        stored = self._store.call(object_id)
+        return None if stored is None else stored.app
+
     def graph(self, object_id: str) -> list[InputInfo]:
         """The call graph ``object_id`` is part of: from its records while they are kept,
         else its own node with the status the store holds.

@@ -69,7 +69,12 @@ def version() -> dict:
     return {"version": service_helper.VERSION}
 
 
-@app.function(schedule=shoal.Period(seconds=1))
+# The test's folder travels as a secret: a server's containers get none of its own
+# environment (SVC_TICKS is set where the test deploys from).
+_ticks = shoal.Secret.from_dict({"SVC_TICKS": os.environ.get("SVC_TICKS", "")})
+
+
+@app.function(schedule=shoal.Period(seconds=1), secrets=[_ticks])
 def tick() -> None:
     folder = os.environ.get("SVC_TICKS")
     if folder:
@@ -80,3 +85,68 @@ def tick() -> None:
 @app.function()
 def whoami() -> str | None:
     return shoal.current_function_call_id()
+
+
+class Tripwire(Exception):
+    """An exception whose unpickling runs code: it leaves a file named after the process
+    that unpickled it in ``folder``."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__(folder)
+        self.folder = folder
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        mark = os.path.join(self.folder, "{}")
+        return (exec, (f"import os; open({mark!r}.format(os.getpid()), 'w').close()",))
+
+
+@app.function()
+def trip(folder: str) -> None:
+    raise Tripwire(folder)
+
+
+@app.function()
+def environment() -> dict[str, str]:
+    return dict(os.environ)
+
+
+@app.function()
+def probe(function: str, object_id: str) -> dict[str, str]:
+    """What this container's own token lets it do, tried over its raw channel: call
+    ``function`` (a pool key), wait on spawn ``object_id``, and ask for a deploy and a
+    secret list. Each answer is "ok" or the error's text."""
+    import pickle
+    import threading
+
+    import msgpack
+
+    from shoal.container import context
+    from shoal.protocol import payload
+    from shoal.protocol.messages import CallDone, OutputStatus, Reply, Wait
+
+    channel = context.channel()
+    assert channel is not None
+    answers: dict[str, str] = {}
+    done = threading.Semaphore(0)
+
+    def outcome(name: str):  # type: ignore[no-untyped-def]
+        def reply(message: object) -> None:
+            if isinstance(message, CallDone):
+                ok = message.status == OutputStatus.OK
+                answers[name] = "ok" if ok else str(payload.load_exception(message.data, name))
+            elif isinstance(message, Reply):
+                body = msgpack.unpackb(message.body, raw=False)
+                answers[name] = "ok" if message.ok else str(body["message"])
+            else:
+                return  # a CallItem: not the end
+            done.release()
+
+        return reply
+
+    channel.call(function, "", pickle.dumps(((2,), {})), False, outcome("call"))
+    channel.send_call(Wait(channel.next_id(), object_id), outcome("wait"))
+    channel.request("deploy", msgpack.packb({"app": "svc"}), outcome("deploy"))
+    channel.request("secret_list", msgpack.packb({}), outcome("secrets"))
+    for _ in range(4):
+        assert done.acquire(timeout=30)
+    return answers

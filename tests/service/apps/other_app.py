@@ -1,0 +1,10 @@
+"""A second deployed app, which the first one's containers must not reach."""
+
+import shoal
+
+app = shoal.App("other")
+
+
+@app.function()
+def private(x: int) -> int:
+    return x + 1
