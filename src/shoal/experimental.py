@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from shoal.client.bridge import run_sync
+from shoal.bridge import run_sync
 from shoal.client.cls import Cls
 from shoal.client.connection import connect
 from shoal.client.function import Function

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from shoal.control.image import Environment, Recipe
 from shoal.exception import InvalidError
+from shoal.spec.image import Environment, Recipe
 
 
 @dataclass(frozen=True, kw_only=True)

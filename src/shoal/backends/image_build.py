@@ -1,6 +1,6 @@
 """The local backend's images: one virtual environment per recipe, built with uv, cached.
 
-An image (:class:`~shoal.control.image.Recipe`) is built into
+An image (:class:`~shoal.spec.image.Recipe`) is built into
 ``SHOAL_IMAGE_CACHE/<digest>/``: ``venv/`` (the interpreter, the image's packages
 and the container runtime's own: ``cloudpickle``, ``msgpack``, ``rich`` at the
 versions this process runs, with Shoal's package linked in) and ``root/`` (the
@@ -31,11 +31,11 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from shoal import settings
-from shoal.control.image import Environment, Recipe, Step
 from shoal.exception import ImageBuildError
+from shoal.spec.image import Environment, Recipe, Step
 
 #: Packages the container runtime imports, installed in every image at this process's versions
-#: (with those of the features its functions use: ``shoal.control.image.FEATURE_PACKAGES``).
+#: (with those of the features its functions use: ``shoal.spec.image.FEATURE_PACKAGES``).
 RUNTIME_PACKAGES: Final = ("cloudpickle", "msgpack", "rich")
 #: Output lines a failed step's error repeats.
 _TAIL_LINES: Final = 30

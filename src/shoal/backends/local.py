@@ -33,7 +33,7 @@ from shoal.backends.base import (
 )
 from shoal.backends.fork_server import ForkServer
 from shoal.backends.image_build import ImageBuilder
-from shoal.control.image import Environment, Recipe
+from shoal.spec.image import Environment, Recipe
 
 #: Bytes read from a container's pipe at a time.
 _CHUNK = 64 * 1024

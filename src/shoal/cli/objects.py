@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
+from shoal.bridge import run_sync
 from shoal.cli.confirm import confirm, yes_option
 from shoal.cli.service import JSON_FLAG, print_rows, when
-from shoal.client.bridge import run_sync
 from shoal.client.dict import Dict
 from shoal.client.objects import request
 from shoal.client.queue import Queue

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 import click
 
 from shoal import settings
+from shoal.bridge import run_sync
 from shoal.cli.confirm import confirm, yes_option
 from shoal.client.app import App
-from shoal.client.bridge import run_sync
 from shoal.client.connection import Connection, connect, write_profile
 from shoal.client.deploy import deploy as deploy_app
 from shoal.client.user_module import load_file

@@ -22,7 +22,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from shoal.client.bridge import run_sync
+from shoal.bridge import run_sync
 from shoal.client.cls import Cls
 from shoal.client.connection import Target, find_target, hold_embedded, release_embedded
 from shoal.client.decorators import batch_size_of, concurrency_of

@@ -17,7 +17,7 @@ import inspect
 import pickle
 from typing import Any, Generic, TypeVar
 
-from shoal.client.bridge import run_sync
+from shoal.bridge import run_sync
 from shoal.client.decorators import Parameter
 from shoal.client.function import Function, Owner
 from shoal.client.options import variant_options

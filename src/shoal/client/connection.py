@@ -8,7 +8,7 @@ Where the server is (first match wins):
    its ``server.json`` names the address, its ``token`` file the token.
 
 One :class:`Connection` per process and server lives on the background loop
-(:mod:`shoal.client.bridge`); every handle shares it. Requests
+(:mod:`shoal.bridge`); every handle shares it. Requests
 (:meth:`Connection.request`) carry msgpack bodies; inputs travel as ``Submit``
 frames (those of one function sent in one loop turn as one ``SubmitMany``) and
 come back as ``CallItem``/``CallDone``/``DoneMany``, applied to a local

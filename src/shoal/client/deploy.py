@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shoal.client.bridge import run_sync
+from shoal.bridge import run_sync
 from shoal.client.connection import connect
 from shoal.client.user_module import code_ref, import_root, local_files
 from shoal.client.web import web_spec

@@ -15,7 +15,7 @@ import pickle
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from shoal.client.bridge import run_sync
+from shoal.bridge import run_sync
 from shoal.client.connection import Connection, ServerPool, Target, connect
 from shoal.client.deploy import code_folder, declared, definitions, pack_folder
 from shoal.client.map import MapProgress

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from shoal.client.bridge import bridged, bridged_iter
+from shoal.bridge import bridged, bridged_iter
 from shoal.client.objects import Ephemeral, NamedObject, dump, load
 
 #: Keys and values per chunk when iterating.

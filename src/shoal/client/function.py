@@ -3,7 +3,7 @@
 ``Function[P, R]`` is generic in the user's signature, so ``f.remote(...)`` is
 type-checked against the function and returns its result type (the awaited type
 for an ``async def``). Every method is one coroutine on the background loop
-with a blocking face and an ``.aio`` face (:mod:`shoal.client.bridge`); all of
+with a blocking face and an ``.aio`` face (:mod:`shoal.bridge`); all of
 them go through the function's pool in the running app's control plane.
 """
 
@@ -16,7 +16,7 @@ import queue
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from typing import Any, Generic, ParamSpec, Protocol, TypeGuard, TypeVar
 
-from shoal.client.bridge import (
+from shoal.bridge import (
     Starter,
     bridged,
     bridged_iter,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from shoal import settings
-from shoal.client.bridge import Bridged, bridged, run_async, run_sync
+from shoal.bridge import Bridged, bridged, run_async, run_sync
 from shoal.client.connection import CallSender, connect, stored_outcome
 from shoal.client.remote import AnyPool, ChannelConnection
 from shoal.container.context import channel as call_channel

@@ -36,8 +36,8 @@ import cloudpickle
 
 from shoal import settings
 from shoal.container.context import is_local
-from shoal.control.image import Recipe, Step
 from shoal.exception import InvalidError
+from shoal.spec.image import Recipe, Step
 
 #: Where a container starts and imports from, in Modal's images.
 MODAL_ROOT = "/root"

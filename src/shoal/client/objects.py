@@ -24,7 +24,7 @@ import cloudpickle
 import msgpack
 
 from shoal import settings
-from shoal.client.bridge import run_async, run_sync
+from shoal.bridge import run_async, run_sync
 from shoal.client.connection import Target, connect, embedded_target, error_of, find_target
 from shoal.container.context import channel as call_channel
 from shoal.container.context import is_local

@@ -21,7 +21,7 @@ import queue as stdlib_queue
 from collections.abc import AsyncIterator
 from typing import Any
 
-from shoal.client.bridge import bridged, bridged_iter
+from shoal.bridge import bridged, bridged_iter
 from shoal.client.objects import Ephemeral, NamedObject, dump, load
 
 

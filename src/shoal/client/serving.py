@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from shoal.client.bridge import run_sync
+from shoal.bridge import run_sync
 from shoal.client.web import web_spec
 from shoal.control.spec import endpoint_name
 from shoal.gateway.server import Route, Served, start

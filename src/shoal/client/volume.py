@@ -24,7 +24,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from shoal.client.bridge import bridged, bridged_iter
+from shoal.bridge import bridged, bridged_iter
 from shoal.client.objects import NamedObject
 from shoal.exception import InvalidError
 

@@ -13,8 +13,7 @@ import threading
 import time
 from typing import NoReturn
 
-from shoal import settings
-from shoal.client import bridge
+from shoal import bridge, settings
 from shoal.container import context, lines, mounts, process_group
 from shoal.container.runtime import Runtime
 from shoal.protocol import payload

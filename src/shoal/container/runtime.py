@@ -18,8 +18,7 @@ import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from shoal import settings
-from shoal.client import bridge
+from shoal import bridge, settings
 from shoal.container import context
 from shoal.container.executors import Executor, is_async_callable
 from shoal.container.user_code import LoadError, UserCode, load_user_code

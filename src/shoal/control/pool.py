@@ -40,7 +40,6 @@ from shoal.control.calls import (
 )
 from shoal.control.containers import ContainerHandle, ContainerSet, ContainerState, StartHealth
 from shoal.control.deadlines import Deadlines
-from shoal.control.image import Environment
 from shoal.control.input_queue import Waiting
 from shoal.control.resources import Grant
 from shoal.control.spec import INFRA_RETRIES, CodeRef, FunctionSpec
@@ -62,6 +61,7 @@ from shoal.protocol.messages import (
     Ready,
     Shutdown,
 )
+from shoal.spec.image import Environment
 
 #: Seconds past ``timeout`` the pool waits for a container's own timeout report
 #: before it fails the input itself and kills the container.

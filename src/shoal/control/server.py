@@ -33,7 +33,6 @@ from shoal.control.budget import ContainerBudget
 from shoal.control.call_graph import InputInfo, to_wire
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.containers import ContainerHandle
-from shoal.control.image import Environment, Recipe, user_paths
 from shoal.control.pool import Pool
 from shoal.control.resources import Gpu, Grant, Room
 from shoal.control.scheduler import Scheduler
@@ -58,6 +57,7 @@ from shoal.protocol.messages import (
     Submit,
     Wait,
 )
+from shoal.spec.image import Environment, Recipe, user_paths
 
 #: See :attr:`ControlPlane.pool_finder`.
 PoolFinder = Callable[[str, str, bytes], "Pool | None"]

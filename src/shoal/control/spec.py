@@ -15,11 +15,11 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shoal.control.image import Recipe
 from shoal.control.resources import Resources
 from shoal.control.schedule import Schedule
 from shoal.control.secrets import SecretSpec
 from shoal.exception import InvalidError
+from shoal.spec.image import Recipe
 
 
 class _Unset(enum.Enum):
