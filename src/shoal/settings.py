@@ -38,6 +38,7 @@ in a child process's environment.
 | SHOAL_VOLUMES | (none) | set in a container: JSON map of its volumes' paths to folders |
 | SHOAL_MOUNT_ROOT | (none) | set in a container: where it may build its own root |
 | SHOAL_STORED_SPAWNS | (none) | set in a container: its control plane keeps its spawns by id |
+| SHOAL_BACKEND | local | where containers run: a registered backend (or --backend) |
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_VOLUMES", "", "in a container: its volumes (path -> folder, JSON)"),
         Setting("SHOAL_MOUNT_ROOT", "", "in a container: a folder for its own root"),
         Setting("SHOAL_STORED_SPAWNS", "", "in a container: spawns are kept by id"),
+        Setting("SHOAL_BACKEND", "local", "where containers run (a registered backend)"),
     )
 }
 
@@ -92,6 +94,11 @@ SETTINGS: Final[dict[str, Setting]] = {
 def get(name: str) -> str:
     """Return the value of ``name`` from the environment, or its default."""
     return os.environ.get(name, SETTINGS[name].default)
+
+
+def backend() -> str:
+    """The name of the backend containers run on."""
+    return get("SHOAL_BACKEND").strip() or "local"
 
 
 def max_payload_bytes() -> int:

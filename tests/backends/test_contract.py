@@ -9,13 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from shoal.backends import get_backend
+from shoal.backends import get_backend, names
 from shoal.backends.base import Backend, ContainerLaunch, Preload
 from shoal.exception import InvalidError
 
-#: Each backend, and the local one both ways: containers forked from a prepared
-#: fork server, and fresh interpreters.
-BACKENDS = ["local", "local-forked"]
+#: Each registered backend, and the local one both ways: containers forked from a
+#: prepared fork server, and fresh interpreters.
+BACKENDS = [*names(), "local-forked"]
 
 #: Nothing to import: a fork server prepared with it loads only Shoal.
 PRELOAD = Preload(module_kind="serialized", module_name="", module_file="", sys_path=())
@@ -131,3 +131,24 @@ def test_close_stops_every_container(backend: Backend, preload: Preload | None) 
 def test_unknown_backends_name_the_choices() -> None:
     with pytest.raises(InvalidError, match="'local'"):
         get_backend("kubernetes")
+
+
+def test_shoal_backend_picks_a_registered_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoal.backends import register
+    from shoal.backends.local import LocalBackend
+
+    monkeypatch.setenv("SHOAL_BACKEND", "nowhere")
+    with pytest.raises(InvalidError, match="unknown backend 'nowhere'; available: 'local'"):
+        get_backend()
+    monkeypatch.setenv("SHOAL_BACKEND", "local")
+    assert isinstance(get_backend(), LocalBackend)
+    with pytest.raises(InvalidError, match="module:Class"):
+        register("broken", "no-colon-here")
+    register("not-a-backend", "shoal.settings:Setting")
+    try:
+        with pytest.raises(InvalidError, match="is not a shoal Backend"):
+            get_backend("not-a-backend")
+    finally:
+        from shoal import backends
+
+        backends._REGISTRY.pop("not-a-backend", None)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from shoal import settings
+from shoal.backends import names as backend_names
 from shoal.bridge import run_sync
 from shoal.cli.confirm import confirm, yes_option
 from shoal.client.app import App
@@ -48,6 +49,12 @@ T = TypeVar("T")
     metavar="FIRST-LAST",
     help="Ports web endpoints take for origins of their own [default: any free ones].",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(backend_names()),
+    default=None,
+    help="Where containers run [default: $SHOAL_BACKEND or local].",
+)
 def server(
     host: str,
     port: int,
@@ -57,6 +64,7 @@ def server(
     tls_key: str | None,
     insecure: bool,
     origin_ports: str | None,
+    backend: str | None,
 ) -> None:
     """Run the Shoal server: deployed apps, their containers, and their web endpoints."""
     options = ServerOptions(
@@ -68,6 +76,7 @@ def server(
         tls_key=tls_key,
         insecure=insecure,
         origin_ports=None if origin_ports is None else _port_range(origin_ports),
+        backend=backend,
     )
     try:
         asyncio.run(_serve(options))

@@ -81,6 +81,8 @@ class ServerOptions:
     token: str | None = None
     #: The ports web endpoints may take for origins of their own (None: any free one).
     origin_ports: range | None = None
+    #: Where containers run: a registered backend's name (None: SHOAL_BACKEND).
+    backend: str | None = None
 
 
 class Server:
@@ -150,7 +152,7 @@ class Server:
         if not options.embedded:
             self.objects = Objects(self.store, os.path.join(self.home, "volumes"))
         self.logs = Logs()
-        backend = get_backend("local")
+        backend = get_backend(options.backend)
         # A server's containers run code of many users: they start from a built
         # environment, never with the server's own tokens (the embedded default runs
         # the caller's own code, as the caller).
