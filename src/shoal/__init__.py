@@ -29,9 +29,6 @@ from shoal.client.secret import Secret
 from shoal.client.volume import Volume
 from shoal.client.web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
 from shoal.container.context import current_function_call_id, current_input_id, is_local
-from shoal.control.schedule import Cron, Period
-from shoal.control.spec import Retries
-from shoal.control.stats import FunctionStats
 from shoal.exception import (
     ContainerCrashError,
     ContainerInitError,
@@ -40,6 +37,9 @@ from shoal.exception import (
     InvalidError,
     RemoteError,
 )
+from shoal.spec.function import Retries
+from shoal.spec.schedule import Cron, Period
+from shoal.spec.stats import FunctionStats
 
 __version__ = "0.1.0"
 

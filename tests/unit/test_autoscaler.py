@@ -13,7 +13,7 @@ from shoal.control.autoscaler import (
     desired_containers,
     surplus,
 )
-from shoal.control.spec import Scaling
+from shoal.spec.function import Scaling
 
 BASE = PoolSnapshot(now=100.0, queued=0, running=0, live=0, idle=(), scaling=Scaling(max_inputs=20))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shoal.control.resources import Gpu, Resources, Room
 from shoal.exception import InvalidError
+from shoal.spec.resources import Gpu, Resources, Room
 
 
 def test_modal_spellings_of_cpu_memory_and_gpu() -> None:

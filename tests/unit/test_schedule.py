@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import shoal
-from shoal.control.schedule import Cron, Period, next_tick
 from shoal.exception import InvalidError
+from shoal.spec.schedule import Cron, Period, next_tick
 
 START = datetime(2026, 3, 28, 12, 0, 0, tzinfo=UTC)  # a Saturday, the eve of a DST change
 

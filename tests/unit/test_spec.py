@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import shoal
-from shoal.control.spec import FunctionSpec, Retries, Scaling
 from shoal.exception import InvalidError
+from shoal.spec.function import FunctionSpec, Retries, Scaling
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,20 @@ def test_concurrent_and_allow_concurrent_inputs_mean_the_same() -> None:
     b = app.function(allow_concurrent_inputs=7, name="b")(_top_level)
     assert a.spec.scaling.max_inputs == b.spec.scaling.max_inputs == 7
     assert a.spec.scaling.target == 5
+
+
+def test_definitions_stored_before_the_spec_package_still_load() -> None:
+    import pickle
+
+    from shoal.spec.function import CodeRef, Definition, FunctionSpec, load_definitions
+
+    code = CodeRef(
+        module_kind="file", module_name="m", module_file="/x.py", sys_path=(), qualname="f"
+    )
+    stored = pickle.dumps([Definition("f", FunctionSpec(name="f"), code, {})], protocol=0)
+    old = stored.replace(
+        b"shoal.spec.function", b"shoal.control.spec"
+    )  # as an older server kept it
+    assert b"shoal.control.spec" in old
+    (loaded,) = load_definitions(old)
+    assert (loaded.name, loaded.spec, loaded.code) == ("f", FunctionSpec(name="f"), code)

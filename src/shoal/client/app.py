@@ -40,11 +40,11 @@ from shoal.client.volume import mounts as volume_mounts
 from shoal.client.web import web_spec
 from shoal.container.context import CallChannel
 from shoal.container.context import channel as call_channel
-from shoal.control.resources import Resources
-from shoal.control.schedule import Cron, Period
-from shoal.control.secrets import SecretSpec
-from shoal.control.spec import UNSET, CodeRef, FunctionSpec, Retries, Scaling
 from shoal.exception import ConnectionError, ExecutionError, InvalidError
+from shoal.spec.function import UNSET, CodeRef, FunctionSpec, Retries, Scaling
+from shoal.spec.resources import Resources
+from shoal.spec.schedule import Cron, Period
+from shoal.spec.secrets import SecretSpec
 
 if TYPE_CHECKING:
     from shoal.gateway.server import Served

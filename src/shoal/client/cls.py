@@ -23,9 +23,9 @@ from shoal.client.function import Function, Owner
 from shoal.client.options import variant_options
 from shoal.client.user_module import code_ref
 from shoal.client.web import web_spec
-from shoal.control.spec import CodeRef, FunctionSpec, endpoint_name, with_options
 from shoal.exception import InvalidError
 from shoal.protocol import markers
+from shoal.spec.function import CodeRef, FunctionSpec, endpoint_name, with_options
 
 T = TypeVar("T")
 

@@ -47,8 +47,6 @@ from shoal.client import direct_line
 from shoal.client.output import print_lines
 from shoal.control import run_dir
 from shoal.control.calls import CallState, InputRecord, apply_reply, reply_error
-from shoal.control.spec import FunctionSpec
-from shoal.control.stats import FunctionStats
 from shoal.protocol import payload, pipe, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
@@ -72,6 +70,8 @@ from shoal.protocol.messages import (
     Welcome,
     unbatched,
 )
+from shoal.spec.function import FunctionSpec
+from shoal.spec.stats import FunctionStats
 
 #: Seconds to wait for a server's answer to the token.
 _HELLO_TIMEOUT = 10.0

@@ -3,7 +3,7 @@
 The bundle holds the app's file and every module it imported from the app's
 folder (its local packages too), named relative to that folder; installed
 packages are not shipped (the server's environment has its own). Each
-definition's :class:`~shoal.control.spec.CodeRef` is rewritten relative to the
+definition's :class:`~shoal.spec.function.CodeRef` is rewritten relative to the
 bundle, so containers load the code from the server's copy, never from the
 deploying machine's paths.
 """
@@ -22,10 +22,10 @@ from shoal.bridge import run_sync
 from shoal.client.connection import connect
 from shoal.client.user_module import code_ref, import_root, local_files
 from shoal.client.web import web_spec
-from shoal.control.spec import CodeRef, Definition, FunctionSpec, dump_definitions
 from shoal.exception import InvalidError
 from shoal.protocol import bundle
 from shoal.protocol.markers import is_method
+from shoal.spec.function import CodeRef, Definition, FunctionSpec, dump_definitions
 
 if TYPE_CHECKING:
     from shoal.client.app import App

@@ -19,8 +19,8 @@ from shoal.bridge import run_sync
 from shoal.client.connection import Connection, ServerPool, Target, connect
 from shoal.client.deploy import code_folder, declared, definitions, pack_folder
 from shoal.client.map import MapProgress
-from shoal.control.spec import CodeRef, FunctionSpec, dump_definitions
 from shoal.exception import InvalidError
+from shoal.spec.function import CodeRef, FunctionSpec, dump_definitions
 
 if TYPE_CHECKING:
     from shoal.client.app import App

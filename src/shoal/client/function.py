@@ -36,10 +36,10 @@ from shoal.client.options import variant_options
 from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.user_module import code_ref
 from shoal.control.calls import CallState, InputRecord, describe
-from shoal.control.spec import UNSET, CodeRef, FunctionSpec, with_options
-from shoal.control.stats import FunctionStats
 from shoal.exception import InputCancellation, InvalidError
 from shoal.protocol import payload
+from shoal.spec.function import UNSET, CodeRef, FunctionSpec, with_options
+from shoal.spec.stats import FunctionStats
 
 P = ParamSpec("P")
 R = TypeVar("R")

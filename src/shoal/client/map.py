@@ -19,9 +19,9 @@ from typing import Any, Final
 
 from shoal.client.remote import AnyPool
 from shoal.control.calls import InputRecord
-from shoal.control.spec import Scaling
 from shoal.exception import InvalidError
 from shoal.protocol import payload
+from shoal.spec.function import Scaling
 
 #: Fewest inputs a map keeps submitted and not yet returned to the caller.
 WINDOW: Final = 10_000

@@ -13,8 +13,8 @@ from typing import Any
 from shoal.client.secret import Secret
 from shoal.client.volume import Volume
 from shoal.client.volume import mounts as volume_mounts
-from shoal.control.secrets import SecretSpec, check_values
 from shoal.exception import InvalidError
+from shoal.spec.secrets import SecretSpec, check_values
 
 #: Placement options already warned about in this process.
 _warned: set[str] = set()

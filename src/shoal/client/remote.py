@@ -20,9 +20,9 @@ from shoal import settings
 from shoal.client.connection import ServerPool, store_spawn
 from shoal.container.context import CallChannel, current_input_id
 from shoal.control.calls import CallState, InputRecord, apply_reply
-from shoal.control.spec import FunctionSpec
 from shoal.exception import ExecutionError
 from shoal.protocol.messages import Accepted, CallDone, CallItem, Submit, Wait
+from shoal.spec.function import FunctionSpec
 
 
 class RemotePool:

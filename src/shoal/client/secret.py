@@ -18,8 +18,8 @@ import os
 from collections.abc import Sequence
 
 from shoal.container.context import is_local
-from shoal.control.secrets import SecretSpec, check_values
 from shoal.exception import InvalidError, NotFoundError
+from shoal.spec.secrets import SecretSpec, check_values
 
 
 class Secret:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 from shoal.bridge import run_sync
 from shoal.client.web import web_spec
-from shoal.control.spec import endpoint_name
 from shoal.gateway.server import Route, Served, start
 from shoal.protocol import transport
+from shoal.spec.function import endpoint_name
 
 if TYPE_CHECKING:
     from shoal.client.app import App

@@ -1,7 +1,7 @@
 """Where the caller's functions live, so a container can load the same code.
 
 :func:`code_ref` turns a decorated function into a
-:class:`~shoal.control.spec.CodeRef`; :func:`load_file` is how ``shoal run``
+:class:`~shoal.spec.function.CodeRef`; :func:`load_file` is how ``shoal run``
 imports a script, recording it so containers load it the same way. Functions
 that cannot be found by module and name (defined inside another function, or in
 an interactive session) need ``serialized=True``.
@@ -20,9 +20,9 @@ from typing import Any
 
 import cloudpickle
 
-from shoal.control.spec import CodeRef
 from shoal.exception import InvalidError, SerializationError
 from shoal.protocol.messages import MAIN_MODULE_ALIAS
+from shoal.spec.function import CodeRef
 
 #: Modules ``shoal run`` loaded from a file path (by name).
 _file_modules: set[str] = set()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shoal.control.spec import Scaling
+from shoal.spec.function import Scaling
 
 
 @dataclass(frozen=True, slots=True)

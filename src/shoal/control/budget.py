@@ -14,7 +14,7 @@ container of its own that goes idle, so a busy function is not starved by idle
 ones for a whole ``scaledown_window``.
 
 Each container also reserves its function's ``cpu``/``memory``/``gpu`` requests
-from the machine's :class:`~shoal.control.resources.Room`; a container that does
+from the machine's :class:`~shoal.spec.resources.Room`; a container that does
 not fit waits the same way.
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shoal.control.resources import Grant, Resources, Room
+from shoal.spec.resources import Grant, Resources, Room
 
 
 class ContainerBudget:

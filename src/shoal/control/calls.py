@@ -4,7 +4,7 @@ An :class:`InputRecord` is created when the caller submits an input and lives
 until its outcome reaches the caller through ``on_done``. The pool moves it
 through :class:`CallState`; :func:`after_failure` decides whether a failure is
 retried and after what delay, counting user errors against ``retries`` and
-container deaths against :data:`~shoal.control.spec.INFRA_RETRIES` separately.
+container deaths against :data:`~shoal.spec.function.INFRA_RETRIES` separately.
 
 Who pays for a container crash. When a container dies running several inputs,
 nothing says which one killed it (an ``os._exit`` leaves no trace), and charging
@@ -29,10 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from shoal.control.spec import INFRA_RETRIES, FunctionSpec
 from shoal.exception import ExecutionError, FunctionTimeoutError, InputCancellation
 from shoal.protocol import payload
 from shoal.protocol.messages import CallDone, CallItem, OutputStatus
+from shoal.spec.function import INFRA_RETRIES, FunctionSpec
 
 #: Crashes in the company of other inputs after which an input runs alone.
 ISOLATE_AFTER: Final = 2

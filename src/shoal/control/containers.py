@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
 
 from shoal.control.dispatcher import Dispatcher
-from shoal.control.resources import Grant
 from shoal.exception import ContainerInitError
 from shoal.protocol.framing import FramedProtocol, batches
 from shoal.protocol.messages import Input, InputMany, Message
+from shoal.spec.resources import Grant
 
 if TYPE_CHECKING:
     from shoal.control.calls import InputRecord

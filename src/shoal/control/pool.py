@@ -41,9 +41,6 @@ from shoal.control.calls import (
 from shoal.control.containers import ContainerHandle, ContainerSet, ContainerState, StartHealth
 from shoal.control.deadlines import Deadlines
 from shoal.control.input_queue import Waiting
-from shoal.control.resources import Grant
-from shoal.control.spec import INFRA_RETRIES, CodeRef, FunctionSpec
-from shoal.control.stats import FunctionStats
 from shoal.exception import ContainerCrashError, ContainerInitError, ExecutionError, InvalidError
 from shoal.protocol import payload
 from shoal.protocol.framing import FramedProtocol
@@ -61,7 +58,10 @@ from shoal.protocol.messages import (
     Ready,
     Shutdown,
 )
+from shoal.spec.function import INFRA_RETRIES, CodeRef, FunctionSpec
 from shoal.spec.image import Environment
+from shoal.spec.resources import Grant
+from shoal.spec.stats import FunctionStats
 
 #: Seconds past ``timeout`` the pool waits for a container's own timeout report
 #: before it fails the input itself and kills the container.

@@ -2,7 +2,7 @@
 
 The control plane owns a :class:`Scheduler`; each function declared with
 ``schedule=`` gets a timer on the control loop for its next tick
-(:func:`~shoal.control.schedule.next_tick`). At the tick the function gets one
+(:func:`~shoal.spec.schedule.next_tick`). At the tick the function gets one
 input with no arguments, through its pool like any other (retries, timeouts and
 container logs included), and the timer is set for the tick after *now*, so a
 loop that was stalled does not fire a burst of missed runs. A run's failure is
@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 
 from shoal.control.calls import CallState, InputRecord
 from shoal.control.pool import Pool
-from shoal.control.schedule import Schedule, next_tick
 from shoal.protocol import payload
+from shoal.spec.schedule import Schedule, next_tick
 
 #: The pickled arguments of a scheduled run: no positional, no keyword arguments.
 _NO_ARGS = payload.dumps(((), {}), "arguments")

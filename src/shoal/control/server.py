@@ -34,12 +34,8 @@ from shoal.control.call_graph import InputInfo, to_wire
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.containers import ContainerHandle
 from shoal.control.pool import Pool
-from shoal.control.resources import Gpu, Grant, Room
 from shoal.control.scheduler import Scheduler
-from shoal.control.secrets import Lookup
-from shoal.control.secrets import merged as secrets_env
 from shoal.control.spawned import nothing
-from shoal.control.spec import CodeRef, FunctionSpec
 from shoal.exception import Error, ExecutionError, InvalidError, NotFoundError
 from shoal.protocol import payload, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
@@ -57,7 +53,11 @@ from shoal.protocol.messages import (
     Submit,
     Wait,
 )
+from shoal.spec.function import CodeRef, FunctionSpec
 from shoal.spec.image import Environment, Recipe, user_paths
+from shoal.spec.resources import Gpu, Grant, Room
+from shoal.spec.secrets import Lookup
+from shoal.spec.secrets import merged as secrets_env
 
 #: See :attr:`ControlPlane.pool_finder`.
 PoolFinder = Callable[[str, str, bytes], "Pool | None"]

@@ -2,8 +2,8 @@
 
 ``shoal deploy`` sends an app's code as a bundle (a zip of its file and the
 local modules it imports, :mod:`shoal.protocol.bundle`) and its definitions:
-per function or class, its :class:`~shoal.control.spec.FunctionSpec`, a
-:class:`~shoal.control.spec.CodeRef` whose paths are relative to the bundle,
+per function or class, its :class:`~shoal.spec.function.FunctionSpec`, a
+:class:`~shoal.spec.function.CodeRef` whose paths are relative to the bundle,
 and what a caller's handle needs to know (:class:`Definition`). The server
 stores both, unpacks the bundle under its home once per content, and runs the
 version as a :class:`Deployment`: one pool per function, keyed
@@ -34,10 +34,10 @@ from typing import Any
 from shoal.backends.base import BuildLog
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, app_of
-from shoal.control.spec import CodeRef, Definition, endpoint_name, load_definitions
 from shoal.exception import Error, InvalidError, NotFoundError
 from shoal.protocol import bundle
 from shoal.server.store import Store, digest
+from shoal.spec.function import CodeRef, Definition, endpoint_name, load_definitions
 
 #: How often a draining version checks whether its pools are empty (seconds).
 _DRAIN_POLL = 0.1

@@ -42,7 +42,6 @@ from shoal.backends.base import BuildLog
 from shoal.control import run_dir
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, call_op
-from shoal.control.spec import dump_definitions
 from shoal.exception import InvalidError, NotFoundError
 from shoal.protocol import bundle, pipe, transport
 from shoal.server.apps import Apps, Deployment
@@ -52,6 +51,7 @@ from shoal.server.objects import HomeObjects, Objects
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
 from shoal.server.store import Store, lock_home
+from shoal.spec.function import dump_definitions
 
 if TYPE_CHECKING:  # the gateway (uvicorn) is imported only by a server that serves HTTP
     from shoal.gateway import server as gateway

@@ -2,7 +2,7 @@
 
 ``shoal.Image`` (:mod:`shoal.client.image`) is the user's builder; each of its
 methods appends one :class:`Step` to a :class:`Recipe`. The recipe is plain,
-frozen data, so it travels inside a :class:`~shoal.control.spec.FunctionSpec`
+frozen data, so it travels inside a :class:`~shoal.spec.function.FunctionSpec`
 to a server, and a backend turns it into an :class:`Environment` where the
 containers of a function start (the local backend builds a virtual environment:
 :mod:`shoal.backends.image_build`).

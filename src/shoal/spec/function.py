@@ -10,16 +10,17 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import io
 import math
 import pickle
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shoal.control.resources import Resources
-from shoal.control.schedule import Schedule
-from shoal.control.secrets import SecretSpec
 from shoal.exception import InvalidError
 from shoal.spec.image import Recipe
+from shoal.spec.resources import Resources
+from shoal.spec.schedule import Schedule
+from shoal.spec.secrets import SecretSpec
 
 
 class _Unset(enum.Enum):
@@ -286,9 +287,27 @@ def load_definitions(data: bytes) -> list[Definition]:
         InvalidError: ``data`` is not a list of definitions.
     """
     try:
-        found = pickle.loads(data)
+        found = _Definitions(io.BytesIO(data)).load()
     except Exception as exc:
         raise InvalidError(f"malformed app definitions: {exc!r}") from None
     if not isinstance(found, list) or not all(isinstance(d, Definition) for d in found):
         raise InvalidError("malformed app definitions: expected a list of Definition")
     return found
+
+
+#: Where these value types lived before ``spec/`` held them: definitions a server stored
+#: then still name the old modules.
+_MOVED: Final = {
+    "shoal.control.spec": "shoal.spec.function",
+    "shoal.control.image": "shoal.spec.image",
+    "shoal.control.resources": "shoal.spec.resources",
+    "shoal.control.schedule": "shoal.spec.schedule",
+    "shoal.control.secrets": "shoal.spec.secrets",
+}
+
+
+class _Definitions(pickle.Unpickler):
+    """Reads stored definitions, finding classes where they live now."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(_MOVED.get(module, module), name)
