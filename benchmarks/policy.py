@@ -23,8 +23,6 @@ from benchmarks.report import Result
 from shoal.backends.base import Backend, ContainerLaunch, OnExit
 from shoal.control.calls import InputRecord
 from shoal.control.pool import Pool
-from shoal.control.resources import Grant
-from shoal.control.spec import CodeRef, FunctionSpec, Scaling
 from shoal.protocol.messages import (
     Input,
     InputMany,
@@ -34,6 +32,8 @@ from shoal.protocol.messages import (
     Ready,
     Shutdown,
 )
+from shoal.spec.function import CodeRef, FunctionSpec, Scaling
+from shoal.spec.resources import Grant
 
 MAX_INPUTS = 100
 

@@ -6,7 +6,9 @@ latency of one blocking ``.spawn()`` after another), and
 the server's RSS with 100 idle deployed functions. Baselines, in the same run:
 the embedded default (``app.run()`` in the caller, same client process) for
 latency and map; and for latency also the chain floor, the same hops with no
-Shoal code in them (see :class:`ChainFloor`).
+Shoal code in them (see :class:`ChainFloor`). Beside the times, the Python calls
+each process makes per warm ``.remote()`` (:mod:`benchmarks.call_counts`), a count
+that does not depend on how busy the machine is.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks import call_counts
 from benchmarks.latency import round_trips
 from benchmarks.report import Result
 
@@ -223,6 +226,7 @@ def run(name: str, quick: bool) -> Result:
     result.figures["p50_vs_embedded"] = found["p50_us"] / found["embedded_p50_us"]
     result.figures["p50_vs_chain_floor"] = found["p50_us"] / result.baseline["chain_floor_p50_us"]
     result.figures["map_vs_embedded"] = found["map_per_s"] / found["embedded_map_per_s"]
+    result.figures.update(call_counts.count(quick))
     result.notes = (
         f"client process -> server process over loopback TCP; {n} calls, {map_n}-input map, "
         f"{spawn_n} durable spawns (1,000 in flight); baselines: embedded app.run(), and "
