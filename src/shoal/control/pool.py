@@ -362,7 +362,12 @@ class Pool:
         return tuple(prefix)
 
     def _recheck_later(self, at: float | None, now: float) -> None:
+        """Run the policy again at ``at`` (None: no need). A timer already set to fire
+        no later is kept: firing early only runs the pure policy again, which sets the
+        next one; so a busy pool does not cancel and remake a timer for every input."""
         if at == self._recheck_at:
+            return
+        if self._recheck_at is not None and (at is None or self._recheck_at <= at):
             return
         if self._recheck is not None:
             self._recheck.cancel()
