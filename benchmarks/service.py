@@ -6,7 +6,8 @@ latency of one blocking ``.spawn()`` after another), and
 the server's RSS with 100 idle deployed functions. Baselines, in the same run:
 the embedded default (``app.run()`` in the caller, same client process) for
 latency and map; and for latency also the chain floor, the same hops with no
-Shoal code in them (see :class:`ChainFloor`). Beside the times, the Python calls
+Shoal code in them (see :class:`ChainFloor`), and for the embedded latency its own
+floor (:class:`EmbeddedFloor`). Beside the times, the Python calls
 each process makes per warm ``.remote()`` (:mod:`benchmarks.call_counts`), a count
 that does not depend on how busy the machine is.
 """
@@ -14,6 +15,7 @@ that does not depend on how busy the machine is.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import multiprocessing
 import os
@@ -113,6 +115,55 @@ class ChainFloor:
                 child.join()
 
 
+class EmbeddedFloor:
+    """The hops of an embedded ``.remote()``, with no Shoal code: the calling thread hands
+    64 bytes to an asyncio loop on another thread (as Shoal's background loop is), which
+    writes them over a Unix socket to a worker process (as a container: its loop hands
+    them to a thread, which answers); the loop reads the answer and wakes the caller."""
+
+    def __init__(self) -> None:
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._child = multiprocessing.get_context("spawn").Process(target=_worker, args=(theirs,))
+        self._child.start()
+        theirs.close()
+        self._sock.setblocking(False)
+        self._waiting: concurrent.futures.Future[bytes] | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._loop.call_soon_threadsafe(self._loop.add_reader, self._sock.fileno(), self._read)
+
+    def _read(self) -> None:
+        data = self._sock.recv(65536)
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.set_result(data)
+
+    def _send(self, message: bytes, answer: concurrent.futures.Future[bytes]) -> None:
+        self._waiting = answer
+        self._sock.send(message)
+
+    def sample(self, n: int) -> list[float]:
+        message, samples = b"x" * 64, []
+        for _ in range(n):
+            answer: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+            started = time.perf_counter()
+            self._loop.call_soon_threadsafe(self._send, message, answer)
+            answer.result(timeout=10)
+            samples.append(time.perf_counter() - started)
+        return samples
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+        self._sock.close()  # the worker sees it and exits
+        self._child.join(timeout=10)
+        if self._child.is_alive():
+            self._child.terminate()
+            self._child.join()
+
+
 _CLIENT = """
 import asyncio, json, statistics, sys, time
 import shoal
@@ -179,6 +230,9 @@ def run(name: str, quick: bool) -> Result:
     floor = ChainFloor()
     floor.sample(200)
     floor_samples = floor.sample(n // 2)  # half before the client's run, half after
+    embedded_floor = EmbeddedFloor()
+    embedded_floor.sample(200)
+    embedded_floor_samples = embedded_floor.sample(n // 2)
     with tempfile.TemporaryDirectory() as root:
         home = os.path.join(root, "home")
         env = {**os.environ, "SHOAL_HOME": home, "SHOAL_CONFIG": os.path.join(root, "none")}
@@ -212,8 +266,10 @@ def run(name: str, quick: bool) -> Result:
             time.sleep(1.0)
             after = _rss_mb(server.pid)
             floor_samples += floor.sample(n // 2)
+            embedded_floor_samples += embedded_floor.sample(n // 2)
         finally:
             floor.close()
+            embedded_floor.close()
             server.terminate()
             server.wait(timeout=30)
     for key in ("p50_us", "p99_us", "map_per_s", "spawn_per_s", "blocking_spawn_p50_us"):
@@ -225,6 +281,10 @@ def run(name: str, quick: bool) -> Result:
     result.baseline["chain_floor_p50_us"] = statistics.median(floor_samples) * 1e6
     result.figures["p50_vs_embedded"] = found["p50_us"] / found["embedded_p50_us"]
     result.figures["p50_vs_chain_floor"] = found["p50_us"] / result.baseline["chain_floor_p50_us"]
+    result.baseline["embedded_floor_p50_us"] = statistics.median(embedded_floor_samples) * 1e6
+    result.figures["embedded_p50_vs_embedded_floor"] = (
+        found["embedded_p50_us"] / result.baseline["embedded_floor_p50_us"]
+    )
     result.figures["map_vs_embedded"] = found["map_per_s"] / found["embedded_map_per_s"]
     result.figures.update(call_counts.count(quick))
     result.notes = (
