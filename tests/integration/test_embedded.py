@@ -23,7 +23,10 @@ with basic.app.run():
 
 
 def test_an_app_runs_on_an_embedded_server_through_the_connection() -> None:
-    assert embedded.running() is None
+    # An earlier test in this process may have started it (object ops start it and leave
+    # it; App.lookup holds it for the process's life): then it may run on after the app;
+    # started by the app, it stops with it.
+    held = embedded.running()
     with basic.app.run():
         server = embedded.running()
         assert server is not None and server.options.embedded
@@ -32,20 +35,21 @@ def test_an_app_runs_on_an_embedded_server_through_the_connection() -> None:
         assert basic.echo.remote("hi") == "hi"
         assert list(basic.echo.map(range(300))) == list(range(300))
         assert basic.echo.spawn(7).get(timeout=60) == 7  # stored by the embedded server
-        (app,) = server.apps.ephemeral_apps()  # the app is an ephemeral app there
-        assert app.title == "basic"
-    assert embedded.running() is None  # stopped with the last app that ran on it
+        assert [a.title for a in server.apps.ephemeral_apps()].count("basic") == 1
+    assert embedded.running() in (None, held)  # stopped with the last app that ran on it
 
 
 def test_apps_running_at_once_share_it_until_the_last_ends() -> None:
+    held = embedded.running()
     with basic.app.run():
         first = embedded.running()
         with warm.app.run():
             assert embedded.running() is first
-            assert len(first.apps.ephemeral_apps()) == 2  # type: ignore[union-attr]
+            titles = [a.title for a in first.apps.ephemeral_apps()]  # type: ignore[union-attr]
+            assert {"basic", "warm"} <= set(titles)
         assert embedded.running() is first
         assert basic.echo.remote(1) == 1
-    assert embedded.running() is None
+    assert embedded.running() in (None, held)
 
 
 def test_another_process_runs_its_own_app_on_the_same_home_meanwhile(tmp_path: Path) -> None:
