@@ -68,6 +68,7 @@ from shoal.protocol.messages import (
     SubmitMany,
     Wait,
     Welcome,
+    settle,
     unbatched,
 )
 from shoal.spec.function import FunctionSpec
@@ -330,12 +331,8 @@ class Connection:
 
     def _answered(self, message: Reply) -> None:
         future = self._requests.pop(message.request_id, None)
-        if future is not None and not future.done():
-            body = msgpack.unpackb(message.body, raw=False)
-            if message.ok:
-                future.set_result(body)
-            else:
-                future.set_exception(error_of(body))
+        if future is not None:
+            settle(future, message)
 
     def _on_lost(self, exc: BaseException | None) -> None:
         lost = exception.ConnectionError(
@@ -581,10 +578,6 @@ def _retrieved(task: asyncio.Future[None]) -> None:
     """Mark a reconnection's failure as seen: the parked calls were told of it."""
     if not task.cancelled():
         task.exception()
-
-
-#: The error a failed request's reply describes (shared with the server's side).
-error_of = exception.from_wire
 
 
 #: Open connections of this process, by target (used on the background loop only).

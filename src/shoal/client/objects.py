@@ -25,7 +25,7 @@ import msgpack
 
 from shoal import settings
 from shoal.bridge import run_async, run_sync
-from shoal.client.connection import Target, connect, embedded_target, error_of, find_target
+from shoal.client.connection import Target, connect, embedded_target, find_target
 from shoal.container.context import channel as call_channel
 from shoal.container.context import is_local
 from shoal.exception import (
@@ -34,7 +34,7 @@ from shoal.exception import (
     RequestSizeError,
     SerializationError,
 )
-from shoal.protocol.messages import Reply
+from shoal.protocol.messages import Reply, settle
 
 #: Where this process's object ops go: the server it uses (asked once per process).
 _route: Target | None = None
@@ -69,17 +69,8 @@ async def through_channel(op: str, body: dict[str, Any]) -> Any:
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[Any] = loop.create_future()
 
-    def settle(reply: Reply) -> None:
-        if answer.done():
-            return
-        data = msgpack.unpackb(reply.body, raw=False) if reply.body else None
-        if reply.ok:
-            answer.set_result(data)
-        else:
-            answer.set_exception(error_of(data))
-
     def deliver(reply: Reply) -> None:
-        loop.call_soon_threadsafe(settle, reply)
+        loop.call_soon_threadsafe(settle, answer, reply)
 
     channel.request(op, msgpack.packb(body, use_bin_type=True), deliver)
     return await answer

@@ -44,19 +44,23 @@ A client's conversation with a server (``shoal server``), in order::
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgpack
+
+from shoal.exception import from_wire, to_wire
 
 
 class OutputStatus(enum.IntEnum):
     """How an input ended inside the container."""
 
     OK = 0  # data is the pickled return value
-    ERROR = 1  # data is a pickled exception (see payload.dump_exception)
+    ERROR = 1  # an Output's: payload.dump_failure; a CallDone's: the exception's pickle
     TIMEOUT = 2  # the input ran past the function's timeout; data is empty
     CANCELLED = 3  # the control plane cancelled the input; data is empty
 
@@ -279,6 +283,34 @@ class Reply:
     request_id: int
     ok: bool
     body: bytes
+
+
+async def answer_request(
+    message: Request, handle: Callable[[str, dict[str, Any]], Awaitable[Any]]
+) -> Reply:
+    """The reply to ``message``: what ``handle(op, body)`` returns, or the error it raises
+    (:func:`~shoal.exception.to_wire`: a bug's traceback goes with it)."""
+    try:
+        body = msgpack.unpackb(message.body, raw=False) if message.body else {}
+        if not isinstance(body, dict):
+            raise TypeError("a request body must be a map")
+        result = await handle(message.op, body)
+        return Reply(message.request_id, True, msgpack.packb(result, use_bin_type=True))
+    except Exception as exc:
+        error = to_wire(exc)
+        return Reply(message.request_id, False, msgpack.packb(error, use_bin_type=True))
+
+
+def settle(future: asyncio.Future[Any], message: Reply) -> None:
+    """Hand ``future`` (unless it is done) what ``message`` answers: its body, or the
+    error it describes, rebuilt as the peer raised it."""
+    if future.done():
+        return
+    body = msgpack.unpackb(message.body, raw=False) if message.body else None
+    if message.ok:
+        future.set_result(body)
+    else:
+        future.set_exception(from_wire(body))
 
 
 @dataclass(frozen=True, slots=True)

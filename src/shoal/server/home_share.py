@@ -36,10 +36,18 @@ import msgpack
 
 from shoal import settings
 from shoal.control import run_dir
-from shoal.exception import ConnectionError, ExecutionError, from_wire, to_wire
+from shoal.exception import ConnectionError, ExecutionError
 from shoal.protocol import transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
-from shoal.protocol.messages import ClientHello, Message, Reply, Request, Welcome
+from shoal.protocol.messages import (
+    ClientHello,
+    Message,
+    Reply,
+    Request,
+    Welcome,
+    answer_request,
+    settle,
+)
 from shoal.server import secrets as home_secrets
 from shoal.server.store import home_locked, lock_owner
 from shoal.server.volumes import Volumes
@@ -110,16 +118,7 @@ class _Guest:
             self.protocol.abort()  # a guest has no business sending anything else
 
     async def _answer(self, message: Request) -> None:
-        try:
-            body = msgpack.unpackb(message.body, raw=False) if message.body else {}
-            if not isinstance(body, dict):
-                raise TypeError("a request body must be a map")
-            result = await self._op(message.op, body)
-            reply = Reply(message.request_id, True, msgpack.packb(result, use_bin_type=True))
-        except Exception as exc:
-            error = to_wire(exc)
-            reply = Reply(message.request_id, False, msgpack.packb(error, use_bin_type=True))
-        self.protocol.send(reply)
+        self.protocol.send(await answer_request(message, self._op))
 
     async def _op(self, op: str, body: dict[str, Any]) -> Any:
         if op == "drop":
@@ -176,10 +175,10 @@ class Guest:
         """
         protocol = await self._connected()
         request_id = next(self._ids)
-        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._requests[request_id] = answer
+        answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests[request_id] = answered
         protocol.send(Request(request_id, op, msgpack.packb(body, use_bin_type=True)))
-        return await answer
+        return await answered
 
     def secret_values(self, name: str) -> dict[str, str]:
         db = sqlite3.connect(os.path.join(self._home, "shoal.db"), timeout=10)
@@ -245,7 +244,7 @@ class Guest:
                 info = json.load(file)
         except (OSError, ValueError):
             return None
-        return info if isinstance(info, dict) and _alive(int(info.get("pid", 0))) else None
+        return info if isinstance(info, dict) else None
 
     async def _dial(self, info: dict[str, Any]) -> FramedProtocol:
         loop = asyncio.get_running_loop()
@@ -269,12 +268,8 @@ class Guest:
                 self._welcome.set_result(message.server_id)
         elif isinstance(message, Reply):
             answer = self._requests.pop(message.request_id, None)
-            if answer is not None and not answer.done():
-                body = msgpack.unpackb(message.body, raw=False)
-                if message.ok:
-                    answer.set_result(body)
-                else:
-                    answer.set_exception(from_wire(body))
+            if answer is not None:
+                settle(answer, message)
 
     def _on_lost(self, exc: BaseException | None) -> None:
         gone = ConnectionError(
@@ -289,15 +284,3 @@ class Guest:
         self._requests.clear()
         if self._protocol is not None:
             self.lost = True
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's: alive, and not ours to share
-        return True
-    return True

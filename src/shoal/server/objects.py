@@ -618,20 +618,14 @@ class HomeObjects:
             return opened
 
     async def handle(self, op: str, body: dict[str, Any]) -> Any:
-        found = self._objects()
-        if isinstance(found, Objects):
-            return await found.handle(op, body)
-        try:
-            return await found.handle(op, body)
-        except OwnerGone:  # not sent: take the home over, or find who did
-            pass
-        found = self._objects()
-        try:
-            return await found.handle(op, body)
-        except OwnerGone:
-            raise ExecutionError(
-                f"the owner of {self._home} went away twice while this process looked for it"
-            ) from None
+        for _ in range(2):
+            try:
+                return await self._objects().handle(op, body)
+            except OwnerGone:  # not sent: take the home over, or find who did
+                continue
+        raise ExecutionError(
+            f"the owner of {self._home} went away twice while this process looked for it"
+        )
 
     def secret_values(self, name: str) -> dict[str, str]:
         return self._objects().secret_values(name)

@@ -29,13 +29,11 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import msgpack
-
 from shoal import settings
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.pool import Pool
 from shoal.control.server import wait_on_spawn
-from shoal.exception import Error, ExecutionError, to_wire
+from shoal.exception import Error, ExecutionError
 from shoal.protocol import payload
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
@@ -51,12 +49,12 @@ from shoal.protocol.messages import (
     LogLines,
     Message,
     OutputStatus,
-    Reply,
     Request,
     Submit,
     SubmitMany,
     Wait,
     Welcome,
+    answer_request,
 )
 from shoal.protocol.pipe import PipeEnd
 
@@ -344,16 +342,9 @@ class Session:
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, message: Request) -> None:
-        try:
-            body = msgpack.unpackb(message.body, raw=False) if message.body else {}
-            if not isinstance(body, dict):
-                raise TypeError("a request body must be a map")
-            result = await self._server.handle(message.op, body, self)
-            reply = Reply(message.request_id, True, msgpack.packb(result, use_bin_type=True))
-        except Exception as exc:  # a bug of ours too: the reply says where
-            error = to_wire(exc)
-            reply = Reply(message.request_id, False, msgpack.packb(error, use_bin_type=True))
-        self.protocol.send(reply)
+        self.protocol.send(
+            await answer_request(message, lambda op, body: self._server.handle(op, body, self))
+        )
 
     def _on_lost(self, exc: BaseException | None) -> None:
         if self._deadline is not None:
