@@ -183,7 +183,8 @@ def test_exceptions_travel_with_their_traceback() -> None:
     try:
         raise KeyError("k")
     except KeyError as exc:
-        data = payload.dump_exception(exc)
+        _, data = payload.read_failure(payload.dump_failure(exc))
+    assert data is not None
     rebuilt = payload.load_exception(data, "f (input in-1)")
     assert isinstance(rebuilt, KeyError)
     assert "f (input in-1)" in rebuilt.__notes__[0]
@@ -194,7 +195,9 @@ def test_an_exception_that_cannot_be_pickled_becomes_remote_error() -> None:
         def __reduce__(self) -> str:
             raise TypeError("no")
 
-    rebuilt = payload.load_exception(payload.dump_exception(Unpicklable("x")), "f")
+    _, data = payload.read_failure(payload.dump_failure(Unpicklable("x")))
+    assert data is not None
+    rebuilt = payload.load_exception(data, "f")
     assert isinstance(rebuilt, RemoteError)
     assert "Unpicklable" in str(rebuilt)
     assert pickle.loads(pickle.dumps(RemoteError("x"))).args == ("x",)

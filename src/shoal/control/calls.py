@@ -140,8 +140,9 @@ class InputRecord:
         self.isolated = False
         self.result: bytes | None = None
         self.error: BaseException | None = None
-        #: The container's own pickle of the function's exception (``dump_exception``
-        #: bytes), for a caller in another process that can rebuild the user's classes.
+        #: The container's own pickle of the function's exception (the pickle inside a
+        #: ``dump_failure``), for a caller in another process that can rebuild the
+        #: user's classes.
         self.error_data: bytes | None = None
 
     def move_to(self, state: CallState) -> None:

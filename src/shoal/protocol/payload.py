@@ -135,23 +135,19 @@ def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
 _TEXT_KEPT: Final = 16 * 1024
 
 
-def dump_exception(exc: BaseException) -> bytes:
-    """Pickle ``exc`` together with its formatted traceback.
-
-    An exception that cannot be pickled, or whose pickle is over
-    SHOAL_MAX_PAYLOAD_BYTES, is sent as a :class:`RemoteError` with its text (cut
-    to its first and last few kilobytes when large), so the caller always learns
-    what happened and the message always fits in a frame.
-    """
-    return _pickled_exception(exc, _traceback_text(exc))
-
-
 def _traceback_text(exc: BaseException) -> str:
     tb = _user_frames(exc.__traceback__) or exc.__traceback__
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def _pickled_exception(exc: BaseException, text: str) -> bytes:
+    """Pickle ``exc`` together with its formatted traceback ``text``.
+
+    An exception that cannot be pickled, or whose pickle is over
+    SHOAL_MAX_PAYLOAD_BYTES, is sent as a :class:`RemoteError` with its text (cut
+    to its first and last few kilobytes when large), so the caller always learns
+    what happened and the message always fits in a frame.
+    """
     limit = settings.max_payload_bytes()
     try:
         data: bytes = cloudpickle.dumps((exc, text), protocol=pickle.HIGHEST_PROTOCOL)
@@ -225,7 +221,7 @@ def described_error(description: dict[str, Any], context: str) -> RemoteError:
 def dump_error(error: BaseException) -> bytes:
     """``error``, raised on this side, as :func:`load_exception` reads it elsewhere.
 
-    Unlike :func:`dump_exception` no traceback text goes with it (any note it
+    Unlike :func:`dump_failure`'s pickle no traceback text goes with it (any note it
     carries already says where it came from); an error that cannot be pickled
     goes as a :class:`RemoteError` with its text.
     """
@@ -244,7 +240,7 @@ def _shorten(text: str) -> str:
 
 
 def load_exception(data: bytes, context: str) -> BaseException:
-    """Rebuild an exception from :func:`dump_exception` bytes.
+    """Rebuild an exception from its pickle (:func:`dump_failure`'s, or :func:`dump_error`).
 
     Args:
         data: the bytes.
