@@ -13,6 +13,7 @@ from benchmarks.report import Result, show
 #: Workload name -> module under benchmarks/ with ``run(quick: bool) -> Result``.
 WORKLOADS = {
     "map": "benchmarks.map_throughput",
+    "events": "benchmarks.events",
     "latency": "benchmarks.latency",
     "burst-sync": "benchmarks.burst",
     "burst-async": "benchmarks.burst",

@@ -290,6 +290,14 @@ def test_redeploy_under_http_load_fails_no_request(deployed: ServerProcess) -> N
         thread.join()
     assert failures == []
     assert versions == {1, 2}
+    # The old version's containers went once it drained, and the logs say why.
+    wait_until(
+        lambda: "shoal: stopped (redeploy)" in deployed.cli("app", "logs", "svc").stderr,
+        30,
+        "the old version's containers to stop",
+    )
+    logs = deployed.cli("app", "logs", "svc").stderr
+    assert re.search(r"\[svc\.v1\.\w+-c\d+\] shoal: ready after \d+ ms", logs), logs
 
 
 def test_schedules_fire_on_a_deployed_app_and_app_stop_ends_them(

@@ -163,7 +163,8 @@ class Backend(abc.ABC):
     """Starts and stops container processes. All methods run on the control loop.
 
     A backend that relays its containers' output also gives it to
-    :attr:`on_output` when one is set (the server keeps it for ``shoal app logs``).
+    :attr:`on_output` when one is set (the control plane publishes it on its event bus,
+    where the server keeps it for ``shoal app logs``).
     """
 
     on_output: OnOutput | None = None

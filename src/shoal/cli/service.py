@@ -227,7 +227,8 @@ def app_stop(name: str, yes: bool) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
 def app_logs(name: str, follow: bool) -> None:
     """Print what app NAME's containers wrote (the server keeps the last SHOAL_LOG_LINES
-    lines per app), each line prefixed with its container: <app>.v<version>.<function>-c<n>."""
+    lines per app), each line prefixed with its container: <app>.v<version>.<function>-c<n>.
+    Lines marked "shoal:" (on stderr) say when a container was ready and why it stopped."""
 
     async def read() -> None:
         connection = await connect()
@@ -254,7 +255,8 @@ def app_logs(name: str, follow: bool) -> None:
                 lost = False
             for line in answer["lines"]:
                 out = sys.stdout if line["stream"] == "stdout" else sys.stderr
-                print(f"[{line['container']}] {line['text']}", file=out, flush=True)
+                said = "shoal: " if line["stream"] == "shoal" else ""  # a start or a stop
+                print(f"[{line['container']}] {said}{line['text']}", file=out, flush=True)
             cursor = answer["cursor"]
             if not follow:
                 return

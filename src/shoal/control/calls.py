@@ -85,6 +85,7 @@ class InputRecord:
         "container_id",
         "crashes",
         "crowd_crashes",
+        "dispatched_at",
         "error",
         "error_data",
         "failures",
@@ -98,6 +99,7 @@ class InputRecord:
         "on_done",
         "on_item",
         "parent",
+        "queued_at",
         "result",
         "state",
     )
@@ -138,6 +140,9 @@ class InputRecord:
         self.crowd_crashes = 0  # containers that died with this input among others
         #: Runs alone on a container from now on (see the module docstring).
         self.isolated = False
+        #: When it last entered the queue and was last dispatched, on its pool's clock.
+        self.queued_at = 0.0
+        self.dispatched_at = 0.0
         self.result: bytes | None = None
         self.error: BaseException | None = None
         #: The container's own pickle of the function's exception (the pickle inside a

@@ -19,6 +19,7 @@ from shoal.control.dispatcher import Dispatcher
 from shoal.exception import ContainerInitError
 from shoal.protocol.framing import FramedProtocol, batches
 from shoal.protocol.messages import Input, InputMany, Message
+from shoal.spec.events import StopReason
 from shoal.spec.resources import Grant
 
 if TYPE_CHECKING:
@@ -67,11 +68,18 @@ class ContainerHandle:
         "pid",
         "running",
         "solo",
+        "started_at",
         "state",
+        "stop_reason",
     )
 
-    def __init__(self, container_id: str, max_inputs: int) -> None:
+    def __init__(self, container_id: str, max_inputs: int, started_at: float = 0.0) -> None:
         self.container_id = container_id
+        #: When its pool asked for it, on the pool's clock.
+        self.started_at = started_at
+        #: Why it drains or stops, once the pool has decided it should (None: unasked,
+        #: so an exit is a crash).
+        self.stop_reason: StopReason | None = None
         self.max_inputs = max_inputs
         self.state = ContainerState.STARTING
         self.conn: FramedProtocol | None = None
@@ -222,7 +230,7 @@ class ContainerSet:
 
     def create(self, container_id: str, max_inputs: int) -> ContainerHandle:
         """Register a new container in STARTING."""
-        handle = ContainerHandle(container_id, max_inputs)
+        handle = ContainerHandle(container_id, max_inputs, self._clock())
         self._all[container_id] = handle
         self.live += 1
         return handle

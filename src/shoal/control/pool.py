@@ -40,8 +40,16 @@ from shoal.control.calls import (
 )
 from shoal.control.containers import ContainerHandle, ContainerSet, ContainerState, StartHealth
 from shoal.control.deadlines import Deadlines
+from shoal.control.events import EventBus
 from shoal.control.input_queue import Waiting
-from shoal.exception import ContainerCrashError, ContainerInitError, ExecutionError, InvalidError
+from shoal.control.tally import ContainerTally
+from shoal.exception import (
+    ContainerCrashError,
+    ContainerInitError,
+    ExecutionError,
+    FunctionTimeoutError,
+    InvalidError,
+)
 from shoal.protocol import payload
 from shoal.protocol.framing import FramedProtocol
 from shoal.protocol.messages import (
@@ -57,6 +65,21 @@ from shoal.protocol.messages import (
     OutputStatus,
     Ready,
     Shutdown,
+)
+from shoal.spec.events import (
+    ContainerDraining,
+    ContainerReady,
+    ContainerStarting,
+    ContainerStopped,
+    InputCancelled,
+    InputFailed,
+    InputRetried,
+    InputsDispatched,
+    InputsFinished,
+    InputsQueued,
+    RetryReason,
+    ScalingDecided,
+    StopReason,
 )
 from shoal.spec.function import INFRA_RETRIES, CodeRef, FunctionSpec
 from shoal.spec.image import Environment
@@ -90,6 +113,8 @@ class Pool:
         label: str = "",
         environment: Environment | None = None,
         env: dict[str, str] | None = None,
+        events: EventBus | None = None,
+        tally: ContainerTally | None = None,
     ) -> None:
         self.spec = spec
         #: Variables every container gets (its secrets).
@@ -106,7 +131,6 @@ class Pool:
         self._waiting = Waiting()
         self._containers = ContainerSet(spec.scaling.target, spec.scaling.max_inputs, clock)
         self._numbers = itertools.count(1)
-        self._started = 0
         self._health = StartHealth(clock)
         self._deadlines = Deadlines(self._on_deadline)
         self._recheck: asyncio.TimerHandle | None = None
@@ -116,6 +140,22 @@ class Pool:
         self._pump_scheduled = False
         self._awaiting_room = 0  # containers wanted at the last decision that did not fit
         self._memory_check: asyncio.TimerHandle | None = None
+        #: What it publishes, on the control plane's bus (see control.events): each
+        #: channel kept, so an event nobody hears costs one truth test.
+        self.events = events = events or EventBus()
+        #: Where its container counts come from (one per bus: the control plane's).
+        self._tally = tally or ContainerTally(events)
+        self._on_queued = events.channel(InputsQueued)
+        self._on_dispatched = events.channel(InputsDispatched)
+        self._on_finished = events.channel(InputsFinished)
+        self._on_failed = events.channel(InputFailed)
+        self._on_retried = events.channel(InputRetried)
+        self._on_decided = events.channel(ScalingDecided)
+        self._on_cancelled = events.channel(InputCancelled)
+        self._on_starting = events.channel(ContainerStarting)
+        self._on_up = events.channel(ContainerReady)
+        self._on_draining = events.channel(ContainerDraining)
+        self._on_stopped = events.channel(ContainerStopped)
         self._preload = Preload(
             module_kind=code.module_kind,
             module_name=code.module_name,
@@ -168,11 +208,15 @@ class Pool:
         for record, call_id in zip(records, call_ids, strict=False):
             record.call_id = call_id
         held = self._health.held()
+        now = self._clock()
         for record in records:
+            record.queued_at = now
             if held is not None:
-                record.fail(held)
+                self._fail(record, held)
             else:
                 self._waiting.push(record)
+        if self._on_queued and held is None:
+            self._on_queued.publish(InputsQueued(self._prefix, [r.input_id for r in records], now))
         self._pump()
         return records
 
@@ -186,6 +230,10 @@ class Pool:
             container.send(Cancel(record.input_id))
         # A cancelled input keeps its slot until its container reports it stopped.
         record.move_to(CallState.CANCELLED)
+        if self._on_cancelled:
+            self._on_cancelled.publish(
+                InputCancelled(self._prefix, record.input_id, record.container_id, self._clock())
+            )
         self._pump()
 
     def feed(self, record: InputRecord, data: bytes) -> None:
@@ -222,8 +270,9 @@ class Pool:
             running=self._containers.in_flight,
             containers=len(self._containers),
             ready=len(self._containers.dispatcher),
-            containers_started=self._started,
+            containers_started=self._tally.started(self._prefix),
             awaiting_room=self._awaiting_room,
+            containers_stopped=self._tally.stopped(self._prefix),
         )
 
     def containers(self) -> list[dict[str, Any]]:
@@ -245,7 +294,7 @@ class Pool:
         handle = self._containers.get(container_id)
         if handle is None or handle.state is ContainerState.STOPPED:
             return False
-        self._retire(handle)
+        self._retire(handle, "stop")
         self._pump()
         return True
 
@@ -268,8 +317,9 @@ class Pool:
         pick = self._containers.dispatcher.pick
         touched: set[ContainerHandle] = set()
         deadline = asyncio.get_running_loop().time() + self.spec.timeout + TIMEOUT_GRACE
+        now = self._clock()
         if len(self._waiting.isolated) or self._containers.solo:
-            self._dispatch_isolated(touched, deadline)
+            self._dispatch_isolated(touched, deadline, now)
         while len(queue):
             container = pick()
             if container is None:
@@ -277,12 +327,28 @@ class Pool:
             record = queue.pop()
             if record is None:
                 break
-            self._assign(record, container, deadline)
+            self._assign(record, container, deadline, now)
             touched.add(container)
         for container in touched:  # one message and one write per container
+            if self._on_dispatched:
+                self._publish_dispatched(container, now)
             container.send_dispatched()
 
-    def _dispatch_isolated(self, touched: set[ContainerHandle], deadline: float) -> None:
+    def _publish_dispatched(self, container: ContainerHandle, now: float) -> None:
+        records = container.dispatched
+        self._on_dispatched.publish(
+            InputsDispatched(
+                self._prefix,
+                container.container_id,
+                [r.input_id for r in records],
+                [now - r.queued_at for r in records],
+                now,
+            )
+        )
+
+    def _dispatch_isolated(
+        self, touched: set[ContainerHandle], deadline: float, now: float
+    ) -> None:
         """Give each isolated input a container of its own: an empty one, held out of
         the dispatcher while it runs. At ``max_containers``, with no empty container,
         the least busy one is held until it empties, so isolated inputs cannot starve."""
@@ -304,15 +370,18 @@ class Pool:
             if record is None:
                 break
             containers.hold_solo(container)
-            self._assign(record, container, deadline)
+            self._assign(record, container, deadline, now)
             touched.add(container)
         if not len(isolated):
             containers.release_empty_solos()
 
-    def _assign(self, record: InputRecord, container: ContainerHandle, deadline: float) -> None:
+    def _assign(
+        self, record: InputRecord, container: ContainerHandle, deadline: float, now: float
+    ) -> None:
         """Give ``record`` to ``container``, to be answered by ``deadline`` (loop time)."""
         record.move_to(CallState.RUNNING)
         record.container_id = container.container_id
+        record.dispatched_at = now
         self._containers.add_running(container, record)
         self._deadlines.watch(record, deadline, self._containers.in_flight)
         container.dispatched.append(record)  # sent when the dispatch ends (send_dispatched)
@@ -343,7 +412,21 @@ class Pool:
                     break
             self._start_container(grant)
         for container_id in decision.stop:
-            self._retire(self._containers[container_id])
+            self._retire(self._containers[container_id], "idle")
+        if self._on_decided:
+            self._on_decided.publish(
+                ScalingDecided(
+                    self._prefix,
+                    queued,
+                    running,
+                    live,
+                    len(idle),
+                    decision.start,
+                    decision.stop,
+                    self._awaiting_room,
+                    now,
+                )
+            )
         budget = self._budget
         if not queued and budget is not None and budget.wanted_elsewhere(self):
             self.give_idle()  # another pool waits for the room this one's idle container holds
@@ -387,7 +470,7 @@ class Pool:
         if self._closed or self._containers.live <= self.spec.scaling.min_containers:
             return False
         for container in self._containers.longest_idle():
-            self._retire(container)
+            self._retire(container, "idle")
             return True
         return False
 
@@ -401,7 +484,10 @@ class Pool:
         container_id = f"{self._prefix}-c{number}"
         handle = self._containers.create(container_id, self.spec.scaling.max_inputs)
         handle.grant = grant
-        self._started += 1
+        if self._on_starting:
+            self._on_starting.publish(
+                ContainerStarting(self._prefix, container_id, handle.started_at)
+            )
         self._spawn(self._launch(handle))
 
     async def _launch(self, handle: ContainerHandle) -> None:
@@ -416,13 +502,21 @@ class Pool:
         try:
             handle.pid = await self._backend.start(launch, self._on_exit)
         except OSError as exc:
-            self._container_gone(handle, f"could not be started ({exc})")
+            self._container_gone(handle, f"could not be started ({exc})", "crash")
 
-    def _retire(self, handle: ContainerHandle) -> None:
-        """Take ``handle`` out of service; it stops once its inputs finish."""
+    def _retire(self, handle: ContainerHandle, reason: StopReason) -> None:
+        """Take ``handle`` out of service for ``reason``; it stops once its inputs finish."""
         if handle.live:
-            self._containers.move(handle, ContainerState.DRAINING)
+            self._drain(handle, reason)
         self._stop_if_drained(handle)
+
+    def _drain(self, handle: ContainerHandle, reason: StopReason) -> None:
+        handle.stop_reason = reason
+        self._containers.move(handle, ContainerState.DRAINING)
+        if self._on_draining:
+            self._on_draining.publish(
+                ContainerDraining(self._prefix, handle.container_id, reason, self._clock())
+            )
 
     def _stop_if_drained(self, handle: ContainerHandle) -> None:
         if handle.state is ContainerState.DRAINING and not handle.running:
@@ -466,12 +560,20 @@ class Pool:
         """Handle one message from ``handle``'s container."""
         if isinstance(message, OutputMany):
             finished = self._finished
+            done: list[InputRecord] | None = [] if self._on_finished else None
             for input_id, status, data, stuck in zip(
                 message.input_ids, message.statuses, message.data, message.stuck, strict=True
             ):
-                finished(handle, input_id, status, data, stuck)
+                finished(handle, input_id, status, data, stuck, done)
+            if done:
+                self._publish_finished(handle, done)
         elif isinstance(message, Output):
-            self._finished(handle, message.input_id, message.status, message.data, message.stuck)
+            done = [] if self._on_finished else None
+            self._finished(
+                handle, message.input_id, message.status, message.data, message.stuck, done
+            )
+            if done:
+                self._publish_finished(handle, done)
         elif isinstance(message, Item):
             record = handle.running.get(message.input_id)
             if record is not None and not record.done and record.on_item is not None:
@@ -486,17 +588,35 @@ class Pool:
         elif isinstance(message, LoadFailed):
             self._on_load_failed(handle, message)
         else:
-            self._kill(handle, f"sent an unexpected {type(message).__name__}")
+            self._kill(handle, f"sent an unexpected {type(message).__name__}", "crash")
+
+    def _publish_finished(self, handle: ContainerHandle, records: list[InputRecord]) -> None:
+        now = self._clock()
+        self._on_finished.publish(
+            InputsFinished(
+                self._prefix,
+                handle.container_id,
+                [r.input_id for r in records],
+                [r.dispatched_at - r.queued_at for r in records],
+                [now - r.dispatched_at for r in records],
+                now,
+            )
+        )
 
     def on_disconnect(self, handle: ContainerHandle) -> None:
         """The container's connection closed: it is gone, whether or not it exited yet."""
-        self._kill(handle, "disconnected")
+        self._kill(handle, "disconnected", handle.stop_reason or "crash")
 
     def _on_ready(self, handle: ContainerHandle) -> None:
         if handle.state is not ContainerState.STARTING:
             return
         self._containers.move(handle, ContainerState.READY)
         self._health.ready()
+        if self._on_up:
+            now = self._clock()
+            self._on_up.publish(
+                ContainerReady(self._prefix, handle.container_id, now - handle.started_at, now)
+            )
         self._pump()
 
     def _on_load_failed(self, handle: ContainerHandle, message: LoadFailed) -> None:
@@ -506,23 +626,32 @@ class Pool:
         )
         self._health.load_failed(error)
         if handle.state is ContainerState.STARTING:
-            self._containers.move(handle, ContainerState.DRAINING)
+            self._drain(handle, "crash")
         self._fail_waiting(error)
 
     def _finished(
-        self, handle: ContainerHandle, input_id: str, status: int, data: bytes, stuck: bool
+        self,
+        handle: ContainerHandle,
+        input_id: str,
+        status: int,
+        data: bytes,
+        stuck: bool,
+        done: list[InputRecord] | None = None,
     ) -> None:
-        """``handle``'s container reports how ``input_id`` ended (an :class:`Output`)."""
+        """``handle``'s container reports how ``input_id`` ended (an :class:`Output`);
+        ``done``, when given, collects the inputs that succeeded (for one event)."""
         record = self._containers.remove_running(handle, input_id)
         if record is None:
             return
         if stuck:
-            self._retire(handle)
+            self._retire(handle, "timeout")
         else:
             self._stop_if_drained(handle)
         if not record.done:
             if status == OutputStatus.OK:
                 record.succeed(data)
+                if done is not None:
+                    done.append(record)
             elif status == OutputStatus.ERROR:  # described by the container: never unpickled
                 description, pickled = payload.read_failure(data)
                 error = payload.described_error(description, describe(self.spec, record))
@@ -532,6 +661,7 @@ class Pool:
                     crash=False,
                     data=pickled,
                     retryable=description["retryable"],
+                    kind=str(description.get("type") or ""),
                 )
             else:
                 self._retry_or_fail(record, output_error(self.spec, record, status), crash=False)
@@ -546,17 +676,34 @@ class Pool:
         alone: bool = True,
         data: bytes | None = None,
         retryable: bool = True,
+        kind: str = "",
     ) -> None:
         """Queue ``record`` again, or fail it with ``error`` (``data``: the container's
         pickle of it, when the function raised; ``retryable``: false for an exit that a
-        run again would not change, by the container's description)."""
+        run again would not change, by the container's description; ``kind``: the
+        type the function raised, as the container named it)."""
         retry = after_failure(record, self.spec, crash=crash, alone=alone) if retryable else None
         if retry is None:
             record.error_data = data
-            record.fail(error)
+            self._fail(record, error, kind)
             return
+        if self._on_retried:
+            reason: RetryReason = "crash" if crash else "timeout" if _timed_out(error) else "error"
+            attempt = record.failures + record.crashes + record.crowd_crashes
+            self._on_retried.publish(
+                InputRetried(
+                    self._prefix,
+                    record.input_id,
+                    record.container_id,
+                    reason,
+                    attempt,
+                    retry.delay,
+                    self._clock(),
+                )
+            )
         record.move_to(CallState.QUEUED)
         record.container_id = None
+        record.queued_at = self._clock() + max(retry.delay, 0.0)
         if retry.delay <= 0:
             self._waiting.push_front(record)
         else:
@@ -574,23 +721,31 @@ class Pool:
             return
         detail = f" and container {handle.container_id} did not stop it"
         self._retry_or_fail(record, timeout_error(self.spec, record, detail), crash=False)
-        self._kill(handle, "did not stop an input past its timeout")
+        self._kill(handle, "did not stop an input past its timeout", "timeout")
 
     def _on_exit(self, container_id: str, code: int | None) -> None:
         handle = self._containers.get(container_id)
         if handle is not None:
-            self._container_gone(handle, f"exited with code {code}")
+            self._container_gone(handle, f"exited with code {code}", handle.stop_reason or "crash")
 
-    def _kill(self, handle: ContainerHandle, reason: str) -> None:
-        self._container_gone(handle, reason)
+    def _kill(self, handle: ContainerHandle, detail: str, reason: StopReason) -> None:
+        self._container_gone(handle, detail, reason)
         self._spawn(self._backend.stop(handle.container_id, 0.0))
 
-    def _container_gone(self, handle: ContainerHandle, reason: str) -> None:
-        """Mark ``handle`` stopped and put its unanswered inputs back (idempotent)."""
+    def _container_gone(self, handle: ContainerHandle, detail: str, reason: StopReason) -> None:
+        """Mark ``handle`` stopped (``detail`` says how, ``reason`` why) and put its
+        unanswered inputs back (idempotent)."""
         if handle.state is ContainerState.STOPPED:
             return
         never_ready = handle.state is ContainerState.STARTING
         self._containers.move(handle, ContainerState.STOPPED)
+        if self._on_stopped:
+            now = self._clock()
+            self._on_stopped.publish(
+                ContainerStopped(
+                    self._prefix, handle.container_id, reason, detail, now - handle.started_at, now
+                )
+            )
         if self._budget is not None and handle.grant is not None:
             self._budget.give_back(handle.grant)
             handle.grant = None
@@ -603,20 +758,40 @@ class Pool:
             if record.done:
                 continue
             error = ContainerCrashError(
-                f"{describe(self.spec, record)}: container {handle.container_id} {reason} "
+                f"{describe(self.spec, record)}: container {handle.container_id} {detail} "
                 f"while running it, and {INFRA_RETRIES} retries on new containers "
                 "(running it alone) failed too"
             )
             self._retry_or_fail(record, error, crash=True, alone=alone)
         if never_ready and not self._closed:
-            gave_up = self._health.start_failed(self.spec.name, reason)
+            gave_up = self._health.start_failed(self.spec.name, detail)
             if gave_up is not None:
                 self._fail_waiting(gave_up)
         self._pump()
 
     def _fail_waiting(self, error: BaseException) -> None:
         for record in self._waiting.drain():
-            record.fail(error)
+            self._fail(record, error)
+
+    def _fail(self, record: InputRecord, error: BaseException, kind: str = "") -> None:
+        """Fail ``record`` for good with ``error``, and say so on the bus (``kind``: the
+        type the user's code raised, when ``error`` stands in for it)."""
+        record.fail(error)
+        if self._on_failed:
+            now = self._clock()
+            ran = record.container_id is not None  # cleared when it goes back to the queue
+            self._on_failed.publish(
+                InputFailed(
+                    self._prefix,
+                    record.input_id,
+                    record.container_id,
+                    kind or type(error).__name__,
+                    str(error),
+                    (record.dispatched_at if ran else now) - record.queued_at,
+                    now - record.dispatched_at if ran else 0.0,
+                    now,
+                )
+            )
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -640,12 +815,14 @@ class Pool:
                 self._kill(
                     handle,
                     f"was stopped: it used {used} MiB, over its memory limit of {limit} MiB,",
+                    "oom",
                 )
         if not self._closed:
             self._arm_memory_check()
 
-    async def stop(self) -> None:
-        """Fail what is waiting, stop every container (grace, then kill), and return."""
+    async def stop(self, reason: StopReason = "stop") -> None:
+        """Fail what is waiting, stop every container (grace, then kill), and return;
+        ``reason`` says why its containers stop (``"redeploy"``: a new version)."""
         self._closed = True
         if self._memory_check is not None:
             self._memory_check.cancel()
@@ -655,14 +832,18 @@ class Pool:
         self._fail_waiting(stopped)
         grace = settings.shutdown_grace()
         stops = []
-        for handle in self._containers:
+        handles = list(self._containers)
+        for handle in handles:
+            handle.stop_reason = handle.stop_reason or reason
             for record in handle.running.values():
                 handle.send(Cancel(record.input_id))  # async inputs stop at once
                 if not record.done:
-                    record.fail(stopped)
+                    self._fail(record, stopped)
             handle.send(Shutdown())
             stops.append(self._backend.stop(handle.container_id, grace))
         await asyncio.gather(*stops)
+        for handle in handles:  # the backend's exit report may come later, or not at all
+            self._container_gone(handle, "was stopped", handle.stop_reason or reason)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -671,3 +852,7 @@ class Pool:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _timed_out(error: BaseException) -> bool:
+    return isinstance(error, FunctionTimeoutError)

@@ -33,9 +33,11 @@ from shoal.control.budget import ContainerBudget
 from shoal.control.call_graph import InputInfo, to_wire
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.containers import ContainerHandle
+from shoal.control.events import EventBus
 from shoal.control.pool import Pool
 from shoal.control.scheduler import Scheduler
 from shoal.control.spawned import nothing
+from shoal.control.tally import ContainerTally
 from shoal.exception import Error, ExecutionError, InvalidError, NotFoundError
 from shoal.protocol import payload, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
@@ -53,6 +55,7 @@ from shoal.protocol.messages import (
     Submit,
     Wait,
 )
+from shoal.spec.events import ContainerOutput, StopReason
 from shoal.spec.function import CodeRef, FunctionSpec
 from shoal.spec.image import Environment, Recipe, user_paths
 from shoal.spec.resources import Gpu, Grant, Room
@@ -147,6 +150,11 @@ class ControlPlane:
     def __init__(self, backend: Backend, clock: Callable[[], float] = time.monotonic) -> None:
         self.backend = backend
         self._clock = clock
+        #: What its pools and containers publish (see control.events).
+        self.events = EventBus()
+        self._tally = ContainerTally(self.events)
+        self._on_output = self.events.channel(ContainerOutput)
+        backend.on_output = self._output
         self.token = secrets.token_urlsafe(32)
         self._dir = ""
         self.address = ""
@@ -222,6 +230,8 @@ class ControlPlane:
             label=label,
             environment=environment,
             env=env,
+            events=self.events,
+            tally=self._tally,
         )
         self.budget.add_reclaimer(pool, pool.give_idle)
         self._pools[key] = pool
@@ -328,8 +338,17 @@ class ControlPlane:
         """Every pool, by key."""
         return dict(self._pools)
 
-    async def remove_pool(self, key: str) -> None:
-        """Stop the pool under ``key`` and forget it (its schedule stops too)."""
+    def _output(self, container_id: str, stream: str, lines: list[str]) -> None:
+        """The backend relays lines a container wrote: publish them."""
+        if self._on_output:
+            function = container_id.rpartition("-c")[0]
+            self._on_output.publish(
+                ContainerOutput(function, container_id, stream, lines, self._clock())
+            )
+
+    async def remove_pool(self, key: str, reason: StopReason = "stop") -> None:
+        """Stop the pool under ``key`` and forget it (its schedule stops too);
+        ``reason`` is why its containers stop (``"redeploy"``: a new version replaced it)."""
         pool = self._pools.pop(key, None)
         self._namespaces.pop(key, None)
         if pool is None:
@@ -338,9 +357,10 @@ class ControlPlane:
         self.budget.remove_reclaimer(pool)
         self._stopping.add(pool)
         try:
-            await pool.stop()
+            await pool.stop(reason)
         finally:
             self._stopping.discard(pool)
+            self._tally.forget(key)
         others = [*self._pools.values(), *self._stopping]
         if all(other.preload != pool.preload for other in others):
             self.backend.release(pool.preload)  # its fork server has no one left to serve

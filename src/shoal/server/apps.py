@@ -37,6 +37,7 @@ from shoal.control.server import ControlPlane, app_of
 from shoal.exception import Error, InvalidError, NotFoundError
 from shoal.protocol import bundle
 from shoal.server.store import Store, digest
+from shoal.spec.events import StopReason
 from shoal.spec.function import CodeRef, Definition, endpoint_name, load_definitions
 
 #: How often a draining version checks whether its pools are empty (seconds).
@@ -170,18 +171,19 @@ class Deployment:
                 return True
         return False
 
-    async def drain(self) -> None:
+    async def drain(self, reason: StopReason = "stop") -> None:
         """Wait until no input is queued or running, then stop every pool."""
         self.draining = True
         while self.busy:  # noqa: ASYNC110 - pools have no "empty" event; 10 checks a second cost nothing
             await asyncio.sleep(_DRAIN_POLL)
-        await self.stop()
+        await self.stop(reason)
 
-    async def stop(self) -> None:
-        """Stop every pool now (inputs still waiting fail)."""
+    async def stop(self, reason: StopReason = "stop") -> None:
+        """Stop every pool now (inputs still waiting fail); ``reason`` is why its
+        containers stop (``"redeploy"``: a newer version replaced this one)."""
         self.draining = True
         pools, self._pools = self._pools, {}
-        await asyncio.gather(*(self._control.remove_pool(self._key(k)) for k in pools))
+        await asyncio.gather(*(self._control.remove_pool(self._key(k), reason) for k in pools))
 
 
 class Apps:
@@ -341,7 +343,7 @@ class Apps:
         return list(self._ephemeral.values())
 
     def _retire(self, deployment: Deployment) -> None:
-        task = asyncio.get_running_loop().create_task(deployment.drain())
+        task = asyncio.get_running_loop().create_task(deployment.drain("redeploy"))
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
 

@@ -7,7 +7,10 @@ sequence for the whole server, so a follower asks for "everything after N" and
 misses nothing that is still kept. A line's cursor is ``<epoch>-<N>``, the epoch
 being when this server started (ns): a follower that comes back to a restarted
 server, whose numbers start again at 1, is told so and gets every line the new
-server has (all of them written after the old one's last). Logs live as long as the server process:
+server has (all of them written after the old one's last). Beside what containers
+write, each container's start and stop is a line of stream ``shoal`` (when it was
+ready, and why it stopped), so ``shoal app logs`` tells why a container went.
+Everything comes from the control plane's event bus. Logs live as long as the server process:
 they are not stored (the server's own stdout has everything, for a log
 collector to keep). A watcher (the client that runs an ephemeral app) hears each
 line of its app as it is added.
@@ -24,6 +27,12 @@ from typing import Any
 
 from shoal import settings
 from shoal.exception import InvalidError
+from shoal.spec.events import ContainerOutput, ContainerReady, ContainerStopped
+
+#: The streams containers write (Shoal's own lines are stream "shoal").
+_WRITTEN = ("stdout", "stderr")
+#: The events the logs keep lines of.
+LOGGED = (ContainerOutput, ContainerReady, ContainerStopped)
 
 #: A container id as the server's pools make it: ``<app>.v<version>.<function>-c<n>``.
 _CONTAINER = re.compile(r"^(?P<app>.+?)\.v\d+\.(?P<label>(?P<function>.+)-c\d+)$")
@@ -46,7 +55,7 @@ class Logs:
     def watch(self, app: str, watcher: Watcher) -> Callable[[], None]:
         """Hand ``watcher`` every line ``app``'s containers write from now on, after the
         lines already kept; the function returned stops it."""
-        kept = [(c, w, text) for _, _, c, w, text in self._apps.get(app, ())]
+        kept = [(c, w, text) for _, _, c, w, text in self._apps.get(app, ()) if w in _WRITTEN]
         for (container, which), run in itertools.groupby(kept, lambda row: row[:2]):
             found = _CONTAINER.match(container)
             assert found is not None  # kept only when it matched
@@ -62,6 +71,19 @@ class Logs:
 
         return stop
 
+    def hear(self, event: ContainerOutput | ContainerReady | ContainerStopped) -> None:
+        """Keep the lines an event of :data:`LOGGED` stands for."""
+        if isinstance(event, ContainerOutput):
+            self.add(event.container_id, event.stream, event.lines)
+        elif isinstance(event, ContainerReady):
+            self.add(event.container_id, "shoal", [f"ready after {event.startup * 1000:.0f} ms"])
+        else:
+            self.add(
+                event.container_id,
+                "shoal",
+                [f"stopped ({event.reason}): {event.detail}, after {event.lifetime:.1f} s"],
+            )
+
     def add(self, container_id: str, which: str, lines: list[str]) -> None:
         """Keep ``lines`` that container ``container_id`` wrote to ``which``."""
         found = _CONTAINER.match(container_id)
@@ -74,6 +96,8 @@ class Logs:
         for line in lines:
             kept.append((self._next, now, container_id, which, line))
             self._next += 1
+        if which not in _WRITTEN:
+            return  # a watcher's client prints what containers wrote, not Shoal's own lines
         for watcher in list(self._watchers.get(found["app"], ())):
             watcher(found["label"], which, lines)
 

@@ -46,7 +46,7 @@ from shoal.exception import InvalidError, NotFoundError
 from shoal.protocol import bundle, pipe, transport
 from shoal.server.apps import Apps, Deployment
 from shoal.server.fields import data, text
-from shoal.server.logs import Logs
+from shoal.server.logs import LOGGED, Logs
 from shoal.server.objects import HomeObjects, Objects
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
@@ -159,7 +159,7 @@ class Server:
         backend.inherit_environment = options.embedded
         self.control = ControlPlane(backend)
         if not options.embedded:  # an embedded server's containers print to the caller only
-            self.control.backend.on_output = self.logs.add
+            self.control.events.subscribe(self.logs.hear, *LOGGED)
         self.control.secret_lookup = self.objects.secret_values
         self.control.objects = self.objects.handle
         self.control.volume_lookup = self.objects.volume_path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,7 +13,9 @@ class FunctionStats:
     ready or draining); ``containers_started`` counts every container the pool
     ever started. ``awaiting_room`` counts containers the pool wants and cannot
     start now because the machine has no room for them (cores, memory, GPUs, or
-    SHOAL_MAX_CONTAINERS): their inputs wait in ``queued``.
+    SHOAL_MAX_CONTAINERS): their inputs wait in ``queued``. ``containers_stopped``
+    counts the containers gone, by why they went (``idle``, ``crash``, ``oom``,
+    ``timeout``, ``stop``, ``redeploy``: see :mod:`shoal.spec.events`).
     """
 
     queued: int
@@ -22,6 +24,7 @@ class FunctionStats:
     ready: int
     containers_started: int
     awaiting_room: int = 0
+    containers_stopped: dict[str, int] = field(default_factory=dict)
 
     @property
     def backlog(self) -> int:

@@ -1,0 +1,107 @@
+"""events: what the event bus costs a ``.map``, with nobody listening and with one
+subscriber that counts every event and every input in it.
+
+The map of ``map_throughput`` (no-op inputs on 2 containers, embedded server) runs
+in rounds ordered A B B A ... (A: no subscriber, B: the counting subscriber), so a
+drift of the machine's speed falls on both alike; the figure is the ratio of the
+medians. Beside it, a deterministic count: Python calls per input on the control
+plane's loop (``sys.setprofile`` on that thread) in one map of each kind.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from benchmarks.apps import app, noop
+from benchmarks.report import Result
+from shoal import bridge
+from shoal.server import embedded
+
+
+class Counting:
+    """Counts every event by type, and every input the batched ones carry."""
+
+    def __init__(self) -> None:
+        self.events: Counter[str] = Counter()
+        self.inputs = 0
+
+    def __call__(self, event: Any) -> None:
+        self.events[type(event).__name__] += 1
+        self.inputs += len(getattr(event, "input_ids", ()))
+
+
+def _rate(n: int) -> float:
+    started = time.perf_counter()
+    list(noop.map(range(n)))
+    return n / (time.perf_counter() - started)
+
+
+def _loop_calls(n: int) -> int:
+    """Python calls on the control plane's loop thread during one map of ``n``."""
+    loop = bridge.background_loop()
+    count = [0]
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            count[0] += 1
+
+    def on_loop(hook: Callable[..., object] | None) -> None:
+        done = threading.Event()
+
+        def install() -> None:
+            sys.setprofile(hook)
+            done.set()
+
+        loop.call_soon_threadsafe(install)
+        done.wait(10)
+
+    on_loop(profile)
+    try:
+        list(noop.map(range(n)))
+    finally:
+        on_loop(None)
+    return count[0]
+
+
+def run(name: str, quick: bool) -> Result:
+    n = 5_000 if quick else 20_000
+    rounds = 2 if quick else 4
+    result = Result(name)
+    plain: list[float] = []
+    counted: list[float] = []
+    counting = Counting()
+    with app.run():
+        server = embedded.running()
+        assert server is not None
+        bus = server.control.events
+        list(noop.map(range(2_000)))  # both containers up and warm
+        for i in range(rounds):
+            for listening in (False, True) if i % 2 == 0 else (True, False):
+                if listening:
+                    unsubscribe = bus.subscribe(counting)
+                    counted.append(_rate(n))
+                    unsubscribe()
+                else:
+                    plain.append(_rate(n))
+        calls_plain = _loop_calls(2_000)
+        unsubscribe = bus.subscribe(Counting())
+        calls_counted = _loop_calls(2_000)
+        unsubscribe()
+    assert counting.inputs >= 3 * n * len(counted)  # queued, dispatched, finished: each input
+    result.baseline["no_subscriber_inputs_per_s"] = statistics.median(plain)
+    result.figures["counting_subscriber_inputs_per_s"] = statistics.median(counted)
+    result.figures["ratio_vs_no_subscriber"] = statistics.median(counted) / statistics.median(plain)
+    result.baseline["loop_calls_per_input_no_subscriber"] = calls_plain / 2_000
+    result.figures["loop_calls_per_input_counting"] = calls_counted / 2_000
+    result.figures["events_per_input"] = sum(counting.events.values()) / (n * len(counted))
+    result.notes = (
+        f"{n} inputs, {rounds * 2} rounds A B B A (medians); calls counted over one map of 2,000"
+    )
+    return result
