@@ -18,7 +18,7 @@ from pathlib import Path
 import shoal
 from benchmarks import faults
 from benchmarks.report import Result
-from shoal.client.serving import serving
+from shoal.cli.serving import serving
 
 app = shoal.App("chaos")
 

@@ -15,7 +15,7 @@ import time
 
 import shoal
 from benchmarks.report import Result
-from shoal.client.serving import serving
+from shoal.cli.serving import serving
 
 app = shoal.App("bench-web")
 

@@ -28,7 +28,7 @@ from shoal.client.queue import Queue
 from shoal.client.secret import Secret
 from shoal.client.volume import Volume
 from shoal.client.web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
-from shoal.container.context import current_function_call_id, current_input_id, is_local
+from shoal.context import current_function_call_id, current_input_id, is_local
 from shoal.exception import (
     ContainerCrashError,
     ContainerInitError,

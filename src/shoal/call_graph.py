@@ -1,5 +1,5 @@
 """Modal's ``modal.call_graph`` module path: what ``FunctionCall.get_call_graph()`` returns."""
 
-from shoal.control.call_graph import InputInfo, InputStatus
+from shoal.spec.call_graph import InputInfo, InputStatus
 
 __all__ = ["InputInfo", "InputStatus"]

@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from shoal import context
 from shoal.bridge import run_sync
 from shoal.client.cls import Cls
 from shoal.client.connection import connect
 from shoal.client.function import Function
-from shoal.container import context
 from shoal.exception import ExecutionError, InvalidError
 from shoal.protocol import markers
 

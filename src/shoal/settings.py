@@ -235,3 +235,14 @@ def stored_spawns() -> bool:
     """In a container: whether its control plane keeps its spawns by id (a server stores
     them; an app run without one keeps them in memory for its life)."""
     return get("SHOAL_STORED_SPAWNS") == "1"
+
+
+def write_private(path: str, text: str) -> None:
+    """Write ``text`` to ``path``, readable by this user only, replaced atomically (a
+    reader sees the old file or the new one, never part of one): the home's token,
+    a profile, a server's address file."""
+    partial = f"{path}.{os.getpid()}.new"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(partial, path)

@@ -7,7 +7,7 @@ import os
 import httpx
 
 from apps import nested
-from shoal.client.serving import serving
+from shoal.cli.serving import serving
 
 
 def test_a_function_maps_and_calls_another_from_its_container() -> None:

@@ -16,7 +16,7 @@ import websockets.sync.client
 
 from apps import web
 from conftest import wait_until
-from shoal.client.serving import serving
+from shoal.cli.serving import serving
 from shoal.gateway.server import Served
 
 

@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from apps import abused_web, faulty
 from conftest import wait_until
-from shoal.client.serving import serving
+from shoal.cli.serving import serving
 from shoal.gateway.server import Served
 
 MB = 1024 * 1024
@@ -206,7 +206,7 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 sys.path.insert(0, {tests!r})
 import httpx
 from apps import abused_web, faulty
-from shoal.client.serving import serving
+from shoal.cli.serving import serving
 
 with faulty.app.run(), abused_web.app.run(), serving(abused_web.app) as served:
     print(served.url, flush=True)

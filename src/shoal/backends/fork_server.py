@@ -208,7 +208,7 @@ def _fork_safety() -> tuple[bool, str]:
 def _preload(message: dict[str, Any]) -> None:
     """Import the container runtime and the user's module; errors are the children's to report."""
     import shoal.container.__main__  # noqa: F401 - the runtime and its dependencies
-    from shoal.container import context
+    from shoal import context
     from shoal.container.user_code import load_module
 
     context.mark_container()

@@ -21,9 +21,9 @@ from rich.console import Console
 
 from shoal.cli import errors, objects, service, targets
 from shoal.cli.serve import serve as serve_command
+from shoal.cli.serving import serving
 from shoal.client.app import App
 from shoal.client.output import live_status
-from shoal.client.serving import serving
 from shoal.exception import Error
 
 

@@ -28,8 +28,8 @@ import click
 import watchfiles
 
 from shoal import settings
+from shoal.cli.serving import serving
 from shoal.client.app import App
-from shoal.client.serving import serving
 from shoal.client.user_module import load_file, local_files
 from shoal.exception import InvalidError
 

@@ -38,8 +38,8 @@ from shoal.client.user_module import alias_main, code_ref
 from shoal.client.volume import Volume
 from shoal.client.volume import mounts as volume_mounts
 from shoal.client.web import web_spec
-from shoal.container.context import CallChannel
-from shoal.container.context import channel as call_channel
+from shoal.context import CallChannel
+from shoal.context import channel as call_channel
 from shoal.exception import ConnectionError, ExecutionError, InvalidError
 from shoal.spec.function import UNSET, CodeRef, FunctionSpec, Retries, Scaling
 from shoal.spec.resources import Resources

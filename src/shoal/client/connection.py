@@ -12,7 +12,7 @@ One :class:`Connection` per process and server lives on the background loop
 (:meth:`Connection.request`) carry msgpack bodies; inputs travel as ``Submit``
 frames (those of one function sent in one loop turn as one ``SubmitMany``) and
 come back as ``CallItem``/``CallDone``/``DoneMany``, applied to a local
-:class:`~shoal.control.calls.InputRecord` so that the handles treat a server's
+:class:`~shoal.client.record.CallRecord` so that the handles treat a server's
 pool exactly like a pool of their own (:class:`ServerPool`).
 
 A connection that drops (the server restarted) connects again when next used,
@@ -45,8 +45,7 @@ import msgpack
 from shoal import exception, settings
 from shoal.client import direct_line
 from shoal.client.output import print_lines
-from shoal.control import run_dir
-from shoal.control.calls import CallState, InputRecord, apply_reply, reply_error
+from shoal.client.record import CallRecord, reply_error
 from shoal.protocol import payload, pipe, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
@@ -163,7 +162,7 @@ def write_profile(url: str, token: str, name: str = "default") -> str:
         if isinstance(value, dict):
             lines += [f"[{key}]"] + [f"{k} = {json.dumps(str(v))}" for k, v in value.items()]
             lines.append("")
-    run_dir.write_private(path, "\n".join(lines))
+    settings.write_private(path, "\n".join(lines))
     return path
 
 
@@ -204,7 +203,7 @@ class Connection:
         #: Waits on stored spawns in flight: re-sent on a new connection if this one drops.
         self._waits: dict[str, tuple[Wait, Callable[[Any], None]]] = {}
         #: Streamed calls (web requests) whose app's credit comes back, by call id.
-        self._credited: dict[str, InputRecord] = {}
+        self._credited: dict[str, CallRecord] = {}
         self._reopening: asyncio.Future[None] | None = None
         self.closed = False
         self.server_id = ""
@@ -483,7 +482,7 @@ class Connection:
         else:
             self.protocol.send(CallCancel(call_id))
 
-    def credited(self, record: InputRecord) -> None:
+    def credited(self, record: CallRecord) -> None:
         """Hand ``record`` (a streamed call) the credit its app grants, as it comes."""
         self._credited[record.input_id] = record
 
@@ -623,28 +622,27 @@ class ServerPool:
     def submit(
         self,
         args: bytes,
-        on_done: Callable[[InputRecord], None],
+        on_done: Callable[[CallRecord], None],
         method: str = "",
         on_item: Callable[[bytes], None] | None = None,
-    ) -> InputRecord:
+    ) -> CallRecord:
         return self.submit_many([args], on_done, method, on_item)[0]
 
     def submit_many(
         self,
         many: Iterable[bytes],
-        on_done: Callable[[InputRecord], None],
+        on_done: Callable[[CallRecord], None],
         method: str = "",
         on_item: Callable[[bytes], None] | None = None,
-    ) -> list[InputRecord]:
+    ) -> list[CallRecord]:
         connection = self.connection
         records = []
         calls = []
         name = self.spec.name
-        next_id, applier, running = connection.next_id, self._applier, CallState.RUNNING
+        next_id, applier = connection.next_id, self._applier
         for args in many:
             call_id = next_id()
-            record = InputRecord(call_id, b"", on_done, method, on_item, name)
-            record.state = running  # a new record: QUEUED -> RUNNING is allowed
+            record = CallRecord(call_id, on_done, method, on_item, name)
             records.append(record)
             if on_item is None:
                 calls.append((call_id, args, applier(record)))
@@ -676,16 +674,15 @@ class ServerPool:
         finally:
             direct_line.give_back(line)
 
-    def call_on_line(self, args: bytes, method: str) -> InputRecord | None:
+    def call_on_line(self, args: bytes, method: str) -> CallRecord | None:
         """Run one input over a line and block until it ends; None when no line is free
         (then :meth:`submit` it through the shared connection)."""
         reply = self._over_line(args, method, durable=False)
         if reply is None:
             return None
         assert isinstance(reply, CallDone)  # only a durable submit is answered otherwise
-        record = InputRecord(reply.call_id, b"", _ignore_record, method, None, self.spec.name)
-        record.move_to(CallState.RUNNING)
-        apply_reply(record, reply, self._describe(record))
+        record = CallRecord(reply.call_id, _ignore_record, method, None, self.spec.name)
+        record.apply(reply, self._describe(record))
         return record
 
     def spawn_on_line(self, args: bytes, method: str) -> str | None:
@@ -702,17 +699,17 @@ class ServerPool:
             return reply.object_id
         raise payload.load_exception(reply.data, self._context())
 
-    def _applier(self, record: InputRecord) -> Callable[[CallItem | CallDone | Accepted], None]:
+    def _applier(self, record: CallRecord) -> Callable[[CallItem | CallDone | Accepted], None]:
         def apply(message: CallItem | CallDone | Accepted) -> None:
             if isinstance(message, CallDone) and message.status == OutputStatus.OK:
                 if not record.done:  # the usual case, which needs no description
                     record.succeed(message.data)
             elif not isinstance(message, Accepted):  # a plain call is never stored
-                apply_reply(record, message, self._describe(record))
+                record.apply(message, self._describe(record))
 
         return apply
 
-    def _describe(self, record: InputRecord) -> str:
+    def _describe(self, record: CallRecord) -> str:
         name = f"{self.spec.name}.{record.method}" if record.method else self.spec.name
         where = "" if self.connection.local else f"{self.app}/"
         return f"{where}{name} (call {record.input_id})"
@@ -730,11 +727,11 @@ class ServerPool:
     def _context(self) -> str:
         return f"{self.app}/{self.spec.name}"
 
-    def cancel(self, record: InputRecord) -> None:
+    def cancel(self, record: CallRecord) -> None:
         if record.done:
             return
         self.connection.drop(record.input_id)
-        record.move_to(CallState.CANCELLED)
+        record.cancel()
 
     def _body(self) -> dict[str, Any]:
         return {"app": self.app, "function": self.spec.name, "parameters": self._parameters}
@@ -746,19 +743,19 @@ class ServerPool:
     async def change_scaling(self, **changes: Any) -> None:
         await self.connection.request("update_scaling", changes=changes, **self._body())
 
-    def credit(self, record: InputRecord, amount: int) -> None:
+    def credit(self, record: CallRecord, amount: int) -> None:
         """Let a web request's streamed response send ``amount`` more bytes (the reader
         took them)."""
         if not record.done:
             self.connection.tell(Credit(record.input_id, amount))
 
-    def feed(self, record: InputRecord, data: bytes) -> None:
+    def feed(self, record: CallRecord, data: bytes) -> None:
         """Pass on a chunk of a web request's streamed body (empty: the end)."""
         if not record.done:
             self.connection.tell(Feed(record.input_id, data))
 
 
-def _ignore_record(record: InputRecord) -> None:
+def _ignore_record(record: CallRecord) -> None:
     """A line's caller reads the record once the call returns; nothing waits on it."""
 
 

@@ -33,9 +33,9 @@ from shoal.client.connection import ServerPool
 from shoal.client.function_call import FunctionCall, StoredFunctionCall
 from shoal.client.map import MapOptions, MapProgress, arg_tuples, known_length, map_outputs
 from shoal.client.options import variant_options
+from shoal.client.record import CallRecord, CallState
 from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.user_module import code_ref
-from shoal.control.calls import CallState, InputRecord, describe
 from shoal.exception import InputCancellation, InvalidError
 from shoal.protocol import payload
 from shoal.spec.function import UNSET, CodeRef, FunctionSpec, with_options
@@ -161,7 +161,7 @@ class Function(Generic[P, R]):
     def _pool(self) -> AnyPool:
         return self._owner.pool(self.spec.name)
 
-    def _outcome(self, record: InputRecord) -> R:
+    def _outcome(self, record: CallRecord) -> R:
         """Unpickle ``record``'s result, or raise its error."""
         if record.state is CallState.DONE:
             assert record.result is not None
@@ -169,8 +169,6 @@ class Function(Generic[P, R]):
             return value
         if record.state is CallState.CANCELLED:
             raise InputCancellation(f"{self.spec.name} (input {record.input_id}) was cancelled")
-        if record.error_data is not None:  # the function's own exception: rebuilt here
-            raise payload.load_exception(record.error_data, describe(self.spec, record))
         assert record.error is not None
         raise record.error
 
@@ -371,7 +369,7 @@ class Function(Generic[P, R]):
 _SPAWNS_IN_FLIGHT = 1000
 
 
-def _ignore_outcome(record: InputRecord) -> None:
+def _ignore_outcome(record: CallRecord) -> None:
     """``spawn_map`` keeps no handle: an outcome has no one to go to."""
 
 
@@ -387,9 +385,9 @@ class _Remote(Generic[P, R]):
     def __init__(self, function: Function[P, R]) -> None:
         self._function = function
 
-    def _starter(self, pool: AnyPool, data: bytes) -> tuple[Starter, list[InputRecord]]:
+    def _starter(self, pool: AnyPool, data: bytes) -> tuple[Starter, list[CallRecord]]:
         method = self._function.method
-        submitted: list[InputRecord] = []
+        submitted: list[CallRecord] = []
 
         def start(done: Callable[[], None]) -> Callable[[], None]:
             record = pool.submit(data, lambda _: done(), method)
@@ -478,13 +476,13 @@ class _RemoteGen(Generic[P]):
 
     def _begin(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], put: Callable[[Any], None]
-    ) -> tuple[AnyPool, Callable[[], Coroutine[Any, Any, InputRecord]]]:
+    ) -> tuple[AnyPool, Callable[[], Coroutine[Any, Any, CallRecord]]]:
         function = self._function
         function._check_kind(generator=True)
         data = function._pickle_args(args, kwargs)
         pool = function._pool()
 
-        async def submit() -> InputRecord:
+        async def submit() -> CallRecord:
             return pool.submit(data, lambda _: put(_END), function.method, on_item=put)
 
         return pool, submit
@@ -496,7 +494,7 @@ class _RemoteGen(Generic[P]):
         return self._iterate(pool, record, values)
 
     def _iterate(
-        self, pool: AnyPool, record: InputRecord, values: queue.SimpleQueue[Any]
+        self, pool: AnyPool, record: CallRecord, values: queue.SimpleQueue[Any]
     ) -> Iterator[Any]:
         what = f"value yielded by {self._function.name}"
         try:
@@ -527,5 +525,5 @@ class _RemoteGen(Generic[P]):
                 await run_async(_cancel(pool, record))
 
 
-async def _cancel(pool: AnyPool, record: InputRecord) -> None:
+async def _cancel(pool: AnyPool, record: CallRecord) -> None:
     pool.cancel(record)

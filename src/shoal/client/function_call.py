@@ -9,11 +9,12 @@ from typing import Any, Generic, TypeVar
 from shoal import settings
 from shoal.bridge import Bridged, bridged, run_async, run_sync
 from shoal.client.connection import CallSender, connect, stored_outcome
+from shoal.client.record import CallRecord
 from shoal.client.remote import AnyPool, ChannelConnection
-from shoal.container.context import channel as call_channel
-from shoal.control.call_graph import InputInfo, from_wire, graph_of
-from shoal.control.calls import InputRecord
+from shoal.context import channel as call_channel
+from shoal.exception import InvalidError
 from shoal.protocol.messages import Accepted, CallDone, Wait
+from shoal.spec.call_graph import InputInfo, from_wire
 
 R = TypeVar("R")
 
@@ -30,9 +31,9 @@ class FunctionCall(Generic[R]):
     def __init__(
         self,
         pool: AnyPool,
-        record: InputRecord,
+        record: CallRecord,
         finished: asyncio.Event,
-        outcome: Callable[[InputRecord], R],
+        outcome: Callable[[CallRecord], R],
     ) -> None:
         self._pool = pool
         self._record = record
@@ -91,7 +92,7 @@ class FunctionCall(Generic[R]):
         input whose code started it, if any, and so on up), as it stands now: a list of
         root :class:`~shoal.call_graph.InputInfo` nodes. Up to 1,000 children are kept
         per input."""
-        return graph_of(self._record)
+        return self._record.graph()
 
     @bridged
     async def cancel(self) -> None:
@@ -161,7 +162,10 @@ class StoredFunctionCall(FunctionCall[R]):
             NotFoundError: no such call.
         """
         answer = await self._connection.request("call_graph", object_id=self._object_id)
-        return from_wire(answer.get("graph") if isinstance(answer, dict) else None)
+        try:
+            return from_wire(answer.get("graph") if isinstance(answer, dict) else None)
+        except ValueError as exc:
+            raise InvalidError(f"a malformed call graph from the server: {exc}") from None
 
     @bridged
     async def cancel(self) -> None:

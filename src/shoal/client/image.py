@@ -35,7 +35,7 @@ from typing import Any
 import cloudpickle
 
 from shoal import settings
-from shoal.container.context import is_local
+from shoal.context import is_local
 from shoal.exception import InvalidError
 from shoal.spec.image import Recipe, Step
 

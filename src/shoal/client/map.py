@@ -17,8 +17,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from dataclasses import dataclass
 from typing import Any, Final
 
+from shoal.client.record import CallRecord
 from shoal.client.remote import AnyPool
-from shoal.control.calls import InputRecord
 from shoal.exception import InvalidError
 from shoal.protocol import payload
 from shoal.spec.function import Scaling
@@ -125,21 +125,21 @@ class _MapRun:
         pool: AnyPool,
         method: str,
         options: MapOptions,
-        outcome: Callable[[InputRecord], Any],
+        outcome: Callable[[CallRecord], Any],
     ) -> None:
         self.pool = pool
         self.method = method
         self.options = options
         self.outcome = outcome
-        self.finished: deque[InputRecord] = deque()
+        self.finished: deque[CallRecord] = deque()
         self.wake = asyncio.Event()
         self.room = asyncio.Event()
         self.position: dict[str, int] = {}  # input id -> its place in the input order
-        self.in_flight: dict[str, InputRecord] = {}
+        self.in_flight: dict[str, CallRecord] = {}
         self.held: dict[int, Any] = {}  # finished outputs waiting for earlier ones
         self.next_out = 0
 
-    def on_done(self, record: InputRecord) -> None:
+    def on_done(self, record: CallRecord) -> None:
         self.finished.append(record)
         self.wake.set()
 
@@ -188,7 +188,7 @@ async def map_outputs(
     items: Iterable[tuple[Any, ...]] | AsyncIterable[Any],
     kwargs: dict[str, Any],
     options: MapOptions,
-    outcome: Callable[[InputRecord], Any],
+    outcome: Callable[[CallRecord], Any],
     progress: MapProgress,
 ) -> AsyncIterator[list[Any]]:
     """Run one input per item on ``pool``; yield chunks of outcomes.
@@ -216,7 +216,7 @@ async def map_outputs(
 
 
 def _settle(
-    record: InputRecord, outcome: Callable[[InputRecord], Any], keep: bool, place: int
+    record: CallRecord, outcome: Callable[[CallRecord], Any], keep: bool, place: int
 ) -> Any:
     """The value of a finished input of a map, or its error, raised (or with
     ``return_exceptions``, returned) with a note naming the input by its place."""

@@ -26,8 +26,8 @@ import msgpack
 from shoal import settings
 from shoal.bridge import run_async, run_sync
 from shoal.client.connection import Target, connect, embedded_target, find_target
-from shoal.container.context import channel as call_channel
-from shoal.container.context import is_local
+from shoal.context import channel as call_channel
+from shoal.context import is_local
 from shoal.exception import (
     DeserializationError,
     ExecutionError,

@@ -3,10 +3,11 @@
 Code running in a container (a function that calls another, a web endpoint that
 awaits one) holds the same handles as any caller. There is no app running in
 the container's process, so :meth:`App._pool` hands out a :class:`RemotePool`:
-it offers the part of :class:`~shoal.control.pool.Pool` the handles use, and
+it offers the pool interface the handles use (as ``ServerPool`` does), and
 turns each submit into a ``Call`` message over the container's connection. The
 control plane runs the input in the named pool and answers with ``CallItem``s
-and a ``CallDone``, which this module applies to a local :class:`InputRecord` on
+and a ``CallDone``, which this module applies to a local
+:class:`~shoal.client.record.CallRecord` on
 the background loop, where the handles wait.
 """
 
@@ -18,8 +19,8 @@ from typing import Any
 
 from shoal import settings
 from shoal.client.connection import ServerPool, store_spawn
-from shoal.container.context import CallChannel, current_input_id
-from shoal.control.calls import CallState, InputRecord, apply_reply
+from shoal.client.record import CallRecord
+from shoal.context import CallChannel, current_input_id
 from shoal.exception import ExecutionError
 from shoal.protocol.messages import Accepted, CallDone, CallItem, Submit, Wait
 from shoal.spec.function import FunctionSpec
@@ -43,28 +44,27 @@ class RemotePool:
     def submit(
         self,
         args: bytes,
-        on_done: Callable[[InputRecord], None],
+        on_done: Callable[[CallRecord], None],
         method: str = "",
         on_item: Callable[[bytes], None] | None = None,
-    ) -> InputRecord:
+    ) -> CallRecord:
         return self.submit_many([args], on_done, method, on_item)[0]
 
     def submit_many(
         self,
         many: Iterable[bytes],
-        on_done: Callable[[InputRecord], None],
+        on_done: Callable[[CallRecord], None],
         method: str = "",
         on_item: Callable[[bytes], None] | None = None,
-    ) -> list[InputRecord]:
+    ) -> list[CallRecord]:
         """Start one call per input; each record finishes when its reply arrives (on
         the loop this runs on: the background loop, or a blocking call's helper)."""
         loop = asyncio.get_running_loop()
         records = []
         for args in many:
-            record = InputRecord("", args, on_done, method, on_item)
-            record.move_to(CallState.RUNNING)
+            record = CallRecord("", on_done, method, on_item, self.spec.name)
 
-            def reply(message: CallItem | CallDone, record: InputRecord = record) -> None:
+            def reply(message: CallItem | CallDone, record: CallRecord = record) -> None:
                 loop.call_soon_threadsafe(self._apply, record, message)
 
             call_id = self._channel.call(
@@ -102,14 +102,14 @@ class RemotePool:
         )
         return await store_spawn(connection, submit, self.spec.name)
 
-    def _apply(self, record: InputRecord, message: CallItem | CallDone) -> None:
-        apply_reply(record, message, f"{self.spec.name} (call {record.input_id})")
+    def _apply(self, record: CallRecord, message: CallItem | CallDone) -> None:
+        record.apply(message, f"{self.spec.name} (call {record.input_id})")
 
-    def cancel(self, record: InputRecord) -> None:
+    def cancel(self, record: CallRecord) -> None:
         if record.done:
             return
         self._channel.cancel(record.input_id)
-        record.move_to(CallState.CANCELLED)
+        record.cancel()
 
     def stats(self) -> Any:
         raise ExecutionError("stats() is not available from inside a container")
@@ -117,10 +117,10 @@ class RemotePool:
     def update_scaling(self, **changes: Any) -> None:
         raise ExecutionError("update_autoscaler() is not available from inside a container")
 
-    def credit(self, record: InputRecord, amount: int) -> None:
+    def credit(self, record: CallRecord, amount: int) -> None:
         raise ExecutionError("web traffic does not flow through calls made in a container")
 
-    def feed(self, record: InputRecord, data: bytes) -> None:
+    def feed(self, record: CallRecord, data: bytes) -> None:
         raise ExecutionError("web traffic does not flow through calls made in a container")
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from shoal.container.context import is_local
+from shoal.context import is_local
 from shoal.exception import InvalidError, NotFoundError
 from shoal.spec.secrets import SecretSpec, check_values
 

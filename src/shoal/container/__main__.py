@@ -13,8 +13,8 @@ import threading
 import time
 from typing import NoReturn
 
-from shoal import bridge, settings
-from shoal.container import context, lines, mounts, process_group
+from shoal import bridge, context, settings
+from shoal.container import lines, mounts, process_group
 from shoal.container.runtime import Runtime
 from shoal.protocol import payload
 

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from shoal.container.context import enter_input
+from shoal.context import enter_input
 from shoal.protocol import payload
 from shoal.protocol.messages import Input, Output, OutputStatus
 

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shoal.container.batching import Batcher, failure
-from shoal.container.context import enter_input
 from shoal.container.slots import Slots
 from shoal.container.user_code import UserCode
 from shoal.container.web import Stream, serve_request
+from shoal.context import enter_input
 from shoal.protocol import markers, payload
 from shoal.protocol.framing import batches
 from shoal.protocol.messages import Credit, Input, Item, Output, OutputMany, OutputStatus

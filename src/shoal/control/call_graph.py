@@ -8,50 +8,18 @@ shows the request as the root and itself among the root's children. The graph
 is read from the records at the moment it is asked for, so a running call shows
 its children so far.
 
-A server answers for stored calls over the wire (:func:`to_wire`,
-:func:`from_wire`). It keeps the records of its newest finished calls; an older
+A server answers for stored calls over the wire (``spec.call_graph.to_wire``).
+It keeps the records of its newest finished calls; an older
 call, or one from before a restart, is answered with its own node alone, its
 status read from the store.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
-from typing import Any
-
 from shoal.control.calls import CallState, InputRecord
-from shoal.exception import ContainerInitError, FunctionTimeoutError, InvalidError
+from shoal.exception import ContainerInitError, FunctionTimeoutError
 from shoal.protocol.messages import OutputStatus
-
-
-class InputStatus(enum.Enum):
-    """Where an input stands (Modal's names)."""
-
-    PENDING = "pending"  # queued or running
-    SUCCESS = "success"  # returned
-    FAILURE = "failure"  # raised, or its containers died until retries ran out
-    INIT_FAILURE = "init_failure"  # its container could not load the code
-    TERMINATED = "terminated"  # cancelled
-    TIMEOUT = "timeout"  # ran past its timeout
-
-
-@dataclass(frozen=True)
-class InputInfo:
-    """One input of a call graph and the inputs it started (Modal's fields, in order).
-
-    ``function_call_id`` is the call the input belongs to (a spawn's ``fc-...`` id, or
-    the input's own id); ``task_id`` is the container that ran it last ("" while
-    queued); ``module_name`` is the module the function was defined in, where known.
-    """
-
-    input_id: str
-    function_call_id: str
-    task_id: str
-    status: InputStatus
-    function_name: str
-    module_name: str = ""
-    children: list[InputInfo] = field(default_factory=list)
+from shoal.spec.call_graph import InputInfo, InputStatus
 
 
 def graph_of(record: InputRecord) -> list[InputInfo]:
@@ -100,42 +68,3 @@ def lone_node(object_id: str, function: str, outcome: int | None) -> list[InputI
     return [
         InputInfo(object_id, object_id, "", statuses.get(outcome, InputStatus.FAILURE), function)
     ]
-
-
-def to_wire(graph: list[InputInfo]) -> list[Any]:
-    """``graph`` as msgpack-ready lists."""
-    return [
-        [
-            info.input_id,
-            info.function_call_id,
-            info.task_id,
-            info.status.value,
-            info.function_name,
-            info.module_name,
-            to_wire(info.children),
-        ]
-        for info in graph
-    ]
-
-
-def from_wire(data: Any) -> list[InputInfo]:
-    """The graph a server sent (:func:`to_wire`'s form).
-
-    Raises:
-        InvalidError: ``data`` is not a graph.
-    """
-    try:
-        return [
-            InputInfo(
-                str(input_id),
-                str(call_id),
-                str(task_id),
-                InputStatus(status),
-                str(function),
-                str(module),
-                from_wire(children),
-            )
-            for input_id, call_id, task_id, status, function, module, children in data
-        ]
-    except (TypeError, ValueError) as exc:
-        raise InvalidError(f"a malformed call graph from the server: {exc}") from None

@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from shoal.exception import ExecutionError, FunctionTimeoutError, InputCancellation
+from shoal.exception import ExecutionError, FunctionTimeoutError
 from shoal.protocol import payload
-from shoal.protocol.messages import CallDone, CallItem, OutputStatus
+from shoal.protocol.messages import CallDone, OutputStatus
 from shoal.spec.function import INFRA_RETRIES, FunctionSpec
 
 #: Crashes in the company of other inputs after which an input runs alone.
@@ -239,32 +239,6 @@ def outcome_message(call_id: str, record: InputRecord) -> CallDone:
         return CallDone(call_id, OutputStatus.ERROR, record.error_data)
     assert record.error is not None
     return CallDone(call_id, OutputStatus.ERROR, payload.dump_error(record.error))
-
-
-def reply_error(message: CallDone, context: str) -> BaseException | None:
-    """The error a :func:`outcome_message` reply means at the caller (``None`` for OK);
-    ``context`` names the call in it."""
-    if message.status == OutputStatus.OK:
-        return None
-    if message.status == OutputStatus.CANCELLED:
-        return InputCancellation(f"{context} was cancelled")
-    return payload.load_exception(message.data, context)
-
-
-def apply_reply(record: InputRecord, message: CallItem | CallDone, context: str) -> None:
-    """Apply one reply to a call made in another process to the caller's ``record``."""
-    if record.done:
-        return
-    if isinstance(message, CallItem):
-        if record.on_item is not None:
-            record.items += 1
-            record.on_item(message.data)
-        return
-    error = reply_error(message, context)
-    if error is None:
-        record.succeed(message.data)
-    else:
-        record.fail(error)
 
 
 def describe(spec: FunctionSpec, record: InputRecord) -> str:

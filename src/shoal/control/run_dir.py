@@ -22,16 +22,6 @@ PREFIX: Final = "shoal-"
 OWNER: Final = "owner"
 
 
-def write_private(path: str, text: str) -> None:
-    """Write ``text`` to ``path``, readable by this user only, replaced atomically (a
-    reader sees the old file or the new one, never part of one)."""
-    partial = f"{path}.{os.getpid()}.new"
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(partial, path)
-
-
 def _start_time(pid: int) -> str | None:
     """When ``pid`` started (clock ticks since boot, from /proc), or ``None`` if it is gone."""
     try:

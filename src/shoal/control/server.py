@@ -30,7 +30,6 @@ from shoal import settings
 from shoal.backends.base import Backend, BuildLog, ContainerLaunch
 from shoal.control import run_dir
 from shoal.control.budget import ContainerBudget
-from shoal.control.call_graph import InputInfo, to_wire
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.containers import ContainerHandle
 from shoal.control.events import EventBus
@@ -55,6 +54,7 @@ from shoal.protocol.messages import (
     Submit,
     Wait,
 )
+from shoal.spec.call_graph import InputInfo, to_wire
 from shoal.spec.events import ContainerOutput, StopReason
 from shoal.spec.function import CodeRef, FunctionSpec
 from shoal.spec.image import Environment, Recipe, user_paths

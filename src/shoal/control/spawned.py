@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from shoal.control.call_graph import InputInfo, graph_of, lone_node
+from shoal.control.call_graph import graph_of, lone_node
 from shoal.control.calls import InputRecord
 from shoal.control.pool import Pool
 from shoal.protocol.messages import CallDone
+from shoal.spec.call_graph import InputInfo
 
 #: Finished calls whose outcome is kept for ``from_id`` (the oldest go first).
 KEEP: Final = 10_000

@@ -33,7 +33,6 @@ from typing import Any, Final, Protocol
 import uvicorn
 
 from shoal import settings
-from shoal.control.calls import CallState, InputRecord
 from shoal.exception import ContainerCrashError, FunctionTimeoutError
 from shoal.gateway import guard
 from shoal.protocol import payload
@@ -61,22 +60,39 @@ _SCOPE_KEYS: Final = (
 )
 
 
+class WebRecord(Protocol):
+    """What the gateway reads of one request's input: the control plane's record
+    (``shoal.control.calls.WebRecord``) or a handle's (``shoal.client.record.CallRecord``)."""
+
+    @property
+    def done(self) -> bool: ...
+
+    #: The pickled return value, once the app returned (None before, or after an error).
+    result: bytes | None
+    #: Why it failed, once it failed.
+    error: BaseException | None
+    #: Called with each grant of request-body credit from the app.
+    on_credit: Callable[[int], None] | None
+
+
 class WebPool(Protocol):
-    """What the gateway needs of a pool (``shoal.control.pool.Pool``, or a handle's)."""
+    """What the gateway needs of a pool (``shoal.control.pool.Pool``, or a handle's). The
+    records it takes back are the ones its ``submit`` made (typed ``Any``: each pool
+    has a record type of its own)."""
 
     def submit(
         self,
         args: bytes,
-        on_done: Callable[[InputRecord], None],
+        on_done: Callable[[Any], None],
         method: str = "",
         on_item: Callable[[bytes], None] | None = None,
-    ) -> InputRecord: ...
+    ) -> WebRecord: ...
 
-    def cancel(self, record: InputRecord) -> None: ...
+    def cancel(self, record: Any) -> None: ...
 
-    def credit(self, record: InputRecord, amount: int) -> None: ...
+    def credit(self, record: Any, amount: int) -> None: ...
 
-    def feed(self, record: InputRecord, data: bytes) -> None: ...
+    def feed(self, record: Any, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -193,7 +209,7 @@ class Gateway:
                 pool.cancel(record)
 
     async def _feed_body(
-        self, pool: WebPool, record: InputRecord, receive: Receive, upload: _Upload
+        self, pool: WebPool, record: WebRecord, receive: Receive, upload: _Upload
     ) -> None:
         """Send the rest of the request body to the container, as far as it grants credit."""
         more = True
@@ -218,11 +234,11 @@ class Gateway:
 
     async def _relay_response(
         self,
-        record: InputRecord,
+        record: WebRecord,
         events: asyncio.Queue[Any],
         scope: dict[str, Any],
         send: Send,
-        credit: Callable[[InputRecord, int], None],
+        credit: Callable[[WebRecord, int], None],
         upload: _Upload,
     ) -> None:
         try:
@@ -242,7 +258,7 @@ class Gateway:
                 credit(record, cost(event))
 
     async def _failed(
-        self, record: InputRecord, scope: dict[str, Any], send: Send, upload: _Upload
+        self, record: WebRecord, scope: dict[str, Any], send: Send, upload: _Upload
     ) -> None:
         """The input ended without starting a response: say why, with a status to match."""
         error = record.error
@@ -254,7 +270,7 @@ class Gateway:
             status = 502
         elif isinstance(error, FunctionTimeoutError):
             status = 504
-        elif record.state is CallState.DONE:
+        elif record.result is not None:  # it returned, having sent no response
             status, error = 500, RuntimeError("the app returned without a response")
         else:
             status = 500

@@ -76,7 +76,7 @@ async def share(home: str, objects: Any) -> asyncio.Server:
     token = secrets.token_urlsafe(32)
     server, _ = await transport.listen(path, lambda: _Guest(objects, token).protocol)
     info = {"pid": os.getpid(), "socket": path, "token": token}
-    run_dir.write_private(os.path.join(home, SHARE_FILE), json.dumps(info))
+    settings.write_private(os.path.join(home, SHARE_FILE), json.dumps(info))
     return server
 
 

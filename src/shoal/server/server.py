@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 from shoal import settings
 from shoal.backends import get_backend
 from shoal.backends.base import BuildLog
-from shoal.control import run_dir
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, call_op
 from shoal.exception import InvalidError, NotFoundError
@@ -232,11 +231,11 @@ class Server:
         given = settings.token()
         if given is not None:
             self.store.add_token(given)
-            run_dir.write_private(os.path.join(self.home, "token"), given)
+            settings.write_private(os.path.join(self.home, "token"), given)
         elif not self.store.token_digests():
             self.new_token = secrets.token_urlsafe(32)
             self.store.add_token(self.new_token)
-            run_dir.write_private(os.path.join(self.home, "token"), self.new_token)
+            settings.write_private(os.path.join(self.home, "token"), self.new_token)
         self._digests = [bytes.fromhex(d) for d in self.store.token_digests()]
 
     def _gateway_token(self) -> str:
@@ -244,7 +243,7 @@ class Server:
 
     def _write_address(self) -> None:
         info = {"url": self.url, "http_url": self.http_url, "pid": os.getpid()}
-        run_dir.write_private(os.path.join(self.home, "server.json"), json.dumps(info))
+        settings.write_private(os.path.join(self.home, "server.json"), json.dumps(info))
 
     # -- sessions -------------------------------------------------------------------
 

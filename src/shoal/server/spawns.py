@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from shoal import settings
-from shoal.control.call_graph import InputInfo, graph_of, lone_node
+from shoal.control.call_graph import graph_of, lone_node
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.pool import Pool
 from shoal.control.spawned import KEEP, LiveCall, nothing
@@ -30,6 +30,7 @@ from shoal.protocol import payload
 from shoal.protocol.messages import CallDone, OutputStatus, Submit
 from shoal.server.apps import Apps
 from shoal.server.store import Store, StoredCall
+from shoal.spec.call_graph import InputInfo
 
 #: How often outcomes past their time are deleted (seconds).
 _EXPIRE_EVERY = 60.0

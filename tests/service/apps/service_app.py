@@ -120,7 +120,7 @@ def probe(function: str, object_id: str) -> dict[str, str]:
 
     import msgpack
 
-    from shoal.container import context
+    from shoal import context
     from shoal.protocol import payload
     from shoal.protocol.messages import CallDone, OutputStatus, Reply, Wait
 
