@@ -1,10 +1,11 @@
-"""events: what the event bus costs a ``.map``, with nobody listening and with one
-subscriber that counts every event and every input in it.
+"""events: what the event bus costs a ``.map``, with nobody listening, with one
+subscriber that counts every event and every input in it, and with the server's
+Prometheus metrics (``server/metrics.py``) subscribed.
 
 The map of ``map_throughput`` (no-op inputs on 2 containers, embedded server) runs
-in rounds ordered A B B A ... (A: no subscriber, B: the counting subscriber), so a
-drift of the machine's speed falls on both alike; the figure is the ratio of the
-medians. Beside it, a deterministic count: Python calls per input on the control
+in rounds ordered A B C C B A ... (A: no subscriber, B: the counting subscriber, C:
+the metrics), so a drift of the machine's speed falls on all alike; the figures
+are ratios of the medians. Beside it, a deterministic count: Python calls per input on the control
 plane's loop (``sys.setprofile`` on that thread) in one map of each kind.
 """
 
@@ -23,6 +24,7 @@ from benchmarks.apps import app, noop
 from benchmarks.report import Result
 from shoal import bridge
 from shoal.server import embedded
+from shoal.server.metrics import Metrics
 
 
 class Counting:
@@ -76,6 +78,7 @@ def run(name: str, quick: bool) -> Result:
     result = Result(name)
     plain: list[float] = []
     counted: list[float] = []
+    metered: list[float] = []
     counting = Counting()
     with app.run():
         server = embedded.running()
@@ -83,25 +86,39 @@ def run(name: str, quick: bool) -> Result:
         bus = server.control.events
         list(noop.map(range(2_000)))  # both containers up and warm
         for i in range(rounds):
-            for listening in (False, True) if i % 2 == 0 else (True, False):
-                if listening:
+            for kind in "ABC" if i % 2 == 0 else "CBA":
+                if kind == "B":
                     unsubscribe = bus.subscribe(counting)
                     counted.append(_rate(n))
                     unsubscribe()
+                elif kind == "C":
+                    metrics = Metrics(bus, server.control.pools)
+                    metered.append(_rate(n))
+                    metrics.unsubscribe()
+                    assert b"shoal_inputs_total" in metrics.scrape()
                 else:
                     plain.append(_rate(n))
         calls_plain = _loop_calls(2_000)
         unsubscribe = bus.subscribe(Counting())
         calls_counted = _loop_calls(2_000)
         unsubscribe()
+        metrics = Metrics(bus, server.control.pools)
+        calls_metered = _loop_calls(2_000)
+        metrics.unsubscribe()
     assert counting.inputs >= 3 * n * len(counted)  # queued, dispatched, finished: each input
     result.baseline["no_subscriber_inputs_per_s"] = statistics.median(plain)
     result.figures["counting_subscriber_inputs_per_s"] = statistics.median(counted)
     result.figures["ratio_vs_no_subscriber"] = statistics.median(counted) / statistics.median(plain)
+    result.figures["metrics_inputs_per_s"] = statistics.median(metered)
+    result.figures["metrics_ratio_vs_no_subscriber"] = statistics.median(
+        metered
+    ) / statistics.median(plain)
     result.baseline["loop_calls_per_input_no_subscriber"] = calls_plain / 2_000
     result.figures["loop_calls_per_input_counting"] = calls_counted / 2_000
+    result.figures["loop_calls_per_input_metrics"] = calls_metered / 2_000
     result.figures["events_per_input"] = sum(counting.events.values()) / (n * len(counted))
     result.notes = (
-        f"{n} inputs, {rounds * 2} rounds A B B A (medians); calls counted over one map of 2,000"
+        f"{n} inputs, {rounds * 3} rounds A B C C B A (medians); "
+        "calls counted over one map of 2,000"
     )
     return result

@@ -726,3 +726,59 @@ def test_deploy_prints_every_function_and_stable_urls_within_origin_ports(
         assert httpx.get(f"http://127.0.0.1:{origin_port}/", timeout=60).status_code == 200
     finally:
         server.stop()
+
+
+def _scrape(deployed: ServerProcess, token: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return httpx.get(f"{deployed.http}/metrics", headers=headers, timeout=10)
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_a_known_workload_exactly_behind_the_token(deployed: ServerProcess) -> None:
+    assert _scrape(deployed, None).status_code == 401
+    assert _scrape(deployed, "not-the-token").status_code == 401
+    before = _samples(_scrape(deployed, deployed.token).text)
+    done = deployed.client(
+        "import shoal\n"
+        "square = shoal.Function.from_name('svc', 'square')\n"
+        "refuse = shoal.Function.from_name('svc', 'refuse')\n"
+        "assert list(square.map(range(25))) == [x * x for x in range(25)]\n"
+        "try:\n"
+        "    refuse.remote('no')\n"
+        "except Exception as exc:\n"
+        "    print('raised', type(exc).__name__)\n"
+        "print('started', square.stats().containers_started)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    started = int(done.stdout.split("started ")[1])
+    scraped = _scrape(deployed, deployed.token)
+    assert scraped.headers["content-type"].startswith("text/plain")
+    after = _samples(scraped.text)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, frozenset({"app": "svc", **labels}.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew("shoal_inputs_total", function="square", status="success") == 25
+    assert grew("shoal_inputs_total", function="refuse", status="failure") == 1
+    assert grew("shoal_input_queue_seconds_count", function="square") == 25
+    assert grew("shoal_input_execution_seconds_count", function="square") == 25
+    assert grew("shoal_input_execution_seconds_bucket", function="square", le="+Inf") == 25
+    total = after[
+        ("shoal_container_starts_total", frozenset({"app": "svc", "function": "square"}.items()))
+    ]
+    assert total == started  # the same count stats() gives
+    pending = (
+        "shoal_function_pending_inputs",
+        frozenset({"app": "svc", "function": "square"}.items()),
+    )
+    assert after[pending] == 0

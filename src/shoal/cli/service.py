@@ -55,6 +55,11 @@ T = TypeVar("T")
     default=None,
     help="Where containers run [default: $SHOAL_BACKEND or local].",
 )
+@click.option(
+    "--metrics-public",
+    is_flag=True,
+    help="Serve /metrics on the HTTP port without the token.",
+)
 def server(
     host: str,
     port: int,
@@ -65,8 +70,10 @@ def server(
     insecure: bool,
     origin_ports: str | None,
     backend: str | None,
+    metrics_public: bool,
 ) -> None:
-    """Run the Shoal server: deployed apps, their containers, and their web endpoints."""
+    """Run the Shoal server: deployed apps, their containers, and their web endpoints
+    (and Prometheus metrics at /metrics on the HTTP port, behind the token)."""
     options = ServerOptions(
         home=home or settings.home(),
         host=host,
@@ -77,6 +84,7 @@ def server(
         insecure=insecure,
         origin_ports=None if origin_ports is None else _port_range(origin_ports),
         backend=backend,
+        metrics_public=metrics_public,
     )
     try:
         asyncio.run(_serve(options))

@@ -110,6 +110,17 @@ class Route:
 Resolver = Callable[[str], "tuple[Route, str, str] | None"]
 
 
+@dataclass(frozen=True)
+class Page:
+    """One of the server's own pages on the gateway's port (``/metrics``): ``render``
+    gives its content type and body. It needs ``authorize`` to accept the request's
+    bearer token (the server's token, not the endpoints') unless ``public``."""
+
+    render: Callable[[], tuple[str, bytes]]
+    authorize: Callable[[str], bool]
+    public: bool = False
+
+
 class Gateway:
     """The ASGI app uvicorn serves: routes requests to pools (see the module docstring)."""
 
@@ -126,6 +137,10 @@ class Gateway:
         #: Ports that serve one endpoint at their root (its *origin*), by port: the
         #: endpoint's name as the gateway's own port routes it (its path prefix).
         self.origins: dict[int, str] = {}
+        #: The server's own pages, by exact path (no app's endpoint has such a path:
+        #: endpoints are ``/<app>/<function>/...``, and app names start with a letter
+        #: or digit, so ``/_shoal/...`` is never one).
+        self.pages: dict[str, Page] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -134,6 +149,10 @@ class Gateway:
         server = scope.get("server")
         origin = self.origins.get(server[1]) if server else None
         path = scope["path"] if origin is None else f"/{origin}{scope['path']}"
+        page = self.pages.get(path.rstrip("/")) if origin is None else None
+        if page is not None and scope["type"] == "http":
+            await self._page(page, scope, send)
+            return
         found = self._resolve(path)
         if found is None:
             await _reply(send, scope, 404, f"no web endpoint at {scope['path']!r}")
@@ -152,6 +171,22 @@ class Gateway:
             await self._http(route, inner, receive, send)
         else:
             await self._websocket(route, inner, receive, send)
+
+    async def _page(self, page: Page, scope: dict[str, Any], send: Send) -> None:
+        if not page.public and not page.authorize(_bearer(scope)):
+            await _reply(
+                send, scope, 401, "this page needs the server's token: Authorization: Bearer ..."
+            )
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            await _reply(send, scope, 405, "only GET")
+            return
+        kind, body = page.render()
+        headers = [(b"content-type", kind.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": body if scope["method"] == "GET" else b""}
+        )
 
     def _by_first_segment(self, path: str) -> tuple[Route, str, str] | None:
         name, _, rest = path.lstrip("/").partition("/")
@@ -337,6 +372,15 @@ class _Upload:
 
     async def wait_for_credit(self) -> None:
         await self._credit.wait()
+
+
+def _bearer(scope: dict[str, Any]) -> str:
+    """The request's bearer token ("" if none)."""
+    for key, value in scope["headers"]:
+        if key.lower() == b"authorization":
+            text = value.decode("latin-1")
+            return text[7:] if text.startswith("Bearer ") else ""
+    return ""
 
 
 async def _reply(send: Send, scope: dict[str, Any], status: int, detail: str) -> None:

@@ -82,6 +82,8 @@ class ServerOptions:
     origin_ports: range | None = None
     #: Where containers run: a registered backend's name (None: SHOAL_BACKEND).
     backend: str | None = None
+    #: Serve ``/metrics`` without the token (for a Prometheus on a trusted network).
+    metrics_public: bool = False
 
 
 class Server:
@@ -190,6 +192,13 @@ class Server:
                 tls_files,
             )
             self.http_url = self._served.url
+            from shoal.server.metrics import CONTENT_TYPE, Metrics
+
+            metrics = Metrics(self.control.events, self.control.pools)
+            page = gateway.Page(
+                lambda: (CONTENT_TYPE, metrics.scrape()), self.authorize, options.metrics_public
+            )
+            self._served.gateway.pages.update({"/metrics": page, "/_shoal/metrics": page})
             self._origins = WebOrigins(self._served, self.store, self.apps, options.origin_ports)
             self.apps.on_change = self._origins.prune
             await self._origins.sync()

@@ -1,0 +1,285 @@
+"""Prometheus metrics of a server's pools, kept from the control plane's event bus.
+
+``GET /metrics`` (and ``/_shoal/metrics``) on the server's HTTP port answers in
+Prometheus' text format, behind the server's token (``Authorization: Bearer``) unless
+the server runs with ``--metrics-public``. Every series is labelled by ``app`` and
+``function``; versions of one app add to the same series, so a counter keeps
+counting across a redeploy.
+
+Cost. The bus hands inputs over in batches (see :mod:`shoal.spec.events`), and this
+module keeps its own counts in plain lists (a histogram observation is one bisect
+and two additions), turning them into Prometheus families only when scraped, so
+the per-input work on the control loop stays a few hundred nanoseconds. Gauges
+(pending and running inputs, containers by state) are read from the pools at the
+scrape, so they cost nothing between scrapes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from shoal.control.events import EventBus
+from shoal.control.pool import Pool
+from shoal.spec.events import (
+    ContainerReady,
+    ContainerStarting,
+    ContainerStopped,
+    InputCancelled,
+    InputFailed,
+    InputRetried,
+    InputsFinished,
+    ScalingDecided,
+)
+
+#: What ``/metrics`` answers with.
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+#: Histogram bucket bounds, in seconds (a no-op's run is under a millisecond, a
+#: cold start tens of them, a long input minutes).
+BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+BUCKETS_LONG: Final = (*BUCKETS, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: A pool key as the server makes it: ``<app>.v<version>.<function>``.
+_KEY: Final = re.compile(r"^(?P<app>.+?)\.v\d+\.(?P<function>.+)$")
+#: The ``status`` of a failed input, by the error the pool failed it with (anything
+#: else is the function's own exception: ``failure``).
+_FAILURE_STATUS: Final = {
+    "FunctionTimeoutError": "timeout",
+    "ContainerCrashError": "crash",
+    "ContainerInitError": "init_failure",
+}
+
+
+def labels_of(key: str) -> tuple[str, str]:
+    """``(app, function)`` of a pool key (a pool of no app: ``("", key)``).
+
+    Example::
+
+        >>> labels_of("svc.v3.square")
+        ('svc', 'square')
+    """
+    found = _KEY.match(key)
+    return (found["app"], found["function"]) if found else ("", key)
+
+
+class _Histogram:
+    """Counts per bucket (not cumulative) and the sum, as plain numbers."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def add_many(self, values: Iterable[float]) -> None:
+        counts, bounds, where = self.counts, self.bounds, bisect.bisect_left
+        total = 0.0
+        for value in values:
+            counts[where(bounds, value)] += 1
+            total += value
+        self.total += total
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Prometheus' cumulative ``(le, count)`` pairs, ``+Inf`` last."""
+        out, running = [], 0
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, float(running)))
+        return out
+
+
+class _Series:
+    """Everything counted for one ``(app, function)``."""
+
+    def __init__(self) -> None:
+        self.inputs: Counter[str] = Counter()
+        self.retries = 0
+        self.queue = _Histogram(BUCKETS_LONG)
+        self.execution = _Histogram(BUCKETS_LONG)
+        self.starts = 0
+        self.stops: Counter[str] = Counter()
+        self.startup = _Histogram(BUCKETS_LONG)
+        self.decisions: Counter[str] = Counter()
+        self.desired = 0
+
+
+class Metrics:
+    """Subscribes to ``events`` and answers scrapes; ``pools`` gives the live pools by key."""
+
+    def __init__(self, events: EventBus, pools: Callable[[], dict[str, Pool]]) -> None:
+        self._pools = pools
+        self._series: dict[str, _Series] = {}  # by pool key
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(self)
+        self.unsubscribe = events.subscribe(
+            self._hear,
+            InputsFinished,
+            InputFailed,
+            InputRetried,
+            InputCancelled,
+            ContainerStarting,
+            ContainerReady,
+            ContainerStopped,
+            ScalingDecided,
+        )
+
+    def _of(self, key: str) -> _Series:
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series()
+        return series
+
+    def _hear(self, event: Any) -> None:
+        series = self._of(event.function)
+        if isinstance(event, InputsFinished):
+            series.inputs["success"] += len(event.input_ids)
+            series.queue.add_many(event.queue_waits)
+            series.execution.add_many(event.run_times)
+        elif isinstance(event, InputFailed):
+            series.inputs[_FAILURE_STATUS.get(event.error_type, "failure")] += 1
+            series.queue.add(event.queue_wait)
+            if event.container_id is not None:
+                series.execution.add(event.run_time)
+        elif isinstance(event, InputRetried):
+            series.retries += 1
+        elif isinstance(event, InputCancelled):
+            series.inputs["cancelled"] += 1
+        elif isinstance(event, ContainerStarting):
+            series.starts += 1
+        elif isinstance(event, ContainerReady):
+            series.startup.add(event.startup)
+        elif isinstance(event, ContainerStopped):
+            series.stops[event.reason] += 1
+        elif isinstance(event, ScalingDecided):
+            series.desired = event.containers + event.start - len(event.stop)
+            if event.start:
+                series.decisions["up"] += 1
+            if event.stop:
+                series.decisions["down"] += 1
+
+    def scrape(self) -> bytes:
+        """The text exposition of every series now."""
+        return generate_latest(self._registry)
+
+    def collect(self) -> Iterator[Metric]:
+        """The families (called by the registry at each scrape)."""
+        names = ["app", "function"]
+        pending = GaugeMetricFamily(
+            "shoal_function_pending_inputs", "Inputs queued for a container", labels=names
+        )
+        running = GaugeMetricFamily(
+            "shoal_function_running_inputs", "Inputs running on containers", labels=names
+        )
+        containers = GaugeMetricFamily(
+            "shoal_containers", "Containers by state", labels=[*names, "state"]
+        )
+        gauges: dict[tuple[str, str], list[int]] = {}
+        states: dict[tuple[str, str], Counter[str]] = {}
+        live = self._pools()
+        for key, pool in live.items():
+            where = labels_of(key)
+            stats = pool.stats()
+            both = gauges.setdefault(where, [0, 0])
+            both[0] += stats.queued
+            both[1] += stats.running
+            counted = states.setdefault(where, Counter())
+            for container in pool.containers():
+                state = container["state"]
+                if state == "ready":
+                    state = "busy" if container["running"] else "idle"
+                counted[state] += 1
+        for where, (queued, busy) in gauges.items():
+            pending.add_metric(list(where), queued)
+            running.add_metric(list(where), busy)
+            for state in ("starting", "idle", "busy", "draining"):
+                containers.add_metric([*where, state], states[where][state])
+        yield pending
+        yield running
+        yield containers
+        yield from self._counted(names, set(live))
+
+    def _counted(self, names: list[str], live: set[str]) -> Iterator[Metric]:
+        inputs = CounterMetricFamily(
+            "shoal_inputs", "Inputs that ended, by outcome", labels=[*names, "status"]
+        )
+        retries = CounterMetricFamily("shoal_input_retries", "Inputs run again", labels=names)
+        queue = HistogramMetricFamily(
+            "shoal_input_queue_seconds", "Seconds inputs waited for a container", labels=names
+        )
+        execution = HistogramMetricFamily(
+            "shoal_input_execution_seconds",
+            "Seconds from dispatch to outcome",
+            labels=names,
+        )
+        starts = CounterMetricFamily("shoal_container_starts", "Containers started", labels=names)
+        stops = CounterMetricFamily(
+            "shoal_container_stops", "Containers stopped, by reason", labels=[*names, "reason"]
+        )
+        startup = HistogramMetricFamily(
+            "shoal_container_startup_seconds",
+            "Seconds from a container's start to its first readiness",
+            labels=names,
+        )
+        desired = GaugeMetricFamily(
+            "shoal_autoscaler_desired_containers",
+            "Containers the autoscaler wanted at its last decision",
+            labels=names,
+        )
+        decisions = CounterMetricFamily(
+            "shoal_autoscaler_decisions",
+            "Autoscaler decisions that started or stopped containers",
+            labels=[*names, "direction"],
+        )
+        merged: dict[tuple[str, str], list[_Series]] = {}
+        wanted: Counter[tuple[str, str]] = Counter()  # what the live versions' autoscalers want
+        for key, series in self._series.items():
+            merged.setdefault(labels_of(key), []).append(series)
+            if key in live:
+                wanted[labels_of(key)] += series.desired
+        for where, group in merged.items():
+            label = list(where)
+            for status in ("success", "failure", "timeout", "cancelled", "init_failure", "crash"):
+                inputs.add_metric([*label, status], sum(s.inputs[status] for s in group))
+            retries.add_metric(label, sum(s.retries for s in group))
+            for family, kept in (
+                (queue, [s.queue for s in group]),
+                (execution, [s.execution for s in group]),
+                (startup, [s.startup for s in group]),
+            ):
+                combined = _combined(kept)
+                family.add_metric(label, combined.buckets(), combined.total)
+            starts.add_metric(label, sum(s.starts for s in group))
+            for reason in ("idle", "crash", "oom", "timeout", "stop", "redeploy"):
+                stops.add_metric([*label, reason], sum(s.stops[reason] for s in group))
+            desired.add_metric(label, wanted[where])
+            for direction in ("up", "down"):
+                decisions.add_metric(
+                    [*label, direction], sum(s.decisions[direction] for s in group)
+                )
+        yield from (inputs, retries, queue, execution, starts, stops, startup, desired, decisions)
+
+
+def _combined(histograms: list[_Histogram]) -> _Histogram:
+    """One histogram adding up ``histograms`` (the versions of one function)."""
+    if len(histograms) == 1:
+        return histograms[0]
+    out = _Histogram(histograms[0].bounds)
+    for histogram in histograms:
+        out.counts = [a + b for a, b in zip(out.counts, histogram.counts, strict=True)]
+        out.total += histogram.total
+    return out
