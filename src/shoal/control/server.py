@@ -139,15 +139,51 @@ def app_of(namespace: str) -> str | None:
     return match.group(1) if match else None
 
 
+class Host(Protocol):
+    """What a control plane asks of whoever hosts it (a server), given when it is built.
+
+    It asks at the moment it needs each, so a host may finish building its parts (its
+    apps and spawns, which need the control plane) after the control plane.
+    """
+
+    def secret_values(self, name: str) -> dict[str, str]:
+        """A named secret's values (raises NotFoundError)."""
+        ...
+
+    async def handle_object(self, op: str, body: dict[str, Any]) -> Any:
+        """Answer one Dict, Queue or Volume op of code in a container."""
+        ...
+
+    def volume_path(self, name: str) -> str:
+        """The host folder of a named volume (raises NotFoundError)."""
+        ...
+
+    def durable_spawns(self) -> DurableSpawns | None:
+        """Where containers' spawns are stored (None: nowhere yet)."""
+        ...
+
+    def find_pool(self, namespace: str, name: str, parameters: bytes) -> Pool | None:
+        """The pool of a class's parameters first used inside a container (see
+        :attr:`ControlPlane.pool_finder`)."""
+        ...
+
+
 class ControlPlane:
     """Pools of containers for one running app.
 
     Args:
         backend: where containers run.
+        host: where its containers' secrets, objects, volumes and stored spawns are
+            found (a server); None: nowhere.
         clock: the time source the pools' autoscaling sees.
     """
 
-    def __init__(self, backend: Backend, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        host: Host | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.backend = backend
         self._clock = clock
         #: What its pools and containers publish (see control.events).
@@ -174,19 +210,35 @@ class ControlPlane:
         self._images: dict[Recipe, asyncio.Future[Environment]] = {}
         #: Who watches each build in progress, beside this process's stdout.
         self._build_watchers: dict[Recipe, list[BuildLog]] = {}
-        #: Where named secrets are found (a server's store); None: nowhere.
-        self.secret_lookup: Lookup | None = None
-        #: Answers the Dict, Queue and Volume ops of code in containers (``Objects.handle``).
-        self.objects: ObjectHandler | None = None
-        #: The host folder of a named volume (raises NotFoundError); None: no volumes.
-        self.volume_lookup: Callable[[str], str] | None = None
-        #: Keeps spawns made by code in containers by id (a server's store); None: their
-        #: spawns run as plain calls, and ``from_id`` finds none of them.
-        self.spawns: DurableSpawns | None = None
-        #: Creates the pool a container names that does not exist yet (a class object
-        #: first used inside a container): given the caller's pool namespace, the
-        #: class and its pickled parameters, the pool, or None for no such class.
-        self.pool_finder: PoolFinder | None = None
+        self._host = host
+
+    @property
+    def secret_lookup(self) -> Lookup | None:
+        """Where named secrets are found (a server's store); None: nowhere."""
+        return None if self._host is None else self._host.secret_values
+
+    @property
+    def objects(self) -> ObjectHandler | None:
+        """Answers the Dict, Queue and Volume ops of code in containers."""
+        return None if self._host is None else self._host.handle_object
+
+    @property
+    def volume_lookup(self) -> Callable[[str], str] | None:
+        """The host folder of a named volume (raises NotFoundError); None: no volumes."""
+        return None if self._host is None else self._host.volume_path
+
+    @property
+    def spawns(self) -> DurableSpawns | None:
+        """Keeps spawns made by code in containers by id (a server's store); None: their
+        spawns run as plain calls, and ``from_id`` finds none of them."""
+        return None if self._host is None else self._host.durable_spawns()
+
+    @property
+    def pool_finder(self) -> PoolFinder | None:
+        """Creates the pool a container names that does not exist yet (a class object
+        first used inside a container): given the caller's pool namespace, the class
+        and its pickled parameters, the pool, or None for no such class."""
+        return None if self._host is None else self._host.find_pool
 
     async def start(self) -> None:
         """Listen for containers. Returns once the socket accepts connections."""

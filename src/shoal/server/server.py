@@ -114,6 +114,8 @@ class Server:
         self._served: gateway.Served | None = None
         self._origins: WebOrigins | None = None
         self._digests: list[bytes] = []
+        #: The spawns, once started: what :meth:`durable_spawns` gives the control plane.
+        self._spawns_up: Spawns | None = None
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -158,20 +160,16 @@ class Server:
         # environment, never with the server's own tokens (the embedded default runs
         # the caller's own code, as the caller).
         backend.inherit_environment = options.embedded
-        self.control = ControlPlane(backend)
+        self.control = ControlPlane(backend, self)
         if not options.embedded:  # an embedded server's containers print to the caller only
             self.control.events.subscribe(self.logs.hear, *LOGGED)
-        self.control.secret_lookup = self.objects.secret_values
-        self.control.objects = self.objects.handle
-        self.control.volume_lookup = self.objects.volume_path
         await self.control.start()
         self.apps = Apps(self.store, self.control, state)
         if not options.embedded:  # an embedded server runs only its caller's apps
             await self.apps.restore()
         self.spawns = Spawns(self.store, self.apps)
         self.spawns.start(restore=not options.embedded)
-        self.control.spawns = self.spawns  # containers' spawns are stored too
-        self.control.pool_finder = self.apps.find_pool
+        self._spawns_up = self.spawns
         if options.embedded:
             self.url = pipe.listen("embedded", self._accept_pipe)
             return
@@ -270,6 +268,24 @@ class Server:
 
     def forget(self, session: Session) -> None:
         self._sessions.discard(session)
+
+    # -- what the control plane asks of its host (control.server.Host) ------------------
+
+    def secret_values(self, name: str) -> dict[str, str]:
+        return self.objects.secret_values(name)
+
+    async def handle_object(self, op: str, body: dict[str, Any]) -> Any:
+        return await self.objects.handle(op, body)
+
+    def volume_path(self, name: str) -> str:
+        return self.objects.volume_path(name)
+
+    def durable_spawns(self) -> Spawns | None:
+        """Containers' spawns are stored too, once the spawns are up."""
+        return self._spawns_up
+
+    def find_pool(self, namespace: str, name: str, parameters: bytes) -> Pool | None:
+        return self.apps.find_pool(namespace, name, parameters)
 
     def authorize(self, token: object) -> bool:
         """Whether ``token`` is one that may connect (compared in constant time)."""
