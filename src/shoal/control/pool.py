@@ -8,13 +8,11 @@ the answer through the backend. Scale-up therefore happens on the very submit
 that needs it. Every count the two need is kept up to date as events happen, so
 an event costs the same with ten containers as with ten thousand.
 
-Failure handling (DESIGN section 3) lives here too: a container that dies puts
-its inputs back at the front of the queue (an infrastructure retry; an input
-that keeps dying in company is isolated and runs alone, see
-:mod:`~shoal.control.calls`), a container
-that cannot load the user's code fails every waiting input with that error, and
-an input that outlives its timeout without an answer from the container is failed
-here and its container killed.
+The pool is made of three parts, one concept each (their shared state is
+declared in :mod:`~shoal.control.pool_state`): this module's queue, dispatch and
+scaling; launching and retiring containers (:mod:`~shoal.control.launching`); and
+what a failed input or a lost container means (:mod:`~shoal.control.recovery`,
+DESIGN section 3).
 """
 
 from __future__ import annotations
@@ -23,41 +21,37 @@ import asyncio
 import dataclasses
 import itertools
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from shoal import settings
-from shoal.backends.base import Backend, ContainerLaunch, Preload
+from shoal.backends.base import Backend, Preload
 from shoal.control.autoscaler import IdleContainer, PoolSnapshot, decide, surplus
 from shoal.control.budget import ContainerBudget
 from shoal.control.calls import (
     CallState,
     InputRecord,
-    after_failure,
     describe,
     output_error,
-    timeout_error,
 )
 from shoal.control.containers import ContainerHandle, ContainerSet, ContainerState, StartHealth
 from shoal.control.deadlines import Deadlines
 from shoal.control.events import EventBus
 from shoal.control.input_queue import Waiting
+from shoal.control.launching import Launching
+from shoal.control.pool_state import Launcher
+from shoal.control.recovery import Recovery
 from shoal.control.tally import ContainerTally
 from shoal.exception import (
-    ContainerCrashError,
-    ContainerInitError,
     ExecutionError,
-    FunctionTimeoutError,
     InvalidError,
 )
 from shoal.protocol import payload
-from shoal.protocol.framing import FramedProtocol
 from shoal.protocol.messages import (
     Cancel,
     Credit,
     Feed,
     Item,
-    Load,
     LoadFailed,
     Message,
     Output,
@@ -77,13 +71,11 @@ from shoal.spec.events import (
     InputsDispatched,
     InputsFinished,
     InputsQueued,
-    RetryReason,
     ScalingDecided,
     StopReason,
 )
-from shoal.spec.function import INFRA_RETRIES, CodeRef, FunctionSpec
+from shoal.spec.function import CodeRef, FunctionSpec
 from shoal.spec.image import Environment
-from shoal.spec.resources import Grant
 from shoal.spec.stats import FunctionStats
 
 #: Seconds past ``timeout`` the pool waits for a container's own timeout report
@@ -92,14 +84,11 @@ TIMEOUT_GRACE: Final = 5.0
 #: Input ids, unique among every pool of this process (a call graph mixes pools).
 _input_ids: Final = itertools.count(1)
 
-#: Builds the launch description of a container from its id, label and the room it holds.
-Launcher = Callable[[str, str, Grant | None], ContainerLaunch]
-#: Seconds between looks at the memory of containers that have a memory limit.
-MEMORY_CHECK: Final = 0.5
 
-
-class Pool:
-    """The queue, containers and autoscaling of one function."""
+class Pool(Launching, Recovery):
+    """The queue, containers and autoscaling of one function (launching its containers
+    and recovering from failures are its parts in ``control/launching.py`` and
+    ``control/recovery.py``)."""
 
     def __init__(
         self,
@@ -288,16 +277,6 @@ class Pool:
             if handle.state is not ContainerState.STOPPED
         ]
 
-    def stop_container(self, container_id: str) -> bool:
-        """Retire container ``container_id`` (it stops once its inputs finish); return
-        whether this pool has it."""
-        handle = self._containers.get(container_id)
-        if handle is None or handle.state is ContainerState.STOPPED:
-            return False
-        self._retire(handle, "stop")
-        self._pump()
-        return True
-
     # -- dispatch and scaling ----------------------------------------------
 
     def _pump(self) -> None:
@@ -479,82 +458,7 @@ class Pool:
         self._recheck_at = None
         self._autoscale()
 
-    def _start_container(self, grant: Grant | None) -> None:
-        number = next(self._numbers)
-        container_id = f"{self._prefix}-c{number}"
-        handle = self._containers.create(container_id, self.spec.scaling.max_inputs)
-        handle.grant = grant
-        if self._on_starting:
-            self._on_starting.publish(
-                ContainerStarting(self._prefix, container_id, handle.started_at)
-            )
-        self._spawn(self._launch(handle))
-
-    async def _launch(self, handle: ContainerHandle) -> None:
-        label = self._label + handle.container_id.removeprefix(self._prefix)
-        launch = self._launcher(handle.container_id, label, handle.grant)
-        launch = dataclasses.replace(
-            launch,
-            preload=self._preload,
-            environment=self._preload.environment,
-            env={**self._env, **launch.env},
-        )
-        try:
-            handle.pid = await self._backend.start(launch, self._on_exit)
-        except OSError as exc:
-            self._container_gone(handle, f"could not be started ({exc})", "crash")
-
-    def _retire(self, handle: ContainerHandle, reason: StopReason) -> None:
-        """Take ``handle`` out of service for ``reason``; it stops once its inputs finish."""
-        if handle.live:
-            self._drain(handle, reason)
-        self._stop_if_drained(handle)
-
-    def _drain(self, handle: ContainerHandle, reason: StopReason) -> None:
-        handle.stop_reason = reason
-        self._containers.move(handle, ContainerState.DRAINING)
-        if self._on_draining:
-            self._on_draining.publish(
-                ContainerDraining(self._prefix, handle.container_id, reason, self._clock())
-            )
-
-    def _stop_if_drained(self, handle: ContainerHandle) -> None:
-        if handle.state is ContainerState.DRAINING and not handle.running:
-            handle.send(Shutdown())
-            self._spawn(self._backend.stop(handle.container_id, settings.shutdown_grace()))
-
     # -- the containers' side ----------------------------------------------
-
-    def owns(self, container_id: str) -> bool:
-        """Whether ``container_id`` is one of this pool's live containers."""
-        return self._containers.get(container_id) is not None
-
-    def attach(self, container_id: str, conn: FramedProtocol) -> ContainerHandle | None:
-        """Bind a container's authenticated connection and tell it what to load.
-
-        Returns ``None`` (the caller closes the connection) when the container is
-        unknown, already connected, or no longer wanted.
-        """
-        handle = self._containers.get(container_id)
-        if handle is None or handle.conn is not None or handle.state is not ContainerState.STARTING:
-            return None
-        handle.conn = conn
-        code = self._code
-        conn.send(
-            Load(
-                function_name=self.spec.name,
-                module_kind=code.module_kind,
-                module_name=code.module_name,
-                module_file=code.module_file,
-                sys_path=list(code.sys_path),
-                qualname=code.qualname,
-                serialized=code.serialized,
-                max_inputs=handle.max_inputs,
-                timeout=self.spec.timeout,
-                parameters=code.parameters,
-            )
-        )
-        return handle
 
     def on_message(self, handle: ContainerHandle, message: Message) -> None:
         """Handle one message from ``handle``'s container."""
@@ -603,32 +507,6 @@ class Pool:
             )
         )
 
-    def on_disconnect(self, handle: ContainerHandle) -> None:
-        """The container's connection closed: it is gone, whether or not it exited yet."""
-        self._kill(handle, "disconnected", handle.stop_reason or "crash")
-
-    def _on_ready(self, handle: ContainerHandle) -> None:
-        if handle.state is not ContainerState.STARTING:
-            return
-        self._containers.move(handle, ContainerState.READY)
-        self._health.ready()
-        if self._on_up:
-            now = self._clock()
-            self._on_up.publish(
-                ContainerReady(self._prefix, handle.container_id, now - handle.started_at, now)
-            )
-        self._pump()
-
-    def _on_load_failed(self, handle: ContainerHandle, message: LoadFailed) -> None:
-        detail = f"\n\n{message.traceback.rstrip()}" if message.traceback else ""
-        error = ContainerInitError(
-            f"container for {self.spec.name} could not load it: {message.message}{detail}"
-        )
-        self._health.load_failed(error)
-        if handle.state is ContainerState.STARTING:
-            self._drain(handle, "crash")
-        self._fail_waiting(error)
-
     def _finished(
         self,
         handle: ContainerHandle,
@@ -667,132 +545,6 @@ class Pool:
                 self._retry_or_fail(record, output_error(self.spec, record, status), crash=False)
         self._pump_soon()
 
-    def _retry_or_fail(
-        self,
-        record: InputRecord,
-        error: BaseException,
-        *,
-        crash: bool,
-        alone: bool = True,
-        data: bytes | None = None,
-        retryable: bool = True,
-        kind: str = "",
-    ) -> None:
-        """Queue ``record`` again, or fail it with ``error`` (``data``: the container's
-        pickle of it, when the function raised; ``retryable``: false for an exit that a
-        run again would not change, by the container's description; ``kind``: the
-        type the function raised, as the container named it)."""
-        retry = after_failure(record, self.spec, crash=crash, alone=alone) if retryable else None
-        if retry is None:
-            record.error_data = data
-            self._fail(record, error, kind)
-            return
-        if self._on_retried:
-            reason: RetryReason = "crash" if crash else "timeout" if _timed_out(error) else "error"
-            attempt = record.failures + record.crashes + record.crowd_crashes
-            self._on_retried.publish(
-                InputRetried(
-                    self._prefix,
-                    record.input_id,
-                    record.container_id,
-                    reason,
-                    attempt,
-                    retry.delay,
-                    self._clock(),
-                )
-            )
-        record.move_to(CallState.QUEUED)
-        record.container_id = None
-        record.queued_at = self._clock() + max(retry.delay, 0.0)
-        if retry.delay <= 0:
-            self._waiting.push_front(record)
-        else:
-            self._waiting.delay(record)
-            asyncio.get_running_loop().call_later(retry.delay, self._requeue, record)
-
-    def _requeue(self, record: InputRecord) -> None:
-        if self._waiting.release(record):
-            self._pump()
-
-    def _on_deadline(self, record: InputRecord) -> None:
-        """The container never reported on ``record`` past its timeout: fail it, kill it."""
-        handle = self._containers.get(record.container_id or "")
-        if handle is None or self._containers.remove_running(handle, record.input_id) is None:
-            return
-        detail = f" and container {handle.container_id} did not stop it"
-        self._retry_or_fail(record, timeout_error(self.spec, record, detail), crash=False)
-        self._kill(handle, "did not stop an input past its timeout", "timeout")
-
-    def _on_exit(self, container_id: str, code: int | None) -> None:
-        handle = self._containers.get(container_id)
-        if handle is not None:
-            self._container_gone(handle, f"exited with code {code}", handle.stop_reason or "crash")
-
-    def _kill(self, handle: ContainerHandle, detail: str, reason: StopReason) -> None:
-        self._container_gone(handle, detail, reason)
-        self._spawn(self._backend.stop(handle.container_id, 0.0))
-
-    def _container_gone(self, handle: ContainerHandle, detail: str, reason: StopReason) -> None:
-        """Mark ``handle`` stopped (``detail`` says how, ``reason`` why) and put its
-        unanswered inputs back (idempotent)."""
-        if handle.state is ContainerState.STOPPED:
-            return
-        never_ready = handle.state is ContainerState.STARTING
-        self._containers.move(handle, ContainerState.STOPPED)
-        if self._on_stopped:
-            now = self._clock()
-            self._on_stopped.publish(
-                ContainerStopped(
-                    self._prefix, handle.container_id, reason, detail, now - handle.started_at, now
-                )
-            )
-        if self._budget is not None and handle.grant is not None:
-            self._budget.give_back(handle.grant)
-            handle.grant = None
-        if handle.conn is not None:
-            handle.conn.close()
-        orphans = list(handle.running.values())
-        handle.running.clear()
-        alone = len(orphans) == 1
-        for record in reversed(orphans):  # push_front keeps their order
-            if record.done:
-                continue
-            error = ContainerCrashError(
-                f"{describe(self.spec, record)}: container {handle.container_id} {detail} "
-                f"while running it, and {INFRA_RETRIES} retries on new containers "
-                "(running it alone) failed too"
-            )
-            self._retry_or_fail(record, error, crash=True, alone=alone)
-        if never_ready and not self._closed:
-            gave_up = self._health.start_failed(self.spec.name, detail)
-            if gave_up is not None:
-                self._fail_waiting(gave_up)
-        self._pump()
-
-    def _fail_waiting(self, error: BaseException) -> None:
-        for record in self._waiting.drain():
-            self._fail(record, error)
-
-    def _fail(self, record: InputRecord, error: BaseException, kind: str = "") -> None:
-        """Fail ``record`` for good with ``error``, and say so on the bus (``kind``: the
-        type the user's code raised, when ``error`` stands in for it)."""
-        record.fail(error)
-        if self._on_failed:
-            now = self._clock()
-            ran = record.container_id is not None  # cleared when it goes back to the queue
-            self._on_failed.publish(
-                InputFailed(
-                    self._prefix,
-                    record.input_id,
-                    record.container_id,
-                    kind or type(error).__name__,
-                    str(error),
-                    (record.dispatched_at if ran else now) - record.queued_at,
-                    now - record.dispatched_at if ran else 0.0,
-                    now,
-                )
-            )
-
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
@@ -801,24 +553,6 @@ class Pool:
         if self.spec.resources.memory_limit is not None:
             self._arm_memory_check()
         self._pump()
-
-    def _arm_memory_check(self) -> None:
-        self._memory_check = asyncio.get_running_loop().call_later(MEMORY_CHECK, self._check_memory)
-
-    def _check_memory(self) -> None:
-        """Stop containers over the function's memory limit; their inputs are told why."""
-        limit = self.spec.resources.memory_limit
-        assert limit is not None
-        for handle in self._containers:
-            used = self._backend.rss(handle.container_id)
-            if used is not None and used > limit:
-                self._kill(
-                    handle,
-                    f"was stopped: it used {used} MiB, over its memory limit of {limit} MiB,",
-                    "oom",
-                )
-        if not self._closed:
-            self._arm_memory_check()
 
     async def stop(self, reason: StopReason = "stop") -> None:
         """Fail what is waiting, stop every container (grace, then kill), and return;
@@ -847,12 +581,3 @@ class Pool:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-
-def _timed_out(error: BaseException) -> bool:
-    return isinstance(error, FunctionTimeoutError)
