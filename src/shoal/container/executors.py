@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
 import inspect
 import queue
 import threading
@@ -35,6 +34,7 @@ from shoal.container.slots import Slots
 from shoal.container.user_code import UserCode
 from shoal.container.web import Stream, serve_request
 from shoal.context import enter_input
+from shoal.deadlines import DeadlineHeap
 from shoal.protocol import markers, payload
 from shoal.protocol.framing import batches
 from shoal.protocol.messages import Credit, Input, Item, Output, OutputMany, OutputStatus
@@ -125,8 +125,10 @@ class Executor:
         self._inbox: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._workers = 0
         self._idle_workers = 0
-        self._deadlines: list[tuple[float, str]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        #: Thread inputs until their timeout (an async input's task has its own).
+        self._deadlines: DeadlineHeap[str] = DeadlineHeap(
+            self._expire, self._open.__contains__, self._loop
+        )
         self._streams: dict[str, Stream] = {}
         self._runners = {name: self._runner(fn) for name, fn in code.methods.items()}
         for name in code.web:
@@ -209,7 +211,8 @@ class Executor:
             self._track(message.input_id, self._run_task(runner, message))
         else:
             self._hand_off(functools.partial(self._run_on_thread, runner, message))
-            self._watch(self._loop.time() + self._timeout, message.input_id)
+            deadline = self._loop.time() + self._timeout
+            self._deadlines.watch(message.input_id, deadline, len(self._open))
 
     def _track(self, input_id: str, coro: Any) -> None:
         task = self._loop.create_task(coro)
@@ -341,27 +344,6 @@ class Executor:
 
     # -- timeouts of thread inputs -------------------------------------------
 
-    def _watch(self, deadline: float, input_id: str) -> None:
-        heapq.heappush(self._deadlines, (deadline, input_id))
-        if len(self._deadlines) > 2 * len(self._open) + 64:
-            self._prune()
-        if self._timer is None or deadline < self._timer.when():
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_at(deadline, self._expire)
-
-    def _expire(self) -> None:
-        self._timer = None
-        now = self._loop.time()
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, input_id = heapq.heappop(self._deadlines)
-            self._finish(Output(input_id, OutputStatus.TIMEOUT, b"", True))
-        self._prune()
-        if self._deadlines:
-            self._timer = self._loop.call_at(self._deadlines[0][0], self._expire)
-
-    def _prune(self) -> None:
-        """Forget the deadlines of inputs already reported (amortised O(1) per input)."""
-        with self._lock:
-            self._deadlines = [(d, i) for d, i in self._deadlines if i in self._open]
-        heapq.heapify(self._deadlines)
+    def _expire(self, input_id: str) -> None:
+        """A thread input outlived its timeout: report it (its thread cannot be stopped)."""
+        self._finish(Output(input_id, OutputStatus.TIMEOUT, b"", True))

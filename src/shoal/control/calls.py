@@ -263,3 +263,15 @@ def timeout_error(
     return FunctionTimeoutError(
         f"{describe(spec, record)} ran past its timeout of {spec.timeout:g} s{detail}"
     )
+
+
+def attempt_of(record: InputRecord) -> int:
+    """Which run of the input this is: every retry counts a failure or a crash first."""
+    return record.failures + record.crashes
+
+
+def still_running(watched: tuple[InputRecord, int]) -> bool:
+    """Whether the input of a ``(record, attempt_of(record))`` taken at dispatch still
+    runs that same attempt (what the pool's timeout backstop watches)."""
+    record, attempt = watched
+    return record.state is CallState.RUNNING and attempt_of(record) == attempt

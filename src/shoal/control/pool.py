@@ -31,17 +31,19 @@ from shoal.control.budget import ContainerBudget
 from shoal.control.calls import (
     CallState,
     InputRecord,
+    attempt_of,
     describe,
     output_error,
+    still_running,
 )
 from shoal.control.containers import ContainerHandle, ContainerSet, ContainerState, StartHealth
-from shoal.control.deadlines import Deadlines
 from shoal.control.events import EventBus
 from shoal.control.input_queue import Waiting
 from shoal.control.launching import Launching
 from shoal.control.pool_state import Launcher
 from shoal.control.recovery import Recovery
 from shoal.control.tally import ContainerTally
+from shoal.deadlines import DeadlineHeap
 from shoal.exception import (
     ExecutionError,
     InvalidError,
@@ -121,7 +123,7 @@ class Pool(Launching, Recovery):
         self._containers = ContainerSet(spec.scaling.target, spec.scaling.max_inputs, clock)
         self._numbers = itertools.count(1)
         self._health = StartHealth(clock)
-        self._deadlines = Deadlines(self._on_deadline)
+        self._deadlines = DeadlineHeap(lambda watched: self._on_deadline(watched[0]), still_running)
         self._recheck: asyncio.TimerHandle | None = None
         self._recheck_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -362,7 +364,7 @@ class Pool(Launching, Recovery):
         record.container_id = container.container_id
         record.dispatched_at = now
         self._containers.add_running(container, record)
-        self._deadlines.watch(record, deadline, self._containers.in_flight)
+        self._deadlines.watch((record, attempt_of(record)), deadline, self._containers.in_flight)
         container.dispatched.append(record)  # sent when the dispatch ends (send_dispatched)
 
     def _autoscale(self) -> None:

@@ -19,10 +19,10 @@ from shoal.backends.base import Backend, ContainerLaunch, Preload
 from shoal.control.budget import ContainerBudget
 from shoal.control.calls import InputRecord
 from shoal.control.containers import ContainerHandle, ContainerSet, StartHealth
-from shoal.control.deadlines import Deadlines
 from shoal.control.events import Channel, EventBus
 from shoal.control.input_queue import Waiting
 from shoal.control.tally import ContainerTally
+from shoal.deadlines import DeadlineHeap
 from shoal.spec.events import (
     ContainerDraining,
     ContainerReady,
@@ -61,7 +61,8 @@ class PoolState:
     _containers: ContainerSet
     _numbers: itertools.count[int]
     _health: StartHealth
-    _deadlines: Deadlines
+    #: The timeout backstop: each dispatched ``(record, attempt)`` until its deadline.
+    _deadlines: DeadlineHeap[tuple[InputRecord, int]]
     _tasks: set[asyncio.Task[None]]
     _closed: bool
     _memory_check: asyncio.TimerHandle | None
