@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from shoal.spec.events import EVENT_TYPES, Event
+from shoal.spec.events import EVENT_TYPES
 
 E = TypeVar("E")
 
@@ -64,13 +64,6 @@ class EventBus:
             KeyError: ``kind`` is not an event type.
         """
         return self._channels[kind]
-
-    def publish(self, event: Event) -> None:
-        """Hand ``event`` to the subscribers of its type (for rare events; hot paths
-        keep their channel and test it before building the event)."""
-        channel = self._channels[type(event)]
-        if channel:
-            channel.publish(event)
 
     def subscribe(self, subscriber: Subscriber, *kinds: type[Any]) -> Callable[[], None]:
         """Hand ``subscriber`` every event of ``kinds`` (none given: every type) from
