@@ -110,3 +110,10 @@ def quick(i: int) -> int:
 def whereami() -> tuple[int, int]:
     """This container's pid and its parent's (the fork server, when forked)."""
     return os.getpid(), os.getppid()
+
+
+@app.function()
+def credentials(nap: float) -> tuple[int, str]:
+    """After ``nap`` seconds: this container's pid and the token it proves itself with."""
+    time.sleep(nap)
+    return os.getpid(), os.environ["SHOAL_CONTAINER_TOKEN"]

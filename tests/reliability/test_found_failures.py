@@ -228,6 +228,22 @@ def test_silent_and_malformed_peers_are_closed(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
+def test_each_container_has_a_token_of_its_own() -> None:
+    with faulty.app.run():
+        address = control_address()
+        seen = dict(faulty.credentials.map([1.0, 1.0]))  # two inputs at once: two containers
+        assert len(seen) == 2
+        first, second = seen.values()
+        assert first != second  # neither may pose as the other
+        posing = socket.socket(socket.AF_UNIX)
+        posing.connect(address)
+        try:  # a container's own token under another container's id is refused
+            posing.sendall(_frame([0, "faulty.credentials-c3", first, 1]))
+            wait_until(_closed_by_peer(posing), timeout=10, what="the peer to be closed")
+        finally:
+            posing.close()
+
+
 # -- 10. fan-out on a small machine -----------------------------------------------------
 
 

@@ -3,8 +3,8 @@
 One :class:`ControlPlane` runs on one asyncio loop (a background thread of the
 caller under ``app.run()``). It owns a private directory (mode 0700) holding its
 socket (or, with SHOAL_CONTAINER_TRANSPORT=tcp, a port on 127.0.0.1), a random
-token that every container must present in its first frame before anything else
-is read from it, the backend that starts containers, and one
+secret from which each container's own token is derived (the container must present
+it in its first frame before anything else is read from it), the backend that starts containers, and one
 :class:`~shoal.control.pool.Pool` per function.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import hmac
 import json
 import os
@@ -191,7 +192,8 @@ class ControlPlane:
         self._tally = ContainerTally(self.events)
         self._on_output = self.events.channel(ContainerOutput)
         backend.on_output = self._output
-        self.token = secrets.token_urlsafe(32)
+        #: The secret each container's own token is derived from (never given to one).
+        self._secret = secrets.token_urlsafe(32)
         self._dir = ""
         self.address = ""
         self._server: asyncio.Server | None = None
@@ -438,9 +440,16 @@ class ControlPlane:
             container_id=container_id,
             label=label,
             address=self.address,
-            token=self.token,
+            token=self.container_token(container_id),
             env=env,
         )
+
+    def container_token(self, container_id: str) -> str:
+        """The token container ``container_id`` proves itself with: its own, issued for its
+        launch (an HMAC of its id under this control plane's secret), so a container
+        holds neither that secret nor another container's token and cannot pose as one."""
+        mac = hmac.new(self._secret.encode(), container_id.encode(), hashlib.sha256)
+        return mac.hexdigest()
 
     def _accept(self) -> FramedProtocol:
         return _Connection(self).protocol
@@ -451,7 +460,9 @@ class ControlPlane:
         """The pool and container a Hello proves itself to be, or ``None`` to refuse it."""
         if not (isinstance(hello.token, str) and isinstance(hello.container_id, str)):
             return None  # a malformed hello: refused like a wrong token
-        if not hmac.compare_digest(hello.token.encode(), self.token.encode()):
+        if not hmac.compare_digest(
+            hello.token.encode(), self.container_token(hello.container_id).encode()
+        ):
             return None
         for key, pool in self._pools.items():
             if pool.owns(hello.container_id):
