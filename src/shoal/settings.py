@@ -33,6 +33,8 @@ in a child process's environment.
 | SHOAL_CONFIG | ~/.shoal.toml | the client's profile file (`shoal token set`) |
 | SHOAL_LOG_LINES | 5000 | lines of container output a server keeps per app |
 | SHOAL_IMAGE_CACHE | ~/.cache/shoal/images | where the local backend keeps built images |
+| SHOAL_BUNDLE_CACHE | ~/.cache/shoal/bundles | where the local backend's machine keeps code |
+|                    |                        | bundles unpacked (a server uses its home's) |
 | SHOAL_ALLOW_APT | 0 | 1 lets an image build apt-get install packages the host lacks |
 | SHOAL_IMAGE_ID | (none) | set in a container: the digest of the image it runs in |
 | SHOAL_VOLUMES | (none) | set in a container: JSON map of its volumes' paths to folders |
@@ -81,6 +83,7 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_CONFIG", "", "the client's profile file (default ~/.shoal.toml)"),
         Setting("SHOAL_LOG_LINES", "5000", "lines of container output a server keeps per app"),
         Setting("SHOAL_IMAGE_CACHE", "", "built images (default ~/.cache/shoal/images)"),
+        Setting("SHOAL_BUNDLE_CACHE", "", "unpacked code bundles (~/.cache/shoal/bundles)"),
         Setting("SHOAL_ALLOW_APT", "0", "let image builds apt-get install missing packages"),
         Setting("SHOAL_IMAGE_ID", "", "in a container: the digest of its image"),
         Setting("SHOAL_VOLUMES", "", "in a container: its volumes (path -> folder, JSON)"),
@@ -209,6 +212,11 @@ def config_file() -> str:
 def image_cache() -> str:
     """Where the local backend keeps built images, one folder per recipe digest."""
     return os.path.expanduser(get("SHOAL_IMAGE_CACHE") or "~/.cache/shoal/images")
+
+
+def bundle_cache() -> str:
+    """Where a machine keeps code bundles unpacked, one folder per digest."""
+    return os.path.expanduser(get("SHOAL_BUNDLE_CACHE") or "~/.cache/shoal/bundles")
 
 
 def allow_apt() -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import re
+import shutil
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -445,23 +448,67 @@ def test_a_container_s_token_reaches_its_own_app_only(deployed: ServerProcess) -
         "import shoal; print(shoal.Function.from_name('svc', 'square').spawn(3).object_id)"
     ).stdout.strip()
 
-    def probe(function: str, object_id: str) -> dict[str, str]:
+    bundles = _bundles(deployed)
+
+    def probe(function: str, object_id: str, bundle: str) -> dict[str, str]:
         done = deployed.client(
             "import json, shoal\n"
             "probe = shoal.Function.from_name('svc', 'probe')\n"
-            f"print(json.dumps(probe.remote({function!r}, {object_id!r})))"
+            f"print(json.dumps(probe.remote({function!r}, {object_id!r}, {bundle!r})))"
         )
         assert done.returncode == 0, done.stderr
         answers: dict[str, str] = json.loads(done.stdout)
         return answers
 
-    own = probe("square", own_call)  # the same probe, on what is its own: allowed
-    assert (own["call"], own["wait"]) == ("ok", "ok")
-    other = probe("other.v1.private", other_call)
+    own = probe("square", own_call, bundles["svc"])  # the same probe, on its own: allowed
+    assert (own["call"], own["wait"], own["fetch"]) == ("ok", "ok", "ok")
+    other = probe("other.v1.private", other_call, bundles["other"])
     assert "no function 'other.v1.private'" in other["call"]
     assert f"no function call {other_call!r} in this app" in other["wait"]
+    assert "for this container to fetch" in other["fetch"]  # another app's code
     for refused in (own["deploy"], own["secrets"], other["deploy"]):
         assert "is not an object op this control plane serves" in refused
+
+
+def _bundles(server: ServerProcess) -> dict[str, str]:
+    """The digest of each deployed app's current code bundle, from the server's store."""
+    with contextlib.closing(sqlite3.connect(server.home / "shoal.db")) as db:
+        rows = db.execute(
+            "SELECT v.app, v.bundle FROM versions v JOIN apps a"
+            " ON a.name = v.app AND a.version = v.version"
+        ).fetchall()
+    return dict(rows)
+
+
+def test_a_container_fetches_its_code_by_digest_when_its_machine_lacks_it(
+    deployed: ServerProcess,
+) -> None:
+    deployed.deploy("other_app.py")
+    where = "import shoal; print(shoal.Function.from_name('other', 'where').remote())"
+    first = deployed.client(where)
+    assert first.returncode == 0, first.stderr
+    unpacked = deployed.home / "bundles" / _bundles(deployed)["other"][:32]
+    assert first.stdout.strip() == str(unpacked / "other_app.py")  # found on this machine
+    shutil.rmtree(unpacked)  # as on a machine that has never seen this app
+    listed = json.loads(deployed.cli("container", "list", "--json").stdout)
+    for row in listed:
+        if row["id"].startswith("other.v") and ".where-" in row["id"]:
+            deployed.cli("container", "stop", row["id"], "--yes")
+    wait_until(
+        lambda: (
+            not [
+                row
+                for row in json.loads(deployed.cli("container", "list", "--json").stdout)
+                if ".where-" in row["id"]
+            ]
+        ),
+        timeout=30,
+        what="the container to stop",
+    )
+    again = deployed.client(where)  # a new container: it fetches the bundle, checks, unpacks
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == first.stdout.strip()
+    assert (unpacked / "other_app.py").is_file()
 
 
 def test_current_function_call_id_is_the_spawn_id(deployed: ServerProcess) -> None:

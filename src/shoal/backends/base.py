@@ -1,9 +1,16 @@
 """The interface every backend implements: start, stop and list containers.
 
 A backend only decides where a container process runs. The process is always
-``python -m shoal.container ADDRESS CONTAINER_ID`` with the control plane's token in
+``python -m shoal.container ADDRESS CONTAINER_ID`` with the container's own token in
 its environment; it connects back to the control plane on its own, so a backend
 knows nothing of inputs, pools or the protocol.
+
+A launch names what it runs by digest, never by a path on the control plane's
+machine: the image by its recipe's digest (the backend built it, see
+:meth:`Backend.build_image`), the code by its bundle's SHA-256. A backend, or the
+container itself, finds a bundle already unpacked in its machine's
+:attr:`Backend.bundle_cache` or gets its bytes through :attr:`Backend.fetch`, so a
+container on another machine can start from a launch alone.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import functools
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -33,8 +40,10 @@ class Preload:
     module_name: str
     module_file: str
     sys_path: tuple[str, ...]
-    #: The image the containers run in (None: this process's interpreter).
-    environment: Environment | None = None
+    #: The digest of the image the containers run in ("": this process's interpreter).
+    image: str = ""
+    #: The code bundle the paths are relative to ("": none; see CodeRef.bundle).
+    bundle: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,8 +62,8 @@ class ContainerLaunch:
     #: Environment variables the container gets on top of the backend's own
     #: (``CUDA_VISIBLE_DEVICES`` for the GPUs it was given).
     env: dict[str, str] = field(default_factory=dict)
-    #: The image the container runs in (None: this process's interpreter).
-    environment: Environment | None = None
+    #: The digest of the image the container runs in ("": this process's interpreter).
+    image: str = ""
 
 
 @dataclass(frozen=True)
@@ -158,6 +167,12 @@ def base_environment(inherit: bool) -> dict[str, str]:
 #: Takes each line an image build prints, as it comes.
 BuildLog = Callable[[str], None]
 
+#: Gets the bytes of what a launch names by digest: ``fetch("bundle", sha256)``.
+#:
+#: Raises:
+#:     NotFoundError: nothing of that kind has that digest.
+Fetch = Callable[[str, str], Awaitable[bytes]]
+
 
 class Backend(abc.ABC):
     """Starts and stops container processes. All methods run on the control loop.
@@ -171,6 +186,12 @@ class Backend(abc.ABC):
     #: Whether containers start from this process's whole environment (the embedded
     #: default) or a built one (a server: see :func:`base_environment`).
     inherit_environment: bool = True
+    #: Where this backend's machine keeps code bundles unpacked, one folder per digest
+    #: (:func:`shoal.protocol.bundle.folder`): a server on this machine unpacks each
+    #: deployed bundle there, so its containers find it and fetch nothing.
+    bundle_cache: str = ""
+    #: How to get a bundle that is not in :attr:`bundle_cache` (set by the control plane).
+    fetch: Fetch | None = None
 
     @abc.abstractmethod
     async def start(self, launch: ContainerLaunch, on_exit: OnExit) -> int | None:

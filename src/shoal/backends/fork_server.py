@@ -38,10 +38,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any, Final, NoReturn
 
 from shoal.backends.base import ContainerLaunch, Preload, base_environment
+from shoal.spec.image import Environment
 
 #: Largest JSON message either side sends.
 _MESSAGE: Final = 64 * 1024
@@ -50,8 +50,18 @@ _MESSAGE: Final = 64 * 1024
 class ForkServer:
     """The control plane's handle on one fork server process (one per preload)."""
 
-    def __init__(self, preload: Preload, inherit_environment: bool = True) -> None:
+    def __init__(
+        self,
+        preload: Preload,
+        image: Environment | None = None,
+        env: dict[str, str] | None = None,
+        inherit_environment: bool = True,
+    ) -> None:
+        """``preload``'s paths are this machine's; ``image`` is the environment it names
+        (None: this interpreter); ``env`` goes to every container on top of the image's."""
         self.preload = preload
+        self._image = image
+        self._env = env or {}
         self._inherit = inherit_environment
         self.safe = False
         self.why_unsafe = ""
@@ -66,8 +76,8 @@ class ForkServer:
         """Start the server and return once it has imported the user's module."""
         loop = self._loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        image = self.preload.environment
-        env = {**base_environment(self._inherit), **dict(image.env if image else ())}
+        image = self._image
+        env = {**base_environment(self._inherit), **dict(image.env if image else ()), **self._env}
         env["PYTHONUNBUFFERED"] = "1"
         python = image.python if image else sys.executable
         self._proc = subprocess.Popen(  # noqa: ASYNC220 - a fork and exec, milliseconds
@@ -84,8 +94,8 @@ class ForkServer:
         self._ready = loop.create_future()
         loop.add_reader(ours.fileno(), self._on_readable)
         try:
-            message = {"op": "preload", **asdict(self.preload)}
-            message.pop("environment")
+            fields = ("module_kind", "module_name", "module_file", "sys_path")
+            message = {"op": "preload", **{name: getattr(self.preload, name) for name in fields}}
             ours.send(json.dumps(message).encode())
             await self._ready
         except BaseException:  # cancelled while it imports: do not leave it behind

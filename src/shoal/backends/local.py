@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import signal
@@ -33,6 +34,8 @@ from shoal.backends.base import (
 )
 from shoal.backends.fork_server import ForkServer
 from shoal.backends.image_build import ImageBuilder
+from shoal.protocol import bundle
+from shoal.spec.function import locate
 from shoal.spec.image import Environment, Recipe
 
 #: Bytes read from a container's pipe at a time.
@@ -81,22 +84,59 @@ class LocalBackend(Backend):
         self._tasks: set[asyncio.Task[None]] = set()
         self._fork_servers: dict[Preload, asyncio.Task[ForkServer]] = {}
         self._images: ImageBuilder | None = None
+        #: Every image built here, by its recipe's digest (what a launch names).
+        self._built: dict[str, Environment] = {}
+        self.bundle_cache = settings.bundle_cache()
 
     async def build_image(self, recipe: Recipe, log: BuildLog) -> Environment:
         if self._images is None:
             self._images = ImageBuilder(settings.image_cache())
-        return await self._images.build(recipe, log)
+        built = await self._images.build(recipe, log)
+        self._built[built.digest] = built
+        return built
+
+    def _image(self, digest: str) -> Environment | None:
+        """The image a launch names by ``digest`` ("": none, this interpreter).
+
+        Raises:
+            OSError: no image of that digest was built here (a launch must follow
+                its build, so this is a control plane's mistake, reported as a failed start).
+        """
+        if not digest:
+            return None
+        built = self._built.get(digest)
+        if built is None:
+            raise OSError(f"image {digest} was not built by this backend")
+        return built
 
     async def prepare(self, preload: Preload) -> None:
         if settings.fork_server() and sys.platform == "linux":
             self._fork_server(preload)
+
+    async def _located(self, preload: Preload) -> Preload:
+        """``preload`` with the paths of its bundle made absolute on this machine, where
+        the bundle is unpacked (fetched first when it is not)."""
+        if not preload.bundle:
+            return preload
+        root = bundle.find(self.bundle_cache, preload.bundle)
+        if root is None:
+            if self.fetch is None:
+                raise OSError(f"code bundle {preload.bundle[:12]} is not here to preload")
+            data = await self.fetch("bundle", preload.bundle)
+            root = await asyncio.to_thread(bundle.install, self.bundle_cache, preload.bundle, data)
+        module_file, sys_path = locate(
+            preload.module_kind, preload.module_file, preload.sys_path, root
+        )
+        return dataclasses.replace(preload, module_file=module_file, sys_path=sys_path, bundle="")
 
     def _fork_server(self, preload: Preload) -> asyncio.Task[ForkServer]:
         task = self._fork_servers.get(preload)
         if task is None:
 
             async def start() -> ForkServer:
-                server = ForkServer(preload, self.inherit_environment)
+                located = await self._located(preload)
+                image = self._image(preload.image)
+                server = ForkServer(located, image, self._container_env(), self.inherit_environment)
                 await server.start()
                 return server
 
@@ -118,10 +158,14 @@ class LocalBackend(Backend):
                 pass
         return self._spawn(launch, on_exit)
 
+    def _container_env(self) -> dict[str, str]:
+        """What this backend tells each of its containers about its machine."""
+        return {"SHOAL_BUNDLE_CACHE": self.bundle_cache}
+
     def _spawn(self, launch: ContainerLaunch, on_exit: OnExit) -> int:
-        image = launch.environment
+        image = self._image(launch.image)
         base = base_environment(self.inherit_environment)
-        env = {**base, **dict(image.env if image else ()), **launch.env}
+        env = {**base, **dict(image.env if image else ()), **self._container_env(), **launch.env}
         env["SHOAL_CONTAINER_TOKEN"] = launch.token
         env["PYTHONUNBUFFERED"] = "1"
         python = image.python if image else sys.executable

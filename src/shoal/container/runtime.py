@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from shoal import bridge, context, settings
+from shoal.container import bundles
 from shoal.container.executors import Executor, is_async_callable
 from shoal.container.user_code import LoadError, UserCode, load_user_code
 from shoal.container.user_loop import UserLoop
@@ -151,6 +152,7 @@ class Runtime:
             self._finish(1)
             return
         try:
+            message = await bundles.located(message)  # fetched first if not on this machine
             # On a thread of its own, so the module's top-level code may make blocking Shoal
             # calls (a Dict filled at import, as Modal allows): they run on this loop,
             # which stays free to carry them.

@@ -65,7 +65,7 @@ class Launching(PoolState):
         launch = dataclasses.replace(
             launch,
             preload=self._preload,
-            environment=self._preload.environment,
+            image=self._preload.image,
             env={**self._env, **launch.env},
         )
         try:
@@ -119,6 +119,7 @@ class Launching(PoolState):
                 max_inputs=handle.max_inputs,
                 timeout=self.spec.timeout,
                 parameters=code.parameters,
+                bundle=code.bundle,
             )
         )
         return handle

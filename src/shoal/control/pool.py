@@ -152,7 +152,8 @@ class Pool(Launching, Recovery):
             module_name=code.module_name,
             module_file=code.module_file,
             sys_path=code.sys_path,
-            environment=environment,
+            image=environment.digest if environment is not None else "",
+            bundle=code.bundle,
         )
 
     @property

@@ -4,8 +4,8 @@ One :class:`ControlPlane` runs on one asyncio loop (a background thread of the
 caller under ``app.run()``). It owns a private directory (mode 0700) holding its
 socket (or, with SHOAL_CONTAINER_TRANSPORT=tcp, a port on 127.0.0.1), a random
 secret from which each container's own token is derived (the container must present
-it in its first frame before anything else is read from it), the backend that starts containers, and one
-:class:`~shoal.control.pool.Pool` per function.
+it in its first frame before anything else is read from it), the backend that
+starts containers, and one :class:`~shoal.control.pool.Pool` per function.
 """
 
 from __future__ import annotations
@@ -168,6 +168,10 @@ class Host(Protocol):
         :attr:`ControlPlane.pool_finder`)."""
         ...
 
+    def bundle(self, digest: str) -> bytes | None:
+        """The bytes of code bundle ``digest`` (None: no such bundle)."""
+        ...
+
 
 class ControlPlane:
     """Pools of containers for one running app.
@@ -192,6 +196,7 @@ class ControlPlane:
         self._tally = ContainerTally(self.events)
         self._on_output = self.events.channel(ContainerOutput)
         backend.on_output = self._output
+        backend.fetch = self.fetch
         #: The secret each container's own token is derived from (never given to one).
         self._secret = secrets.token_urlsafe(32)
         self._dir = ""
@@ -391,6 +396,17 @@ class ControlPlane:
     def pools(self) -> dict[str, Pool]:
         """Every pool, by key."""
         return dict(self._pools)
+
+    async def fetch(self, kind: str, digest: str) -> bytes:
+        """The bytes of what a launch names by digest: a code bundle (``kind="bundle"``).
+
+        Raises:
+            NotFoundError: no such bundle here (or a kind this control plane does not serve).
+        """
+        data = self._host.bundle(digest) if self._host is not None and kind == "bundle" else None
+        if data is None:
+            raise NotFoundError(f"no {kind} {digest[:12]} to fetch from this control plane")
+        return data
 
     def _output(self, container_id: str, stream: str, lines: list[str]) -> None:
         """The backend relays lines a container wrote: publish them."""
@@ -619,9 +635,12 @@ class _Connection:
             body = msgpack.unpackb(message.body, raw=False) if message.body else {}
             if not isinstance(body, dict):
                 raise InvalidError("a request body must be a map")
+            result: Any
             if op in ("call_cancel", "call_graph") and spawns is not None:
                 self._check_own_call(spawns, str(body.get("object_id")))
                 result = call_op(spawns, op, str(body.get("object_id")))
+            elif op == "fetch":
+                result = await self._fetch(body)
             elif objects is not None and op.startswith(("dict_", "queue_", "volume_")):
                 result = await objects(op, body)
             else:
@@ -631,6 +650,19 @@ class _Connection:
             error = {"kind": type(exc).__name__, "message": str(exc)}
             reply = Reply(message.request_id, False, msgpack.packb(error, use_bin_type=True))
         self.protocol.send(reply)
+
+    async def _fetch(self, body: dict[str, Any]) -> bytes:
+        """The code bundle this container's own function runs (the one its Load named):
+        a container's token fetches nothing else, so it learns no other app's code.
+
+        Raises:
+            NotFoundError: ``body`` names another bundle, or a kind that is not a bundle.
+        """
+        kind, digest = body.get("kind"), body.get("digest")
+        own = self._bound[0].preload.bundle if self._bound is not None else ""
+        if kind != "bundle" or not isinstance(digest, str) or not own or digest != own:
+            raise NotFoundError(f"no {kind} {str(digest)[:12]} for this container to fetch")
+        return await self._control.fetch("bundle", digest)
 
     def _cancel_call(self, call_id: str) -> None:
         self._waits.pop(call_id, nothing)()

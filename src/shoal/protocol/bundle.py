@@ -9,6 +9,7 @@ new. Unpacking refuses absolute names and names that climb out of the target.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -69,3 +70,30 @@ def unpack(data: bytes, root: str) -> None:
             shutil.rmtree(staging, ignore_errors=True)
             if not os.path.isdir(root):  # another unpack of the same bundle won the race
                 raise
+
+
+def folder(cache: str, digest: str) -> str:
+    """Where bundle ``digest`` is unpacked in a machine's bundle ``cache``."""
+    return os.path.join(cache, digest[:32])
+
+
+def find(cache: str, digest: str) -> str | None:
+    """The folder of bundle ``digest`` when it is unpacked in ``cache`` (one stat)."""
+    root = folder(cache, digest)
+    return root if os.path.isdir(root) else None
+
+
+def install(cache: str, digest: str, data: bytes) -> str:
+    """Unpack ``data``, fetched as bundle ``digest``, into ``cache`` unless it is there
+    already; return its folder.
+
+    Raises:
+        InvalidError: ``data`` is not the bundle ``digest`` names (its SHA-256 differs),
+            or not a bundle at all.
+    """
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise InvalidError(f"the bytes fetched as code bundle {digest[:12]} are not that bundle")
+    root = folder(cache, digest)
+    if not os.path.isdir(root):
+        unpack(data, root)
+    return root

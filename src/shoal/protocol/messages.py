@@ -97,6 +97,10 @@ class Load:
     max_inputs: int
     timeout: float
     parameters: bytes = b""
+    #: The SHA-256 of the code bundle the paths are relative to ("": none). A container
+    #: that does not find it unpacked on its machine fetches it (``Request`` op
+    #: ``"fetch"``) before it loads anything.
+    bundle: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,9 @@ local modules it imports, :mod:`shoal.protocol.bundle`) and its definitions:
 per function or class, its :class:`~shoal.spec.function.FunctionSpec`, a
 :class:`~shoal.spec.function.CodeRef` whose paths are relative to the bundle,
 and what a caller's handle needs to know (:class:`Definition`). The server
-stores both, unpacks the bundle under its home once per content, and runs the
-version as a :class:`Deployment`: one pool per function, keyed
+stores both, unpacks the bundle under its home once per content (where this
+machine's containers find it; a container elsewhere fetches it by its digest), and
+runs the version as a :class:`Deployment`: one pool per function, keyed
 ``(app, version, function)``, created at deploy time (so warm containers and
 schedules start at once) or, for a class object's parameters, on first use.
 
@@ -52,7 +53,7 @@ class Deployment:
         app: str,
         version: int,
         definitions: list[Definition],
-        root: str,
+        bundle: str,
         control: ControlPlane,
     ) -> None:
         self.app = app
@@ -62,7 +63,8 @@ class Deployment:
         self.detached = False
         self.version = version
         self.definitions = {d.name: d for d in definitions}
-        self._root = root
+        #: The SHA-256 of its code bundle ("": none, its code is on this machine already).
+        self._bundle = bundle
         self._control = control
         self._pools: dict[str, Pool] = {}
         self.draining = False
@@ -145,22 +147,9 @@ class Deployment:
         return f"{self.app}.v{self.version}.{name}"
 
     def _located(self, code: CodeRef) -> CodeRef:
-        """``code`` with its bundle-relative paths made absolute under the unpacked bundle
-        (with no bundle, as it is)."""
-        if not self._root:
-            return code
-        if code.module_kind == "serialized" and not code.sys_path:
-            return dataclasses.replace(code, sys_path=(self._root,))
-        module_file = code.module_file
-        if module_file and not os.path.isabs(module_file):
-            module_file = os.path.join(self._root, module_file)
-        path = tuple(
-            p if os.path.isabs(p) else os.path.normpath(os.path.join(self._root, p))
-            for p in code.sys_path
-        )
-        if self._root not in path:
-            path = (self._root, *path)
-        return dataclasses.replace(code, module_file=module_file, sys_path=path)
+        """``code``, whose paths are relative to this version's bundle, naming that bundle
+        (each machine finds it unpacked in its own folder; with no bundle, as it is)."""
+        return dataclasses.replace(code, bundle=self._bundle) if self._bundle else code
 
     @property
     def busy(self) -> bool:
@@ -208,14 +197,16 @@ class Apps:
             if row.state != "deployed":
                 continue
             version = next(v for v in self._store.versions(row.name) if v.version == row.version)
-            root = self._unpack(version.bundle)
+            self._unpack(version.bundle)
             definitions = load_definitions(version.functions)
             try:
                 await self._build(definitions, None)
             except Error as exc:
                 print(f"app {row.name!r} v{row.version} not restored: {exc}", flush=True)
                 continue
-            deployment = Deployment(row.name, row.version, definitions, root, self._control)
+            deployment = Deployment(
+                row.name, row.version, definitions, version.bundle, self._control
+            )
             self._current[row.name] = deployment
             deployment.start()
 
@@ -241,9 +232,9 @@ class Apps:
         _check_name(app)
         parsed = await self._definitions(app, definitions, empty_ok, log)
         key = self._store.put_bundle(code)
-        root = self._unpack(key)
+        self._unpack(key)
         version = self._store.add_version(app, key, definitions, client)
-        deployment = Deployment(app, version, parsed, root, self._control)
+        deployment = Deployment(app, version, parsed, key, self._control)
         previous = self._current.get(app)
         self._current[app] = deployment
         deployment.start()
@@ -292,9 +283,11 @@ class Apps:
         """
         _check_name(name)
         parsed = await self._definitions(name, definitions, empty_ok, log)
-        root = "" if code is None else self._unpack(self._store.put_bundle(code))
+        key = "" if code is None else self._store.put_bundle(code)
+        if key:
+            self._unpack(key)
         app_id = f"ap-{secrets.token_hex(6)}"
-        deployment = Deployment(app_id, 0, parsed, root, self._control)
+        deployment = Deployment(app_id, 0, parsed, key, self._control)
         deployment.title = name
         deployment.detached = detach
         self._ephemeral[app_id] = deployment
@@ -405,14 +398,14 @@ class Apps:
         self._current.clear()
         self._ephemeral.clear()
 
-    def _unpack(self, key: str) -> str:
-        root = os.path.join(self._bundles, key[:32])
-        if not os.path.isdir(root):
+    def _unpack(self, key: str) -> None:
+        """Unpack bundle ``key`` where this machine's containers find it (checking it
+        at deploy: a malformed bundle is refused then, not at a container's start)."""
+        if not os.path.isdir(bundle.folder(self._bundles, key)):
             data = self._store.bundle(key)
             if data is None:
                 raise NotFoundError(f"code bundle {key} is missing from the store")
-            bundle.unpack(data, root)
-        return root
+            bundle.install(self._bundles, key, data)
 
 
 def _check_name(app: str) -> None:

@@ -160,6 +160,8 @@ class Server:
         # environment, never with the server's own tokens (the embedded default runs
         # the caller's own code, as the caller).
         backend.inherit_environment = options.embedded
+        # Deployed bundles are unpacked where this machine's containers look first.
+        backend.bundle_cache = os.path.join(state, "bundles")
         self.control = ControlPlane(backend, self)
         if not options.embedded:  # an embedded server's containers print to the caller only
             self.control.events.subscribe(self.logs.hear, *LOGGED)
@@ -286,6 +288,9 @@ class Server:
 
     def find_pool(self, namespace: str, name: str, parameters: bytes) -> Pool | None:
         return self.apps.find_pool(namespace, name, parameters)
+
+    def bundle(self, digest: str) -> bytes | None:
+        return self.store.bundle(digest)
 
     def authorize(self, token: object) -> bool:
         """Whether ``token`` is one that may connect (compared in constant time)."""

@@ -12,7 +12,9 @@ import enum
 import hashlib
 import io
 import math
+import os
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -174,6 +176,11 @@ class CodeRef:
     without running its ``__main__`` block) or ``"serialized"`` (unpickle
     ``serialized``). ``sys_path`` is the caller's import path, put first in the
     container's so the user's own modules import the same way.
+
+    With a ``bundle`` (the SHA-256 of a deployed app's code bundle), ``module_file``
+    and the relative ``sys_path`` entries are relative to where that bundle is
+    unpacked, which differs from machine to machine (:func:`locate`); without one
+    they are paths on the caller's machine.
     """
 
     module_kind: str
@@ -184,6 +191,32 @@ class CodeRef:
     serialized: bytes | None = None
     #: For a class: its pickled ``shoal.parameter()`` values.
     parameters: bytes = b""
+    #: The code bundle the paths are relative to ("": none, they are the caller's).
+    bundle: str = ""
+
+
+def locate(
+    module_kind: str, module_file: str, sys_path: Sequence[str], root: str
+) -> tuple[str, tuple[str, ...]]:
+    """A bundle-relative ``module_file`` and ``sys_path`` made absolute under ``root``,
+    the folder the bundle is unpacked in on this machine; ``root`` goes first on the
+    path unless it is there already, so the app's own modules import.
+
+    Example::
+
+        >>> locate("file", "app.py", ("lib",), "/b/1f2e")
+        ('/b/1f2e/app.py', ('/b/1f2e', '/b/1f2e/lib'))
+    """
+    if module_kind == "serialized" and not sys_path:
+        return module_file, (root,)
+    if module_file and not os.path.isabs(module_file):
+        module_file = os.path.join(root, module_file)
+    path = tuple(
+        p if os.path.isabs(p) else os.path.normpath(os.path.join(root, p)) for p in sys_path
+    )
+    if root not in path:
+        path = (root, *path)
+    return module_file, path
 
 
 #: Options ``with_options`` takes: resources, then the rest of a function's options.

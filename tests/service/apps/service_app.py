@@ -111,10 +111,11 @@ def environment() -> dict[str, str]:
 
 
 @app.function()
-def probe(function: str, object_id: str) -> dict[str, str]:
+def probe(function: str, object_id: str, bundle: str = "") -> dict[str, str]:
     """What this container's own token lets it do, tried over its raw channel: call
-    ``function`` (a pool key), wait on spawn ``object_id``, and ask for a deploy and a
-    secret list. Each answer is "ok" or the error's text."""
+    ``function`` (a pool key), wait on spawn ``object_id``, ask for a deploy and a
+    secret list, and fetch code bundle ``bundle``. Each answer is "ok" or the error's
+    text."""
     import pickle
     import threading
 
@@ -147,6 +148,8 @@ def probe(function: str, object_id: str) -> dict[str, str]:
     channel.send_call(Wait(channel.next_id(), object_id), outcome("wait"))
     channel.request("deploy", msgpack.packb({"app": "svc"}), outcome("deploy"))
     channel.request("secret_list", msgpack.packb({}), outcome("secrets"))
-    for _ in range(4):
+    fetch = {"kind": "bundle", "digest": bundle}
+    channel.request("fetch", msgpack.packb(fetch), outcome("fetch"))
+    for _ in range(5):
         assert done.acquire(timeout=30)
     return answers
