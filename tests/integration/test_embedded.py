@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 from apps import basic, warm
-from shoal.client.connection import ServerPool
+from shoal.client.server_pool import ServerPool
 from shoal.server import embedded
 
 OTHER_PROCESS = """

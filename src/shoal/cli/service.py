@@ -24,8 +24,9 @@ from shoal.backends import names as backend_names
 from shoal.bridge import run_sync
 from shoal.cli.confirm import confirm, yes_option
 from shoal.client.app import App
-from shoal.client.connection import Connection, connect, write_profile
+from shoal.client.connection import Connection, connect
 from shoal.client.deploy import deploy as deploy_app
+from shoal.client.target import write_profile
 from shoal.client.user_module import load_file
 from shoal.exception import ConnectionError, Error
 from shoal.server.server import DEFAULT_HTTP_PORT, DEFAULT_PORT, Server, ServerOptions
@@ -331,7 +332,7 @@ def token() -> None:
 def token_set(url: str, secret: str, profile: str, verify: bool) -> None:
     """Save URL and TOKEN as the active profile (file mode 0600)."""
     if verify:
-        from shoal.client.connection import Target
+        from shoal.client.target import Target
 
         async def check() -> None:
             connection = await Connection.open(Target(url, secret, "--url/--token"))

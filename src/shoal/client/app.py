@@ -7,7 +7,7 @@ around a ``@app.local_entrypoint()``.
 
 Where it runs: as an ephemeral app (:func:`shoal.client.deployed.run_ephemeral`) on
 the server this process is told to use, or finds running on this machine
-(:func:`shoal.client.connection.find_target`); with none, on the embedded server
+(:func:`shoal.client.target.find_target`); with none, on the embedded server
 (:mod:`shoal.server.embedded`), started in this process for as long as an app runs on
 it. Either way the handles reach it only through the client connection.
 """
@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from shoal.bridge import run_sync
 from shoal.client.cls import Cls
-from shoal.client.connection import Target, find_target, hold_embedded, release_embedded
 from shoal.client.decorators import batch_size_of, concurrency_of
 from shoal.client.deployed import DeployedApp, run_ephemeral
 from shoal.client.function import Function
@@ -34,6 +33,7 @@ from shoal.client.options import ignored_placement, secret_specs
 from shoal.client.output import live_status, output_enabled
 from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.secret import Secret
+from shoal.client.target import Target, find_target, hold_embedded, release_embedded
 from shoal.client.user_module import alias_main, code_ref
 from shoal.client.volume import Volume
 from shoal.client.volume import mounts as volume_mounts
@@ -176,7 +176,8 @@ class App:
             NotFoundError: no app of that name exists and ``create_if_missing`` is off.
             ConnectionError, AuthError: a server is configured but cannot be used.
         """
-        from shoal.client.connection import connect, embedded_target
+        from shoal.client.connection import connect
+        from shoal.client.target import embedded_target
 
         async def find() -> Any:
             target = find_target()

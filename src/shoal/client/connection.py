@@ -1,19 +1,11 @@
 """The one way a client reaches a server: a framed connection, authenticated first.
 
-Where the server is (first match wins):
-
-1. ``SHOAL_SERVER_URL`` and ``SHOAL_TOKEN``;
-2. the profile in ``~/.shoal.toml`` (SHOAL_CONFIG) that ``shoal token set`` writes;
-3. a ``shoal server`` running on this machine's home (SHOAL_HOME, ``~/.shoal``):
-   its ``server.json`` names the address, its ``token`` file the token.
-
-One :class:`Connection` per process and server lives on the background loop
-(:mod:`shoal.bridge`); every handle shares it. Requests
-(:meth:`Connection.request`) carry msgpack bodies; inputs travel as ``Submit``
-frames (those of one function sent in one loop turn as one ``SubmitMany``) and
-come back as ``CallItem``/``CallDone``/``DoneMany``, applied to a local
-:class:`~shoal.client.record.CallRecord` so that the handles treat a server's
-pool exactly like a pool of their own (:class:`ServerPool`).
+Where the server is comes from :mod:`shoal.client.target`. One :class:`Connection`
+per process and server lives on the background loop (:mod:`shoal.bridge`); every
+handle shares it. Requests (:meth:`Connection.request`) carry msgpack bodies; inputs
+travel as ``Submit`` frames (those of one function sent in one loop turn as one
+``SubmitMany``) and come back as ``CallItem``/``CallDone``/``DoneMany``, which the
+handles' :class:`~shoal.client.server_pool.ServerPool` applies to its local records.
 
 A connection that drops (the server restarted) connects again when next used,
 for up to 30 s: calls made meanwhile wait, and waits on stored spawns that were
@@ -30,22 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import socket
 import ssl
-import tomllib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Protocol
 
 import msgpack
 
 from shoal import exception, settings
-from shoal.client import direct_line
 from shoal.client.output import print_lines
 from shoal.client.record import CallRecord, reply_error
+from shoal.client.target import Target, ensure_embedded, find_target
 from shoal.protocol import payload, pipe, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
@@ -70,113 +58,12 @@ from shoal.protocol.messages import (
     settle,
     unbatched,
 )
-from shoal.spec.function import FunctionSpec
-from shoal.spec.stats import FunctionStats
 
 #: Seconds to wait for a server's answer to the token.
 _HELLO_TIMEOUT = 10.0
 #: Seconds a lost connection keeps trying to connect again (a server restarting)
 #: before the calls waiting for it fail.
 _RECONNECT_PATIENCE = 30.0
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a server listens and the token it takes."""
-
-    url: str
-    token: str
-    #: Where the target came from, for error messages.
-    source: str
-
-
-def find_target() -> Target | None:
-    """The server this process is told to use, or finds running here (see the module
-    docstring); None when there is none."""
-    url, token = settings.server_url(), settings.token()
-    if url is not None:
-        if token is None:
-            raise exception.AuthError("SHOAL_SERVER_URL is set but SHOAL_TOKEN is not")
-        return Target(url, token, "SHOAL_SERVER_URL")
-    profile = read_profile()
-    if profile is not None:
-        return profile
-    return local_server(settings.home())
-
-
-def embedded_target() -> Target:
-    """The embedded server of this process (started when first dialled): where an app
-    runs, and named objects live, when :func:`find_target` finds no server."""
-    embedded = _embedded()
-    return Target(embedded.URL, embedded.TOKEN, "the embedded server in this process")
-
-
-async def hold_embedded() -> Target:
-    """Start the embedded server for an app that runs on it until :func:`release_embedded`."""
-    await _embedded().hold()
-    return embedded_target()
-
-
-async def release_embedded() -> None:
-    """An app that ran on the embedded server ended (the last one stops it)."""
-    await _embedded().release()
-
-
-def _embedded() -> ModuleType:
-    """:mod:`shoal.server.embedded`: the one place ``client/`` starts the server's own code
-    (the embedded default runs it in this process)."""
-    from shoal.server import embedded
-
-    return embedded
-
-
-def read_profile() -> Target | None:
-    path = settings.config_file()
-    try:
-        with open(path, "rb") as source:
-            config = tomllib.load(source)
-    except FileNotFoundError:
-        return None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise exception.InvalidError(f"{path}: {exc}") from None
-    name = str(config.get("active", "default"))
-    profile = config.get(name)
-    if not isinstance(profile, dict) or "url" not in profile or "token" not in profile:
-        return None
-    return Target(str(profile["url"]), str(profile["token"]), f"profile {name!r} in {path}")
-
-
-def write_profile(url: str, token: str, name: str = "default") -> str:
-    """Store ``url`` and ``token`` as profile ``name`` (the active one); return the file."""
-    path = settings.config_file()
-    profiles: dict[str, Any] = {}
-    try:
-        with open(path, "rb") as source:
-            profiles = tomllib.load(source)
-    except FileNotFoundError:
-        pass
-    profiles[name] = {"url": url, "token": token}
-    profiles["active"] = name
-    lines = [f"active = {json.dumps(name)}", ""]
-    for key, value in profiles.items():
-        if isinstance(value, dict):
-            lines += [f"[{key}]"] + [f"{k} = {json.dumps(str(v))}" for k, v in value.items()]
-            lines.append("")
-    settings.write_private(path, "\n".join(lines))
-    return path
-
-
-def local_server(home: str) -> Target | None:
-    """The server running on ``home``, if its process is alive."""
-    try:
-        with open(os.path.join(home, "server.json")) as source:
-            info = json.load(source)
-        with open(os.path.join(home, "token")) as source:
-            token = source.read().strip()
-        os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return Target(str(info["url"]), token, f"the server running on {home}")
 
 
 class Connection:
@@ -231,7 +118,7 @@ class Connection:
         try:
             protocol = self.protocol
             if isinstance(protocol, pipe.PipeEnd):
-                await _embedded().ensure()
+                await ensure_embedded()
                 pipe.dial(target.url, protocol)
             else:
                 await _open_socket(target.url, protocol)
@@ -602,161 +489,6 @@ async def connect(target: Target | None = None) -> Connection:
         connection = await Connection.open(target)
         _connections[target] = connection
     return connection
-
-
-class ServerPool:
-    """A deployed function's pool as a handle sees it: inputs go over the connection.
-
-    Offers what handles use of :class:`~shoal.control.pool.Pool`; each input is a
-    local record that the server's replies finish (on the background loop).
-    """
-
-    def __init__(
-        self, connection: Connection, app: str, function: str, parameters: bytes = b""
-    ) -> None:
-        self.spec = FunctionSpec(name=function)
-        self.app = app
-        self.connection = connection
-        self._parameters = parameters
-
-    def submit(
-        self,
-        args: bytes,
-        on_done: Callable[[CallRecord], None],
-        method: str = "",
-        on_item: Callable[[bytes], None] | None = None,
-    ) -> CallRecord:
-        return self.submit_many([args], on_done, method, on_item)[0]
-
-    def submit_many(
-        self,
-        many: Iterable[bytes],
-        on_done: Callable[[CallRecord], None],
-        method: str = "",
-        on_item: Callable[[bytes], None] | None = None,
-    ) -> list[CallRecord]:
-        connection = self.connection
-        records = []
-        calls = []
-        name = self.spec.name
-        next_id, applier = connection.next_id, self._applier
-        for args in many:
-            call_id = next_id()
-            record = CallRecord(call_id, on_done, method, on_item, name)
-            records.append(record)
-            if on_item is None:
-                calls.append((call_id, args, applier(record)))
-            else:  # a generator or web request: sent at once, on its own
-                connection.call(self._submit(call_id, args, method, stream=True), applier(record))
-                connection.credited(record)  # a web request's app grants credit back
-        if calls:
-            connection.call_many(self.app, name, method, self._parameters, calls)
-        return records
-
-    def _submit(
-        self, call_id: str, args: bytes, method: str, *, stream: bool = False, durable: bool = False
-    ) -> Submit:
-        """One input of this pool as the server takes it."""
-        name, parameters = self.spec.name, self._parameters
-        return Submit(call_id, self.app, name, method, args, stream, durable, parameters)
-
-    def _over_line(self, args: bytes, method: str, durable: bool) -> CallDone | Accepted | None:
-        """Send one input over a line of its own to the server and block for the answer
-        (see :mod:`shoal.client.direct_line`); None when no line is free."""
-        if self.connection.local:
-            return None  # the server is in this process: there is no socket to borrow
-        target = self.connection.target
-        line = direct_line.borrow(target.url, target.token)
-        if line is None:
-            return None
-        try:
-            return line.exchange(self._submit(line.next_id(), args, method, durable=durable))
-        finally:
-            direct_line.give_back(line)
-
-    def call_on_line(self, args: bytes, method: str) -> CallRecord | None:
-        """Run one input over a line and block until it ends; None when no line is free
-        (then :meth:`submit` it through the shared connection)."""
-        reply = self._over_line(args, method, durable=False)
-        if reply is None:
-            return None
-        assert isinstance(reply, CallDone)  # only a durable submit is answered otherwise
-        record = CallRecord(reply.call_id, _ignore_record, method, None, self.spec.name)
-        record.apply(reply, self._describe(record))
-        return record
-
-    def spawn_on_line(self, args: bytes, method: str) -> str | None:
-        """Store one input over a line; return its id once it is on disk, or None when
-        no line is free (then :meth:`spawn` it).
-
-        Raises:
-            The error it was refused with (``NotFoundError`` for an unknown function).
-        """
-        reply = self._over_line(args, method, durable=True)
-        if reply is None:
-            return None
-        if isinstance(reply, Accepted):
-            return reply.object_id
-        raise payload.load_exception(reply.data, self._context())
-
-    def _applier(self, record: CallRecord) -> Callable[[CallItem | CallDone | Accepted], None]:
-        def apply(message: CallItem | CallDone | Accepted) -> None:
-            if isinstance(message, CallDone) and message.status == OutputStatus.OK:
-                if not record.done:  # the usual case, which needs no description
-                    record.succeed(message.data)
-            elif not isinstance(message, Accepted):  # a plain call is never stored
-                record.apply(message, self._describe(record))
-
-        return apply
-
-    def _describe(self, record: CallRecord) -> str:
-        name = f"{self.spec.name}.{record.method}" if record.method else self.spec.name
-        where = "" if self.connection.local else f"{self.app}/"
-        return f"{where}{name} (call {record.input_id})"
-
-    async def spawn(self, args: bytes, method: str) -> str:
-        """Store one input on the server; return its id once it is on disk."""
-        submit = self._submit(self.connection.next_id(), args, method, durable=True)
-        return await store_spawn(self.connection, submit, self._context())
-
-    def launch_spawn(self, args: bytes, method: str, accepted: asyncio.Future[str]) -> None:
-        """:meth:`spawn` that settles ``accepted`` instead of returning (on the loop)."""
-        submit = self._submit(self.connection.next_id(), args, method, durable=True)
-        launch_spawn(self.connection, submit, self._context(), accepted)
-
-    def _context(self) -> str:
-        return f"{self.app}/{self.spec.name}"
-
-    def cancel(self, record: CallRecord) -> None:
-        if record.done:
-            return
-        self.connection.drop(record.input_id)
-        record.cancel()
-
-    def _body(self) -> dict[str, Any]:
-        return {"app": self.app, "function": self.spec.name, "parameters": self._parameters}
-
-    async def fetch_stats(self) -> FunctionStats:
-        found = await self.connection.request("stats", **self._body())
-        return FunctionStats(**found)
-
-    async def change_scaling(self, **changes: Any) -> None:
-        await self.connection.request("update_scaling", changes=changes, **self._body())
-
-    def credit(self, record: CallRecord, amount: int) -> None:
-        """Let a web request's streamed response send ``amount`` more bytes (the reader
-        took them)."""
-        if not record.done:
-            self.connection.tell(Credit(record.input_id, amount))
-
-    def feed(self, record: CallRecord, data: bytes) -> None:
-        """Pass on a chunk of a web request's streamed body (empty: the end)."""
-        if not record.done:
-            self.connection.tell(Feed(record.input_id, data))
-
-
-def _ignore_record(record: CallRecord) -> None:
-    """A line's caller reads the record once the call returns; nothing waits on it."""
 
 
 def stored_outcome(message: CallDone, context: str) -> Any:

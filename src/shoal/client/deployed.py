@@ -16,9 +16,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from shoal.bridge import run_sync
-from shoal.client.connection import Connection, ServerPool, Target, connect
+from shoal.client.connection import Connection, connect
 from shoal.client.deploy import code_folder, declared, definitions, pack_folder
 from shoal.client.map import MapProgress
+from shoal.client.server_pool import ServerPool
+from shoal.client.target import Target
 from shoal.exception import InvalidError
 from shoal.spec.function import CodeRef, FunctionSpec, dump_definitions
 

@@ -29,12 +29,12 @@ from shoal.bridge import (
     wait_on_loop,
     wait_on_loop_async,
 )
-from shoal.client.connection import ServerPool
 from shoal.client.function_call import FunctionCall, StoredFunctionCall
 from shoal.client.map import MapOptions, MapProgress, arg_tuples, known_length, map_outputs
 from shoal.client.options import variant_options
 from shoal.client.record import CallRecord, CallState
 from shoal.client.remote import AnyPool, RemotePool
+from shoal.client.server_pool import ServerPool
 from shoal.client.user_module import code_ref
 from shoal.exception import InputCancellation, InvalidError
 from shoal.protocol import payload

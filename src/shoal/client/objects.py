@@ -5,7 +5,7 @@ Every operation is one op (``dict_get``, ``queue_put``, ...; see
 pickled here. It goes, in this order of precedence:
 
 1. inside a container, through the container's connection to its control plane;
-2. to the server this process uses (:func:`~shoal.client.connection.find_target`, asked
+2. to the server this process uses (:func:`~shoal.client.target.find_target`, asked
    once per process);
 3. with no server, to the embedded server in this process (the embedded default,
    :mod:`shoal.server.embedded`): named objects persist in ``SHOAL_HOME``'s SQLite
@@ -25,7 +25,8 @@ import msgpack
 
 from shoal import settings
 from shoal.bridge import run_async, run_sync
-from shoal.client.connection import Target, connect, embedded_target, find_target
+from shoal.client.connection import connect
+from shoal.client.target import Target, embedded_target, find_target
 from shoal.context import channel as call_channel
 from shoal.context import is_local
 from shoal.exception import (

@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from shoal import settings
-from shoal.client.connection import ServerPool, store_spawn
+from shoal.client.connection import store_spawn
 from shoal.client.record import CallRecord
+from shoal.client.server_pool import ServerPool
 from shoal.context import CallChannel, current_input_id
 from shoal.exception import ExecutionError
 from shoal.protocol.messages import Accepted, CallDone, CallItem, Submit, Wait

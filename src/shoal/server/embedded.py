@@ -1,6 +1,6 @@
 """The embedded default: the server's own code, run in the caller's process.
 
-With no server configured or running (:func:`shoal.client.connection.find_target`),
+With no server configured or running (:func:`shoal.client.target.find_target`),
 ``app.run()`` and ``shoal run`` start a :class:`~shoal.server.server.Server` here,
 on the client's background loop, and run the app on it as an ephemeral app, as they
 would on a remote server: handles reach it through the same client connection,
