@@ -38,7 +38,9 @@ class ContainerBudget:
         self.room = room
         self.used = 0
         #: Called (once each) when a container exits, for pools refused earlier.
-        self._waiting: dict[int, Callable[[], None]] = {}
+        #: How to wake each pool that waits for room, by its key's id (read, not
+        #: changed, outside: an empty one means no pool waits).
+        self.waiting: dict[int, Callable[[], None]] = {}
         #: Asked to give back one idle container when some pool is refused.
         self._reclaimers: dict[int, Callable[[], bool]] = {}
 
@@ -51,7 +53,7 @@ class ContainerBudget:
             if grant is not None:
                 self.used += 1
                 return grant
-        self._waiting[id(key)] = wake
+        self.waiting[id(key)] = wake
         for owner, reclaim in list(self._reclaimers.items()):
             if owner != id(key) and reclaim():
                 break
@@ -60,13 +62,13 @@ class ContainerBudget:
     def wanted_elsewhere(self, key: object) -> bool:
         """Whether a pool other than ``key``'s waits for room (so an idle container of
         ``key``'s is better retired now than at the end of its scale-down window)."""
-        return any(owner != id(key) for owner in self._waiting)
+        return any(owner != id(key) for owner in self.waiting)
 
     def give_back(self, grant: Grant) -> None:
         """A container exited: its room is free; wake the pools that wait for room."""
         self.used -= 1
         self.room.give_back(grant)
-        waiting, self._waiting = self._waiting, {}
+        waiting, self.waiting = self.waiting, {}
         for wake in waiting.values():
             wake()
 

@@ -123,9 +123,11 @@ class ContainerHandle:
         records = self.dispatched
         conn = self.conn
         if conn is not None and records:
-            for start, end in batches([len(r.args) for r in records]):
+            runs = batches([len(r.args) for r in records])
+            for start, end in runs[:-1]:
                 conn.send(_inputs(records[start:end]))
-            conn.flush()
+            start, end = runs[-1]
+            conn.send_now(_inputs(records[start:end]))  # with the others: one write
         records.clear()
 
     def __repr__(self) -> str:
@@ -204,7 +206,8 @@ class ContainerSet:
         self._all: dict[str, ContainerHandle] = {}
         #: Ready containers with no input, longest idle first (the clock only grows);
         #: ordered so the first entries stay O(1) to reach after many removals.
-        self._idle: OrderedDict[str, ContainerHandle] = OrderedDict()
+        #: Ready containers running nothing, longest idle first (read, not changed, outside).
+        self.idle: OrderedDict[str, ContainerHandle] = OrderedDict()
         self.live = 0  # containers starting or ready
         self.live_running = 0  # inputs on those
         self.in_flight = 0  # inputs on any container
@@ -226,7 +229,7 @@ class ContainerSet:
 
     def longest_idle(self) -> Iterator[ContainerHandle]:
         """Idle ready containers, longest idle first."""
-        return iter(self._idle.values())
+        return iter(self.idle.values())
 
     def create(self, container_id: str, max_inputs: int) -> ContainerHandle:
         """Register a new container in STARTING."""
@@ -240,7 +243,7 @@ class ContainerSet:
         was_live = container.live
         if container.state is ContainerState.READY:
             self.dispatcher.remove(container)
-            self._idle.pop(container.container_id, None)
+            self.idle.pop(container.container_id, None)
             if container.solo:
                 container.solo = False
                 del self.solo[container.container_id]
@@ -261,11 +264,11 @@ class ContainerSet:
         before = len(container.running)
         container.running[record.input_id] = record
         self.in_flight += 1
-        if container.live:
+        if container.state in _LIVE:  # container.live, without a call on the hot path
             self.live_running += 1
         self.dispatcher.moved(container, before)
         if before == 0:
-            self._idle.pop(container.container_id, None)
+            self.idle.pop(container.container_id, None)
             container.idle_since = None
 
     def remove_running(self, container: ContainerHandle, input_id: str) -> InputRecord | None:
@@ -275,7 +278,7 @@ class ContainerSet:
         if record is None:
             return None
         self.in_flight -= 1
-        if container.live:
+        if container.state in _LIVE:
             self.live_running -= 1
         self.dispatcher.moved(container, before)
         if before == 1 and container.state is ContainerState.READY:
@@ -314,4 +317,4 @@ class ContainerSet:
 
     def _mark_idle(self, container: ContainerHandle) -> None:
         container.idle_since = self._clock()
-        self._idle[container.container_id] = container
+        self.idle[container.container_id] = container

@@ -15,24 +15,26 @@ from shoal.control.calls import CallState, InputRecord
 class InputQueue:
     """FIFO of :class:`InputRecord` in state QUEUED."""
 
-    __slots__ = ("_items", "_live")
+    __slots__ = ("_items", "live")
 
     def __init__(self) -> None:
         self._items: deque[InputRecord] = deque()
-        self._live = 0
+        #: Inputs still waiting (what ``len`` says; read directly on the hot path,
+        #: where a ``len()`` is one Python call more per look).
+        self.live = 0
 
     def __len__(self) -> int:
-        return self._live
+        return self.live
 
     def push(self, record: InputRecord) -> None:
         """Add ``record`` at the back."""
         self._items.append(record)
-        self._live += 1
+        self.live += 1
 
     def push_front(self, record: InputRecord) -> None:
         """Add ``record`` at the front (a retry goes before newer inputs)."""
         self._items.appendleft(record)
-        self._live += 1
+        self.live += 1
 
     def pop(self) -> InputRecord | None:
         """Remove and return the oldest waiting input, or ``None``."""
@@ -40,7 +42,7 @@ class InputQueue:
         while items:
             record = items.popleft()
             if record.state is CallState.QUEUED:
-                self._live -= 1
+                self.live -= 1
                 return record
         return None
 
@@ -49,13 +51,13 @@ class InputQueue:
 
         The caller has already moved it out of QUEUED; :meth:`pop` will skip it.
         """
-        self._live -= 1
+        self.live -= 1
 
     def drain(self) -> list[InputRecord]:
         """Remove and return every waiting input."""
         waiting = [r for r in self._items if r.state is CallState.QUEUED]
         self._items.clear()
-        self._live = 0
+        self.live = 0
         return waiting
 
 
@@ -72,7 +74,7 @@ class Waiting:
         self.delayed: set[InputRecord] = set()
 
     def __len__(self) -> int:
-        return len(self.main) + len(self.isolated) + len(self.delayed)
+        return self.main.live + self.isolated.live + len(self.delayed)
 
     def _queue(self, record: InputRecord) -> InputQueue:
         return self.isolated if record.isolated else self.main

@@ -49,6 +49,7 @@ from shoal.exception import (
     InvalidError,
 )
 from shoal.protocol import payload
+from shoal.protocol.framing import after_turn
 from shoal.protocol.messages import (
     Cancel,
     Credit,
@@ -288,21 +289,23 @@ class Pool(Launching, Recovery):
         self._autoscale()
 
     def _pump_soon(self) -> None:
-        """Pump once at the end of this loop turn: the outputs of one read free many
+        """Pump once at the end of this loop turn: the outputs of its reads free many
         slots, refilled with one dispatch and one write per container, not one each."""
         if not self._pump_scheduled:
             self._pump_scheduled = True
-            asyncio.get_running_loop().call_soon(self._pump)
+            after_turn(self._pump)
 
     def _dispatch(self) -> None:
         queue = self._waiting.main
+        if not (queue.live or self._waiting.isolated.live or self._containers.solo):
+            return  # nothing waits (a pump after outputs, usually): nothing to look up
         pick = self._containers.dispatcher.pick
         touched: set[ContainerHandle] = set()
         deadline = asyncio.get_running_loop().time() + self.spec.timeout + TIMEOUT_GRACE
         now = self._clock()
-        if len(self._waiting.isolated) or self._containers.solo:
+        if self._waiting.isolated.live or self._containers.solo:
             self._dispatch_isolated(touched, deadline, now)
-        while len(queue):
+        while queue.live:
             container = pick()
             if container is None:
                 break
@@ -375,14 +378,18 @@ class Pool(Launching, Recovery):
         containers = self._containers
         # An isolated input needs a whole container: it counts as target inputs.
         waiting = self._waiting
-        queued = len(waiting.main)
+        queued = waiting.main.live
         running = containers.live_running
-        if containers.solo or len(waiting.isolated):
-            queued += scaling.target * len(waiting.isolated)
+        if containers.solo or waiting.isolated.live:
+            queued += scaling.target * waiting.isolated.live
             running += containers.solo_slack()
         live = containers.live
         now = self._clock()
-        idle = self._idle_prefix(surplus(queued, running, live, scaling), now)
+        # With no idle container there is none to offer the policy (the usual case
+        # right after a dispatch), and nothing to size.
+        idle: tuple[IdleContainer, ...] = ()
+        if containers.idle:
+            idle = self._idle_prefix(surplus(queued, running, live, scaling), now)
         decision = decide(PoolSnapshot(now, queued, running, live, idle, scaling))
         self._awaiting_room = 0
         for started in range(decision.start):
@@ -410,9 +417,10 @@ class Pool(Launching, Recovery):
                 )
             )
         budget = self._budget
-        if not queued and budget is not None and budget.wanted_elsewhere(self):
+        if not queued and budget is not None and budget.waiting and budget.wanted_elsewhere(self):
             self.give_idle()  # another pool waits for the room this one's idle container holds
-        self._recheck_later(decision.recheck_at, now)
+        if decision.recheck_at != self._recheck_at:
+            self._recheck_later(decision.recheck_at, now)
 
     def _idle_prefix(self, limit: int, now: float) -> tuple[IdleContainer, ...]:
         """The longest-idle containers the policy may need: at most ``limit``, and none
@@ -499,15 +507,15 @@ class Pool(Launching, Recovery):
 
     def _publish_finished(self, handle: ContainerHandle, records: list[InputRecord]) -> None:
         now = self._clock()
+        ids: list[str] = []
+        waits: list[float] = []
+        runs: list[float] = []
+        for r in records:  # one loop, not three comprehensions (each a call of its own)
+            ids.append(r.input_id)
+            waits.append(r.dispatched_at - r.queued_at)
+            runs.append(now - r.dispatched_at)
         self._on_finished.publish(
-            InputsFinished(
-                self._prefix,
-                handle.container_id,
-                [r.input_id for r in records],
-                [r.dispatched_at - r.queued_at for r in records],
-                [now - r.dispatched_at for r in records],
-                now,
-            )
+            InputsFinished(self._prefix, handle.container_id, ids, waits, runs, now)
         )
 
     def _finished(

@@ -6,6 +6,14 @@ frame out of each chunk the socket delivers and hands messages to a callback,
 without a task or an ``await`` per frame. Writes are coalesced: frames sent
 during one turn of the event loop leave in a single ``transport.write`` at the end
 of the turn, which is what keeps a map of many small inputs cheap.
+
+Work that should see every message of a read before it runs (queueing the batch of
+inputs a client's read carried) asks for :func:`after_read`: it runs when the read
+ends, with no turn of the loop between a message arriving and its consequences
+leaving. Work that should see every read of the turn (refilling the slots that
+several containers' outputs freed, one reply frame for all the calls that ended)
+asks for :func:`after_turn`: one loop callback for all of it, and the writes it
+causes leave in the same pass.
 """
 
 from __future__ import annotations
@@ -29,6 +37,72 @@ FRAME_OVERHEAD: Final = 64 * 1024
 #: limit plus FRAME_OVERHEAD, and a batch this size pays a fraction of a frame's cost.
 BATCH_ITEMS: Final = 256
 BATCH_BYTES: Final = 256 * 1024
+
+
+class _Reads(threading.local):
+    """Per thread (each loop's): how deep in reads it is, what waits for the end of the
+    read, and what waits for the end of the loop turn."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.after: list[Callable[[], object]] = []
+        self.turn: list[Callable[[], object]] = []
+
+
+_reads: Final = _Reads()
+
+
+def after_read(callback: Callable[[], object]) -> None:
+    """Call ``callback`` once the read being handled on this thread has delivered all its
+    messages; outside a read, as :func:`after_turn`."""
+    reads = _reads
+    if reads.depth:
+        reads.after.append(callback)
+    else:
+        after_turn(callback)
+
+
+def after_turn(callback: Callable[[], object]) -> None:
+    """Call ``callback`` at the end of this loop turn, with everything else asked for in
+    it: one loop callback for all of them, not one each, and what they ask for in turn
+    (a write of what they sent) runs in the same pass, not a turn later."""
+    turn = _reads.turn
+    if not turn:
+        asyncio.get_running_loop().call_soon(_end_of_turn)
+    turn.append(callback)
+
+
+def _run_all(pending: list[Callable[[], object]], why: str) -> None:
+    """Call each of ``pending`` in order, those appended meanwhile too, then empty it. A
+    callback that raises is reported to the loop's exception handler, as a ``call_soon``
+    callback's would be, and the rest still run."""
+    try:
+        index = 0
+        while index < len(pending):
+            callback = pending[index]
+            index += 1
+            try:
+                callback()
+            except Exception as exc:
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": f"exception in {callback!r} {why}", "exception": exc}
+                )
+    finally:
+        pending.clear()
+
+
+def _end_of_read(reads: _Reads) -> None:
+    """Run what waited for the outermost read to end (its depth is back to zero)."""
+    reads.depth = 1  # what the callbacks ask for joins this list
+    try:
+        _run_all(reads.after, "after a read")
+    finally:
+        reads.depth = 0
+
+
+def _end_of_turn() -> None:
+    """Run what waited for the end of the turn (a list that grows while it runs)."""
+    _run_all(_reads.turn, "at the end of a loop turn")
 
 
 def frame(message: Message) -> bytes:
@@ -130,10 +204,17 @@ class FramedProtocol(asyncio.Protocol):
         except ProtocolError as exc:
             self._fail(exc)
             return
-        for message in messages:
-            if self._closed:
-                return
-            self._on_message(message)
+        reads = _reads
+        reads.depth += 1
+        try:
+            for message in messages:
+                if self._closed:
+                    break
+                self._on_message(message)
+        finally:
+            reads.depth -= 1
+            if not reads.depth and reads.after:
+                _end_of_read(reads)
 
     def _fail(self, exc: BaseException | None) -> None:
         self._closed = True
@@ -153,7 +234,15 @@ class FramedProtocol(asyncio.Protocol):
         self._pending.append(frame(message))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            after_turn(self._flush)
+
+    def send_now(self, message: Message) -> None:
+        """Send ``message``, after whatever is queued, in one write now: for a sender that
+        knows its batch is complete, so no write waits for the end of the turn."""
+        if self._closed:
+            return
+        self._pending.append(frame(message))
+        self.flush()
 
     def flush(self) -> None:
         """Write every queued frame now, in one write (the end of the loop turn would)."""

@@ -145,7 +145,7 @@ class Metrics:
         return series
 
     def _hear(self, event: Any) -> None:
-        series = self._of(event.function)
+        series = self._series.get(event.function) or self._of(event.function)
         if isinstance(event, InputsFinished):
             series.inputs["success"] += len(event.input_ids)
             series.queue.add_many(event.queue_waits)

@@ -35,7 +35,7 @@ from shoal.control.pool import Pool
 from shoal.control.server import wait_on_spawn
 from shoal.exception import Error, ExecutionError
 from shoal.protocol import payload
-from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
+from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol, after_read, after_turn
 from shoal.protocol.messages import (
     Accepted,
     AcceptedMany,
@@ -170,7 +170,7 @@ class Session:
     def _queue(self, message: Submit | SubmitMany) -> None:
         if not self._piped:
             if not self._batch and not self._durable:
-                asyncio.get_running_loop().call_soon(self._submit_batches)
+                after_read(self._submit_batches)
             self._take(message)
             return
         self._taking = True
@@ -273,7 +273,7 @@ class Session:
             self.protocol.send(outcome)
             return
         if not self._outcomes:
-            asyncio.get_running_loop().call_soon(self._send_outcomes)
+            after_turn(self._send_outcomes)
         self._outcomes.append(outcome)
 
     def _send_outcomes(self) -> None:
@@ -299,7 +299,7 @@ class Session:
             self.protocol.send(Accepted(call_id, object_id))
             return
         if not self._stored:
-            asyncio.get_running_loop().call_soon(self._send_stored)
+            after_turn(self._send_stored)
         self._stored.append((call_id, object_id))
 
     def _send_stored(self) -> None:

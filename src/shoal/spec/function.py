@@ -100,6 +100,9 @@ class Scaling:
     min_containers: int = 0
     buffer_containers: int = 0
     scaledown_window: float = 60.0
+    #: Inputs per container the autoscaler sizes for: ``target_inputs``, or ``max_inputs``
+    #: when that is None (worked out once: the policy reads it at every decision).
+    target: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check(
@@ -129,11 +132,7 @@ class Scaling:
             isinstance(window, int | float) and math.isfinite(window) and window > 0,
             f"scaledown_window={window!r}: must be a number of seconds > 0",
         )
-
-    @property
-    def target(self) -> int:
-        """Inputs per container the autoscaler sizes for."""
-        return self.max_inputs if self.target_inputs is None else self.target_inputs
+        object.__setattr__(self, "target", self.max_inputs if target is None else target)
 
 
 def _is_int(value: object) -> bool:
