@@ -76,6 +76,9 @@ class Conn:
             self.sim.with_free_slot.discard(self.container_id)
             self.sim.shut_down.add(self.container_id)
 
+    def send_now(self, message: Message) -> None:
+        self.send(message)
+
     def flush(self) -> None:
         pass
 
