@@ -25,7 +25,7 @@ from shoal.control.calls import InputRecord
 from shoal.control.pool import Pool
 from shoal.protocol.messages import (
     Input,
-    InputMany,
+    Many,
     Message,
     Output,
     OutputStatus,
@@ -65,8 +65,8 @@ class Conn:
         self.holding: list[str] = []
 
     def send(self, message: Message) -> None:
-        if isinstance(message, Input | InputMany):
-            ids = message.input_ids if isinstance(message, InputMany) else [message.input_id]
+        if isinstance(message, Input) or (isinstance(message, Many) and message.of(Input)):
+            ids = message.columns[0] if isinstance(message, Many) else [message.input_id]
             self.holding += ids
             if len(self.holding) > MAX_INPUTS:
                 raise AssertionError(f"{self.container_id} holds {len(self.holding)} inputs")

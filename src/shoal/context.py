@@ -11,7 +11,6 @@ from typing import Any
 
 from shoal.protocol.messages import (
     Accepted,
-    Call,
     CallCancel,
     CallDone,
     CallItem,
@@ -19,6 +18,7 @@ from shoal.protocol.messages import (
     Reply,
     Request,
     Submit,
+    SubmitMany,
     Wait,
 )
 
@@ -87,35 +87,41 @@ class CallChannel:
         self._replies: dict[int, Callable[[Reply], None]] = {}
         self._lock = threading.Lock()
 
-    def call(
+    def send_many(
         self,
+        calls: list[tuple[str, bytes, Callable[[Any], None]]],
+        app: str,
         function: str,
         method: str,
-        args: bytes,
-        stream: bool,
-        on_reply: Callable[[CallItem | CallDone], None],
-        parameters: bytes = b"",
-    ) -> str:
-        """Start a call (safe from any thread); return its id. ``parameters`` are a
-        class object's (``function`` then names the class)."""
-        call_id = self.next_id()
+        parameters: bytes,
+        parent: str,
+    ) -> None:
+        """Start plain calls of one function (safe from any thread): ``calls`` are (call
+        id from :meth:`next_id`, pickled arguments, who gets the replies); they leave
+        in one frame. ``parent`` is the input the calling code runs ("" for none)."""
         with self._lock:
-            self._handlers[call_id] = on_reply
-        parent = current_input.get() or ""
-        self._send(Call(call_id, function, method, args, stream, parent, parameters))
-        return call_id
+            for call_id, _, on_reply in calls:
+                self._handlers[call_id] = on_reply
+        if len(calls) == 1:
+            call_id, args, _ = calls[0]
+            submit = Submit(call_id, app, function, method, args, False, False, parameters, parent)
+            self._send(submit)
+            return
+        ids, many = [c for c, _, _ in calls], [a for _, a, _ in calls]
+        self._send(SubmitMany(ids, app, function, method, many, False, parameters, parent))
 
     def send_call(
         self, message: Submit | Wait, on_reply: Callable[[CallItem | CallDone | Accepted], None]
     ) -> None:
-        """Send a durable spawn or a wait on one (its ``call_id`` from :meth:`next_id`);
-        ``on_reply`` gets its ``Accepted`` or ``CallDone`` (safe from any thread)."""
+        """Send one call, durable spawn or wait on a stored call (its ``call_id`` from
+        :meth:`next_id`); ``on_reply`` gets its ``CallItem``s, and its ``Accepted`` or
+        ``CallDone`` (safe from any thread)."""
         with self._lock:
             self._handlers[message.call_id] = on_reply
         self._send(message)
 
     def next_id(self) -> str:
-        """A fresh call id for :meth:`send_call`."""
+        """A fresh call id for :meth:`send_call` and :meth:`send_many`."""
         return f"call-{next(self._ids)}"
 
     def cancel(self, call_id: str) -> None:

@@ -65,8 +65,8 @@ def test_oversized_payload_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_batched_inputs_and_outputs_are_split_to_fit_the_frame_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Inputs dispatched together travel as one InputMany and outputs that end together
-    as one OutputMany; near the payload limit they are split to fit the frame limit
+    """Inputs dispatched together travel as one batch (``Many``) and outputs that end
+    together as another; near the payload limit they are split to fit the frame limit
     (a frame over it would be refused, and its container lost)."""
     monkeypatch.setenv("SHOAL_MAX_PAYLOAD_BYTES", str(64 << 10))
     items = [bytes([i]) * ((20 if i % 3 else 40) << 10) for i in range(60)]

@@ -450,11 +450,11 @@ def test_a_container_s_token_reaches_its_own_app_only(deployed: ServerProcess) -
 
     bundles = _bundles(deployed)
 
-    def probe(function: str, object_id: str, bundle: str) -> dict[str, str]:
+    def probe(function: str, object_id: str, bundle: str, app: str = "") -> dict[str, str]:
         done = deployed.client(
             "import json, shoal\n"
             "probe = shoal.Function.from_name('svc', 'probe')\n"
-            f"print(json.dumps(probe.remote({function!r}, {object_id!r}, {bundle!r})))"
+            f"print(json.dumps(probe.remote({function!r}, {object_id!r}, {bundle!r}, {app!r})))"
         )
         assert done.returncode == 0, done.stderr
         answers: dict[str, str] = json.loads(done.stdout)
@@ -466,8 +466,10 @@ def test_a_container_s_token_reaches_its_own_app_only(deployed: ServerProcess) -
     assert "no function 'other.v1.private'" in other["call"]
     assert f"no function call {other_call!r} in this app" in other["wait"]
     assert "for this container to fetch" in other["fetch"]  # another app's code
+    named = probe("private", other_call, bundles["other"], "other")  # the app by its name
+    assert "no app 'other' for code in this container" in named["call"]
     for refused in (own["deploy"], own["secrets"], other["deploy"]):
-        assert "is not an object op this control plane serves" in refused
+        assert "is not available to code inside a container" in refused
 
 
 def _bundles(server: ServerProcess) -> dict[str, str]:

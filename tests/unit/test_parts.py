@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 
+import msgpack
 import pytest
 
 import shoal
@@ -18,15 +19,17 @@ from shoal.exception import RemoteError, RequestSizeError, SerializationError
 from shoal.protocol import payload
 from shoal.protocol.framing import FramedProtocol, frame, spans
 from shoal.protocol.messages import (
+    CallDone,
     Hello,
     Input,
-    InputMany,
+    Many,
     Message,
     Output,
-    OutputMany,
     ProtocolError,
+    batch,
     decode,
     encode,
+    many,
 )
 
 
@@ -126,11 +129,31 @@ def test_messages_round_trip_and_reject_garbage() -> None:
 
 
 def test_batched_messages_round_trip() -> None:
-    many = InputMany(["in-1", "in-2"], [b"a", b"b"], ["", "run"], ["", "fc-1"])
-    assert decode(encode(many)) == many
-    assert many.inputs() == [Input("in-1", b"a"), Input("in-2", b"b", "run", "fc-1")]
-    outputs = OutputMany(["in-1", "in-2"], [0, 1], [b"x", b"y"], [False, True])
-    assert decode(encode(outputs)) == outputs
+    inputs = batch(Input, ["in-1", "in-2"], [b"a", b"b"], ["", "run"], ["", "fc-1"])
+    assert decode(encode(inputs)) == inputs
+    assert inputs.of(Input) and not inputs.of(Output)
+    assert inputs.each() == [Input("in-1", b"a"), Input("in-2", b"b", "run", "fc-1")]
+    outputs = [Output("in-1", 0, b"x", False), Output("in-2", 1, b"y", True)]
+    assert decode(encode(many(outputs))) == many(outputs)
+    assert many(outputs).columns == [["in-1", "in-2"], [0, 1], [b"x", b"y"], [False, True]]
+    assert decode(encode(many(outputs))).each() == outputs
+    done = [CallDone("c1", 0, b"r")]
+    assert decode(encode(many(done))).each() == done
+
+
+def test_a_malformed_batch_is_refused() -> None:
+    good = many([Output("in-1", 0, b"x", False), Output("in-2", 1, b"y", True)])
+    many_tag = msgpack.unpackb(encode(good))[0]
+    for bad in (
+        Many(good.kind, good.columns[:3]),  # a field short
+        Many(good.kind, [*good.columns[:3], [False]]),  # a column short
+        Many(good.kind, "columns"),  # type: ignore[arg-type]
+        Many(99, good.columns),  # no such kind
+        Many(-1, good.columns),
+        Many(many_tag, [[1], [[]]]),  # a batch of batches
+    ):
+        with pytest.raises(ProtocolError):
+            decode(encode(bad))
 
 
 def test_spans_keep_batches_inside_the_limits() -> None:

@@ -31,8 +31,9 @@ from shoal.client.image import Image
 from shoal.client.map import MapProgress
 from shoal.client.options import ignored_placement, secret_specs
 from shoal.client.output import live_status, output_enabled
-from shoal.client.remote import AnyPool, RemotePool
+from shoal.client.remote import ChannelConnection
 from shoal.client.secret import Secret
+from shoal.client.server_pool import ServerPool
 from shoal.client.target import Target, find_target, hold_embedded, release_embedded
 from shoal.client.user_module import alias_main, code_ref
 from shoal.client.volume import Volume
@@ -114,7 +115,7 @@ class _Handles:
             return None
         return served.origin_url(name) or served.url_for(name)
 
-    def pool(self, name: str) -> AnyPool:
+    def pool(self, name: str) -> ServerPool:
         return self._app._pool(name)
 
     def track(
@@ -151,7 +152,7 @@ class App:
         self._lock = threading.Lock()
         self._entrypoints: dict[str, Callable[..., Any]] = {}
         #: Pools as code in a container reaches them, by name (in a container only).
-        self._remote_pools: dict[str, RemotePool] = {}
+        self._remote_pools: dict[str, ServerPool] = {}
         self._progress: list[MapProgress] = []
         #: The gateway serving this app's web endpoints, while one does.
         self._served: Served | None = None
@@ -484,7 +485,7 @@ class App:
         """Whether ``app.run()`` is active."""
         return self._on_server is not None
 
-    def _remote_pool(self, name: str, channel: CallChannel) -> RemotePool:
+    def _remote_pool(self, name: str, channel: CallChannel) -> ServerPool:
         """Pool ``name`` as code in a container reaches it: an object of a class is
         named by its class and parameters, since its pool may not exist yet."""
         pool = self._remote_pools.get(name)
@@ -494,10 +495,12 @@ class App:
             declared = self._declared.get(name)
             if cls_name != name and cls_name in self._classes and declared is not None:
                 target, parameters = cls_name, declared[1]().parameters
-            pool = self._remote_pools[name] = RemotePool(name, channel, target, parameters)
+            connection = ChannelConnection(channel)
+            pool = ServerPool(connection, "", target, parameters, name)
+            self._remote_pools[name] = pool
         return pool
 
-    def _pool(self, name: str) -> AnyPool:
+    def _pool(self, name: str) -> ServerPool:
         if self._on_server is not None:
             return self._on_server.pool(name)
         channel = call_channel()

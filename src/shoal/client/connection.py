@@ -4,7 +4,7 @@ Where the server is comes from :mod:`shoal.client.target`. One :class:`Connectio
 per process and server lives on the background loop (:mod:`shoal.bridge`); every
 handle shares it. Requests (:meth:`Connection.request`) carry msgpack bodies; inputs
 travel as ``Submit`` frames (those of one function sent in one loop turn as one
-``SubmitMany``) and come back as ``CallItem``/``CallDone``/``DoneMany``, which the
+``SubmitMany``) and come back as ``CallItem``/``CallDone`` (or a ``Many`` of those), which the
 handles' :class:`~shoal.client.server_pool.ServerPool` applies to its local records.
 
 A connection that drops (the server restarted) connects again when next used,
@@ -38,15 +38,14 @@ from shoal.protocol import payload, pipe, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
 from shoal.protocol.messages import (
     Accepted,
-    AcceptedMany,
     CallCancel,
     CallDone,
     CallItem,
     ClientHello,
     Credit,
-    DoneMany,
     Feed,
     LogLines,
+    Many,
     Message,
     OutputStatus,
     Reply,
@@ -56,7 +55,6 @@ from shoal.protocol.messages import (
     Wait,
     Welcome,
     settle,
-    unbatched,
 )
 
 #: Seconds to wait for a server's answer to the token.
@@ -94,6 +92,15 @@ class Connection:
         self._reopening: asyncio.Future[None] | None = None
         self.closed = False
         self.server_id = ""
+
+    #: A server keeps spawns by id.
+    stores_spawns = True
+
+    @property
+    def line_target(self) -> Target | None:
+        """Where a blocking call may borrow a socket line of its own to this server
+        (:mod:`shoal.client.direct_line`); None for the embedded server, on a pipe."""
+        return None if self.local else self.target
 
     def _new_protocol(self) -> FramedProtocol | pipe.PipeEnd:
         over = pipe.PipeEnd if self.local else FramedProtocol
@@ -189,9 +196,10 @@ class Connection:
             handler = self._calls.get(message.call_id)
             if handler is not None:
                 handler(message)
-        elif isinstance(message, DoneMany | AcceptedMany):
-            for reply in unbatched(message):
-                self._ended(reply)
+        elif isinstance(message, Many):
+            for reply in message.each():
+                if isinstance(reply, CallDone | Accepted):
+                    self._ended(reply)
         elif isinstance(message, Credit):
             self._credit(message)
         elif isinstance(message, Reply):

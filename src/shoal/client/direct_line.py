@@ -33,16 +33,14 @@ from shoal.protocol import payload, transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FrameParser, frame
 from shoal.protocol.messages import (
     Accepted,
-    AcceptedMany,
     CallDone,
     ClientHello,
-    DoneMany,
+    Many,
     Message,
     OutputStatus,
     ProtocolError,
     Submit,
     Welcome,
-    unbatched,
 )
 
 #: Lines a process keeps open at most (each carries one call at a time).
@@ -165,7 +163,7 @@ class Line:
 def _reply_to(message: Message, submit: Submit) -> Accepted | CallDone | None:
     """What ``message`` answers to ``submit``, if anything: its outcome, or for a
     durable submit that it was stored."""
-    replies = unbatched(message) if isinstance(message, DoneMany | AcceptedMany) else [message]
+    replies = message.each() if isinstance(message, Many) else [message]
     for reply in replies:
         if isinstance(reply, CallDone | Accepted) and reply.call_id == submit.call_id:
             if isinstance(reply, CallDone) or submit.durable:

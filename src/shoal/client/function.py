@@ -14,7 +14,7 @@ import functools
 import inspect
 import queue
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from typing import Any, Generic, ParamSpec, Protocol, TypeGuard, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from shoal.bridge import (
     Starter,
@@ -33,7 +33,6 @@ from shoal.client.function_call import FunctionCall, StoredFunctionCall
 from shoal.client.map import MapOptions, MapProgress, arg_tuples, known_length, map_outputs
 from shoal.client.options import variant_options
 from shoal.client.record import CallRecord, CallState
-from shoal.client.remote import AnyPool, RemotePool
 from shoal.client.server_pool import ServerPool
 from shoal.client.user_module import code_ref
 from shoal.exception import InputCancellation, InvalidError
@@ -51,7 +50,7 @@ class Owner(Protocol):
 
     def web_url(self, name: str) -> str | None: ...
 
-    def pool(self, name: str) -> AnyPool: ...
+    def pool(self, name: str) -> ServerPool: ...
 
     def track(
         self, progress: MapProgress, chunks: AsyncIterator[list[Any]]
@@ -158,7 +157,7 @@ class Function(Generic[P, R]):
         """Modal's name for :attr:`web_url`."""
         return self.web_url
 
-    def _pool(self) -> AnyPool:
+    def _pool(self) -> ServerPool:
         return self._owner.pool(self.spec.name)
 
     def _outcome(self, record: CallRecord) -> R:
@@ -221,10 +220,10 @@ class Function(Generic[P, R]):
         record = pool.submit(data, lambda _: finished.set(), self.method)
         return FunctionCall(pool, record, finished, self._outcome)
 
-    async def _spawn_stored(self, pool: ServerPool | RemotePool, data: bytes) -> FunctionCall[R]:
+    async def _spawn_stored(self, pool: ServerPool, data: bytes) -> FunctionCall[R]:
         return self._stored_call(pool, await pool.spawn(data, self.method))
 
-    def _stored_call(self, pool: ServerPool | RemotePool, object_id: str) -> FunctionCall[R]:
+    def _stored_call(self, pool: ServerPool, object_id: str) -> FunctionCall[R]:
         return StoredFunctionCall(pool.connection, object_id, self.name)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> Any:
@@ -311,7 +310,7 @@ class Function(Generic[P, R]):
             self._pickle_args(tuple(args), kwargs or {}) for args in zip(*iterables, strict=False)
         ]
         pool = self._pool()
-        if _stores_spawns(pool):
+        if pool.stores_spawns:
             for start in range(0, len(data), _SPAWNS_IN_FLIGHT):
                 batch = data[start : start + _SPAWNS_IN_FLIGHT]
                 await asyncio.gather(*(pool.spawn(d, self.method) for d in batch))
@@ -344,20 +343,12 @@ class Function(Generic[P, R]):
             "scaledown_window": scaledown_window,
         }
         changes = {key: value for key, value in given.items() if value is not UNSET}
-        pool = self._pool()
-        if isinstance(pool, ServerPool):
-            await pool.change_scaling(**changes)
-        else:
-            pool.update_scaling(**changes)
+        await self._pool().change_scaling(**changes)
 
     @bridged
     async def stats(self) -> FunctionStats:
         """Queued and running inputs and containers of this function, right now."""
-        pool = self._pool()
-        if isinstance(pool, ServerPool):
-            return await pool.fetch_stats()
-        stats: FunctionStats = pool.stats()
-        return stats
+        return await self._pool().fetch_stats()
 
     get_current_stats = stats
 
@@ -385,7 +376,7 @@ class _Remote(Generic[P, R]):
     def __init__(self, function: Function[P, R]) -> None:
         self._function = function
 
-    def _starter(self, pool: AnyPool, data: bytes) -> tuple[Starter, list[CallRecord]]:
+    def _starter(self, pool: ServerPool, data: bytes) -> tuple[Starter, list[CallRecord]]:
         method = self._function.method
         submitted: list[CallRecord] = []
 
@@ -396,14 +387,14 @@ class _Remote(Generic[P, R]):
 
         return start, submitted
 
-    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[AnyPool, bytes]:
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[ServerPool, bytes]:
         function = self._function
         function._check_kind(generator=False)
         return function._pool(), function._pickle_args(args, kwargs)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         pool, data = self._prepare(args, kwargs)
-        if isinstance(pool, ServerPool) and not on_background_loop():
+        if not on_background_loop():
             record = pool.call_on_line(data, self._function.method)  # no hop through the loop
             if record is not None:
                 return self._function._outcome(record)
@@ -416,13 +407,6 @@ class _Remote(Generic[P, R]):
         start, submitted = self._starter(*self._prepare(args, kwargs))
         await wait_on_loop_async(start)
         return self._function._outcome(submitted[0])
-
-
-def _stores_spawns(pool: AnyPool) -> TypeGuard[ServerPool | RemotePool]:
-    """Whether ``pool`` stores spawns: a server's (the embedded one's too), or one reached
-    from a container of a server (a container of a bare control plane, as a backend's
-    tests run, has no store: its spawns run as plain calls)."""
-    return isinstance(pool, ServerPool) or (isinstance(pool, RemotePool) and pool.stores_spawns)
 
 
 class _Spawn(Generic[P, R]):
@@ -441,11 +425,11 @@ class _Spawn(Generic[P, R]):
         data = self._data(args, kwargs)
         function = self._function
         pool = function._pool()
-        if isinstance(pool, ServerPool) and not on_background_loop():
+        if not on_background_loop():
             object_id = pool.spawn_on_line(data, function.method)  # no hop through the loop
             if object_id is not None:
                 return function._stored_call(pool, object_id)
-        if _stores_spawns(pool):  # stored on the server before this returns
+        if pool.stores_spawns:  # stored on the server before this returns
             return run_sync(function._spawn_stored(pool, data))
         return call_on_loop(lambda: function._spawn_on_loop(data))
 
@@ -454,11 +438,9 @@ class _Spawn(Generic[P, R]):
         data = self._data(args, kwargs)
         function = self._function
         pool = function._pool()
-        if isinstance(pool, ServerPool):  # a future on the background loop, no task
+        if pool.stores_spawns:  # a future on the background loop, no task
             launch = functools.partial(pool.launch_spawn, data, function.method)
             return function._stored_call(pool, await launch_async(launch))
-        if _stores_spawns(pool):
-            return await run_async(function._spawn_stored(pool, data))
         return await call_on_loop_async(lambda: function._spawn_on_loop(data))
 
 
@@ -476,7 +458,7 @@ class _RemoteGen(Generic[P]):
 
     def _begin(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], put: Callable[[Any], None]
-    ) -> tuple[AnyPool, Callable[[], Coroutine[Any, Any, CallRecord]]]:
+    ) -> tuple[ServerPool, Callable[[], Coroutine[Any, Any, CallRecord]]]:
         function = self._function
         function._check_kind(generator=True)
         data = function._pickle_args(args, kwargs)
@@ -494,7 +476,7 @@ class _RemoteGen(Generic[P]):
         return self._iterate(pool, record, values)
 
     def _iterate(
-        self, pool: AnyPool, record: CallRecord, values: queue.SimpleQueue[Any]
+        self, pool: ServerPool, record: CallRecord, values: queue.SimpleQueue[Any]
     ) -> Iterator[Any]:
         what = f"value yielded by {self._function.name}"
         try:
@@ -525,5 +507,5 @@ class _RemoteGen(Generic[P]):
                 await run_async(_cancel(pool, record))
 
 
-async def _cancel(pool: AnyPool, record: CallRecord) -> None:
+async def _cancel(pool: ServerPool, record: CallRecord) -> None:
     pool.cancel(record)

@@ -10,7 +10,8 @@ from shoal import settings
 from shoal.bridge import Bridged, bridged, run_async, run_sync
 from shoal.client.connection import CallSender, connect, stored_outcome
 from shoal.client.record import CallRecord
-from shoal.client.remote import AnyPool, ChannelConnection
+from shoal.client.remote import ChannelConnection
+from shoal.client.server_pool import ServerPool
 from shoal.context import channel as call_channel
 from shoal.exception import InvalidError
 from shoal.protocol.messages import Accepted, CallDone, Wait
@@ -30,7 +31,7 @@ class FunctionCall(Generic[R]):
 
     def __init__(
         self,
-        pool: AnyPool,
+        pool: ServerPool,
         record: CallRecord,
         finished: asyncio.Event,
         outcome: Callable[[CallRecord], R],

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from shoal.client.record import CallRecord
-from shoal.client.remote import AnyPool
+from shoal.client.server_pool import ServerPool
 from shoal.exception import InvalidError
 from shoal.protocol import payload
 from shoal.spec.function import Scaling
@@ -122,7 +122,7 @@ class _MapRun:
 
     def __init__(
         self,
-        pool: AnyPool,
+        pool: ServerPool,
         method: str,
         options: MapOptions,
         outcome: Callable[[CallRecord], Any],
@@ -183,7 +183,7 @@ class _MapRun:
 
 
 async def map_outputs(
-    pool: AnyPool,
+    pool: ServerPool,
     method: str,
     items: Iterable[tuple[Any, ...]] | AsyncIterable[Any],
     kwargs: dict[str, Any],

@@ -1,10 +1,13 @@
-"""A deployed function's pool as a client's handles see it: inputs over a connection.
+"""A function's pool as handles see it: inputs over a connection to a control plane.
 
-:class:`ServerPool` offers the handles what a pool of their own would: each input is
-a local :class:`~shoal.client.record.CallRecord` that the server's replies finish
-(on the background loop). Inputs of one function sent in one loop turn travel as one
-``SubmitMany``; a blocking ``.remote()`` or ``.spawn()`` from a plain thread borrows a
-line of its own instead (:mod:`shoal.client.direct_line`).
+:class:`ServerPool` is the one pool handles hold, wherever they run: over the
+connection to a server (the embedded one, on a pipe, or a ``shoal server``, on a
+socket) or, inside a container, over the container's channel to its control plane
+(:class:`~shoal.client.remote.ChannelConnection`). It offers the handles what a pool of
+their own would: each input is a local :class:`~shoal.client.record.CallRecord` that
+the replies finish (on the background loop). Inputs of one function sent in one loop
+turn travel as one ``SubmitMany``; a blocking ``.remote()`` or ``.spawn()`` from a plain
+thread borrows a line of its own to a server instead (:mod:`shoal.client.direct_line`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from shoal.client import direct_line
 from shoal.client.connection import Connection, launch_spawn, store_spawn
 from shoal.client.record import CallRecord
+from shoal.client.remote import ChannelConnection
 from shoal.protocol import payload
 from shoal.protocol.messages import Accepted, CallDone, CallItem, Credit, Feed, OutputStatus, Submit
 from shoal.spec.function import FunctionSpec
@@ -23,19 +27,37 @@ from shoal.spec.stats import FunctionStats
 
 
 class ServerPool:
-    """A deployed function's pool as a handle sees it: inputs go over the connection.
+    """A function's pool as a handle sees it: inputs go over the connection.
 
-    Offers what handles use of :class:`~shoal.control.pool.Pool`; each input is a
-    local record that the server's replies finish (on the background loop).
+    Args:
+        connection: a server's connection, or a container's channel.
+        app: the app the function is in ("" from a container: its own).
+        function: what calls name: the function, or for an object of a class the class
+            (with the object's pickled ``parameters``).
+        name: the pool's name in messages (default: ``function``).
     """
 
     def __init__(
-        self, connection: Connection, app: str, function: str, parameters: bytes = b""
+        self,
+        connection: Connection | ChannelConnection,
+        app: str,
+        function: str,
+        parameters: bytes = b"",
+        name: str = "",
     ) -> None:
-        self.spec = FunctionSpec(name=function)
+        self.spec = FunctionSpec(name=name or function)
         self.app = app
         self.connection = connection
+        self._function = function
         self._parameters = parameters
+
+    @property
+    def stores_spawns(self) -> bool:
+        """Whether a spawn is stored by id (on a server, the embedded one too, and in a
+        container of one), so ``spawn`` returns a call any process can fetch; a container
+        of a bare control plane (as a backend's tests run) has no store: its spawns run
+        as plain calls."""
+        return self.connection.stores_spawns
 
     def submit(
         self,
@@ -68,22 +90,22 @@ class ServerPool:
                 connection.call(self._submit(call_id, args, method, stream=True), applier(record))
                 connection.credited(record)  # a web request's app grants credit back
         if calls:
-            connection.call_many(self.app, name, method, self._parameters, calls)
+            connection.call_many(self.app, self._function, method, self._parameters, calls)
         return records
 
     def _submit(
         self, call_id: str, args: bytes, method: str, *, stream: bool = False, durable: bool = False
     ) -> Submit:
         """One input of this pool as the server takes it."""
-        name, parameters = self.spec.name, self._parameters
-        return Submit(call_id, self.app, name, method, args, stream, durable, parameters)
+        function, parameters = self._function, self._parameters
+        return Submit(call_id, self.app, function, method, args, stream, durable, parameters)
 
     def _over_line(self, args: bytes, method: str, durable: bool) -> CallDone | Accepted | None:
         """Send one input over a line of its own to the server and block for the answer
         (see :mod:`shoal.client.direct_line`); None when no line is free."""
-        if self.connection.local:
-            return None  # the server is in this process: there is no socket to borrow
-        target = self.connection.target
+        target = self.connection.line_target
+        if target is None:
+            return None  # a server in this process, or a container's channel: no socket
         line = direct_line.borrow(target.url, target.token)
         if line is None:
             return None
@@ -129,7 +151,7 @@ class ServerPool:
 
     def _describe(self, record: CallRecord) -> str:
         name = f"{self.spec.name}.{record.method}" if record.method else self.spec.name
-        where = "" if self.connection.local else f"{self.app}/"
+        where = f"{self.app}/" if self.app and not self.connection.local else ""
         return f"{where}{name} (call {record.input_id})"
 
     async def spawn(self, args: bytes, method: str) -> str:
@@ -143,7 +165,7 @@ class ServerPool:
         launch_spawn(self.connection, submit, self._context(), accepted)
 
     def _context(self) -> str:
-        return f"{self.app}/{self.spec.name}"
+        return f"{self.app}/{self.spec.name}" if self.app else self.spec.name
 
     def cancel(self, record: CallRecord) -> None:
         if record.done:
@@ -152,7 +174,7 @@ class ServerPool:
         record.cancel()
 
     def _body(self) -> dict[str, Any]:
-        return {"app": self.app, "function": self.spec.name, "parameters": self._parameters}
+        return {"app": self.app, "function": self._function, "parameters": self._parameters}
 
     async def fetch_stats(self) -> FunctionStats:
         found = await self.connection.request("stats", **self._body())

@@ -8,7 +8,7 @@ releases the input's slot and sends its output. Only the call differs: an async
 callable is awaited on the container's loop under its timeout; a sync one runs
 on one of ``max_inputs`` long-lived worker threads. The last running input's
 output is sent at once (from a worker: no hop through the loop); outputs of inputs
-that end while others run are gathered and leave together, as one ``OutputMany``.
+that end while others run are gathered and leave together, as one batch (``Many``).
 ``@shoal.batched`` callables go through a :class:`~shoal.container.batching.Batcher`
 instead.
 
@@ -37,7 +37,7 @@ from shoal.context import enter_input
 from shoal.deadlines import DeadlineHeap
 from shoal.protocol import markers, payload
 from shoal.protocol.framing import batches
-from shoal.protocol.messages import Credit, Input, Item, Output, OutputMany, OutputStatus
+from shoal.protocol.messages import Credit, Input, Item, Many, Output, OutputStatus, batch
 
 #: A job for a worker thread.
 Job = Callable[[], None]
@@ -46,7 +46,7 @@ Job = Callable[[], None]
 class Sender(Protocol):
     """Delivers a message to the control plane, from any thread."""
 
-    def __call__(self, message: Output | OutputMany | Item | Credit) -> None: ...
+    def __call__(self, message: Output | Many | Item | Credit) -> None: ...
 
 
 def _unwrap_partials(obj: Any) -> Any:
@@ -82,11 +82,12 @@ class Runner:
     web: bool = False  # an ASGI app: each input is one request
 
 
-def _outputs(outputs: list[Output]) -> Output | OutputMany:
-    """One message for ``outputs``: the Output for one, an OutputMany for several."""
+def _outputs(outputs: list[Output]) -> Output | Many:
+    """One message for ``outputs``: the Output for one, a batch of them for several."""
     if len(outputs) == 1:
         return outputs[0]
-    return OutputMany(
+    return batch(
+        Output,
         [o.input_id for o in outputs],
         [o.status for o in outputs],
         [o.data for o in outputs],
@@ -162,7 +163,7 @@ class Executor:
             self._track(message.input_id, self._admit(runner, message))
 
     def submit_many(self, messages: list[Input]) -> None:
-        """:meth:`submit` each of ``messages`` (an InputMany's), in order."""
+        """:meth:`submit` each of ``messages`` (a batch's), in order."""
         for message in messages:
             self.submit(message)
 

@@ -34,9 +34,9 @@ from shoal.protocol.messages import (
     Feed,
     Hello,
     Input,
-    InputMany,
     Load,
     LoadFailed,
+    Many,
     Message,
     ProtocolError,
     Ready,
@@ -112,10 +112,22 @@ class Runtime:
         for message in messages:
             self._on_message(message)
 
+    def _on_many(self, message: Many) -> None:
+        """Inputs dispatched together, or outcomes of this container's own calls that
+        ended together."""
+        executor, channel = self._executor, context.channel()
+        if message.of(Input):
+            if executor is not None:
+                self._to_user(executor.submit_many, message.each())
+        elif channel is not None:
+            for reply in message.each():
+                if isinstance(reply, CallDone | Accepted):
+                    channel.deliver(reply)
+
     def _on_message(self, message: Message) -> None:
         executor = self._executor
-        if isinstance(message, InputMany) and executor is not None:
-            self._to_user(executor.submit_many, message.inputs())
+        if isinstance(message, Many):
+            self._on_many(message)
         elif isinstance(message, Input) and executor is not None:
             self._to_user(executor.submit, message)
         elif isinstance(message, CallItem | CallDone | Accepted):

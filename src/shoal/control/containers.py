@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 from shoal.control.dispatcher import Dispatcher
 from shoal.exception import ContainerInitError
 from shoal.protocol.framing import FramedProtocol, batches
-from shoal.protocol.messages import Input, InputMany, Message
+from shoal.protocol.messages import Input, Many, Message, batch
 from shoal.spec.events import StopReason
 from shoal.spec.resources import Grant
 
@@ -134,12 +134,13 @@ class ContainerHandle:
         return f"<Container {self.container_id} {self.state.name} running={len(self.running)}>"
 
 
-def _inputs(records: list[InputRecord]) -> Input | InputMany:
-    """One message for ``records``: an Input for one, an InputMany for several."""
+def _inputs(records: list[InputRecord]) -> Input | Many:
+    """One message for ``records``: an Input for one, a batch of them for several."""
     if len(records) == 1:
         record = records[0]
         return Input(record.input_id, record.args, record.method, record.call_id)
-    return InputMany(
+    return batch(
+        Input,
         [r.input_id for r in records],
         [r.args for r in records],
         [r.method for r in records],

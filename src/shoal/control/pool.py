@@ -56,9 +56,9 @@ from shoal.protocol.messages import (
     Feed,
     Item,
     LoadFailed,
+    Many,
     Message,
     Output,
-    OutputMany,
     OutputStatus,
     Ready,
     Shutdown,
@@ -473,12 +473,10 @@ class Pool(Launching, Recovery):
 
     def on_message(self, handle: ContainerHandle, message: Message) -> None:
         """Handle one message from ``handle``'s container."""
-        if isinstance(message, OutputMany):
+        if isinstance(message, Many) and message.of(Output):
             finished = self._finished
             done: list[InputRecord] | None = [] if self._on_finished else None
-            for input_id, status, data, stuck in zip(
-                message.input_ids, message.statuses, message.data, message.stuck, strict=True
-            ):
+            for input_id, status, data, stuck in zip(*message.columns, strict=True):
                 finished(handle, input_id, status, data, stuck, done)
             if done:
                 self._publish_finished(handle, done)

@@ -31,31 +31,18 @@ from shoal import settings
 from shoal.backends.base import Backend, BuildLog, ContainerLaunch
 from shoal.control import run_dir
 from shoal.control.budget import ContainerBudget
-from shoal.control.calls import InputRecord, outcome_message
+from shoal.control.calls import InputRecord
 from shoal.control.containers import ContainerHandle
 from shoal.control.events import EventBus
+from shoal.control.intake import DurableSpawns, Intake
 from shoal.control.pool import Pool
 from shoal.control.scheduler import Scheduler
-from shoal.control.spawned import nothing
 from shoal.control.tally import ContainerTally
-from shoal.exception import Error, ExecutionError, InvalidError, NotFoundError
-from shoal.protocol import payload, transport
+from shoal.exception import ExecutionError, InvalidError, NotFoundError
+from shoal.protocol import transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
-from shoal.protocol.messages import (
-    Accepted,
-    Call,
-    CallCancel,
-    CallDone,
-    CallItem,
-    Hello,
-    Message,
-    OutputStatus,
-    Reply,
-    Request,
-    Submit,
-    Wait,
-)
-from shoal.spec.call_graph import InputInfo, to_wire
+from shoal.protocol.messages import Hello, Message, Reply, Request
+from shoal.spec.call_graph import to_wire
 from shoal.spec.events import ContainerOutput, StopReason
 from shoal.spec.function import CodeRef, FunctionSpec
 from shoal.spec.image import Environment, Recipe, user_paths
@@ -68,51 +55,6 @@ PoolFinder = Callable[[str, str, bytes], "Pool | None"]
 
 #: Answers one Dict or Queue op (its name and msgpack body) with a msgpack-able value.
 ObjectHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
-
-
-class DurableSpawns(Protocol):
-    """Where containers' durable spawns are stored and waited on (a server's spawns)."""
-
-    def submit_many(
-        self,
-        messages: list[Submit],
-        accepted: Callable[[str, str], None],
-        refused: Callable[[str, BaseException], None],
-        parent: InputRecord | None = None,
-    ) -> None: ...
-
-    def wait(self, object_id: str, answer: Callable[[CallDone], None]) -> Callable[[], None]: ...
-
-    def cancel(self, object_id: str) -> bool: ...
-
-    def graph(self, object_id: str) -> list[InputInfo]: ...
-
-    def app_of(self, object_id: str) -> str | None: ...
-
-
-def wait_on_spawn(
-    spawns: DurableSpawns,
-    message: Wait,
-    waits: dict[str, Callable[[], None]],
-    send: Callable[[Message], None],
-) -> None:
-    """Answer ``message`` with the stored spawn's ``CallDone`` once it has one (``waits``
-    holds how to drop the wait meanwhile, by call id); a polling wait is answered at
-    once, with ``Accepted`` while there is no outcome yet."""
-    call_id = message.call_id
-
-    def answer(done: CallDone) -> None:
-        if waits.pop(call_id, None) is not None:
-            send(CallDone(call_id, done.status, done.data))
-
-    waits[call_id] = nothing
-    drop = spawns.wait(message.object_id, answer)
-    if call_id in waits:
-        waits[call_id] = drop
-        if message.poll:
-            waits.pop(call_id)
-            drop()
-            send(Accepted(call_id, message.object_id))
 
 
 def call_op(spawns: DurableSpawns, op: str, object_id: str) -> dict[str, Any]:
@@ -487,18 +429,66 @@ class ControlPlane:
         return None
 
 
+class ContainerIdentity:
+    """What a container's code reaches with its token: its own app's functions (of the
+    version it runs), spawns and stored calls, and nothing of any other app."""
+
+    def __init__(self, control: ControlPlane, handle: ContainerHandle, namespace: str) -> None:
+        self._control = control
+        self._handle = handle
+        self._namespace = namespace
+        #: The app this container's pool belongs to (None: a pool of no app).
+        self.app = app_of(namespace)
+
+    def pool(self, app: str, function: str, parameters: bytes) -> Pool:
+        if app and app != self.app:
+            raise NotFoundError(f"no app {app!r} for code in this container")
+        pool = self._control.find(self._namespace, function, parameters)
+        if pool is None:
+            raise ExecutionError(f"no function {function!r} in the running app")
+        return pool
+
+    def spawns(self, app: str) -> tuple[DurableSpawns, str]:
+        spawns = self._control.spawns
+        if spawns is None or self.app is None:
+            raise ExecutionError("this control plane keeps no spawns by id")
+        if app and app != self.app:
+            raise NotFoundError(f"no app {app!r} for code in this container")
+        return spawns, self.app
+
+    def parent(self, input_id: str) -> InputRecord | None:
+        return self._handle.running.get(input_id)
+
+    def waits_on(self, object_id: str) -> DurableSpawns:
+        spawns = self._control.spawns
+        if spawns is None:
+            raise ExecutionError("this control plane keeps no function calls by id")
+        self.check_own_call(spawns, object_id)
+        return spawns
+
+    def check_own_call(self, spawns: DurableSpawns, object_id: str) -> None:
+        """A container's token reaches its own app's function calls only.
+
+        Raises:
+            NotFoundError: ``object_id`` is not a call of this container's app (said as
+                for a call that does not exist: another app's ids are not confirmed).
+        """
+        if self.app is None or spawns.app_of(object_id) != self.app:
+            raise NotFoundError(f"no function call {object_id!r} in this app")
+
+
 class _Connection:
-    """One container's connection: refuses everything until a valid Hello."""
+    """One container's connection: refuses everything until a valid Hello, then serves
+    its inputs' messages to its pool, and its code's calls through an
+    :class:`~shoal.control.intake.Intake`, as a client's are."""
 
     def __init__(self, control: ControlPlane) -> None:
         self._control = control
-        self._bound: tuple[Pool, ContainerHandle, str] | None = None
-        #: Calls this container's code made and that have not ended, by call id.
-        self._calls: dict[str, tuple[Pool, InputRecord]] = {}
+        self._bound: tuple[Pool, ContainerHandle] | None = None
+        self._identity: ContainerIdentity | None = None
+        self._intake: Intake | None = None
         #: Object ops being answered (cancelled if the container goes).
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Waits on stored spawns, by call id: how to drop each.
-        self._waits: dict[str, Callable[[], None]] = {}
         # Until the peer has authenticated, accept only a small first frame, and only
         # for a while: a peer that never says hello is closed, not kept forever.
         self.protocol = FramedProtocol(self._on_message, self._on_lost, FRAME_OVERHEAD)
@@ -514,113 +504,24 @@ class _Connection:
 
     def _on_message(self, message: Message) -> None:
         if self._bound is not None:
-            pool, handle, _ = self._bound
-            if isinstance(message, Call):
-                self._call(message)
-            elif isinstance(message, Request):
+            pool, handle = self._bound
+            if isinstance(message, Request):
                 self._request(message)
-            elif isinstance(message, Submit):
-                self._spawn(message)
-            elif isinstance(message, Wait):
-                self._wait(message)
-            elif isinstance(message, CallCancel):
-                self._cancel_call(message.call_id)
-            else:
+            elif self._intake is None or not self._intake.take(message):
                 pool.on_message(handle, message)
             return
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        if isinstance(message, Hello):
-            self._bound = self._control._route(message, self.protocol)
-        if self._bound is None:
+        found = self._control._route(message, self.protocol) if isinstance(message, Hello) else None
+        if found is None:
             self.protocol.abort()  # nothing more is read from a peer that did not prove itself
-        else:
-            self.protocol.parser.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
-
-    def _call(self, message: Call) -> None:
-        """User code in this container calls another function: submit it, answer when done."""
-        namespace = self._bound[2] if self._bound is not None else ""
-        call_id = message.call_id
-        try:
-            pool = self._control.find(namespace, message.function, message.parameters)
-        except Error as exc:
-            self._refuse(call_id, exc)
             return
-        if pool is None:
-            self._refuse(
-                call_id, ExecutionError(f"no function {message.function!r} in the running app")
-            )
-            return
-
-        def done(record: InputRecord) -> None:
-            self._calls.pop(call_id, None)
-            self.protocol.send(outcome_message(call_id, record))
-            record.result = None  # delivered; the record lives on only in its parent's graph
-
-        def item(data: bytes) -> None:
-            self.protocol.send(CallItem(call_id, data))
-
-        try:
-            record = pool.submit(
-                message.args, done, message.method, item if message.stream else None
-            )
-        except ExecutionError as exc:
-            self._refuse(call_id, exc)
-            return
-        if self._bound is not None and message.parent:
-            parent = self._bound[1].running.get(message.parent)
-            if parent is not None:
-                parent.adopt(record)
-        if not record.done:
-            self._calls[call_id] = (pool, record)
-
-    def _spawn(self, message: Submit) -> None:
-        """User code in this container spawns an input: store it like a client's spawn."""
-        spawns = self._control.spawns
-        app = app_of(self._bound[2]) if self._bound is not None else None
-        if spawns is None or not message.durable:
-            self._refuse(
-                message.call_id, ExecutionError("this control plane keeps no spawns by id")
-            )
-            return
-        parent = self._bound[1].running.get(message.parent) if self._bound is not None else None
-        spawns.submit_many(
-            [dataclasses.replace(message, app=app or "")],
-            lambda call_id, object_id: self.protocol.send(Accepted(call_id, object_id)),
-            self._refuse,
-            parent,
-        )
-
-    def _wait(self, message: Wait) -> None:
-        """User code waits on a stored spawn (``FunctionCall.from_id(...).get()``) of
-        its own app."""
-        spawns = self._control.spawns
-        if spawns is None:
-            error = ExecutionError("this control plane keeps no function calls by id")
-            self._refuse(message.call_id, error)
-            return
-        try:
-            self._check_own_call(spawns, message.object_id)
-        except NotFoundError as exc:
-            self._refuse(message.call_id, exc)
-            return
-        wait_on_spawn(spawns, message, self._waits, self.protocol.send)
-
-    def _check_own_call(self, spawns: DurableSpawns, object_id: str) -> None:
-        """A container's token reaches its own app's function calls only.
-
-        Raises:
-            NotFoundError: ``object_id`` is not a call of this container's app (said as
-                for a call that does not exist: another app's ids are not confirmed).
-        """
-        app = app_of(self._bound[2]) if self._bound is not None else None
-        if app is None or spawns.app_of(object_id) != app:
-            raise NotFoundError(f"no function call {object_id!r} in this app")
-
-    def _refuse(self, call_id: str, error: BaseException) -> None:
-        """End call ``call_id`` of this container's code with ``error``."""
-        self.protocol.send(CallDone(call_id, OutputStatus.ERROR, payload.dump_error(error)))
+        pool, handle, namespace = found
+        self._bound = (pool, handle)
+        self._identity = ContainerIdentity(self._control, handle, namespace)
+        self._intake = Intake(self._identity, self.protocol.send, self.protocol.abort)
+        self.protocol.parser.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
 
     def _request(self, message: Request) -> None:
         """User code in this container uses a Dict, Queue or Volume, or cancels a stored
@@ -637,14 +538,15 @@ class _Connection:
                 raise InvalidError("a request body must be a map")
             result: Any
             if op in ("call_cancel", "call_graph") and spawns is not None:
-                self._check_own_call(spawns, str(body.get("object_id")))
+                assert self._identity is not None  # bound before any request is read
+                self._identity.check_own_call(spawns, str(body.get("object_id")))
                 result = call_op(spawns, op, str(body.get("object_id")))
             elif op == "fetch":
                 result = await self._fetch(body)
             elif objects is not None and op.startswith(("dict_", "queue_", "volume_")):
                 result = await objects(op, body)
             else:
-                raise InvalidError(f"{op!r} is not an object op this control plane serves")
+                raise InvalidError(f"{op!r} is not available to code inside a container")
             reply = Reply(message.request_id, True, msgpack.packb(result, use_bin_type=True))
         except Exception as exc:
             error = {"kind": type(exc).__name__, "message": str(exc)}
@@ -664,27 +566,17 @@ class _Connection:
             raise NotFoundError(f"no {kind} {str(digest)[:12]} for this container to fetch")
         return await self._control.fetch("bundle", digest)
 
-    def _cancel_call(self, call_id: str) -> None:
-        self._waits.pop(call_id, nothing)()
-        entry = self._calls.pop(call_id, None)
-        if entry is not None:
-            pool, record = entry
-            pool.cancel(record)
-
     def _on_lost(self, exc: BaseException | None) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        for call_id in list(self._calls):  # its calls have no one to answer to
-            self._cancel_call(call_id)
+        if self._intake is not None:
+            self._intake.lost()  # its calls have no one to answer to
         for task in self._tasks:
             task.cancel()
-        for drop in self._waits.values():
-            drop()
-        self._waits.clear()
         self._control._connections.discard(self.protocol)
         if self._bound is not None:
-            pool, handle, _ = self._bound
+            pool, handle = self._bound
             pool.on_disconnect(handle)
 
 

@@ -32,8 +32,8 @@ from shoal.protocol.messages import Message, ProtocolError, decode, encode
 _HEADER: Final = struct.Struct(">I")
 #: Bytes a frame may hold beyond the payload it carries (ids, field tags).
 FRAME_OVERHEAD: Final = 64 * 1024
-#: Most messages, and most bytes of payload, one batched message (InputMany,
-#: OutputMany) carries: with their ids they stay inside a frame limit of the payload
+#: Most messages, and most bytes of payload, one batched message (a Many of
+#: Input or Output) carries: with their ids they stay inside a frame limit of the payload
 #: limit plus FRAME_OVERHEAD, and a batch this size pays a fraction of a frame's cost.
 BATCH_ITEMS: Final = 256
 BATCH_BYTES: Final = 256 * 1024
@@ -129,7 +129,7 @@ def spans(sizes: list[int], limit: int, most: int) -> list[tuple[int, int]]:
 
 def batches(sizes: list[int]) -> list[tuple[int, int]]:
     """:func:`spans` of messages carrying payloads of ``sizes`` bytes that one batched
-    message (InputMany, OutputMany) each may carry inside this process's frame limit."""
+    message (a Many of Input or Output) each may carry inside this process's frame limit."""
     if len(sizes) == 1:  # the common case of a single call: nothing to split
         return [(0, 1)]
     return spans(sizes, min(BATCH_BYTES, payload.limit()), BATCH_ITEMS)

@@ -12,15 +12,19 @@ A container's conversation, in order::
                            ◄──    Load(function definition)
     Ready() | LoadFailed() ──►
                            ◄──    Input(input_id, args, method) ...   Cancel(input_id)
-                           ◄──    InputMany(input_ids, ...)  (inputs dispatched together)
+                           ◄──    Many(Input, ...)  (inputs dispatched together)
     Item(input_id, ...)*   ──►    (generators: each value; HTTP: each response event)
                            ◄──    Feed(input_id, ...)  Credit(input_id, n)  (HTTP inputs)
     Credit(input_id, n)    ──►    (HTTP inputs: the app took n bytes of what was fed)
-    Call(call_id, ...)     ──►    (user code calling another function)
-                           ◄──    CallItem(call_id, ...)*  CallDone(call_id, ...)
     Output(input_id, ...)  ──►
-    OutputMany(input_ids, ...) ──► (outputs that finished together)
+    Many(Output, ...)      ──►    (outputs that finished together)
                            ◄──    Shutdown()
+
+Code in a container calls other functions (and spawns, and waits on stored calls) with
+the very messages a client sends a server, below: ``Submit``, ``SubmitMany``, ``Wait``,
+``CallCancel``, answered with ``CallItem``, ``CallDone``, ``Accepted`` and their batches.
+The same code takes them (:mod:`shoal.control.intake`); the container's identity decides
+what it may reach.
 
 A client's conversation with a server (``shoal server``), in order::
 
@@ -32,14 +36,18 @@ A client's conversation with a server (``shoal server``), in order::
     Submit(call_id, ...)   ──►    (one input of a deployed function)
     SubmitMany(call_ids, ...) ──► (several inputs of one function: a map's chunk)
                            ◄──    CallItem(call_id, ...)*  CallDone(call_id, ...)
-                           ◄──    DoneMany(call_ids, ...)  (outcomes that ended together)
+                           ◄──    Many(CallDone, ...)  (outcomes that ended together)
                            ◄──    Accepted(call_id, object_id)  (a durable spawn, stored)
-                           ◄──    AcceptedMany(call_ids, object_ids)  (stored in one commit)
+                           ◄──    Many(Accepted, ...)  (stored in one commit)
     Wait(call_id, object_id) ──►  (the outcome of a stored spawn, when it has one)
                            ◄──    CallDone(call_id, ...)
     CallCancel(call_id)    ──►
                            ◄──    LogLines(source, stream, lines)  (an ephemeral app's
                                   containers' output and its image builds, as they come)
+
+A batch of messages of one kind is one :class:`Many`, field by field (:func:`many`
+builds one, :meth:`Many.each` splits it); ``SubmitMany`` is the one batch with fields
+of its own (the function its inputs share).
 """
 
 from __future__ import annotations
@@ -133,26 +141,6 @@ class Input:
 
 
 @dataclass(frozen=True, slots=True)
-class InputMany:
-    """Several inputs for one container, dispatched in one loop turn, each as its own
-    :class:`Input` would carry it (one message: one encode and one decode for all)."""
-
-    input_ids: list[str]
-    args: list[bytes]
-    methods: list[str]
-    call_ids: list[str]
-
-    def inputs(self) -> list[Input]:
-        """Each input's own message."""
-        return [
-            Input(i, a, m, c)
-            for i, a, m, c in zip(
-                self.input_ids, self.args, self.methods, self.call_ids, strict=True
-            )
-        ]
-
-
-@dataclass(frozen=True, slots=True)
 class Item:
     """One value a generator input yielded (pickled); its Output follows the last one."""
 
@@ -168,17 +156,6 @@ class Output:
     status: int
     data: bytes
     stuck: bool
-
-
-@dataclass(frozen=True, slots=True)
-class OutputMany:
-    """How several inputs ended, sent together (a container's outputs that finished
-    while others still ran), each as its own :class:`Output` would say."""
-
-    input_ids: list[str]
-    statuses: list[int]
-    data: list[bytes]
-    stuck: list[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,24 +176,6 @@ class Credit:
 
     input_id: str
     amount: int
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """From a container: run one input of function ``function`` for code inside the
-    container (``f.remote()`` within a function). ``stream`` asks for the values of a
-    generator as ``CallItem``s. For an object of an ``@app.cls`` class, ``function`` is
-    the class and ``parameters`` its pickled parameters (empty for none): the control
-    plane creates that object's pool on first use."""
-
-    call_id: str
-    function: str
-    method: str
-    args: bytes
-    stream: bool
-    #: The input the calling code was running (for the call graph), "" if none.
-    parent: str = ""
-    parameters: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,14 +279,17 @@ def settle(future: asyncio.Future[Any], message: Reply) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Submit:
-    """From a client: run one input of ``function`` in the deployed app ``app``.
+    """From a client: run one input of ``function`` in the deployed app ``app``; from
+    code in a container, of ``function`` in its own app (``app`` empty: the container's
+    identity names the app, and no other is reachable). For an object of an
+    ``@app.cls`` class, ``function`` is the class.
 
     ``parameters`` holds the pickled parameters of a class object (empty for a
     function); the server passes them to the containers without reading them.
     ``durable`` stores the input first and answers ``Accepted`` (a spawn that
     survives the client and the server); otherwise the outcome comes as
     ``CallItem``s and a ``CallDone``. From a container, ``parent`` is the input whose
-    code spawns it (for the call graph).
+    code makes the call (for the call graph).
     """
 
     call_id: str
@@ -343,9 +305,10 @@ class Submit:
 
 @dataclass(frozen=True, slots=True)
 class SubmitMany:
-    """From a client: several inputs of one function in one frame (a chunk of a map, a
-    burst of spawns); input ``i`` is call ``call_ids[i]`` with arguments ``args[i]``.
-    Each is answered as its own :class:`Submit` would be (never streamed)."""
+    """From a client, or code in a container: several inputs of one function in one
+    frame (a chunk of a map, a burst of spawns); input ``i`` is call ``call_ids[i]`` with
+    arguments ``args[i]``. Each is answered as its own :class:`Submit` would be (never
+    streamed)."""
 
     call_ids: list[str]
     app: str
@@ -354,16 +317,8 @@ class SubmitMany:
     args: list[bytes]
     durable: bool
     parameters: bytes = b""
-
-
-@dataclass(frozen=True, slots=True)
-class DoneMany:
-    """To a client: the outcomes of several calls that ended in one loop turn, each as
-    its own :class:`CallDone` would carry it."""
-
-    call_ids: list[str]
-    statuses: list[int]
-    data: list[bytes]
+    #: From a container: the input whose code made these calls (for the call graph).
+    parent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,27 +327,6 @@ class Accepted:
 
     call_id: str
     object_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class AcceptedMany:
-    """To a client: several durable inputs stored in one commit, each as its own
-    :class:`Accepted` would say."""
-
-    call_ids: list[str]
-    object_ids: list[str]
-
-
-def unbatched(message: DoneMany | AcceptedMany) -> list[CallDone | Accepted]:
-    """Each call's own ``CallDone`` (or ``Accepted``) out of a batched reply."""
-    if isinstance(message, DoneMany):
-        return [
-            CallDone(call_id, status, data)
-            for call_id, status, data in zip(
-                message.call_ids, message.statuses, message.data, strict=True
-            )
-        ]
-    return [Accepted(c, o) for c, o in zip(message.call_ids, message.object_ids, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,6 +351,41 @@ class LogLines:
     lines: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Many:
+    """Several messages of one kind in one frame, field by field: ``columns[j][i]`` is
+    field ``j`` of message ``i``, and ``kind`` the messages' wire tag. One encode and one
+    decode serve them all, with no array per message. Sent for inputs dispatched to a
+    container together (``Input``), outputs that finished together (``Output``), outcomes
+    that ended in one loop turn (``CallDone``) and spawns stored in one commit
+    (``Accepted``). :func:`decode` checks its shape, so a received one is well formed.
+    """
+
+    kind: int
+    columns: list[list[Any]]
+
+    def of(self, cls: type[Any]) -> bool:
+        """Whether these are messages of class ``cls``."""
+        return _CLASSES[self.kind] is cls
+
+    def each(self) -> list[Message]:
+        """Each message's own object."""
+        cls = _CLASSES[self.kind]
+        assert cls is not None  # decode refuses a retired kind
+        return [cls(*fields) for fields in zip(*self.columns, strict=True)]
+
+
+def batch(cls: type[Any], *columns: list[Any]) -> Many:
+    """Messages of class ``cls`` given field by field, as one :class:`Many`."""
+    return Many(_ENCODERS[cls][0], list(columns))
+
+
+def many(messages: list[Any]) -> Many:
+    """``messages`` (at least one, all of one class) as one :class:`Many`."""
+    tag, fields = _ENCODERS[type(messages[0])]
+    return Many(tag, [list(column) for column in zip(*map(fields, messages), strict=True)])
+
+
 Message = (
     Hello
     | Load
@@ -429,7 +398,6 @@ Message = (
     | Item
     | Feed
     | Credit
-    | Call
     | CallItem
     | CallDone
     | CallCancel
@@ -441,15 +409,12 @@ Message = (
     | Accepted
     | Wait
     | SubmitMany
-    | DoneMany
-    | AcceptedMany
-    | InputMany
-    | OutputMany
     | LogLines
+    | Many
 )
 
 #: Wire tag of each message class; the index is the tag, so append only.
-_CLASSES: Final[tuple[type[Any], ...]] = (
+_CLASSES: Final[tuple[type[Any] | None, ...]] = (
     Hello,
     Load,
     Ready,
@@ -461,7 +426,7 @@ _CLASSES: Final[tuple[type[Any], ...]] = (
     Item,
     Feed,
     Credit,
-    Call,
+    None,  # retired: Call
     CallItem,
     CallDone,
     CallCancel,
@@ -473,11 +438,12 @@ _CLASSES: Final[tuple[type[Any], ...]] = (
     Accepted,
     Wait,
     SubmitMany,
-    DoneMany,
-    AcceptedMany,
-    InputMany,
-    OutputMany,
+    None,  # retired: DoneMany
+    None,  # retired: AcceptedMany
+    None,  # retired: InputMany
+    None,  # retired: OutputMany
     LogLines,
+    Many,
 )
 
 
@@ -493,7 +459,13 @@ def _fields_of(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
 
 
 _ENCODERS: Final[dict[type[Any], tuple[int, Callable[[Any], tuple[Any, ...]]]]] = {
-    cls: (tag, _fields_of(cls)) for tag, cls in enumerate(_CLASSES)
+    cls: (tag, _fields_of(cls)) for tag, cls in enumerate(_CLASSES) if cls is not None
+}
+
+
+#: The field names of each message class.
+_FIELD_NAMES: Final[dict[type[Any], tuple[str, ...]]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES if cls is not None
 }
 
 
@@ -522,7 +494,25 @@ def decode(body: bytes) -> Message:
     try:
         items = msgpack.unpackb(body, raw=False, use_list=True)
         tag, *fields = items
-        message: Message = _CLASSES[tag](*fields)
+        cls = _CLASSES[tag]
+        if cls is None:
+            raise ValueError(f"retired message tag {tag}")
+        message: Message = cls(*fields)
     except Exception as exc:  # any malformed input is the peer's fault
         raise ProtocolError(f"malformed message: {exc!r}") from exc
+    if isinstance(message, Many):
+        _check_many(message)
     return message
+
+
+def _check_many(message: Many) -> None:
+    """Raise ProtocolError unless ``message`` is a batch of a known kind, one column per
+    field and as many values in each column."""
+    kind, columns = message.kind, message.columns
+    cls = _CLASSES[kind] if isinstance(kind, int) and 0 <= kind < len(_CLASSES) else None
+    if cls is None or cls is Many or not isinstance(columns, list):
+        raise ProtocolError(f"malformed batch of kind {kind!r}")
+    if len(columns) != len(_FIELD_NAMES[cls]) or not all(
+        isinstance(c, list) and len(c) == len(columns[0]) for c in columns
+    ):
+        raise ProtocolError(f"malformed batch of {cls.__name__}")

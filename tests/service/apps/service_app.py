@@ -111,11 +111,11 @@ def environment() -> dict[str, str]:
 
 
 @app.function()
-def probe(function: str, object_id: str, bundle: str = "") -> dict[str, str]:
+def probe(function: str, object_id: str, bundle: str = "", app: str = "") -> dict[str, str]:
     """What this container's own token lets it do, tried over its raw channel: call
-    ``function`` (a pool key), wait on spawn ``object_id``, ask for a deploy and a
-    secret list, and fetch code bundle ``bundle``. Each answer is "ok" or the error's
-    text."""
+    ``function`` (a pool key, in ``app``: "" for its own), wait on spawn ``object_id``,
+    ask for a deploy and a secret list, and fetch code bundle ``bundle``. Each answer is
+    "ok" or the error's text."""
     import pickle
     import threading
 
@@ -123,7 +123,7 @@ def probe(function: str, object_id: str, bundle: str = "") -> dict[str, str]:
 
     from shoal import context
     from shoal.protocol import payload
-    from shoal.protocol.messages import CallDone, OutputStatus, Reply, Wait
+    from shoal.protocol.messages import CallDone, OutputStatus, Reply, Submit, Wait
 
     channel = context.channel()
     assert channel is not None
@@ -144,7 +144,9 @@ def probe(function: str, object_id: str, bundle: str = "") -> dict[str, str]:
 
         return reply
 
-    channel.call(function, "", pickle.dumps(((2,), {})), False, outcome("call"))
+    args = pickle.dumps(((2,), {}))
+    call = Submit(channel.next_id(), app, function, "", args, False, False)
+    channel.send_call(call, outcome("call"))
     channel.send_call(Wait(channel.next_id(), object_id), outcome("wait"))
     channel.request("deploy", msgpack.packb({"app": "svc"}), outcome("deploy"))
     channel.request("secret_list", msgpack.packb({}), outcome("secrets"))
