@@ -23,7 +23,7 @@ have no one to answer to); its durable spawns run on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from shoal.control.calls import InputRecord, outcome_message
 from shoal.control.pool import Pool
@@ -46,6 +46,10 @@ from shoal.protocol.messages import (
     many,
 )
 from shoal.spec.call_graph import InputInfo
+
+#: The messages of calls a container's code makes (what :meth:`Intake.take` takes of a
+#: container: its ``Credit`` is about the inputs it serves).
+CALLS: Final = (Submit, SubmitMany, Wait, CallCancel)
 
 #: A pending batch of submits for one pool: (pool, method, stream).
 _BatchKey = tuple[Pool, str, bool]
@@ -155,7 +159,12 @@ class Intake:
     def take(self, message: Message) -> bool:
         """Take ``message`` if it is a call's; False for any other message."""
         if isinstance(message, Submit | SubmitMany):
-            self._queue(message)
+            if self._piped:
+                self._take_piped(message)
+                return True
+            if not self._batch and not self._durable:  # the read's first: submit at its end
+                after_read(self._submit_batches)
+            self._add(message)
         elif isinstance(message, CallCancel):
             self.cancel(message.call_id)
         elif isinstance(message, Wait):
@@ -168,12 +177,7 @@ class Intake:
 
     # -- submits --------------------------------------------------------------------
 
-    def _queue(self, message: Submit | SubmitMany) -> None:
-        if not self._piped:
-            if not self._batch and not self._durable:
-                after_read(self._submit_batches)
-            self._add(message)
-            return
+    def _take_piped(self, message: Submit | SubmitMany) -> None:
         self._taking = True
         try:
             self._add(message)
@@ -200,9 +204,11 @@ class Intake:
             for call_id in call_ids:
                 self._refused(call_id, exc)
             return
-        self._batch.setdefault((pool, message.method, stream), []).extend(
-            (call_id, a, parent) for call_id, a in zip(call_ids, args, strict=True)
-        )
+        batch = self._batch.setdefault((pool, message.method, stream), [])
+        if isinstance(message, Submit):  # the common case, without a loop
+            batch.append((message.call_id, message.args, parent))
+        else:
+            batch += [(call_id, a, parent) for call_id, a in zip(call_ids, args, strict=True)]
 
     def _add_durable(
         self, message: Submit | SubmitMany, call_ids: list[str], args: list[bytes]
@@ -239,23 +245,17 @@ class Intake:
                 for call_id, _, _ in inputs:
                     self._refused(call_id, exc)
                 continue
-            self._track(pool, inputs, records)
-
-    def _track(
-        self, pool: Pool, inputs: list[tuple[str, bytes, str]], records: list[InputRecord]
-    ) -> None:
-        """Answer the records that ended at once; keep the others until they end."""
-        calls, call_ids = self._calls, self._call_ids
-        for (call_id, _, parent_id), record in zip(inputs, records, strict=True):
-            if parent_id:
-                parent = self._identity.parent(parent_id)
-                if parent is not None:
-                    parent.adopt(record)
-            if record.done:
-                self._reply(call_id, record)
-            else:
-                calls[call_id] = (pool, record)
-                call_ids[record] = call_id
+            calls, call_ids = self._calls, self._call_ids  # the records: answer or keep each
+            for (call_id, _, parent_id), record in zip(inputs, records, strict=True):
+                if parent_id:
+                    parent = self._identity.parent(parent_id)
+                    if parent is not None:
+                        parent.adopt(record)
+                if record.done:
+                    self._reply(call_id, record)
+                else:
+                    calls[call_id] = (pool, record)
+                    call_ids[record] = call_id
 
     def _store(self, durable: list[tuple[DurableSpawns, Submit]]) -> None:
         """Store durable inputs: one ``submit_many`` per parent input (the call graph's)."""

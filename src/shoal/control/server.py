@@ -34,7 +34,7 @@ from shoal.control.budget import ContainerBudget
 from shoal.control.calls import InputRecord
 from shoal.control.containers import ContainerHandle
 from shoal.control.events import EventBus
-from shoal.control.intake import DurableSpawns, Intake
+from shoal.control.intake import CALLS, DurableSpawns, Intake
 from shoal.control.pool import Pool
 from shoal.control.scheduler import Scheduler
 from shoal.control.tally import ContainerTally
@@ -505,9 +505,11 @@ class _Connection:
     def _on_message(self, message: Message) -> None:
         if self._bound is not None:
             pool, handle = self._bound
-            if isinstance(message, Request):
+            if isinstance(message, CALLS) and self._intake is not None:
+                self._intake.take(message)  # its code calls: as a client's calls are taken
+            elif isinstance(message, Request):
                 self._request(message)
-            elif self._intake is None or not self._intake.take(message):
+            else:  # its inputs' outputs, items and credit: the pool's
                 pool.on_message(handle, message)
             return
         if self._deadline is not None:

@@ -46,9 +46,9 @@ class ClientIdentity:
 
     def __init__(self, server: Server) -> None:
         self._server = server
-
-    def pool(self, app: str, function: str, parameters: bytes) -> Pool:
-        return self._server.pool_for(app, function, parameters)
+        #: The pool of ``function`` in ``app``'s current version (on the hot path: the
+        #: server's own method, with no call around it).
+        self.pool: Callable[[str, str, bytes], Pool] = server.pool_for
 
     def spawns(self, app: str) -> tuple[DurableSpawns, str]:
         return self._server.spawns, app
