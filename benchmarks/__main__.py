@@ -26,6 +26,7 @@ WORKLOADS = {
     "chaos": "benchmarks.chaos",
     "service": "benchmarks.service",
     "dict": "benchmarks.objects",
+    "ray": "benchmarks.ray_cluster",
 }
 
 

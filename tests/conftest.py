@@ -8,9 +8,14 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from benchmarks import faults, private_home
+from benchmarks.cluster import LOOPBACK_ENV
+
+# A Ray cluster of the tests lives on 127.0.0.1 (set before anything imports Ray).
+os.environ.update(LOOPBACK_ENV)
 
 # Tests never use the developer's own server or profile (a test that wants a server starts
 # one and points its clients at it).
@@ -93,3 +98,21 @@ def control_address() -> str:
     server = embedded.running()
     assert server is not None, "no app runs on the embedded server"
     return server.control.address
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Any]:
+    """A real two-node Ray cluster on 127.0.0.1 for the session (``.address``, its GCS;
+    ``.head_node``, ``.worker_nodes``): 3 cores a node, and a custom resource ``node_b``
+    on the second. Skipped where the ray extra is not installed."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    from benchmarks.cluster import start_cluster
+
+    started = start_cluster(nodes=[{"num_cpus": 3}, {"num_cpus": 3, "resources": {"node_b": 1}}])
+    try:
+        yield started
+    finally:
+        import ray
+
+        ray.shutdown()  # a test's backend joined as a driver: leave before the nodes go
+        started.shutdown()

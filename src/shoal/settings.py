@@ -41,6 +41,9 @@ in a child process's environment.
 | SHOAL_MOUNT_ROOT | (none) | set in a container: where it may build its own root |
 | SHOAL_STORED_SPAWNS | (none) | set in a container: its control plane keeps its spawns by id |
 | SHOAL_BACKEND | local | where containers run: a registered backend (or --backend) |
+| SHOAL_RAY_ADDRESS | auto | the Ray cluster the ray backend attaches to (or |
+|                   |      | --ray-address): a GCS address, or auto for this machine's |
+| SHOAL_NODE | (none) | set in a container on a cluster: the node it runs on |
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_MOUNT_ROOT", "", "in a container: a folder for its own root"),
         Setting("SHOAL_STORED_SPAWNS", "", "in a container: spawns are kept by id"),
         Setting("SHOAL_BACKEND", "local", "where containers run (a registered backend)"),
+        Setting("SHOAL_RAY_ADDRESS", "auto", "the Ray cluster of the ray backend"),
+        Setting("SHOAL_NODE", "", "in a container on a cluster: its node"),
     )
 }
 
@@ -102,6 +107,11 @@ def get(name: str) -> str:
 def backend() -> str:
     """The name of the backend containers run on."""
     return get("SHOAL_BACKEND").strip() or "local"
+
+
+def ray_address() -> str:
+    """The Ray cluster the ray backend attaches to (``auto``: the one on this machine)."""
+    return get("SHOAL_RAY_ADDRESS").strip() or "auto"
 
 
 def max_payload_bytes() -> int:

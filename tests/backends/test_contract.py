@@ -14,7 +14,8 @@ from shoal.backends.base import Backend, ContainerLaunch, Preload
 from shoal.exception import InvalidError
 
 #: Each registered backend, and the local one both ways: containers forked from a
-#: prepared fork server, and fresh interpreters.
+#: prepared fork server, and fresh interpreters. The ray backend runs on the test
+#: session's two-node cluster (skipped where the ray extra is not installed).
 BACKENDS = [*names(), "local-forked"]
 
 #: Nothing to import: a fork server prepared with it loads only Shoal.
@@ -23,7 +24,12 @@ PRELOAD = Preload(module_kind="serialized", module_name="", module_file="", sys_
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    yield get_backend(request.param.removesuffix("-forked"))
+    name = request.param.removesuffix("-forked")
+    if name == "ray":
+        cluster = request.getfixturevalue("cluster")
+        yield get_backend(name, cluster.address)
+        return
+    yield get_backend(name)
 
 
 @pytest.fixture
@@ -31,13 +37,23 @@ def preload(request: pytest.FixtureRequest) -> Preload | None:
     return PRELOAD if request.node.callspec.params["backend"].endswith("-forked") else None
 
 
-def launch(container_id: str, address: str, preload: Preload | None) -> ContainerLaunch:
+def launch(
+    backend: Backend, container_id: str, address: str, preload: Preload | None
+) -> ContainerLaunch:
+    """A launch on the backend's last node (a cluster's second one; "" on one machine)."""
+    node = list(backend.machines())[-1]
     return ContainerLaunch(
-        container_id=container_id, label=container_id, address=address, token="t", preload=preload
+        container_id=container_id,
+        label=container_id,
+        address=address,
+        token="t",
+        preload=preload,
+        node=node,
     )
 
 
 async def prepared(backend: Backend, preload: Preload | None) -> Backend:
+    await backend.open()
     if preload is not None:
         await backend.prepare(preload)
     return backend
@@ -71,7 +87,7 @@ def test_a_container_that_cannot_connect_exits_and_is_reported_once(
         exits: list[tuple[str, int | None]] = []
         await prepared(backend, preload)
         on_exit = lambda i, c: exits.append((i, c))  # noqa: E731
-        await backend.start(launch("c1", "/nonexistent/socket", preload), on_exit)
+        await backend.start(launch(backend, "c1", "/nonexistent/socket", preload), on_exit)
         for _ in range(500):
             if exits:
                 break
@@ -94,7 +110,9 @@ def test_stop_kills_after_the_grace_and_list_follows(
             path = os.path.join(folder, "s.sock")
             server = _SilentServer()
             await server.start(path)
-            pid = await backend.start(launch("c2", path, preload), lambda i, c: exits.append(i))
+            pid = await backend.start(
+                launch(backend, "c2", path, preload), lambda i, c: exits.append(i)
+            )
             assert pid is None or pid > 0
             assert backend.list() == ["c2"]
             await backend.stop("c2", grace=0.1)
@@ -118,7 +136,9 @@ def test_close_stops_every_container(backend: Backend, preload: Preload | None) 
             server = _SilentServer()
             await server.start(path)
             for n in range(3):
-                await backend.start(launch(f"c{n}", path, preload), lambda i, c: exits.append(i))
+                await backend.start(
+                    launch(backend, f"c{n}", path, preload), lambda i, c: exits.append(i)
+                )
             assert len(backend.list()) == 3
             await backend.close()
             await server.close()

@@ -5,13 +5,17 @@ adds its own with :func:`register`."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 from shoal import settings
 from shoal.backends.base import Backend
 from shoal.exception import InvalidError
 
 #: Each backend's name, and where its class is: ``module:Class``.
-_REGISTRY: dict[str, str] = {"local": "shoal.backends.local:LocalBackend"}
+_REGISTRY: dict[str, str] = {
+    "local": "shoal.backends.local:LocalBackend",
+    "ray": "shoal.backends.ray:RayBackend",
+}
 
 
 def register(name: str, where: str) -> None:
@@ -31,11 +35,13 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_backend(name: str | None = None) -> Backend:
-    """Return a new backend by name (default: ``SHOAL_BACKEND``, ``local``).
+def get_backend(name: str | None = None, address: str | None = None) -> Backend:
+    """Return a new backend by name (default: ``SHOAL_BACKEND``, ``local``); ``address``
+    names the cluster of a cluster backend (``--ray-address``).
 
     Raises:
-        InvalidError: no backend has that name, or its class is not a Backend.
+        InvalidError: no backend has that name, or its class is not a Backend, or it
+            cannot be imported (its extra is not installed: the message says which).
     """
     chosen = name or settings.backend()
     where = _REGISTRY.get(chosen)
@@ -46,5 +52,6 @@ def get_backend(name: str | None = None) -> Backend:
     found = getattr(importlib.import_module(module), cls, None)
     if not (isinstance(found, type) and issubclass(found, Backend)):
         raise InvalidError(f"backend {chosen!r} ({where}) is not a shoal Backend")
-    made: Backend = found()
+    factory: Callable[..., Backend] = found  # a cluster backend takes its address
+    made = factory() if address is None else factory(address)
     return made

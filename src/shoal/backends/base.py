@@ -20,12 +20,15 @@ import functools
 import os
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from shoal.exception import InvalidError
 from shoal.spec.image import Environment, Recipe
+from shoal.spec.resources import Grant, Machine, Resources
+
+__all__ = ["Backend", "ContainerLaunch", "Machine", "Preload", "this_machine"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,16 +67,10 @@ class ContainerLaunch:
     env: dict[str, str] = field(default_factory=dict)
     #: The digest of the image the container runs in ("": this process's interpreter).
     image: str = ""
-
-
-@dataclass(frozen=True)
-class Machine:
-    """What a backend's containers share: cores, MiB of memory, and GPUs as
-    ``(index, model name)`` pairs, numbered as ``CUDA_VISIBLE_DEVICES`` numbers them."""
-
-    cpu: float
-    memory: int
-    gpus: tuple[tuple[int, str], ...] = ()
+    #: The node it was placed on, and what it holds there (a cluster backend starts it
+    #: on that node and holds the room in the cluster's books too).
+    node: str = ""
+    grant: Grant | None = None
 
 
 def this_machine() -> Machine:
@@ -119,8 +116,16 @@ def _nvidia_gpus() -> tuple[tuple[int, str], ...]:
 
 
 #: Called once when a container process has exited, with its id and exit code
-#: (``None`` when the backend cannot tell).
+#: (``None`` when the backend cannot tell; :data:`MACHINE_LOST` when its machine went).
 OnExit = Callable[[str, int | None], None]
+
+#: The exit code a cluster backend reports for a container lost with its node: no fault
+#: of the function's (a pool does not count it against the function's starts).
+MACHINE_LOST: Final = -(1 << 16)
+
+
+class MachineLost(OSError):
+    """Raised by :meth:`Backend.start` when the node a launch names is gone."""
 
 
 #: Called with (container id, "stdout" or "stderr", lines) for what a container printed.
@@ -167,6 +172,9 @@ def base_environment(inherit: bool) -> dict[str, str]:
 #: Takes each line an image build prints, as it comes.
 BuildLog = Callable[[str], None]
 
+#: Called with a cluster's nodes (by id) whenever they change.
+OnNodes = Callable[[dict[str, Machine]], None]
+
 #: Gets the bytes of what a launch names by digest: ``fetch("bundle", sha256)``.
 #:
 #: Raises:
@@ -183,6 +191,16 @@ class Backend(abc.ABC):
     """
 
     on_output: OnOutput | None = None
+    #: Told of the nodes whenever they change (a cluster backend; set by the control plane).
+    on_nodes: OnNodes | None = None
+    #: Nodes may join (a cluster with an autoscaler): a function that fits on no node
+    #: now waits for one instead of being refused.
+    elastic: bool = False
+    #: All containers run on this one machine: volumes are its folders, and containers
+    #: may reach the control plane over a Unix socket.
+    one_machine: bool = True
+    #: The address containers on other machines reach the control plane at (over TCP).
+    host: str = "127.0.0.1"
     #: Whether containers start from this process's whole environment (the embedded
     #: default) or a built one (a server: see :func:`base_environment`).
     inherit_environment: bool = True
@@ -215,9 +233,26 @@ class Backend(abc.ABC):
     def list(self) -> list[str]:
         """Ids of containers started and not yet exited."""
 
+    async def open(self) -> None:
+        """Get ready before the first container (attach to a cluster, say).
+
+        Raises:
+            ConnectionError: what it runs containers on cannot be reached.
+        """
+        return None
+
     def machine(self) -> Machine:
         """The cores, memory and GPUs containers may reserve: this machine's, by default."""
         return this_machine()
+
+    def machines(self) -> dict[str, Machine]:
+        """Each node containers may be placed on, by id: this one machine, ``""``."""
+        return {"": self.machine()}
+
+    def want(self, shapes: Sequence[Resources]) -> None:
+        """Containers of these shapes fit on no node now (one shape each; an empty list:
+        none): a cluster backend asks its autoscaler for room."""
+        return None
 
     def rss(self, container_id: str) -> int | None:
         """Resident memory of a running container in MiB, or ``None`` when unknown."""

@@ -57,6 +57,17 @@ T = TypeVar("T")
     help="Where containers run [default: $SHOAL_BACKEND or local].",
 )
 @click.option(
+    "--ray-address",
+    default=None,
+    help="The Ray cluster of --backend ray: its GCS address [default: $SHOAL_RAY_ADDRESS or auto].",
+)
+@click.option(
+    "--volume-root",
+    default=None,
+    help="Where volumes live: a folder every node mounts (needed for volumes on a cluster) "
+    "[default: the home's volumes/].",
+)
+@click.option(
     "--metrics-public",
     is_flag=True,
     help="Serve /metrics on the HTTP port without the token.",
@@ -71,6 +82,8 @@ def server(
     insecure: bool,
     origin_ports: str | None,
     backend: str | None,
+    ray_address: str | None,
+    volume_root: str | None,
     metrics_public: bool,
 ) -> None:
     """Run the Shoal server: deployed apps, their containers, and their web endpoints
@@ -85,6 +98,8 @@ def server(
         insecure=insecure,
         origin_ports=None if origin_ports is None else _port_range(origin_ports),
         backend=backend,
+        backend_address=ray_address,
+        volume_root=volume_root,
         metrics_public=metrics_public,
     )
     try:

@@ -221,6 +221,7 @@ class App:
         cpu: float | tuple[float, float] | None = None,
         memory: int | tuple[int, int] | None = None,
         gpu: str | None = None,
+        resources: Mapping[str, float] | None = None,
         region: str | Sequence[str] | None = None,
         cloud: str | None = None,
         image: Image | None = None,
@@ -238,6 +239,8 @@ class App:
         the app runs. ``cpu`` (cores), ``memory`` (MiB), each a request or a
         ``(request, limit)`` pair, and ``gpu`` (``"any"``, ``"A100"``, ``"H100:2"``)
         are what each container reserves on its machine; a memory limit is enforced.
+        ``resources`` names custom resources a cluster's nodes offer
+        (``{"node_a": 1}``): containers run only on nodes that have them.
         ``region`` and ``cloud`` are accepted and ignored, with a warning. ``image``
         (a ``shoal.Image``; default: the app's) is the environment containers run in;
         ``secrets`` (``shoal.Secret``\ s, with the app's) set variables in containers.
@@ -265,7 +268,7 @@ class App:
             "allow_concurrent_inputs": allow_concurrent_inputs,
             "name": name,
             "schedule": schedule,
-            "resources": Resources.coerce(cpu=cpu, memory=memory, gpu=gpu),
+            "resources": Resources.coerce(cpu=cpu, memory=memory, gpu=gpu, custom=resources),
             "image": image,
             "secrets": secret_specs(secrets),
             "volumes": volume_mounts(volumes, "@app.function"),

@@ -13,16 +13,22 @@ is refused also asks the others to give back one idle container (above their
 container of its own that goes idle, so a busy function is not starved by idle
 ones for a whole ``scaledown_window``.
 
-Each container also reserves its function's ``cpu``/``memory``/``gpu`` requests
-from the machine's :class:`~shoal.spec.resources.Room`; a container that does
-not fit waits the same way.
+Each container also reserves its function's ``cpu``/``memory``/``gpu`` (and custom)
+requests on a node of the :class:`~shoal.control.placement.Ledger` (the one machine,
+or a cluster's nodes); a container that fits on no node waits the same way, the
+budget says why (:meth:`ContainerBudget.why`), and what waits for room is told to
+the backend (``want``), so a cluster's autoscaler can add a node that holds it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from shoal.spec.resources import Grant, Resources, Room
+from shoal.control.placement import Ledger
+from shoal.spec.resources import Grant, Machine, Resources
+
+#: Told what waits for room: one shape per container that fits on no node now.
+Want = Callable[[list[Resources]], None]
 
 
 class ContainerBudget:
@@ -30,12 +36,16 @@ class ContainerBudget:
 
     Args:
         limit: the most containers at once.
-        room: the machine's cores, memory and GPUs.
+        ledger: the nodes' cores, memory, GPUs and custom resources.
+        want: told, whenever it changes, what containers wait for room (None: no one).
     """
 
-    def __init__(self, limit: int, room: Room) -> None:
+    def __init__(self, limit: int, ledger: Ledger, want: Want | None = None) -> None:
         self.limit = limit
-        self.room = room
+        self.ledger = ledger
+        self._want = want
+        #: What each pool refused for room waits for: (one container's needs, how many).
+        self._short: dict[int, tuple[Resources, int]] = {}
         self.used = 0
         #: Called (once each) when a container exits, for pools refused earlier.
         #: How to wake each pool that waits for room, by its key's id (read, not
@@ -44,15 +54,22 @@ class ContainerBudget:
         #: Asked to give back one idle container when some pool is refused.
         self._reclaimers: dict[int, Callable[[], bool]] = {}
 
-    def take(self, key: object, wake: Callable[[], None], need: Resources) -> Grant | None:
-        """Take room for one container needing ``need``; when there is none, call ``wake``
-        (once, under ``key``) after some frees up, and ask another pool to retire an idle
-        container."""
+    def take(
+        self, key: object, wake: Callable[[], None], need: Resources, wanted: int = 1
+    ) -> Grant | None:
+        """Take room for one container needing ``need`` (of the ``wanted`` that ``key``'s
+        pool would start now); when there is none, call ``wake`` (once, under ``key``)
+        after some frees up, and ask another pool to retire an idle container."""
         if self.used < self.limit:
-            grant = self.room.take(need)
+            grant = self.ledger.take(need)
             if grant is not None:
                 self.used += 1
+                if self._short and self._short.pop(id(key), None) is not None:
+                    self._tell_want()
                 return grant
+            if self._want is not None and self._short.get(id(key)) != (need, wanted):
+                self._short[id(key)] = (need, wanted)
+                self._tell_want()
         self.waiting[id(key)] = wake
         for owner, reclaim in list(self._reclaimers.items()):
             if owner != id(key) and reclaim():
@@ -67,10 +84,38 @@ class ContainerBudget:
     def give_back(self, grant: Grant) -> None:
         """A container exited: its room is free; wake the pools that wait for room."""
         self.used -= 1
-        self.room.give_back(grant)
+        self.ledger.give_back(grant)
+        self._wake_all()
+
+    def _wake_all(self) -> None:
         waiting, self.waiting = self.waiting, {}
         for wake in waiting.values():
             wake()
+
+    def set_nodes(self, machines: Mapping[str, Machine]) -> None:
+        """The nodes changed (a cluster's): when one joined, wake the pools that wait."""
+        if self.ledger.set_nodes(machines):
+            self._wake_all()
+
+    def why(self, key: object, need: Resources) -> str:
+        """Why ``key``'s pool waits for room now, for users' eyes ("" when it does not)."""
+        if id(key) not in self.waiting:
+            return ""
+        if self.used >= self.limit:
+            return (
+                f"this control plane holds its most containers ({self.limit}, SHOAL_MAX_CONTAINERS)"
+            )
+        return self.ledger.why_not(need)
+
+    def forget(self, key: object) -> None:
+        """``key``'s pool stopped: it waits for nothing."""
+        self.waiting.pop(id(key), None)
+        if self._short.pop(id(key), None) is not None:
+            self._tell_want()
+
+    def _tell_want(self) -> None:
+        if self._want is not None:
+            self._want([need for need, count in self._short.values() for _ in range(count)])
 
     def add_reclaimer(self, key: object, reclaim: Callable[[], bool]) -> None:
         """``reclaim()`` retires one idle container of a pool, returning whether it did."""
@@ -79,3 +124,4 @@ class ContainerBudget:
     def remove_reclaimer(self, key: object) -> None:
         """Forget the reclaimer of a pool that stopped."""
         self._reclaimers.pop(id(key), None)
+        self.forget(key)

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from typing import Any, Final
 
 from shoal import settings
+from shoal.backends.base import MACHINE_LOST, MachineLost
 from shoal.control.containers import ContainerHandle, ContainerState
 from shoal.control.pool_state import PoolState
 from shoal.protocol.framing import FramedProtocol
@@ -70,6 +71,8 @@ class Launching(PoolState):
         )
         try:
             handle.pid = await self._backend.start(launch, self._on_exit)
+        except MachineLost as exc:  # no fault of the function's: start another elsewhere
+            self._container_gone(handle, f"was lost with its node ({exc})", "crash", blame=False)
         except OSError as exc:
             self._container_gone(handle, f"could not be started ({exc})", "crash")
 
@@ -142,7 +145,11 @@ class Launching(PoolState):
 
     def _on_exit(self, container_id: str, code: int | None) -> None:
         handle = self._containers.get(container_id)
-        if handle is not None:
+        if handle is None:
+            return
+        if code == MACHINE_LOST:
+            self._container_gone(handle, "was lost with its node", "crash", blame=False)
+        else:
             self._container_gone(handle, f"exited with code {code}", handle.stop_reason or "crash")
 
     def _kill(self, handle: ContainerHandle, detail: str, reason: StopReason) -> None:

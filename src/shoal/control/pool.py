@@ -266,7 +266,14 @@ class Pool(Launching, Recovery):
             containers_started=self._tally.started(self._prefix),
             awaiting_room=self._awaiting_room,
             containers_stopped=self._tally.stopped(self._prefix),
+            waiting_for=self._waiting_for(),
         )
+
+    def _waiting_for(self) -> str:
+        """Why containers this pool wants cannot start now ("" when none waits)."""
+        if not self._awaiting_room or self._budget is None:
+            return ""
+        return self._budget.why(self, self.spec.resources)
 
     def containers(self) -> list[dict[str, Any]]:
         """Each container not yet stopped: id, state, pid and inputs running."""
@@ -276,6 +283,7 @@ class Pool(Launching, Recovery):
                 "state": handle.state.name.lower(),
                 "pid": handle.pid,
                 "running": len(handle.running),
+                "node": handle.grant.node if handle.grant is not None else "",
             }
             for handle in self._containers
             if handle.state is not ContainerState.STOPPED
@@ -395,7 +403,8 @@ class Pool(Launching, Recovery):
         for started in range(decision.start):
             grant = None
             if self._budget is not None:
-                grant = self._budget.take(self, self._wake, self.spec.resources)
+                wanted = decision.start - started
+                grant = self._budget.take(self, self._wake, self.spec.resources, wanted)
                 if grant is None:  # the machine is full: the rest waits (see control.budget)
                     self._awaiting_room = decision.start - started
                     break

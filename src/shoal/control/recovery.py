@@ -109,9 +109,12 @@ class Recovery(PoolState):
         self._retry_or_fail(record, timeout_error(self.spec, record, detail), crash=False)
         self._kill(handle, "did not stop an input past its timeout", "timeout")
 
-    def _container_gone(self, handle: ContainerHandle, detail: str, reason: StopReason) -> None:
+    def _container_gone(
+        self, handle: ContainerHandle, detail: str, reason: StopReason, blame: bool = True
+    ) -> None:
         """Mark ``handle`` stopped (``detail`` says how, ``reason`` why) and put its
-        unanswered inputs back (idempotent)."""
+        unanswered inputs back (idempotent). ``blame``: a container that never became
+        ready counts against the function's starts (not when its node was lost)."""
         if handle.state is ContainerState.STOPPED:
             return
         never_ready = handle.state is ContainerState.STARTING
@@ -140,7 +143,7 @@ class Recovery(PoolState):
                 "(running it alone) failed too"
             )
             self._retry_or_fail(record, error, crash=True, alone=alone)
-        if never_ready and not self._closed:
+        if never_ready and blame and not self._closed:
             gave_up = self._health.start_failed(self.spec.name, detail)
             if gave_up is not None:
                 self._fail_waiting(gave_up)

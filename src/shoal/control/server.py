@@ -35,6 +35,7 @@ from shoal.control.calls import InputRecord
 from shoal.control.containers import ContainerHandle
 from shoal.control.events import EventBus
 from shoal.control.intake import CALLS, DurableSpawns, Intake
+from shoal.control.placement import Ledger
 from shoal.control.pool import Pool
 from shoal.control.scheduler import Scheduler
 from shoal.control.tally import ContainerTally
@@ -46,7 +47,7 @@ from shoal.spec.call_graph import to_wire
 from shoal.spec.events import ContainerOutput, StopReason
 from shoal.spec.function import CodeRef, FunctionSpec
 from shoal.spec.image import Environment, Recipe, user_paths
-from shoal.spec.resources import Gpu, Grant, Room
+from shoal.spec.resources import Grant
 from shoal.spec.secrets import Lookup
 from shoal.spec.secrets import merged as secrets_env
 
@@ -114,6 +115,10 @@ class Host(Protocol):
         """The bytes of code bundle ``digest`` (None: no such bundle)."""
         ...
 
+    def volumes_shared(self) -> bool:
+        """Whether volume folders are on a path every node mounts (``--volume-root``)."""
+        ...
+
 
 class ControlPlane:
     """Pools of containers for one running app.
@@ -149,11 +154,9 @@ class ControlPlane:
         self._stopping: set[Pool] = set()
         #: The namespace of each pool key: calls from its containers resolve names in it.
         self._namespaces: dict[str, str] = {}
-        machine = backend.machine()
-        gpus = tuple(Gpu(index, name) for index, name in machine.gpus)
-        self.budget = ContainerBudget(
-            settings.max_containers(), Room(machine.cpu, machine.memory, gpus)
-        )
+        ledger = Ledger(backend.machines(), backend.elastic)
+        self.budget = ContainerBudget(settings.max_containers(), ledger, backend.want)
+        backend.on_nodes = self.budget.set_nodes
         self.scheduler = Scheduler()
         self._connections: set[FramedProtocol] = set()
         self._images: dict[Recipe, asyncio.Future[Environment]] = {}
@@ -191,9 +194,10 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Listen for containers. Returns once the socket accepts connections."""
+        await self.backend.open()
         self._dir = run_dir.create()
-        if settings.container_transport() == "tcp":
-            where = transport.tcp_address("127.0.0.1", 0)
+        if settings.container_transport() == "tcp" or not self.backend.one_machine:
+            where = transport.tcp_address(self.backend.host, 0)
         else:
             where = os.path.join(self._dir, "control.sock")
         self._server, self.address = await transport.listen(where, self._accept)
@@ -213,7 +217,7 @@ class ControlPlane:
         key = key or spec.name
         if key in self._pools:
             return self._pools[key]
-        self.budget.room.check(spec.resources, spec.name)
+        self.budget.ledger.check(spec.resources, spec.name)
         env = secrets_env(spec.secrets, self.secret_lookup)
         if spec.volumes:
             env["SHOAL_VOLUMES"] = json.dumps(self._volume_folders(spec))
@@ -255,6 +259,13 @@ class ControlPlane:
         for spec in specs:
             secrets_env(spec.secrets, self.secret_lookup)
         for spec in specs:
+            shared = self._host is not None and self._host.volumes_shared()
+            if spec.volumes and not self.backend.one_machine and not shared:
+                raise InvalidError(
+                    f"{spec.name} has volumes, and its containers run on a cluster: start the "
+                    "server with --volume-root on a folder every node mounts (NFS, say), so "
+                    "nothing is written to one node's disk alone"
+                )
             for _, name, create in spec.volumes:
                 if self.objects is None:
                     raise NotFoundError(f"{spec.name} has volumes; this control plane keeps none")
@@ -400,6 +411,8 @@ class ControlPlane:
             address=self.address,
             token=self.container_token(container_id),
             env=env,
+            node=grant.node if grant is not None else "",
+            grant=grant,
         )
 
     def container_token(self, container_id: str) -> str:

@@ -251,7 +251,7 @@ class Apps:
         if not parsed and not empty_ok:
             raise InvalidError(f"app {app!r} has no functions to run")
         for definition in parsed:
-            self._control.budget.room.check(definition.spec.resources, definition.name)
+            self._control.budget.ledger.check(definition.spec.resources, definition.name)
         await self._build(parsed, log)
         return parsed
 

@@ -82,6 +82,11 @@ class ServerOptions:
     origin_ports: range | None = None
     #: Where containers run: a registered backend's name (None: SHOAL_BACKEND).
     backend: str | None = None
+    #: The cluster a cluster backend attaches to (None: its default, SHOAL_RAY_ADDRESS).
+    backend_address: str | None = None
+    #: Where volumes live (None: the home's ``volumes/``); on a cluster, a folder every
+    #: node mounts at the same path (volumes are refused on a cluster without it).
+    volume_root: str | None = None
     #: Serve ``/metrics`` without the token (for a Prometheus on a trusted network).
     metrics_public: bool = False
 
@@ -153,9 +158,10 @@ class Server:
         else:
             self._load_tokens()
         if not options.embedded:
-            self.objects = Objects(self.store, os.path.join(self.home, "volumes"))
+            volumes = options.volume_root or os.path.join(self.home, "volumes")
+            self.objects = Objects(self.store, volumes)
         self.logs = Logs()
-        backend = get_backend(options.backend)
+        backend = get_backend(options.backend, options.backend_address)
         # A server's containers run code of many users: they start from a built
         # environment, never with the server's own tokens (the embedded default runs
         # the caller's own code, as the caller).
@@ -281,6 +287,9 @@ class Server:
 
     def volume_path(self, name: str) -> str:
         return self.objects.volume_path(name)
+
+    def volumes_shared(self) -> bool:
+        return self.options.volume_root is not None
 
     def durable_spawns(self) -> Spawns | None:
         """Containers' spawns are stored too, once the spawns are up."""

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -39,6 +40,8 @@ class Resources:
     memory_limit: int | None = None
     gpu_type: str | None = None
     gpu_count: int = 0
+    #: Custom resources a node must have (a cluster's: ``{"node_a": 1}``), sorted by name.
+    custom: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def coerce(
@@ -47,8 +50,10 @@ class Resources:
         cpu: float | tuple[float, float] | None = None,
         memory: int | tuple[int, int] | None = None,
         gpu: str | None = None,
+        custom: Mapping[str, float] | None = None,
     ) -> Resources:
-        """Read Modal's ``cpu``, ``memory`` and ``gpu`` options.
+        """Read Modal's ``cpu``, ``memory`` and ``gpu`` options, and the custom resources
+        a cluster's nodes offer (``resources={"node_a": 1}``).
 
         Raises:
             InvalidError: a value is out of range or malformed, naming it.
@@ -65,6 +70,7 @@ class Resources:
             if high is not None and high < low:
                 raise InvalidError(f"{name}: the limit {high} is below the request {low}")
         gpu_type, gpu_count = _gpu(gpu)
+        named = _custom(custom)
         return cls(
             cpu=float(cores),
             cpu_limit=None if core_limit is None else float(core_limit),
@@ -72,6 +78,7 @@ class Resources:
             memory_limit=None if mib_limit is None else int(mib_limit),
             gpu_type=gpu_type,
             gpu_count=gpu_count,
+            custom=named,
         )
 
     def describe(self) -> str:
@@ -79,6 +86,8 @@ class Resources:
         text = f"{self.cpu:g} cores, {self.memory} MiB"
         if self.gpu_count:
             text += f", {self.gpu_count} x {self.gpu_type} GPU"
+        for name, amount in self.custom:
+            text += f", {amount:g} {name}"
         return text
 
 
@@ -96,6 +105,29 @@ def _pair(value: object, default: float, name: str) -> tuple[float, float | None
     if isinstance(value, int | float):
         return value, None
     raise InvalidError(f"{name}={value!r}: must be a number or a (request, limit) pair")
+
+
+#: Resource names a custom resource may not take (they mean something already).
+_RESERVED: Final = frozenset({"CPU", "GPU", "memory", "object_store_memory", "cpu", "gpu"})
+
+
+def _custom(custom: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
+    """``{"node_a": 1}`` -> (("node_a", 1.0),), checked."""
+    if not custom:
+        return ()
+    if not isinstance(custom, Mapping):
+        raise InvalidError(f"resources={custom!r}: must map resource names to amounts")
+    named = []
+    for name, amount in custom.items():
+        if not isinstance(name, str) or not name or name in _RESERVED:
+            raise InvalidError(
+                f"resources: {name!r} is not a custom resource name (cpu, memory and gpu "
+                "have options of their own)"
+            )
+        if not _positive(amount):
+            raise InvalidError(f"resources[{name!r}]={amount!r}: must be a number > 0")
+        named.append((name, float(amount)))
+    return tuple(sorted(named))
 
 
 def _gpu(gpu: object) -> tuple[str | None, int]:
@@ -123,12 +155,27 @@ class Gpu:
 
 
 @dataclass(frozen=True)
+class Machine:
+    """What one node offers its containers: cores, MiB of memory, GPUs as
+    ``(index, model name)`` pairs numbered as ``CUDA_VISIBLE_DEVICES`` numbers them, and
+    custom resources by name (a cluster node's)."""
+
+    cpu: float
+    memory: int
+    gpus: tuple[tuple[int, str], ...] = ()
+    custom: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Grant:
-    """Room one container holds: its cores, memory and the GPUs it was given."""
+    """Room one container holds: its cores, memory, the GPUs it was given and its custom
+    resources, on node ``node`` ("": the one machine)."""
 
     cpu: float
     memory: int
     gpus: tuple[int, ...] = ()
+    node: str = ""
+    custom: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -141,6 +188,23 @@ class Room:
     used_cpu: float = 0.0
     used_memory: int = 0
     busy_gpus: set[int] = field(default_factory=set)
+    #: Custom resources the node has, and how much of each its containers hold.
+    custom: dict[str, float] = field(default_factory=dict)
+    used_custom: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, machine: Machine) -> Room:
+        """An empty room the size of ``machine``."""
+        gpus = tuple(Gpu(index, name) for index, name in machine.gpus)
+        return cls(machine.cpu, machine.memory, gpus, custom=dict(machine.custom))
+
+    def could_hold(self, need: Resources) -> bool:
+        """Whether one container needing ``need`` fits here when nothing else runs."""
+        try:
+            self.check(need, "")
+        except InvalidError:
+            return False
+        return True
 
     def check(self, need: Resources, name: str) -> None:
         """Refuse a function no container of which could ever fit here.
@@ -161,12 +225,23 @@ class Room:
                 f"{name} asks for {need.describe()} per container; this machine has "
                 f"{self.cpu:g} cores and {self.memory} MiB"
             )
+        for resource, amount in need.custom:
+            if self.custom.get(resource, 0.0) < amount:
+                raise InvalidError(
+                    f"{name} asks for {amount:g} {resource} per container; this machine has "
+                    f"{self.custom.get(resource, 0.0):g} (custom resources come from a "
+                    "cluster's nodes)"
+                )
 
-    def take(self, need: Resources) -> Grant | None:
-        """Reserve room for one container, or ``None`` while there is not enough free."""
+    def take(self, need: Resources, node: str = "") -> Grant | None:
+        """Reserve room for one container, or ``None`` while there is not enough free;
+        the grant names ``node``, the node this room is."""
         cpu_full = self.used_cpu + need.cpu > self.cpu + 1e-9
         if cpu_full or self.used_memory + need.memory > self.memory:
             return None
+        for resource, amount in need.custom:
+            if self.used_custom.get(resource, 0.0) + amount > self.custom.get(resource, 0.0):
+                return None
         gpus: tuple[int, ...] = ()
         if need.gpu_count:
             free = [
@@ -180,10 +255,14 @@ class Room:
             self.busy_gpus.update(gpus)
         self.used_cpu += need.cpu
         self.used_memory += need.memory
-        return Grant(need.cpu, need.memory, gpus)
+        for resource, amount in need.custom:
+            self.used_custom[resource] = self.used_custom.get(resource, 0.0) + amount
+        return Grant(need.cpu, need.memory, gpus, node, need.custom)
 
     def give_back(self, grant: Grant) -> None:
         """A container that held ``grant`` is gone."""
         self.used_cpu = max(0.0, self.used_cpu - grant.cpu)
         self.used_memory = max(0, self.used_memory - grant.memory)
         self.busy_gpus.difference_update(grant.gpus)
+        for resource, amount in grant.custom:
+            self.used_custom[resource] = max(0.0, self.used_custom.get(resource, 0.0) - amount)
