@@ -112,7 +112,9 @@ print(json.dumps(out))
 """
 
 
-def _server(root: Path, backend: str, address: str, env: dict[str, str]) -> dict[str, float]:
+def _server(
+    root: Path, backend: str, address: str, env: dict[str, str], client: str
+) -> dict[str, float]:
     """Start ``shoal server --backend BACKEND``, deploy the app, run the client; its figures."""
     home = root / backend / "home"
     env = {**env, "SHOAL_HOME": str(home), "SHOAL_CONFIG": str(root / "none")}
@@ -134,7 +136,7 @@ def _server(root: Path, backend: str, address: str, env: dict[str, str]) -> dict
         deploy = [sys.executable, "-m", "shoal.cli", "deploy", str(app)]
         subprocess.run(deploy, env=env, check=True, capture_output=True)
         time.sleep(2.0)  # agents and fork servers up: the figures are from warm agents
-        return _json(_CLIENT, env)
+        return _json(client, env)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -146,7 +148,8 @@ def _json(code: str, env: dict[str, str], *args: str) -> dict[str, float]:
     )
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
-    found: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    found: dict[str, float] = json.loads(lines[-1])  # Ray may print lines of its own
     return found
 
 
@@ -161,8 +164,9 @@ def run(name: str, quick: bool) -> Result:
         env.pop("SHOAL_TOKEN", None)
         with tempfile.TemporaryDirectory() as folder:
             root = Path(folder)
-            on_ray = _server(root, "ray", cluster.address, env)
-            local = _server(root, "local", "", env)
+            client = _CLIENT.format(n=n, map_n=map_n)
+            on_ray = _server(root, "ray", cluster.address, env, client)
+            local = _server(root, "local", "", env, client)
         plain = _json(_PLAIN_RAY.format(n=n, map_n=map_n), env, cluster.address)
     finally:
         cluster.shutdown()
