@@ -34,6 +34,30 @@ def ray_server(tmp_path: Path, cluster: Any) -> Iterator[ServerProcess]:
     finally:
         server.stop()
         wait_until(lambda: not shoal_processes(), 30, "every container and fork server to end")
+        assert cpus_held(cluster.address) == 0.0  # no placement group outlives the server
+
+
+def cpus_held(address: str) -> float:
+    """Cores of the cluster held by anyone (Shoal's placement groups, once it stopped),
+    asked of the cluster by a driver of its own; it waits up to 20 s for them to go."""
+    done = subprocess.run(
+        [sys.executable, "-c", _HELD, address], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+_HELD = """
+import sys, time
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+for _ in range(100):
+    held = ray.cluster_resources().get("CPU", 0) - ray.available_resources().get("CPU", 0)
+    if held == 0:
+        break
+    time.sleep(0.2)
+print(held)
+"""
 
 
 def shoal_processes() -> list[int]:
