@@ -115,6 +115,8 @@ class RayBackend(Backend):
         #: Each container's placement group (its resources, held in Ray).
         self._groups: dict[str, Any] = {}
         self._recipes: dict[str, Recipe] = {}
+        #: Who hears the lines of the image builds under way (see build_image).
+        self._build_logs: list[BuildLog] = []
         self._watcher: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -234,8 +236,9 @@ class RayBackend(Backend):
             self._report_exit(event[1], event[2])
         elif kind == "output" and self.on_output is not None:
             self.on_output(event[1], event[2], event[3])
-        elif kind == "build":
-            print(event[1], flush=True)
+        elif kind == "build":  # to whoever waits for a build, else this process's output
+            for log in list(self._build_logs) or [_print]:
+                log(f"[{node.node_id[:8]}] {event[1]}")
 
     def _report_exit(self, container_id: str, code: int | None) -> None:
         node = self._where.pop(container_id, None)
@@ -331,10 +334,10 @@ class RayBackend(Backend):
     async def prepare(self, preload: Preload) -> None:
         """Start ``preload``'s fork server on every node, ahead of its first container."""
         nodes = [n for n in self._nodes.values() if n.alive and n.up.done()]
-        results = await asyncio.gather(
+        # A node that cannot prepare starts fresh interpreters instead: errors are dropped.
+        await asyncio.gather(
             *(self._ready_for(n, preload, preload.image) for n in nodes), return_exceptions=True
         )
-        del results  # a node that cannot prepare starts fresh interpreters instead
 
     def release(self, preload: Preload) -> None:
         for node in self._nodes.values():
@@ -356,7 +359,11 @@ class RayBackend(Backend):
                     _await(node.actor.build_image.remote(recipe))
                 )
             futures.append(future)
-        built: list[Environment] = await asyncio.gather(*futures)
+        self._build_logs.append(log)
+        try:
+            built: list[Environment] = await asyncio.gather(*futures)
+        finally:
+            self._build_logs.remove(log)
         self._recipes[recipe.digest()] = recipe
         log(f"[image {recipe.digest()[:12]}] built on {len(nodes)} node(s)")
         return built[0]
@@ -430,6 +437,10 @@ def bundle_of(need: Resources | Grant | None) -> dict[str, float]:
     for name, amount in need.custom:
         bundle[name] = amount
     return bundle
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
 
 
 async def _await(ref: Any) -> Any:
