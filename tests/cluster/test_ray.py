@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -238,3 +239,39 @@ def test_a_killed_server_leaves_nothing_and_its_successor_runs_the_spawns(
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[0, 1, 2, 3, 4]"
+
+
+EMBEDDED_APP = """
+import os, shoal
+app = shoal.App("embedded-on-ray")
+
+@app.function(cpu=1)
+def where(_: int = 0) -> str:
+    return os.environ.get("SHOAL_NODE", "")
+"""
+
+EMBEDDED_RUN = """
+from embedded_on_ray import app, where
+with app.run():
+    print(sorted(set(where.map(range(20)))) != [""], flush=True)
+    print(where.remote() != "", flush=True)
+"""
+
+
+def test_the_embedded_server_runs_on_ray_with_shoal_backend(cluster: Any, tmp_path: Path) -> None:
+    """``SHOAL_BACKEND=ray`` puts an ``app.run()``'s containers on the cluster's nodes."""
+    (tmp_path / "embedded_on_ray.py").write_text(EMBEDDED_APP)
+    env = {**os.environ, "SHOAL_BACKEND": "ray", "SHOAL_RAY_ADDRESS": cluster.address}
+    env["SHOAL_HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [sys.executable, "-c", EMBEDDED_RUN],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "True"]
+    wait_until(lambda: not shoal_processes(), 30, "the app's containers to end")
+    assert cpus_held(cluster.address) == 0.0
