@@ -275,3 +275,34 @@ def test_the_embedded_server_runs_on_ray_with_shoal_backend(cluster: Any, tmp_pa
     assert done.stdout.split() == ["True", "True"]
     wait_until(lambda: not shoal_processes(), 30, "the app's containers to end")
     assert cpus_held(cluster.address) == 0.0
+
+
+def test_a_server_with_no_cluster_at_its_address_says_how_to_start_one(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    from service.harness import free_port
+
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shoal.cli",
+            "server",
+            "--backend",
+            "ray",
+            "--ray-address",
+            address,
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+        ],
+        env={**os.environ, "SHOAL_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"no Ray cluster at '{address}'" in lines[0]
+    assert "ray start --head" in lines[0]

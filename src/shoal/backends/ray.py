@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -132,17 +133,44 @@ class RayBackend(Backend):
         self._ray = ray
         if not ray.is_initialized():
             try:
-                await asyncio.wait_for(asyncio.to_thread(self._connect, ray), CONNECT)
-            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+                await self._attach(ray)
+            except (OSError, RuntimeError, ValueError, TimeoutError) as exc:
                 raise ConnectionError(
-                    f"no Ray cluster at {self._address!r} ({exc}); start one with "
-                    "`ray start --head` and give its address (--ray-address or "
+                    f"no Ray cluster at {self._address!r} ({str(exc) or 'no answer'}); start one "
+                    "with `ray start --head` and give its address (--ray-address or "
                     "SHOAL_RAY_ADDRESS)"
                 ) from None
         self.host = ray.util.get_node_ip_address()
         self._agent_class = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1000)(Agent)
         await self._refresh_nodes()
         self._watcher = asyncio.create_task(self._watch_nodes())
+
+    async def _attach(self, ray: Any) -> None:
+        """``ray.init`` on a thread of its own, for at most :data:`CONNECT` seconds: Ray
+        keeps retrying an address where nothing answers, and a thread of the loop's
+        executor would hold up the process's exit until it gave up.
+
+        Raises:
+            OSError: nothing listens at a ``host:port`` address.
+            TimeoutError: the cluster did not answer in time.
+        """
+        host, _, port = self._address.rpartition(":")
+        if host and port.isdigit():  # a GCS address: is anything there at all?
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), CONNECT)
+            writer.close()
+        loop = asyncio.get_running_loop()
+        attached: asyncio.Future[None] = loop.create_future()
+
+        def attach() -> None:
+            try:
+                self._connect(ray)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(_settle, attached, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, attached, None)
+
+        threading.Thread(target=attach, name="shoal-ray-attach", daemon=True).start()
+        await asyncio.wait_for(attached, CONNECT)
 
     def _connect(self, ray: Any) -> None:
         ray.init(
@@ -437,6 +465,15 @@ def bundle_of(need: Resources | Grant | None) -> dict[str, float]:
     for name, amount in need.custom:
         bundle[name] = amount
     return bundle
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _print(line: str) -> None:
