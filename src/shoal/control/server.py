@@ -453,9 +453,13 @@ class ContainerIdentity:
         #: The app this container's pool belongs to (None: a pool of no app).
         self.app = app_of(namespace)
 
-    def pool(self, app: str, function: str, parameters: bytes) -> Pool:
+    def _own(self, app: str) -> None:
+        """Refuse ``app`` unless it is this container's own ("" names it too)."""
         if app and app != self.app:
             raise NotFoundError(f"no app {app!r} for code in this container")
+
+    def pool(self, app: str, function: str, parameters: bytes) -> Pool:
+        self._own(app)
         pool = self._control.find(self._namespace, function, parameters)
         if pool is None:
             raise ExecutionError(f"no function {function!r} in the running app")
@@ -465,8 +469,7 @@ class ContainerIdentity:
         spawns = self._control.spawns
         if spawns is None or self.app is None:
             raise ExecutionError("this control plane keeps no spawns by id")
-        if app and app != self.app:
-            raise NotFoundError(f"no app {app!r} for code in this container")
+        self._own(app)
         return spawns, self.app
 
     def parent(self, input_id: str) -> InputRecord | None:
