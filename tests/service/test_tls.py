@@ -71,3 +71,30 @@ def test_an_untrusted_certificate_or_plain_tcp_is_refused_clearly(
     done = server.client_with(plain, CALLS)
     assert done.returncode != 0
     assert "refused the token" in done.stderr or "closed" in done.stderr, done.stderr
+
+
+def test_containers_reach_the_control_plane_over_tls_when_it_listens_on_tcp(
+    tmp_path: Path,
+) -> None:
+    """With a certificate, containers that connect over TCP (as on a cluster) speak TLS:
+    they pin the server's certificate (given to them, public) before sending a token."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file, ca_file = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    args = ("--tls-cert", str(cert_file), "--tls-key", str(key_file))
+    env = {"SSL_CERT_FILE": str(ca_file), "SHOAL_CONTAINER_TRANSPORT": "tcp"}
+    server = ServerProcess(tmp_path, env, args).start()
+    try:
+        server.deploy()
+        done = server.client(
+            CALLS + "print(shoal.Function.from_name('svc', 'environment').remote()"
+            "['SHOAL_CONTROL_CERT'] == open(" + repr(str(cert_file)) + ").read())\n"
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[:2] == ["remote 49", "map 285"]
+        assert done.stdout.splitlines()[-1] == "True"
+    finally:
+        server.stop()

@@ -2,7 +2,9 @@
 
 The runtime connects to the control plane over a plain non-blocking socket (read
 on the loop, written through a :class:`~shoal.protocol.framing.SocketWriter` that
-worker threads may use directly), proves itself with the token, loads the
+worker threads may use directly), or, to a ``tls://`` address, over an asyncio TLS
+connection that checks the control plane's certificate (``SHOAL_CONTROL_CERT``)
+before anything is sent; it proves itself with the token, loads the
 function named by the ``Load`` it is sent, and from then on hands every ``Input``
 to the executor. It exits when told to shut down (after its inputs finish) or at
 once when the connection closes: a container never outlives its control plane.
@@ -24,7 +26,7 @@ from shoal.container.executors import Executor, is_async_callable
 from shoal.container.user_code import LoadError, UserCode, load_user_code
 from shoal.container.user_loop import UserLoop
 from shoal.protocol import transport
-from shoal.protocol.framing import FRAME_OVERHEAD, FrameParser, SocketWriter
+from shoal.protocol.framing import FRAME_OVERHEAD, FrameParser, SocketWriter, TransportWriter
 from shoal.protocol.messages import (
     Accepted,
     CallDone,
@@ -66,7 +68,7 @@ class Runtime:
         self._user: UserLoop | None = None
         self._code: UserCode | None = None
         self._sock: socket.socket | None = None
-        self._writer: SocketWriter | None = None
+        self._writer: SocketWriter | TransportWriter | None = None
         self._parser = FrameParser(settings.max_payload_bytes() + FRAME_OVERHEAD)
         self._exit_code: asyncio.Future[int] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -79,19 +81,37 @@ class Runtime:
         """
         loop = asyncio.get_running_loop()
         self._exit_code = loop.create_future()
+        kind, host, port = transport.parse(self._address)
+        if kind == "tls":
+            return await self._run_tls(loop, host, port)
         sock = transport.connect(self._address)
         sock.setblocking(False)
         self._sock = sock
         self._writer = SocketWriter(sock, loop)
-        context.install_channel(context.CallChannel(self._writer.send))
         loop.add_reader(sock.fileno(), self._on_readable)
-        self._writer.send(Hello(self._container_id, self._token, os.getpid()))
         try:
-            return await self._exit_code
+            return await self._serve()
         finally:
             loop.remove_reader(sock.fileno())
             self._writer.close()
             sock.close()
+
+    async def _run_tls(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> int:
+        tls = transport.pinned_tls(os.environ.get("SHOAL_CONTROL_CERT", ""))
+        link, _ = await loop.create_connection(
+            lambda: _TlsLink(self._on_data, lambda: self._finish(0)), host, port, ssl=tls
+        )
+        self._writer = TransportWriter(link, loop)
+        try:
+            return await self._serve()
+        finally:
+            self._writer.close()
+
+    async def _serve(self) -> int:
+        assert self._writer is not None and self._exit_code is not None
+        context.install_channel(context.CallChannel(self._writer.send))
+        self._writer.send(Hello(self._container_id, self._token, os.getpid()))
+        return await self._exit_code
 
     def _on_readable(self) -> None:
         assert self._sock is not None
@@ -101,6 +121,9 @@ class Runtime:
             return
         except OSError:
             data = b""
+        self._on_data(data)
+
+    def _on_data(self, data: bytes) -> None:
         if not data:
             self._finish(0)  # the control plane is gone: so are we
             return
@@ -219,6 +242,20 @@ class Runtime:
     def _finish(self, code: int) -> None:
         if self._exit_code is not None and not self._exit_code.done():
             self._exit_code.set_result(code)
+
+
+class _TlsLink(asyncio.Protocol):
+    """A TLS connection's bytes to the runtime; its end ends the container."""
+
+    def __init__(self, on_data: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
+        self._on_data = on_data
+        self._on_lost = on_lost
+
+    def data_received(self, data: bytes) -> None:
+        self._on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_lost()
 
 
 def _runs_async(code: UserCode) -> bool:

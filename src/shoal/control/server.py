@@ -135,8 +135,13 @@ class ControlPlane:
         backend: Backend,
         host: Host | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.backend = backend
+        #: The server's certificate and key files: containers that connect over TCP do
+        #: with TLS, checking the certificate (given to them) before they send a token.
+        self._tls = tls
+        self._pin = ""
         self._clock = clock
         #: What its pools and containers publish (see control.events).
         self.events = EventBus()
@@ -196,11 +201,15 @@ class ControlPlane:
         """Listen for containers. Returns once the socket accepts connections."""
         await self.backend.open()
         self._dir = run_dir.create()
+        tls = None
         if settings.container_transport() == "tcp" or not self.backend.one_machine:
             where = transport.tcp_address(self.backend.host, 0)
+            if self._tls is not None:
+                tls = transport.server_tls(*self._tls)
+                self._pin = transport.leaf_certificate(self._tls[0])
         else:
             where = os.path.join(self._dir, "control.sock")
-        self._server, self.address = await transport.listen(where, self._accept)
+        self._server, self.address = await transport.listen(where, self._accept, tls)
 
     def add_pool(
         self, spec: FunctionSpec, code: CodeRef, key: str | None = None, label: str = ""
@@ -403,6 +412,8 @@ class ControlPlane:
         env = {"SHOAL_MOUNT_ROOT": os.path.join(self._dir, "roots")}
         if self.spawns is not None:
             env["SHOAL_STORED_SPAWNS"] = "1"
+        if self._pin:
+            env["SHOAL_CONTROL_CERT"] = self._pin  # public: what the container checks
         if grant is not None and grant.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in grant.gpus)
         return ContainerLaunch(

@@ -19,6 +19,7 @@ causes leave in the same pass.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import threading
@@ -345,6 +346,39 @@ class SocketWriter:
             if self._waiting_writable:
                 self._loop.remove_writer(self._sock.fileno())
                 self._waiting_writable = False
+
+
+class TransportWriter:
+    """Writes frames to an asyncio transport (a TLS connection, whose records only the
+    loop may write) from the loop thread or any other: the loop's frames are written at
+    once (the transport buffers what the socket does not take), another thread's hop
+    onto the loop first."""
+
+    def __init__(self, transport: asyncio.WriteTransport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is closed or closing (nothing more is written)."""
+        return self._transport.is_closing()
+
+    def send(self, message: Message) -> None:
+        """Write ``message``; safe from any thread."""
+        data = frame(message)
+        if _running_loop() is self._loop:
+            self._write(data)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: so is the link
+                self._loop.call_soon_threadsafe(self._write, data)
+
+    def _write(self, data: bytes) -> None:
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        """Stop writing, once what is buffered has left."""
+        self._transport.close()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -100,3 +100,36 @@ def client_tls() -> ssl.SSLContext:
     """How clients check a ``tls://`` server: the default trusted CAs (``SSL_CERT_FILE``
     adds a private CA) and the host name."""
     return ssl.create_default_context()
+
+
+def pinned_tls(certificate: str) -> ssl.SSLContext:
+    """How a container checks its control plane: that it shows exactly ``certificate``
+    (PEM), the one the server was started with, whoever signed it and whatever host it
+    names (a cluster's containers dial the server's address on their network, which the
+    certificate may not name). No other certificate passes, not even one signed by the
+    same CA: nothing else is trusted."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cadata=certificate)
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf alone is the anchor
+    return context
+
+
+def leaf_certificate(chain_file: str) -> str:
+    """The first certificate (the server's own) of PEM file ``chain_file``."""
+    with open(chain_file, encoding="ascii") as f:
+        text = f.read()
+    end = "-----END CERTIFICATE-----"
+    start = text.find("-----BEGIN CERTIFICATE-----")
+    stop = text.find(end, start)
+    if start < 0 or stop < 0:
+        raise InvalidError(f"{chain_file}: no PEM certificate in it")
+    return text[start : stop + len(end)] + "\n"
+
+
+def server_tls(cert: str, key: str) -> ssl.SSLContext:
+    """A listener's TLS: the certificate chain in PEM file ``cert``, its key in ``key``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context

@@ -168,7 +168,8 @@ class Server:
         backend.inherit_environment = options.embedded
         # Deployed bundles are unpacked where this machine's containers look first.
         backend.bundle_cache = os.path.join(state, "bundles")
-        self.control = ControlPlane(backend, self)
+        files = (options.tls_cert or "", options.tls_key or "") if tls is not None else None
+        self.control = ControlPlane(backend, self, tls=files)
         if not options.embedded:  # an embedded server's containers print to the caller only
             self.control.events.subscribe(self.logs.hear, *LOGGED)
         await self.control.start()
@@ -238,9 +239,7 @@ class Server:
             return None
         if cert is None or key is None:
             raise InvalidError("TLS needs both --tls-cert and --tls-key")
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
-        return context
+        return transport.server_tls(cert, key)
 
     def _load_tokens(self) -> None:
         given = settings.token()
