@@ -92,3 +92,17 @@ def test_definitions_stored_before_the_spec_package_still_load() -> None:
     assert b"shoal.control.spec" in old
     (loaded,) = load_definitions(old)
     assert (loaded.name, loaded.spec, loaded.code) == ("f", FunctionSpec(name="f"), code)
+
+
+def test_with_options_replaces_custom_resources_and_keeps_the_rest() -> None:
+    from shoal.spec.function import with_options
+    from shoal.spec.resources import Resources
+
+    spec = FunctionSpec(name="f", resources=Resources.coerce(cpu=2, custom={"node_a": 1}))
+    moved = with_options(spec, resources={"node_b": 1, "disk_ssd": 0.5})
+    assert moved.resources.custom == (("disk_ssd", 0.5), ("node_b", 1.0))
+    assert moved.resources.cpu == 2.0  # what was not given stays
+    assert moved.name == "f[resources={'disk_ssd': 0.5, 'node_b': 1}]"
+    assert with_options(spec, cpu=1).resources.custom == (("node_a", 1.0),)
+    with pytest.raises(InvalidError, match="custom resource"):
+        with_options(spec, resources={"CPU": 1})

@@ -132,7 +132,8 @@ class Function(Generic[P, R]):
 
     def with_options(self, **options: Any) -> Function[P, R]:
         """This function with other options, as Modal's ``with_options``: ``cpu``,
-        ``memory``, ``gpu``, ``timeout``, ``retries``, ``max_containers``,
+        ``memory``, ``gpu``, ``resources`` (a cluster's custom resources, replacing the
+        function's), ``timeout``, ``retries``, ``max_containers``,
         ``min_containers``, ``buffer_containers``, ``scaledown_window``, ``secrets``
         and ``volumes`` (these two replace the function's), ``env`` (variables added
         to its secrets); ``region``/``cloud`` are ignored with a warning.

@@ -14,7 +14,7 @@ import io
 import math
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -219,7 +219,7 @@ def locate(
 
 
 #: Options ``with_options`` takes: resources, then the rest of a function's options.
-_RESOURCE_OPTIONS: Final = ("cpu", "memory", "gpu")
+_RESOURCE_OPTIONS: Final = ("cpu", "memory", "gpu", "resources")
 _SCALING_OPTIONS: Final = (
     "max_containers",
     "min_containers",
@@ -252,6 +252,7 @@ def with_options(spec: FunctionSpec, **given: Any) -> FunctionSpec:
             gpu=given.get(
                 "gpu", f"{current.gpu_type}:{current.gpu_count}" if current.gpu_count else None
             ),
+            custom=given.get("resources", dict(current.custom)),
         )
     scaling = {k: v for k, v in given.items() if k in _SCALING_OPTIONS}
     if scaling:
@@ -270,6 +271,8 @@ def with_options(spec: FunctionSpec, **given: Any) -> FunctionSpec:
 def _label(key: str, value: Any) -> str:
     """How option ``key`` shows in a variant's name: secrets by a digest of their
     contents (two variants with different values must differ; no value may show)."""
+    if key == "resources" and isinstance(value, Mapping):
+        return repr(dict(sorted(value.items())))  # the same resources, the same pool
     if key != "secrets":
         return repr(value)
     contents = repr([(s.name, s.values, s.required_keys) for s in value]).encode()
