@@ -53,7 +53,7 @@ from shoal.backends.base import (
 from shoal.backends.ray_agent import Agent
 from shoal.exception import ConnectionError, InvalidError
 from shoal.spec.image import Environment, Recipe
-from shoal.spec.resources import Grant, Machine, Resources
+from shoal.spec.resources import DEFAULT_MEMORY, Grant, Machine, Resources
 
 #: Seconds between two looks at the cluster's nodes.
 NODE_POLL: Final = 1.0
@@ -401,7 +401,7 @@ class RayBackend(Backend):
         empty list withdraws the request)."""
         if self._ray is None:
             return
-        bundles = [b for b in (bundle_of(shape) for shape in shapes) if b]
+        bundles = [demand_of(shape) for shape in shapes]
         with contextlib.suppress(Exception):  # a cluster without an autoscaler ignores it
             from ray.autoscaler.sdk import request_resources
 
@@ -465,6 +465,18 @@ def bundle_of(need: Resources | Grant | None) -> dict[str, float]:
     for name, amount in need.custom:
         bundle[name] = amount
     return bundle
+
+
+def demand_of(need: Resources) -> dict[str, float]:
+    """What the autoscaler is asked to add room for, for one container: its bundle, less
+    the default memory reservation. Ray learns a node type's memory from its first
+    running node, so a demand naming memory fits no type not yet running (and none is
+    ever added for it); Ray's own tasks and replicas ask for memory only when their user
+    does, and so does this: above the default, the memory is part of the demand."""
+    demand = bundle_of(need)
+    if need.memory <= DEFAULT_MEMORY:
+        del demand["memory"]
+    return demand
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

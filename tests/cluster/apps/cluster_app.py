@@ -34,7 +34,15 @@ def pinned() -> str:
     return os.environ.get("SHOAL_NODE", "")
 
 
-@app.function(resources={"gpu_island": 1}, scaledown_window=30)
-def needs_a_missing_node() -> int:
-    """No node has ``gpu_island``: its containers wait for one to join."""
-    return 1
+@app.function(resources={"gpu_island": 1}, scaledown_window=2)
+def needs_a_missing_node() -> str:
+    """No node has ``gpu_island`` at first: its containers wait for one to join (on an
+    autoscaling cluster, one is added for them). Returns the node it ran on."""
+    return os.environ.get("SHOAL_NODE", "")
+
+
+@app.function(scaledown_window=2)
+def pinned_certificate() -> bool:
+    """Whether this container was given its control plane's certificate to check (it is
+    when the server has one: then it connected over TLS)."""
+    return os.environ.get("SHOAL_CONTROL_CERT", "").startswith("-----BEGIN CERTIFICATE-----")
