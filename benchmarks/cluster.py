@@ -55,7 +55,14 @@ class AutoscalingCluster:
             "max_workers": sum(t.get("max_workers", 1) for t in node_types.values()),
             "idle_timeout_minutes": idle_s / 60,
             "upscaling_speed": 1.0,
-            "provider": {"type": "fake_multinode", "gcs_address": self.address},
+            "provider": {
+                "type": "external",
+                "module": "benchmarks.fake_nodes.ReadyNodes",
+                "gcs_address": self.address,
+                # Nothing is set up on a fake node over SSH (as under KubeRay).
+                "disable_node_updaters": True,
+                "disable_launch_config_check": True,
+            },
             "auth": {"ssh_user": "nobody"},
             "head_node_type": "ray.head.default",  # the fake provider's own name for it
             # The autoscaler reads these even where nothing is copied or run on a node.
@@ -106,6 +113,10 @@ class AutoscalingCluster:
             **os.environ,
             **LOOPBACK_ENV,
             "RAY_FAKE_CLUSTER": "1",  # the fake provider runs only with it
+            # The autoscaler imports the provider from this repository.
+            "PYTHONPATH": os.pathsep.join(
+                [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+            ),
             "AUTOSCALER_UPDATE_INTERVAL_S": "1",
         }
         command = [

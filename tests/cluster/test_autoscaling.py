@@ -73,7 +73,7 @@ def test_a_node_is_added_for_containers_that_fit_nowhere_and_retired_after(
         waiting, node, started, control = out.stdout.splitlines()
         assert "no node can hold" in waiting and "gpu_island" in waiting
         assert node and node not in before  # on the node Ray added for it
-        assert started == "1"
+        assert started == "1", server.cli("app", "logs", "cluster").stdout[-4000:]
         assert control == "True"  # the server has a certificate: containers pin it
         # The container idles out after scaledown_window (2 s); then the node idles
         # out after Ray's idle timeout, and the autoscaler retires it.

@@ -65,6 +65,9 @@ def test_the_budget_wakes_waiting_pools_when_a_node_joins_and_asks_for_room() ->
     assert budget.why(pool, ONE_CORE) == "there is no node yet"
     budget.set_nodes({"a": Machine(2.0, 4096)})
     assert woken == ["pool"]
-    assert budget.take(pool, lambda: None, ONE_CORE, wanted=3) is not None
-    assert asked[-1] == []  # placed: nothing is asked any more
+    grant = budget.take(pool, lambda: None, ONE_CORE, wanted=3)
+    assert grant is not None
+    assert asked[-1] == [ONE_CORE]  # placed: held (its node is not retired), none waits
     assert budget.why(pool, ONE_CORE) == ""
+    budget.give_back(grant)
+    assert asked[-1] == []  # gone: the cluster needs nothing for it

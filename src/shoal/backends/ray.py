@@ -120,6 +120,8 @@ class RayBackend(Backend):
         self._build_logs: list[BuildLog] = []
         self._watcher: asyncio.Task[None] | None = None
         self._closed = False
+        #: The autoscaler's next request, while one is due this loop turn (see want).
+        self._wanted: list[dict[str, float]] | None = None
 
     # -- the cluster ----------------------------------------------------------------
 
@@ -397,11 +399,19 @@ class RayBackend(Backend):
         return built[0]
 
     def want(self, shapes: Sequence[Resources]) -> None:
-        """Ask Ray's autoscaler for room for containers that fit on no node now (an
-        empty list withdraws the request)."""
+        """Tell Ray's autoscaler what the cluster must hold: the containers held and those
+        that fit on no node now (Ray counts what runs against it, and keeps the nodes it
+        needs for it; an empty list withdraws the request). A burst of starts and exits
+        makes one request a loop turn, not one each."""
         if self._ray is None:
             return
-        bundles = [demand_of(shape) for shape in shapes]
+        first = self._wanted is None
+        self._wanted = [demand_of(shape) for shape in shapes]
+        if first:
+            asyncio.get_running_loop().call_soon(self._ask)
+
+    def _ask(self) -> None:
+        bundles, self._wanted = self._wanted, None
         with contextlib.suppress(Exception):  # a cluster without an autoscaler ignores it
             from ray.autoscaler.sdk import request_resources
 
@@ -425,8 +435,8 @@ class RayBackend(Backend):
             with contextlib.suppress(Exception):
                 self._ray.kill(node.actor)
         self._nodes.clear()
-        with contextlib.suppress(Exception):
-            self.want([])
+        self._wanted = []  # withdraw the request now: the loop may not turn again
+        self._ask()
 
 
 def machine_of(resources: dict[str, float]) -> Machine:

@@ -16,8 +16,11 @@ ones for a whole ``scaledown_window``.
 Each container also reserves its function's ``cpu``/``memory``/``gpu`` (and custom)
 requests on a node of the :class:`~shoal.control.placement.Ledger` (the one machine,
 or a cluster's nodes); a container that fits on no node waits the same way, the
-budget says why (:meth:`ContainerBudget.why`), and what waits for room is told to
-the backend (``want``), so a cluster's autoscaler can add a node that holds it.
+budget says why (:meth:`ContainerBudget.why`), and what the cluster must hold is told
+to the backend (``want``): one shape per container held, and per container waiting
+for room, so a cluster's autoscaler adds a node for what waits and retires none that
+a held container needs (a node that just joined holds nothing in Ray's eyes until
+its container has started).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Callable, Mapping
 from shoal.control.placement import Ledger
 from shoal.spec.resources import Grant, Machine, Resources
 
-#: Told what waits for room: one shape per container that fits on no node now.
+#: Told what the cluster must hold: one shape per container held or waiting for room.
 Want = Callable[[list[Resources]], None]
 
 
@@ -37,7 +40,8 @@ class ContainerBudget:
     Args:
         limit: the most containers at once.
         ledger: the nodes' cores, memory, GPUs and custom resources.
-        want: told, whenever it changes, what containers wait for room (None: no one).
+        want: told, whenever it changes, what the containers held and waiting for room
+            need (None: no one).
     """
 
     def __init__(self, limit: int, ledger: Ledger, want: Want | None = None) -> None:
@@ -46,6 +50,8 @@ class ContainerBudget:
         self._want = want
         #: What each pool refused for room waits for: (one container's needs, how many).
         self._short: dict[int, tuple[Resources, int]] = {}
+        #: What each container held needs, by its grant's id (only when someone wants it).
+        self._held: dict[int, Resources] = {}
         self.used = 0
         #: Called (once each) when a container exits, for pools refused earlier.
         #: How to wake each pool that waits for room, by its key's id (read, not
@@ -64,7 +70,9 @@ class ContainerBudget:
             grant = self.ledger.take(need)
             if grant is not None:
                 self.used += 1
-                if self._short and self._short.pop(id(key), None) is not None:
+                if self._want is not None:
+                    self._held[id(grant)] = need
+                    self._short.pop(id(key), None)
                     self._tell_want()
                 return grant
             if self._want is not None and self._short.get(id(key)) != (need, wanted):
@@ -85,6 +93,8 @@ class ContainerBudget:
         """A container exited: its room is free; wake the pools that wait for room."""
         self.used -= 1
         self.ledger.give_back(grant)
+        if self._held.pop(id(grant), None) is not None:
+            self._tell_want()
         self._wake_all()
 
     def _wake_all(self) -> None:
@@ -115,7 +125,8 @@ class ContainerBudget:
 
     def _tell_want(self) -> None:
         if self._want is not None:
-            self._want([need for need, count in self._short.values() for _ in range(count)])
+            short = [need for need, count in self._short.values() for _ in range(count)]
+            self._want([*self._held.values(), *short])
 
     def add_reclaimer(self, key: object, reclaim: Callable[[], bool]) -> None:
         """``reclaim()`` retires one idle container of a pool, returning whether it did."""

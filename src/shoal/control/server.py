@@ -160,7 +160,8 @@ class ControlPlane:
         #: The namespace of each pool key: calls from its containers resolve names in it.
         self._namespaces: dict[str, str] = {}
         ledger = Ledger(backend.machines(), backend.elastic)
-        self.budget = ContainerBudget(settings.max_containers(), ledger, backend.want)
+        want = backend.want if backend.elastic else None  # only a cluster adds machines
+        self.budget = ContainerBudget(settings.max_containers(), ledger, want)
         backend.on_nodes = self.budget.set_nodes
         self.scheduler = Scheduler()
         self._connections: set[FramedProtocol] = set()
