@@ -137,6 +137,7 @@ async def _serve(options: ServerOptions) -> None:
         click.echo(f"shoal server on {instance.url} (home {instance.home})", err=True)
         if instance.http_url:
             click.echo(f"web endpoints on {instance.http_url}/<app>/<function>", err=True)
+            click.echo(f"dashboard on {instance.http_url}/_shoal/", err=True)
         token_file = os.path.join(instance.home, "token")
         if instance.new_token is not None:
             click.echo(f"access token (shown once; also in {token_file}):", err=True)

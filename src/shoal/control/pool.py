@@ -558,6 +558,7 @@ class Pool(Launching, Recovery):
                     data=pickled,
                     retryable=description["retryable"],
                     kind=str(description.get("type") or ""),
+                    traceback=str(description.get("traceback") or ""),
                 )
             else:
                 self._retry_or_fail(record, output_error(self.spec, record, status), crash=False)

@@ -63,15 +63,16 @@ class Recovery(PoolState):
         data: bytes | None = None,
         retryable: bool = True,
         kind: str = "",
+        traceback: str = "",
     ) -> None:
         """Queue ``record`` again, or fail it with ``error`` (``data``: the container's
         pickle of it, when the function raised; ``retryable``: false for an exit that a
-        run again would not change, by the container's description; ``kind``: the
-        type the function raised, as the container named it)."""
+        run again would not change, by the container's description; ``kind`` and
+        ``traceback``: the type the function raised and where, as the container said)."""
         retry = after_failure(record, self.spec, crash=crash, alone=alone) if retryable else None
         if retry is None:
             record.error_data = data
-            self._fail(record, error, kind)
+            self._fail(record, error, kind, traceback)
             return
         if self._on_retried:
             reason: RetryReason = "crash" if crash else "timeout" if _timed_out(error) else "error"
@@ -153,7 +154,9 @@ class Recovery(PoolState):
         for record in self._waiting.drain():
             self._fail(record, error)
 
-    def _fail(self, record: InputRecord, error: BaseException, kind: str = "") -> None:
+    def _fail(
+        self, record: InputRecord, error: BaseException, kind: str = "", traceback: str = ""
+    ) -> None:
         """Fail ``record`` for good with ``error``, and say so on the bus (``kind``: the
         type the user's code raised, when ``error`` stands in for it)."""
         record.fail(error)
@@ -170,6 +173,7 @@ class Recovery(PoolState):
                     (record.dispatched_at if ran else now) - record.queued_at,
                     now - record.dispatched_at if ran else 0.0,
                     now,
+                    traceback,
                 )
             )
 

@@ -26,6 +26,8 @@ import asyncio
 import hmac
 import json
 import secrets
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -37,6 +39,7 @@ from shoal.exception import ContainerCrashError, FunctionTimeoutError
 from shoal.gateway import guard
 from shoal.protocol import payload
 from shoal.protocol.flow import cost
+from shoal.spec.histogram import Histogram
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -110,6 +113,26 @@ class Route:
 Resolver = Callable[[str], "tuple[Route, str, str] | None"]
 
 
+class HttpTally:
+    """Requests answered, by endpoint (as the gateway routed it: ``app/function`` on a
+    server), method and status, and their durations by endpoint."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str, int]] = Counter()
+        self.seconds: dict[str, Histogram] = {}
+
+    def add(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        self.counts[endpoint, method, status] += 1
+        kept = self.seconds.get(endpoint)
+        if kept is None:
+            kept = self.seconds[endpoint] = Histogram()
+        kept.add(seconds)
+
+
+#: The server's own prefix on the gateway's port: no app name can take it.
+CONSOLE: Final = "/_shoal"
+
+
 @dataclass(frozen=True)
 class Page:
     """One of the server's own pages on the gateway's port (``/metrics``): ``render``
@@ -141,6 +164,11 @@ class Gateway:
         #: endpoints are ``/<app>/<function>/...``, and app names start with a letter
         #: or digit, so ``/_shoal/...`` is never one).
         self.pages: dict[str, Page] = {}
+        #: Requests to endpoints by outcome and duration (``/metrics`` reports them).
+        self.tally = HttpTally()
+        #: The server's own app for every other path under ``/_shoal`` (its dashboard),
+        #: which checks the token itself; None: such paths are 404.
+        self.console: Callable[[dict[str, Any], Receive, Send], Awaitable[None]] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -152,6 +180,12 @@ class Gateway:
         page = self.pages.get(path.rstrip("/")) if origin is None else None
         if page is not None and scope["type"] == "http":
             await self._page(page, scope, send)
+            return
+        if origin is None and (path == CONSOLE or path.startswith(CONSOLE + "/")):
+            if self.console is None or scope["type"] != "http":
+                await _reply(send, scope, 404, f"nothing at {scope['path']!r}")
+            else:
+                await self.console(scope, receive, send)
             return
         found = self._resolve(path)
         if found is None:
@@ -168,7 +202,17 @@ class Gateway:
         inner["raw_path"] = inner["path"].encode()
         inner["root_path"] = scope.get("root_path", "") + ("" if origin else "/" + name)
         if scope["type"] == "http":
-            await self._http(route, inner, receive, send)
+            started, status = time.monotonic(), [500]
+
+            async def sending(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    status[0] = message["status"]
+                await send(message)
+
+            try:
+                await self._http(route, inner, receive, sending)
+            finally:
+                self.tally.add(name, scope["method"], status[0], time.monotonic() - started)
         else:
             await self._websocket(route, inner, receive, send)
 

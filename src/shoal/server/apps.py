@@ -113,8 +113,8 @@ class Deployment:
             spec = dataclasses.replace(spec, name=f"{spec.name}#{digest(parameters)[:8]}")
             code = dataclasses.replace(code, parameters=parameters)
         # an ephemeral app's id means nothing to the one reading its output
-        label = spec.name if self.version == 0 else self._key(spec.name)
-        pool = self._control.add_pool(spec, code, key=self._key(key), label=label)
+        label = spec.name if self.version == 0 else self.key_of(spec.name)
+        pool = self._control.add_pool(spec, code, key=self.key_of(key), label=label)
         self._pools[key] = pool
         return pool
 
@@ -143,7 +143,8 @@ class Deployment:
             web = definition.info.get("web")
         return (name, method, web) if isinstance(web, dict) else None
 
-    def _key(self, name: str) -> str:
+    def key_of(self, name: str) -> str:
+        """The control plane's key of this deployment's pool ``name``."""
         return f"{self.app}.v{self.version}.{name}"
 
     def _located(self, code: CodeRef) -> CodeRef:
@@ -172,7 +173,7 @@ class Deployment:
         containers stop (``"redeploy"``: a newer version replaced this one)."""
         self.draining = True
         pools, self._pools = self._pools, {}
-        await asyncio.gather(*(self._control.remove_pool(self._key(k), reason) for k in pools))
+        await asyncio.gather(*(self._control.remove_pool(self.key_of(k), reason) for k in pools))
 
 
 class Apps:

@@ -16,10 +16,9 @@ scrape, so they cost nothing between scrapes.
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,6 +31,8 @@ from prometheus_client.core import (
 
 from shoal.control.events import EventBus
 from shoal.control.pool import Pool
+from shoal.gateway.server import HttpTally
+from shoal.server.timeline import process_usage
 from shoal.spec.events import (
     ContainerReady,
     ContainerStarting,
@@ -39,16 +40,14 @@ from shoal.spec.events import (
     InputCancelled,
     InputFailed,
     InputRetried,
+    InputsDispatched,
     InputsFinished,
     ScalingDecided,
 )
+from shoal.spec.histogram import BUCKETS_LONG, Histogram, combined
 
 #: What ``/metrics`` answers with.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-#: Histogram bucket bounds, in seconds (a no-op's run is under a millisecond, a
-#: cold start tens of them, a long input minutes).
-BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-BUCKETS_LONG: Final = (*BUCKETS, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 #: A pool key as the server makes it: ``<app>.v<version>.<function>``.
 _KEY: Final = re.compile(r"^(?P<app>.+?)\.v\d+\.(?P<function>.+)$")
 #: The ``status`` of a failed input, by the error the pool failed it with (anything
@@ -72,63 +71,44 @@ def labels_of(key: str) -> tuple[str, str]:
     return (found["app"], found["function"]) if found else ("", key)
 
 
-class _Histogram:
-    """Counts per bucket (not cumulative) and the sum, as plain numbers."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-
-    def add(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def add_many(self, values: Iterable[float]) -> None:
-        counts, bounds, where = self.counts, self.bounds, bisect.bisect_left
-        total = 0.0
-        for value in values:
-            counts[where(bounds, value)] += 1
-            total += value
-        self.total += total
-
-    def buckets(self) -> list[tuple[str, float]]:
-        """Prometheus' cumulative ``(le, count)`` pairs, ``+Inf`` last."""
-        out, running = [], 0
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
-            running += count
-            out.append((bound, float(running)))
-        return out
-
-
 class _Series:
     """Everything counted for one ``(app, function)``."""
 
     def __init__(self) -> None:
         self.inputs: Counter[str] = Counter()
         self.retries = 0
-        self.queue = _Histogram(BUCKETS_LONG)
-        self.execution = _Histogram(BUCKETS_LONG)
+        self.queue = Histogram(BUCKETS_LONG)
+        self.execution = Histogram(BUCKETS_LONG)
         self.starts = 0
         self.stops: Counter[str] = Counter()
-        self.startup = _Histogram(BUCKETS_LONG)
+        self.startup = Histogram(BUCKETS_LONG)
         self.decisions: Counter[str] = Counter()
         self.desired = 0
+        self.coldstart = Histogram(BUCKETS_LONG)
+        #: Containers started and not yet sent an input: the inputs of their first
+        #: dispatch waited for them (their queue waits are cold starts).
+        self.fresh: set[str] = set()
 
 
 class Metrics:
     """Subscribes to ``events`` and answers scrapes; ``pools`` gives the live pools by key."""
 
-    def __init__(self, events: EventBus, pools: Callable[[], dict[str, Pool]]) -> None:
+    def __init__(
+        self,
+        events: EventBus,
+        pools: Callable[[], dict[str, Pool]],
+        http: HttpTally | None = None,
+    ) -> None:
         self._pools = pools
+        self._http = http
+        #: The longest the server's loop was late since the last scrape (see note_lag).
+        self._lag = 0.0
         self._series: dict[str, _Series] = {}  # by pool key
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(self)
-        self.unsubscribe = events.subscribe(
+        stop_inputs = events.subscribe(self._hear_inputs, InputsFinished, InputsDispatched)
+        stop_rest = events.subscribe(
             self._hear,
-            InputsFinished,
             InputFailed,
             InputRetried,
             InputCancelled,
@@ -138,19 +118,32 @@ class Metrics:
             ScalingDecided,
         )
 
+        def unsubscribe() -> None:
+            stop_inputs()
+            stop_rest()
+
+        self.unsubscribe = unsubscribe
+
     def _of(self, key: str) -> _Series:
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series()
         return series
 
-    def _hear(self, event: Any) -> None:
+    def _hear_inputs(self, event: InputsFinished | InputsDispatched) -> None:
+        """The batches every input passes through (the hot ones)."""
         series = self._series.get(event.function) or self._of(event.function)
         if isinstance(event, InputsFinished):
             series.inputs["success"] += len(event.input_ids)
             series.queue.add_many(event.queue_waits)
             series.execution.add_many(event.run_times)
-        elif isinstance(event, InputFailed):
+        elif event.container_id in series.fresh:  # its first inputs waited for it
+            series.fresh.discard(event.container_id)
+            series.coldstart.add_many(event.queue_waits)
+
+    def _hear(self, event: Any) -> None:
+        series = self._series.get(event.function) or self._of(event.function)
+        if isinstance(event, InputFailed):
             series.inputs[_FAILURE_STATUS.get(event.error_type, "failure")] += 1
             series.queue.add(event.queue_wait)
             if event.container_id is not None:
@@ -159,18 +152,29 @@ class Metrics:
             series.retries += 1
         elif isinstance(event, InputCancelled):
             series.inputs["cancelled"] += 1
-        elif isinstance(event, ContainerStarting):
-            series.starts += 1
+        elif isinstance(event, ContainerStarting | ContainerStopped):
+            self._hear_container(series, event)
         elif isinstance(event, ContainerReady):
             series.startup.add(event.startup)
-        elif isinstance(event, ContainerStopped):
-            series.stops[event.reason] += 1
         elif isinstance(event, ScalingDecided):
             series.desired = event.containers + event.start - len(event.stop)
             if event.start:
                 series.decisions["up"] += 1
             if event.stop:
                 series.decisions["down"] += 1
+
+    @staticmethod
+    def _hear_container(series: _Series, event: ContainerStarting | ContainerStopped) -> None:
+        if isinstance(event, ContainerStarting):
+            series.starts += 1
+            series.fresh.add(event.container_id)
+        else:
+            series.stops[event.reason] += 1
+            series.fresh.discard(event.container_id)
+
+    def note_lag(self, seconds: float) -> None:
+        """The server's loop ran a timer ``seconds`` late (its ticker says so each second)."""
+        self._lag = max(self._lag, seconds)
 
     def scrape(self) -> bytes:
         """The text exposition of every series now."""
@@ -211,7 +215,59 @@ class Metrics:
         yield pending
         yield running
         yield containers
+        yield from self._usage(live)
         yield from self._counted(names, set(live))
+        yield from self._web()
+        lag = GaugeMetricFamily(
+            "shoal_event_loop_lag_seconds",
+            "The longest a loop ran a timer late since the last scrape",
+            labels=["component"],
+        )
+        lag.add_metric(["server"], self._lag)
+        self._lag = 0.0
+        yield lag
+
+    def _usage(self, live: dict[str, Pool]) -> Iterator[Metric]:
+        """CPU seconds and resident memory of each container on this machine."""
+        names = ["app", "function", "container"]
+        cpu = CounterMetricFamily(
+            "shoal_container_cpu_seconds", "CPU seconds a container used", labels=names
+        )
+        memory = GaugeMetricFamily(
+            "shoal_container_memory_bytes", "A container's resident memory", labels=names
+        )
+        for key, pool in live.items():
+            where = labels_of(key)
+            for container in pool.containers():
+                if not container["pid"] or container["node"]:
+                    continue  # not started yet, or on another machine
+                used = process_usage(container["pid"])
+                if used is not None:
+                    cpu.add_metric([*where, container["id"]], used[0])
+                    memory.add_metric([*where, container["id"]], used[1])
+        yield cpu
+        yield memory
+
+    def _web(self) -> Iterator[Metric]:
+        """Web endpoints' requests, by method and status, and their durations."""
+        names = ["app", "function"]
+        requests = CounterMetricFamily(
+            "shoal_http_requests",
+            "Requests to web endpoints, by method and status",
+            labels=[*names, "method", "status"],
+        )
+        seconds = HistogramMetricFamily(
+            "shoal_http_request_seconds", "Seconds to answer a web request", labels=names
+        )
+        if self._http is not None:
+            for (endpoint, method, status), count in self._http.counts.items():
+                app, _, function = endpoint.partition("/")
+                requests.add_metric([app, function, method, str(status)], count)
+            for endpoint, histogram in self._http.seconds.items():
+                app, _, function = endpoint.partition("/")
+                seconds.add_metric([app, function], histogram.buckets(), histogram.total)
+        yield requests
+        yield seconds
 
     def _counted(self, names: list[str], live: set[str]) -> Iterator[Metric]:
         inputs = CounterMetricFamily(
@@ -233,6 +289,11 @@ class Metrics:
         startup = HistogramMetricFamily(
             "shoal_container_startup_seconds",
             "Seconds from a container's start to its first readiness",
+            labels=names,
+        )
+        coldstart = HistogramMetricFamily(
+            "shoal_input_coldstart_seconds",
+            "Queue waits of inputs whose container started for them",
             labels=names,
         )
         desired = GaugeMetricFamily(
@@ -260,9 +321,10 @@ class Metrics:
                 (queue, [s.queue for s in group]),
                 (execution, [s.execution for s in group]),
                 (startup, [s.startup for s in group]),
+                (coldstart, [s.coldstart for s in group]),
             ):
-                combined = _combined(kept)
-                family.add_metric(label, combined.buckets(), combined.total)
+                total = combined(kept)
+                family.add_metric(label, total.buckets(), total.total)
             starts.add_metric(label, sum(s.starts for s in group))
             for reason in ("idle", "crash", "oom", "timeout", "stop", "redeploy"):
                 stops.add_metric([*label, reason], sum(s.stops[reason] for s in group))
@@ -271,15 +333,5 @@ class Metrics:
                 decisions.add_metric(
                     [*label, direction], sum(s.decisions[direction] for s in group)
                 )
-        yield from (inputs, retries, queue, execution, starts, stops, startup, desired, decisions)
-
-
-def _combined(histograms: list[_Histogram]) -> _Histogram:
-    """One histogram adding up ``histograms`` (the versions of one function)."""
-    if len(histograms) == 1:
-        return histograms[0]
-    out = _Histogram(histograms[0].bounds)
-    for histogram in histograms:
-        out.counts = [a + b for a, b in zip(out.counts, histogram.counts, strict=True)]
-        out.total += histogram.total
-    return out
+        yield from (inputs, retries, queue, execution, coldstart, starts, stops, startup)
+        yield from (desired, decisions)

@@ -34,6 +34,7 @@ import json
 import os
 import secrets
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from shoal import settings
@@ -54,6 +55,7 @@ from shoal.spec.function import dump_definitions
 
 if TYPE_CHECKING:  # the gateway (uvicorn) is imported only by a server that serves HTTP
     from shoal.gateway import server as gateway
+    from shoal.server.dashboard import Dashboard
     from shoal.server.origins import WebOrigins
 
 #: Ports ``shoal server`` uses unless told otherwise.
@@ -118,6 +120,8 @@ class Server:
         self._listener: asyncio.Server | None = None
         self._served: gateway.Served | None = None
         self._origins: WebOrigins | None = None
+        self._dashboard: Dashboard | None = None
+        self._ticker: asyncio.Future[None] | None = None
         self._digests: list[bytes] = []
         #: The spawns, once started: what :meth:`durable_spawns` gives the control plane.
         self._spawns_up: Spawns | None = None
@@ -201,11 +205,18 @@ class Server:
             self.http_url = self._served.url
             from shoal.server.metrics import CONTENT_TYPE, Metrics
 
-            metrics = Metrics(self.control.events, self.control.pools)
+            metrics = Metrics(self.control.events, self.control.pools, self._served.gateway.tally)
             page = gateway.Page(
                 lambda: (CONTENT_TYPE, metrics.scrape()), self.authorize, options.metrics_public
             )
             self._served.gateway.pages.update({"/metrics": page, "/_shoal/metrics": page})
+            from shoal.server.dashboard import Dashboard
+            from shoal.server.timeline import Timeline
+
+            timeline = Timeline(self.control.events, self.control.pools)
+            self._dashboard = Dashboard(self, timeline, secure=tls is not None)
+            self._served.gateway.console = self._dashboard
+            self._ticker = asyncio.ensure_future(_every_second(timeline.tick, metrics.note_lag))
             self._origins = WebOrigins(self._served, self.store, self.apps, options.origin_ports)
             self.apps.on_change = self._origins.prune
             await self._origins.sync()
@@ -222,6 +233,10 @@ class Server:
             self._listener.close()
         for session in list(self._sessions):
             session.protocol.abort()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._dashboard is not None:
+            self._dashboard.close()  # its open streams end, so the gateway can stop
         if self._served is not None:
             await self._served.stop()
         self.spawns.stop()
@@ -467,6 +482,10 @@ class Server:
         return info
 
     async def _op_app_list(self, body: dict[str, Any], session: Session) -> Any:
+        return self.app_rows()
+
+    def app_rows(self) -> list[dict[str, Any]]:
+        """One row per app: deployed ones (their current version) and ephemeral ones."""
         running = {d.app: d for d in self.apps.running()}
         rows = []
         for row in self.store.apps():
@@ -477,6 +496,19 @@ class Server:
             state = "stopping" if deployment.draining else state
             rows.append(_app_row(deployment.title, 0, state, 0.0, deployment, deployment.app))
         return rows
+
+    def pool_of(self, key: str) -> tuple[Pool, str | None] | None:
+        """The pool of key ``key`` (``<app>.v<version>.<function>``), made if a running
+        app has that function and has not used it yet, and its web URL when it is a web
+        endpoint; None when no running app has it."""
+        for deployment in [*self.apps.running(), *self.apps.ephemeral_apps()]:
+            for name in deployment.definitions:
+                if deployment.key_of(name) == key:
+                    web = name in deployment.web_functions()
+                    url = self.web_url(deployment.app, name) if web else None
+                    return deployment.pool(name), url
+        found = self.control.pools().get(key)  # a class's pool of one parameter set
+        return None if found is None else (found, None)
 
     async def _op_app_stop(self, body: dict[str, Any], session: Session) -> Any:
         await self.apps.stop(text(body, "app"))
@@ -543,6 +575,21 @@ class Server:
         return call_op(self.spawns, "call_graph", text(body, "object_id"))
 
 
+async def _every_second(tick: Callable[[], object], lag: Callable[[float], None]) -> None:
+    """Call ``tick`` once a second, on the second's schedule (a slow tick does not
+    push the next ones later), and tell ``lag`` how late the loop woke for it."""
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    while True:
+        due += 1.0
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        late = loop.time() - due
+        lag(max(0.0, late))
+        if late > 5.0:
+            due = loop.time()  # the loop was stalled: start the schedule again
+        tick()
+
+
 def _app_row(
     name: str,
     version: int,
@@ -562,6 +609,9 @@ def _app_row(
         "functions": sorted(deployment.definitions) if deployment else [],
         "containers": sum(len(p.containers()) for p in pools),
         "inputs": sum(stats.queued + stats.running for stats in (p.stats() for p in pools)),
+        "pools": {name: deployment.key_of(name) for name in sorted(deployment.definitions)}
+        if deployment
+        else {},
     }
 
 

@@ -95,6 +95,8 @@ class InputFailed:
     queue_wait: float
     run_time: float
     at: float
+    #: The function's traceback, as its container described it ("" for other failures).
+    traceback: str = ""
 
 
 @dataclass(slots=True)
