@@ -19,6 +19,7 @@ from cluster.harness import (
     containers,
     cpus_held,
     end,
+    nodes,
     ray_server_on,
     say,
     shoal_processes,
@@ -113,10 +114,13 @@ def test_a_node_lost_mid_map_loses_no_input(ray_server: ServerProcess, cluster: 
         num_cpus=3,
     )
     try:
+        wait_until(lambda: doomed.node_id in nodes(cluster.address), 60, "the third node")
+        # 3 s an input: the map outlasts the new node's agent coming up, even on a
+        # loaded machine, so some of its containers start there.
         proc = client(
             ray_server,
             "where = shoal.Function.from_name('cluster', 'where')\n"
-            "results = list(where.map(range(300), kwargs={'pause': 1.0}))\n"
+            "results = list(where.map(range(300), kwargs={'pause': 3.0}))\n"
             "print(sorted(i for i, _ in results) == list(range(300)), flush=True)\n"
             "print(len({pid for _, pid in results}), flush=True)\n",
         )

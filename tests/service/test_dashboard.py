@@ -21,9 +21,11 @@ from service.harness import ServerProcess
 SCREENSHOT = os.environ.get("SHOAL_SCREENSHOT", "")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session (Debian's, as .ci/run installs it)."""
+    """One headless Chromium for the session (Debian's, as .ci/run installs it): the
+    only module that uses one. Not session-scoped: Playwright's sync API keeps an event
+    loop running on the main thread while it is open, and later tests run their own."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
