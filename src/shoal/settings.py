@@ -44,6 +44,9 @@ in a child process's environment.
 | SHOAL_RAY_ADDRESS | auto | the Ray cluster the ray backend attaches to (or |
 |                   |      | --ray-address): a GCS address, or auto for this machine's |
 | SHOAL_NODE | (none) | set in a container on a cluster: the node it runs on |
+| SHOAL_RECORD_INPUTS | 1 | a server records each function's arrivals, run times and |
+|                     |   | container starts on disk, for `shoal simulate` (0: not) |
+| SHOAL_RECORD_LIMIT | 200000 | inputs (and containers) kept per function: a ring |
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_BACKEND", "local", "where containers run (a registered backend)"),
         Setting("SHOAL_RAY_ADDRESS", "auto", "the Ray cluster of the ray backend"),
         Setting("SHOAL_NODE", "", "in a container on a cluster: its node"),
+        Setting("SHOAL_RECORD_INPUTS", "1", "record functions' traffic for shoal simulate"),
+        Setting("SHOAL_RECORD_LIMIT", "200000", "inputs recorded per function (a ring)"),
     )
 }
 
@@ -212,6 +217,16 @@ def result_ttl() -> float:
 def log_lines() -> int:
     """Lines of container output a server keeps per app (``shoal app logs``)."""
     return max(1, int(get("SHOAL_LOG_LINES")))
+
+
+def record_inputs() -> bool:
+    """Whether a server records its functions' traffic (``shoal simulate``)."""
+    return get("SHOAL_RECORD_INPUTS").strip() not in ("0", "", "false", "no")
+
+
+def record_limit() -> int:
+    """Inputs (and containers) recorded per function, newest kept."""
+    return max(1000, int(get("SHOAL_RECORD_LIMIT")))
 
 
 def config_file() -> str:

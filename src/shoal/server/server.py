@@ -34,6 +34,7 @@ import json
 import os
 import secrets
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,7 @@ if TYPE_CHECKING:  # the gateway (uvicorn) is imported only by a server that ser
     from shoal.gateway import server as gateway
     from shoal.server.dashboard import Dashboard
     from shoal.server.origins import WebOrigins
+    from shoal.server.recorder import Recorder
 
 #: Ports ``shoal server`` uses unless told otherwise.
 DEFAULT_PORT = 7420
@@ -122,6 +124,8 @@ class Server:
         self._origins: WebOrigins | None = None
         self._dashboard: Dashboard | None = None
         self._ticker: asyncio.Future[None] | None = None
+        self._recorder: Recorder | None = None
+        self._recording: asyncio.Future[None] | None = None
         self._digests: list[bytes] = []
         #: The spawns, once started: what :meth:`durable_spawns` gives the control plane.
         self._spawns_up: Spawns | None = None
@@ -182,6 +186,13 @@ class Server:
             await self.apps.restore()
         self.spawns = Spawns(self.store, self.apps)
         self.spawns.start(restore=not options.embedded)
+        if not options.embedded and settings.record_inputs():
+            from shoal.server.metrics import labels_of
+            from shoal.server.recorder import Recorder
+
+            root = os.path.join(self.home, "recordings")
+            self._recorder = Recorder(self.control.events, root, settings.record_limit(), labels_of)
+            self._recording = asyncio.ensure_future(_every_second(self._recorder.flush))
         self._spawns_up = self.spawns
         if options.embedded:
             self.url = pipe.listen("embedded", self._accept_pipe)
@@ -216,7 +227,8 @@ class Server:
             timeline = Timeline(self.control.events, self.control.pools)
             self._dashboard = Dashboard(self, timeline, secure=tls is not None)
             self._served.gateway.console = self._dashboard
-            self._ticker = asyncio.ensure_future(_every_second(timeline.tick, metrics.note_lag))
+            ticks = _every_second(timeline.tick, metrics.note_lag)
+            self._ticker = asyncio.ensure_future(ticks)
             self._origins = WebOrigins(self._served, self.store, self.apps, options.origin_ports)
             self.apps.on_change = self._origins.prune
             await self._origins.sync()
@@ -235,6 +247,10 @@ class Server:
             session.protocol.abort()
         if self._ticker is not None:
             self._ticker.cancel()
+        if self._recording is not None:
+            self._recording.cancel()
+        if self._recorder is not None:
+            self._recorder.flush()
         if self._dashboard is not None:
             self._dashboard.close()  # its open streams end, so the gateway can stop
         if self._served is not None:
@@ -510,6 +526,43 @@ class Server:
         found = self.control.pools().get(key)  # a class's pool of one parameter set
         return None if found is None else (found, None)
 
+    async def _op_simulate(self, body: dict[str, Any], session: Session) -> Any:
+        """Replay a function's recorded traffic under other scaling settings (see
+        :mod:`shoal.server.simulator`): the recorded run's figures, and each run's."""
+        from shoal.server import simulator
+
+        app, function = text(body, "app"), text(body, "function")
+        if self._recorder is None:
+            raise InvalidError("this server records no traffic (SHOAL_RECORD_INPUTS=0)")
+        runs = body.get("runs") or [{}]
+        if (
+            not isinstance(runs, list)
+            or len(runs) > 500
+            or not all(isinstance(r, dict) for r in runs)
+        ):
+            raise InvalidError("runs: expected a list of at most 500 maps of settings")
+        since = body.get("since", 0)
+        if not isinstance(since, int | float) or since < 0:
+            raise InvalidError("since: expected seconds >= 0")
+        definition = self.apps.current(app).definition(function)
+        base, timeout = definition.spec.scaling, definition.spec.timeout
+        recording = self._recorder.recording(app, function)
+        if since:
+            recording = recording.since(time.time() - since)
+        if not recording.inputs:
+            raise NotFoundError(f"no traffic of {app}.{function} is recorded (yet)")
+        scalings = [simulator.scaling_with(base, run) for run in runs]  # checked before work
+
+        def work() -> list[dict[str, Any]]:
+            return [simulator.replay(recording, s, timeout).row() for s in scalings]
+
+        outcomes = await asyncio.to_thread(work)
+        return {
+            "settings": dataclasses.asdict(base),
+            "recorded": simulator.measured(recording).row(),
+            "runs": [{"changes": run, "outcome": o} for run, o in zip(runs, outcomes, strict=True)],
+        }
+
     async def _op_app_stop(self, body: dict[str, Any], session: Session) -> Any:
         await self.apps.stop(text(body, "app"))
         return {}
@@ -575,7 +628,9 @@ class Server:
         return call_op(self.spawns, "call_graph", text(body, "object_id"))
 
 
-async def _every_second(tick: Callable[[], object], lag: Callable[[float], None]) -> None:
+async def _every_second(
+    tick: Callable[[], object], lag: Callable[[float], None] | None = None
+) -> None:
     """Call ``tick`` once a second, on the second's schedule (a slow tick does not
     push the next ones later), and tell ``lag`` how late the loop woke for it."""
     loop = asyncio.get_running_loop()
@@ -584,7 +639,8 @@ async def _every_second(tick: Callable[[], object], lag: Callable[[float], None]
         due += 1.0
         await asyncio.sleep(max(0.0, due - loop.time()))
         late = loop.time() - due
-        lag(max(0.0, late))
+        if lag is not None:
+            lag(max(0.0, late))
         if late > 5.0:
             due = loop.time()  # the loop was stalled: start the schedule again
         tick()
