@@ -14,6 +14,7 @@ from benchmarks.report import Result, show
 WORKLOADS = {
     "map": "benchmarks.map_throughput",
     "events": "benchmarks.events",
+    "observability": "benchmarks.observability",
     "latency": "benchmarks.latency",
     "burst-sync": "benchmarks.burst",
     "burst-async": "benchmarks.burst",

@@ -44,6 +44,8 @@ in a child process's environment.
 | SHOAL_RAY_ADDRESS | auto | the Ray cluster the ray backend attaches to (or |
 |                   |      | --ray-address): a GCS address, or auto for this machine's |
 | SHOAL_NODE | (none) | set in a container on a cluster: the node it runs on |
+| SHOAL_LOG_BYTES | 10485760 | bytes of an app's log file before it is rotated |
+| SHOAL_LOG_FILES | 5 | log files kept per app (the current one and rotated ones) |
 | SHOAL_RECORD_INPUTS | 1 | a server records each function's arrivals, run times and |
 |                     |   | container starts on disk, for `shoal simulate` (0: not) |
 | SHOAL_RECORD_LIMIT | 200000 | inputs (and containers) kept per function: a ring |
@@ -98,6 +100,8 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_BACKEND", "local", "where containers run (a registered backend)"),
         Setting("SHOAL_RAY_ADDRESS", "auto", "the Ray cluster of the ray backend"),
         Setting("SHOAL_NODE", "", "in a container on a cluster: its node"),
+        Setting("SHOAL_LOG_BYTES", str(10 * 1024 * 1024), "bytes of a log file before rotation"),
+        Setting("SHOAL_LOG_FILES", "5", "log files kept per app"),
         Setting("SHOAL_RECORD_INPUTS", "1", "record functions' traffic for shoal simulate"),
         Setting("SHOAL_RECORD_LIMIT", "200000", "inputs recorded per function (a ring)"),
     )
@@ -217,6 +221,16 @@ def result_ttl() -> float:
 def log_lines() -> int:
     """Lines of container output a server keeps per app (``shoal app logs``)."""
     return max(1, int(get("SHOAL_LOG_LINES")))
+
+
+def log_bytes() -> int:
+    """Bytes an app's log file grows to before it is rotated."""
+    return max(4096, int(get("SHOAL_LOG_BYTES")))
+
+
+def log_files() -> int:
+    """Log files kept per app, the current one included."""
+    return max(1, int(get("SHOAL_LOG_FILES")))
 
 
 def record_inputs() -> bool:

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -149,6 +150,24 @@ async def _serve(options: ServerOptions) -> None:
         await instance.stop()
 
 
+def _when(text: str) -> float:
+    """Seconds since the epoch of ``text``: a time ago (``90s``, ``30m``, ``2h``, ``1d``) or
+    an ISO date and time (``2026-12-07T10:00``, local time unless it names a zone)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: expected 30m, 2h, 1d or an ISO date and time"
+        ) from None
+
+
+def _stamp(when: float) -> str:
+    return datetime.datetime.fromtimestamp(when).isoformat(timespec="milliseconds")
+
+
 def ask_server(op: str, **body: Any) -> Any:
     async def ask() -> Any:
         connection = await connect()
@@ -250,10 +269,40 @@ def app_stop(name: str, yes: bool) -> None:
 @app.command("logs")
 @click.argument("name")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
-def app_logs(name: str, follow: bool) -> None:
-    """Print what app NAME's containers wrote (the server keeps the last SHOAL_LOG_LINES
-    lines per app), each line prefixed with its container: <app>.v<version>.<function>-c<n>.
-    Lines marked "shoal:" (on stderr) say when a container was ready and why it stopped."""
+@click.option("--since", default=None, help="Lines from this long ago (1h, 30m) or time on.")
+@click.option("--until", default=None, help="Lines up to this long ago (10m) or time.")
+@click.option("--tail", type=int, default=None, help="Only the last N lines (then follow).")
+@click.option("--search", default=None, help="Only lines that contain this text.")
+@click.option("--function", "function", default=None, help="Only this function's lines.")
+@click.option("--container", default=None, help="Only this container's lines.")
+@click.option("--timestamps", is_flag=True, help="Start each line with its time.")
+def app_logs(
+    name: str,
+    follow: bool,
+    since: str | None,
+    until: str | None,
+    tail: int | None,
+    search: str | None,
+    function: str | None,
+    container: str | None,
+    timestamps: bool,
+) -> None:
+    """Print what app NAME's containers wrote, each line prefixed with its container:
+    <app>.v<version>.<function>-c<n>. A server keeps every line on disk (rotated:
+    SHOAL_LOG_BYTES, SHOAL_LOG_FILES) and the last SHOAL_LOG_LINES in memory. Lines marked
+    "shoal:" (on stderr) say when a container was ready and why it stopped."""
+    filters: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "since": None if since is None else _when(since),
+            "until": None if until is None else _when(until),
+            "tail": tail,
+            "search": search,
+            "function": function,
+            "container": container,
+        }.items()
+        if value is not None
+    }
 
     async def read() -> None:
         connection = await connect()
@@ -261,7 +310,7 @@ def app_logs(name: str, follow: bool) -> None:
         lost = False
         while True:
             try:
-                answer = await connection.request("app_logs", app=name, cursor=cursor)
+                answer = await connection.request("app_logs", app=name, cursor=cursor, **filters)
             except ConnectionError as exc:
                 if not follow:
                     raise
@@ -281,8 +330,10 @@ def app_logs(name: str, follow: bool) -> None:
             for line in answer["lines"]:
                 out = sys.stdout if line["stream"] == "stdout" else sys.stderr
                 said = "shoal: " if line["stream"] == "shoal" else ""  # a start or a stop
-                print(f"[{line['container']}] {said}{line['text']}", file=out, flush=True)
+                stamp = f"{_stamp(line['time'])} " if timestamps else ""
+                print(f"{stamp}[{line['container']}] {said}{line['text']}", file=out, flush=True)
             cursor = answer["cursor"]
+            filters.pop("tail", None)  # what follows is every new line
             if not follow:
                 return
             await asyncio.sleep(_FOLLOW_EVERY)

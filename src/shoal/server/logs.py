@@ -10,10 +10,11 @@ server, whose numbers start again at 1, is told so and gets every line the new
 server has (all of them written after the old one's last). Beside what containers
 write, each container's start and stop is a line of stream ``shoal`` (when it was
 ready, and why it stopped), so ``shoal app logs`` tells why a container went.
-Everything comes from the control plane's event bus. Logs live as long as the server process:
-they are not stored (the server's own stdout has everything, for a log
-collector to keep). A watcher (the client that runs an ephemeral app) hears each
-line of its app as it is added.
+Everything comes from the control plane's event bus. A server also writes every line
+to its home, per app, rotated by size and count (:mod:`shoal.server.log_files`), reads
+the newest back when it restarts, and searches them all (``--since``, ``--until``,
+``--search``, ``--function``, ``--container``, ``--tail``). A watcher (the client that
+runs an ephemeral app) hears each line of its app as it is added.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from shoal import settings
 from shoal.exception import InvalidError
+from shoal.server.log_files import LogFiles, matching
 from shoal.spec.events import ContainerOutput, ContainerReady, ContainerStopped
 
 #: The streams containers write (Shoal's own lines are stream "shoal").
@@ -44,13 +46,31 @@ Watcher = Callable[[str, str, list[str]], None]
 class Logs:
     """The recent output of every app's containers."""
 
-    def __init__(self, keep: int | None = None) -> None:
+    def __init__(self, keep: int | None = None, files: LogFiles | None = None) -> None:
         self._keep = keep or settings.log_lines()
         self._apps: dict[str, collections.deque[tuple[int, float, str, str, str]]] = {}
         self._next = 1
         self._watchers: dict[str, list[Watcher]] = {}
         #: Names this server start in cursors (distinct from any earlier start's).
         self.epoch = time.time_ns()
+        #: Where every line is also written (None: nowhere, as for an embedded server).
+        self._files = files
+        if files is not None:
+            for app in files.apps():
+                kept = self._apps[app] = collections.deque(maxlen=self._keep)
+                for row in collections.deque(files.of(app).rows(), maxlen=self._keep):
+                    kept.append(
+                        (
+                            self._next,
+                            row.get("time", 0.0),
+                            str(row.get("container", "")),
+                            str(row.get("stream", "")),
+                            str(row.get("text", "")),
+                        )
+                    )
+                    self._next += 1
+        #: The last line read back from disk: a follower from an earlier start had those.
+        self._restored = self._next - 1
 
     def watch(self, app: str, watcher: Watcher) -> Callable[[], None]:
         """Hand ``watcher`` every line ``app``'s containers write from now on, after the
@@ -96,6 +116,18 @@ class Logs:
         for line in lines:
             kept.append((self._next, now, container_id, which, line))
             self._next += 1
+        if self._files is not None:
+            log = self._files.of(found["app"])
+            for line in lines:
+                log.write(
+                    {
+                        "time": now,
+                        "container": container_id,
+                        "function": found["function"],
+                        "stream": which,
+                        "text": line,
+                    }
+                )
         if which not in _WRITTEN:
             return  # a watcher's client prints what containers wrote, not Shoal's own lines
         for watcher in list(self._watchers.get(found["app"], ())):
@@ -103,6 +135,45 @@ class Logs:
 
     def has(self, app: str) -> bool:
         return app in self._apps
+
+    def flush(self) -> None:
+        """Write what is buffered for the files."""
+        if self._files is not None:
+            self._files.flush()
+
+    def close(self) -> None:
+        if self._files is not None:
+            self._files.close()
+
+    def search(self, app: str, tail: int | None = None, **filters: Any) -> dict[str, Any]:
+        """``app``'s lines that pass ``filters`` (see :func:`log_files.matching`), from
+        its files (all of them) when it has files, else from memory; the last ``tail``
+        of them when given; with the cursor to follow on from."""
+        if self._files is not None:
+            rows: Any = self._files.of(app).rows()
+        else:
+            rows = (
+                {"time": t, "container": c, "stream": w, "text": text, "function": _function_of(c)}
+                for _, t, c, w, text in self._apps.get(app, ())
+            )
+        found = list(matching(rows, **filters))
+        if tail is not None:
+            found = found[-tail:] if tail else []
+        last = self._next - 1
+        return {
+            "lines": [
+                {
+                    "time": r.get("time", 0.0),
+                    "container": r.get("container", ""),
+                    "stream": r.get("stream", ""),
+                    "text": r.get("text", ""),
+                }
+                for r in found[-10_000:]
+            ],
+            "next": last,
+            "cursor": f"{self.epoch}-{last}",
+            "restarted": False,
+        }
 
     def after(self, app: str, cursor: str | int = "", limit: int = 10_000) -> dict[str, Any]:
         """Up to ``limit`` of ``app``'s lines after ``cursor`` (a line's ``cursor``, or
@@ -134,9 +205,15 @@ class Logs:
             "restarted": restarted,
         }
 
+    def filtered(self, answer: dict[str, Any], **filters: Any) -> dict[str, Any]:
+        """``answer`` (of :meth:`after`) with only the lines that pass ``filters``."""
+        rows = ({**row, "function": _function_of(row["container"])} for row in answer["lines"])
+        return {**answer, "lines": [r for r in matching(rows, **filters)]}
+
     def _position(self, cursor: str | int) -> tuple[int, bool]:
         """The number in this server's sequence that ``cursor`` stands for, and whether
-        it was another server start's (then 0: all this one's lines are newer)."""
+        it was another server start's (then: every line this start wrote is newer; the
+        ones it read back from disk the follower had)."""
         if isinstance(cursor, int):
             return cursor, False
         if not cursor:
@@ -145,5 +222,10 @@ class Logs:
         if not (epoch.isdigit() and seq.isdigit()):
             raise InvalidError(f"cursor {cursor!r}: expected <epoch>-<number>, as a line's")
         if int(epoch) != self.epoch:
-            return 0, True
+            return self._restored, True  # it saw the lines read back from disk already
         return int(seq), False
+
+
+def _function_of(container_id: str) -> str:
+    found = _CONTAINER.match(container_id)
+    return found["function"] if found else ""

@@ -47,6 +47,7 @@ from shoal.exception import InvalidError, NotFoundError
 from shoal.protocol import bundle, pipe, transport
 from shoal.server.apps import Apps, Deployment
 from shoal.server.fields import data, text
+from shoal.server.log_files import LogFiles
 from shoal.server.logs import LOGGED, Logs
 from shoal.server.objects import HomeObjects, Objects
 from shoal.server.session import Session
@@ -168,7 +169,12 @@ class Server:
         if not options.embedded:
             volumes = options.volume_root or os.path.join(self.home, "volumes")
             self.objects = Objects(self.store, volumes)
-        self.logs = Logs()
+        logs = None
+        if not options.embedded:  # an embedded server's output is its caller's
+            logs = LogFiles(
+                os.path.join(self.home, "logs"), settings.log_bytes(), settings.log_files()
+            )
+        self.logs = Logs(files=logs)
         backend = get_backend(options.backend, options.backend_address)
         # A server's containers run code of many users: they start from a built
         # environment, never with the server's own tokens (the embedded default runs
@@ -186,13 +192,6 @@ class Server:
             await self.apps.restore()
         self.spawns = Spawns(self.store, self.apps)
         self.spawns.start(restore=not options.embedded)
-        if not options.embedded and settings.record_inputs():
-            from shoal.server.metrics import labels_of
-            from shoal.server.recorder import Recorder
-
-            root = os.path.join(self.home, "recordings")
-            self._recorder = Recorder(self.control.events, root, settings.record_limit(), labels_of)
-            self._recording = asyncio.ensure_future(_every_second(self._recorder.flush))
         self._spawns_up = self.spawns
         if options.embedded:
             self.url = pipe.listen("embedded", self._accept_pipe)
@@ -200,6 +199,7 @@ class Server:
         self._listener, self.url = await transport.listen(
             transport.tcp_address(options.host, options.port), self._accept, tls
         )
+        self._record()
         if options.http_port is not None:
             from shoal.gateway import server as gateway
             from shoal.server.origins import WebOrigins
@@ -214,25 +214,39 @@ class Server:
                 tls_files,
             )
             self.http_url = self._served.url
-            from shoal.server.metrics import CONTENT_TYPE, Metrics
-
-            metrics = Metrics(self.control.events, self.control.pools, self._served.gateway.tally)
-            page = gateway.Page(
-                lambda: (CONTENT_TYPE, metrics.scrape()), self.authorize, options.metrics_public
-            )
-            self._served.gateway.pages.update({"/metrics": page, "/_shoal/metrics": page})
-            from shoal.server.dashboard import Dashboard
-            from shoal.server.timeline import Timeline
-
-            timeline = Timeline(self.control.events, self.control.pools)
-            self._dashboard = Dashboard(self, timeline, secure=tls is not None)
-            self._served.gateway.console = self._dashboard
-            ticks = _every_second(timeline.tick, metrics.note_lag)
-            self._ticker = asyncio.ensure_future(ticks)
+            self._observe(self._served.gateway, tls is not None)
             self._origins = WebOrigins(self._served, self.store, self.apps, options.origin_ports)
             self.apps.on_change = self._origins.prune
             await self._origins.sync()
         self._write_address()
+
+    def _record(self) -> None:
+        """Record each function's traffic for ``shoal simulate`` (unless told not to), and
+        write it and the buffered log lines once a second."""
+        if settings.record_inputs():
+            from shoal.server.metrics import labels_of
+            from shoal.server.recorder import Recorder
+
+            root = os.path.join(self.home, "recordings")
+            self._recorder = Recorder(self.control.events, root, settings.record_limit(), labels_of)
+        self._recording = asyncio.ensure_future(_every_second(self._housekeeping))
+
+    def _observe(self, gateway: gateway.Gateway, secure: bool) -> None:
+        """Serve ``/metrics`` and the dashboard on the gateway's port."""
+        from shoal.gateway.server import Page
+        from shoal.server.dashboard import Dashboard
+        from shoal.server.metrics import CONTENT_TYPE, Metrics
+        from shoal.server.timeline import Timeline
+
+        metrics = Metrics(self.control.events, self.control.pools, gateway.tally)
+        page = Page(
+            lambda: (CONTENT_TYPE, metrics.scrape()), self.authorize, self.options.metrics_public
+        )
+        gateway.pages.update({"/metrics": page, "/_shoal/metrics": page})
+        timeline = Timeline(self.control.events, self.control.pools)
+        self._dashboard = Dashboard(self, timeline, secure=secure)
+        gateway.console = self._dashboard
+        self._ticker = asyncio.ensure_future(_every_second(timeline.tick, metrics.note_lag))
 
     async def stop(self) -> None:
         """Stop listening, stop every container, and commit what the store has queued."""
@@ -249,8 +263,8 @@ class Server:
             self._ticker.cancel()
         if self._recording is not None:
             self._recording.cancel()
-        if self._recorder is not None:
-            self._recorder.flush()
+        self._housekeeping()
+        self.logs.close()
         if self._dashboard is not None:
             self._dashboard.close()  # its open streams end, so the gateway can stop
         if self._served is not None:
@@ -567,6 +581,12 @@ class Server:
         await self.apps.stop(text(body, "app"))
         return {}
 
+    def _housekeeping(self) -> None:
+        """Once a second: write the recorded traffic and the buffered log lines."""
+        if self._recorder is not None:
+            self._recorder.flush()
+        self.logs.flush()
+
     async def _op_app_logs(self, body: dict[str, Any], session: Session) -> Any:
         app = text(body, "app")
         after = body.get("cursor", body.get("after", ""))
@@ -574,7 +594,14 @@ class Server:
             raise InvalidError("cursor: expected a line's cursor")
         if not self.logs.has(app):
             self.apps.current(app)  # NotFoundError for an app that is not there at all
-        return self.logs.after(app, after)
+        filters = _log_filters(body)
+        tail = body.get("tail")
+        if tail is not None and (not isinstance(tail, int) or tail < 0):
+            raise InvalidError("tail: expected a number of lines >= 0")
+        if not after and (tail is not None or filters):
+            return self.logs.search(app, tail, **filters)
+        answer = self.logs.after(app, after)
+        return self.logs.filtered(answer, **filters) if filters else answer
 
     async def _op_app_history(self, body: dict[str, Any], session: Session) -> Any:
         app = text(body, "app")
@@ -644,6 +671,24 @@ async def _every_second(
         if late > 5.0:
             due = loop.time()  # the loop was stalled: start the schedule again
         tick()
+
+
+def _log_filters(body: dict[str, Any]) -> dict[str, Any]:
+    """The filters of an ``app_logs`` request that are given (see log_files.matching)."""
+    filters: dict[str, Any] = {}
+    for name in ("since", "until"):
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, int | float):
+                raise InvalidError(f"{name}: expected a time in seconds since the epoch")
+            filters[name] = float(value)
+    for name in ("search", "function", "container"):
+        value = body.get(name)
+        if value:
+            if not isinstance(value, str):
+                raise InvalidError(f"{name}: expected text")
+            filters[name] = value
+    return filters
 
 
 def _app_row(

@@ -40,7 +40,7 @@ SPAN: Final = 900
 FAILURES: Final = 20
 #: Queue waits and run times kept per function per second for its percentiles; past
 #: this, the rest of that second's are counted but not ranked.
-SAMPLE: Final = 50_000
+SAMPLE: Final = 2_000
 #: The outcomes a point counts, by the status Prometheus' ``shoal_inputs_total`` uses.
 OUTCOMES: Final = ("success", "failure", "timeout", "crash", "init_failure", "cancelled")
 _STATUS: Final = {

@@ -1,0 +1,55 @@
+"""Container output kept on disk per app, rotated, searchable, and there after a restart."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from conftest import wait_until
+from service.harness import ServerProcess
+
+SQUARES = "import shoal; print(list(shoal.Function.from_name('svc', 'square').map({})))"
+
+
+def logs(server: ServerProcess, *args: str) -> list[str]:
+    done = server.cli("app", "logs", "svc", *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def squared(lines: list[str]) -> set[int]:
+    """The numbers the lines say were squared (prints of threads may share a line)."""
+    return {int(n) for line in lines for n in re.findall(r"squaring (\d+)", line)}
+
+
+def test_logs_are_searchable_rotated_and_survive_a_restart(tmp_path: Path) -> None:
+    env = {"SHOAL_LOG_BYTES": "8192", "SHOAL_LOG_FILES": "3"}
+    server = ServerProcess(tmp_path, env).start()
+    try:
+        server.deploy()
+        done = server.client(SQUARES.format("range(300)"))
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: len(squared(logs(server))) == 300, 10, "every line in memory")
+        on_disk = squared(logs(server, "--search", "squaring"))  # a filter reads the files
+        # Rotated: 3 files of about 8 KiB hold some 200 of the 300 lines, the newest.
+        assert 100 < len(on_disk) < 300
+        kept = sorted((server.home / "logs").glob("svc.log*"))
+        assert len(kept) == 3 and all(p.stat().st_size < 8192 + 200 for p in kept)
+        last = logs(server, "--tail", "1", "--search", "squaring")
+        assert len(last) == 1 and last[0].startswith("[svc.v1.square-c")
+        number = max(squared(last))
+        assert squared(logs(server, "--search", f"squaring {number}")) >= {number}
+        five = server.cli("app", "logs", "svc", "--tail", "5")  # Shoal's own lines: stderr
+        assert len(five.stdout.splitlines()) + len(five.stderr.splitlines()) == 5
+        assert logs(server, "--function", "nap") == []
+        assert squared(logs(server, "--function", "square", "--search", "squaring")) == on_disk
+        stamped = logs(server, "--tail", "1", "--search", "squaring", "--timestamps")[0]
+        assert stamped[:4].isdigit() and "T" in stamped.split()[0]  # an ISO time first
+        assert logs(server, "--until", "1h", "--search", "squaring") == []  # all newer
+        assert squared(logs(server, "--since", "1h", "--search", "squaring")) == on_disk
+        server.stop()
+        server.start()
+        assert squared(logs(server)) == on_disk  # read back from disk by the new server
+        assert squared(logs(server, "--search", f"squaring {number}")) >= {number}
+    finally:
+        server.stop()
