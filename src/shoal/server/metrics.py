@@ -25,9 +25,9 @@ from typing import Any, Final
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.samples import Sample
 
 from shoal.control.events import EventBus
 from shoal.control.pool import Pool
@@ -57,6 +57,23 @@ _FAILURE_STATUS: Final = {
     "ContainerCrashError": "crash",
     "ContainerInitError": "init_failure",
 }
+
+
+class _Histograms(Metric):
+    """A histogram family whose samples are added as they are, unchecked: the bounds and
+    names here are Shoal's own, and prometheus_client's checks cost 0.1 ms a series."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str]) -> None:
+        super().__init__(name, documentation, "histogram")
+        self._names = labels
+
+    def add_metric(self, values: list[str], buckets: list[tuple[str, float]], total: float) -> None:
+        labels = dict(zip(self._names, values, strict=True))
+        add = self.samples.append
+        for bound, count in buckets:
+            add(Sample(f"{self.name}_bucket", {**labels, "le": bound}, count))
+        add(Sample(f"{self.name}_count", labels, buckets[-1][1]))
+        add(Sample(f"{self.name}_sum", labels, total))
 
 
 def exposition(families: Iterable[Metric]) -> bytes:
@@ -287,7 +304,7 @@ class Metrics:
             "Requests to web endpoints, by method and status",
             labels=[*names, "method", "status"],
         )
-        seconds = HistogramMetricFamily(
+        seconds = _Histograms(
             "shoal_http_request_seconds", "Seconds to answer a web request", labels=names
         )
         if self._http is not None:
@@ -305,10 +322,10 @@ class Metrics:
             "shoal_inputs", "Inputs that ended, by outcome", labels=[*names, "status"]
         )
         retries = CounterMetricFamily("shoal_input_retries", "Inputs run again", labels=names)
-        queue = HistogramMetricFamily(
+        queue = _Histograms(
             "shoal_input_queue_seconds", "Seconds inputs waited for a container", labels=names
         )
-        execution = HistogramMetricFamily(
+        execution = _Histograms(
             "shoal_input_execution_seconds",
             "Seconds from dispatch to outcome",
             labels=names,
@@ -317,12 +334,12 @@ class Metrics:
         stops = CounterMetricFamily(
             "shoal_container_stops", "Containers stopped, by reason", labels=[*names, "reason"]
         )
-        startup = HistogramMetricFamily(
+        startup = _Histograms(
             "shoal_container_startup_seconds",
             "Seconds from a container's start to its first readiness",
             labels=names,
         )
-        coldstart = HistogramMetricFamily(
+        coldstart = _Histograms(
             "shoal_input_coldstart_seconds",
             "Queue waits of inputs whose container started for them",
             labels=names,
