@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -185,3 +186,28 @@ def test_the_screenshot_file_is_where_the_readme_says(tmp_path: Path) -> None:
     """docs/dashboard.png, which the README shows, is a real PNG taken from a run."""
     shot = Path(__file__).parents[2] / "docs" / "dashboard.png"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_what_if_replays_the_recorded_traffic(browser: Any, server: ServerProcess) -> None:
+    done = server.client(
+        "import shoal\nprint(len(list(shoal.Function.from_name('svc', 'slow').map([0.5] * 150))))"
+    )
+    assert done.returncode == 0, done.stderr
+    time.sleep(1.5)  # the recorder writes once a second
+    page = signed_in(browser, server)
+    try:
+        page.goto(f"{server.http}/_shoal/#/f/{_key(server, 'slow')}")
+        page.wait_for_selector("#what-if input[name=max_inputs]")
+        page.fill("#what-if input[name=max_inputs]", "50")
+        page.click("#what-if button[type=submit]")
+        page.wait_for_selector("#what-if-table, #what-if-result .error")
+        assert page.locator("#what-if-table").count(), page.locator("#what-if-result").inner_text()
+        replayed = page.locator("#what-if-table tbody tr").nth(1).inner_text().split()
+        assert replayed[0] == "replayed" and replayed[-1] == "3"  # 150 inputs at 50 each
+        peak = "Math.max(...window.shoal.charts.whatIf.data[2])"
+        assert page.evaluate(peak) == 3  # the replay's containers over time, plotted
+        page.fill("#what-if input[name=max_inputs]", "many")
+        page.click("#what-if button[type=submit]")
+        page.wait_for_selector("#what-if-result .error")
+    finally:
+        page.context.close()

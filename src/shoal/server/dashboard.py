@@ -14,6 +14,8 @@ never the token).
   inputs run, uptime, CPU, memory), history (a point a second for 15 minutes),
   scaling markers, recent failures with tracebacks, and its web URL.
 - ``GET /_shoal/api/container?id=ID``: the tail of a container's log lines.
+- ``GET /_shoal/api/simulate?key=K&max_inputs=8&...``: a what-if of K's recorded
+  traffic under those settings (``shoal simulate``), with containers over time.
 - ``GET /_shoal/stream?key=K``: server-sent events, one a second, with each
   function's new point (only ``K``'s, given a key): aggregates, never an event per
   input (see :mod:`shoal.server.timeline`).
@@ -33,7 +35,9 @@ from importlib import resources
 from typing import Any, Final, Protocol
 
 from shoal.control.pool import Pool
+from shoal.exception import Error, InvalidError
 from shoal.server.logs import Logs
+from shoal.server.metrics import labels_of
 from shoal.server.timeline import Timeline
 
 Scope = dict[str, Any]
@@ -55,6 +59,17 @@ STATIC: Final = {
     "uPlot.LICENSE": "text/plain; charset=utf-8",
 }
 _LOGIN_BODY_MAX: Final = 4096
+#: The settings a what-if may change (see server/simulator.py).
+SIMULATED: Final = frozenset(
+    {
+        "max_inputs",
+        "target_inputs",
+        "scaledown_window",
+        "buffer_containers",
+        "min_containers",
+        "max_containers",
+    }
+)
 
 
 class Source(Protocol):
@@ -67,6 +82,8 @@ class Source(Protocol):
     def app_rows(self) -> list[dict[str, Any]]: ...
 
     def pool_of(self, key: str) -> tuple[Pool, str | None] | None: ...
+
+    async def simulate(self, app: str, function: str, runs: Any, since: Any = 0) -> Any: ...
 
 
 class Dashboard:
@@ -111,10 +128,16 @@ class Dashboard:
         if method != "GET":
             await _json(send, {"error": "only GET"}, 405)
             return
+        await self._get(path, query, receive, send)
+
+    async def _get(self, path: str, query: dict[str, str], receive: Receive, send: Send) -> None:
+        """Answer an authorized GET of ``path`` (see the module docstring)."""
         if path == "/api/apps":
             await _json(send, self._source.app_rows())
         elif path == "/api/function":
             await self._function(send, query.get("key", ""))
+        elif path == "/api/simulate":
+            await self._simulate(send, query)
         elif path == "/api/container":
             await _json(send, self._log_tail(query.get("id", ""), "")[0])
         elif path == "/stream":
@@ -122,7 +145,7 @@ class Dashboard:
         elif path == "/stream/logs":
             await self._follow(receive, send, query.get("id", ""))
         else:
-            await _json(send, {"error": f"no page {scope['path']!r}"}, 404)
+            await _json(send, {"error": f"no page {PREFIX + path!r}"}, 404)
 
     # -- who may look --------------------------------------------------------
 
@@ -191,6 +214,25 @@ class Dashboard:
                 **self._timeline.history(key),
             },
         )
+
+    async def _simulate(self, send: Send, query: dict[str, str]) -> None:
+        """A what-if of the function ``key``: its recorded traffic replayed with the
+        settings given as query parameters (see server/simulator.py)."""
+        app, function = labels_of(query.pop("key", ""))
+        changes: dict[str, Any] = {}
+        try:
+            for name, value in query.items():
+                if name not in SIMULATED:
+                    raise InvalidError(f"cannot simulate {name!r}")
+                if value.strip().lower() in ("", "none"):
+                    changes[name] = None
+                else:
+                    changes[name] = float(value) if name == "scaledown_window" else int(value)
+            answer = await self._source.simulate(app, function, [changes])
+        except (Error, ValueError) as exc:
+            await _json(send, {"error": str(exc)}, 400)
+            return
+        await _json(send, answer)
 
     def _log_tail(self, container_id: str, cursor: str) -> tuple[dict[str, Any], str]:
         """The last lines of ``container_id`` after ``cursor``, and the cursor to go on
@@ -320,7 +362,7 @@ def _scaling(pool: Pool) -> dict[str, Any]:
     scaling = pool.spec.scaling
     return {
         "max_inputs": scaling.max_inputs,
-        "target_inputs": scaling.target,
+        "target_inputs": scaling.target_inputs,  # None: max_inputs
         "min_containers": scaling.min_containers,
         "max_containers": scaling.max_containers,
         "buffer_containers": scaling.buffer_containers,

@@ -541,21 +541,29 @@ class Server:
         return None if found is None else (found, None)
 
     async def _op_simulate(self, body: dict[str, Any], session: Session) -> Any:
+        return await self.simulate(
+            text(body, "app"), text(body, "function"), body.get("runs"), body.get("since", 0)
+        )
+
+    async def simulate(self, app: str, function: str, runs: Any, since: Any = 0) -> Any:
         """Replay a function's recorded traffic under other scaling settings (see
-        :mod:`shoal.server.simulator`): the recorded run's figures, and each run's."""
+        :mod:`shoal.server.simulator`): the recorded run's figures, and each run's.
+
+        Raises:
+            InvalidError: bad settings, or the server records nothing.
+            NotFoundError: no such app or function, or no traffic recorded.
+        """
         from shoal.server import simulator
 
-        app, function = text(body, "app"), text(body, "function")
         if self._recorder is None:
             raise InvalidError("this server records no traffic (SHOAL_RECORD_INPUTS=0)")
-        runs = body.get("runs") or [{}]
+        runs = runs or [{}]
         if (
             not isinstance(runs, list)
             or len(runs) > 500
             or not all(isinstance(r, dict) for r in runs)
         ):
             raise InvalidError("runs: expected a list of at most 500 maps of settings")
-        since = body.get("since", 0)
         if not isinstance(since, int | float) or since < 0:
             raise InvalidError("since: expected seconds >= 0")
         definition = self.apps.current(app).definition(function)

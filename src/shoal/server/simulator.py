@@ -41,6 +41,8 @@ SETTINGS = (
     "min_containers",
     "max_containers",
 )
+#: Points of an outcome's containers-over-time series, at most.
+POINTS = 400
 #: Start-up seconds of a replayed container when the recording has none.
 DEFAULT_STARTUP = 0.05
 
@@ -55,6 +57,9 @@ class Outcome:
     cold_starts: int
     peak_containers: int
     inputs: int
+    #: Containers over time, ``(seconds since the first arrival, containers)`` at each
+    #: change, at most :data:`POINTS` of them (for a plot).
+    containers: list[tuple[float, int]] = dataclasses.field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -180,6 +185,7 @@ class _Fleet(Backend):
         self.live = 0
         self.peak = 0
         self.starts = 0
+        self.changes: list[tuple[float, int]] = [(loop.time(), 0)]
         self.expected = 0
         self.finished = 0
         self.all_done = asyncio.Event()
@@ -191,6 +197,7 @@ class _Fleet(Backend):
         self.starts += 1
         self.live += 1
         self.peak = max(self.peak, self.live)
+        self.changes.append((self.loop.time(), self.live))
         self.loop.call_later(next(self._startups), self._ready, container)
         return None
 
@@ -216,6 +223,7 @@ class _Fleet(Backend):
             return
         container.gone = True
         self.live -= 1
+        self.changes.append((self.loop.time(), self.live))
         self.lifetimes.append(self.loop.time() - self._started_at[container.container_id])
         container.on_exit(container.container_id, code)
 
@@ -288,6 +296,7 @@ async def _replay(
         cold_starts=fleet.starts,
         peak_containers=fleet.peak,
         inputs=len(inputs),
+        containers=_thinned([(t - start, n) for t, n in fleet.changes]),
     )
     await pool.stop()
     return outcome
@@ -301,9 +310,12 @@ def measured(recording: Recording) -> Outcome:
         + [(started + lifetime, -1) for started, lifetime, _ in containers]
     )
     live = peak = 0
-    for _, step in edges:
+    begin = min(arrived for arrived, _, _ in recording.inputs) if recording.inputs else 0.0
+    series: list[tuple[float, int]] = [(0.0, 0)]
+    for at, step in edges:
         live += step
         peak = max(peak, live)
+        series.append((max(0.0, at - begin), live))
     waits = [wait for _, wait, _ in recording.inputs]
     return Outcome(
         container_seconds=sum(lifetime for _, lifetime, _ in containers),
@@ -312,6 +324,7 @@ def measured(recording: Recording) -> Outcome:
         cold_starts=len(containers),
         peak_containers=peak,
         inputs=len(recording.inputs),
+        containers=_thinned(series),
     )
 
 
@@ -348,6 +361,18 @@ def grid(changes: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
         dict(zip(names, values, strict=True))
         for values in itertools.product(*(changes[n] for n in names))
     ]
+
+
+def _thinned(series: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    """At most :data:`POINTS` of ``series``, the highest count of each stretch kept."""
+    if len(series) <= POINTS:
+        return series
+    step = len(series) / POINTS
+    out = []
+    for i in range(POINTS):
+        part = series[int(i * step) : int((i + 1) * step)] or [series[-1]]
+        out.append((part[0][0], max(n for _, n in part)))
+    return out
 
 
 def _quantile(values: list[float], q: float) -> float:

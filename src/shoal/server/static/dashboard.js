@@ -202,6 +202,7 @@ async function showFunction(key) {
   const tableHolder = el("div", {}, containersTable(info.containers));
   const failuresHolder = el("div", {}, failuresList(info.failures));
   view.append(el("h3", { text: "Containers" }), tableHolder, el("h3", { text: "Recent failures" }), failuresHolder);
+  view.append(whatIf(key, info.scaling));
   const stream = new EventSource(`/_shoal/stream?key=${encodeURIComponent(key)}`);
   stream.onopen = () => { window.shoal.live = key; };
   stream.onmessage = (message) => {
@@ -226,6 +227,65 @@ async function showFunction(key) {
     }
   }, 2000);
   closers.push(() => stream.close(), () => clearInterval(refresh));
+}
+
+// -- what if: the recorded traffic replayed with other settings ---------------------
+
+const SIMULATED = ["max_inputs", "target_inputs", "scaledown_window", "buffer_containers", "min_containers", "max_containers"];
+
+function whatIf(key, scaling) {
+  const form = el("form", { id: "what-if", class: "settings" });
+  for (const name of SIMULATED) {
+    const value = scaling[name] === null ? "" : String(scaling[name]);
+    form.append(el("label", {}, `${name} `, el("input", { name, value, size: "5", placeholder: "none" })));
+  }
+  form.append(el("button", { type: "submit", text: "Replay" }));
+  const result = el("div", { id: "what-if-result" });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const query = new URLSearchParams({ key });
+    for (const input of form.querySelectorAll("input")) query.set(input.name, input.value);
+    result.replaceChildren(el("p", { class: "muted", text: "Replaying…" }));
+    try {
+      showWhatIf(result, await getJSON(`/_shoal/api/simulate?${query}`));
+    } catch (error) {
+      result.replaceChildren(el("p", { class: "error", text: String(error.message || error) }));
+    }
+  });
+  return el("div", {}, el("h3", { text: "What if: the recorded traffic with other settings" }), form, result);
+}
+
+function showWhatIf(holder, answer) {
+  const replay = answer.runs[0].outcome;
+  const rows = [["recorded", answer.recorded], ["replayed", replay]];
+  const body = el("tbody");
+  for (const [label, o] of rows) {
+    body.append(el("tr", {},
+      el("td", { text: label }),
+      el("td", { class: "num", text: o.container_seconds.toFixed(1) }),
+      el("td", { class: "num", text: `${(o.wait_p50 * 1000).toFixed(0)} ms` }),
+      el("td", { class: "num", text: `${(o.wait_p99 * 1000).toFixed(0)} ms` }),
+      el("td", { class: "num", text: String(o.cold_starts) }),
+      el("td", { class: "num", text: String(o.peak_containers) })));
+  }
+  const table = el("table", { id: "what-if-table" },
+    el("thead", {}, el("tr", {}, ...["Run", "Container-seconds", "Wait p50", "Wait p99", "Cold starts", "Peak"]
+      .map((h) => el("th", { text: h })))),
+    body);
+  // Containers over time, both runs as steps on one time axis (seconds from the first input).
+  const times = [...new Set([...answer.recorded.containers, ...replay.containers].map(([t]) => t))].sort((a, b) => a - b);
+  const at = (series) => {
+    let i = 0, value = 0;
+    return times.map((t) => { while (i < series.length && series[i][0] <= t) value = series[i++][1]; return value; });
+  };
+  const plot = el("div", { class: "plot", id: "plot-what-if" }, el("h4", { text: "Containers: recorded and replayed" }));
+  holder.replaceChildren(table, plot);
+  window.shoal.charts.whatIf = new uPlot({
+    width: Math.max(560, plot.clientWidth - 10), height: 220, scales: { x: { time: false } },
+    series: [{ label: "s" }, { label: "recorded", stroke: "#64748b", width: 1.5, paths: uPlot.paths.stepped({ align: 1 }) },
+      { label: "replayed", stroke: "#7c3aed", width: 1.5, paths: uPlot.paths.stepped({ align: 1 }) }],
+    axes: [{}, { size: 40 }],
+  }, [times, at(answer.recorded.containers), at(replay.containers)], plot);
 }
 
 // -- a container's logs ---------------------------------------------------------
