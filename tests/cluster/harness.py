@@ -16,7 +16,7 @@ import pytest
 from benchmarks import faults
 
 from conftest import wait_until
-from service.harness import ServerProcess
+from service.harness import ServerProcess, tls_files
 
 APP = Path(__file__).parent / "apps" / "cluster_app.py"
 
@@ -27,18 +27,10 @@ def ray_server_on(tmp_path: Path, address: str, tls: bool = False) -> Iterator[S
     deployed (with ``tls``, a certificate of a private CA: its clients and containers
     speak TLS); once it stops, no Shoal process is left and no core of the cluster held."""
     args: tuple[str, ...] = ("--backend", "ray", "--ray-address", address)
-    env = {}
+    env: dict[str, str] = {}
     if tls:
-        import trustme
-
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1")
-        files = [tmp_path / name for name in ("cert.pem", "key.pem", "ca.pem")]
-        cert.cert_chain_pems[0].write_to_path(str(files[0]))
-        cert.private_key_pem.write_to_path(str(files[1]))
-        ca.cert_pem.write_to_path(str(files[2]))
-        args += ("--tls-cert", str(files[0]), "--tls-key", str(files[1]))
-        env["SSL_CERT_FILE"] = str(files[2])
+        tls_args, env, _ = tls_files(tmp_path)
+        args += tls_args
     server = ServerProcess(tmp_path, env, args)
     shutil.copy(APP, server.apps / "cluster_app.py")
     server.start()

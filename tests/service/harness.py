@@ -23,6 +23,25 @@ def free_port() -> int:
         return port
 
 
+def tls_files(folder: Path) -> tuple[tuple[str, ...], dict[str, str], Path]:
+    """A certificate for 127.0.0.1 from a private CA, written under ``folder``: the
+    ``shoal server`` options that use it, the environment that trusts the CA, and the CA's
+    certificate file."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file, ca_file = (folder / n for n in ("cert.pem", "key.pem", "ca.pem"))
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    return (
+        ("--tls-cert", str(cert_file), "--tls-key", str(key_file)),
+        {"SSL_CERT_FILE": str(ca_file)},
+        ca_file,
+    )
+
+
 class ServerProcess:
     """``shoal server`` with its home under ``root``; clients get :attr:`env`."""
 

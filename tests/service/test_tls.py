@@ -8,9 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trustme
 
-from service.harness import ServerProcess
+from service.harness import ServerProcess, tls_files
 
 CALLS = """
 import json, shoal
@@ -25,14 +24,8 @@ print("url", shoal.Function.from_name("svc", "version").get_web_url())
 def tls_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
     """A server whose listener and gateway use a certificate of a private CA; yields it
     (``svc`` deployed) and the CA's certificate file."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert_file, key_file, ca_file = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
-    cert.private_key_pem.write_to_path(str(key_file))
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    ca.cert_pem.write_to_path(str(ca_file))
-    args = ("--tls-cert", str(cert_file), "--tls-key", str(key_file))
-    server = ServerProcess(tmp_path, {"SSL_CERT_FILE": str(ca_file)}, args).start()
+    args, env, ca_file = tls_files(tmp_path)
+    server = ServerProcess(tmp_path, env, args).start()
     try:
         server.deploy()
         yield server, ca_file
@@ -78,20 +71,13 @@ def test_containers_reach_the_control_plane_over_tls_when_it_listens_on_tcp(
 ) -> None:
     """With a certificate, containers that connect over TCP (as on a cluster) speak TLS:
     they pin the server's certificate (given to them, public) before sending a token."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert_file, key_file, ca_file = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
-    cert.private_key_pem.write_to_path(str(key_file))
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    ca.cert_pem.write_to_path(str(ca_file))
-    args = ("--tls-cert", str(cert_file), "--tls-key", str(key_file))
-    env = {"SSL_CERT_FILE": str(ca_file), "SHOAL_CONTAINER_TRANSPORT": "tcp"}
-    server = ServerProcess(tmp_path, env, args).start()
+    args, env, _ = tls_files(tmp_path)
+    server = ServerProcess(tmp_path, {**env, "SHOAL_CONTAINER_TRANSPORT": "tcp"}, args).start()
     try:
         server.deploy()
         done = server.client(
             CALLS + "print(shoal.Function.from_name('svc', 'environment').remote()"
-            "['SHOAL_CONTROL_CERT'] == open(" + repr(str(cert_file)) + ").read())\n"
+            "['SHOAL_CONTROL_CERT'] == open(" + repr(args[1]) + ").read())\n"
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[:2] == ["remote 49", "map 285"]

@@ -38,6 +38,7 @@ from shoal.control.pool import Pool
 from shoal.exception import Error, InvalidError
 from shoal.server.logs import Logs
 from shoal.server.metrics import labels_of
+from shoal.server.simulator import SETTINGS
 from shoal.server.timeline import Timeline
 
 Scope = dict[str, Any]
@@ -59,17 +60,6 @@ STATIC: Final = {
     "uPlot.LICENSE": "text/plain; charset=utf-8",
 }
 _LOGIN_BODY_MAX: Final = 4096
-#: The settings a what-if may change (see server/simulator.py).
-SIMULATED: Final = frozenset(
-    {
-        "max_inputs",
-        "target_inputs",
-        "scaledown_window",
-        "buffer_containers",
-        "min_containers",
-        "max_containers",
-    }
-)
 
 
 class Source(Protocol):
@@ -222,7 +212,7 @@ class Dashboard:
         changes: dict[str, Any] = {}
         try:
             for name, value in query.items():
-                if name not in SIMULATED:
+                if name not in SETTINGS:
                     raise InvalidError(f"cannot simulate {name!r}")
                 if value.strip().lower() in ("", "none"):
                     changes[name] = None
