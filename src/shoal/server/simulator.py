@@ -354,15 +354,6 @@ def scaling_with(base: Scaling, changes: Mapping[str, Any]) -> Scaling:
     return Scaling(**fields)
 
 
-def grid(changes: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of ``changes``' values, as one dict each."""
-    names = sorted(changes)
-    return [
-        dict(zip(names, values, strict=True))
-        for values in itertools.product(*(changes[n] for n in names))
-    ]
-
-
 def _thinned(series: list[tuple[float, int]]) -> list[tuple[float, int]]:
     """At most :data:`POINTS` of ``series``, the highest count of each stretch kept."""
     if len(series) <= POINTS:

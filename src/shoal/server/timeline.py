@@ -21,7 +21,7 @@ import collections
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Final
 
 from shoal.control.events import EventBus
@@ -72,6 +72,8 @@ class _Function:
         self.failures: collections.deque[dict[str, Any]] = collections.deque(maxlen=FAILURES)
         self.markers: collections.deque[dict[str, Any]] = collections.deque(maxlen=SPAN)
         self.scaling: dict[str, Any] | None = None
+        #: When its pool was last live (a tick's time).
+        self.seen = 0.0
 
 
 class Timeline:
@@ -158,6 +160,12 @@ class Timeline:
             if kept.scaling is not None and scaling != kept.scaling:
                 kept.markers.append({"t": now, "scaling": scaling})
             kept.scaling = scaling
+            kept.seen = now
+        # A pool gone (its app stopped or redeployed) keeps its history for a plot's
+        # span, then is dropped: redeploys must not grow the server.
+        gone = [k for k, f in self._functions.items() if k not in points and now - f.seen > SPAN]
+        for key in gone:
+            del self._functions[key]
         for listener in list(self._listeners):
             listener(now, points)
         return points
@@ -214,11 +222,6 @@ class Timeline:
                 }
             )
         return rows
-
-    def forget(self, keys: Iterable[str]) -> None:
-        """Drop the history of ``keys`` (pools gone for good)."""
-        for key in keys:
-            self._functions.pop(key, None)
 
 
 def _quantiles(values: list[float]) -> tuple[float | None, float | None]:
