@@ -89,7 +89,7 @@ def test_a_custom_resource_pins_a_function_and_a_missing_one_waits(
         "import time\n"
         "for _ in range(200):\n"
         "    stats = missing.stats()\n"
-        "    if stats.awaiting_room:\n"
+        "    if stats.awaiting_room and stats.waiting_for:\n"
         "        break\n"
         "    time.sleep(0.05)\n"
         "print(stats.awaiting_room, stats.containers, stats.queued)\n"
