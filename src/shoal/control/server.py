@@ -165,6 +165,7 @@ class ControlPlane:
         backend.on_nodes = self.budget.set_nodes
         self.scheduler = Scheduler()
         self._connections: set[FramedProtocol] = set()
+        self._stopped = False
         self._images: dict[Recipe, asyncio.Future[Environment]] = {}
         #: Who watches each build in progress, beside this process's stdout.
         self._build_watchers: dict[Recipe, list[BuildLog]] = {}
@@ -401,6 +402,7 @@ class ControlPlane:
     async def stop(self) -> None:
         """Stop every pool and container, close the socket, remove the directory."""
         self.scheduler.stop()
+        self._stopped = True
         await asyncio.gather(*(pool.stop() for pool in self._pools.values()))
         await self.backend.close()
         if self._server is not None:
@@ -524,6 +526,8 @@ class _Connection:
         self._deadline: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             settings.handshake_timeout(), self._handshake_expired
         )
+        if control._stopped:
+            self.protocol.abort()  # accepted as the control plane stops: refused at once
 
     def _handshake_expired(self) -> None:
         self._deadline = None

@@ -194,10 +194,15 @@ class FramedProtocol(asyncio.Protocol):
         self._flush_scheduled = False
         self.transport: asyncio.Transport | None = None
         self._closed = False
+        self._closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self._closed or self._closing:
+            # Closed before its transport came (a listener's accept still in flight when
+            # the server stopped): end the transport now, or it would outlive its loop.
+            transport.abort()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -261,6 +266,7 @@ class FramedProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         """Flush what is queued, then close the connection."""
+        self._closing = True
         self._flush()
         if self.transport is not None:
             self.transport.close()
