@@ -38,6 +38,7 @@ from shoal.exception import (
     RemoteError,
 )
 from shoal.spec.function import Retries
+from shoal.spec.log_line import LogLine
 from shoal.spec.schedule import Cron, Period
 from shoal.spec.stats import FunctionStats
 
@@ -57,6 +58,7 @@ __all__ = [
     "FunctionTimeoutError",
     "Image",
     "InvalidError",
+    "LogLine",
     "Obj",
     "Period",
     "Queue",

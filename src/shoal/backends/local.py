@@ -37,6 +37,7 @@ from shoal.backends.image_build import ImageBuilder
 from shoal.protocol import bundle
 from shoal.spec.function import locate
 from shoal.spec.image import Environment, Recipe
+from shoal.spec.log_line import unmarked
 
 #: Bytes read from a container's pipe at a time.
 _CHUNK = 64 * 1024
@@ -360,7 +361,7 @@ async def _watch_exit(proc: subprocess.Popen[bytes], fd: int | None, child: _Chi
 def _write(label: str, which: str, lines: list[str]) -> None:
     # Looked up per write: a live terminal display may have replaced sys.stdout.
     out: TextIO = sys.stdout if which == "stdout" else sys.stderr
-    text = "".join(f"[{label}] {line}\n" for line in lines)
+    text = "".join(f"[{label}] {line}\n" for line in unmarked(lines)[0])
     with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
         out.write(text)
         out.flush()

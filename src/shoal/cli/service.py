@@ -275,6 +275,7 @@ def app_stop(name: str, yes: bool) -> None:
 @click.option("--search", default=None, help="Only lines that contain this text.")
 @click.option("--function", "function", default=None, help="Only this function's lines.")
 @click.option("--container", default=None, help="Only this container's lines.")
+@click.option("--input", "input_id", default=None, help="Only lines printed by this call.")
 @click.option("--timestamps", is_flag=True, help="Start each line with its time.")
 def app_logs(
     name: str,
@@ -285,12 +286,14 @@ def app_logs(
     search: str | None,
     function: str | None,
     container: str | None,
+    input_id: str | None,
     timestamps: bool,
 ) -> None:
     """Print what app NAME's containers wrote, each line prefixed with its container:
     <app>.v<version>.<function>-c<n>. A server keeps every line on disk (rotated:
     SHOAL_LOG_BYTES, SHOAL_LOG_FILES) and the last SHOAL_LOG_LINES in memory. Lines marked
-    "shoal:" (on stderr) say when a container was ready and why it stopped."""
+    "shoal:" (on stderr) say when a container was ready and why it stopped. A line printed
+    while an input ran is that call's: --input ID (a FunctionCall's object_id) finds them."""
     filters: dict[str, Any] = {
         key: value
         for key, value in {
@@ -300,6 +303,7 @@ def app_logs(
             "search": search,
             "function": function,
             "container": container,
+            "input": input_id,
         }.items()
         if value is not None
     }

@@ -38,6 +38,7 @@ from shoal.client.user_module import code_ref
 from shoal.exception import InputCancellation, InvalidError
 from shoal.protocol import payload
 from shoal.spec.function import UNSET, CodeRef, FunctionSpec, with_options
+from shoal.spec.log_line import LogLine
 from shoal.spec.stats import FunctionStats
 
 P = ParamSpec("P")
@@ -352,6 +353,34 @@ class Function(Generic[P, R]):
         return await self._pool().fetch_stats()
 
     get_current_stats = stats
+
+    @bridged
+    async def get_logs(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        tail: int | None = None,
+        search: str | None = None,
+        container: str | None = None,
+        input: str | None = None,
+    ) -> list[LogLine]:
+        """The lines this function's containers printed, oldest first, as
+        ``shoal app logs APP --function NAME`` shows them: ``since``/``until`` are times
+        (seconds since the epoch), ``tail`` keeps the last N, ``search`` keeps lines that
+        contain it, ``container`` those of one container (its id or its end, ``-c3``),
+        ``input`` those printed while one call ran (a ``FunctionCall``'s ``object_id``).
+        A server keeps every line on disk; an embedded run keeps the last
+        SHOAL_LOG_LINES of each function in memory.
+        """
+        return await self._pool().fetch_logs(
+            since=since,
+            until=until,
+            tail=tail,
+            search=search,
+            container=container,
+            input=input,
+        )
 
     def __repr__(self) -> str:
         return f"<shoal.Function {self.spec.name}>"

@@ -16,6 +16,7 @@ from shoal.context import channel as call_channel
 from shoal.exception import InvalidError
 from shoal.protocol.messages import Accepted, CallDone, Wait
 from shoal.spec.call_graph import InputInfo, from_wire
+from shoal.spec.log_line import LogLine, log_lines
 
 R = TypeVar("R")
 
@@ -100,6 +101,12 @@ class FunctionCall(Generic[R]):
         """Stop the input; a later ``get`` raises ``InputCancellation``."""
         self._pool.cancel(self._record)
 
+    @bridged
+    async def get_logs(self) -> list[LogLine]:
+        """The lines this call's code printed so far (on any thread or task of it),
+        oldest first."""
+        return await self._pool.fetch_logs(input=self.object_id)
+
     def __repr__(self) -> str:
         return f"FunctionCall({self._pool.spec.name}, {self.object_id}, {self._record.state.name})"
 
@@ -172,6 +179,16 @@ class StoredFunctionCall(FunctionCall[R]):
     async def cancel(self) -> None:
         """Stop the stored input; a later ``get`` raises ``InputCancellation``."""
         await self._connection.request("call_cancel", object_id=self._object_id)
+
+    @bridged
+    async def get_logs(self) -> list[LogLine]:
+        """The lines this call's code printed so far, oldest first (from its app's logs
+        on the server, on disk).
+
+        Raises:
+            NotFoundError: no such call.
+        """
+        return log_lines(await self._connection.request("call_logs", object_id=self._object_id))
 
     def __repr__(self) -> str:
         return f"FunctionCall({self._object_id})"

@@ -23,6 +23,7 @@ from shoal.client.remote import ChannelConnection
 from shoal.protocol import payload
 from shoal.protocol.messages import Accepted, CallDone, CallItem, Credit, Feed, OutputStatus, Submit
 from shoal.spec.function import FunctionSpec
+from shoal.spec.log_line import LogLine, log_lines
 from shoal.spec.stats import FunctionStats
 
 
@@ -179,6 +180,15 @@ class ServerPool:
     async def fetch_stats(self) -> FunctionStats:
         found = await self.connection.request("stats", **self._body())
         return FunctionStats(**found)
+
+    async def fetch_logs(self, **filters: Any) -> list[LogLine]:
+        """This function's lines the server keeps that pass ``filters`` (those of
+        ``shoal app logs``: since, until, tail, search, container, input)."""
+        given = {key: value for key, value in filters.items() if value is not None}
+        answer = await self.connection.request(
+            "function_logs", app=self.app or "", function=self._function, **given
+        )
+        return log_lines(answer)
 
     async def change_scaling(self, **changes: Any) -> None:
         await self.connection.request("update_scaling", changes=changes, **self._body())

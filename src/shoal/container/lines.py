@@ -7,6 +7,10 @@ each thread's writes gather until a newline, and its whole lines go out together
 as a terminal's line buffering would have them. A thread's unfinished line goes
 out when that thread flushes (``print(..., flush=True)``, a progress bar's
 ``\\r``) and when the container ends.
+
+Lines printed while an input runs are marked as that input's (see
+:mod:`shoal.spec.log_line`); the input comes from the context, so asyncio tasks
+sharing one thread are told apart as threads are, and so are their unfinished lines.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from shoal.context import current_call
+from shoal.spec.log_line import marked
+
 
 class LineWriter(io.TextIOBase):
     """Writes whole lines of each thread to ``stream`` (see the module docstring)."""
@@ -23,33 +30,38 @@ class LineWriter(io.TextIOBase):
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._lock = threading.Lock()
-        #: Each thread's unfinished line, by thread id.
-        self._partial: dict[int, str] = {}
+        #: Each writer's unfinished line, by thread id and the input it runs.
+        self._partial: dict[tuple[int, str | None], str] = {}
 
     def write(self, text: str) -> int:
-        thread = threading.get_ident()
-        held = self._partial.pop(thread, "") + text
+        call = current_call.get()
+        writer = (threading.get_ident(), call)
+        held = self._partial.pop(writer, "") + text
         end = held.rfind("\n") + 1
         if end < len(held):
-            self._partial[thread] = held[end:]
+            self._partial[writer] = held[end:]
         if end:
+            whole = held[:end] if call is None else marked(call, held[:end])
             with self._lock:
-                self._stream.write(held[:end])
+                self._stream.write(whole)
                 self._stream.flush()
         return len(text)
 
     def flush(self) -> None:
-        held = self._partial.pop(threading.get_ident(), "")
+        call = current_call.get()
+        held = self._partial.pop((threading.get_ident(), call), "")
         with self._lock:
             if held:
-                self._stream.write(held)
+                self._stream.write(held if call is None else marked(call, held + "\n"))
             self._stream.flush()
 
     def flush_all(self) -> None:
         """Write every thread's unfinished line (the container is ending)."""
         with self._lock:
-            for thread in list(self._partial):
-                self._stream.write(self._partial.pop(thread, ""))
+            for writer in list(self._partial):
+                held = self._partial.pop(writer, "")
+                call = writer[1]
+                self._stream.write(held if call is None else marked(call, held + "\n"))
             self._stream.flush()
 
     def writable(self) -> bool:

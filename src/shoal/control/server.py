@@ -47,6 +47,7 @@ from shoal.spec.call_graph import to_wire
 from shoal.spec.events import ContainerOutput, StopReason
 from shoal.spec.function import CodeRef, FunctionSpec
 from shoal.spec.image import Environment, Recipe, user_paths
+from shoal.spec.log_line import unmarked
 from shoal.spec.resources import Grant
 from shoal.spec.secrets import Lookup
 from shoal.spec.secrets import merged as secrets_env
@@ -376,8 +377,9 @@ class ControlPlane:
         """The backend relays lines a container wrote: publish them."""
         if self._on_output:
             function = container_id.rpartition("-c")[0]
+            texts, inputs = unmarked(lines)
             self._on_output.publish(
-                ContainerOutput(function, container_id, stream, lines, self._clock())
+                ContainerOutput(function, container_id, stream, texts, self._clock(), inputs)
             )
 
     async def remove_pool(self, key: str, reason: StopReason = "stop") -> None:

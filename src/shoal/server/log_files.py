@@ -1,11 +1,12 @@
 """Each app's container output on disk: JSON lines, rotated by size and count.
 
 ``<home>/logs/<app>.log`` gets one JSON object per line written (``time``, ``container``,
-``function``, ``stream``, ``text``); past SHOAL_LOG_BYTES it becomes ``<app>.log.1`` (the
-older ones shift up, and past SHOAL_LOG_FILES the oldest goes). Writes are buffered and
-flushed once a second and at stop, so a burst of output is a few writes, not one per
-line. What is on disk survives a server restart: the restarted server reads the newest
-lines back, and ``shoal app logs --since/--until/--search/--tail`` reads them all.
+``function``, ``stream``, ``text``, and ``input``: the call it was printed for, if any);
+past SHOAL_LOG_BYTES it becomes ``<app>.log.1`` (the older ones shift up, and past
+SHOAL_LOG_FILES the oldest goes). Writes are buffered and flushed once a second and at
+stop, so a burst of output is a few writes, not one per line. What is on disk survives a
+server restart: the restarted server reads the newest lines back, and ``shoal app logs
+--since/--until/--search/--tail/--input`` reads them all.
 """
 
 from __future__ import annotations
@@ -124,9 +125,10 @@ def matching(
     search: str = "",
     function: str = "",
     container: str = "",
+    input: str = "",
 ) -> Iterator[dict[str, Any]]:
-    """The rows within the time range that contain ``search`` and are of ``function``
-    and ``container`` (each filter only when given)."""
+    """The rows within the time range that contain ``search`` and are of ``function``,
+    ``container`` and the call ``input`` (each filter only when given)."""
     tests: list[Callable[[dict[str, Any]], bool]] = []
     if since is not None:
         tests.append(lambda row: row.get("time", 0) >= since)
@@ -138,6 +140,8 @@ def matching(
         tests.append(lambda row: row.get("function") == function)
     if container:
         tests.append(lambda row: str(row.get("container", "")).endswith(container))
+    if input:
+        tests.append(lambda row: row.get("input") == input)
     for row in rows:
         if all(test(row) for test in tests):
             yield row

@@ -23,7 +23,7 @@ import collections
 import itertools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from shoal import settings
@@ -36,8 +36,12 @@ _WRITTEN = ("stdout", "stderr")
 #: The events the logs keep lines of.
 LOGGED = (ContainerOutput, ContainerReady, ContainerStopped)
 
-#: A container id as the server's pools make it: ``<app>.v<version>.<function>-c<n>``.
-_CONTAINER = re.compile(r"^(?P<app>.+?)\.v\d+\.(?P<label>(?P<function>.+)-c\d+)$")
+#: A container id as the server's pools make it: ``<app>.v<version>.<function>-c<n>``,
+#: or ``<function>-c<n>`` for a pool of no app (an embedded server's: app "").
+_CONTAINER = re.compile(r"^(?:(?P<app>.+?)\.v\d+\.)?(?P<label>(?P<function>.+)-c\d+)$")
+
+#: One kept line: (number, time, container, stream, text, call id or "").
+_Line = tuple[int, float, str, str, str, str]
 
 #: Hears ``(label, stream, lines)``: what one container (``<function>-c<n>``) wrote.
 Watcher = Callable[[str, str, list[str]], None]
@@ -48,7 +52,8 @@ class Logs:
 
     def __init__(self, keep: int | None = None, files: LogFiles | None = None) -> None:
         self._keep = keep or settings.log_lines()
-        self._apps: dict[str, collections.deque[tuple[int, float, str, str, str]]] = {}
+        #: Each app's kept lines: (number, time, container, stream, text, call id or "").
+        self._apps: dict[str, collections.deque[_Line]] = {}
         self._next = 1
         self._watchers: dict[str, list[Watcher]] = {}
         #: Names this server start in cursors (distinct from any earlier start's).
@@ -66,6 +71,7 @@ class Logs:
                             str(row.get("container", "")),
                             str(row.get("stream", "")),
                             str(row.get("text", "")),
+                            str(row.get("input", "")),
                         )
                     )
                     self._next += 1
@@ -75,7 +81,7 @@ class Logs:
     def watch(self, app: str, watcher: Watcher) -> Callable[[], None]:
         """Hand ``watcher`` every line ``app``'s containers write from now on, after the
         lines already kept; the function returned stops it."""
-        kept = [(c, w, text) for _, _, c, w, text in self._apps.get(app, ()) if w in _WRITTEN]
+        kept = [(c, w, text) for _, _, c, w, text, _ in self._apps.get(app, ()) if w in _WRITTEN]
         for (container, which), run in itertools.groupby(kept, lambda row: row[:2]):
             found = _CONTAINER.match(container)
             assert found is not None  # kept only when it matched
@@ -94,7 +100,7 @@ class Logs:
     def hear(self, event: ContainerOutput | ContainerReady | ContainerStopped) -> None:
         """Keep the lines an event of :data:`LOGGED` stands for."""
         if isinstance(event, ContainerOutput):
-            self.add(event.container_id, event.stream, event.lines)
+            self.add(event.container_id, event.stream, event.lines, event.inputs)
         elif isinstance(event, ContainerReady):
             self.add(event.container_id, "shoal", [f"ready after {event.startup * 1000:.0f} ms"])
         else:
@@ -104,33 +110,40 @@ class Logs:
                 [f"stopped ({event.reason}): {event.detail}, after {event.lifetime:.1f} s"],
             )
 
-    def add(self, container_id: str, which: str, lines: list[str]) -> None:
-        """Keep ``lines`` that container ``container_id`` wrote to ``which``."""
+    def add(
+        self, container_id: str, which: str, lines: list[str], inputs: list[str] | None = None
+    ) -> None:
+        """Keep ``lines`` that container ``container_id`` wrote to ``which`` (each printed
+        for the call in ``inputs`` beside it, when given; "" for none)."""
         found = _CONTAINER.match(container_id)
         if found is None:
             return
-        kept = self._apps.get(found["app"])
+        app = found["app"] or ""
+        kept = self._apps.get(app)
         if kept is None:
-            kept = self._apps[found["app"]] = collections.deque(maxlen=self._keep)
+            kept = self._apps[app] = collections.deque(maxlen=self._keep)
         now = time.time()
-        for line in lines:
-            kept.append((self._next, now, container_id, which, line))
+        ids: Iterable[str] = inputs if inputs is not None else itertools.repeat("")
+        for line, call in zip(lines, ids, strict=False):
+            kept.append((self._next, now, container_id, which, line, call))
             self._next += 1
-        if self._files is not None:
-            log = self._files.of(found["app"])
-            for line in lines:
-                log.write(
-                    {
-                        "time": now,
-                        "container": container_id,
-                        "function": found["function"],
-                        "stream": which,
-                        "text": line,
-                    }
-                )
+        if self._files is not None and app:
+            log = self._files.of(app)
+            function = found["function"]
+            for line, call in zip(lines, ids, strict=False):
+                row = {
+                    "time": now,
+                    "container": container_id,
+                    "function": function,
+                    "stream": which,
+                    "text": line,
+                }
+                if call:
+                    row["input"] = call
+                log.write(row)
         if which not in _WRITTEN:
             return  # a watcher's client prints what containers wrote, not Shoal's own lines
-        for watcher in list(self._watchers.get(found["app"], ())):
+        for watcher in list(self._watchers.get(app, ())):
             watcher(found["label"], which, lines)
 
     def has(self, app: str) -> bool:
@@ -149,12 +162,19 @@ class Logs:
         """``app``'s lines that pass ``filters`` (see :func:`log_files.matching`), from
         its files (all of them) when it has files, else from memory; the last ``tail``
         of them when given; with the cursor to follow on from."""
-        if self._files is not None:
+        if self._files is not None and app:
             rows: Any = self._files.of(app).rows()
         else:
             rows = (
-                {"time": t, "container": c, "stream": w, "text": text, "function": _function_of(c)}
-                for _, t, c, w, text in self._apps.get(app, ())
+                {
+                    "time": t,
+                    "container": c,
+                    "stream": w,
+                    "text": text,
+                    "function": _function_of(c),
+                    "input": call,
+                }
+                for _, t, c, w, text, call in self._apps.get(app, ())
             )
         found = list(matching(rows, **filters))
         if tail is not None:
@@ -167,6 +187,7 @@ class Logs:
                     "container": r.get("container", ""),
                     "stream": r.get("stream", ""),
                     "text": r.get("text", ""),
+                    "input": r.get("input", ""),
                 }
                 for r in found[-10_000:]
             ],
@@ -193,8 +214,9 @@ class Logs:
                 "container": c,
                 "stream": w,
                 "text": text,
+                "input": call,
             }
-            for n, t, c, w, text in kept
+            for n, t, c, w, text, call in kept
             if n > seq
         ][:limit]
         last = rows[-1]["seq"] if rows else max(seq, self._next - 1)

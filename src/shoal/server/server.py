@@ -184,8 +184,9 @@ class Server:
         backend.bundle_cache = os.path.join(state, "bundles")
         files = (options.tls_cert or "", options.tls_key or "") if tls is not None else None
         self.control = ControlPlane(backend, self, tls=files)
-        if not options.embedded:  # an embedded server's containers print to the caller only
-            self.control.events.subscribe(self.logs.hear, *LOGGED)
+        # An embedded server's containers print to the caller too; it keeps their last
+        # lines in memory only, for f.get_logs().
+        self.control.events.subscribe(self.logs.hear, *LOGGED)
         await self.control.start()
         self.apps = Apps(self.store, self.control, state)
         if not options.embedded:  # an embedded server runs only its caller's apps
@@ -603,13 +604,22 @@ class Server:
         if not self.logs.has(app):
             self.apps.current(app)  # NotFoundError for an app that is not there at all
         filters = _log_filters(body)
-        tail = body.get("tail")
-        if tail is not None and (not isinstance(tail, int) or tail < 0):
-            raise InvalidError("tail: expected a number of lines >= 0")
+        tail = _tail(body)
         if not after and (tail is not None or filters):
             return self.logs.search(app, tail, **filters)
         answer = self.logs.after(app, after)
         return self.logs.filtered(answer, **filters) if filters else answer
+
+    async def _op_function_logs(self, body: dict[str, Any], session: Session) -> Any:
+        """Function ``function``'s lines of app ``app`` ("": the embedded server's own
+        pools), filtered as ``app_logs`` filters them."""
+        app = body.get("app") or ""
+        if not isinstance(app, str):
+            raise InvalidError("app: expected text")
+        if app and not self.logs.has(app):
+            self.apps.current(app)  # NotFoundError for an app that is not there at all
+        filters = {**_log_filters(body), "function": text(body, "function")}
+        return self.logs.search(app, _tail(body), **filters)
 
     async def _op_app_history(self, body: dict[str, Any], session: Session) -> Any:
         app = text(body, "app")
@@ -662,6 +672,14 @@ class Server:
     async def _op_call_graph(self, body: dict[str, Any], session: Session) -> Any:
         return call_op(self.spawns, "call_graph", text(body, "object_id"))
 
+    async def _op_call_logs(self, body: dict[str, Any], session: Session) -> Any:
+        """What stored call ``object_id`` printed (its app's lines marked as its)."""
+        object_id = text(body, "object_id")
+        app = self.spawns.app_of(object_id)
+        if app is None:
+            raise NotFoundError(f"no function call {object_id!r}")
+        return self.logs.search(app, None, input=object_id)
+
 
 async def _every_second(
     tick: Callable[[], object], lag: Callable[[float], None] | None = None
@@ -681,6 +699,14 @@ async def _every_second(
         tick()
 
 
+def _tail(body: dict[str, Any]) -> int | None:
+    """The ``tail`` of a logs request: a number of lines >= 0, or None for all."""
+    tail = body.get("tail")
+    if tail is not None and (not isinstance(tail, int) or tail < 0):
+        raise InvalidError("tail: expected a number of lines >= 0")
+    return tail
+
+
 def _log_filters(body: dict[str, Any]) -> dict[str, Any]:
     """The filters of an ``app_logs`` request that are given (see log_files.matching)."""
     filters: dict[str, Any] = {}
@@ -690,7 +716,7 @@ def _log_filters(body: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, int | float):
                 raise InvalidError(f"{name}: expected a time in seconds since the epoch")
             filters[name] = float(value)
-    for name in ("search", "function", "container"):
+    for name in ("search", "function", "container", "input"):
         value = body.get(name)
         if value:
             if not isinstance(value, str):

@@ -190,13 +190,15 @@ class ScalingDecided:
 
 @dataclass(slots=True)
 class ContainerOutput:
-    """Lines a container wrote to ``stream`` (``"stdout"`` or ``"stderr"``)."""
+    """Lines a container wrote to ``stream`` (``"stdout"`` or ``"stderr"``), and the call
+    each line was printed for ("" for none), or None when no line was an input's."""
 
     function: str
     container_id: str
     stream: str
     lines: list[str]
     at: float
+    inputs: list[str] | None = None
 
 
 #: Every event the bus carries.
