@@ -46,6 +46,8 @@ in a child process's environment.
 | SHOAL_NODE | (none) | set in a container on a cluster: the node it runs on |
 | SHOAL_LOG_BYTES | 10485760 | bytes of an app's log file before it is rotated |
 | SHOAL_LOG_FILES | 5 | log files kept per app (the current one and rotated ones) |
+| SHOAL_LOG_FORMAT | text | the server's own log (and the container output it relays): |
+|                  |      | text, or json (one object per line) |
 | SHOAL_RECORD_INPUTS | 1 | a server records each function's arrivals, run times and |
 |                     |   | container starts on disk, for `shoal simulate` (0: not) |
 | SHOAL_RECORD_LIMIT | 200000 | inputs (and containers) kept per function: a ring |
@@ -102,6 +104,7 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_NODE", "", "in a container on a cluster: its node"),
         Setting("SHOAL_LOG_BYTES", str(10 * 1024 * 1024), "bytes of a log file before rotation"),
         Setting("SHOAL_LOG_FILES", "5", "log files kept per app"),
+        Setting("SHOAL_LOG_FORMAT", "text", "the server's own log: text or json"),
         Setting("SHOAL_RECORD_INPUTS", "1", "record functions' traffic for shoal simulate"),
         Setting("SHOAL_RECORD_LIMIT", "200000", "inputs recorded per function (a ring)"),
     )
@@ -231,6 +234,18 @@ def log_bytes() -> int:
 def log_files() -> int:
     """Log files kept per app, the current one included."""
     return max(1, int(get("SHOAL_LOG_FILES")))
+
+
+def log_format() -> str:
+    """How the server writes its own log: ``"text"`` or ``"json"`` (one object a line).
+
+    Raises:
+        ValueError: another value.
+    """
+    value = get("SHOAL_LOG_FORMAT").strip().lower() or "text"
+    if value not in ("text", "json"):
+        raise ValueError(f"SHOAL_LOG_FORMAT={value!r}: expected text or json")
+    return value
 
 
 def record_inputs() -> bool:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import wait_until
@@ -93,3 +96,42 @@ def test_a_stored_call_s_lines_are_its_own_from_the_cli_and_python(tmp_path: Pat
         assert logs(server, "--input", "no-such-call", app="talk") == []
     finally:
         server.stop()
+
+
+def test_shoal_log_format_json_makes_every_line_of_the_server_s_log_an_object(
+    tmp_path: Path,
+) -> None:
+    server = ServerProcess(tmp_path, {"SHOAL_LOG_FORMAT": "json"}).start()
+    try:
+        server.deploy(str(TESTS / "apps" / "talkative.py"))
+        done = server.client(TALK)
+        assert done.returncode == 0, done.stderr
+        ids = json.loads(done.stdout.splitlines()[-1])
+        wait_until(lambda: f"chat {len(ids) - 1} two" in server.log.read_text(), 10, "lines")
+    finally:
+        server.stop()
+    lines = server.log.read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line != server.token]  # the bare token
+    assert len(rows) == len(lines) - 1
+    assert all({"time", "level", "component", "message"} <= row.keys() for row in rows)
+    started = [row for row in rows if row["message"].startswith("shoal server on")]
+    assert started[0]["url"] == server.url and started[0]["component"] == "server"
+    printed = {row["message"]: row for row in rows if row["component"] == "container"}
+    for n, object_id in enumerate(ids):
+        for word in ("one", "two"):
+            row = printed[f"chat {n} {word}"]
+            assert row["input"] == object_id and row["stream"] == "stdout"
+            assert row["container"].startswith("talk.v1.chat-c")
+
+
+def test_an_unknown_log_format_is_refused_at_start(tmp_path: Path) -> None:
+    env = {**os.environ, "SHOAL_HOME": str(tmp_path), "SHOAL_LOG_FORMAT": "xml"}
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "server", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "SHOAL_LOG_FORMAT='xml': expected text or json" in done.stderr

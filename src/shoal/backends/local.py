@@ -34,6 +34,7 @@ from shoal.backends.base import (
 )
 from shoal.backends.fork_server import ForkServer
 from shoal.backends.image_build import ImageBuilder
+from shoal.log import relayed
 from shoal.protocol import bundle
 from shoal.spec.function import locate
 from shoal.spec.image import Environment, Recipe
@@ -258,7 +259,7 @@ class LocalBackend(Backend):
 
     def _write(self, launch: ContainerLaunch, which: str, raw: list[bytes]) -> None:
         lines = [line.decode(errors="replace") for line in raw]
-        _write(launch.label, which, lines)
+        _write(launch.label, launch.container_id, which, lines)
         if self.on_output is not None:
             self.on_output(launch.container_id, which, lines)
 
@@ -358,10 +359,10 @@ async def _watch_exit(proc: subprocess.Popen[bytes], fd: int | None, child: _Chi
     os.close(fd)
 
 
-def _write(label: str, which: str, lines: list[str]) -> None:
+def _write(label: str, container_id: str, which: str, lines: list[str]) -> None:
     # Looked up per write: a live terminal display may have replaced sys.stdout.
     out: TextIO = sys.stdout if which == "stdout" else sys.stderr
-    text = "".join(f"[{label}] {line}\n" for line in unmarked(lines)[0])
+    text = relayed(label, container_id, which, *unmarked(lines))
     with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
         out.write(text)
         out.flush()

@@ -36,11 +36,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, Final
 
-from shoal import settings
+from shoal import log, settings
 from shoal.backends.base import (
     MACHINE_LOST,
     Backend,
@@ -499,7 +500,7 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
 
 
 def _print(line: str) -> None:
-    print(line, flush=True)
+    log.say(line, component="ray", stream=sys.stdout)
 
 
 async def _await(ref: Any) -> Any:

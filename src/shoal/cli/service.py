@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from shoal import settings
+from shoal import log, settings
 from shoal.backends import names as backend_names
 from shoal.bridge import run_sync
 from shoal.cli.confirm import confirm, yes_option
@@ -104,6 +104,10 @@ def server(
         metrics_public=metrics_public,
     )
     try:
+        log.configure()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
         asyncio.run(_serve(options))
     except Error as exc:
         raise click.ClickException(str(exc)) from None
@@ -135,16 +139,29 @@ async def _serve(options: ServerOptions) -> None:
     instance = Server(options)
     await instance.start()
     try:
-        click.echo(f"shoal server on {instance.url} (home {instance.home})", err=True)
+        log.say(
+            f"shoal server on {instance.url} (home {instance.home})",
+            component="server",
+            url=instance.url,
+            home=instance.home,
+        )
         if instance.http_url:
-            click.echo(f"web endpoints on {instance.http_url}/<app>/<function>", err=True)
-            click.echo(f"dashboard on {instance.http_url}/_shoal/", err=True)
+            log.say(
+                f"web endpoints on {instance.http_url}/<app>/<function>",
+                component="server",
+                http_url=instance.http_url,
+            )
+            log.say(
+                f"dashboard on {instance.http_url}/_shoal/",
+                component="server",
+                dashboard=f"{instance.http_url}/_shoal/",
+            )
         token_file = os.path.join(instance.home, "token")
         if instance.new_token is not None:
-            click.echo(f"access token (shown once; also in {token_file}):", err=True)
-            click.echo(instance.new_token)
+            log.say(f"access token (shown once; also in {token_file}):", component="server")
+            click.echo(instance.new_token)  # the bare token on stdout, for a script to read
         else:
-            click.echo(f"access token: in {token_file} (or SHOAL_TOKEN)", err=True)
+            log.say(f"access token: in {token_file} (or SHOAL_TOKEN)", component="server")
         await stop.wait()
     finally:
         await instance.stop()

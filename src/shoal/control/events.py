@@ -16,11 +16,11 @@ would be published.
 
 from __future__ import annotations
 
-import sys
 import traceback
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from shoal import log
 from shoal.spec.events import EVENT_TYPES
 
 E = TypeVar("E")
@@ -43,11 +43,11 @@ class Channel(list[Callable[[E], None]], Generic[E]):
     def _drop(self, subscriber: Callable[[E], None], event: E) -> None:
         if subscriber in self:
             self.remove(subscriber)
-        print(
+        log.say(
             f"shoal: event subscriber {subscriber!r} raised on {type(event).__name__} "
             f"and was unsubscribed:\n{traceback.format_exc()}",
-            file=sys.stderr,
-            flush=True,
+            component="events",
+            level="error",
         )
 
 

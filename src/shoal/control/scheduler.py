@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from shoal import log
 from shoal.control.calls import CallState, InputRecord
 from shoal.control.pool import Pool
 from shoal.protocol import payload
@@ -61,7 +61,11 @@ class Scheduler:
         try:
             pool.submit(_NO_ARGS, functools.partial(_report, name))
         except Exception as exc:  # the pool is stopping: nothing more to fire
-            print(f"shoal: scheduled run of {name} not started: {exc}", file=sys.stderr)
+            log.say(
+                f"shoal: scheduled run of {name} not started: {exc}",
+                component="scheduler",
+                level="error",
+            )
             return
         self._arm(key, pool, schedule, started)
 
@@ -74,4 +78,8 @@ class Scheduler:
 
 def _report(name: str, record: InputRecord) -> None:
     if record.state is CallState.FAILED:
-        print(f"shoal: scheduled run of {name} failed: {record.error!r}", file=sys.stderr)
+        log.say(
+            f"shoal: scheduled run of {name} failed: {record.error!r}",
+            component="scheduler",
+            level="error",
+        )

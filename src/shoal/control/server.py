@@ -11,7 +11,6 @@ starts containers, and one :class:`~shoal.control.pool.Pool` per function.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -27,7 +26,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from shoal import settings
+from shoal import log, settings
 from shoal.backends.base import Backend, BuildLog, ContainerLaunch
 from shoal.control import run_dir
 from shoal.control.budget import ContainerBudget
@@ -618,6 +617,4 @@ class _Connection:
 
 def print_line(line: str) -> None:
     """Show one line of an image build where this process's operator watches."""
-    with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+    log.say(line, component="image", stream=sys.stdout)

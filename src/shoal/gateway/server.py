@@ -34,7 +34,7 @@ from typing import Any, Final, Protocol
 
 import uvicorn
 
-from shoal import settings
+from shoal import log, settings
 from shoal.exception import ContainerCrashError, FunctionTimeoutError
 from shoal.gateway import guard
 from shoal.protocol import payload
@@ -567,6 +567,8 @@ async def start(
         host=host,
         port=port,
         log_level="warning",
+        # Its own format, unless the server's log is JSON (then configured by shoal.log).
+        log_config=None if log.structured() else uvicorn.config.LOGGING_CONFIG,
         lifespan="off",
         http=http,
         ws=ws,

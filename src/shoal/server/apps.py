@@ -29,9 +29,11 @@ import asyncio
 import dataclasses
 import os
 import secrets
+import sys
 from collections.abc import Callable
 from typing import Any
 
+from shoal import log
 from shoal.backends.base import BuildLog
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, app_of
@@ -203,7 +205,12 @@ class Apps:
             try:
                 await self._build(definitions, None)
             except Error as exc:
-                print(f"app {row.name!r} v{row.version} not restored: {exc}", flush=True)
+                log.say(
+                    f"app {row.name!r} v{row.version} not restored: {exc}",
+                    component="apps",
+                    level="error",
+                    stream=sys.stdout,
+                )
                 continue
             deployment = Deployment(
                 row.name, row.version, definitions, version.bundle, self._control

@@ -26,14 +26,13 @@ import heapq
 import os
 import secrets
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shoal import settings
+from shoal import log, settings
 from shoal.exception import ExecutionError, InvalidError, NotFoundError, RequestSizeError
 from shoal.server.fields import data, text
 from shoal.server.home_share import Guest, OwnerGone, share
@@ -642,7 +641,11 @@ class HomeObjects:
 def _shared(task: asyncio.Task[asyncio.Server]) -> None:
     """Say when a home could not be shared: its other processes will be refused."""
     if not task.cancelled() and task.exception() is not None:
-        print(f"shoal: cannot share the home's objects: {task.exception()}", file=sys.stderr)
+        log.say(
+            f"shoal: cannot share the home's objects: {task.exception()}",
+            component="objects",
+            level="error",
+        )
 
 
 #: The homes this process owns, opened by :class:`HomeObjects`.

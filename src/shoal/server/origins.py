@@ -17,8 +17,10 @@ log says so.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING
 
+from shoal import log
 from shoal.server.apps import Apps
 from shoal.server.store import Store
 
@@ -93,7 +95,12 @@ class WebOrigins:
             try:
                 url = await self._served.open_origin(endpoint, port)
             except OSError as exc:
-                print(f"web endpoint {endpoint}: port {port} is taken ({exc}); using another")
+                log.say(
+                    f"web endpoint {endpoint}: port {port} is taken ({exc}); using another",
+                    component="gateway",
+                    level="warning",
+                    stream=sys.stdout,
+                )
             else:
                 self._keep(endpoint, url, deployed)
                 return
@@ -115,9 +122,12 @@ class WebOrigins:
             except OSError:
                 continue  # another process holds it
         first, last = self._ports.start, self._ports.stop - 1
-        print(
+        log.say(
             f"web endpoint {endpoint}: no free port left in --origin-ports {first}-{last}; "
-            "it is served at its path URL only"
+            "it is served at its path URL only",
+            component="gateway",
+            level="warning",
+            stream=sys.stdout,
         )
         return None
 
