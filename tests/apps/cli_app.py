@@ -53,3 +53,15 @@ def doubles(xs: list[int]) -> list[int]:
 
 if __name__ == "__main__":
     raise SystemExit("the __main__ block must not run under shoal run")
+
+
+@app.local_entrypoint()
+def hold(gate: str) -> None:
+    """Square five numbers, then wait (at most a minute) until file GATE exists."""
+    import os
+    import time
+
+    print("squares:", list(square.map(range(5))), flush=True)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.05)

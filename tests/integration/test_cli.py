@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.request import Request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import run_in_terminal
 
@@ -208,3 +216,52 @@ def test_ctrl_c_stops_a_detached_wait() -> None:
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "gathered" not in out
+
+
+def _get(url: str, token: str = "") -> tuple[int, bytes]:
+    """GET ``url`` (with the bearer ``token``): its status and body."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(Request(url, headers=headers), timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+def test_run_with_dashboard_serves_it_behind_a_token_while_it_runs(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    proc = subprocess.Popen(
+        [*SHOAL, "run", "-q", "--dashboard", f"{APP}::hold", "--gate", str(gate)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        said = proc.stderr.readline()
+        printed = r"dashboard on (http://127\.0\.0\.1:\d+/_shoal/) \(token: (\S+)\)\n"
+        found = re.fullmatch(printed, said)
+        assert found, said
+        url, token = found.groups()
+        assert proc.stdout.readline() == "squares: [0, 1, 4, 9, 16]\n"
+        assert _get(url + "api/apps")[0] == 401
+        status, body = _get(url + "api/apps", token)
+        assert status == 200
+        assert any(a["name"] == "cli" and "square" in a["functions"] for a in json.loads(body))
+        status, body = _get(url + "metrics", token)
+        done = {
+            sample.labels["status"]: sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.name == "shoal_inputs_total" and sample.labels["function"] == "square"
+        }
+        assert done["success"] == 5 and done["failure"] == 0
+    finally:
+        gate.touch()
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == 0
+    with pytest.raises(urllib.error.URLError):  # it went with the run
+        _get(url + "api/apps", token)

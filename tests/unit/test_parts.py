@@ -255,6 +255,7 @@ def test_public_names_are_pinned() -> None:
         "FunctionTimeoutError",
         "Image",
         "InvalidError",
+        "LogLine",
         "Obj",
         "Period",
         "Queue",

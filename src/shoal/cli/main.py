@@ -21,7 +21,7 @@ from rich.console import Console
 
 from shoal.cli import errors, objects, service, simulate, targets
 from shoal.cli.serve import serve as serve_command
-from shoal.cli.serving import serving
+from shoal.cli.serving import DASHBOARD_HELP, announce_dashboard, serving
 from shoal.client.app import App
 from shoal.client.output import live_status
 from shoal.exception import Error
@@ -47,6 +47,8 @@ def main() -> None:
     "this command ends; with none, this command waits for them).",
 )
 @click.option("-m", "as_module", is_flag=True, help="TARGET is a module path, not a file.")
+@click.option("--dashboard", is_flag=True, help=DASHBOARD_HELP)
+@click.option("--dashboard-port", type=int, default=0, help="The dashboard's port (0: any free).")
 @click.option("--help", "-h", "show_help", is_flag=True, help="Show this message and exit.")
 @click.pass_context
 def run(
@@ -55,6 +57,8 @@ def run(
     quiet: bool,
     detach: bool,
     as_module: bool,
+    dashboard: bool,
+    dashboard_port: int,
     show_help: bool,
 ) -> None:
     """Run TARGET against an ephemeral app: on the server this machine is told to use, or
@@ -85,6 +89,8 @@ def run(
                 errors.one_line(exc)
                 sys.exit(1)
             running.enter_context(_served(app, console))
+            if dashboard:
+                announce_dashboard(app, dashboard_port, console.print)
             running.enter_context(_live(app, console, quiet))
             result = call(**kwargs)
             if inspect.isawaitable(result):  # an ``async def`` entrypoint

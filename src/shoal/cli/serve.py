@@ -28,7 +28,7 @@ import click
 import watchfiles
 
 from shoal import settings
-from shoal.cli.serving import serving
+from shoal.cli.serving import DASHBOARD_HELP, announce_dashboard, serving
 from shoal.client.app import App
 from shoal.client.user_module import load_file, local_files
 from shoal.exception import InvalidError
@@ -51,16 +51,32 @@ _TICK_MS = 500
     show_default=True,
     help="Restart when the app's file or a local module it imports changes.",
 )
+@click.option("--dashboard", is_flag=True, help=DASHBOARD_HELP)
+@click.option(
+    "--dashboard-port",
+    type=int,
+    default=0,
+    help="The dashboard's port (0: any free one; give one to keep it across reloads).",
+)
 @click.option("--report-files", default=None, hidden=True, help="Where to list the app's files.")
-def serve(path: str, host: str, port: int, reload: bool, report_files: str | None) -> None:
+def serve(
+    path: str,
+    host: str,
+    port: int,
+    reload: bool,
+    dashboard: bool,
+    dashboard_port: int,
+    report_files: str | None,
+) -> None:
     """Serve the web endpoints of the app in PATH until Ctrl-C."""
     file = Path(path)
     if not file.is_file() or file.suffix != ".py":
         raise click.UsageError(f"{path}: no such Python file")
+    console = dashboard_port if dashboard else None
     if reload:
-        _supervise(path, host, port)
+        _supervise(path, host, port, console)
     else:
-        _serve(path, host, port, report_files)
+        _serve(path, host, port, console, report_files)
 
 
 def _report(path: str, report_files: str) -> None:
@@ -70,7 +86,10 @@ def _report(path: str, report_files: str) -> None:
     os.replace(partial, report_files)
 
 
-def _serve(path: str, host: str, port: int, report_files: str | None = None) -> None:
+def _serve(
+    path: str, host: str, port: int, console: int | None, report_files: str | None = None
+) -> None:
+    """Serve the app in ``path``; ``console``: the dashboard's port, if it is served."""
     try:
         module = load_file(path)
     except InvalidError as exc:
@@ -90,6 +109,8 @@ def _serve(path: str, host: str, port: int, report_files: str | None = None) -> 
             click.echo(f"serving on {served.url} (token: {served.token})", err=True)
             for line in served.listing():
                 click.echo(line)
+            if console is not None:
+                announce_dashboard(apps[0], console, lambda line: click.echo(line, err=True))
             sys.stdout.flush()
             stop.wait()
     except KeyboardInterrupt:
@@ -155,7 +176,7 @@ def _wait_for_change(
                 break  # the server listed its files (anew): watch those
 
 
-def _supervise(path: str, host: str, port: int) -> None:
+def _supervise(path: str, host: str, port: int, console: int | None) -> None:
     app_file = str(Path(path).resolve())
     token = settings.gateway_token() or secrets.token_urlsafe(24)
     env = {**os.environ, "SHOAL_GATEWAY_TOKEN": token}  # the same token across reloads
@@ -174,6 +195,7 @@ def _supervise(path: str, host: str, port: int) -> None:
             "--no-reload",
             "--report-files",
             str(report),
+            *(() if console is None else ("--dashboard", "--dashboard-port", str(console))),
         ]
         child = subprocess.Popen(command, env=env)
         signal.signal(signal.SIGTERM, _exit_on_signal)

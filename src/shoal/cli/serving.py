@@ -5,9 +5,12 @@ routed to the app's own pools."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+import click
+
+from shoal import settings
 from shoal.bridge import run_sync
 from shoal.client.web import web_spec
 from shoal.gateway.server import Route, Served, start
@@ -16,6 +19,12 @@ from shoal.spec.function import endpoint_name
 
 if TYPE_CHECKING:
     from shoal.client.app import App
+
+#: ``--dashboard``'s help (shoal run, shoal serve).
+DASHBOARD_HELP = (
+    "Serve this run's dashboard (and /metrics) on 127.0.0.1 while it runs; print its URL "
+    "and login token."
+)
 
 
 def web_routes(app: App, *, all_need_auth: bool = False) -> dict[str, Route]:
@@ -60,3 +69,38 @@ def serving(
     finally:
         app.served = None
         run_sync(served.stop())
+
+
+def open_dashboard(app: App, port: int = 0) -> tuple[str, str] | None:
+    """Serve the dashboard of the embedded server ``app`` runs on (in this process) on
+    127.0.0.1:``port`` (0: a free port) until it stops; return its URL and the token
+    that logs in to it (SHOAL_GATEWAY_TOKEN when set, else a new one). None when ``app``
+    runs on a server, which serves its own dashboard on its HTTP port.
+
+    Raises:
+        OSError: the port cannot be bound.
+    """
+    from shoal.server import embedded
+
+    server = embedded.running() if app.runs_on_server is None else None
+    if server is None:
+        return None
+    return run_sync(server.open_console("127.0.0.1", port, settings.gateway_token()))
+
+
+def announce_dashboard(app: App, port: int, say: Callable[[str], object]) -> None:
+    """Serve the running app's dashboard (see :func:`serving.open_dashboard`) and say
+    where, and with which token.
+
+    Raises:
+        click.ClickException: the port is taken.
+    """
+    try:
+        opened = open_dashboard(app, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve the dashboard on port {port}: {exc}") from None
+    if opened is None:
+        say("the server serves the dashboard at /_shoal/ on its HTTP port")
+        return
+    url, token = opened
+    say(f"dashboard on {url} (token: {token})")

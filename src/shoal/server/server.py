@@ -232,6 +232,28 @@ class Server:
             self._recorder = Recorder(self.control.events, root, settings.record_limit(), labels_of)
         self._recording = asyncio.ensure_future(_every_second(self._housekeeping))
 
+    async def open_console(
+        self, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    ) -> tuple[str, str]:
+        """Serve this embedded server's dashboard and ``/metrics`` on ``host:port`` (0: a
+        free port), behind ``token`` (a new one when None); no web endpoint is served
+        there. Return the dashboard's URL and the token. A server with an HTTP port
+        serves them there already: that URL is returned, with the token given.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        if self._served is not None:
+            return f"{self.http_url}/_shoal/", token or ""
+        from shoal.gateway import server as gateway
+
+        token = token or secrets.token_urlsafe(24)
+        self._digests.append(hashlib.sha256(token.encode()).digest())
+        self._served = await gateway.start({}, host, port, token)
+        self.http_url = self._served.url
+        self._observe(self._served.gateway, secure=False)
+        return f"{self.http_url}/_shoal/", token
+
     def _observe(self, gateway: gateway.Gateway, secure: bool) -> None:
         """Serve ``/metrics`` and the dashboard on the gateway's port."""
         from shoal.gateway.server import Page
