@@ -231,26 +231,29 @@ class Intake:
         if durable:
             self._store(durable)
         for (pool, method, stream), inputs in batch.items():
+            parents = [
+                self._identity.parent(parent_id) if parent_id else None
+                for _, _, parent_id in inputs
+            ]
             try:
                 if stream:  # one generator per submit: each needs its own item sender
                     records = [
-                        pool.submit(args, self._done, method, self._item_sender(call_id))
-                        for call_id, args, _ in inputs
+                        pool.submit_many(
+                            [args], self._done, method, self._item_sender(call_id), (), [parent]
+                        )[0]
+                        for (call_id, args, _), parent in zip(inputs, parents, strict=True)
                     ]
                     for (call_id, _, _), record in zip(inputs, records, strict=True):
                         record.on_credit = self._credit_sender(call_id)
                 else:
-                    records = pool.submit_many([args for _, args, _ in inputs], self._done, method)
+                    args = [args for _, args, _ in inputs]
+                    records = pool.submit_many(args, self._done, method, parents=parents)
             except ExecutionError as exc:
                 for call_id, _, _ in inputs:
                     self._refused(call_id, exc)
                 continue
             calls, call_ids = self._calls, self._call_ids  # the records: answer or keep each
-            for (call_id, _, parent_id), record in zip(inputs, records, strict=True):
-                if parent_id:
-                    parent = self._identity.parent(parent_id)
-                    if parent is not None:
-                        parent.adopt(record)
+            for (call_id, _, _), record in zip(inputs, records, strict=True):
                 if record.done:
                     self._reply(call_id, record)
                 else:

@@ -189,9 +189,11 @@ class Pool(Launching, Recovery):
         method: str = "",
         on_item: Callable[[bytes], None] | None = None,
         call_ids: Sequence[str] = (),
+        parents: Sequence[InputRecord | None] = (),
     ) -> list[InputRecord]:
         """Queue several inputs at once; one dispatch and one scaling decision for all.
-        ``call_ids``, when given, names the function call of each (durable spawns)."""
+        ``call_ids``, when given, names the function call of each (durable spawns);
+        ``parents`` the input whose code started each (None: none), for the call graph."""
         if self._closed:
             raise ExecutionError(f"function {self.spec.name} is stopped; start the app again")
         records = [
@@ -200,6 +202,13 @@ class Pool(Launching, Recovery):
         ]
         for record, call_id in zip(records, call_ids, strict=False):
             record.call_id = call_id
+        started_by: list[str] | None = None
+        if any(parent is not None for parent in parents):
+            started_by = []
+            for record, parent in zip(records, parents, strict=False):
+                if parent is not None:
+                    parent.adopt(record)
+                started_by.append(parent.input_id if parent is not None else "")
         held = self._health.held()
         now = self._clock()
         for record in records:
@@ -209,7 +218,8 @@ class Pool(Launching, Recovery):
             else:
                 self._waiting.push(record)
         if self._on_queued and held is None:
-            self._on_queued.publish(InputsQueued(self._prefix, [r.input_id for r in records], now))
+            ids = [r.input_id for r in records]
+            self._on_queued.publish(InputsQueued(self._prefix, ids, now, started_by))
         self._pump()
         return records
 

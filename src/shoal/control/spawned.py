@@ -60,11 +60,9 @@ class LiveCall:
         if self.pool is not None and self.record is not None and self.outcome is None:
             self.pool.cancel(self.record)
 
-    def start(self, record: InputRecord, parent: InputRecord | None) -> None:
-        """The call runs as ``record``, started by code running ``parent`` (if any)."""
+    def start(self, record: InputRecord) -> None:
+        """The call runs as ``record`` (its pool adopted it into its parent's graph)."""
         self.record = record
-        if parent is not None:
-            parent.adopt(record)
 
     def graph(self, object_id: str) -> list[InputInfo]:
         """The call graph this call is part of (its own node alone when it never had a

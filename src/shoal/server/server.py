@@ -45,6 +45,7 @@ from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, call_op
 from shoal.exception import InvalidError, NotFoundError
 from shoal.protocol import bundle, pipe, transport
+from shoal.server import tracing
 from shoal.server.apps import Apps, Deployment
 from shoal.server.fields import data, text
 from shoal.server.log_files import LogFiles
@@ -124,6 +125,7 @@ class Server:
         self._served: gateway.Served | None = None
         self._origins: WebOrigins | None = None
         self._dashboard: Dashboard | None = None
+        self._tracer: tracing.InputTracer | None = None
         self._ticker: asyncio.Future[None] | None = None
         self._recorder: Recorder | None = None
         self._recording: asyncio.Future[None] | None = None
@@ -187,6 +189,9 @@ class Server:
         # An embedded server's containers print to the caller too; it keeps their last
         # lines in memory only, for f.get_logs().
         self.control.events.subscribe(self.logs.hear, *LOGGED)
+        from shoal.server.metrics import labels_of
+
+        self._tracer = tracing.start(self.control.events, labels_of)
         await self.control.start()
         self.apps = Apps(self.store, self.control, state)
         if not options.embedded:  # an embedded server runs only its caller's apps
@@ -295,6 +300,8 @@ class Server:
         self.spawns.stop()
         await self.apps.close()
         await self.control.stop()
+        if self._tracer is not None:
+            self._tracer.close()
         await self.store.flush()
         if self._given_store is None:
             self.store.close()

@@ -111,9 +111,10 @@ class Spawns:
         lives = [LiveCall(pool) for _ in ids]
         for object_id, live in zip(ids, lives, strict=True):
             self._live[object_id] = live
-        records = pool.submit_many(args, self._finished, method, call_ids=ids)
+        parents = [parent] * len(ids) if parent is not None else []
+        records = pool.submit_many(args, self._finished, method, call_ids=ids, parents=parents)
         for object_id, live, record in zip(ids, lives, records, strict=True):
-            live.start(record, parent)
+            live.start(record)
             self._object_ids[record] = object_id
             if record.done:  # refused at once (a pool that cannot start containers)
                 self._finished(record)

@@ -41,11 +41,13 @@ RetryReason = Literal["crash", "error", "timeout"]
 
 @dataclass(slots=True)
 class InputsQueued:
-    """Inputs entered the pool's queue (submitted, not retried)."""
+    """Inputs entered the pool's queue (submitted, not retried); ``parents`` names, for
+    each, the input whose code started it ("" for none), or is None when none was."""
 
     function: str
     input_ids: list[str]
     at: float
+    parents: list[str] | None = None
 
 
 @dataclass(slots=True)
