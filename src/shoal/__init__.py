@@ -15,7 +15,7 @@ functions, classes, maps, generators, concurrency, batching and scaling options:
         print(sum(fetch.map(["a", "b"])))
 """
 
-from shoal import exception, experimental
+from shoal import container_process, exception, experimental
 from shoal.client.app import App
 from shoal.client.cls import Cls, Obj
 from shoal.client.decorators import batched, concurrent, enter, exit, method, parameter
@@ -25,6 +25,7 @@ from shoal.client.function_call import FunctionCall
 from shoal.client.image import Image
 from shoal.client.output import enable_output
 from shoal.client.queue import Queue
+from shoal.client.sandbox import Sandbox
 from shoal.client.secret import Secret
 from shoal.client.volume import Volume
 from shoal.client.web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
@@ -64,12 +65,14 @@ __all__ = [
     "Queue",
     "RemoteError",
     "Retries",
+    "Sandbox",
     "Secret",
     "Volume",
     "__version__",
     "asgi_app",
     "batched",
     "concurrent",
+    "container_process",
     "current_function_call_id",
     "current_input_id",
     "enable_output",

@@ -86,6 +86,15 @@ class FunctionTimeoutError(Error, TimeoutError):
     """Raised when an input runs longer than the function's ``timeout``."""
 
 
+class SandboxTerminatedError(Error):
+    """Raised by ``Sandbox.wait()`` for a sandbox that was terminated, or whose
+    processes were killed (over its memory limit, or by what ran inside)."""
+
+
+class SandboxTimeoutError(Error, TimeoutError):
+    """Raised by ``Sandbox.wait()`` for a sandbox that reached its timeout."""
+
+
 class InputCancellation(BaseException):
     """Raised when the input was cancelled (``FunctionCall.cancel``).
 

@@ -29,3 +29,27 @@ def data(body: dict[str, Any], key: str) -> bytes:
     if not isinstance(value, bytes):
         raise InvalidError(f"{key}: expected bytes")
     return value
+
+
+def whole(body: dict[str, Any], key: str) -> int:
+    """``body[key]``, a whole number >= 0 (0 when missing).
+
+    Raises:
+        InvalidError: not one.
+    """
+    value = body.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidError(f"{key}: expected a whole number >= 0")
+    return value
+
+
+def seconds(body: dict[str, Any], key: str) -> float:
+    """``body[key]``, a number of seconds >= 0 (0 when missing).
+
+    Raises:
+        InvalidError: not one.
+    """
+    value = body.get(key, 0)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise InvalidError(f"{key}: expected seconds >= 0")
+    return float(value)

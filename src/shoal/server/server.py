@@ -47,10 +47,12 @@ from shoal.exception import InvalidError, NotFoundError
 from shoal.protocol import bundle, pipe, transport
 from shoal.server import tracing
 from shoal.server.apps import Apps, Deployment
-from shoal.server.fields import data, text
+from shoal.server.fields import data, seconds, text, whole
 from shoal.server.log_files import LogFiles
 from shoal.server.logs import LOGGED, Logs
 from shoal.server.objects import HomeObjects, Objects
+from shoal.server.sandboxes import Sandbox, Sandboxes
+from shoal.server.sandboxes import spec_of as sandbox_spec
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
 from shoal.server.store import Store, lock_home
@@ -126,6 +128,8 @@ class Server:
         self._origins: WebOrigins | None = None
         self._dashboard: Dashboard | None = None
         self._tracer: tracing.InputTracer | None = None
+        #: Sandboxes run here (Sandbox.create).
+        self.sandboxes = Sandboxes()
         self._ticker: asyncio.Future[None] | None = None
         self._recorder: Recorder | None = None
         self._recording: asyncio.Future[None] | None = None
@@ -298,6 +302,7 @@ class Server:
         if self._served is not None:
             await self._served.stop()
         self.spawns.stop()
+        await self.sandboxes.close()
         await self.apps.close()
         await self.control.stop()
         if self._tracer is not None:
@@ -616,8 +621,99 @@ class Server:
         }
 
     async def _op_app_stop(self, body: dict[str, Any], session: Session) -> Any:
-        await self.apps.stop(text(body, "app"))
+        app = text(body, "app")
+        await self.sandboxes.stop_app(app)
+        await self.apps.stop(app)
         return {}
+
+    # -- sandboxes (see server/sandboxes.py) ------------------------------------------
+
+    async def _op_sandbox_create(self, body: dict[str, Any], session: Session) -> Any:
+        sandbox = await self.sandboxes.create(sandbox_spec(body))
+        return {"object_id": sandbox.object_id}
+
+    def _sandbox(self, body: dict[str, Any]) -> Sandbox:
+        return self.sandboxes.get(text(body, "object_id"))
+
+    async def _op_sandbox_get(self, body: dict[str, Any], session: Session) -> Any:
+        if body.get("object_id"):
+            return self._sandbox(body).describe()
+        app, name = text(body, "app"), text(body, "name")
+        found = self.sandboxes.named(app, name)
+        if found is None:
+            raise NotFoundError(f"no running sandbox {name!r} in app {app!r}")
+        return found.describe()
+
+    async def _op_sandbox_list(self, body: dict[str, Any], session: Session) -> Any:
+        app, tags = body.get("app") or "", body.get("tags") or {}
+        if not isinstance(app, str) or not isinstance(tags, dict):
+            raise InvalidError("sandbox_list: app is text, tags a map")
+        return [s.describe() for s in self.sandboxes.list(app, tags)]
+
+    async def _op_sandbox_set_tags(self, body: dict[str, Any], session: Session) -> Any:
+        tags = body.get("tags")
+        if not isinstance(tags, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+        ):
+            raise InvalidError("tags: expected a map of strings")
+        self._sandbox(body).tags = dict(tags)
+        return {}
+
+    async def _op_sandbox_wait(self, body: dict[str, Any], session: Session) -> Any:
+        sandbox = self._sandbox(body)
+        await _waited(sandbox.ended, seconds(body, "wait"))
+        return {"returncode": sandbox.returncode, "reason": sandbox.reason}
+
+    async def _op_sandbox_terminate(self, body: dict[str, Any], session: Session) -> Any:
+        sandbox = self._sandbox(body)
+        sandbox.terminate()
+        await sandbox.wait_closed()
+        return {}
+
+    async def _op_sandbox_exec(self, body: dict[str, Any], session: Session) -> Any:
+        argv, env = body.get("argv"), body.get("env") or {}
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise InvalidError("argv: expected a non-empty list of strings")
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise InvalidError("env: expected a map of strings")
+        workdir = body.get("workdir") or None
+        timeout = body.get("timeout")
+        if workdir is not None and not isinstance(workdir, str):
+            raise InvalidError("workdir: expected a path")
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise InvalidError("timeout: expected seconds above 0")
+        proc = await self._sandbox(body).exec(argv, workdir, env, timeout)
+        return {"proc": proc}
+
+    async def _op_sandbox_read(self, body: dict[str, Any], session: Session) -> Any:
+        offset, limit = whole(body, "offset"), whole(body, "limit") or 1 << 20
+        return await self._sandbox(body).read(
+            whole(body, "proc"), whole(body, "fd"), offset, seconds(body, "wait"), limit
+        )
+
+    async def _op_sandbox_write(self, body: dict[str, Any], session: Session) -> Any:
+        given = body.get("data") or b""
+        if not isinstance(given, bytes):
+            raise InvalidError("data: expected bytes")
+        self._sandbox(body).write(whole(body, "proc"), given, bool(body.get("eof")))
+        return {}
+
+    async def _op_sandbox_proc_wait(self, body: dict[str, Any], session: Session) -> Any:
+        command = self._sandbox(body).command(whole(body, "proc"))
+        await _waited(command.exited, seconds(body, "wait"))
+        return {"code": command.code}
+
+    async def _op_sandbox_file(self, body: dict[str, Any], session: Session) -> Any:
+        op = text(body, "action")
+        if op not in ("read", "write", "ls", "mkdir", "rm", "stat"):
+            raise InvalidError(f"op {op!r}: expected read, write, ls, mkdir, rm or stat")
+        fields: dict[str, Any] = {"path": text(body, "path")}
+        if op == "write":
+            fields.update(data=data(body, "data"), append=bool(body.get("append")))
+        fields.update(parents=bool(body.get("parents")), recursive=bool(body.get("recursive")))
+        return {"result": await self._sandbox(body).file(op, **fields)}
 
     def _housekeeping(self) -> None:
         """Once a second: write the recorded traffic and the buffered log lines."""
@@ -708,6 +804,13 @@ class Server:
         if app is None:
             raise NotFoundError(f"no function call {object_id!r}")
         return self.logs.search(app, None, input=object_id)
+
+
+async def _waited(event: asyncio.Event, wait: float) -> None:
+    """Wait for ``event``, up to ``wait`` seconds (at most 30: a long-poll's turn)."""
+    if not event.is_set() and wait > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), min(wait, 30.0))
 
 
 async def _every_second(

@@ -1,0 +1,201 @@
+"""Running a process isolated, with bubblewrap: what it sees, may do and may use.
+
+Every isolated process gets, from ``bwrap`` (Debian's ``bubblewrap``; :func:`problem`
+checks at start that it works here and says what is missing when it does not):
+
+- new user, mount, PID, IPC, UTS and cgroup namespaces, and a network namespace with
+  only its own loopback unless :attr:`Jail.network` (then Shoal's user-space stack,
+  ``pasta``, joins it to the outside; see :mod:`shoal.backends.netstack`);
+- a root of its own: the host's ``/usr`` (and ``/bin``, ``/lib``, ``/lib64``, ``/sbin``,
+  which are links into it or bound read-only), a few files of ``/etc`` that programs need
+  (certificates, resolver, time zone, the linker's cache), and nothing else of the host's
+  ``/etc``, home or state; :attr:`Jail.ro` and :attr:`Jail.rw` bind more where given; a
+  private ``/tmp`` and working directory, tmpfs capped at :attr:`Jail.tmp_bytes` each;
+  the root itself read-only;
+- ``--die-with-parent``, ``--new-session`` (no terminal to type into), no_new_privs (so a
+  setuid binary gains nothing), every capability dropped, and the seccomp filter of
+  :mod:`shoal.backends.seccomp`;
+- rlimits (file size, open files, no core dumps) and, where a cgroup hierarchy is
+  writable, its own memory, PID and CPU limits (:mod:`shoal.backends.cgroups`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from shoal.backends import cgroups, seccomp
+
+#: Files of the host's /etc an isolated process sees (those that exist), read-only.
+ETC = (
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/ca-certificates.conf",
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/mime.types",
+)
+#: Top-level links and folders of a merged-/usr system, bound as the host has them.
+_TOP = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+#: The account an isolated process runs as (root of its own user namespace, holding
+#: no capability), in the /etc/passwd and /etc/group it sees.
+PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+GROUP = "root:x:0:\nnogroup:x:65534:\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Jail:
+    """What one isolated process tree sees and may use."""
+
+    #: Host paths bound read-only, as (host path, path inside).
+    ro: tuple[tuple[str, str], ...] = ()
+    #: Host paths bound writable.
+    rw: tuple[tuple[str, str], ...] = ()
+    #: Its working directory: a private tmpfs (unless a bind above covers it).
+    workdir: str = "/root"
+    #: Bytes each of /tmp and the working directory may hold.
+    tmp_bytes: int = 512 * 1024 * 1024
+    #: False: only its own loopback; True: outbound through a user-space stack.
+    network: bool = False
+    hostname: str = "shoal"
+    env: tuple[tuple[str, str], ...] = ()
+    #: Largest file it may write, files it may hold open.
+    file_bytes: int = 1024 * 1024 * 1024
+    open_files: int = 1024
+    limits: cgroups.Limits = field(default_factory=cgroups.Limits)
+
+
+@functools.cache
+def bwrap() -> str | None:
+    """The bwrap executable, if installed."""
+    return shutil.which("bwrap")
+
+
+@functools.cache
+def problem() -> str:
+    """ "" when isolation works here, else what is missing (said at start)."""
+    path = bwrap()
+    if path is None:
+        return "bubblewrap is not installed (Debian: apt-get install bubblewrap)"
+    try:
+        seccomp.program()
+    except seccomp.UnsupportedArchitecture as exc:
+        return str(exc)
+    argv = [path, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
+    argv += [*_base_mounts(), "--", "/bin/true"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap does not run here: {exc}"
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+        return f"bubblewrap cannot make namespaces here: {why[0]} (user namespaces off?)"
+    return ""
+
+
+def _base_mounts() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for top in _TOP:
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    return [*args, "--proc", "/proc", "--dev", "/dev"]
+
+
+def bwrap_args(jail: Jail, private: str, seccomp_fd: int) -> list[str]:
+    """bwrap's options for ``jail`` (everything before the command); ``private`` is a
+    host folder of this process alone (its /etc/passwd and /etc/group are written
+    there), ``seccomp_fd`` an open file holding :func:`seccomp.program`."""
+    path = bwrap()
+    assert path is not None
+    args = [
+        path,
+        "--unshare-user",
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--hostname",
+        jail.hostname,
+        "--clearenv",
+    ]
+    if not jail.network:
+        args.append("--unshare-net")
+    args += _base_mounts()
+    for name in ETC:
+        if os.path.exists(name):
+            args += ["--ro-bind", name, name]
+    for name, text in (("passwd", PASSWD), ("group", GROUP)):
+        file = os.path.join(private, name)
+        with open(file, "w") as out:
+            out.write(text)
+        args += ["--ro-bind", file, f"/etc/{name}"]
+    size = str(jail.tmp_bytes)
+    args += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
+    if jail.workdir not in ("/", "/tmp") and not _covered(jail.workdir, jail):
+        args += ["--size", size, "--tmpfs", jail.workdir]
+    # Shallow mount points first: a bind beneath a tmpfs must come after it.
+    binds = [("--ro-bind", h, i) for h, i in jail.ro] + [("--bind", h, i) for h, i in jail.rw]
+    for kind, host, inside in sorted(binds, key=lambda b: b[2].count("/")):
+        args += [kind, host, inside]
+    for name, value in jail.env:
+        args += ["--setenv", name, value]
+    args += ["--chdir", jail.workdir, "--remount-ro", "/", "--seccomp", str(seccomp_fd)]
+    return args
+
+
+def _covered(path: str, jail: Jail) -> bool:
+    return any(inside == path for _, inside in (*jail.ro, *jail.rw))
+
+
+def command(
+    jail: Jail, argv: Sequence[str], private: str, seccomp_fd: int, group: cgroups.Group | None
+) -> list[str]:
+    """The whole command line that runs ``argv`` in ``jail``: a shell that joins the
+    cgroups (before anything else runs) and execs prlimit, which sets the rlimits and
+    execs bwrap."""
+    join = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+    procs = group.procs if group is not None else []
+    limits = [
+        "prlimit",
+        f"--fsize={jail.file_bytes}",
+        f"--nofile={jail.open_files}",
+        "--core=0",
+        "--",
+    ]
+    return [
+        "/bin/sh",
+        "-c",
+        join,
+        "sh",
+        *procs,
+        "--",
+        *limits,
+        *bwrap_args(jail, private, seccomp_fd),
+        "--",
+        *argv,
+    ]
+
+
+def interpreter_binds() -> tuple[tuple[str, str], ...]:
+    """The running interpreter's installation, read-only at its own path: what an agent
+    process inside runs on (stdlib only)."""
+    return ((sys.base_prefix, sys.base_prefix),)

@@ -1,0 +1,331 @@
+"""``shoal.Sandbox``: run commands of code you did not write, isolated, as Modal's.
+
+A sandbox runs on the server (or the embedded one) in a jail of its own (see
+:mod:`shoal.server.sandboxes`): ``Sandbox.create("python", "-c", code, app=app)`` starts
+it, ``sb.exec(...)`` starts more commands in it (a
+:class:`~shoal.container_process.ContainerProcess`), ``sb.filesystem`` (and the older
+``sb.open``/``sb.ls``/``sb.mkdir``/``sb.rm``) reads and writes its files from inside it,
+``sb.wait()`` waits for its own command, and ``sb.terminate()`` ends it. Exit codes are
+Modal's: 124 when its timeout ended it, 137 when it was terminated. It lives until its
+command exits, it is terminated, its timeout passes, or its app stops; not with the
+client that created it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+from typing import TYPE_CHECKING, Any
+
+from shoal.bridge import Bridged, bridged
+from shoal.client.container_process import ContainerProcess, StreamReader, StreamWriter
+from shoal.client.objects import request
+from shoal.exception import InvalidError, NotFoundError, SandboxTerminatedError, SandboxTimeoutError
+
+if TYPE_CHECKING:
+    from shoal.client.app import App
+    from shoal.client.secret import Secret
+
+#: Seconds one server round trip waits before asking again.
+_POLL = 10.0
+#: What Sandbox.create does not take yet, and says so rather than ignore.
+_NOT_YET = ("image", "volumes", "encrypted_ports", "unencrypted_ports", "cidr_allowlist", "pty")
+
+
+def _app_name(app: App | str | None) -> str:
+    if app is None:
+        raise InvalidError(
+            "Sandbox.create needs app= (an App: shoal.App.lookup(name, create_if_missing=True))"
+        )
+    name = app if isinstance(app, str) else (app.name or app.app_id)
+    if not name:
+        raise InvalidError("Sandbox.create: the app has no name (name it, or look it up)")
+    return name
+
+
+async def _env_of(secrets: list[Secret] | None) -> dict[str, str]:
+    """The variables of ``secrets`` (values given here; named ones are not supported yet)."""
+    env: dict[str, str] = {}
+    for secret in secrets or ():
+        if secret.spec.name:
+            raise InvalidError(f"secret {secret.spec.name!r}: named secrets not supported here yet")
+        env.update(dict(secret.spec.values))
+    return env
+
+
+async def _create(
+    *args: str,
+    app: App | str | None = None,
+    timeout: float = 300,  # noqa: ASYNC109 - Modal's name: the sandbox's lifetime
+    idle_timeout: float | None = None,
+    workdir: str | None = None,
+    secrets: list[Secret] | None = None,
+    cpu: float | None = None,
+    memory: int | None = None,
+    block_network: bool = False,
+    name: str | None = None,
+    tags: dict[str, str] | None = None,
+    **unsupported: Any,
+) -> Sandbox:
+    given = [key for key, value in unsupported.items() if value not in (None, False, [], {})]
+    unknown = [key for key in given if key not in _NOT_YET]
+    if unknown:
+        raise TypeError(f"Sandbox.create() got unexpected keyword arguments {unknown}")
+    if given:
+        raise InvalidError(f"Sandbox.create: {', '.join(given)} not supported yet")
+    if idle_timeout is not None:
+        raise InvalidError("Sandbox.create: idle_timeout not supported yet")
+    answer = await request(
+        "sandbox_create",
+        app=_app_name(app),
+        command=list(args),
+        timeout=float(timeout),
+        workdir=workdir or "",
+        env=await _env_of(secrets),
+        cpu=cpu,
+        memory=memory,
+        block_network=bool(block_network),
+        name=name or "",
+        tags=dict(tags or {}),
+    )
+    return Sandbox(answer["object_id"])
+
+
+async def _from_id(sandbox_id: str) -> Sandbox:
+    answer = await request("sandbox_get", object_id=sandbox_id)
+    return Sandbox(answer["object_id"])
+
+
+async def _from_name(app_name: str, name: str) -> Sandbox:
+    answer = await request("sandbox_get", app=app_name, name=name)
+    return Sandbox(answer["object_id"])
+
+
+async def _list(*, app_id: str | None = None, tags: dict[str, str] | None = None) -> list[Sandbox]:
+    rows = await request("sandbox_list", app=app_id or "", tags=dict(tags or {}))
+    return [Sandbox(row["object_id"]) for row in rows]
+
+
+class Sandbox:
+    """A running (or ended) sandbox (see the module docstring)."""
+
+    #: ``Sandbox.create(*cmd, app=, timeout=300, workdir=, secrets=, cpu=, memory=,
+    #: block_network=, name=, tags=)``.
+    create: Bridged[..., Sandbox] = Bridged(_create)
+    #: The sandbox of that id.
+    from_id: Bridged[..., Sandbox] = Bridged(_from_id)
+    #: The running sandbox named ``name`` in app ``app_name``.
+    from_name: Bridged[..., Sandbox] = Bridged(_from_name)
+    #: The running sandboxes (of app ``app_id``, with every tag of ``tags``).
+    list: Bridged[..., list[Sandbox]] = Bridged(_list)
+
+    def __init__(self, object_id: str) -> None:
+        self.object_id = object_id
+        self._returncode: int | None = None
+        self._reason = ""
+        self.stdout: StreamReader[str] = StreamReader(object_id, 0, 1, True)
+        self.stderr: StreamReader[str] = StreamReader(object_id, 0, 2, True)
+        self.stdin = StreamWriter(object_id, 0)
+        self.filesystem = Filesystem(object_id)
+
+    # -- its life --------------------------------------------------------------------
+
+    async def _ask(self, wait: float) -> int | None:
+        answer = await request("sandbox_wait", object_id=self.object_id, wait=wait)
+        if answer.get("returncode") is not None:
+            self._returncode = int(answer["returncode"])
+            self._reason = str(answer.get("reason", ""))
+        return self._returncode
+
+    @bridged
+    async def wait(self, raise_on_termination: bool = True) -> None:
+        """Wait for it to end. With ``raise_on_termination``, one ended by its timeout
+        raises ``SandboxTimeoutError``, one terminated ``SandboxTerminatedError``."""
+        while self._returncode is None:
+            await self._ask(_POLL)
+        if raise_on_termination:
+            if self._reason == "timeout":
+                raise SandboxTimeoutError(f"sandbox {self.object_id} reached its timeout")
+            if self._reason in ("terminated", "agent lost", "oom"):
+                said = "its memory limit" if self._reason == "oom" else self._reason
+                raise SandboxTerminatedError(f"sandbox {self.object_id} ended: {said}")
+
+    @bridged
+    async def poll(self) -> int | None:
+        """Its exit code if it has ended, else None."""
+        if self._returncode is None:
+            await self._ask(0)
+        return self._returncode
+
+    @property
+    def returncode(self) -> int:
+        """Its exit code: its command's, 124 (timeout) or 137 (terminated).
+
+        Raises:
+            InvalidError: not known to have ended yet (call ``wait()`` or ``poll()``).
+        """
+        if self._returncode is None:
+            raise InvalidError("call wait() (or poll()) before reading returncode")
+        return self._returncode
+
+    @property
+    def termination_reason(self) -> str:
+        """Why it ended: ``exited``, ``terminated``, ``timeout``, ``oom`` (over its memory
+        limit) or ``agent lost`` (what ran inside killed it); "" while it runs."""
+        return self._reason
+
+    @bridged
+    async def terminate(self) -> None:
+        """End it now: everything in it is killed (its exit code: 137)."""
+        await request("sandbox_terminate", object_id=self.object_id)
+
+    @bridged
+    async def set_tags(self, tags: dict[str, str]) -> None:
+        """Replace its tags (what ``Sandbox.list(tags=)`` matches)."""
+        await request("sandbox_set_tags", object_id=self.object_id, tags=dict(tags))
+
+    @bridged
+    async def get_tags(self) -> dict[str, str]:
+        return dict((await request("sandbox_get", object_id=self.object_id))["tags"])
+
+    # -- commands ----------------------------------------------------------------------------
+
+    @bridged
+    async def exec(
+        self,
+        *args: str,
+        workdir: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - Modal's name: the command's limit
+        secrets: builtins.list[Secret] | None = None,
+        pty: bool = False,
+        bufsize: int = -1,
+        text: bool = True,
+    ) -> ContainerProcess[Any]:
+        """Start ``args`` in the sandbox; its :class:`ContainerProcess`. ``timeout``
+        kills it after that many seconds (its code then: -1)."""
+        if pty:
+            raise InvalidError("Sandbox.exec: pty not supported yet")
+        if not args:
+            raise InvalidError("Sandbox.exec needs a command")
+        del bufsize  # output is relayed as it comes, in whatever pieces
+        answer = await request(
+            "sandbox_exec",
+            object_id=self.object_id,
+            argv=[str(a) for a in args],
+            workdir=workdir or "",
+            env=await _env_of(secrets),
+            timeout=timeout,
+        )
+        return ContainerProcess(self.object_id, int(answer["proc"]), text)
+
+    # -- files (the older API) ------------------------------------------------------------
+
+    def open(self, path: str, mode: str = "r") -> SandboxFile:
+        """A file of the sandbox: read whole on open for ``r``/``rb``, written whole on
+        close for ``w``/``wb``/``a``/``ab``."""
+        return SandboxFile(self.filesystem, path, mode)
+
+    @bridged
+    async def ls(self, path: str) -> builtins.list[str]:
+        return await self.filesystem.ls.aio(path)
+
+    @bridged
+    async def mkdir(self, path: str, parents: bool = False) -> None:
+        await self.filesystem.mkdir.aio(path, parents=parents)
+
+    @bridged
+    async def rm(self, path: str, recursive: bool = False) -> None:
+        await self.filesystem.rm.aio(path, recursive=recursive)
+
+    def __repr__(self) -> str:
+        return f"Sandbox({self.object_id})"
+
+
+class Filesystem:
+    """``sb.filesystem``: the sandbox's files, read and written from inside it (a link in
+    the sandbox leads only to the sandbox's own files)."""
+
+    def __init__(self, sandbox_id: str) -> None:
+        self._sandbox_id = sandbox_id
+
+    async def _op(self, op: str, path: str, **fields: Any) -> Any:
+        try:
+            answer = await request(
+                "sandbox_file", object_id=self._sandbox_id, action=op, path=path, **fields
+            )
+        except NotFoundError as exc:
+            raise FileNotFoundError(str(exc)) from None
+        return answer.get("result")
+
+    @bridged
+    async def read_bytes(self, path: str) -> bytes:
+        return bytes(await self._op("read", path))
+
+    @bridged
+    async def read_text(self, path: str) -> str:
+        return bytes(await self._op("read", path)).decode()
+
+    @bridged
+    async def write_bytes(self, path: str, data: bytes, append: bool = False) -> None:
+        await self._op("write", path, data=bytes(data), append=append)
+
+    @bridged
+    async def write_text(self, path: str, text: str, append: bool = False) -> None:
+        await self._op("write", path, data=text.encode(), append=append)
+
+    @bridged
+    async def ls(self, path: str) -> list[str]:
+        return list(await self._op("ls", path))
+
+    @bridged
+    async def mkdir(self, path: str, parents: bool = False) -> None:
+        await self._op("mkdir", path, parents=parents)
+
+    @bridged
+    async def rm(self, path: str, recursive: bool = False) -> None:
+        await self._op("rm", path, recursive=recursive)
+
+    @bridged
+    async def stat(self, path: str) -> dict[str, Any]:
+        return dict(await self._op("stat", path))
+
+
+class SandboxFile:
+    """A file of a sandbox, from ``sb.open`` (read whole, or written whole on close)."""
+
+    def __init__(self, filesystem: Filesystem, path: str, mode: str) -> None:
+        if mode not in ("r", "rb", "w", "wb", "a", "ab"):
+            raise InvalidError(f"mode {mode!r}: expected r, rb, w, wb, a or ab")
+        self._filesystem = filesystem
+        self._path = path
+        self._mode = mode
+        self._binary = "b" in mode
+        self._out = io.BytesIO()
+        self._data = filesystem.read_bytes(path) if mode.startswith("r") else b""
+        self._at = 0
+        self.closed = False
+
+    def read(self, size: int = -1) -> Any:
+        end = len(self._data) if size < 0 else self._at + size
+        chunk, self._at = self._data[self._at : end], min(end, len(self._data))
+        return chunk if self._binary else chunk.decode()
+
+    def write(self, data: Any) -> int:
+        if self._mode.startswith("r"):
+            raise io.UnsupportedOperation("not writable")
+        raw = data if isinstance(data, bytes | bytearray) else str(data).encode()
+        self._out.write(raw)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed and not self._mode.startswith("r"):
+            self._filesystem.write_bytes(
+                self._path, self._out.getvalue(), append=self._mode.startswith("a")
+            )
+        self.closed = True
+
+    def __enter__(self) -> SandboxFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

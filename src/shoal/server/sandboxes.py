@@ -1,0 +1,628 @@
+"""Sandboxes: commands of code the server's users did not write, each in its own jail.
+
+A sandbox (Modal's ``Sandbox``) is a process tree isolated with bubblewrap
+(:mod:`shoal.backends.isolation`: its own namespaces, a read-only root of the host's
+``/usr``, private size-capped ``/tmp`` and working directory, no capabilities, a
+seccomp filter, rlimits and cgroup limits). Inside it runs the sandbox agent
+(:mod:`shoal.backends.sandbox_agent`), which starts the sandbox's own command (if
+any) and every ``exec``, and does its file operations, all in the sandbox's namespaces.
+The server talks to the agent over a Unix socket in a folder of that sandbox alone, in
+JSON frames it checks field by field; nothing the sandbox sends is unpickled.
+
+What a command writes is kept here, per stream, until its reader takes it: at most
+SHOAL_SANDBOX_BUFFER bytes (default 8 MiB) unread per stream. Past that, output is
+dropped, not held: the command never blocks on a reader that does not read, and the
+reader finds one line ``[shoal: N bytes of output dropped]`` where the gap is.
+
+A sandbox ends when its own command exits (its exit code), when it is terminated
+(137), when its timeout passes (124), or when what runs inside kills the agent (137).
+Then everything left in it is killed, its cgroups and folder are removed, and it stays
+listed, ended, for a while. It belongs to its app: stopping the app terminates it; a
+client going away does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import os
+import secrets
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.backends import cgroups, isolation, seccomp
+from shoal.exception import ExecutionError, InvalidError, NotFoundError
+
+#: Exit codes, as Modal's: a sandbox (or exec) ended by its timeout, or terminated.
+TIMEOUT_CODE = 124
+TERMINATED_CODE = 137
+#: An exec's code when its own timeout ended it (Modal's).
+EXEC_TIMEOUT_CODE = -1
+#: Largest frame the agent may send.
+_MAX_FRAME = 8 * 1024 * 1024
+#: Seconds the agent has to connect once the sandbox is started.
+_AGENT_TIMEOUT = 10.0
+#: Ended sandboxes kept listed.
+_KEEP_ENDED = 1000
+
+_AGENT = os.path.join(os.path.dirname(isolation.__file__), "sandbox_agent.py")
+
+
+def _buffer_bytes() -> int:
+    return max(64 * 1024, int(os.environ.get("SHOAL_SANDBOX_BUFFER", str(8 * 1024 * 1024))))
+
+
+class Stream:
+    """What one stream of one command wrote and its reader has not taken yet."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self.data = bytearray()
+        #: The offset (from the stream's start) of data[0].
+        self.base = 0
+        self.eof = False
+        self.dropped = 0
+        self.changed = asyncio.Event()
+
+    def add(self, chunk: bytes) -> None:
+        room = self._cap - len(self.data)
+        if len(chunk) > room:
+            if self.dropped == 0 and room > 0:
+                self.data += chunk[:room]
+            self.dropped += len(chunk) - max(room, 0)
+        else:
+            self._note_gap()
+            self.data += chunk
+        self.changed.set()
+
+    def _note_gap(self) -> None:
+        if self.dropped:
+            self.data += f"\n[shoal: {self.dropped} bytes of output dropped]\n".encode()
+            self.dropped = 0
+
+    def end(self) -> None:
+        self._note_gap()
+        self.eof = True
+        self.changed.set()
+
+    def take(self, offset: int, limit: int) -> tuple[bytes, int]:
+        """Bytes from ``offset`` (what is before it is freed), at most ``limit``, and the
+        offset after them."""
+        if offset > self.base:
+            del self.data[: offset - self.base]
+            self.base = offset
+        chunk = bytes(self.data[:limit])
+        return chunk, self.base + len(chunk)
+
+
+@dataclass
+class Command:
+    """One command running in a sandbox (its own, 0, or an exec)."""
+
+    proc: int
+    streams: dict[int, Stream]
+    code: int | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    timer: asyncio.TimerHandle | None = None
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    """What a sandbox is created with (checked by the server's op)."""
+
+    app: str
+    command: tuple[str, ...] = ()
+    timeout: float = 300.0
+    workdir: str = "/root"
+    env: tuple[tuple[str, str], ...] = ()
+    block_network: bool = False
+    name: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    limits: cgroups.Limits = field(default_factory=cgroups.Limits)
+
+
+class Sandbox:
+    """One sandbox on this server (see the module docstring)."""
+
+    def __init__(self, spec: SandboxSpec) -> None:
+        self.spec = spec
+        self.object_id = "sb-" + secrets.token_hex(8)
+        self.tags = dict(spec.tags)
+        self.created = time.time()
+        self.returncode: int | None = None
+        #: Why it ended: "exited", "terminated", "timeout", "oom" or "agent lost".
+        self.reason = ""
+        self.ended = asyncio.Event()
+        self.commands: dict[int, Command] = {}
+        self._next_proc = itertools.count(1)
+        self._next_request = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._private = ""
+        self._group: cgroups.Group | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._cap = _buffer_bytes()
+
+    # -- starting ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the jail and its agent; return once the agent is connected.
+
+        Raises:
+            OSError: it could not start (bubblewrap failed, or the agent never came).
+        """
+        self._private = tempfile.mkdtemp(prefix="shoal-sb-")
+        os.chmod(self._private, 0o700)
+        run = os.path.join(self._private, "run")
+        os.mkdir(run)
+        socket_path = os.path.join(run, "agent.sock")
+        connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+        connected = asyncio.get_running_loop().create_future()
+
+        def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if connected.done():
+                writer.close()  # one agent only
+            else:
+                connected.set_result((reader, writer))
+
+        listener = await asyncio.start_unix_server(accept, socket_path, limit=_MAX_FRAME + 4)
+        try:
+            if cgroups.version():
+                self._group = cgroups.Group(self.object_id, self.spec.limits)
+            program, line = self._command_line(run)
+            try:
+                self._process = await asyncio.create_subprocess_exec(
+                    *line,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    pass_fds=(program,),
+                    start_new_session=True,
+                )
+            finally:
+                os.close(program)
+            exited: asyncio.Future[Any] = asyncio.ensure_future(self._process.wait())
+            either: set[asyncio.Future[Any]] = {connected, exited}
+            done, _ = await asyncio.wait(
+                either, timeout=_AGENT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
+            if connected not in done:
+                exited.cancel()
+                why = await self._stderr()
+                raise OSError(f"the sandbox did not start: {why or 'its agent never connected'}")
+            exited.cancel()
+        except BaseException:
+            listener.close()
+            await self._cleanup()
+            raise
+        listener.close()
+        reader, self._writer = connected.result()
+        if self.spec.command:
+            self.commands[0] = Command(0, {1: Stream(self._cap), 2: Stream(self._cap)})
+        self._own(self._read(reader))
+        self._own(self._watch())
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self.spec.timeout, self._timed_out)
+
+    def _command_line(self, run: str) -> tuple[int, list[str]]:
+        """The seccomp filter (a pipe's read end, for bwrap to read) and the command line
+        that starts the jail with the agent in it."""
+        jail = isolation.Jail(
+            ro=(*isolation.interpreter_binds(), (_AGENT, "/.shoal/agent.py")),
+            rw=((run, "/.shoal/run"),),
+            workdir=self.spec.workdir,
+            network=False,  # a user-space stack for outbound traffic is not wired yet
+            hostname="sandbox",
+            env=(("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", "/root"), *self.spec.env),
+        )
+        python = os.path.join(sys.base_prefix, "bin", os.path.basename(sys.executable))
+        if not os.path.exists(python):
+            python = os.path.realpath(sys.executable)
+        argv = [python, "-I", "-S", "/.shoal/agent.py", "/.shoal/run/agent.sock"]
+        argv += list(self.spec.command)
+        read_end, write_end = os.pipe()
+        os.write(write_end, seccomp.program())  # under a kilobyte: the pipe holds it
+        os.close(write_end)
+        return read_end, isolation.command(jail, argv, self._private, read_end, self._group)
+
+    async def _stderr(self) -> str:
+        if self._process is None or self._process.stderr is None:
+            return ""
+        with contextlib.suppress(TimeoutError):
+            data = await asyncio.wait_for(self._process.stderr.read(4096), 1.0)
+            return data.decode(errors="replace").strip()
+        return ""
+
+    def _own(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the agent's side ------------------------------------------------------------
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                head = await reader.readexactly(4)
+                (length,) = struct.unpack(">I", head)
+                if length > _MAX_FRAME:
+                    break
+                message = json.loads(await reader.readexactly(length))
+                if not isinstance(message, dict):
+                    break
+                self._hear(message)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, KeyError, TypeError):
+            pass
+        self._finish(TERMINATED_CODE, "agent lost")
+
+    def _hear(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "out":
+            command = self.commands.get(message["proc"])
+            stream = command.streams.get(message["fd"]) if command else None
+            if stream is not None:
+                stream.add(base64.b64decode(message["data"]))
+        elif op == "eof":
+            command = self.commands.get(message["proc"])
+            stream = command.streams.get(message["fd"]) if command else None
+            if stream is not None:
+                stream.end()
+        elif op == "exit":
+            command = self.commands.get(message["proc"])
+            if command is not None and command.code is None:
+                code = int(message["code"])
+                if command.timer is not None:
+                    command.timer.cancel()
+                command.code = EXEC_TIMEOUT_CODE if command.timed_out else _modal_code(code)
+                command.exited.set()
+                if command.proc == 0:
+                    reason = "oom" if self._oom() else "exited"
+                    self._finish(command.code, reason)
+        elif op in ("started", "done", "error"):
+            ident = message.get("id")
+            future = self._pending.pop(ident, None) if isinstance(ident, int) else None
+            if future is not None and not future.done():
+                future.set_result(message)
+            elif ident == 0 and op == "error":  # its own command could not start
+                self._finish(127, "exited")
+
+    def _oom(self) -> bool:
+        return self._group is not None and self._group.oom_killed()
+
+    async def _watch(self) -> None:
+        """The jail's process ended (its agent and everything): the sandbox has."""
+        assert self._process is not None
+        await self._process.wait()
+        self._finish(TERMINATED_CODE, "oom" if self._oom() else "agent lost")
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._writer is None or self._writer.is_closing():
+            raise InvalidError(f"sandbox {self.object_id} has ended")
+        data = json.dumps(message).encode()
+        self._writer.write(struct.pack(">I", len(data)) + data)
+
+    async def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        ident = next(self._next_request)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = future
+        self._send({**message, "id": ident})
+        ended: asyncio.Future[Any] = asyncio.ensure_future(self.ended.wait())
+        either: set[asyncio.Future[Any]] = {future, ended}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if not future.done():
+            self._pending.pop(ident, None)
+            raise InvalidError(f"sandbox {self.object_id} has ended")
+        answer = future.result()
+        if answer.get("op") == "error":
+            raise _agent_error(answer)
+        return answer
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def exec(
+        self, argv: list[str], workdir: str | None, env: dict[str, str], limit: float | None
+    ) -> int:
+        """Start ``argv`` in the sandbox; its command number. ``limit``: seconds after
+        which it is killed (its code then: -1)."""
+        if self.ended.is_set():
+            raise InvalidError(f"sandbox {self.object_id} has ended")
+        proc = next(self._next_proc)
+        command = self.commands[proc] = Command(proc, {1: Stream(self._cap), 2: Stream(self._cap)})
+        try:
+            await self._ask({"op": "exec", "proc": proc, "argv": argv, "cwd": workdir, "env": env})
+        except BaseException:
+            self.commands.pop(proc, None)
+            raise
+        if limit is not None:
+            loop = asyncio.get_running_loop()
+            command.timer = loop.call_later(limit, self._exec_timed_out, command)
+        return proc
+
+    def _exec_timed_out(self, command: Command) -> None:
+        if command.code is None:
+            command.timed_out = True
+            self.signal(command.proc, signal.SIGKILL)
+
+    def command(self, proc: int) -> Command:
+        found = self.commands.get(proc)
+        if found is None:
+            raise NotFoundError(f"no process {proc} in sandbox {self.object_id}")
+        return found
+
+    async def read(
+        self, proc: int, fd: int, offset: int, wait: float, limit: int
+    ) -> dict[str, Any]:
+        """What stream ``fd`` of ``proc`` has from ``offset``, waiting up to ``wait``
+        seconds for something; ``eof`` once there is nothing more to come."""
+        stream = self.command(proc).streams.get(fd)
+        if stream is None:
+            raise InvalidError(f"fd {fd}: expected 1 (stdout) or 2 (stderr)")
+        chunk, after = stream.take(offset, limit)
+        if not chunk and not stream.eof and wait > 0:
+            stream.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stream.changed.wait(), wait)
+            chunk, after = stream.take(offset, limit)
+        return {
+            "data": chunk,
+            "offset": after,
+            "eof": stream.eof and after >= stream.base + len(stream.data),
+        }
+
+    def write(self, proc: int, data: bytes, eof: bool) -> None:
+        command = self.command(proc)
+        if command.code is not None:
+            return
+        if data:
+            self._send({"op": "in", "proc": proc, "data": base64.b64encode(data).decode()})
+        if eof:
+            self._send({"op": "in_eof", "proc": proc})
+
+    def signal(self, proc: int, signum: int) -> None:
+        with contextlib.suppress(InvalidError):
+            self._send({"op": "signal", "proc": proc, "signal": int(signum)})
+
+    async def file(self, op: str, **fields: Any) -> Any:
+        """A file operation, done by the agent inside the sandbox."""
+        if isinstance(fields.get("data"), bytes):
+            fields["data"] = base64.b64encode(fields["data"]).decode()
+        answer = await self._ask({"op": op, **fields})
+        result = answer.get("result")
+        if op == "read":
+            if not isinstance(result, str):
+                raise InvalidError("a malformed answer from the sandbox")
+            return base64.b64decode(result)
+        return result
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def _timed_out(self) -> None:
+        self._finish(TIMEOUT_CODE, "timeout")
+
+    def terminate(self) -> None:
+        self._finish(TERMINATED_CODE, "terminated")
+
+    def _finish(self, code: int, reason: str) -> None:
+        if self.ended.is_set():
+            return
+        self.returncode = code
+        self.reason = reason
+        self.ended.set()
+        if self._deadline is not None:
+            self._deadline.cancel()
+        for command in self.commands.values():
+            if command.timer is not None:
+                command.timer.cancel()
+            for stream in command.streams.values():
+                if not stream.eof:
+                    stream.end()
+            if command.code is None:
+                command.code = TERMINATED_CODE
+                command.exited.set()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_result(
+                    {"op": "error", "type": "InvalidError", "message": "sandbox ended"}
+                )
+        self._pending.clear()
+        self._own(self._cleanup())
+
+    async def _cleanup(self) -> None:
+        """Kill everything left in the jail; remove its cgroups and folder."""
+        if self._writer is not None:
+            self._writer.close()
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        if self._group is not None:
+            group = self._group
+            await asyncio.to_thread(group.remove)
+        if self._private:
+            shutil.rmtree(self._private, ignore_errors=True)
+
+    async def wait_closed(self) -> None:
+        """Wait until it has ended and its cleanup is done."""
+        await self.ended.wait()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "object_id": self.object_id,
+            "app": self.spec.app,
+            "name": self.spec.name,
+            "tags": self.tags,
+            "created": self.created,
+            "command": list(self.spec.command),
+            "returncode": self.returncode,
+            "reason": self.reason,
+        }
+
+
+def _modal_code(code: int) -> int:
+    """A process's exit status as a shell (and Modal) reports it: 128+N for signal N."""
+    return 128 - code if code < 0 else code
+
+
+def _agent_error(answer: dict[str, Any]) -> Exception:
+    """The error a file operation or exec failed with inside, for the caller: a missing
+    path is NotFoundError, anything else InvalidError (the kind leads its message)."""
+    kind = str(answer.get("type", "Error"))[:64]
+    message = str(answer.get("message", ""))[:2000]
+    if kind == "FileNotFoundError":
+        return NotFoundError(message)
+    return InvalidError(f"{kind}: {message}")
+
+
+class Sandboxes:
+    """Every sandbox of this server, live and recently ended."""
+
+    def __init__(self) -> None:
+        self._all: dict[str, Sandbox] = {}
+        self._problem: str | None = None
+
+    def problem(self) -> str:
+        """ "" when sandboxes can run here, else why not."""
+        if self._problem is None:
+            self._problem = isolation.problem()
+        return self._problem
+
+    async def create(self, spec: SandboxSpec) -> Sandbox:
+        """Start a sandbox of ``spec``.
+
+        Raises:
+            InvalidError: isolation does not work here (said why), or its name is taken.
+            ExecutionError: it could not start.
+        """
+        why = self.problem()
+        if why:
+            raise InvalidError(f"sandboxes need isolation, which does not work here: {why}")
+        if spec.name and self.named(spec.app, spec.name, live=True) is not None:
+            raise InvalidError(f"a running sandbox of app {spec.app!r} is named {spec.name!r}")
+        sandbox = Sandbox(spec)
+        try:
+            await sandbox.start()
+        except OSError as exc:
+            raise ExecutionError(str(exc)) from None
+        self._all[sandbox.object_id] = sandbox
+        self._forget_old()
+        return sandbox
+
+    def _forget_old(self) -> None:
+        ended = [s for s in self._all.values() if s.ended.is_set()]
+        for sandbox in ended[: max(0, len(ended) - _KEEP_ENDED)]:
+            self._all.pop(sandbox.object_id, None)
+
+    def get(self, object_id: str) -> Sandbox:
+        found = self._all.get(object_id)
+        if found is None:
+            raise NotFoundError(f"no sandbox {object_id!r}")
+        return found
+
+    def named(self, app: str, name: str, live: bool = True) -> Sandbox | None:
+        for sandbox in self._all.values():
+            if sandbox.spec.app == app and sandbox.spec.name == name:
+                if not live or not sandbox.ended.is_set():
+                    return sandbox
+        return None
+
+    def list(self, app: str = "", tags: dict[str, str] | None = None) -> list[Sandbox]:
+        """The running sandboxes (of ``app``, with every tag of ``tags``), oldest first."""
+        return [
+            s
+            for s in self._all.values()
+            if not s.ended.is_set()
+            and (not app or s.spec.app == app)
+            and all(s.tags.get(k) == v for k, v in (tags or {}).items())
+        ]
+
+    async def stop_app(self, app: str) -> None:
+        """Terminate every sandbox of ``app``."""
+        found = self.list(app)
+        for sandbox in found:
+            sandbox.terminate()
+        await asyncio.gather(*(s.wait_closed() for s in found))
+
+    async def close(self) -> None:
+        """Terminate them all and wait for their cleanup."""
+        found = list(self._all.values())
+        for sandbox in found:
+            sandbox.terminate()
+        await asyncio.gather(*(s.wait_closed() for s in found))
+
+
+def spec_of(body: dict[str, Any]) -> SandboxSpec:
+    """The spec a ``sandbox_create`` request asks for.
+
+    Raises:
+        InvalidError: a field of the wrong kind or out of range.
+    """
+    app = body.get("app")
+    if not isinstance(app, str) or not app:
+        raise InvalidError("app: expected an app's name")
+    command = body.get("command") or []
+    if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
+        raise InvalidError("command: expected a list of strings")
+    timeout = body.get("timeout", 300.0)
+    if not isinstance(timeout, int | float) or not 0 < timeout <= 24 * 3600:
+        raise InvalidError("timeout: expected seconds, more than 0 and at most 86400")
+    workdir = body.get("workdir") or "/root"
+    if not isinstance(workdir, str) or not workdir.startswith("/"):
+        raise InvalidError("workdir: expected an absolute path")
+    env = body.get("env") or {}
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise InvalidError("env: expected a map of strings")
+    tags = body.get("tags") or {}
+    if not isinstance(tags, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise InvalidError("tags: expected a map of strings")
+    name = body.get("name") or ""
+    if not isinstance(name, str):
+        raise InvalidError("name: expected text")
+    cpu, memory = body.get("cpu"), body.get("memory")
+    if cpu is not None and (not isinstance(cpu, int | float) or cpu <= 0):
+        raise InvalidError("cpu: expected a number of cores above 0")
+    if memory is not None and (not isinstance(memory, int) or memory < 16):
+        raise InvalidError("memory: expected MiB, at least 16")
+    limits = cgroups.Limits(
+        memory=(memory or _DEFAULT_MEMORY_MIB) * 1024 * 1024,
+        pids=_DEFAULT_PIDS,
+        cpu=float(cpu) if cpu is not None else None,
+    )
+    return SandboxSpec(
+        app=app,
+        command=tuple(command),
+        timeout=float(timeout),
+        workdir=workdir,
+        env=tuple(env.items()),
+        block_network=bool(body.get("block_network")),
+        name=name,
+        tags=tuple(tags.items()),
+        limits=limits,
+    )
+
+
+#: A sandbox's memory (MiB) and processes when not told otherwise.
+_DEFAULT_MEMORY_MIB = 1024
+_DEFAULT_PIDS = 512

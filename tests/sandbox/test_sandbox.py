@@ -1,0 +1,141 @@
+"""Modal's Sandbox API on real sandboxes: commands, streams, files, exit codes, lookups."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import shoal
+from shoal.exception import InvalidError, SandboxTerminatedError, SandboxTimeoutError
+
+
+def test_a_command_s_output_exit_code_and_a_second_read(app: shoal.App) -> None:
+    sb = shoal.Sandbox.create("sh", "-c", "echo main; echo oops >&2; exit 5", app=app)
+    with pytest.raises(InvalidError, match="wait"):
+        sb.returncode  # noqa: B018 - reading it before wait() is the error
+    sb.wait()
+    assert sb.returncode == 5 and sb.termination_reason == "exited"
+    assert sb.stdout.read() == "main\n"
+    assert sb.stdout.read() == ""  # read to the end already
+    assert sb.stderr.read() == "oops\n"
+
+
+def test_exec_streams_stdin_and_exit_codes(app: shoal.App) -> None:
+    sb = shoal.Sandbox.create(app=app)
+    try:
+        p = sb.exec("sh", "-c", "echo out; echo err >&2; exit 3")
+        assert p.wait() == 3 and p.returncode == 3
+        assert (p.stdout.read(), p.stderr.read()) == ("out\n", "err\n")
+        cat = sb.exec("cat")
+        cat.stdin.write("abc")
+        cat.stdin.write(b"def\n")
+        cat.stdin.write_eof()
+        with pytest.raises(ValueError, match="write_eof"):
+            cat.stdin.write("more")
+        cat.stdin.drain()
+        assert cat.stdout.read() == "abcdef\n" and cat.wait() == 0
+        big = sb.exec("cat")
+        with pytest.raises(BufferError):
+            big.stdin.write(b"x" * (3 * 1024 * 1024))
+        lines = sb.exec("sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.05; done")
+        assert list(lines.stdout) == ["line 1\n", "line 2\n", "line 3\n"]
+        raw = sb.exec("printf", "\\001\\002", text=False)
+        assert raw.stdout.read() == b"\x01\x02"
+        slow = sb.exec("sleep", "30", timeout=0.5)
+        assert slow.wait() == -1  # an exec's own timeout, as Modal reports it
+        assert slow.poll() == -1
+        assert sb.exec("sh", "-c", "pwd", workdir="/tmp").stdout.read() == "/tmp\n"
+        env = shoal.Secret.from_dict({"GREETING": "hello"})
+        assert sb.exec("sh", "-c", "echo $GREETING", secrets=[env]).stdout.read() == "hello\n"
+        with pytest.raises(shoal.exception.NotFoundError, match="no-such-program"):
+            sb.exec("no-such-program")
+    finally:
+        sb.terminate()
+    sb.wait(raise_on_termination=False)
+    assert sb.returncode == 137
+
+
+def test_async_forms(app: shoal.App) -> None:
+    async def main() -> tuple[str, int]:
+        sb = await shoal.Sandbox.create.aio(app=app)
+        p = await sb.exec.aio("echo", "async")
+        text = await p.stdout.read.aio()
+        code = await p.wait.aio()
+        chunks = [line async for line in (await sb.exec.aio("printf", "a\\nb\\n")).stdout]
+        assert chunks == ["a\n", "b\n"]
+        await sb.terminate.aio()
+        return text, code
+
+    assert asyncio.run(main()) == ("async\n", 0)
+
+
+def test_timeout_and_terminate_codes(app: shoal.App) -> None:
+    timed = shoal.Sandbox.create("sleep", "60", app=app, timeout=1)
+    with pytest.raises(SandboxTimeoutError):
+        timed.wait()
+    assert timed.returncode == 124
+    ended = shoal.Sandbox.create("sleep", "60", app=app)
+    assert ended.poll() is None
+    ended.terminate()
+    with pytest.raises(SandboxTerminatedError):
+        ended.wait()
+    assert ended.returncode == 137
+    with pytest.raises(InvalidError, match="ended"):
+        ended.exec("true")
+
+
+def test_files_from_inside(app: shoal.App) -> None:
+    sb = shoal.Sandbox.create(app=app)
+    try:
+        sb.mkdir("/tmp/a/b", parents=True)
+        sb.filesystem.write_text("/tmp/a/b/note.txt", "first\n")
+        sb.filesystem.write_text("/tmp/a/b/note.txt", "second\n", append=True)
+        assert sb.filesystem.read_text("/tmp/a/b/note.txt") == "first\nsecond\n"
+        with sb.open("/tmp/a/data.bin", "wb") as out:
+            out.write(b"\x00\x01")
+        with sb.open("/tmp/a/data.bin", "rb") as source:
+            assert source.read() == b"\x00\x01"
+        assert sb.ls("/tmp/a") == ["b", "data.bin"]
+        assert sb.exec("cat", "/tmp/a/b/note.txt").stdout.read() == "first\nsecond\n"
+        sb.rm("/tmp/a", recursive=True)
+        with pytest.raises(FileNotFoundError):
+            sb.filesystem.read_text("/tmp/a/b/note.txt")
+    finally:
+        sb.terminate()
+
+
+def test_lookup_by_id_name_and_tags(app: shoal.App) -> None:
+    sb = shoal.Sandbox.create(app=app, name="finder", tags={"team": "a"})
+    try:
+        assert shoal.Sandbox.from_id(sb.object_id).object_id == sb.object_id
+        assert shoal.Sandbox.from_name("sandbox-tests", "finder").object_id == sb.object_id
+        with pytest.raises(InvalidError, match="named"):
+            shoal.Sandbox.create(app=app, name="finder")
+        sb.set_tags({"team": "b", "tier": "gold"})
+        assert [s.object_id for s in shoal.Sandbox.list(tags={"tier": "gold"})] == [sb.object_id]
+        assert shoal.Sandbox.list(app_id="sandbox-tests", tags={"team": "a"}) == []
+    finally:
+        sb.terminate()
+    with pytest.raises(shoal.exception.NotFoundError):
+        shoal.Sandbox.from_name("sandbox-tests", "finder")
+
+
+def test_what_is_not_supported_yet_says_so(app: shoal.App) -> None:
+    with pytest.raises(InvalidError, match="encrypted_ports"):
+        shoal.Sandbox.create(app=app, encrypted_ports=[8000])
+    with pytest.raises(TypeError, match="unexpected"):
+        shoal.Sandbox.create(app=app, no_such_option=1)
+
+
+def test_create_to_first_byte_is_quick(app: shoal.App) -> None:
+    """A loose bound (the benchmark measures it): well under a second here."""
+    took = []
+    for _ in range(3):
+        started = time.perf_counter()
+        sb = shoal.Sandbox.create(app=app)
+        assert sb.exec("echo", "hi").stdout.read() == "hi\n"
+        took.append(time.perf_counter() - started)
+        sb.terminate()
+    assert min(took) < 1.0
