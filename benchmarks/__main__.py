@@ -28,6 +28,7 @@ WORKLOADS = {
     "service": "benchmarks.service",
     "dict": "benchmarks.objects",
     "ray": "benchmarks.ray_cluster",
+    "sandbox": "benchmarks.sandbox",
 }
 
 

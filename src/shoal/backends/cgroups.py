@@ -11,7 +11,10 @@ the server itself runs under. A process joins its group before it runs anything 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ class Limits:
     cpu: float | None = None  # cores
 
 
+@functools.cache
 def _own(controller: str) -> str:
     """This process's group in hierarchy ``controller`` ("" for v2's), from /proc."""
     with open("/proc/self/cgroup") as found:
@@ -42,6 +46,7 @@ def _own(controller: str) -> str:
     return "/"
 
 
+@functools.cache
 def version() -> int:
     """2 for a writable unified hierarchy, 1 for writable v1 controllers, 0 for none."""
     if os.path.exists(os.path.join(_ROOT, "cgroup.controllers")):
@@ -68,32 +73,65 @@ class Group:
 
     def __init__(self, name: str, limits: Limits) -> None:
         self.version = version()
+        self.name = name
         self.limits = limits
         self.paths: list[str] = []
+        self._oom_base = 0
         if self.version == 2:
-            path = f"{_ROOT}{_own('').rstrip('/')}/shoal-{name}"
-            os.makedirs(path, exist_ok=True)
-            self.paths = [path]
-            if limits.memory is not None:
-                _write(path, "memory.max", str(limits.memory))
-                _write(path, "memory.swap.max", "0", quiet=True)
-            if limits.pids is not None:
-                _write(path, "pids.max", str(limits.pids))
-            if limits.cpu is not None:
-                _write(path, "cpu.max", f"{int(limits.cpu * _PERIOD)} {_PERIOD}")
+            self.paths = [f"{_ROOT}{_own('').rstrip('/')}/shoal-{name}"]
         elif self.version == 1:
-            for controller in _V1:
-                path = f"{_ROOT}/{controller}{_own(controller).rstrip('/')}/shoal-{name}"
-                os.makedirs(path, exist_ok=True)
-                self.paths.append(path)
-                if controller == "memory" and limits.memory is not None:
-                    _write(path, "memory.limit_in_bytes", str(limits.memory))
-                    _write(path, "memory.memsw.limit_in_bytes", str(limits.memory), quiet=True)
-                elif controller == "pids" and limits.pids is not None:
-                    _write(path, "pids.max", str(limits.pids))
-                elif controller == "cpu" and limits.cpu is not None:
-                    _write(path, "cpu.cfs_period_us", str(_PERIOD))
-                    _write(path, "cpu.cfs_quota_us", str(int(limits.cpu * _PERIOD)))
+            self.paths = [
+                f"{_ROOT}/{controller}{_own(controller).rstrip('/')}/shoal-{name}"
+                for controller in _V1
+            ]
+        for path in self.paths:
+            os.makedirs(path, exist_ok=True)
+        self.apply(limits)
+
+    def apply(self, limits: Limits) -> None:
+        """Set ``limits`` (None: no limit of that kind), and count out-of-memory kills
+        from now on (a group is reused: see :class:`Pool`)."""
+        self.limits = limits
+        memory = str(limits.memory) if limits.memory is not None else "max"
+        pids = str(limits.pids) if limits.pids is not None else "max"
+        if self.version == 2:
+            path = self.paths[0]
+            _write(path, "memory.max", memory)
+            _write(path, "memory.swap.max", "0", quiet=True)
+            _write(path, "pids.max", pids)
+            quota = f"{int(limits.cpu * _PERIOD)}" if limits.cpu is not None else "max"
+            _write(path, "cpu.max", f"{quota} {_PERIOD}", quiet=True)
+        elif self.version == 1:
+            memory_path, pids_path, cpu_path = self.paths
+            v1_memory = memory if limits.memory is not None else "-1"
+            _write(memory_path, "memory.memsw.limit_in_bytes", "-1", quiet=True)
+            _write(memory_path, "memory.limit_in_bytes", v1_memory)
+            _write(memory_path, "memory.memsw.limit_in_bytes", v1_memory, quiet=True)
+            _write(memory_path, "memory.max_usage_in_bytes", "0", quiet=True)
+            _write(memory_path, "memory.failcnt", "0", quiet=True)
+            _write(pids_path, "pids.max", pids)
+            _write(cpu_path, "cpu.cfs_period_us", str(_PERIOD))
+            quota = str(int(limits.cpu * _PERIOD)) if limits.cpu is not None else "-1"
+            _write(cpu_path, "cpu.cfs_quota_us", quota)
+        self._oom_base = self._oom_kills()
+
+    def _oom_kills(self) -> int:
+        if not self.paths:
+            return 0
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        return _count(os.path.join(self.paths[0], name), "oom_kill")
+
+    def vacate(self, wait: float = 2.0) -> bool:
+        """Kill every process in it and wait (up to ``wait`` seconds) until none is left;
+        whether it is empty."""
+        deadline = time.monotonic() + wait
+        while True:
+            self.kill_all()
+            if not self.paths or not _pids(self.paths[0]):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
 
     @property
     def procs(self) -> list[str]:
@@ -101,13 +139,12 @@ class Group:
         return [os.path.join(path, "cgroup.procs") for path in self.paths]
 
     def oom_killed(self) -> bool:
-        """Whether the kernel killed a process of the group for going over its memory."""
-        if self.version == 2 and self.paths:
-            return _count(os.path.join(self.paths[0], "memory.events"), "oom_kill") > 0
-        if self.version == 1 and self.limits.memory is not None:
-            path = self.paths[0]
-            if _count(os.path.join(path, "memory.oom_control"), "oom_kill") > 0:
-                return True
+        """Whether the kernel killed a process of the group for going over its memory
+        (since its limits were last set)."""
+        if self._oom_kills() > self._oom_base:
+            return True
+        if self.version == 1 and self.limits.memory is not None and self.paths:
+            path = self.paths[0]  # kernels without an oom_kill count: it hit its limit
             return _number(os.path.join(path, "memory.failcnt")) > 0 and (
                 _number(os.path.join(path, "memory.max_usage_in_bytes"))
                 >= self.limits.memory - (1 << 20)
@@ -134,22 +171,72 @@ class Group:
     def remove(self, wait: float = 2.0) -> bool:
         """Kill what is left and remove the groups; False if one could not be removed
         within ``wait`` seconds (a process in it would not die)."""
-        deadline = time.monotonic() + wait
+        self.vacate(wait)
         removed = True
         for path in self.paths:
-            while True:
-                self.kill_all()
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        removed = False
-                        break
-                    time.sleep(0.01)
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                removed = False
         return removed
+
+
+class Pool:
+    """Groups kept for reuse. A process's first allocations in a group made moments ago
+    are slow (cgroup v1 builds the group's kernel caches then): about 10 ms of a sandbox's
+    start here, which a reused group does not pay. At most ``keep`` idle groups are
+    kept; each is emptied and its limits set anew before it is used again."""
+
+    def __init__(self, keep: int = 16) -> None:
+        self._keep = keep
+        self._free: list[Group] = []
+        self._made = itertools.count(1)
+        if keep:
+            sweep()
+            atexit.register(self.close)
+
+    def take(self, limits: Limits) -> Group:
+        while self._free:
+            group = self._free.pop()
+            try:
+                group.apply(limits)
+                return group
+            except OSError:  # removed under us: make another
+                group.remove(0)
+        return Group(f"pool-{os.getpid()}-{next(self._made)}", limits)
+
+    def give(self, group: Group) -> None:
+        """Take back ``group``, whose processes should all be gone (blocks briefly)."""
+        if group.vacate() and len(self._free) < self._keep:
+            self._free.append(group)
+        else:
+            group.remove()
+
+    def close(self) -> None:
+        """Remove every idle group."""
+        while self._free:
+            self._free.pop().remove(0.5)
+
+
+def sweep() -> None:
+    """Remove the empty groups that pools of processes no longer running left behind
+    (a server that was killed keeps no promise to remove them)."""
+    if not version():
+        return
+    controllers = [""] if version() == 2 else list(_V1)
+    for controller in controllers:
+        parent = os.path.join(_ROOT, controller) + _own(controller).rstrip("/")
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            owner = name.split("-")[2] if name.startswith("shoal-pool-") else ""
+            if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+                with contextlib.suppress(OSError):  # not empty: something still runs there
+                    os.rmdir(os.path.join(parent, name))
 
 
 def _write(path: str, name: str, value: str, quiet: bool = False) -> None:
