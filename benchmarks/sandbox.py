@@ -88,9 +88,7 @@ def _idle(app: shoal.App, count: int) -> float:
     before = _rss_mb()
 
     async def make() -> list[shoal.Sandbox]:
-        return await asyncio.gather(
-            *(shoal.Sandbox.create.aio(app=app) for _ in range(count))
-        )
+        return await asyncio.gather(*(shoal.Sandbox.create.aio(app=app) for _ in range(count)))
 
     held = asyncio.run(make())
     grown = _rss_mb() - before
@@ -123,7 +121,6 @@ def run(name: str, quick: bool) -> Result:
     result.figures[f"idle_{count}_rss_mb"] = grown
     result.figures["idle_rss_mb_per_sandbox"] = grown / count
     result.notes = (
-        f"{samples} creates; p50 goal <= 50 ms, p99 <= 150 ms; >= 50 creates/s; "
-        f"200 idle <= 200 MB"
+        f"{samples} creates; p50 goal <= 50 ms, p99 <= 150 ms; >= 50 creates/s; 200 idle <= 200 MB"
     )
     return result
