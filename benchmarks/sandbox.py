@@ -1,7 +1,9 @@
 """sandbox: how fast a sandbox starts and how many a server holds.
 
 - ``create_to_first_byte``: ``Sandbox.create()`` then ``exec("echo", "hi")``, until the
-  first byte of its output is read back (p50 and p99 over the samples, ms); beside it,
+  first byte of its output is read back (p50 and p99 over the samples, ms), with the
+  default outbound network (pasta joined to the jail) and with ``block_network=True``;
+  beside it,
   in the same run, ``bwrap /bin/true`` with the same namespaces (the jail's floor) and a
   plain fork and exec of ``echo hi`` with its output read (the process floor).
 - ``creates_per_s``: sandboxes created (each running ``true``) and terminated, 8 at a time,
@@ -55,11 +57,11 @@ def _floors(samples: int) -> tuple[float, float]:
     return statistics.median(jails) * 1e3, statistics.median(plains) * 1e3
 
 
-def _first_bytes(app: shoal.App, samples: int) -> list[float]:
+def _first_bytes(app: shoal.App, samples: int, block_network: bool = False) -> list[float]:
     took = []
     for _ in range(samples):
         began = time.perf_counter()
-        sb = shoal.Sandbox.create(app=app)
+        sb = shoal.Sandbox.create(app=app, block_network=block_network)
         process = sb.exec("echo", "hi")
         next(iter(process.stdout))
         took.append((time.perf_counter() - began) * 1e3)
@@ -111,10 +113,13 @@ def run(name: str, quick: bool) -> Result:
     _first_bytes(app, 2)  # the embedded server's own start, and the first imports
     jail_ms, plain_ms = _floors(samples)
     firsts = _first_bytes(app, samples)
+    offline = _first_bytes(app, samples, block_network=True)
     result.baseline["bwrap_true_ms"] = jail_ms
     result.baseline["fork_exec_echo_ms"] = plain_ms
     result.figures["create_to_first_byte_p50_ms"] = statistics.median(firsts)
     result.figures["create_to_first_byte_p99_ms"] = _percentile(firsts, 0.99)
+    result.figures["blocked_network_p50_ms"] = statistics.median(offline)
+    result.figures["blocked_network_p99_ms"] = _percentile(offline, 0.99)
     result.figures["creates_per_s"] = asyncio.run(_churn(app, 2.0 if quick else 5.0, 8))
     count = 20 if quick else 200
     grown = _idle(app, count)

@@ -152,15 +152,22 @@ def test_the_host_s_loopback_is_unreachable(app: shoal.App) -> None:
         port = server.server_address[1]
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
+            # 127.0.0.1 is the sandbox's own; 10.0.2.2 is where the user-space stack would
+            # lead to the host's loopback, were it not refused.
             probe = (
-                "import socket; s = socket.socket(); s.settimeout(2)\n"
-                f"print(s.connect_ex(('127.0.0.1', {port})))"
+                "import socket\n"
+                "for host in ('127.0.0.1', '10.0.2.2'):\n"
+                "    s = socket.socket(); s.settimeout(2)\n"
+                f"    print(s.connect_ex((host, {port})))\n"
             )
             for blocked in (True, False):
                 sb = shoal.Sandbox.create(app=app, block_network=blocked)
                 try:
-                    code, out, _ = _python(sb, probe)
-                    assert code == 0 and out.strip() != "0", f"block_network={blocked}"
+                    code, out, err = _python(sb, probe)
+                    assert code == 0, err
+                    assert "0" not in out.split(), f"block_network={blocked}: {out}"
+                    interfaces = _run(sb, "cat /proc/net/dev")[1]
+                    assert ("eth0" in interfaces) is not blocked  # outbound: an interface
                 finally:
                     sb.terminate()
         finally:
@@ -257,7 +264,7 @@ def test_fifty_sandboxes_at_once_leave_nothing_behind(app: shoal.App) -> None:
 
     def count() -> tuple[int, int]:
         folders = glob.glob("/tmp/shoal-sb-*")
-        processes = sum(1 for p in glob.glob("/proc/[0-9]*/cmdline") if _is_bwrap(p))
+        processes = sum(1 for p in glob.glob("/proc/[0-9]*/cmdline") if _is_jail(p))
         return len(folders), processes
 
     def groups() -> list[str]:
@@ -287,9 +294,10 @@ def test_fifty_sandboxes_at_once_leave_nothing_behind(app: shoal.App) -> None:
             assert procs.read() == "", path
 
 
-def _is_bwrap(cmdline: str) -> bool:
+def _is_jail(cmdline: str) -> bool:
+    """A sandbox's bubblewrap or its network stack."""
     try:
         with open(cmdline, "rb") as source:
-            return source.read().split(b"\0")[0].endswith(b"bwrap")
+            return source.read().split(b"\0")[0].endswith((b"bwrap", b"slirp4netns"))
     except OSError:
         return False

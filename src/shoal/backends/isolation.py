@@ -4,8 +4,8 @@ Every isolated process gets, from ``bwrap`` (Debian's ``bubblewrap``; :func:`pro
 checks at start that it works here and says what is missing when it does not):
 
 - new user, mount, PID, IPC, UTS and cgroup namespaces, and a network namespace with
-  only its own loopback unless :attr:`Jail.network` (then Shoal's user-space stack,
-  ``pasta``, joins it to the outside; see :mod:`shoal.backends.netstack`);
+  only its own loopback; with :attr:`Jail.network`, its starter attaches a user-space
+  stack to that namespace (:mod:`shoal.backends.netstack`);
 - a root of its own: the host's ``/usr`` (and ``/bin``, ``/lib``, ``/lib64``, ``/sbin``,
   which are links into it or bound read-only), a few files of ``/etc`` that programs need
   (certificates, resolver, time zone, the linker's cache), and nothing else of the host's
@@ -29,7 +29,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shoal.backends import cgroups, seccomp
+from shoal.backends import cgroups, netstack, seccomp
 
 #: Files of the host's /etc an isolated process sees (those that exist), read-only.
 ETC = (
@@ -116,10 +116,11 @@ def _base_mounts() -> list[str]:
     return [*args, "--proc", "/proc", "--dev", "/dev"]
 
 
-def bwrap_args(jail: Jail, private: str, seccomp_fd: int) -> list[str]:
+def bwrap_args(jail: Jail, private: str, seccomp_fd: int, info_fd: int | None = None) -> list[str]:
     """bwrap's options for ``jail`` (everything before the command); ``private`` is a
     host folder of this process alone (its /etc/passwd and /etc/group are written
-    there), ``seccomp_fd`` an open file holding :func:`seccomp.program`."""
+    there), ``seccomp_fd`` an open file holding :func:`seccomp.program`; bwrap writes
+    the jail's first process's pid (as JSON) to ``info_fd`` when given."""
     path = bwrap()
     assert path is not None
     args = [
@@ -137,13 +138,17 @@ def bwrap_args(jail: Jail, private: str, seccomp_fd: int) -> list[str]:
         jail.hostname,
         "--clearenv",
     ]
-    if not jail.network:
-        args.append("--unshare-net")
+    args.append("--unshare-net")  # its own namespace; Jail.network: netstack joins it out
+    if info_fd is not None:
+        args += ["--info-fd", str(info_fd)]
     args += _base_mounts()
+    own = [("passwd", PASSWD), ("group", GROUP)]
+    if jail.network:  # the user-space stack's resolver, not the host's (maybe 127.0.0.53)
+        own.append(("resolv.conf", netstack.RESOLV_CONF))
     for name in ETC:
-        if os.path.exists(name):
+        if os.path.exists(name) and not (jail.network and name == "/etc/resolv.conf"):
             args += ["--ro-bind", name, name]
-    for name, text in (("passwd", PASSWD), ("group", GROUP)):
+    for name, text in own:
         file = os.path.join(private, name)
         with open(file, "w") as out:
             out.write(text)
@@ -167,7 +172,12 @@ def _covered(path: str, jail: Jail) -> bool:
 
 
 def command(
-    jail: Jail, argv: Sequence[str], private: str, seccomp_fd: int, group: cgroups.Group | None
+    jail: Jail,
+    argv: Sequence[str],
+    private: str,
+    seccomp_fd: int,
+    group: cgroups.Group | None,
+    info_fd: int | None = None,
 ) -> list[str]:
     """The whole command line that runs ``argv`` in ``jail``: a shell that joins the
     cgroups (before anything else runs) and execs prlimit, which sets the rlimits and
@@ -189,7 +199,7 @@ def command(
         *procs,
         "--",
         *limits,
-        *bwrap_args(jail, private, seccomp_fd),
+        *bwrap_args(jail, private, seccomp_fd, info_fd),
         "--",
         *argv,
     ]

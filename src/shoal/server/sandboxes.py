@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.backends import cgroups, isolation, seccomp
+from shoal.backends import cgroups, isolation, netstack, seccomp
 from shoal.exception import ExecutionError, InvalidError, NotFoundError
 
 #: Exit codes, as Modal's: a sandbox (or exec) ended by its timeout, or terminated.
@@ -57,6 +57,8 @@ EXEC_TIMEOUT_CODE = -1
 _MAX_FRAME = 8 * 1024 * 1024
 #: Seconds the agent has to connect once the sandbox is started.
 _AGENT_TIMEOUT = 10.0
+#: Jails tried before a sandbox's start is given up (see Sandboxes.create).
+_START_ATTEMPTS = 3
 #: Ended sandboxes kept listed.
 _KEEP_ENDED = 1000
 
@@ -176,6 +178,7 @@ class Sandbox:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadline: asyncio.TimerHandle | None = None
         self._cap = _buffer_bytes()
+        self._link: netstack.Link | None = None
 
     # -- starting ---------------------------------------------------------------
 
@@ -204,28 +207,37 @@ class Sandbox:
             if cgroups.version():
                 groups = self._groups or cgroups.Pool(keep=0)
                 self._group = groups.take(self.spec.limits)
-            program, line = self._command_line(run)
+            outbound = not self.spec.block_network and not netstack.problem()
+            info_read, info_write = os.pipe() if outbound else (-1, -1)
+            program, line = self._command_line(run, info_write if outbound else None)
+            passed = (program, info_write) if outbound else (program,)
             try:
                 self._process = await asyncio.create_subprocess_exec(
                     *line,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
-                    pass_fds=(program,),
+                    pass_fds=passed,
                     start_new_session=True,
                 )
             finally:
-                os.close(program)
+                for fd in passed:
+                    os.close(fd)
+            # Its network is joined out while its agent starts: the two overlap.
+            network = asyncio.ensure_future(
+                self._attach_network(info_read) if outbound else _ready()
+            )
             exited: asyncio.Future[Any] = asyncio.ensure_future(self._process.wait())
             either: set[asyncio.Future[Any]] = {connected, exited}
             done, _ = await asyncio.wait(
                 either, timeout=_AGENT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
             )
+            exited.cancel()
             if connected not in done:
-                exited.cancel()
+                network.cancel()
                 why = await self._stderr()
                 raise OSError(f"the sandbox did not start: {why or 'its agent never connected'}")
-            exited.cancel()
+            await network
         except BaseException:
             listener.close()
             await self._cleanup()
@@ -239,14 +251,31 @@ class Sandbox:
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(self.spec.timeout, self._timed_out)
 
-    def _command_line(self, run: str) -> tuple[int, list[str]]:
+    async def _attach_network(self, info: int) -> None:
+        """Join the jail's network namespace to the outside (see netstack), once bubblewrap
+        has said, on ``info``, which process holds it.
+
+        Raises:
+            OSError: the jail ended first, or the network stack failed (what it said).
+        """
+        try:
+            said = await asyncio.to_thread(_read_json, info)
+        finally:
+            os.close(info)
+        pid = said.get("child-pid") if isinstance(said, dict) else None
+        if not isinstance(pid, int):
+            raise OSError("the sandbox ended before its network could be set up")
+        self._link = await netstack.attach(pid)
+
+    def _command_line(self, run: str, info: int | None) -> tuple[int, list[str]]:
         """The seccomp filter (a pipe's read end, for bwrap to read) and the command line
-        that starts the jail with the agent in it."""
+        that starts the jail with the agent in it (bwrap writes its first pid to
+        ``info``, when given, for the network to be joined)."""
         jail = isolation.Jail(
             ro=(*isolation.interpreter_binds(), (_agent_code(), "/.shoal/agent")),
             rw=((run, "/.shoal/run"),),
             workdir=self.spec.workdir,
-            network=False,  # a user-space stack for outbound traffic is not wired yet
+            network=info is not None,
             hostname="sandbox",
             env=(("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", "/root"), *self.spec.env),
         )
@@ -258,7 +287,8 @@ class Sandbox:
         read_end, write_end = os.pipe()
         os.write(write_end, seccomp.program())  # under a kilobyte: the pipe holds it
         os.close(write_end)
-        return read_end, isolation.command(jail, argv, self._private, read_end, self._group)
+        line = isolation.command(jail, argv, self._private, read_end, self._group, info)
+        return read_end, line
 
     async def _stderr(self) -> str:
         if self._process is None or self._process.stderr is None:
@@ -477,6 +507,9 @@ class Sandbox:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+        if self._link is not None:
+            link, self._link = self._link, None
+            await link.close()
         if self._group is not None:
             group, self._group = self._group, None
             groups = self._groups or cgroups.Pool(keep=0)
@@ -486,6 +519,8 @@ class Sandbox:
 
     def kill_now(self) -> None:
         """Kill the jail and remove its group and folder, without the loop (at exit)."""
+        if self._link is not None:
+            self._link.close_now()
         process = self._process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -513,6 +548,27 @@ class Sandbox:
             "returncode": self.returncode,
             "reason": self.reason,
         }
+
+
+async def _ready() -> None:
+    """Nothing to wait for."""
+
+
+def _read_json(fd: int) -> object:
+    """The JSON object a process writes to pipe ``fd`` (bwrap's --info-fd), read until it
+    is whole or the pipe closes (then None)."""
+    data = b""
+    while not data.rstrip().endswith(b"}"):
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return None
+        data += chunk
+        if len(data) > 65536:
+            return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
 
 
 def _modal_code(code: int) -> int:
@@ -557,11 +613,16 @@ class Sandboxes:
             raise InvalidError(f"sandboxes need isolation, which does not work here: {why}")
         if spec.name and self.named(spec.app, spec.name, live=True) is not None:
             raise InvalidError(f"a running sandbox of app {spec.app!r} is named {spec.name!r}")
-        sandbox = Sandbox(spec, self._groups)
-        try:
-            await sandbox.start()
-        except OSError as exc:
-            raise ExecutionError(str(exc)) from None
+        for attempt in range(_START_ATTEMPTS):
+            sandbox = Sandbox(spec, self._groups)
+            try:
+                await sandbox.start()
+                break
+            except OSError as exc:
+                # The kernel now and then fails one namespace's set-up under a burst of
+                # them ("bwrap: loopback: Failed RTM_NEWADDR"): a new jail gets through.
+                if "bwrap:" not in str(exc) or attempt + 1 == _START_ATTEMPTS:
+                    raise ExecutionError(str(exc)) from None
         self._all[sandbox.object_id] = sandbox
         self._forget_old()
         return sandbox

@@ -1,0 +1,122 @@
+"""Outbound network for an isolated process: ``slirp4netns`` (Debian's package of that
+name), a user-space network stack, joined to the jail's own network namespace.
+
+The jail always gets a network namespace of its own (only its loopback). Where it may
+reach out, slirp4netns is attached to that namespace once bubblewrap has made it: it
+gives the namespace an interface (``eth0``, 10.0.2.100/24, gateway 10.0.2.2, resolver
+10.0.2.3, which the jail's ``/etc/resolv.conf`` names) and carries each connection out
+through a socket of the host's. What it does not do matters as much:
+``--disable-host-loopback`` refuses the one address that would lead to the host's
+127.0.0.1, so Shoal's own server, its gateway and anything else bound to the host's
+loopback stay out of reach (127.0.0.1 inside is the jail's own); it forwards no port
+inward; and it runs itself in a mount namespace of its own with a seccomp filter
+(``--enable-sandbox --enable-seccomp``), since it parses packets a jail wrote. It
+stops when its exit pipe closes: when the jail is cleaned up, or when the server dies.
+Without slirp4netns installed, a jail that asked for the network gets only its
+loopback (said at start). Attaching costs a few milliseconds here (pasta, measured
+beside it, took 50 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import shutil
+import subprocess
+
+#: What a jail with outbound network reads as its /etc/resolv.conf.
+RESOLV_CONF = "nameserver 10.0.2.3\n"
+#: Seconds slirp4netns has to configure the interface.
+_READY_TIMEOUT = 10.0
+
+
+@functools.cache
+def slirp() -> str | None:
+    """The slirp4netns executable, if installed."""
+    return shutil.which("slirp4netns")
+
+
+def problem() -> str:
+    """ "" when jails can have outbound network here, else why not."""
+    if slirp() is None:
+        return "slirp4netns is not installed (Debian: apt-get install slirp4netns)"
+    return ""
+
+
+class Link:
+    """One jail's network, joined to the outside while this object lives."""
+
+    def __init__(self, process: asyncio.subprocess.Process, exit_write: int) -> None:
+        self._process = process
+        self._exit_write = exit_write
+
+    async def close(self) -> None:
+        """End it (closing its exit pipe) and wait for its process."""
+        if self._exit_write >= 0:
+            os.close(self._exit_write)
+            self._exit_write = -1
+        try:
+            await asyncio.wait_for(self._process.wait(), 2.0)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            await self._process.wait()
+
+    def close_now(self) -> None:
+        """End it without waiting (at exit)."""
+        if self._exit_write >= 0:
+            os.close(self._exit_write)
+            self._exit_write = -1
+
+
+async def attach(pid: int) -> Link:
+    """Join process ``pid``'s network namespace (through its user namespace, which owns
+    it) to the outside; return once the interface is up.
+
+    Raises:
+        OSError: slirp4netns failed (what it said).
+    """
+    path = slirp()
+    assert path is not None
+    ready_read, ready_write = os.pipe()
+    exit_read, exit_write = os.pipe()
+    argv = [
+        path,
+        "--configure",
+        "--mtu=65520",
+        "--disable-host-loopback",
+        "--enable-sandbox",
+        "--enable-seccomp",
+        f"--ready-fd={ready_write}",
+        f"--exit-fd={exit_read}",
+        f"--userns-path=/proc/{pid}/ns/user",
+        str(pid),
+        "eth0",
+    ]
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=(ready_write, exit_read),
+            start_new_session=True,
+        )
+    finally:
+        os.close(ready_write)
+        os.close(exit_read)
+    link = Link(process, exit_write)
+    try:
+        said = await asyncio.wait_for(asyncio.to_thread(os.read, ready_read, 1), _READY_TIMEOUT)
+    except BaseException:
+        await link.close()
+        raise
+    finally:
+        os.close(ready_read)
+    if said != b"1":
+        await link.close()
+        err = await process.stderr.read() if process.stderr is not None else b""
+        raise OSError(f"its network could not be set up: {err.decode(errors='replace')[-300:]}")
+    return link
