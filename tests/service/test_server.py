@@ -831,3 +831,34 @@ def test_metrics_count_a_known_workload_exactly_behind_the_token(deployed: Serve
         frozenset({"app": "svc", "function": "square"}.items()),
     )
     assert after[pending] == 0
+
+
+def test_metrics_from_containers_batch_sizes_enter_time_and_loop_lag(
+    deployed: ServerProcess,
+) -> None:
+    deployed.deploy("observed.py")
+    done = deployed.client(
+        "import shoal\n"
+        "double = shoal.Function.from_name('observed', 'double')\n"
+        "assert list(double.map(range(10))) == [x * 2 for x in range(10)]\n"
+        "assert shoal.Cls.from_name('observed', 'Warm')().hello.remote() == 'warm'\n"
+    )
+    assert done.returncode == 0, done.stderr
+
+    def batched() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return _samples(_scrape(deployed, deployed.token).text)
+
+    key = frozenset({"app": "observed", "function": "double"}.items())
+    # Containers report every 2 s, after inputs ran.
+    wait_until(lambda: batched().get(("shoal_batch_size_sum", key), 0) == 10, 15, "a report")
+    after = batched()
+    assert 3 <= after[("shoal_batch_size_count", key)] <= 10  # at most 4 a batch
+    assert (
+        after[("shoal_batch_size_bucket", frozenset({*key, ("le", "4.0")}))]
+        == after[("shoal_batch_size_count", key)]
+    )
+    warm = frozenset({"app": "observed", "function": "Warm"}.items())
+    assert after[("shoal_container_enter_seconds_count", warm)] >= 1
+    assert after[("shoal_container_enter_seconds_sum", warm)] >= 0.3
+    lag = ("shoal_event_loop_lag_seconds", frozenset({"component": "container"}.items()))
+    assert lag in after and after[lag] < 5

@@ -21,6 +21,17 @@ from shoal.protocol.messages import Input, Output, OutputStatus
 #: One input of a batch: its message and unpickled arguments.
 _Entry = tuple[Input, tuple[Any, ...], dict[str, Any]]
 
+#: The size of each batch run since the last :func:`take_sizes` (the container reports
+#: them: ``shoal_batch_size``).
+_sizes: list[int] = []
+
+
+def take_sizes() -> list[int]:
+    """The sizes of the batches run since the last call (at most 10,000: a report's)."""
+    global _sizes
+    taken, _sizes = _sizes, []
+    return taken[-10_000:]
+
 
 class BatchError(Exception):
     """Raised when a batch's inputs or results do not line up."""
@@ -79,6 +90,7 @@ class Batcher:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        _sizes.append(len(batch))
         if self._is_async:
             task = asyncio.get_running_loop().create_task(self._run_async(batch))
             self._tasks.add(task)

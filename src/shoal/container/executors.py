@@ -116,6 +116,8 @@ class Executor:
         self._timeout = timeout
         self._send = send
         self.slots = Slots(max_inputs, self._loop)
+        #: Inputs taken so far (the container reports only after some ran).
+        self.inputs_started = 0
         self._lock = threading.Lock()
         self._open: set[str] = set()  # inputs submitted and not yet reported
         #: Outputs of inputs that ended while others ran, to leave together (see _finish).
@@ -153,6 +155,7 @@ class Executor:
         """Start running ``message``; its output is sent when it ends."""
         with self._lock:
             self._open.add(message.input_id)
+        self.inputs_started += 1
         runner = self._runners.get(message.method)
         if runner is None:
             error = AttributeError(f"no method {message.method!r} here")

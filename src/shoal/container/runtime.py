@@ -16,12 +16,13 @@ import asyncio
 import inspect
 import os
 import socket
+import time
 import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from shoal import bridge, context, settings
-from shoal.container import bundles
+from shoal.container import batching, bundles
 from shoal.container.executors import Executor, is_async_callable
 from shoal.container.user_code import LoadError, UserCode, load_user_code
 from shoal.container.user_loop import UserLoop
@@ -43,6 +44,7 @@ from shoal.protocol.messages import (
     ProtocolError,
     Ready,
     Reply,
+    Report,
     Shutdown,
 )
 
@@ -50,6 +52,9 @@ T = TypeVar("T")
 
 #: Bytes read from the control plane's socket at a time.
 _READ_SIZE = 256 * 1024
+#: Seconds between a container's reports (see Runtime._report), and its loop's ticks.
+REPORT_EVERY = 2.0
+_TICK = 0.1
 
 
 class Runtime:
@@ -195,8 +200,10 @@ class Runtime:
             if _runs_async(code):  # its own loop, which Shoal's handles there use too
                 self._user = UserLoop()
                 bridge.use_loop(self._user.loop, blocking_elsewhere=True)
+            entering = time.perf_counter()
             for hook in code.enter:
                 await self._on_user_loop(_call(hook))
+            entered = time.perf_counter() - entering
         except LoadError as exc:
             self._writer.send(LoadFailed(str(exc), ""))
             self._finish(1)
@@ -214,7 +221,29 @@ class Runtime:
 
         self._executor = await self._on_user_loop(make())
         context.set_input_concurrency(message.max_inputs)
-        self._writer.send(Ready())
+        self._writer.send(Ready(entered))
+        reporting = asyncio.get_running_loop().create_task(self._report(self._executor))
+        self._background.add(reporting)
+
+    async def _report(self, executor: Executor) -> None:
+        """Every REPORT_EVERY seconds, tell the control plane the batches run and how late
+        this loop woke meanwhile; nothing while no input ran (an idle container is quiet)."""
+        loop = asyncio.get_running_loop()
+        lag = 0.0
+        seen = executor.inputs_started
+        due = loop.time()
+        while True:
+            for _ in range(round(REPORT_EVERY / _TICK)):
+                due += _TICK
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                lag = max(lag, loop.time() - due)
+                if lag > 5.0:
+                    due = loop.time()  # stalled long: start the schedule again
+            sizes = batching.take_sizes()
+            started = executor.inputs_started
+            if (sizes or started != seen) and self._writer is not None:
+                self._writer.send(Report(sizes, lag))
+            seen, lag = started, 0.0
 
     async def _on_user_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` where user code runs: the user loop, or this one (sync code)."""

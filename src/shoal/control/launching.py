@@ -131,7 +131,7 @@ class Launching(PoolState):
         """The container's connection closed: it is gone, whether or not it exited yet."""
         self._kill(handle, "disconnected", handle.stop_reason or "crash")
 
-    def _on_ready(self, handle: ContainerHandle) -> None:
+    def _on_ready(self, handle: ContainerHandle, enter: float = 0.0) -> None:
         if handle.state is not ContainerState.STARTING:
             return
         self._containers.move(handle, ContainerState.READY)
@@ -139,7 +139,9 @@ class Launching(PoolState):
         if self._on_up:
             now = self._clock()
             self._on_up.publish(
-                ContainerReady(self._prefix, handle.container_id, now - handle.started_at, now)
+                ContainerReady(
+                    self._prefix, handle.container_id, now - handle.started_at, now, enter
+                )
             )
         self._pump()
 

@@ -61,11 +61,13 @@ from shoal.protocol.messages import (
     Output,
     OutputStatus,
     Ready,
+    Report,
     Shutdown,
 )
 from shoal.spec.events import (
     ContainerDraining,
     ContainerReady,
+    ContainerReport,
     ContainerStarting,
     ContainerStopped,
     InputCancelled,
@@ -148,6 +150,7 @@ class Pool(Launching, Recovery):
         self._on_up = events.channel(ContainerReady)
         self._on_draining = events.channel(ContainerDraining)
         self._on_stopped = events.channel(ContainerStopped)
+        self._on_reported = events.channel(ContainerReport)
         self._preload = Preload(
             module_kind=code.module_kind,
             module_name=code.module_name,
@@ -515,12 +518,36 @@ class Pool(Launching, Recovery):
             record = handle.running.get(message.input_id)
             if record is not None and not record.done and record.on_credit is not None:
                 record.on_credit(message.amount)
-        elif isinstance(message, Ready):
-            self._on_ready(handle)
+        else:
+            self._on_rare(handle, message)
+
+    def _on_rare(self, handle: ContainerHandle, message: Message) -> None:
+        """A message a container sends a few times in its life."""
+        if isinstance(message, Ready):
+            enter = message.enter_seconds
+            self._on_ready(handle, float(enter) if isinstance(enter, int | float) else 0.0)
+        elif isinstance(message, Report):
+            self._on_report(handle, message)
         elif isinstance(message, LoadFailed):
             self._on_load_failed(handle, message)
         else:
             self._kill(handle, f"sent an unexpected {type(message).__name__}", "crash")
+
+    def _on_report(self, handle: ContainerHandle, message: Report) -> None:
+        """What the container saw lately, published as it is once checked (the container
+        runs other people's code: a malformed report is dropped, not trusted)."""
+        sizes, lag = message.batch_sizes, message.loop_lag
+        if not self._on_reported or not isinstance(sizes, list) or len(sizes) > 10_000:
+            return
+        if not isinstance(lag, int | float) or not all(
+            isinstance(size, int) and 0 < size <= 1_000_000 for size in sizes
+        ):
+            return
+        self._on_reported.publish(
+            ContainerReport(
+                self._prefix, handle.container_id, sizes, max(0.0, float(lag)), self._clock()
+            )
+        )
 
     def _publish_finished(self, handle: ContainerHandle, records: list[InputRecord]) -> None:
         now = self._clock()

@@ -10,7 +10,7 @@ A container's conversation, in order::
     container                     control plane
     Hello(id, token, pid)  ──►
                            ◄──    Load(function definition)
-    Ready() | LoadFailed() ──►
+    Ready(enter_seconds) | LoadFailed() ──►
                            ◄──    Input(input_id, args, method) ...   Cancel(input_id)
                            ◄──    Many(Input, ...)  (inputs dispatched together)
     Item(input_id, ...)*   ──►    (generators: each value; HTTP: each response event)
@@ -18,6 +18,7 @@ A container's conversation, in order::
     Credit(input_id, n)    ──►    (HTTP inputs: the app took n bytes of what was fed)
     Output(input_id, ...)  ──►
     Many(Output, ...)      ──►    (outputs that finished together)
+    Report(batch sizes, loop lag) ──► (every few seconds, after inputs ran)
                            ◄──    Shutdown()
 
 Code in a container calls other functions (and spawns, and waits on stored calls) with
@@ -114,7 +115,10 @@ class Load:
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """The container loaded the function and takes inputs."""
+    """The container loaded the function and takes inputs; its enter hooks took
+    ``enter_seconds``."""
+
+    enter_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +390,16 @@ def many(messages: list[Any]) -> Many:
     return Many(tag, [list(column) for column in zip(*map(fields, messages), strict=True)])
 
 
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a container that ran inputs saw since its last report (every few seconds):
+    the size of each batch its ``@batched`` function ran, and the longest its event loop
+    was late."""
+
+    batch_sizes: list[int]
+    loop_lag: float
+
+
 Message = (
     Hello
     | Load
@@ -411,6 +425,7 @@ Message = (
     | SubmitMany
     | LogLines
     | Many
+    | Report
 )
 
 #: Wire tag of each message class; the index is the tag, so append only.
@@ -444,6 +459,7 @@ _CLASSES: Final[tuple[type[Any] | None, ...]] = (
     None,  # retired: OutputMany
     LogLines,
     Many,
+    Report,
 )
 
 

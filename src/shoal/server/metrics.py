@@ -35,6 +35,7 @@ from shoal.gateway.server import HttpTally
 from shoal.server.timeline import process_usage
 from shoal.spec.events import (
     ContainerReady,
+    ContainerReport,
     ContainerStarting,
     ContainerStopped,
     InputCancelled,
@@ -44,7 +45,7 @@ from shoal.spec.events import (
     InputsFinished,
     ScalingDecided,
 )
-from shoal.spec.histogram import BUCKETS_LONG, Histogram, combined
+from shoal.spec.histogram import BATCH_SIZES, BUCKETS_LONG, Histogram, combined
 
 #: What ``/metrics`` answers with.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -133,6 +134,8 @@ class _Series:
         self.decisions: Counter[str] = Counter()
         self.desired = 0
         self.coldstart = Histogram(BUCKETS_LONG)
+        self.enter = Histogram(BUCKETS_LONG)
+        self.batch = Histogram(BATCH_SIZES)
         #: Containers started and not yet sent an input: the inputs of their first
         #: dispatch waited for them (their queue waits are cold starts).
         self.fresh: set[str] = set()
@@ -151,6 +154,8 @@ class Metrics:
         self._http = http
         #: The longest the server's loop was late since the last scrape (see note_lag).
         self._lag = 0.0
+        #: The longest a container's loop was late, as containers reported it since then.
+        self._container_lag = 0.0
         self._series: dict[str, _Series] = {}  # by pool key
         stop_inputs = events.subscribe(self._hear_inputs, InputsFinished, InputsDispatched)
         stop_rest = events.subscribe(
@@ -162,6 +167,7 @@ class Metrics:
             ContainerReady,
             ContainerStopped,
             ScalingDecided,
+            ContainerReport,
         )
 
         def unsubscribe() -> None:
@@ -202,6 +208,11 @@ class Metrics:
             self._hear_container(series, event)
         elif isinstance(event, ContainerReady):
             series.startup.add(event.startup)
+            series.enter.add(event.enter)
+        elif isinstance(event, ContainerReport):
+            if event.batch_sizes:
+                series.batch.add_many(event.batch_sizes)
+            self._container_lag = max(self._container_lag, event.loop_lag)
         elif isinstance(event, ScalingDecided):
             series.desired = event.containers + event.start - len(event.stop)
             if event.start:
@@ -272,7 +283,8 @@ class Metrics:
             labels=["component"],
         )
         lag.add_metric(["server"], self._lag)
-        self._lag = 0.0
+        lag.add_metric(["container"], self._container_lag)
+        self._lag = self._container_lag = 0.0
         yield lag
 
     def _usage(self, live: dict[str, Pool]) -> Iterator[Metric]:
@@ -344,6 +356,14 @@ class Metrics:
             "Queue waits of inputs whose container started for them",
             labels=names,
         )
+        enter = _Histograms(
+            "shoal_container_enter_seconds",
+            "Seconds a container's enter hooks took",
+            labels=names,
+        )
+        batch = _Histograms(
+            "shoal_batch_size", "Inputs in each batch of a @batched function", labels=names
+        )
         desired = GaugeMetricFamily(
             "shoal_autoscaler_desired_containers",
             "Containers the autoscaler wanted at its last decision",
@@ -370,6 +390,8 @@ class Metrics:
                 (execution, [s.execution for s in group]),
                 (startup, [s.startup for s in group]),
                 (coldstart, [s.coldstart for s in group]),
+                (enter, [s.enter for s in group]),
+                (batch, [s.batch for s in group]),
             ):
                 total = combined(kept)
                 family.add_metric(label, total.buckets(), total.total)
@@ -381,5 +403,6 @@ class Metrics:
                 decisions.add_metric(
                     [*label, direction], sum(s.decisions[direction] for s in group)
                 )
-        yield from (inputs, retries, queue, execution, coldstart, starts, stops, startup)
+        yield from (inputs, retries, queue, execution, coldstart, starts, stops, startup, enter)
+        yield batch
         yield from (desired, decisions)

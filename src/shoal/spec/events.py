@@ -137,12 +137,13 @@ class ContainerStarting:
 @dataclass(slots=True)
 class ContainerReady:
     """A container loaded the user's code and takes inputs, ``startup`` seconds after
-    its :class:`ContainerStarting`."""
+    its :class:`ContainerStarting`; its enter hooks took ``enter`` of them."""
 
     function: str
     container_id: str
     startup: float
     at: float
+    enter: float = 0.0
 
 
 @dataclass(slots=True)
@@ -203,6 +204,18 @@ class ContainerOutput:
     inputs: list[str] | None = None
 
 
+@dataclass(slots=True)
+class ContainerReport:
+    """What a container saw since its last report: the size of each batch its
+    ``@batched`` function ran, and the longest its event loop was late."""
+
+    function: str
+    container_id: str
+    batch_sizes: list[int]
+    loop_lag: float
+    at: float
+
+
 #: Every event the bus carries.
 Event = (
     InputsQueued
@@ -217,6 +230,7 @@ Event = (
     | ContainerStopped
     | ScalingDecided
     | ContainerOutput
+    | ContainerReport
 )
 
 #: The event classes, for subscribing to all of them.
@@ -233,4 +247,5 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ContainerStopped,
     ScalingDecided,
     ContainerOutput,
+    ContainerReport,
 )
