@@ -19,7 +19,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from shoal.cli import errors, objects, service, simulate, targets
+from shoal.cli import errors, objects, sandbox, service, simulate, targets
 from shoal.cli.serve import serve as serve_command
 from shoal.cli.serving import DASHBOARD_HELP, announce_dashboard, serving
 from shoal.client.app import App
@@ -106,7 +106,7 @@ def run(
 
 
 main.add_command(serve_command)
-for _command in (*service.COMMANDS, *objects.COMMANDS, *simulate.COMMANDS):
+for _command in (*service.COMMANDS, *objects.COMMANDS, *simulate.COMMANDS, *sandbox.COMMANDS):
     main.add_command(_command)
 
 

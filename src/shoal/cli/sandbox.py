@@ -1,0 +1,49 @@
+"""``shoal sandbox list | terminate``: the server's sandboxes (:mod:`shoal.server.sandboxes`)."""
+
+from __future__ import annotations
+
+import click
+
+from shoal.cli.confirm import confirm, yes_option
+from shoal.cli.service import JSON_FLAG, ask_server, print_rows, when
+
+
+@click.group()
+def sandbox() -> None:
+    """The server's sandboxes: list, terminate."""
+
+
+@sandbox.command("list")
+@click.option("--app", "app_name", default="", help="Only this app's sandboxes.")
+@click.option("--tag", "tags", multiple=True, help="Only those with this tag: KEY=VALUE.")
+@JSON_FLAG
+def sandbox_list(app_name: str, tags: tuple[str, ...], as_json: bool) -> None:
+    """List running sandboxes."""
+    wanted = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{tag!r}: expected KEY=VALUE", param_hint="--tag")
+        wanted[key] = value
+    print_rows(
+        ask_server("sandbox_list", app=app_name, tags=wanted),
+        as_json,
+        f"{'ID':20} {'APP':16} {'NAME':16} {'CREATED':19} COMMAND",
+        lambda row: (
+            f"{row['object_id']:20} {row['app']:16} {row['name'] or '-':16} "
+            f"{when(row['created']):19} {' '.join(row['command']) or '-'}"
+        ),
+    )
+
+
+@sandbox.command("terminate")
+@click.argument("sandbox_id")
+@yes_option
+def sandbox_terminate(sandbox_id: str, yes: bool) -> None:
+    """End sandbox SANDBOX_ID now: everything in it is killed (its exit code: 137)."""
+    confirm(f"Terminate sandbox {sandbox_id}?", yes)
+    ask_server("sandbox_terminate", object_id=sandbox_id)
+    click.echo(f"terminated {sandbox_id}")
+
+
+COMMANDS = (sandbox,)

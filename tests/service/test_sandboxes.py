@@ -1,0 +1,62 @@
+"""Sandboxes on a real server: they outlive the client that made them, the CLI lists and
+terminates them, and their app's stop ends them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_until
+from service.harness import ServerProcess
+from shoal.backends import isolation
+
+pytestmark = pytest.mark.skipif(bool(isolation.problem()), reason=isolation.problem() or "-")
+
+CREATE = """
+import shoal
+app = shoal.App.lookup("boxes", create_if_missing=True)
+sb = shoal.Sandbox.create("sleep", "60", app=app, name="left", tags={"kind": "sleeper"})
+assert sb.exec("echo", "inside").stdout.read() == "inside\\n"
+print(sb.object_id)
+"""
+
+WAIT = """
+import shoal
+sb = shoal.Sandbox.from_name("boxes", "left")
+print("waiting", flush=True)
+sb.wait(raise_on_termination=False)
+print(sb.returncode, sb.termination_reason)
+"""
+
+
+def test_a_sandbox_outlives_its_client_and_the_cli_ends_it(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path).start()
+    try:
+        made = server.client(CREATE)
+        assert made.returncode == 0, made.stderr
+        object_id = made.stdout.split()[-1]
+        listed = server.cli("sandbox", "list", "--json", "--tag", "kind=sleeper")
+        assert listed.returncode == 0, listed.stderr
+        rows = json.loads(listed.stdout)
+        assert [(r["object_id"], r["app"], r["name"]) for r in rows] == [
+            (object_id, "boxes", "left")
+        ]
+        waiter = server.start_client(WAIT)
+        assert waiter.stdout is not None and waiter.stdout.readline() == "waiting\n"
+        ended = server.cli("sandbox", "terminate", object_id, "-y")
+        assert ended.returncode == 0, ended.stderr
+        out, _ = waiter.communicate(timeout=60)
+        assert out.split() == ["137", "terminated"]
+        assert json.loads(server.cli("sandbox", "list", "--json").stdout) == []
+        again = server.client(CREATE)  # its name is free again; its app's stop ends it
+        assert again.returncode == 0, again.stderr
+        assert server.cli("app", "stop", "boxes", "-y").returncode == 0
+        wait_until(
+            lambda: json.loads(server.cli("sandbox", "list", "--json").stdout) == [],
+            10,
+            "the app's stop to end its sandbox",
+        )
+    finally:
+        server.stop()
