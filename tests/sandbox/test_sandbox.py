@@ -139,3 +139,62 @@ def test_create_to_first_byte_is_quick(app: shoal.App) -> None:
         took.append(time.perf_counter() - started)
         sb.terminate()
     assert min(took) < 1.0
+
+
+def test_an_image_s_environment_and_python_come_first(app: shoal.App) -> None:
+    image = shoal.Image.debian_slim().env({"GREETING": "from the image"})
+    sb = shoal.Sandbox.create(app=app, image=image)
+    try:
+        p = sb.exec("sh", "-c", "echo $GREETING; python -c 'import sys; print(sys.prefix)'")
+        greeting, prefix = p.stdout.read().splitlines()
+        assert greeting == "from the image" and "/images/" in prefix
+    finally:
+        sb.terminate()
+
+
+def test_a_long_lived_interpreter_answers_line_by_line_over_stdin(app: shoal.App) -> None:
+    """The pattern of a stateful code interpreter: one process, a JSON line in, a JSON
+    line out, each read with a fresh ``next(iter(stdout))``."""
+    import json
+
+    loop = (
+        "import json, sys\n"
+        "state = {}\n"
+        "for line in sys.stdin:\n"
+        "    request = json.loads(line)\n"
+        "    try:\n"
+        "        exec(request['code'], state)\n"
+        "        print(json.dumps({'ok': True, 'x': state.get('x')}), flush=True)\n"
+        "    except Exception as exc:\n"
+        "        print(json.dumps({'ok': False, 'error': str(exc)}), flush=True)\n"
+    )
+    sb = shoal.Sandbox.create(app=app)
+    try:
+        p = sb.exec("python", "-c", loop)
+        answers = []
+        for code in ("x = 10", "x = x + 5", "1 / 0"):
+            p.stdin.write(json.dumps({"code": code}) + "\n")
+            p.stdin.drain()
+            answers.append(json.loads(next(iter(p.stdout))))
+        assert answers == [
+            {"ok": True, "x": 10},
+            {"ok": True, "x": 15},
+            {"ok": False, "error": "division by zero"},
+        ]
+        p.stdin.write_eof()
+        p.stdin.drain()
+        assert p.wait() == 0
+    finally:
+        sb.terminate()
+
+
+def test_lines_a_dropped_iterator_read_ahead_are_not_lost(app: shoal.App) -> None:
+    sb = shoal.Sandbox.create(app=app)
+    try:
+        p = sb.exec("printf", "one\\ntwo\\nthree\\n")
+        assert p.wait() == 0
+        assert next(iter(p.stdout)) == "one\n"
+        assert next(iter(p.stdout)) == "two\n"
+        assert p.stdout.read() == "three\n"
+    finally:
+        sb.terminate()

@@ -64,6 +64,8 @@ class Jail:
     ro: tuple[tuple[str, str], ...] = ()
     #: Host paths bound writable.
     rw: tuple[tuple[str, str], ...] = ()
+    #: Paths inside a bind above hidden under an empty tmpfs.
+    hidden: tuple[str, ...] = ()
     #: Its working directory: a private tmpfs (unless a bind above covers it).
     workdir: str = "/root"
     #: Bytes each of /tmp and the working directory may hold.
@@ -159,8 +161,9 @@ def bwrap_args(jail: Jail, private: str, seccomp_fd: int, info_fd: int | None = 
         args += ["--size", size, "--tmpfs", jail.workdir]
     # Shallow mount points first: a bind beneath a tmpfs must come after it.
     binds = [("--ro-bind", h, i) for h, i in jail.ro] + [("--bind", h, i) for h, i in jail.rw]
+    binds += [("--tmpfs", "", inside) for inside in jail.hidden]
     for kind, host, inside in sorted(binds, key=lambda b: b[2].count("/")):
-        args += [kind, host, inside]
+        args += [kind, inside] if kind == "--tmpfs" else [kind, host, inside]
     for name, value in jail.env:
         args += ["--setenv", name, value]
     args += ["--chdir", jail.workdir, "--remount-ro", "/", "--seccomp", str(seccomp_fd)]
@@ -207,5 +210,13 @@ def command(
 
 def interpreter_binds() -> tuple[tuple[str, str], ...]:
     """The running interpreter's installation, read-only at its own path: what an agent
-    process inside runs on (stdlib only)."""
+    process inside runs on (stdlib only; see :func:`interpreter_hidden`)."""
     return ((sys.base_prefix, sys.base_prefix),)
+
+
+def interpreter_hidden() -> tuple[str, ...]:
+    """The packages installed into that interpreter (not the standard library): hidden,
+    since a jail has no use for the host's packages."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    packages = os.path.join(sys.base_prefix, "lib", version, "site-packages")
+    return (packages,) if os.path.isdir(packages) else ()

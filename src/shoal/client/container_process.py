@@ -14,6 +14,7 @@ line (see :mod:`shoal.server.sandboxes`).
 from __future__ import annotations
 
 import codecs
+import collections
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -42,6 +43,10 @@ class StreamReader(Generic[T]):
         self._offset = 0
         self._eof = False
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        #: Lines (or chunks) received and not yet handed out, and an unfinished line: kept
+        #: here, not in an iterator, so ``next(iter(stream))`` twice loses nothing.
+        self._held: collections.deque[Any] = collections.deque()
+        self._partial = ""
 
     async def _next(self) -> bytes | None:
         """The next bytes written, waiting for them; None at the end."""
@@ -69,27 +74,37 @@ class StreamReader(Generic[T]):
     @bridged
     async def read(self) -> T:
         """Everything still to come, to the end (``""``/``b""`` once it was read)."""
-        parts = []
+        parts = [*self._held, self._partial] if self._text else [*self._held]
+        self._held.clear()
+        self._partial = ""
         while (data := await self._next()) is not None:
             parts.append(self._out(data))
         parts.append(self._out(b"", final=True))
         joined: Any = ("" if self._text else b"").join(parts)
         return joined  # type: ignore[no-any-return]
 
-    async def _pieces(self) -> AsyncIterator[list[T]]:
-        pending = ""
-        while (data := await self._next()) is not None:
+    async def _piece(self) -> T | None:
+        """The next line (text; split at newlines only) or chunk (bytes); None at the end."""
+        while not self._held:
+            data = await self._next()
+            if data is None:
+                tail = self._partial + (self._out(b"", final=True) if self._text else "")
+                self._partial = ""
+                return tail or None  # type: ignore[return-value]
             if not self._text:
-                yield [data]  # type: ignore[list-item]
-                continue
-            pending += self._out(data)
-            lines = pending.splitlines(keepends=True)
-            pending = lines.pop() if lines and not lines[-1].endswith("\n") else ""
-            if lines:
-                yield lines
-        pending += self._out(b"", final=True) if self._text else ""
-        if pending:
-            yield [pending]  # type: ignore[list-item]
+                return data  # type: ignore[return-value]
+            text = self._partial + self._out(data)
+            end = text.rfind("\n") + 1
+            self._partial = text[end:]
+            if end:
+                self._held.extend(line + "\n" for line in text[: end - 1].split("\n"))
+        piece: T = self._held.popleft()
+        return piece
+
+    async def _pieces(self) -> AsyncIterator[list[T]]:
+        # One piece a chunk: an iterator dropped midway leaves the rest to the next one.
+        while (piece := await self._piece()) is not None:
+            yield [piece]
 
     def __iter__(self) -> Iterator[T]:
         return iterate_sync(self._pieces())

@@ -21,15 +21,17 @@ from shoal.bridge import Bridged, bridged
 from shoal.client.container_process import ContainerProcess, StreamReader, StreamWriter
 from shoal.client.objects import request
 from shoal.exception import InvalidError, NotFoundError, SandboxTerminatedError, SandboxTimeoutError
+from shoal.spec.image import dump_recipe
 
 if TYPE_CHECKING:
     from shoal.client.app import App
+    from shoal.client.image import Image
     from shoal.client.secret import Secret
 
 #: Seconds one server round trip waits before asking again.
 _POLL = 10.0
 #: What Sandbox.create does not take yet, and says so rather than ignore.
-_NOT_YET = ("image", "volumes", "encrypted_ports", "unencrypted_ports", "cidr_allowlist", "pty")
+_NOT_YET = ("volumes", "encrypted_ports", "unencrypted_ports", "cidr_allowlist", "pty")
 
 
 def _app_name(app: App | str | None) -> str:
@@ -56,6 +58,7 @@ async def _env_of(secrets: list[Secret] | None) -> dict[str, str]:
 async def _create(
     *args: str,
     app: App | str | None = None,
+    image: Image | None = None,
     timeout: float = 300,  # noqa: ASYNC109 - Modal's name: the sandbox's lifetime
     idle_timeout: float | None = None,
     workdir: str | None = None,
@@ -87,6 +90,7 @@ async def _create(
         block_network=bool(block_network),
         name=name or "",
         tags=dict(tags or {}),
+        image=dump_recipe(image.recipe) if image is not None else b"",
     )
     return Sandbox(answer["object_id"])
 

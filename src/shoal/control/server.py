@@ -330,11 +330,19 @@ class ControlPlane:
         return {path: self.volume_lookup(name) for path, name, _ in spec.volumes}
 
     def _environment(self, spec: FunctionSpec) -> Environment | None:
-        if spec.image is None:
+        return self.environment(spec.image, spec.name)
+
+    def environment(self, recipe: Recipe | None, user: str) -> Environment | None:
+        """The built environment of ``recipe`` (None: no image), for ``user``'s message.
+
+        Raises:
+            ExecutionError: it is not built (:meth:`build_image` first).
+        """
+        if recipe is None:
             return None
-        task = self._images.get(spec.image)
+        task = self._images.get(recipe)
         if task is None or not task.done() or task.cancelled() or task.exception() is not None:
-            raise ExecutionError(f"the image of {spec.name} is not built (prepare first)")
+            raise ExecutionError(f"the image of {user} is not built (prepare first)")
         return task.result()
 
     def pool(self, key: str) -> Pool:

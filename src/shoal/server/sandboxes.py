@@ -47,6 +47,7 @@ from typing import Any
 
 from shoal.backends import cgroups, isolation, netstack, seccomp
 from shoal.exception import ExecutionError, InvalidError, NotFoundError
+from shoal.spec.image import Environment
 
 #: Exit codes, as Modal's: a sandbox (or exec) ended by its timeout, or terminated.
 TIMEOUT_CODE = 124
@@ -57,6 +58,10 @@ EXEC_TIMEOUT_CODE = -1
 _MAX_FRAME = 8 * 1024 * 1024
 #: Seconds the agent has to connect once the sandbox is started.
 _AGENT_TIMEOUT = 10.0
+#: Where a sandbox's commands are looked for: ``python`` first (the server's interpreter,
+#: bound read-only for the agent: a sandbox runs Python as Modal's default image does),
+#: then the host's ``/usr``.
+_PATH = "/.shoal/agent/bin:/usr/local/bin:/usr/bin:/bin"
 #: Jails tried before a sandbox's start is given up (see Sandboxes.create).
 _START_ATTEMPTS = 3
 #: Ended sandboxes kept listed.
@@ -76,8 +81,18 @@ def _agent_code() -> str:
         doraise=True,
         invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
     )
+    bin_dir = os.path.join(folder, "bin")  # `python` inside, as Modal's default image has
+    os.mkdir(bin_dir)
+    for name in ("python", "python3"):
+        os.symlink(_interpreter(), os.path.join(bin_dir, name))
     atexit.register(shutil.rmtree, folder, True)
     return folder
+
+
+def _interpreter() -> str:
+    """The server's own base interpreter (not a virtual environment's link to it)."""
+    python = os.path.join(sys.base_prefix, "bin", os.path.basename(sys.executable))
+    return python if os.path.exists(python) else os.path.realpath(sys.executable)
 
 
 def _buffer_bytes() -> int:
@@ -152,6 +167,8 @@ class SandboxSpec:
     name: str = ""
     tags: tuple[tuple[str, str], ...] = ()
     limits: cgroups.Limits = field(default_factory=cgroups.Limits)
+    #: The built image it runs in (None: the host's /usr and the server's Python).
+    image: Environment | None = None
 
 
 class Sandbox:
@@ -271,18 +288,26 @@ class Sandbox:
         """The seccomp filter (a pipe's read end, for bwrap to read) and the command line
         that starts the jail with the agent in it (bwrap writes its first pid to
         ``info``, when given, for the network to be joined)."""
+        image = self.spec.image
+        ro = [*isolation.interpreter_binds(), (_agent_code(), "/.shoal/agent")]
+        path, env = _PATH, dict(image.env) if image is not None else {}
+        if image is not None:  # its environment, read-only where it is built; first on PATH
+            root = os.path.dirname(os.path.dirname(image.python))
+            base = os.path.dirname(os.path.dirname(os.path.realpath(image.python)))
+            ro += [(root, root), (base, base)] if base != sys.base_prefix else [(root, root)]
+            path = f"{os.path.dirname(image.python)}:{_PATH}"
+        env.update({"PATH": path, "HOME": "/root"})
+        env.update(dict(self.spec.env))
         jail = isolation.Jail(
-            ro=(*isolation.interpreter_binds(), (_agent_code(), "/.shoal/agent")),
+            ro=tuple(ro),
+            hidden=isolation.interpreter_hidden(),
             rw=((run, "/.shoal/run"),),
             workdir=self.spec.workdir,
             network=info is not None,
             hostname="sandbox",
-            env=(("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", "/root"), *self.spec.env),
+            env=tuple(env.items()),
         )
-        python = os.path.join(sys.base_prefix, "bin", os.path.basename(sys.executable))
-        if not os.path.exists(python):
-            python = os.path.realpath(sys.executable)
-        argv = [python, "-I", "-S", "/.shoal/agent/agent.pyc", "/.shoal/run/agent.sock"]
+        argv = [_interpreter(), "-I", "-S", "/.shoal/agent/agent.pyc", "/.shoal/run/agent.sock"]
         argv += list(self.spec.command)
         read_end, write_end = os.pipe()
         os.write(write_end, seccomp.program())  # under a kilobyte: the pipe holds it
@@ -677,8 +702,8 @@ class Sandboxes:
         await asyncio.to_thread(self._groups.close)
 
 
-def spec_of(body: dict[str, Any]) -> SandboxSpec:
-    """The spec a ``sandbox_create`` request asks for.
+def spec_of(body: dict[str, Any], image: Environment | None = None) -> SandboxSpec:
+    """The spec a ``sandbox_create`` request asks for (in ``image``, built for it).
 
     Raises:
         InvalidError: a field of the wrong kind or out of range.
@@ -728,6 +753,7 @@ def spec_of(body: dict[str, Any]) -> SandboxSpec:
         name=name,
         tags=tuple(tags.items()),
         limits=limits,
+        image=image,
     )
 
 

@@ -57,6 +57,7 @@ from shoal.server.session import Session
 from shoal.server.spawns import Spawns
 from shoal.server.store import Store, lock_home
 from shoal.spec.function import dump_definitions
+from shoal.spec.image import load_recipe
 
 if TYPE_CHECKING:  # the gateway (uvicorn) is imported only by a server that serves HTTP
     from shoal.gateway import server as gateway
@@ -629,7 +630,15 @@ class Server:
     # -- sandboxes (see server/sandboxes.py) ------------------------------------------
 
     async def _op_sandbox_create(self, body: dict[str, Any], session: Session) -> Any:
-        sandbox = await self.sandboxes.create(sandbox_spec(body))
+        image = None
+        if body.get("image"):
+            try:
+                recipe = load_recipe(data(body, "image"))
+            except ValueError as exc:
+                raise InvalidError(str(exc)) from None
+            await self.control.build_image(recipe, self._build_log(session))
+            image = self.control.environment(recipe, "the sandbox")
+        sandbox = await self.sandboxes.create(sandbox_spec(body, image))
         return {"object_id": sandbox.object_id}
 
     def _sandbox(self, body: dict[str, Any]) -> Sandbox:

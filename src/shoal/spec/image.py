@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import sys
 from dataclasses import dataclass, field
 
@@ -179,3 +180,23 @@ class Environment:
     env: tuple[tuple[str, str], ...] = ()
     workdir: str | None = None
     sys_path: tuple[str, ...] = ()
+
+
+def dump_recipe(recipe: Recipe) -> bytes:
+    """``recipe`` as a client sends it with a request (a sandbox's image)."""
+    return pickle.dumps(recipe, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_recipe(data: bytes) -> Recipe:
+    """A recipe an authenticated client sent (as app definitions are: pickled).
+
+    Raises:
+        ValueError: ``data`` is not a recipe.
+    """
+    try:
+        found = pickle.loads(data)
+    except Exception as exc:
+        raise ValueError(f"malformed image: {exc!r}") from None
+    if not isinstance(found, Recipe):
+        raise ValueError(f"malformed image: a {type(found).__name__}, not a recipe")
+    return found
