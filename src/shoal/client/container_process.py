@@ -157,7 +157,41 @@ class StreamWriter:
             self._eof_sent = self._eof_sent or send_eof
 
 
-class ContainerProcess(Generic[T]):
+class Exits:
+    """Something that runs in a sandbox until it ends with an exit code, as Modal reports
+    it: ``poll()`` asks once, ``returncode`` raises until the end is known. A subclass
+    says how to ask (:meth:`_ask`: wait up to so many seconds; the code, or None)."""
+
+    _returncode: int | None = None
+
+    async def _ask(self, wait: float) -> int | None:
+        raise NotImplementedError
+
+    async def _until_ended(self) -> int:
+        while self._returncode is None:
+            await self._ask(_POLL)
+        return self._returncode
+
+    @bridged
+    async def poll(self) -> int | None:
+        """Its exit code if it has ended, else None."""
+        if self._returncode is None:
+            await self._ask(0)
+        return self._returncode
+
+    @property
+    def returncode(self) -> int:
+        """Its exit code.
+
+        Raises:
+            InvalidError: it is not known to have ended yet (call ``wait()`` or ``poll()``).
+        """
+        if self._returncode is None:
+            raise InvalidError("call wait() (or poll()) before reading returncode")
+        return self._returncode
+
+
+class ContainerProcess(Exits, Generic[T]):
     """A command started by ``Sandbox.exec`` (see the module docstring)."""
 
     def __init__(self, sandbox_id: str, proc: int, text: bool = True) -> None:
@@ -180,24 +214,4 @@ class ContainerProcess(Generic[T]):
     @bridged
     async def wait(self) -> int:
         """Wait for it to exit; its exit code (-1 when its exec timeout ended it)."""
-        while self._returncode is None:
-            await self._ask(_POLL)
-        return self._returncode
-
-    @bridged
-    async def poll(self) -> int | None:
-        """Its exit code if it has exited, else None."""
-        if self._returncode is None:
-            await self._ask(0)
-        return self._returncode
-
-    @property
-    def returncode(self) -> int:
-        """Its exit code.
-
-        Raises:
-            InvalidError: it is not known to have exited yet (call ``wait()`` or ``poll()``).
-        """
-        if self._returncode is None:
-            raise InvalidError("call wait() (or poll()) before reading returncode")
-        return self._returncode
+        return await self._until_ended()

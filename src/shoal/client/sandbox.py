@@ -18,7 +18,7 @@ import io
 from typing import TYPE_CHECKING, Any
 
 from shoal.bridge import Bridged, bridged
-from shoal.client.container_process import ContainerProcess, StreamReader, StreamWriter
+from shoal.client.container_process import ContainerProcess, Exits, StreamReader, StreamWriter
 from shoal.client.objects import request
 from shoal.exception import InvalidError, NotFoundError, SandboxTerminatedError, SandboxTimeoutError
 from shoal.spec.image import dump_recipe
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from shoal.client.image import Image
     from shoal.client.secret import Secret
 
-#: Seconds one server round trip waits before asking again.
-_POLL = 10.0
 #: What Sandbox.create does not take yet, and says so rather than ignore.
 _NOT_YET = ("volumes", "encrypted_ports", "unencrypted_ports", "cidr_allowlist", "pty")
 
@@ -110,8 +108,9 @@ async def _list(*, app_id: str | None = None, tags: dict[str, str] | None = None
     return [Sandbox(row["object_id"]) for row in rows]
 
 
-class Sandbox:
-    """A running (or ended) sandbox (see the module docstring)."""
+class Sandbox(Exits):
+    """A running (or ended) sandbox (see the module docstring); its exit code: its
+    command's, 124 (its timeout) or 137 (terminated)."""
 
     #: ``Sandbox.create(*cmd, app=, timeout=300, workdir=, secrets=, cpu=, memory=,
     #: block_network=, name=, tags=)``.
@@ -145,32 +144,13 @@ class Sandbox:
     async def wait(self, raise_on_termination: bool = True) -> None:
         """Wait for it to end. With ``raise_on_termination``, one ended by its timeout
         raises ``SandboxTimeoutError``, one terminated ``SandboxTerminatedError``."""
-        while self._returncode is None:
-            await self._ask(_POLL)
+        await self._until_ended()
         if raise_on_termination:
             if self._reason == "timeout":
                 raise SandboxTimeoutError(f"sandbox {self.object_id} reached its timeout")
             if self._reason in ("terminated", "agent lost", "oom"):
                 said = "its memory limit" if self._reason == "oom" else self._reason
                 raise SandboxTerminatedError(f"sandbox {self.object_id} ended: {said}")
-
-    @bridged
-    async def poll(self) -> int | None:
-        """Its exit code if it has ended, else None."""
-        if self._returncode is None:
-            await self._ask(0)
-        return self._returncode
-
-    @property
-    def returncode(self) -> int:
-        """Its exit code: its command's, 124 (timeout) or 137 (terminated).
-
-        Raises:
-            InvalidError: not known to have ended yet (call ``wait()`` or ``poll()``).
-        """
-        if self._returncode is None:
-            raise InvalidError("call wait() (or poll()) before reading returncode")
-        return self._returncode
 
     @property
     def termination_reason(self) -> str:
