@@ -17,8 +17,13 @@ pytestmark = pytest.mark.skipif(bool(isolation.problem()), reason=isolation.prob
 CREATE = """
 import shoal
 app = shoal.App.lookup("boxes", create_if_missing=True)
-sb = shoal.Sandbox.create("sleep", "60", app=app, name="left", tags={"kind": "sleeper"})
-assert sb.exec("echo", "inside").stdout.read() == "inside\\n"
+named = [shoal.Secret.from_name("box-secret", required_keys=["WORD"])]
+sb = shoal.Sandbox.create(
+    "sleep", "60", app=app, name="left", tags={"kind": "sleeper"}, secrets=named
+)
+assert sb.exec("sh", "-c", "echo $WORD").stdout.read() == "kept\\n"
+given = [shoal.Secret.from_dict({"WORD": "given"})]
+assert sb.exec("sh", "-c", "echo $WORD", secrets=given).stdout.read() == "given\\n"
 print(sb.object_id)
 """
 
@@ -34,6 +39,7 @@ print(sb.returncode, sb.termination_reason)
 def test_a_sandbox_outlives_its_client_and_the_cli_ends_it(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path).start()
     try:
+        assert server.cli("secret", "create", "box-secret", "WORD=kept").returncode == 0
         made = server.client(CREATE)
         assert made.returncode == 0, made.stderr
         object_id = made.stdout.split()[-1]

@@ -43,14 +43,17 @@ def _app_name(app: App | str | None) -> str:
     return name
 
 
-async def _env_of(secrets: list[Secret] | None) -> dict[str, str]:
-    """The variables of ``secrets`` (values given here; named ones are not supported yet)."""
-    env: dict[str, str] = {}
-    for secret in secrets or ():
-        if secret.spec.name:
-            raise InvalidError(f"secret {secret.spec.name!r}: named secrets not supported here yet")
-        env.update(dict(secret.spec.values))
-    return env
+def _secrets_of(secrets: list[Secret] | None) -> list[dict[str, Any]]:
+    """``secrets`` as a request carries them: values given here, or a name the server
+    looks up (with the keys it must have)."""
+    return [
+        {
+            "name": secret.spec.name or "",
+            "values": dict(secret.spec.values),
+            "required_keys": list(secret.spec.required_keys),
+        }
+        for secret in secrets or ()
+    ]
 
 
 async def _create(
@@ -82,7 +85,7 @@ async def _create(
         command=list(args),
         timeout=float(timeout),
         workdir=workdir or "",
-        env=await _env_of(secrets),
+        secrets=_secrets_of(secrets),
         cpu=cpu,
         memory=memory,
         block_network=bool(block_network),
@@ -197,7 +200,7 @@ class Sandbox(Exits):
             object_id=self.object_id,
             argv=[str(a) for a in args],
             workdir=workdir or "",
-            env=await _env_of(secrets),
+            secrets=_secrets_of(secrets),
             timeout=timeout,
         )
         return ContainerProcess(self.object_id, int(answer["proc"]), text)

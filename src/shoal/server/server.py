@@ -58,6 +58,8 @@ from shoal.server.spawns import Spawns
 from shoal.server.store import Store, lock_home
 from shoal.spec.function import dump_definitions
 from shoal.spec.image import load_recipe
+from shoal.spec.secrets import SecretSpec, check_values
+from shoal.spec.secrets import merged as merged_secrets
 
 if TYPE_CHECKING:  # the gateway (uvicorn) is imported only by a server that serves HTTP
     from shoal.gateway import server as gateway
@@ -638,7 +640,8 @@ class Server:
                 raise InvalidError(str(exc)) from None
             await self.control.build_image(recipe, self._build_log(session))
             image = self.control.environment(recipe, "the sandbox")
-        sandbox = await self.sandboxes.create(sandbox_spec(body, image))
+        env = self._secret_env(body)
+        sandbox = await self.sandboxes.create(sandbox_spec({**body, "env": env}, image))
         return {"object_id": sandbox.object_id}
 
     def _sandbox(self, body: dict[str, Any]) -> Sandbox:
@@ -679,8 +682,35 @@ class Server:
         await sandbox.wait_closed()
         return {}
 
+    def _secret_env(self, body: dict[str, Any]) -> dict[str, str]:
+        """The variables the ``secrets`` of a sandbox request set (named ones looked up
+        here, as for functions).
+
+        Raises:
+            InvalidError: malformed, or a secret lacks a required key.
+            NotFoundError: a named secret does not exist.
+        """
+        given = body.get("secrets") or []
+        specs = []
+        for row in given if isinstance(given, list) else [None]:
+            if not isinstance(row, dict):
+                raise InvalidError("secrets: expected a list of secrets")
+            name, values, keys = row.get("name"), row.get("values"), row.get("required_keys")
+            if not isinstance(name, str) or not isinstance(values, dict):
+                raise InvalidError('secrets: each has a name (or "") and values')
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise InvalidError("secrets: required_keys is a list of names")
+            specs.append(
+                SecretSpec(
+                    values=check_values(values, "a sandbox's secret"),
+                    name=name or None,
+                    required_keys=tuple(keys),
+                )
+            )
+        return merged_secrets(specs, self.control.secret_lookup)
+
     async def _op_sandbox_exec(self, body: dict[str, Any], session: Session) -> Any:
-        argv, env = body.get("argv"), body.get("env") or {}
+        argv, env = body.get("argv"), self._secret_env(body)
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise InvalidError("argv: expected a non-empty list of strings")
         if not isinstance(env, dict) or not all(
