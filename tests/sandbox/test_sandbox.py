@@ -198,3 +198,15 @@ def test_lines_a_dropped_iterator_read_ahead_are_not_lost(app: shoal.App) -> Non
         assert p.stdout.read() == "three\n"
     finally:
         sb.terminate()
+
+
+def test_idle_timeout_counts_execs_stdin_and_files_as_use(app: shoal.App) -> None:
+    sb = shoal.Sandbox.create("sleep", "60", app=app, idle_timeout=1.5)
+    busy = sb.exec("sleep", "2.5")  # a running exec is use, however long
+    assert busy.wait() == 0
+    assert sb.poll() is None
+    with pytest.raises(SandboxTimeoutError, match="idle timeout"):
+        sb.wait()
+    assert sb.returncode == 124 and sb.termination_reason == "idle timeout"
+    with pytest.raises(InvalidError, match="idle_timeout"):
+        shoal.Sandbox.create(app=app, timeout=10, idle_timeout=20)

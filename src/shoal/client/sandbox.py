@@ -77,8 +77,6 @@ async def _create(
         raise TypeError(f"Sandbox.create() got unexpected keyword arguments {unknown}")
     if given:
         raise InvalidError(f"Sandbox.create: {', '.join(given)} not supported yet")
-    if idle_timeout is not None:
-        raise InvalidError("Sandbox.create: idle_timeout not supported yet")
     answer = await request(
         "sandbox_create",
         app=_app_name(app),
@@ -91,6 +89,7 @@ async def _create(
         block_network=bool(block_network),
         name=name or "",
         tags=dict(tags or {}),
+        idle_timeout=idle_timeout,
         image=dump_recipe(image.recipe) if image is not None else b"",
     )
     return Sandbox(answer["object_id"])
@@ -149,16 +148,17 @@ class Sandbox(Exits):
         raises ``SandboxTimeoutError``, one terminated ``SandboxTerminatedError``."""
         await self._until_ended()
         if raise_on_termination:
-            if self._reason == "timeout":
-                raise SandboxTimeoutError(f"sandbox {self.object_id} reached its timeout")
+            if self._reason in ("timeout", "idle timeout"):
+                raise SandboxTimeoutError(f"sandbox {self.object_id} reached its {self._reason}")
             if self._reason in ("terminated", "agent lost", "oom"):
                 said = "its memory limit" if self._reason == "oom" else self._reason
                 raise SandboxTerminatedError(f"sandbox {self.object_id} ended: {said}")
 
     @property
     def termination_reason(self) -> str:
-        """Why it ended: ``exited``, ``terminated``, ``timeout``, ``oom`` (over its memory
-        limit) or ``agent lost`` (what ran inside killed it); "" while it runs."""
+        """Why it ended: ``exited``, ``terminated``, ``timeout``, ``idle timeout`` (no exec,
+        stdin or file use for ``idle_timeout`` seconds), ``oom`` (over its memory limit) or
+        ``agent lost`` (what ran inside killed it); "" while it runs."""
         return self._reason
 
     @bridged

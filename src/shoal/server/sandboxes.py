@@ -169,6 +169,8 @@ class SandboxSpec:
     limits: cgroups.Limits = field(default_factory=cgroups.Limits)
     #: The built image it runs in (None: the host's /usr and the server's Python).
     image: Environment | None = None
+    #: Seconds without use after which it ends (None: never; see Sandbox._watch_idle).
+    idle_timeout: float | None = None
 
 
 class Sandbox:
@@ -195,6 +197,7 @@ class Sandbox:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadline: asyncio.TimerHandle | None = None
         self._cap = _buffer_bytes()
+        self._last_active = 0.0
         self._link: netstack.Link | None = None
 
     # -- starting ---------------------------------------------------------------
@@ -267,6 +270,9 @@ class Sandbox:
         self._own(self._watch())
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(self.spec.timeout, self._timed_out)
+        if self.spec.idle_timeout is not None:
+            self._active()
+            self._own(self._watch_idle(self.spec.idle_timeout))
 
     async def _attach_network(self, info: int) -> None:
         """Join the jail's network namespace to the outside (see netstack), once bubblewrap
@@ -424,6 +430,7 @@ class Sandbox:
         which it is killed (its code then: -1)."""
         if self.ended.is_set():
             raise InvalidError(f"sandbox {self.object_id} has ended")
+        self._active()
         proc = next(self._next_proc)
         command = self.commands[proc] = Command(proc, {1: Stream(self._cap), 2: Stream(self._cap)})
         try:
@@ -468,6 +475,7 @@ class Sandbox:
         }
 
     def write(self, proc: int, data: bytes, eof: bool) -> None:
+        self._active()
         command = self.command(proc)
         if command.code is not None:
             return
@@ -482,6 +490,7 @@ class Sandbox:
 
     async def file(self, op: str, **fields: Any) -> Any:
         """A file operation, done by the agent inside the sandbox."""
+        self._active()
         answer = await self._ask({"op": op, **fields})
         result = answer.get("result")
         if op == "read":
@@ -491,6 +500,21 @@ class Sandbox:
         return result
 
     # -- ending ----------------------------------------------------------------------------
+
+    def _active(self) -> None:
+        """Something used the sandbox now (an exec, stdin, a file operation)."""
+        self._last_active = time.monotonic()
+
+    async def _watch_idle(self, idle: float) -> None:
+        """End it once it has been idle for ``idle`` seconds: no exec running, and no exec
+        started, stdin written or file used meanwhile (its own command's work is not use)."""
+        while not self.ended.is_set():
+            await asyncio.sleep(min(1.0, idle / 4))
+            running = any(c.code is None for p, c in self.commands.items() if p != 0)
+            if running:
+                self._active()
+            elif time.monotonic() - self._last_active >= idle:
+                self._finish(TIMEOUT_CODE, "idle timeout")
 
     def _timed_out(self) -> None:
         self._finish(TIMEOUT_CODE, "timeout")
@@ -733,6 +757,9 @@ def spec_of(body: dict[str, Any], image: Environment | None = None) -> SandboxSp
     name = body.get("name") or ""
     if not isinstance(name, str):
         raise InvalidError("name: expected text")
+    idle = body.get("idle_timeout")
+    if idle is not None and (not isinstance(idle, int | float) or not 0 < idle <= timeout):
+        raise InvalidError("idle_timeout: expected seconds, above 0 and at most the timeout")
     cpu, memory = body.get("cpu"), body.get("memory")
     if cpu is not None and (not isinstance(cpu, int | float) or cpu <= 0):
         raise InvalidError("cpu: expected a number of cores above 0")
@@ -754,6 +781,7 @@ def spec_of(body: dict[str, Any], image: Environment | None = None) -> SandboxSp
         tags=tuple(tags.items()),
         limits=limits,
         image=image,
+        idle_timeout=float(idle) if idle is not None else None,
     )
 
 
