@@ -19,7 +19,8 @@ import shoal
 app = shoal.App.lookup("boxes", create_if_missing=True)
 named = [shoal.Secret.from_name("box-secret", required_keys=["WORD"])]
 sb = shoal.Sandbox.create(
-    "sleep", "60", app=app, name="left", tags={"kind": "sleeper"}, secrets=named
+    "sh", "-c", "echo up; echo warned >&2; sleep 60",
+    app=app, name="left", tags={"kind": "sleeper"}, secrets=named,
 )
 assert sb.exec("sh", "-c", "echo $WORD").stdout.read() == "kept\\n"
 given = [shoal.Secret.from_dict({"WORD": "given"})]
@@ -49,6 +50,12 @@ def test_a_sandbox_outlives_its_client_and_the_cli_ends_it(tmp_path: Path) -> No
         assert [(r["object_id"], r["app"], r["name"]) for r in rows] == [
             (object_id, "boxes", "left")
         ]
+
+        def logged() -> tuple[str, str]:
+            done = server.cli("sandbox", "logs", object_id)
+            return done.stdout, done.stderr
+
+        wait_until(lambda: logged() == ("up\n", "warned\n"), 10, "its own command's lines")
         waiter = server.start_client(WAIT)
         assert waiter.stdout is not None and waiter.stdout.readline() == "waiting\n"
         ended = server.cli("sandbox", "terminate", object_id, "-y")

@@ -1,4 +1,4 @@
-"""``shoal sandbox list | terminate``: the server's sandboxes (:mod:`shoal.server.sandboxes`)."""
+"""``shoal sandbox list | logs | terminate``: a server's sandboxes (server/sandboxes.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from shoal.cli.service import JSON_FLAG, ask_server, print_rows, when
 
 @click.group()
 def sandbox() -> None:
-    """The server's sandboxes: list, terminate."""
+    """The server's sandboxes: list, logs, terminate."""
 
 
 @sandbox.command("list")
@@ -34,6 +34,17 @@ def sandbox_list(app_name: str, tags: tuple[str, ...], as_json: bool) -> None:
             f"{when(row['created']):19} {' '.join(row['command']) or '-'}"
         ),
     )
+
+
+@sandbox.command("logs")
+@click.argument("sandbox_id")
+@click.option("--timestamps", is_flag=True, help="Start each line with its time.")
+def sandbox_logs(sandbox_id: str, timestamps: bool) -> None:
+    """Print the last 1,000 lines sandbox SANDBOX_ID's own command wrote (its stderr on
+    stderr), whether or not its streams' reader took them."""
+    for row in ask_server("sandbox_logs", object_id=sandbox_id):
+        stamp = f"{when(row['time'])} " if timestamps else ""
+        click.echo(f"{stamp}{row['text']}", err=row["stream"] == "stderr")
 
 
 @sandbox.command("terminate")

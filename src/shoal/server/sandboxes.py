@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import collections
 import contextlib
 import functools
 import itertools
@@ -142,6 +143,27 @@ class Stream:
         return chunk, self.base + len(chunk)
 
 
+class Log:
+    """The last :data:`LOG_LINES` lines a sandbox's own command wrote, by stream."""
+
+    def __init__(self) -> None:
+        self.lines: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=LOG_LINES)
+        self._partial = {1: b"", 2: b""}
+
+    def add(self, fd: int, data: bytes) -> None:
+        held = self._partial.get(fd, b"") + data
+        *whole, rest = held.split(b"\n")
+        self._partial[fd] = rest[-65536:]  # a line without end is kept to 64 KiB
+        now = time.time()
+        which = "stdout" if fd == 1 else "stderr"
+        for line in whole:
+            self.lines.append((now, which, line.decode(errors="replace")))
+
+
+#: Lines of a sandbox's own command kept for ``shoal sandbox logs``.
+LOG_LINES = 1000
+
+
 @dataclass
 class Command:
     """One command running in a sandbox (its own, 0, or an exec)."""
@@ -198,6 +220,9 @@ class Sandbox:
         self._deadline: asyncio.TimerHandle | None = None
         self._cap = _buffer_bytes()
         self._last_active = 0.0
+        #: The last lines its own command wrote, for ``shoal sandbox logs`` (what its
+        #: streams' reader takes does not take these).
+        self.log = Log()
         self._link: netstack.Link | None = None
 
     # -- starting ---------------------------------------------------------------
@@ -353,16 +378,8 @@ class Sandbox:
 
     def _hear(self, message: dict[str, Any]) -> None:
         op = message.get("op")
-        if op == "out":
-            command = self.commands.get(message["proc"])
-            stream = command.streams.get(message["fd"]) if command else None
-            if stream is not None:
-                stream.add(base64.b64decode(message["data"]))
-        elif op == "eof":
-            command = self.commands.get(message["proc"])
-            stream = command.streams.get(message["fd"]) if command else None
-            if stream is not None:
-                stream.end()
+        if op in ("out", "eof"):
+            self._heard_output(message, op == "eof")
         elif op == "exit":
             command = self.commands.get(message["proc"])
             if command is not None and command.code is None:
@@ -381,6 +398,20 @@ class Sandbox:
                 future.set_result(message)
             elif ident == 0 and op == "error":  # its own command could not start
                 self._finish(127, "exited")
+
+    def _heard_output(self, message: dict[str, Any], end: bool) -> None:
+        """A command wrote to one of its streams (``end``: closed it)."""
+        command = self.commands.get(message["proc"])
+        stream = command.streams.get(message["fd"]) if command else None
+        if stream is None or command is None:
+            return
+        if end:
+            stream.end()
+            return
+        data = base64.b64decode(message["data"])
+        stream.add(data)
+        if command.proc == 0:
+            self.log.add(message["fd"], data)
 
     @property
     def group(self) -> cgroups.Group | None:

@@ -671,6 +671,11 @@ class Server:
         self._sandbox(body).tags = dict(tags)
         return {}
 
+    async def _op_sandbox_logs(self, body: dict[str, Any], session: Session) -> Any:
+        """The last lines the sandbox's own command wrote (see sandboxes.Log)."""
+        lines = self._sandbox(body).log.lines
+        return [{"time": t, "stream": which, "text": text} for t, which, text in lines]
+
     async def _op_sandbox_wait(self, body: dict[str, Any], session: Session) -> Any:
         sandbox = self._sandbox(body)
         await _waited(sandbox.ended, seconds(body, "wait"))
