@@ -22,16 +22,9 @@ import subprocess
 import time
 
 import shoal
+from benchmarks.big_map import rss_mb
 from benchmarks.report import Result
 from shoal.backends import isolation
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -87,13 +80,13 @@ async def _churn(app: shoal.App, seconds: float, at_once: int) -> float:
 
 
 def _idle(app: shoal.App, count: int) -> float:
-    before = _rss_mb()
+    before = rss_mb()
 
     async def make() -> list[shoal.Sandbox]:
         return await asyncio.gather(*(shoal.Sandbox.create.aio(app=app) for _ in range(count)))
 
     held = asyncio.run(make())
-    grown = _rss_mb() - before
+    grown = rss_mb() - before
 
     async def end() -> None:
         await asyncio.gather(*(sb.terminate.aio() for sb in held))

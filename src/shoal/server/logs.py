@@ -36,9 +36,8 @@ _WRITTEN = ("stdout", "stderr")
 #: The events the logs keep lines of.
 LOGGED = (ContainerOutput, ContainerReady, ContainerStopped)
 
-#: A container id as the server's pools make it: ``<app>.v<version>.<function>-c<n>``,
-#: or ``<function>-c<n>`` for a pool of no app (an embedded server's: app "").
-_CONTAINER = re.compile(r"^(?:(?P<app>.+?)\.v\d+\.)?(?P<label>(?P<function>.+)-c\d+)$")
+#: A container id as the server's pools make it: ``<app>.v<version>.<function>-c<n>``.
+_CONTAINER = re.compile(r"^(?P<app>.+?)\.v\d+\.(?P<label>(?P<function>.+)-c\d+)$")
 
 #: One kept line: (number, time, container, stream, text, call id or "").
 _Line = tuple[int, float, str, str, str, str]
@@ -118,7 +117,7 @@ class Logs:
         found = _CONTAINER.match(container_id)
         if found is None:
             return
-        app = found["app"] or ""
+        app = found["app"]
         kept = self._apps.get(app)
         if kept is None:
             kept = self._apps[app] = collections.deque(maxlen=self._keep)
@@ -127,7 +126,7 @@ class Logs:
         for line, call in zip(lines, ids, strict=False):
             kept.append((self._next, now, container_id, which, line, call))
             self._next += 1
-        if self._files is not None and app:
+        if self._files is not None:
             log = self._files.of(app)
             function = found["function"]
             for line, call in zip(lines, ids, strict=False):
@@ -162,7 +161,7 @@ class Logs:
         """``app``'s lines that pass ``filters`` (see :func:`log_files.matching`), from
         its files (all of them) when it has files, else from memory; the last ``tail``
         of them when given; with the cursor to follow on from."""
-        if self._files is not None and app:
+        if self._files is not None:
             rows: Any = self._files.of(app).rows()
         else:
             rows = (

@@ -780,12 +780,10 @@ class Server:
         return self.logs.filtered(answer, **filters) if filters else answer
 
     async def _op_function_logs(self, body: dict[str, Any], session: Session) -> Any:
-        """Function ``function``'s lines of app ``app`` ("": the embedded server's own
-        pools), filtered as ``app_logs`` filters them."""
-        app = body.get("app") or ""
-        if not isinstance(app, str):
-            raise InvalidError("app: expected text")
-        if app and not self.logs.has(app):
+        """Function ``function``'s lines of app ``app``, filtered as ``app_logs`` filters
+        them."""
+        app = text(body, "app")
+        if not self.logs.has(app):
             self.apps.current(app)  # NotFoundError for an app that is not there at all
         filters = {**_log_filters(body), "function": text(body, "function")}
         return self.logs.search(app, _tail(body), **filters)
