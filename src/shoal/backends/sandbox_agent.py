@@ -218,25 +218,25 @@ class Agent:
 
     def reap(self) -> None:
         """Note each command that exited; end what it left in its process group."""
-        for command in self.commands.values():
-            if command.code is not None:
-                continue
+        # One wait for any child: a command's own status is never taken by a wait for
+        # orphans (this process is their reaper) and then lost to a later wait by pid.
+        running = {c.pid: c for c in self.commands.values() if c.code is None}
+        while True:
             try:
-                pid, status = os.waitpid(command.pid, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                pid, status = command.pid, 0
-            if pid:
-                command.code = os.waitstatus_to_exitcode(status)
-                command.exited_at = time.monotonic()
-                try:
-                    os.killpg(command.pid, _SIGKILL)
-                except OSError:
-                    pass
-        try:  # orphans of this sandbox that this process inherited (it is their reaper)
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                return
+            if pid <= 0:
+                return
+            command = running.pop(pid, None)
+            if command is None:
+                continue  # an orphan of this sandbox
+            command.code = os.waitstatus_to_exitcode(status)
+            command.exited_at = time.monotonic()
+            try:
+                os.killpg(command.pid, _SIGKILL)
+            except OSError:
                 pass
-        except ChildProcessError:
-            pass
 
     def tell_exits(self) -> float | None:
         """Tell the exits whose output has drained (or waited long enough); the seconds
