@@ -29,6 +29,7 @@ WORKLOADS = {
     "dict": "benchmarks.objects",
     "ray": "benchmarks.ray_cluster",
     "sandbox": "benchmarks.sandbox",
+    "isolation": "benchmarks.isolation",
 }
 
 

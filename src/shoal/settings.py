@@ -51,6 +51,9 @@ in a child process's environment.
 | SHOAL_RECORD_INPUTS | 1 | a server records each function's arrivals, run times and |
 |                     |   | container starts on disk, for `shoal simulate` (0: not) |
 | SHOAL_RECORD_LIMIT | 200000 | inputs (and containers) kept per function: a ring |
+| SHOAL_ISOLATION | (auto) | on: local containers run in jails (bubblewrap); off: as plain |
+|                 |        | processes; unset: on for `shoal server` where bubblewrap |
+|                 |        | works, off for the embedded server (or --isolation) |
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ SETTINGS: Final[dict[str, Setting]] = {
         Setting("SHOAL_LOG_FORMAT", "text", "the server's own log: text or json"),
         Setting("SHOAL_RECORD_INPUTS", "1", "record functions' traffic for shoal simulate"),
         Setting("SHOAL_RECORD_LIMIT", "200000", "inputs recorded per function (a ring)"),
+        Setting("SHOAL_ISOLATION", "", "jail local containers: on, off, or unset (auto)"),
     )
 }
 
@@ -164,6 +168,23 @@ def container_transport() -> str:
 def handshake_timeout() -> float:
     """Seconds a new connection to the control plane has to present its token."""
     return float(get("SHOAL_HANDSHAKE_TIMEOUT"))
+
+
+def isolation() -> bool | None:
+    """Whether local containers run isolated: True (on), False (off), None (unset: the
+    server's default).
+
+    Raises:
+        ValueError: any other value.
+    """
+    value = get("SHOAL_ISOLATION").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"SHOAL_ISOLATION={value!r}: must be on, off or auto")
 
 
 def fork_server() -> bool:

@@ -174,6 +174,34 @@ def test_the_host_s_loopback_is_unreachable(app: shoal.App) -> None:
             server.shutdown()
 
 
+def test_a_cidr_allowlist_refuses_every_other_address(app: shoal.App) -> None:
+    from shoal.backends import netstack
+
+    why = netstack.allowlist_problem() or netstack.problem()
+    if why:
+        pytest.skip(why)
+    # 10.0.2.0/24 is the user-space stack's own network: a connection there reaches the
+    # stack (which refuses 10.0.2.2, the host's loopback, as unreachable: 101); one to any
+    # other address is refused inside the sandbox at once (111), so nothing leaves.
+    probe = (
+        "import socket\n"
+        "for host in ('10.0.2.2', '192.0.2.1', '127.0.0.1'):\n"
+        "    s = socket.socket(); s.settimeout(5)\n"
+        "    print(s.connect_ex((host, 9)))\n"
+    )
+    sb = shoal.Sandbox.create(app=app, cidr_allowlist=["10.0.2.0/24"])
+    try:
+        code, out, err = _python(sb, probe)
+        assert code == 0, err
+        assert out.split() == ["101", "111", "111"]  # its own loopback: nothing listens
+    finally:
+        sb.terminate()
+    with pytest.raises(shoal.exception.InvalidError, match="cidr_allowlist"):
+        shoal.Sandbox.create(app=app, cidr_allowlist=["not-a-network"])
+    with pytest.raises(shoal.exception.InvalidError, match="choose one"):
+        shoal.Sandbox.create(app=app, cidr_allowlist=["10.0.0.0/8"], block_network=True)
+
+
 def test_kill_minus_one_and_proc_see_only_the_sandbox(app: shoal.App, sb: shoal.Sandbox) -> None:
     pids = _run(sb, "ls /proc | grep '^[0-9]'")[1].split()
     assert 0 < len(pids) < 10 and os.getpid() != 1

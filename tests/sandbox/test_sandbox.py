@@ -57,6 +57,19 @@ def test_exec_streams_stdin_and_exit_codes(app: shoal.App) -> None:
     assert sb.returncode == 137
 
 
+def test_exit_codes_stay_true_while_orphans_are_reaped(app: shoal.App) -> None:
+    # The agent reaps orphans of the sandbox too: a wait for them must never take a
+    # command's own status (once, on a busy machine, `mount` that failed told 0).
+    sb = shoal.Sandbox.create(app=app)
+    try:
+        orphans = sb.exec("sh", "-c", "for i in $(seq 400); do (sleep 0.01 &) ; done")
+        codes = [sb.exec("sh", "-c", f"sleep 0.0{n % 3}; exit {n % 5 + 1}") for n in range(40)]
+        assert [p.wait() for p in codes] == [n % 5 + 1 for n in range(40)]
+        assert orphans.wait() == 0
+    finally:
+        sb.terminate()
+
+
 def test_async_forms(app: shoal.App) -> None:
     async def main() -> tuple[str, int]:
         sb = await shoal.Sandbox.create.aio(app=app)
@@ -210,3 +223,29 @@ def test_idle_timeout_counts_execs_stdin_and_files_as_use(app: shoal.App) -> Non
     assert sb.returncode == 124 and sb.termination_reason == "idle timeout"
     with pytest.raises(InvalidError, match="idle_timeout"):
         shoal.Sandbox.create(app=app, timeout=10, idle_timeout=20)
+
+
+def test_volumes_are_shared_and_a_read_only_one_refuses_writes(app: shoal.App) -> None:
+    vol = shoal.Volume.from_name("sandbox-tests-volume", create_if_missing=True)
+    writer = shoal.Sandbox.create(
+        "sh",
+        "-c",
+        "echo from-writer > /mnt/volume/message.txt",
+        app=app,
+        volumes={"/mnt/volume": vol},
+    )
+    assert writer.wait() is None and writer.returncode == 0
+    reader = shoal.Sandbox.create(app=app, volumes={"/mnt/volume": vol.read_only()})
+    try:
+        p = reader.exec("sh", "-c", "cat /mnt/volume/message.txt; echo x > /mnt/volume/other")
+        assert p.stdout.read() == "from-writer\n"
+        assert p.wait() != 0 and "Read-only" in p.stderr.read()
+    finally:
+        reader.terminate()
+    assert b"".join(vol.read_file("message.txt")) == b"from-writer\n"
+    assert [e.path for e in vol.listdir("/")] == ["message.txt"]  # nothing else was written
+    with pytest.raises(InvalidError, match=r"/\.shoal"):
+        shoal.Sandbox.create(app=app, volumes={"/.shoal/run": vol})
+    with pytest.raises(InvalidError, match="read-only volumes are for sandboxes"):
+        shoal.App("ro-fn").function(volumes={"/data": vol.read_only()})(len)
+    shoal.Volume.delete("sandbox-tests-volume")

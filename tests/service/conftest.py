@@ -13,7 +13,7 @@ from service.harness import ServerProcess
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     """A fresh ``shoal server`` (stopped after the test)."""
-    instance = ServerProcess(tmp_path, {"SVC_TICKS": str(tmp_path / "ticks")}).start()
+    instance = ServerProcess(tmp_path, {"SVC_TICKS": "svc-ticks"}).start()
     try:
         yield instance
     finally:

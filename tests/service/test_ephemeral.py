@@ -85,7 +85,7 @@ def test_a_detached_run_lets_its_inputs_finish(server: ServerProcess, tmp_path: 
     )
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 60
-    assert not marker.exists()  # the command returned before the input ended
+    assert _mark(server, marker) is None  # the command returned before the input ended
     object_id = next(line.split()[1] for line in done.stdout.splitlines() if "spawned" in line)
     rows = _ephemeral_apps(server)
     assert [row["state"] for row in rows] == ["stopping"]  # draining its one input
@@ -93,7 +93,7 @@ def test_a_detached_run_lets_its_inputs_finish(server: ServerProcess, tmp_path: 
         f"import shoal; print(shoal.FunctionCall.from_id({object_id!r}).get(timeout=60))"
     )
     assert fetched.stdout.strip() == "slept", fetched.stderr
-    assert marker.read_text() == "done"
+    assert _mark(server, marker) == "done"
     wait_until(lambda: not _ephemeral_apps(server), 30, "the detached app to end")
     wait_until(lambda: not _containers(server), 30, "its containers to stop")
 
@@ -129,5 +129,17 @@ def test_a_server_running_on_the_home_is_found_and_the_app_ends_with_the_command
     wait_until(lambda: not _ephemeral_apps(server), 30, "the app to end")
     # The spawned input (30 s) outlives the app's shutdown grace: stopped, it never ends.
     wait_until(lambda: not _containers(server), 30, "its containers to stop")
-    assert not marker.exists()
+    assert _mark(server, marker) is None
     assert os.path.exists(server.home / "shoal.db")
+
+
+def _mark(server: ServerProcess, marker: Path) -> str | None:
+    """What ``run_app.slow`` marked for ``marker`` in the server's Dict (None: nothing)."""
+    done = server.client(
+        "import json, shoal\n"
+        "marks = shoal.Dict.from_name('runner-marks', create_if_missing=True)\n"
+        f"print(json.dumps(marks.get({str(marker)!r})))"
+    )
+    assert done.returncode == 0, done.stderr
+    found: str | None = json.loads(done.stdout.strip().splitlines()[-1])
+    return found

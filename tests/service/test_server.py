@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -303,18 +304,18 @@ def test_redeploy_under_http_load_fails_no_request(deployed: ServerProcess) -> N
     assert re.search(r"\[svc\.v1\.\w+-c\d+\] shoal: ready after \d+ ms", logs), logs
 
 
-def test_schedules_fire_on_a_deployed_app_and_app_stop_ends_them(
-    deployed: ServerProcess, tmp_path: Path
-) -> None:
-    ticks = tmp_path / "ticks"
-    ticks.mkdir(exist_ok=True)
-    wait_until(lambda: len(os.listdir(ticks)) >= 2, 30, "two ticks")
+def test_schedules_fire_on_a_deployed_app_and_app_stop_ends_them(deployed: ServerProcess) -> None:
+    def ticks() -> int:
+        done = deployed.client("import shoal; print(shoal.Dict.from_name('svc-ticks').len())")
+        return int(done.stdout) if done.returncode == 0 else 0  # none yet: no Dict yet
+
+    wait_until(lambda: ticks() >= 2, 30, "two ticks")
     done = deployed.cli("app", "stop", "svc", "--yes")
     assert done.returncode == 0, done.stderr
     time.sleep(0.5)
-    seen = len(os.listdir(ticks))
+    seen = ticks()
     time.sleep(2.5)
-    assert len(os.listdir(ticks)) == seen
+    assert ticks() == seen
     listed = deployed.cli("app", "list")
     assert "stopped" in listed.stdout
     history = deployed.cli("app", "history", "svc")
@@ -482,9 +483,22 @@ def _bundles(server: ServerProcess) -> dict[str, str]:
     return dict(rows)
 
 
+@pytest.fixture
+def unisolated(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server whose containers are plain processes (``--isolation off``)."""
+    instance = ServerProcess(tmp_path, args=("--isolation", "off")).start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
 def test_a_container_fetches_its_code_by_digest_when_its_machine_lacks_it(
-    deployed: ServerProcess,
+    unisolated: ServerProcess,
 ) -> None:
+    # A plain container finds its bundle itself (a jailed one sees the folder its backend
+    # bound into its jail when the jail started).
+    deployed = unisolated
     deployed.deploy("other_app.py")
     where = "import shoal; print(shoal.Function.from_name('other', 'where').remote())"
     first = deployed.client(where)

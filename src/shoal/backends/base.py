@@ -210,6 +210,12 @@ class Backend(abc.ABC):
     bundle_cache: str = ""
     #: How to get a bundle that is not in :attr:`bundle_cache` (set by the control plane).
     fetch: Fetch | None = None
+    #: Run each container in a jail (:mod:`shoal.backends.jailed`; set by the server, and
+    #: only where :func:`shoal.backends.isolation.problem` finds nothing missing).
+    isolated: bool = False
+    #: Where containers reach the control plane (set by it once it listens): a jail
+    #: holds that socket from its start, before any launch names it.
+    control_address: str = ""
 
     @abc.abstractmethod
     async def start(self, launch: ContainerLaunch, on_exit: OnExit) -> int | None:

@@ -40,7 +40,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
+from shoal.backends import jailed
 from shoal.backends.base import ContainerLaunch, Preload, base_environment
+from shoal.backends.isolation import Jail
 from shoal.spec.image import Environment
 
 #: Largest JSON message either side sends.
@@ -56,13 +58,20 @@ class ForkServer:
         image: Environment | None = None,
         env: dict[str, str] | None = None,
         inherit_environment: bool = True,
+        jail: Callable[[dict[str, str]], Jail] | None = None,
     ) -> None:
-        """``preload``'s paths are this machine's; ``image`` is the environment it names
-        (None: this interpreter); ``env`` goes to every container on top of the image's."""
+        """``preload``'s paths are this machine's (or its jail's); ``image`` is the
+        environment it names (None: this interpreter); ``env`` goes to every container on
+        top of the image's. ``jail`` makes the jail the server runs in, given its
+        environment (None: not isolated); its containers are born inside it."""
         self.preload = preload
         self._image = image
         self._env = env or {}
         self._inherit = inherit_environment
+        self._make_jail = jail
+        self._jailed: jailed.Jailed | None = None
+        #: A jailed server's children by their pids here, as pids of its namespace.
+        self._inner: dict[int, int] = {}
         self.safe = False
         self.why_unsafe = ""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -80,15 +89,29 @@ class ForkServer:
         env = {**base_environment(self._inherit), **dict(image.env if image else ()), **self._env}
         env["PYTHONUNBUFFERED"] = "1"
         python = image.python if image else sys.executable
-        self._proc = subprocess.Popen(  # noqa: ASYNC220 - a fork and exec, milliseconds
-            [python, "-m", "shoal.backends.fork_server", str(theirs.fileno())],
-            cwd=image.workdir if image else None,
-            pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-        theirs.close()
+        argv = [python, "-m", "shoal.backends.fork_server", str(theirs.fileno())]
+        cwd = image.workdir if image else None
+        passed = [theirs.fileno()]
+        if self._make_jail is not None:
+            self._jailed = jailed.prepare(self._make_jail(env), argv)
+            argv, cwd, passed = self._jailed.line, None, [*passed, *self._jailed.pass_fds]
+        try:
+            self._proc = subprocess.Popen(  # noqa: ASYNC220 - a fork and exec, milliseconds
+                argv,
+                cwd=cwd,
+                pass_fds=passed,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        except BaseException:
+            if self._jailed is not None:
+                self._jailed.close()
+            raise
+        finally:
+            theirs.close()
+            if self._jailed is not None:
+                self._jailed.started()
         ours.setblocking(False)
         self._sock = ours
         self._ready = loop.create_future()
@@ -96,7 +119,10 @@ class ForkServer:
         try:
             fields = ("module_kind", "module_name", "module_file", "sys_path")
             message = {"op": "preload", **{name: getattr(self.preload, name) for name in fields}}
+            message["pidfds"] = self._jailed is not None
             ours.send(json.dumps(message).encode())
+            if self._jailed is not None:  # its network joins out while it imports
+                await self._jailed.attach()
             await self._ready
         except BaseException:  # cancelled while it imports: do not leave it behind
             self.close()
@@ -127,7 +153,7 @@ class ForkServer:
         }
         socket.send_fds(self._sock, [json.dumps(request).encode()], [stdout, stderr])
         pid = await reply
-        self._on_exit[pid] = on_exit
+        self._on_exit[self._inner.get(pid, pid)] = on_exit
         return pid
 
     def kill(self, pid: int) -> None:
@@ -137,17 +163,23 @@ class ForkServer:
         signals a pid it has already reaped (and the system may have reused).
         """
         if self._sock is not None:
+            message = {"op": "kill", "pid": self._inner.get(pid, pid)}
             with contextlib.suppress(OSError):
-                self._sock.send(json.dumps({"op": "kill", "pid": pid}).encode())
+                self._sock.send(json.dumps(message).encode())
 
     def _on_readable(self) -> None:
         assert self._sock is not None
         try:
-            data = self._sock.recv(_MESSAGE)
+            data, fds, _, _ = socket.recv_fds(self._sock, _MESSAGE, 1)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
+            data, fds = b"", []
+        host_pid = None
+        for fd in fds:  # a jailed server's child, as a pidfd: its pid here
+            with contextlib.suppress(OSError):
+                host_pid = jailed.host_pid(fd)
+            os.close(fd)
         if not data:
             self._lost()
             return
@@ -158,11 +190,16 @@ class ForkServer:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
         elif op == "forked":
+            pid = message["pid"]
+            if host_pid is not None:
+                self._inner[host_pid] = pid
+                pid = host_pid
             reply = self._forks.pop(message["container_id"], None)
             if reply is not None and not reply.done():
-                reply.set_result(message["pid"])
+                reply.set_result(pid)
         elif op == "exited":
             callback = self._on_exit.pop(message["pid"], None)
+            self._inner = {h: i for h, i in self._inner.items() if i != message["pid"]}
             if callback is not None:
                 callback(message["code"])
 
@@ -187,10 +224,18 @@ class ForkServer:
             self._sock = None
         if self._proc is not None:
             proc, self._proc = self._proc, None
-            threading.Thread(target=proc.wait, daemon=True).start()  # reap it off the loop
+            jail, self._jailed = self._jailed, None
+            # Reap it off the loop; then end what its jail left (network, cgroup, folder).
+            threading.Thread(target=_reap_server, args=(proc, jail), daemon=True).start()
         callbacks, self._on_exit = self._on_exit, {}
         for callback in callbacks.values():
             callback(None)
+
+
+def _reap_server(proc: subprocess.Popen[bytes], jail: jailed.Jailed | None) -> None:
+    proc.wait()
+    if jail is not None:
+        jail.close()
 
 
 # -- the server process ---------------------------------------------------------
@@ -287,8 +332,12 @@ def _reap(control: socket.socket, children: set[int]) -> None:
         control.send(json.dumps(message).encode())
 
 
-def _serve_one(control: socket.socket, wakeup: tuple[int, int], children: set[int]) -> bool:
-    """Serve one request (fork or kill); ``False`` once the client has gone."""
+def _serve_one(
+    control: socket.socket, wakeup: tuple[int, int], children: set[int], pidfds: bool
+) -> bool:
+    """Serve one request (fork or kill); ``False`` once the client has gone. With
+    ``pidfds`` (a jailed server, whose pids mean nothing outside its namespace) each
+    reply carries the child as a pidfd, from which the client reads its pid."""
     data, fds, _, _ = socket.recv_fds(control, _MESSAGE, 2)
     if not data:
         return False
@@ -303,8 +352,15 @@ def _serve_one(control: socket.socket, wakeup: tuple[int, int], children: set[in
     for passed in fds:
         os.close(passed)
     children.add(pid)
-    reply = {"op": "forked", "container_id": request["container_id"], "pid": pid}
-    control.send(json.dumps(reply).encode())
+    reply = json.dumps({"op": "forked", "container_id": request["container_id"], "pid": pid})
+    if pidfds:
+        pidfd = os.pidfd_open(pid)  # not reaped yet: it names this child
+        try:
+            socket.send_fds(control, [reply.encode()], [pidfd])
+        finally:
+            os.close(pidfd)
+    else:
+        control.send(reply.encode())
     return True
 
 
@@ -320,7 +376,9 @@ def serve(fd: int) -> None:
     request = control.recv(_MESSAGE)
     if not request:
         return  # the control plane is gone already (its run ended)
-    _preload(json.loads(request))
+    message = json.loads(request)
+    pidfds = bool(message.get("pidfds"))
+    _preload(message)
     safe, why = _fork_safety()
     control.send(json.dumps({"op": "ready", "safe": safe, "why": why}).encode())
     if not safe:
@@ -338,7 +396,7 @@ def serve(fd: int) -> None:
         while True:
             for key, _ in selector.select():
                 if key.fileobj is control:
-                    if not _serve_one(control, wakeup, children):
+                    if not _serve_one(control, wakeup, children, pidfds):
                         return
                 else:
                     _drain(wakeup[0])  # SIGCHLD: reaped below

@@ -66,6 +66,10 @@ class Jail:
     rw: tuple[tuple[str, str], ...] = ()
     #: Paths inside a bind above hidden under an empty tmpfs.
     hidden: tuple[str, ...] = ()
+    #: More private writable tmpfs folders (capped at :attr:`tmp_bytes` each).
+    tmpfs: tuple[str, ...] = ()
+    #: Host device files it may use (a GPU's), bound at their own paths.
+    devices: tuple[str, ...] = ()
     #: Its working directory: a private tmpfs (unless a bind above covers it).
     workdir: str = "/root"
     #: Bytes each of /tmp and the working directory may hold.
@@ -162,8 +166,15 @@ def bwrap_args(jail: Jail, private: str, seccomp_fd: int, info_fd: int | None = 
     # Shallow mount points first: a bind beneath a tmpfs must come after it.
     binds = [("--ro-bind", h, i) for h, i in jail.ro] + [("--bind", h, i) for h, i in jail.rw]
     binds += [("--tmpfs", "", inside) for inside in jail.hidden]
+    binds += [("--tmpfs", size, inside) for inside in jail.tmpfs]
+    binds += [("--dev-bind", device, device) for device in jail.devices]
     for kind, host, inside in sorted(binds, key=lambda b: b[2].count("/")):
-        args += [kind, inside] if kind == "--tmpfs" else [kind, host, inside]
+        if kind == "--tmpfs" and host:
+            args += ["--size", host, kind, inside]
+        elif kind == "--tmpfs":  # hidden: empty, and nothing may be written there
+            args += [kind, inside, "--remount-ro", inside]
+        else:
+            args += [kind, host, inside]
     for name, value in jail.env:
         args += ["--setenv", name, value]
     args += ["--chdir", jail.workdir, "--remount-ro", "/", "--seccomp", str(seccomp_fd)]

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, TextIO
 
 from shoal import settings
+from shoal.backends import isolation, jailed
 from shoal.backends.base import (
     Backend,
     BuildLog,
@@ -61,11 +63,15 @@ class _Child:
     #: Set once ``on_exit`` has been called for it.
     reported: asyncio.Event = field(default_factory=asyncio.Event)
     killer: Callable[[], None] | None = None
+    #: The jail a spawned container runs in (ended with it).
+    jail: jailed.Jailed | None = None
 
     def end(self, code: int | None) -> None:
-        """Record that the process exited."""
+        """Record that the process exited (and end what its jail left)."""
         self.code = code
         self.exited.set()
+        if self.jail is not None:
+            self.jail.close()
 
     def kill(self) -> None:
         if self.killer is not None and not self.exited.is_set():
@@ -115,21 +121,55 @@ class LocalBackend(Backend):
         if settings.fork_server() and sys.platform == "linux":
             self._fork_server(preload)
 
-    async def _located(self, preload: Preload) -> Preload:
-        """``preload`` with the paths of its bundle made absolute on this machine, where
-        the bundle is unpacked (fetched first when it is not)."""
-        if not preload.bundle:
-            return preload
-        root = bundle.find(self.bundle_cache, preload.bundle)
+    async def _bundle_root(self, digest: str) -> str:
+        """Where bundle ``digest`` is unpacked on this machine (fetched first when it is not)."""
+        root = bundle.find(self.bundle_cache, digest)
         if root is None:
             if self.fetch is None:
-                raise OSError(f"code bundle {preload.bundle[:12]} is not here to preload")
-            data = await self.fetch("bundle", preload.bundle)
-            root = await asyncio.to_thread(bundle.install, self.bundle_cache, preload.bundle, data)
+                raise OSError(f"code bundle {digest[:12]} is not here to preload")
+            data = await self.fetch("bundle", digest)
+            root = await asyncio.to_thread(bundle.install, self.bundle_cache, digest, data)
+        return root
+
+    async def _located(self, preload: Preload) -> Preload:
+        """``preload`` with the paths of its bundle made absolute where its containers see
+        it: where the bundle is unpacked on this machine, or, in a jail, where the jail
+        holds it."""
+        if not preload.bundle:
+            return preload
+        root = await self._bundle_root(preload.bundle)
+        if self.isolated:
+            root = bundle.folder(jailed.BUNDLES, preload.bundle)
         module_file, sys_path = locate(
             preload.module_kind, preload.module_file, preload.sys_path, root
         )
         return dataclasses.replace(preload, module_file=module_file, sys_path=sys_path, bundle="")
+
+    async def _jail_maker(
+        self, preload: Preload | None, image: Environment | None, volumes: dict[str, str]
+    ) -> Callable[[dict[str, str]], isolation.Jail]:
+        """What makes the jail of a container process running ``preload``'s code, given the
+        process's environment (see :mod:`shoal.backends.jailed`).
+
+        Raises:
+            OSError: containers here reach their control plane other than by a Unix
+                socket, or the bundle cannot be had.
+        """
+        jailed.socket_path(self.control_address)
+        bundles: dict[str, str] = {}
+        code_paths: list[str] = []
+        code_files: list[str] = []
+        if preload is not None and preload.bundle:
+            bundles[preload.bundle] = await self._bundle_root(preload.bundle)
+        elif preload is not None:  # the user's own files (the embedded server)
+            code_paths += list(preload.sys_path)
+            if preload.module_file:
+                code_paths.append(os.path.dirname(preload.module_file))
+                code_files.append(preload.module_file)
+        code = (tuple(code_paths), tuple(code_files))
+        return functools.partial(
+            _container_jail, image, self.control_address, code, bundles, volumes
+        )
 
     def _fork_server(self, preload: Preload) -> asyncio.Task[ForkServer]:
         task = self._fork_servers.get(preload)
@@ -138,7 +178,9 @@ class LocalBackend(Backend):
             async def start() -> ForkServer:
                 located = await self._located(preload)
                 image = self._image(preload.image)
-                server = ForkServer(located, image, self._container_env(), self.inherit_environment)
+                jail = await self._jail_maker(preload, image, {}) if self.isolated else None
+                env = self._container_env()
+                server = ForkServer(located, image, env, self.inherit_environment, jail)
                 await server.start()
                 return server
 
@@ -153,35 +195,60 @@ class LocalBackend(Backend):
                 server = await self._fork_servers[launch.preload]
             except Exception:  # no fork server: start fresh interpreters instead
                 server = None
-        if server is not None and server.safe:
+        # Volumes are bound when a jail is made: a container with some gets its own.
+        volumes = self.isolated and bool(launch.env.get("SHOAL_VOLUMES"))
+        if server is not None and server.safe and not volumes:
             try:
                 return await self._fork(server, launch, on_exit)
             except OSError:  # the server died since: fall through to a fresh interpreter
                 pass
-        return self._spawn(launch, on_exit)
+        return await self._spawn(launch, on_exit)
 
     def _container_env(self) -> dict[str, str]:
         """What this backend tells each of its containers about its machine."""
         return {"SHOAL_BUNDLE_CACHE": self.bundle_cache}
 
-    def _spawn(self, launch: ContainerLaunch, on_exit: OnExit) -> int:
+    async def _spawn(self, launch: ContainerLaunch, on_exit: OnExit) -> int:
         image = self._image(launch.image)
         base = base_environment(self.inherit_environment)
         env = {**base, **dict(image.env if image else ()), **self._container_env(), **launch.env}
         env["SHOAL_CONTAINER_TOKEN"] = launch.token
         env["PYTHONUNBUFFERED"] = "1"
         python = image.python if image else sys.executable
-        proc = subprocess.Popen(
-            [python, "-m", "shoal.container", launch.address, launch.container_id],
-            cwd=image.workdir if image else None,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
+        argv = [python, "-m", "shoal.container", launch.address, launch.container_id]
+        cwd = image.workdir if image else None
+        jail: jailed.Jailed | None = None
+        if self.isolated:
+            volumes = json.loads(launch.env.get("SHOAL_VOLUMES") or "{}")
+            make = await self._jail_maker(launch.preload, image, volumes)
+            jail = jailed.prepare(make(env), argv)
+            argv, cwd = jail.line, None
+        try:
+            proc = subprocess.Popen(  # noqa: ASYNC220 - a fork and exec, milliseconds
+                argv,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+                pass_fds=jail.pass_fds if jail is not None else (),
+            )
+        except BaseException:
+            if jail is not None:
+                jail.close()
+            raise
+        if jail is not None:
+            jail.started()
+            try:
+                await jail.attach()
+            except BaseException:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+                jail.close()
+                raise
         assert proc.stdout is not None and proc.stderr is not None
-        child = _Child(proc.pid)
+        child = _Child(proc.pid, jail=jail)
         try:  # our child, not yet reaped: the pidfd names this very process
             pidfd: int | None = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):  # not Linux >= 5.3: Popen checks before it signals
@@ -314,6 +381,26 @@ class LocalBackend(Backend):
             else:
                 task.cancel()
         self._fork_servers.clear()
+
+
+def _container_jail(
+    image: Environment | None,
+    address: str,
+    code: tuple[tuple[str, ...], tuple[str, ...]],
+    bundles: dict[str, str],
+    volumes: dict[str, str],
+    env: dict[str, str],
+) -> isolation.Jail:
+    return jailed.container_jail(
+        image=image,
+        address=address,
+        env=env,
+        code_paths=code[0],
+        code_files=code[1],
+        bundles=bundles,
+        volumes=volumes,
+        gpus=True,
+    )
 
 
 def _kill_spawned(proc: subprocess.Popen[bytes], pidfd: int | None) -> None:

@@ -69,6 +69,13 @@ T = TypeVar("T")
     "[default: the home's volumes/].",
 )
 @click.option(
+    "--isolation",
+    type=click.Choice(["on", "off", "auto"]),
+    default=None,
+    help="Run containers in jails (bubblewrap) [default: $SHOAL_ISOLATION or auto: on "
+    "where bubblewrap works]. off prints a warning: containers can read the server's files.",
+)
+@click.option(
     "--metrics-public",
     is_flag=True,
     help="Serve /metrics on the HTTP port without the token.",
@@ -85,6 +92,7 @@ def server(
     backend: str | None,
     ray_address: str | None,
     volume_root: str | None,
+    isolation: str | None,
     metrics_public: bool,
 ) -> None:
     """Run the Shoal server: deployed apps, their containers, and their web endpoints
@@ -102,6 +110,7 @@ def server(
         backend_address=ray_address,
         volume_root=volume_root,
         metrics_public=metrics_public,
+        isolation=None if isolation in (None, "auto") else isolation == "on",
     )
     try:
         log.configure()
@@ -378,7 +387,7 @@ def app_history(name: str) -> None:
 
 @click.group()
 def container() -> None:
-    """The server's containers: list, stop."""
+    """The server's containers: list, exec, stop."""
 
 
 @container.command("list")
@@ -391,6 +400,49 @@ def container_list(as_json: bool) -> None:
         f"{'ID':40} {'STATE':9} {'PID':>7} {'INPUTS':>6}",
         lambda row: f"{row['id']:40} {row['state']:9} {row['pid'] or '-':>7} {row['running']:>6}",
     )
+
+
+@container.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("container_id")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option(
+    "--timeout", default=600.0, show_default=True, help="Seconds before the command is killed."
+)
+def container_exec(container_id: str, command: tuple[str, ...], timeout: float) -> None:
+    """Run COMMAND inside running container CONTAINER_ID (`shoal container exec ID -- ls /`),
+    isolated as the container is; print its output as it comes and exit with its code."""
+
+    async def run() -> int | None:
+        connection = await connect()
+        started = await connection.request(
+            "container_exec", id=container_id, argv=list(command), timeout=timeout
+        )
+        exec_id = started["exec_id"]
+
+        async def pump(fd: int, out: Any) -> None:
+            offset = 0
+            while True:
+                got = await connection.request(
+                    "container_exec_read", exec_id=exec_id, fd=fd, offset=offset, wait=5.0
+                )
+                if got["data"]:
+                    out.write(got["data"])
+                    out.flush()
+                offset = got["offset"]
+                if got["eof"]:
+                    return
+
+        await asyncio.gather(pump(1, sys.stdout.buffer), pump(2, sys.stderr.buffer))
+        while True:
+            ended = await connection.request("container_exec_wait", exec_id=exec_id, wait=5.0)
+            if ended["ended"]:
+                code: int | None = ended["code"]
+                return code
+
+    code = _run(run())
+    # As a shell would say it: 124 for its timeout, 128 + N for signal N, 255 for a
+    # container that ended first.
+    sys.exit(255 if code is None else 124 if code == -1 else 128 - code if code < 0 else code)
 
 
 @container.command("stop")

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import builtins
 import io
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from shoal.bridge import Bridged, bridged
 from shoal.client.container_process import ContainerProcess, Exits, StreamReader, StreamWriter
 from shoal.client.objects import request
+from shoal.client.volume import Volume
+from shoal.client.volume import mounts as volume_mounts
 from shoal.exception import InvalidError, NotFoundError, SandboxTerminatedError, SandboxTimeoutError
 from shoal.spec.image import dump_recipe
 
@@ -29,7 +33,7 @@ if TYPE_CHECKING:
     from shoal.client.secret import Secret
 
 #: What Sandbox.create does not take yet, and says so rather than ignore.
-_NOT_YET = ("volumes", "encrypted_ports", "unencrypted_ports", "cidr_allowlist", "pty")
+_NOT_YET = ("encrypted_ports", "unencrypted_ports", "pty")
 
 
 def _app_name(app: App | str | None) -> str:
@@ -56,6 +60,16 @@ def _secrets_of(secrets: list[Secret] | None) -> list[dict[str, Any]]:
     ]
 
 
+def _volumes_of(volumes: Mapping[str, Volume] | None) -> list[dict[str, Any]]:
+    """``volumes={...}`` as a request carries them (checked as a function's are)."""
+    mounted = volume_mounts(volumes, "Sandbox.create")
+    read_only = {os.path.normpath(p): v.is_read_only for p, v in (volumes or {}).items()}
+    return [
+        {"path": path, "name": name, "create": create, "read_only": read_only[path]}
+        for path, name, create in mounted
+    ]
+
+
 async def _create(
     *args: str,
     app: App | str | None = None,
@@ -64,9 +78,11 @@ async def _create(
     idle_timeout: float | None = None,
     workdir: str | None = None,
     secrets: list[Secret] | None = None,
+    volumes: Mapping[str, Volume] | None = None,
     cpu: float | None = None,
     memory: int | None = None,
     block_network: bool = False,
+    cidr_allowlist: list[str] | None = None,
     name: str | None = None,
     tags: dict[str, str] | None = None,
     **unsupported: Any,
@@ -84,9 +100,11 @@ async def _create(
         timeout=float(timeout),
         workdir=workdir or "",
         secrets=_secrets_of(secrets),
+        volumes=_volumes_of(volumes),
         cpu=cpu,
         memory=memory,
         block_network=bool(block_network),
+        cidr_allowlist=None if cidr_allowlist is None else [str(c) for c in cidr_allowlist],
         name=name or "",
         tags=dict(tags or {}),
         idle_timeout=idle_timeout,

@@ -43,6 +43,15 @@ class Volume(NamedObject):
     """A named folder kept by the server (see the module docstring)."""
 
     kind = "volume"
+    #: Mounted read-only (see :meth:`read_only`).
+    is_read_only = False
+
+    def read_only(self) -> Volume:
+        """This volume, to be mounted read-only (``Sandbox.create(volumes={"/data":
+        vol.read_only()})``): nothing inside can write to it."""
+        found = type(self)(self.name, create=self.create_if_missing, opened=self._opened)
+        found.is_read_only = True
+        return found
 
     @bridged
     async def commit(self) -> None:
@@ -100,6 +109,8 @@ def mounts(volumes: Mapping[str, Volume] | None, where: str) -> tuple[tuple[str,
     for path, volume in (volumes or {}).items():
         if not isinstance(volume, Volume):
             raise InvalidError(f"{where}: volumes[{path!r}] must be a shoal.Volume")
+        if volume.is_read_only and where != "Sandbox.create":
+            raise InvalidError(f"{where}: read-only volumes are for sandboxes (not functions yet)")
         normal = os.path.normpath(str(path))
         if not normal.startswith("/") or normal == "/":
             raise InvalidError(f"{where}: volume path {path!r} must be absolute, and not /")

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from shoal import bridge, context, settings
 from shoal.container import batching, bundles
+from shoal.container.commands import Commands
 from shoal.container.executors import Executor, is_async_callable
 from shoal.container.user_code import LoadError, UserCode, load_user_code
 from shoal.container.user_loop import UserLoop
@@ -34,6 +35,7 @@ from shoal.protocol.messages import (
     CallItem,
     Cancel,
     Credit,
+    Exec,
     Feed,
     Hello,
     Input,
@@ -77,6 +79,8 @@ class Runtime:
         self._parser = FrameParser(settings.max_payload_bytes() + FRAME_OVERHEAD)
         self._exit_code: asyncio.Future[int] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        #: Commands run beside its inputs (``shoal container exec``).
+        self._commands: Commands | None = None
 
     async def run(self) -> int:
         """Serve until told to stop or disconnected; return the exit code.
@@ -153,11 +157,10 @@ class Runtime:
                     channel.deliver(reply)
 
     def _on_message(self, message: Message) -> None:
-        executor = self._executor
         if isinstance(message, Many):
             self._on_many(message)
-        elif isinstance(message, Input) and executor is not None:
-            self._to_user(executor.submit, message)
+        elif isinstance(message, Input | Credit | Feed | Cancel):
+            self._to_executor(message)
         elif isinstance(message, CallItem | CallDone | Accepted):
             channel = context.channel()
             if channel is not None:
@@ -166,19 +169,31 @@ class Runtime:
             channel = context.channel()
             if channel is not None:
                 channel.deliver_reply(message)
-        elif isinstance(message, Credit) and executor is not None:
-            self._to_user(executor.credit, message.input_id, message.amount)
-        elif isinstance(message, Feed) and executor is not None:
-            self._to_user(executor.feed, message.input_id, message.data)
-        elif isinstance(message, Cancel) and executor is not None:
-            self._to_user(executor.cancel, message.input_id)
         elif isinstance(message, Load):
             self._load(message)
+        elif isinstance(message, Exec) and self._writer is not None:
+            if self._commands is None:
+                self._commands = Commands(self._writer.send)
+            self._commands.start(message)
         elif isinstance(message, Shutdown):
             task = asyncio.get_running_loop().create_task(self._shutdown())
             self._background.add(task)
         else:
             self._finish(2)  # a message out of order: the peer is broken
+
+    def _to_executor(self, message: Input | Credit | Feed | Cancel) -> None:
+        """An input, or what its caller sends it; before the code is loaded, out of order."""
+        executor = self._executor
+        if executor is None:
+            self._finish(2)
+        elif isinstance(message, Input):
+            self._to_user(executor.submit, message)
+        elif isinstance(message, Credit):
+            self._to_user(executor.credit, message.input_id, message.amount)
+        elif isinstance(message, Feed):
+            self._to_user(executor.feed, message.input_id, message.data)
+        else:
+            self._to_user(executor.cancel, message.input_id)
 
     def _load(self, message: Load) -> None:
         task = asyncio.get_running_loop().create_task(self._start(message))
@@ -269,6 +284,8 @@ class Runtime:
         self._finish(0)
 
     def _finish(self, code: int) -> None:
+        if self._commands is not None:
+            self._commands.close()
         if self._exit_code is not None and not self._exit_code.done():
             self._exit_code.set_result(code)
 

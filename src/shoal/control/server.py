@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
@@ -41,7 +42,7 @@ from shoal.control.tally import ContainerTally
 from shoal.exception import ExecutionError, InvalidError, NotFoundError
 from shoal.protocol import transport
 from shoal.protocol.framing import FRAME_OVERHEAD, FramedProtocol
-from shoal.protocol.messages import Hello, Message, Reply, Request
+from shoal.protocol.messages import Exec, ExecDone, ExecOutput, Hello, Message, Reply, Request
 from shoal.spec.call_graph import to_wire
 from shoal.spec.events import ContainerOutput, StopReason
 from shoal.spec.function import CodeRef, FunctionSpec
@@ -165,6 +166,8 @@ class ControlPlane:
         backend.on_nodes = self.budget.set_nodes
         self.scheduler = Scheduler()
         self._connections: set[FramedProtocol] = set()
+        #: Each connected container's connection, by its id (for ``exec_in``).
+        self._attached: dict[str, _Connection] = {}
         self._stopped = False
         self._images: dict[Recipe, asyncio.Future[Environment]] = {}
         #: Who watches each build in progress, beside this process's stdout.
@@ -212,6 +215,7 @@ class ControlPlane:
         else:
             where = os.path.join(self._dir, "control.sock")
         self._server, self.address = await transport.listen(where, self._accept, tls)
+        self.backend.control_address = self.address
 
     def add_pool(
         self, spec: FunctionSpec, code: CodeRef, key: str | None = None, label: str = ""
@@ -438,6 +442,26 @@ class ControlPlane:
             grant=grant,
         )
 
+    def exec_in(
+        self,
+        container_id: str,
+        argv: list[str],
+        timeout: float,
+        on_output: Callable[[int, bytes], None],
+        on_done: Callable[[int | None], None],
+    ) -> None:
+        """Run ``argv`` inside container ``container_id`` (``shoal container exec``):
+        ``on_output(fd, data)`` as it writes, then ``on_done(code)`` once, with None when
+        the container went first.
+
+        Raises:
+            NotFoundError: no container of that id is connected.
+        """
+        connection = self._attached.get(container_id)
+        if connection is None:
+            raise NotFoundError(f"no running container {container_id!r}")
+        connection.exec(argv, timeout, on_output, on_done)
+
     def container_token(self, container_id: str) -> str:
         """The token container ``container_id`` proves itself with: its own, issued for its
         launch (an HMAC of its id under this control plane's secret), so a container
@@ -528,6 +552,10 @@ class _Connection:
         self._intake: Intake | None = None
         #: Object ops being answered (cancelled if the container goes).
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Commands running in it for ``exec_in``: what their output and end go to.
+        self._execs: dict[int, tuple[Callable[[int, bytes], None], Callable[[int | None], None]]]
+        self._execs = {}
+        self._exec_ids = itertools.count(1)
         # Until the peer has authenticated, accept only a small first frame, and only
         # for a while: a peer that never says hello is closed, not kept forever.
         self.protocol = FramedProtocol(self._on_message, self._on_lost, FRAME_OVERHEAD)
@@ -550,6 +578,8 @@ class _Connection:
                 self._intake.take(message)  # its code calls: as a client's calls are taken
             elif isinstance(message, Request):
                 self._request(message)
+            elif isinstance(message, ExecOutput | ExecDone):
+                self._exec_heard(message)
             else:  # its inputs' outputs, items and credit: the pool's
                 pool.on_message(handle, message)
             return
@@ -562,9 +592,37 @@ class _Connection:
             return
         pool, handle, namespace = found
         self._bound = (pool, handle)
+        self._control._attached[handle.container_id] = self
         self._identity = ContainerIdentity(self._control, handle, namespace)
         self._intake = Intake(self._identity, self.protocol.send, self.protocol.abort)
         self.protocol.parser.max_frame = settings.max_payload_bytes() + FRAME_OVERHEAD
+
+    def exec(
+        self,
+        argv: list[str],
+        timeout: float,
+        on_output: Callable[[int, bytes], None],
+        on_done: Callable[[int | None], None],
+    ) -> None:
+        """Run ``argv`` in this container (see :meth:`ControlPlane.exec_in`)."""
+        ident = next(self._exec_ids)
+        self._execs[ident] = (on_output, on_done)
+        self.protocol.send(Exec(ident, list(argv), timeout))
+
+    def _exec_heard(self, message: ExecOutput | ExecDone) -> None:
+        """Output or the end of a command this control plane asked for; anything else (an
+        id it never asked for, fields of the wrong types) is ignored: it comes from code
+        this process does not trust."""
+        found = self._execs.get(message.exec_id) if isinstance(message.exec_id, int) else None
+        if found is None:
+            return
+        on_output, on_done = found
+        if isinstance(message, ExecOutput):
+            if message.fd in (1, 2) and isinstance(message.data, bytes):
+                on_output(message.fd, message.data)
+        elif isinstance(message.code, int):
+            del self._execs[message.exec_id]
+            on_done(message.code)
 
     def _request(self, message: Request) -> None:
         """User code in this container uses a Dict, Queue or Volume, or cancels a stored
@@ -618,8 +676,13 @@ class _Connection:
         for task in self._tasks:
             task.cancel()
         self._control._connections.discard(self.protocol)
+        execs, self._execs = self._execs, {}
+        for _, on_done in execs.values():
+            on_done(None)  # the container went, and its commands with it
         if self._bound is not None:
             pool, handle = self._bound
+            if self._control._attached.get(handle.container_id) is self:
+                del self._control._attached[handle.container_id]
             pool.on_disconnect(handle)
 
 

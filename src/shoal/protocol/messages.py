@@ -400,6 +400,35 @@ class Report:
     loop_lag: float
 
 
+@dataclass(frozen=True, slots=True)
+class Exec:
+    """Run ``argv`` inside this container, beside its inputs (``shoal container exec``),
+    for at most ``timeout`` seconds; its output comes back as :class:`ExecOutput`, its end
+    as :class:`ExecDone`."""
+
+    exec_id: int
+    argv: list[str]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExecOutput:
+    """What command ``exec_id`` wrote to ``fd`` (1 or 2)."""
+
+    exec_id: int
+    fd: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ExecDone:
+    """Command ``exec_id`` ended with ``code`` (-1: its timeout ended it; 127: it could
+    not be started)."""
+
+    exec_id: int
+    code: int
+
+
 Message = (
     Hello
     | Load
@@ -426,6 +455,9 @@ Message = (
     | LogLines
     | Many
     | Report
+    | Exec
+    | ExecOutput
+    | ExecDone
 )
 
 #: Wire tag of each message class; the index is the tag, so append only.
@@ -460,6 +492,9 @@ _CLASSES: Final[tuple[type[Any] | None, ...]] = (
     LogLines,
     Many,
     Report,
+    Exec,
+    ExecOutput,
+    ExecDone,
 )
 
 

@@ -96,7 +96,7 @@ def _interpreter() -> str:
     return python if os.path.exists(python) else os.path.realpath(sys.executable)
 
 
-def _buffer_bytes() -> int:
+def buffer_bytes() -> int:
     return max(64 * 1024, int(os.environ.get("SHOAL_SANDBOX_BUFFER", str(8 * 1024 * 1024))))
 
 
@@ -132,6 +132,21 @@ class Stream:
         self._note_gap()
         self.eof = True
         self.changed.set()
+
+    async def read(self, offset: int, wait: float, limit: int) -> dict[str, Any]:
+        """What it has from ``offset`` (at most ``limit`` bytes), waiting up to ``wait``
+        seconds for something; ``eof`` once there is nothing more to come."""
+        chunk, after = self.take(offset, limit)
+        if not chunk and not self.eof and wait > 0:
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), wait)
+            chunk, after = self.take(offset, limit)
+        return {
+            "data": chunk,
+            "offset": after,
+            "eof": self.eof and after >= self.base + len(self.data),
+        }
 
     def take(self, offset: int, limit: int) -> tuple[bytes, int]:
         """Bytes from ``offset`` (what is before it is freed), at most ``limit``, and the
@@ -193,6 +208,10 @@ class SandboxSpec:
     image: Environment | None = None
     #: Seconds without use after which it ends (None: never; see Sandbox._watch_idle).
     idle_timeout: float | None = None
+    #: Its volumes: (path inside, host folder, read-only), the folders found by the server.
+    volumes: tuple[tuple[str, str, bool], ...] = ()
+    #: The only networks it may send to (None: any; see netstack.restrict).
+    cidr_allowlist: tuple[str, ...] | None = None
 
 
 class Sandbox:
@@ -218,7 +237,7 @@ class Sandbox:
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadline: asyncio.TimerHandle | None = None
-        self._cap = _buffer_bytes()
+        self._cap = buffer_bytes()
         self._last_active = 0.0
         #: The last lines its own command wrote, for ``shoal sandbox logs`` (what its
         #: streams' reader takes does not take these).
@@ -313,6 +332,8 @@ class Sandbox:
         pid = said.get("child-pid") if isinstance(said, dict) else None
         if not isinstance(pid, int):
             raise OSError("the sandbox ended before its network could be set up")
+        if self.spec.cidr_allowlist is not None:  # before the interface exists: airtight
+            await netstack.restrict(pid, netstack.networks(list(self.spec.cidr_allowlist)))
         self._link = await netstack.attach(pid)
 
     def _command_line(self, run: str, info: int | None) -> tuple[int, list[str]]:
@@ -329,10 +350,13 @@ class Sandbox:
             path = f"{os.path.dirname(image.python)}:{_PATH}"
         env.update({"PATH": path, "HOME": "/root"})
         env.update(dict(self.spec.env))
+        rw = [(run, "/.shoal/run")]
+        for inside, host, read_only in self.spec.volumes:
+            (ro if read_only else rw).append((host, inside))
         jail = isolation.Jail(
             ro=tuple(ro),
             hidden=isolation.interpreter_hidden(),
-            rw=((run, "/.shoal/run"),),
+            rw=tuple(rw),
             workdir=self.spec.workdir,
             network=info is not None,
             hostname="sandbox",
@@ -493,17 +517,7 @@ class Sandbox:
         stream = self.command(proc).streams.get(fd)
         if stream is None:
             raise InvalidError(f"fd {fd}: expected 1 (stdout) or 2 (stderr)")
-        chunk, after = stream.take(offset, limit)
-        if not chunk and not stream.eof and wait > 0:
-            stream.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stream.changed.wait(), wait)
-            chunk, after = stream.take(offset, limit)
-        return {
-            "data": chunk,
-            "offset": after,
-            "eof": stream.eof and after >= stream.base + len(stream.data),
-        }
+        return await stream.read(offset, wait, limit)
 
     def write(self, proc: int, data: bytes, eof: bool) -> None:
         self._active()
@@ -757,8 +771,33 @@ class Sandboxes:
         await asyncio.to_thread(self._groups.close)
 
 
+def volumes_of(body: dict[str, Any]) -> list[tuple[str, str, bool, bool]]:
+    """The volumes a ``sandbox_create`` request asks for: (path inside, volume name,
+    create if missing, read-only).
+
+    Raises:
+        InvalidError: a malformed entry, a path that is not absolute or is given twice.
+    """
+    given = body.get("volumes") or []
+    if not isinstance(given, list):
+        raise InvalidError("volumes: expected a list")
+    found: list[tuple[str, str, bool, bool]] = []
+    for entry in given:
+        path, name = (entry.get("path"), entry.get("name")) if isinstance(entry, dict) else (0, 0)
+        if not (isinstance(path, str) and isinstance(name, str) and name):
+            raise InvalidError("volumes: expected entries of a path and a volume's name")
+        normal = os.path.normpath(path)
+        if not normal.startswith("/") or normal == "/" or normal.startswith("/.shoal"):
+            raise InvalidError(f"volumes: {path!r} must be absolute, not / and not /.shoal")
+        if any(normal == other for other, *_ in found):
+            raise InvalidError(f"volumes: two volumes at {normal}")
+        found.append((normal, name, bool(entry.get("create")), bool(entry.get("read_only"))))
+    return found
+
+
 def spec_of(body: dict[str, Any], image: Environment | None = None) -> SandboxSpec:
-    """The spec a ``sandbox_create`` request asks for (in ``image``, built for it).
+    """The spec a ``sandbox_create`` request asks for (in ``image``, built for it; its
+    ``volumes`` already resolved to host folders by the server).
 
     Raises:
         InvalidError: a field of the wrong kind or out of range.
@@ -813,7 +852,33 @@ def spec_of(body: dict[str, Any], image: Environment | None = None) -> SandboxSp
         limits=limits,
         image=image,
         idle_timeout=float(idle) if idle is not None else None,
+        volumes=tuple(body.get("volume_folders") or ()),
+        cidr_allowlist=_allowlist(body),
     )
+
+
+def _allowlist(body: dict[str, Any]) -> tuple[str, ...] | None:
+    """A request's ``cidr_allowlist`` (None: none given).
+
+    Raises:
+        InvalidError: not a list of networks, given with ``block_network``, or not
+            enforceable here.
+    """
+    given = body.get("cidr_allowlist")
+    if given is None:
+        return None
+    if not isinstance(given, list) or not all(isinstance(c, str) for c in given):
+        raise InvalidError("cidr_allowlist: expected a list of networks (10.0.0.0/8)")
+    if body.get("block_network"):
+        raise InvalidError("cidr_allowlist and block_network=True: choose one")
+    try:
+        found = netstack.networks(given)
+    except ValueError as exc:
+        raise InvalidError(f"cidr_allowlist: {exc}") from None
+    why = netstack.allowlist_problem() or netstack.problem()
+    if why:
+        raise InvalidError(f"cidr_allowlist cannot be enforced here: {why}")
+    return tuple(str(n) for n in found)
 
 
 #: A sandbox's memory (MiB) and processes when not told otherwise.

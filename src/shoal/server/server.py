@@ -38,14 +38,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from shoal import settings
-from shoal.backends import get_backend
-from shoal.backends.base import BuildLog
+from shoal import log, settings
+from shoal.backends import get_backend, isolation
+from shoal.backends.base import Backend, BuildLog
 from shoal.control.pool import Pool
 from shoal.control.server import ControlPlane, call_op
 from shoal.exception import InvalidError, NotFoundError
 from shoal.protocol import bundle, pipe, transport
-from shoal.server import tracing
+from shoal.server import execs, tracing
 from shoal.server.apps import Apps, Deployment
 from shoal.server.fields import data, seconds, text, whole
 from shoal.server.log_files import LogFiles
@@ -53,6 +53,7 @@ from shoal.server.logs import LOGGED, Logs
 from shoal.server.objects import HomeObjects, Objects
 from shoal.server.sandboxes import Sandbox, Sandboxes
 from shoal.server.sandboxes import spec_of as sandbox_spec
+from shoal.server.sandboxes import volumes_of as sandbox_volumes
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
 from shoal.server.store import Store, lock_home
@@ -100,6 +101,9 @@ class ServerOptions:
     volume_root: str | None = None
     #: Serve ``/metrics`` without the token (for a Prometheus on a trusted network).
     metrics_public: bool = False
+    #: Run containers in jails (None: ``SHOAL_ISOLATION``; unset, on for a server where
+    #: bubblewrap works and off for the embedded one; see :func:`isolated`).
+    isolation: bool | None = None
 
 
 class Server:
@@ -189,10 +193,12 @@ class Server:
         # environment, never with the server's own tokens (the embedded default runs
         # the caller's own code, as the caller).
         backend.inherit_environment = options.embedded
+        backend.isolated = isolated(options, backend)
         # Deployed bundles are unpacked where this machine's containers look first.
         backend.bundle_cache = os.path.join(state, "bundles")
         files = (options.tls_cert or "", options.tls_key or "") if tls is not None else None
         self.control = ControlPlane(backend, self, tls=files)
+        self.execs = execs.Execs(self.control)
         # An embedded server's containers print to the caller too; it keeps their last
         # lines in memory only, for f.get_logs().
         self.control.events.subscribe(self.logs.hear, *LOGGED)
@@ -641,7 +647,12 @@ class Server:
             await self.control.build_image(recipe, self._build_log(session))
             image = self.control.environment(recipe, "the sandbox")
         env = self._secret_env(body)
-        sandbox = await self.sandboxes.create(sandbox_spec({**body, "env": env}, image))
+        folders = []
+        for inside, name, create, read_only in sandbox_volumes(body):
+            await self.objects.handle("volume_open", {"name": name, "create": create})
+            folders.append((inside, self.volume_path(name), read_only))
+        spec = sandbox_spec({**body, "env": env, "volume_folders": folders}, image)
+        sandbox = await self.sandboxes.create(spec)
         return {"object_id": sandbox.object_id}
 
     def _sandbox(self, body: dict[str, Any]) -> Sandbox:
@@ -817,6 +828,26 @@ class Server:
                 return {}
         raise NotFoundError(f"no running container {container_id!r}")
 
+    async def _op_container_exec(self, body: dict[str, Any], session: Session) -> Any:
+        argv = body.get("argv")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise InvalidError("argv: expected a non-empty list of strings")
+        timeout = seconds(body, "timeout") or execs.TIMEOUT
+        command = self.execs.start(text(body, "id"), argv, timeout)
+        return {"exec_id": command.exec_id}
+
+    async def _op_container_exec_read(self, body: dict[str, Any], session: Session) -> Any:
+        command = self.execs.get(text(body, "exec_id"))
+        fd = whole(body, "fd")
+        if fd not in command.streams:
+            raise InvalidError(f"fd {fd}: expected 1 (stdout) or 2 (stderr)")
+        limit = whole(body, "limit") or 1 << 20
+        return await command.streams[fd].read(whole(body, "offset"), seconds(body, "wait"), limit)
+
+    async def _op_container_exec_wait(self, body: dict[str, Any], session: Session) -> Any:
+        command = self.execs.get(text(body, "exec_id"))
+        return await execs.wait_for(command, seconds(body, "wait"))
+
     def _pool_of(self, body: dict[str, Any]) -> Pool:
         parameters = body.get("parameters", b"")
         if not isinstance(parameters, bytes):
@@ -930,3 +961,42 @@ def _read(path: str) -> str | None:
             return source.read().strip() or None
     except OSError:
         return None
+
+
+def isolated(options: ServerOptions, backend: Backend) -> bool:
+    """Whether ``backend``'s containers run in jails, and a line on stderr where that
+    is worth knowing: a server with isolation off, or without it for want of bubblewrap.
+
+    Raises:
+        InvalidError: isolation was asked for and cannot be had here.
+    """
+    try:
+        wanted = options.isolation if options.isolation is not None else settings.isolation()
+    except ValueError as exc:
+        raise InvalidError(str(exc)) from None
+    if not backend.one_machine:
+        if wanted:
+            raise InvalidError("isolation jails local containers; this backend runs on a cluster")
+        return False
+    why = isolation.problem()
+    try:
+        if settings.container_transport() == "tcp":  # a jail has no route to the host's TCP
+            why = why or "containers reach the control plane over TCP (SHOAL_CONTAINER_TRANSPORT)"
+    except ValueError as exc:
+        raise InvalidError(str(exc)) from None
+    if wanted and why:
+        raise InvalidError(f"isolation is on, but {why}")
+    if wanted is None:
+        wanted = not options.embedded and not why
+        if not options.embedded and why:
+            log.say(
+                f"warning: containers run unisolated: {why}", component="server", level="warning"
+            )
+    elif not wanted and not options.embedded:
+        log.say(
+            "warning: isolation is off: containers run as plain processes of this server's "
+            "user and can read its files, its home and its token",
+            component="server",
+            level="warning",
+        )
+    return wanted

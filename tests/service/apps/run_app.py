@@ -19,8 +19,9 @@ def double(x: int) -> int:
 @app.function()
 def slow(seconds: float, path: str) -> str:
     time.sleep(seconds)
-    with open(path, "w") as out:
-        out.write("done")
+    # Marked in a Dict of the server's, not a file: a server's containers are jailed and
+    # see none of the test's files.
+    shoal.Dict.from_name("runner-marks", create_if_missing=True)[path] = "done"
     return "slept"
 
 

@@ -1,0 +1,64 @@
+"""An app whose functions look around the container they run in (deployed to a server
+that isolates its containers)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import shoal
+
+app = shoal.App("jailed")
+
+
+def _readable(path: str) -> bool:
+    try:
+        with open(path, "rb") as found:
+            found.read(1)
+        return True
+    except OSError:
+        return False
+
+
+def _connects(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@app.function()
+def look(home: str, port: int, bundles: str) -> dict[str, object]:
+    """What this container can see and do of the host's."""
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":\t", 1) for line in status if ":\t" in line)
+    try:
+        with open("/written-by-a-container", "w"):
+            pass
+        wrote_root = True
+    except OSError:
+        wrote_root = False
+    return {
+        "shadow": _readable("/etc/shadow"),
+        "token": _readable(os.path.join(home, "token")),
+        "home": os.path.exists(home),
+        "other bundles": os.path.exists(bundles),
+        "server port": _connects(port),
+        "processes": len([p for p in os.listdir("/proc") if p.isdigit()]),
+        "no new privs": fields["NoNewPrivs"].strip(),
+        "seccomp": fields["Seccomp"].strip(),
+        "capabilities": fields["CapEff"].strip(),
+        "wrote root": wrote_root,
+        "token env": [k for k in os.environ if k in ("SHOAL_TOKEN", "SHOAL_HOME")],
+    }
+
+
+@app.function()
+def square(x: int) -> int:
+    return x * x
+
+
+@app.function()
+def pid() -> int:
+    return os.getpid()

@@ -1,0 +1,100 @@
+"""Function containers of a real ``shoal server``, which isolates them by default where
+bubblewrap works: what the host keeps from them, and that they still work as before."""
+
+from __future__ import annotations
+
+import glob
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.harness import ServerProcess
+
+APP = Path(__file__).parent / "apps" / "jailed_app.py"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    instance = ServerProcess(tmp_path)
+    shutil.copy(APP, instance.apps / APP.name)
+    instance.start()
+    try:
+        instance.deploy(APP.name)
+        yield instance
+    finally:
+        instance.stop()
+
+
+def _call(server: ServerProcess, code: str) -> object:
+    done = server.client("import json, shoal\n" + code)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_container_sees_nothing_of_the_server_s(server: ServerProcess) -> None:
+    bundles = server.home / "bundles"
+    assert bundles.is_dir()  # the deployed app's bundle is there, on the host
+    seen = _call(
+        server,
+        "f = shoal.Function.from_name('jailed', 'look')\n"
+        f"print(json.dumps(f.remote({str(server.home)!r}, {server.port}, {str(bundles)!r})))",
+    )
+    assert seen == {
+        "shadow": False,
+        "token": False,
+        "home": False,
+        "other bundles": False,
+        "server port": False,
+        "processes": seen["processes"],  # its own namespace's: checked below
+        "no new privs": "1",
+        "seccomp": "2",
+        "capabilities": "0" * 16,
+        "wrote root": False,
+        "token env": [],
+    }
+    assert isinstance(seen["processes"], int) and seen["processes"] < 10
+    assert "isolation is off" not in server.log.read_text()
+
+
+def test_isolated_containers_still_map_and_start_from_their_fork_server(
+    server: ServerProcess,
+) -> None:
+    results = _call(
+        server,
+        "f = shoal.Function.from_name('jailed', 'square')\n"
+        "print(json.dumps(list(f.map(range(200)))))",
+    )
+    assert results == [x * x for x in range(200)]
+    # Forked inside the jail: a container's pid is small, in its jail's namespace.
+    pids = _call(
+        server,
+        "f = shoal.Function.from_name('jailed', 'pid')\nprint(json.dumps(f.remote()))",
+    )
+    assert isinstance(pids, int) and pids < 100
+
+
+def test_a_stopped_server_leaves_no_jail_behind(tmp_path: Path) -> None:
+    instance = ServerProcess(tmp_path)
+    shutil.copy(APP, instance.apps / APP.name)
+    instance.start()
+    try:
+        instance.deploy(APP.name)
+        assert _call(instance, "print(shoal.Function.from_name('jailed', 'square').remote(4))")
+        assert instance.proc is not None
+        pid = instance.proc.pid
+        assert glob.glob(f"/tmp/shoal-jail-{pid}-*")  # its fork server's jail, while it runs
+    finally:
+        instance.stop()
+    assert not glob.glob(f"/tmp/shoal-jail-{pid}-*")
+    assert not glob.glob(f"/sys/fs/cgroup/*/**/shoal-pool-{pid}-*", recursive=True)
+
+
+def test_isolation_off_says_so_at_start(tmp_path: Path) -> None:
+    instance = ServerProcess(tmp_path, args=("--isolation", "off")).start()
+    try:
+        assert "warning: isolation is off" in instance.log.read_text()
+    finally:
+        instance.stop()
