@@ -76,6 +76,27 @@ def test_isolated_containers_still_map_and_start_from_their_fork_server(
     assert isinstance(pids, int) and pids < 100
 
 
+def test_a_function_makes_and_uses_sandboxes_of_its_own_app_only(server: ServerProcess) -> None:
+    other = _call(
+        server,
+        "sb = shoal.Sandbox.create(app=shoal.App.lookup('elsewhere', create_if_missing=True))\n"
+        "print(json.dumps(sb.object_id))",
+    )
+    seen = _call(
+        server,
+        "f = shoal.Function.from_name('jailed', 'in_a_sandbox')\n"
+        f"print(json.dumps(f.remote({other!r})))",
+    )
+    assert seen == {
+        "out": "42\n",
+        "code": 0,
+        "listed": True,
+        "other": f"no sandbox {other!r} of this app",
+    }
+    still = _call(server, f"print(json.dumps(shoal.Sandbox.from_id({other!r}).poll()))")
+    assert still is None  # the other app's sandbox runs on, untouched
+
+
 def test_a_stopped_server_leaves_no_jail_behind(tmp_path: Path) -> None:
     instance = ServerProcess(tmp_path)
     shutil.copy(APP, instance.apps / APP.name)

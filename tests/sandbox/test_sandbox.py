@@ -249,3 +249,22 @@ def test_volumes_are_shared_and_a_read_only_one_refuses_writes(app: shoal.App) -
     with pytest.raises(InvalidError, match="read-only volumes are for sandboxes"):
         shoal.App("ro-fn").function(volumes={"/data": vol.read_only()})(len)
     shoal.Volume.delete("sandbox-tests-volume")
+
+
+def test_a_pty_is_the_command_s_controlling_terminal(app: shoal.App) -> None:
+    sb = shoal.Sandbox.create(app=app)
+    try:
+        p = sb.exec("sh", "-c", "tty; test -t 0 && echo in-tty; stty size; echo err >&2", pty=True)
+        out = p.stdout.read()
+        assert p.wait() == 0 and p.stderr.read() == ""  # everything comes on stdout
+        assert out.split("\r\n") == ["/dev/pts/0", "in-tty", "24 80", "err", ""]
+        typed = sb.exec("sh", "-c", "read x; echo got $x", pty=True)
+        typed.stdin.write("hello\n")
+        typed.stdin.drain()
+        assert typed.stdout.read() == "hello\r\ngot hello\r\n"  # the terminal echoes
+        assert typed.wait() == 0
+    finally:
+        sb.terminate()
+    own = shoal.Sandbox.create("sh", "-c", "test -t 1 && echo on-a-terminal", app=app, pty=True)
+    own.wait()
+    assert own.returncode == 0 and own.stdout.read() == "on-a-terminal\r\n"

@@ -1,8 +1,9 @@
 """The agent inside a sandbox: runs its commands and file operations, in its namespaces.
 
 Run by the server's own interpreter inside the sandbox (``python -I -S agent.py SOCKET
-ARGV...``), importing only modules built into the interpreter, so it starts in about
-the interpreter's own start-up time. It connects to the server at SOCKET (a Unix socket
+pty|pipes ARGV...``: the sandbox's own command, if any, on a terminal or on pipes),
+importing only modules built into the interpreter, so it starts in about the
+interpreter's own start-up time. It connects to the server at SOCKET (a Unix socket
 in a folder of this sandbox alone; it removes the path once connected) and speaks
 frames of a 4-byte big-endian length and a body: from the server, a ``marshal``-ed dict
 (the agent trusts its server); to the server, JSON (the server trusts nothing from a
@@ -12,7 +13,8 @@ this process, in the sandbox's own mount namespace, so a link planted inside can
 lead to the sandbox's own files.
 
 Ops (each request carries ``id``; a command is named by its ``proc``):
-``exec`` (argv, cwd, env: starts a command with pipes; ``started`` or ``error``),
+``exec`` (argv, cwd, env, pty: starts a command with pipes, or on a pseudo-terminal;
+``started`` or ``error``),
 ``in`` / ``in_eof`` (its stdin), ``signal`` (its process group), file ops ``read``,
 ``write``, ``ls``, ``mkdir``, ``rm``, ``stat`` (``done`` with a result, or ``error``).
 It sends ``out`` (proc, fd, data) as a command writes, ``eof`` (proc, fd) and ``exit``
@@ -80,45 +82,53 @@ class _Command:
         self.proc = proc
         self.pid = pid
         self.stdin = stdin
-        self.outputs = {stdout: 1, stderr: 2}
+        self.outputs = {stdout: 1, stderr: 2} if stderr >= 0 else {stdout: 1}
         self.stdin_buffer = bytearray()
         self.stdin_eof = False
         self.code: int | None = None
         self.exited_at = 0.0
 
 
-def _spawn(argv: list[str], cwd: str | None, env: dict[str, str]) -> tuple[int, int, int, int]:
+def _terminal() -> tuple[int, int]:
+    """A pseudo-terminal of 24 rows and 80 columns: (its controller, its terminal)."""
+    import fcntl  # only for a terminal: not on every command's path
+    import termios
+
+    controller, terminal = os.openpty()
+    size = (24).to_bytes(2, sys.byteorder) + (80).to_bytes(2, sys.byteorder) + bytes(4)
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, size)
+    return controller, terminal
+
+
+def _spawn(
+    argv: list[str], cwd: str | None, env: dict[str, str], pty: bool = False
+) -> tuple[int, int, int, int]:
     """Fork and exec ``argv`` in a session of its own with pipes for its standard
-    streams; its pid and our ends of its stdin, stdout and stderr.
+    streams (or, with ``pty``, a pseudo-terminal for all three, its controlling
+    terminal); its pid and our ends of its stdin, stdout and stderr (-1: none, with a
+    terminal, whose output is all on stdout).
 
     Raises:
         OSError: it could not be started (the errno the child's exec failed with).
     """
     ours = []
     theirs = []
-    for writes_in in (True, False, False):
-        read_end, write_end = os.pipe()
-        ours.append(write_end if writes_in else read_end)
-        theirs.append(read_end if writes_in else write_end)
+    if pty:
+        controller, terminal = _terminal()
+        ours, theirs = [os.dup(controller), controller], [terminal]
+    else:
+        for writes_in in (True, False, False):
+            read_end, write_end = os.pipe()
+            ours.append(write_end if writes_in else read_end)
+            theirs.append(read_end if writes_in else write_end)
     failed_read, failed_write = os.pipe()
     environment = dict(os.environ)
     environment.update(env)
+    if pty:
+        environment.setdefault("TERM", "xterm-256color")
     pid = os.fork()
     if pid == 0:  # the child: never returns
-        try:
-            os.setsid()
-            for target, fd in enumerate(theirs):
-                os.dup2(fd, target)
-            for fd in (*ours, *theirs, failed_read):
-                os.close(fd)
-            os.set_inheritable(failed_write, False)
-            if cwd:
-                os.chdir(cwd)
-            os.execvpe(argv[0], argv, environment)
-        except OSError as exc:
-            os.write(failed_write, f"{exc.errno}:{exc.strerror}".encode())
-        finally:
-            os._exit(127)
+        _become(argv, cwd, environment, theirs, [*ours, failed_read], failed_write, pty)
     os.close(failed_write)
     for fd in theirs:
         os.close(fd)
@@ -132,7 +142,43 @@ def _spawn(argv: list[str], cwd: str | None, env: dict[str, str]) -> tuple[int, 
         raise OSError(int(number), f"{text}: {argv[0]!r}")
     for fd in ours:
         os.set_blocking(fd, False)
+    if pty:
+        return pid, ours[0], ours[1], -1
     return pid, ours[0], ours[1], ours[2]
+
+
+def _become(
+    argv: list[str],
+    cwd: str | None,
+    environment: dict[str, str],
+    theirs: list[int],
+    others: list[int],
+    failed: int,
+    pty: bool,
+) -> None:
+    """In the forked child: take ``theirs`` as its standard streams (a terminal: all
+    three), close ``others`` and exec ``argv``; never returns (its exec's failure is
+    written to ``failed``)."""
+    try:
+        if pty:
+            os.login_tty(theirs[0])  # its session, controlling terminal and streams
+        else:
+            os.setsid()
+            for target, fd in enumerate(theirs):
+                os.dup2(fd, target)
+        for fd in (*others, *theirs):
+            try:
+                os.close(fd)
+            except OSError:  # login_tty closed the terminal already
+                pass
+        os.set_inheritable(failed, False)
+        if cwd:
+            os.chdir(cwd)
+        os.execvpe(argv[0], argv, environment)
+    except OSError as exc:
+        os.write(failed, f"{exc.errno}:{exc.strerror}".encode())
+    finally:
+        os._exit(127)
 
 
 class Agent:
@@ -158,12 +204,25 @@ class Agent:
 
     # -- commands ---------------------------------------------------------------
 
-    def start(self, proc: int, argv: list[str], cwd: str | None, env: dict[str, str]) -> int:
-        pid, stdin, stdout, stderr = _spawn(argv, cwd, env)
+    def start(
+        self,
+        ident: int,
+        proc: int,
+        argv: list[str],
+        cwd: str | None,
+        env: dict[str, str],
+        pty: bool = False,
+    ) -> int:
+        """Start a command and answer request ``ident`` with its pid (with a terminal, its
+        stderr ends at once: everything it writes comes on stdout)."""
+        pid, stdin, stdout, stderr = _spawn(argv, cwd, env, pty)
         command = self.commands[proc] = _Command(proc, pid, stdin, stdout, stderr)
-        for fd in (stdout, stderr):
+        for fd in command.outputs:
             self.by_fd[fd] = ("out", command)
             self.poller.register(fd, _READ)
+        self.send({"op": "started", "id": ident, "pid": pid})
+        if pty:
+            self.send({"op": "eof", "proc": proc, "fd": 2})
         return pid
 
     def output(self, command: _Command, fd: int) -> None:
@@ -280,8 +339,8 @@ class Agent:
         try:
             if op == "exec":
                 cwd, env = request.get("cwd"), request.get("env") or {}
-                pid = self.start(request["proc"], list(request["argv"]), cwd, env)
-                self.send({"op": "started", "id": ident, "pid": pid})
+                pty = bool(request.get("pty"))
+                self.start(request["id"], request["proc"], list(request["argv"]), cwd, env, pty)
             elif op in ("in", "in_eof"):
                 command = self.commands.get(request["proc"])
                 if command is not None:
@@ -376,11 +435,10 @@ def main() -> None:
     conn.connect(sys.argv[1])
     os.unlink(sys.argv[1])  # nothing else in the sandbox can connect as the agent
     agent = Agent(conn)
-    argv = sys.argv[2:]
+    pty, argv = sys.argv[2] == "pty", sys.argv[3:]
     if argv:
         try:
-            pid = agent.start(0, argv, None, {})
-            agent.send({"op": "started", "id": 0, "pid": pid})
+            agent.start(0, 0, argv, None, {}, pty)
         except OSError as exc:
             agent.send({"op": "error", "id": 0, "type": type(exc).__name__, "message": str(exc)})
     agent.run()

@@ -24,6 +24,7 @@ from shoal.client.container_process import ContainerProcess, Exits, StreamReader
 from shoal.client.objects import request
 from shoal.client.volume import Volume
 from shoal.client.volume import mounts as volume_mounts
+from shoal.context import channel as call_channel
 from shoal.exception import InvalidError, NotFoundError, SandboxTerminatedError, SandboxTimeoutError
 from shoal.spec.image import dump_recipe
 
@@ -33,10 +34,12 @@ if TYPE_CHECKING:
     from shoal.client.secret import Secret
 
 #: What Sandbox.create does not take yet, and says so rather than ignore.
-_NOT_YET = ("encrypted_ports", "unencrypted_ports", "pty")
+_NOT_YET = ("encrypted_ports", "unencrypted_ports")
 
 
 def _app_name(app: App | str | None) -> str:
+    if call_channel() is not None:
+        return ""  # inside a container: a sandbox of the container's own app, always
     if app is None:
         raise InvalidError(
             "Sandbox.create needs app= (an App: shoal.App.lookup(name, create_if_missing=True))"
@@ -85,6 +88,7 @@ async def _create(
     cidr_allowlist: list[str] | None = None,
     name: str | None = None,
     tags: dict[str, str] | None = None,
+    pty: bool = False,
     **unsupported: Any,
 ) -> Sandbox:
     given = [key for key, value in unsupported.items() if value not in (None, False, [], {})]
@@ -105,6 +109,7 @@ async def _create(
         memory=memory,
         block_network=bool(block_network),
         cidr_allowlist=None if cidr_allowlist is None else [str(c) for c in cidr_allowlist],
+        pty=bool(pty),
         name=name or "",
         tags=dict(tags or {}),
         idle_timeout=idle_timeout,
@@ -207,9 +212,9 @@ class Sandbox(Exits):
         text: bool = True,
     ) -> ContainerProcess[Any]:
         """Start ``args`` in the sandbox; its :class:`ContainerProcess`. ``timeout``
-        kills it after that many seconds (its code then: -1)."""
-        if pty:
-            raise InvalidError("Sandbox.exec: pty not supported yet")
+        kills it after that many seconds (its code then: -1). ``pty``: on a
+        pseudo-terminal of 24 by 80 (its controlling terminal; everything it writes comes
+        on ``stdout``, with the terminal's line endings, and ``stdin`` is typed into it)."""
         if not args:
             raise InvalidError("Sandbox.exec needs a command")
         del bufsize  # output is relayed as it comes, in whatever pieces
@@ -220,6 +225,7 @@ class Sandbox(Exits):
             workdir=workdir or "",
             secrets=_secrets_of(secrets),
             timeout=timeout,
+            pty=bool(pty),
         )
         return ContainerProcess(self.object_id, int(answer["proc"]), text)
 

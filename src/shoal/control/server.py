@@ -103,6 +103,11 @@ class Host(Protocol):
         """The host folder of a named volume (raises NotFoundError)."""
         ...
 
+    async def handle_sandbox(self, op: str, body: dict[str, Any], app: str) -> Any:
+        """Answer one sandbox op of code in a container of ``app`` (its own app's
+        sandboxes only)."""
+        ...
+
     def durable_spawns(self) -> DurableSpawns | None:
         """Where containers' spawns are stored (None: nowhere yet)."""
         ...
@@ -183,6 +188,11 @@ class ControlPlane:
     def objects(self) -> ObjectHandler | None:
         """Answers the Dict, Queue and Volume ops of code in containers."""
         return None if self._host is None else self._host.handle_object
+
+    @property
+    def host(self) -> Host | None:
+        """Who hosts this control plane (a server), if anyone."""
+        return self._host
 
     @property
     def volume_lookup(self) -> Callable[[str], str] | None:
@@ -646,6 +656,11 @@ class _Connection:
                 result = await self._fetch(body)
             elif objects is not None and op.startswith(("dict_", "queue_", "volume_")):
                 result = await objects(op, body)
+            elif op.startswith("sandbox_") and self._control.host is not None:
+                assert self._identity is not None  # bound before any request is read
+                if not self._identity.app:
+                    raise InvalidError("sandboxes belong to an app; this container has none")
+                result = await self._control.host.handle_sandbox(op, body, self._identity.app)
             else:
                 raise InvalidError(f"{op!r} is not available to code inside a container")
             reply = Reply(message.request_id, True, msgpack.packb(result, use_bin_type=True))

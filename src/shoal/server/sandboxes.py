@@ -212,6 +212,8 @@ class SandboxSpec:
     volumes: tuple[tuple[str, str, bool], ...] = ()
     #: The only networks it may send to (None: any; see netstack.restrict).
     cidr_allowlist: tuple[str, ...] | None = None
+    #: Its own command runs on a pseudo-terminal (its output all on stdout).
+    pty: bool = False
 
 
 class Sandbox:
@@ -363,7 +365,7 @@ class Sandbox:
             env=tuple(env.items()),
         )
         argv = [_interpreter(), "-I", "-S", "/.shoal/agent/agent.pyc", "/.shoal/run/agent.sock"]
-        argv += list(self.spec.command)
+        argv += ["pty" if self.spec.pty else "pipes", *self.spec.command]
         read_end, write_end = os.pipe()
         os.write(write_end, seccomp.program())  # under a kilobyte: the pipe holds it
         os.close(write_end)
@@ -479,17 +481,23 @@ class Sandbox:
     # -- commands ------------------------------------------------------------------------
 
     async def exec(
-        self, argv: list[str], workdir: str | None, env: dict[str, str], limit: float | None
+        self,
+        argv: list[str],
+        workdir: str | None,
+        env: dict[str, str],
+        limit: float | None,
+        pty: bool = False,
     ) -> int:
-        """Start ``argv`` in the sandbox; its command number. ``limit``: seconds after
-        which it is killed (its code then: -1)."""
+        """Start ``argv`` in the sandbox (``pty``: on a pseudo-terminal); its command
+        number. ``limit``: seconds after which it is killed (its code then: -1)."""
         if self.ended.is_set():
             raise InvalidError(f"sandbox {self.object_id} has ended")
         self._active()
         proc = next(self._next_proc)
         command = self.commands[proc] = Command(proc, {1: Stream(self._cap), 2: Stream(self._cap)})
         try:
-            await self._ask({"op": "exec", "proc": proc, "argv": argv, "cwd": workdir, "env": env})
+            request = {"op": "exec", "proc": proc, "argv": argv, "cwd": workdir, "env": env}
+            await self._ask({**request, "pty": pty})
         except BaseException:
             self.commands.pop(proc, None)
             raise
@@ -854,6 +862,7 @@ def spec_of(body: dict[str, Any], image: Environment | None = None) -> SandboxSp
         idle_timeout=float(idle) if idle is not None else None,
         volumes=tuple(body.get("volume_folders") or ()),
         cidr_allowlist=_allowlist(body),
+        pty=bool(body.get("pty")),
     )
 
 

@@ -376,6 +376,19 @@ class Server:
     def volume_path(self, name: str) -> str:
         return self.objects.volume_path(name)
 
+    async def handle_sandbox(self, op: str, body: dict[str, Any], app: str) -> Any:
+        """A sandbox op of code in a container of ``app``: it makes sandboxes of its own app
+        (whatever app it names), and finds and uses only those."""
+        handler = getattr(self, f"_op_{op}", None) if op.startswith("sandbox_") else None
+        if handler is None:
+            raise InvalidError(f"{op!r} is not available to code inside a container")
+        if body.get("object_id"):
+            if self._sandbox(body).spec.app != app:
+                raise NotFoundError(f"no sandbox {body['object_id']!r} of this app")
+        else:  # create, list, or a lookup by name: in its own app
+            body = {**body, "app": app}
+        return await handler(body, None)
+
     def volumes_shared(self) -> bool:
         return self.options.volume_root is not None
 
@@ -475,10 +488,11 @@ class Server:
             },
         }
 
-    def _build_log(self, session: Session) -> BuildLog | None:
+    def _build_log(self, session: Session | None) -> BuildLog | None:
         """Where the lines of builds ``session``'s request waits for go, beside this
-        server's stdout: to its client, unless that is this very process."""
-        return None if self.options.embedded else session.build_log
+        server's stdout: to its client, unless that is this very process (or a
+        container, which has no session)."""
+        return None if self.options.embedded or session is None else session.build_log
 
     def _path_urls(self, deployment: Deployment) -> dict[str, str]:
         """Each web endpoint's URL under the gateway's own port, which never moves."""
@@ -637,7 +651,7 @@ class Server:
 
     # -- sandboxes (see server/sandboxes.py) ------------------------------------------
 
-    async def _op_sandbox_create(self, body: dict[str, Any], session: Session) -> Any:
+    async def _op_sandbox_create(self, body: dict[str, Any], session: Session | None) -> Any:
         image = None
         if body.get("image"):
             try:
@@ -658,7 +672,7 @@ class Server:
     def _sandbox(self, body: dict[str, Any]) -> Sandbox:
         return self.sandboxes.get(text(body, "object_id"))
 
-    async def _op_sandbox_get(self, body: dict[str, Any], session: Session) -> Any:
+    async def _op_sandbox_get(self, body: dict[str, Any], session: Session | None) -> Any:
         if body.get("object_id"):
             return self._sandbox(body).describe()
         app, name = text(body, "app"), text(body, "name")
@@ -667,13 +681,13 @@ class Server:
             raise NotFoundError(f"no running sandbox {name!r} in app {app!r}")
         return found.describe()
 
-    async def _op_sandbox_list(self, body: dict[str, Any], session: Session) -> Any:
+    async def _op_sandbox_list(self, body: dict[str, Any], session: Session | None) -> Any:
         app, tags = body.get("app") or "", body.get("tags") or {}
         if not isinstance(app, str) or not isinstance(tags, dict):
             raise InvalidError("sandbox_list: app is text, tags a map")
         return [s.describe() for s in self.sandboxes.list(app, tags)]
 
-    async def _op_sandbox_set_tags(self, body: dict[str, Any], session: Session) -> Any:
+    async def _op_sandbox_set_tags(self, body: dict[str, Any], session: Session | None) -> Any:
         tags = body.get("tags")
         if not isinstance(tags, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
@@ -682,17 +696,17 @@ class Server:
         self._sandbox(body).tags = dict(tags)
         return {}
 
-    async def _op_sandbox_logs(self, body: dict[str, Any], session: Session) -> Any:
+    async def _op_sandbox_logs(self, body: dict[str, Any], session: Session | None) -> Any:
         """The last lines the sandbox's own command wrote (see sandboxes.Log)."""
         lines = self._sandbox(body).log.lines
         return [{"time": t, "stream": which, "text": text} for t, which, text in lines]
 
-    async def _op_sandbox_wait(self, body: dict[str, Any], session: Session) -> Any:
+    async def _op_sandbox_wait(self, body: dict[str, Any], session: Session | None) -> Any:
         sandbox = self._sandbox(body)
         await _waited(sandbox.ended, seconds(body, "wait"))
         return {"returncode": sandbox.returncode, "reason": sandbox.reason}
 
-    async def _op_sandbox_terminate(self, body: dict[str, Any], session: Session) -> Any:
+    async def _op_sandbox_terminate(self, body: dict[str, Any], session: Session | None) -> Any:
         sandbox = self._sandbox(body)
         sandbox.terminate()
         await sandbox.wait_closed()
@@ -725,7 +739,7 @@ class Server:
             )
         return merged_secrets(specs, self.control.secret_lookup)
 
-    async def _op_sandbox_exec(self, body: dict[str, Any], session: Session) -> Any:
+    async def _op_sandbox_exec(self, body: dict[str, Any], session: Session | None) -> Any:
         argv, env = body.get("argv"), self._secret_env(body)
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise InvalidError("argv: expected a non-empty list of strings")
@@ -739,28 +753,28 @@ class Server:
             raise InvalidError("workdir: expected a path")
         if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
             raise InvalidError("timeout: expected seconds above 0")
-        proc = await self._sandbox(body).exec(argv, workdir, env, timeout)
+        proc = await self._sandbox(body).exec(argv, workdir, env, timeout, bool(body.get("pty")))
         return {"proc": proc}
 
-    async def _op_sandbox_read(self, body: dict[str, Any], session: Session) -> Any:
+    async def _op_sandbox_read(self, body: dict[str, Any], session: Session | None) -> Any:
         offset, limit = whole(body, "offset"), whole(body, "limit") or 1 << 20
         return await self._sandbox(body).read(
             whole(body, "proc"), whole(body, "fd"), offset, seconds(body, "wait"), limit
         )
 
-    async def _op_sandbox_write(self, body: dict[str, Any], session: Session) -> Any:
+    async def _op_sandbox_write(self, body: dict[str, Any], session: Session | None) -> Any:
         given = body.get("data") or b""
         if not isinstance(given, bytes):
             raise InvalidError("data: expected bytes")
         self._sandbox(body).write(whole(body, "proc"), given, bool(body.get("eof")))
         return {}
 
-    async def _op_sandbox_proc_wait(self, body: dict[str, Any], session: Session) -> Any:
+    async def _op_sandbox_proc_wait(self, body: dict[str, Any], session: Session | None) -> Any:
         command = self._sandbox(body).command(whole(body, "proc"))
         await _waited(command.exited, seconds(body, "wait"))
         return {"code": command.code}
 
-    async def _op_sandbox_file(self, body: dict[str, Any], session: Session) -> Any:
+    async def _op_sandbox_file(self, body: dict[str, Any], session: Session | None) -> Any:
         op = text(body, "action")
         if op not in ("read", "write", "ls", "mkdir", "rm", "stat"):
             raise InvalidError(f"op {op!r}: expected read, write, ls, mkdir, rm or stat")

@@ -62,3 +62,22 @@ def square(x: int) -> int:
 @app.function()
 def pid() -> int:
     return os.getpid()
+
+
+@app.function()
+def in_a_sandbox(other: str) -> dict[str, object]:
+    """Make a sandbox from inside a function (of this app, whichever app is named), use
+    it, and try to reach another app's."""
+    sb = shoal.Sandbox.create(app=app)
+    try:
+        p = sb.exec("sh", "-c", "echo $((6 * 7))")
+        out, code = p.stdout.read(), p.wait()
+        listed = [s.object_id for s in shoal.Sandbox.list()]
+    finally:
+        sb.terminate()
+    try:
+        shoal.Sandbox.from_id(other).terminate()
+        reached = "yes"
+    except shoal.exception.NotFoundError as exc:
+        reached = str(exc)
+    return {"out": out, "code": code, "listed": sb.object_id in listed, "other": reached}
