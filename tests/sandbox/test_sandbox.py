@@ -136,8 +136,8 @@ def test_lookup_by_id_name_and_tags(app: shoal.App) -> None:
 
 
 def test_what_is_not_supported_yet_says_so(app: shoal.App) -> None:
-    with pytest.raises(InvalidError, match="encrypted_ports"):
-        shoal.Sandbox.create(app=app, encrypted_ports=[8000])
+    with pytest.raises(InvalidError, match="gpu"):
+        shoal.Sandbox.create(app=app, gpu="T4")
     with pytest.raises(TypeError, match="unexpected"):
         shoal.Sandbox.create(app=app, no_such_option=1)
 

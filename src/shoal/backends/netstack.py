@@ -30,8 +30,10 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
+import json
 import os
 import shutil
+import socket
 import subprocess
 
 #: What a jail with outbound network reads as its /etc/resolv.conf.
@@ -81,9 +83,10 @@ class Link:
             self._exit_write = -1
 
 
-async def attach(pid: int) -> Link:
+async def attach(pid: int, api_socket: str | None = None) -> Link:
     """Join process ``pid``'s network namespace (through its user namespace, which owns
-    it) to the outside; return once the interface is up.
+    it) to the outside; return once the interface is up. With ``api_socket`` (a path),
+    the stack listens there for :func:`forward`.
 
     Raises:
         OSError: slirp4netns failed (what it said).
@@ -102,6 +105,7 @@ async def attach(pid: int) -> Link:
         f"--ready-fd={ready_write}",
         f"--exit-fd={exit_read}",
         f"--userns-path=/proc/{pid}/ns/user",
+        *([f"--api-socket={api_socket}"] if api_socket else []),
         str(pid),
         "eth0",
     ]
@@ -194,3 +198,38 @@ async def restrict(pid: int, allowed: list[ipaddress.IPv4Network | ipaddress.IPv
         raise OSError(
             f"its address allowlist could not be set: {err.decode(errors='replace')[-300:]}"
         )
+
+
+async def forward(api_socket: str, guest_port: int) -> int:
+    """Forward a free port of the host's loopback to ``guest_port`` inside the jail (TCP),
+    through the stack's API socket; the host port.
+
+    Raises:
+        OSError: the stack refused, three times (a port taken between choosing and asking).
+    """
+    why = ""
+    for _ in range(3):
+        with socket.socket() as probe:  # a port free now: asked for at once
+            probe.bind(("127.0.0.1", 0))
+            host_port = int(probe.getsockname()[1])
+        request = {
+            "execute": "add_hostfwd",
+            "arguments": {
+                "proto": "tcp",
+                "host_addr": "127.0.0.1",
+                "host_port": host_port,
+                "guest_port": guest_port,
+            },
+        }
+        reader, writer = await asyncio.open_unix_connection(api_socket)
+        try:
+            writer.write(json.dumps(request).encode())
+            await writer.drain()
+            writer.write_eof()
+            answer = json.loads((await asyncio.wait_for(reader.read(), _READY_TIMEOUT)) or b"{}")
+        finally:
+            writer.close()
+        if isinstance(answer, dict) and "return" in answer:
+            return host_port
+        why = str(answer.get("error") if isinstance(answer, dict) else answer)
+    raise OSError(f"port {guest_port} could not be forwarded: {why}")

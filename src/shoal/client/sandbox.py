@@ -16,7 +16,9 @@ from __future__ import annotations
 import builtins
 import io
 import os
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shoal.bridge import Bridged, bridged
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from shoal.client.secret import Secret
 
 #: What Sandbox.create does not take yet, and says so rather than ignore.
-_NOT_YET = ("encrypted_ports", "unencrypted_ports")
+_NOT_YET = ("gpu", "region", "h2_ports", "network_file_systems")
 
 
 def _app_name(app: App | str | None) -> str:
@@ -89,6 +91,8 @@ async def _create(
     name: str | None = None,
     tags: dict[str, str] | None = None,
     pty: bool = False,
+    encrypted_ports: Sequence[int] = (),
+    unencrypted_ports: Sequence[int] = (),
     **unsupported: Any,
 ) -> Sandbox:
     given = [key for key, value in unsupported.items() if value not in (None, False, [], {})]
@@ -110,6 +114,8 @@ async def _create(
         block_network=bool(block_network),
         cidr_allowlist=None if cidr_allowlist is None else [str(c) for c in cidr_allowlist],
         pty=bool(pty),
+        encrypted_ports=[int(p) for p in encrypted_ports],
+        unencrypted_ports=[int(p) for p in unencrypted_ports],
         name=name or "",
         tags=dict(tags or {}),
         idle_timeout=idle_timeout,
@@ -133,12 +139,48 @@ async def _list(*, app_id: str | None = None, tags: dict[str, str] | None = None
     return [Sandbox(row["object_id"]) for row in rows]
 
 
+@dataclass(frozen=True)
+class Tunnel:
+    """Where a sandbox's declared port is reached from outside (``sb.tunnels()``)."""
+
+    url: str
+    #: The host's loopback address and port of an unencrypted port (None: encrypted).
+    unencrypted_host: str | None = None
+    unencrypted_port: int | None = None
+
+    @property
+    def host(self) -> str:
+        return urllib.parse.urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urllib.parse.urlsplit(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def tls_socket(self) -> tuple[str, int]:
+        """The (host, port) of its URL."""
+        return self.host, self.port
+
+    @property
+    def tcp_socket(self) -> tuple[str, int]:
+        """The (host, port) of the raw TCP port of an unencrypted port.
+
+        Raises:
+            InvalidError: the port was declared encrypted.
+        """
+        if self.unencrypted_host is None or self.unencrypted_port is None:
+            raise InvalidError("this port was declared encrypted: use its url, with the token")
+        return self.unencrypted_host, self.unencrypted_port
+
+
 class Sandbox(Exits):
     """A running (or ended) sandbox (see the module docstring); its exit code: its
     command's, 124 (its timeout) or 137 (terminated)."""
 
-    #: ``Sandbox.create(*cmd, app=, timeout=300, workdir=, secrets=, cpu=, memory=,
-    #: block_network=, name=, tags=)``.
+    #: ``Sandbox.create(*cmd, app=, image=, timeout=300, idle_timeout=, workdir=, secrets=,
+    #: volumes=, cpu=, memory=, block_network=, cidr_allowlist=, encrypted_ports=,
+    #: unencrypted_ports=, name=, tags=, pty=)``.
     create: Bridged[..., Sandbox] = Bridged(_create)
     #: The sandbox of that id.
     from_id: Bridged[..., Sandbox] = Bridged(_from_id)
@@ -188,6 +230,19 @@ class Sandbox(Exits):
     async def terminate(self) -> None:
         """End it now: everything in it is killed (its exit code: 137)."""
         await request("sandbox_terminate", object_id=self.object_id)
+
+    @bridged
+    async def tunnels(self, timeout: float = 50) -> dict[int, Tunnel]:  # noqa: ASYNC109
+        """Each port declared at create (``encrypted_ports``, ``unencrypted_ports``) and
+        where it is reached: an encrypted one on the server's gateway, behind the server's
+        token (``Authorization: Bearer ...``); an unencrypted one directly, on the host's
+        loopback, with no token. ``timeout`` is Modal's; the ports are ready at create."""
+        del timeout
+        found = await request("sandbox_tunnels", object_id=self.object_id)
+        return {
+            int(port): Tunnel(row["url"], *(row["unencrypted"] or (None, None)))
+            for port, row in found.items()
+        }
 
     @bridged
     async def set_tags(self, tags: dict[str, str]) -> None:

@@ -37,6 +37,8 @@ import uvicorn
 from shoal import log, settings
 from shoal.exception import ContainerCrashError, FunctionTimeoutError
 from shoal.gateway import guard
+from shoal.gateway.tunnels import PREFIX as TUNNELS
+from shoal.gateway.tunnels import Tunnels
 from shoal.protocol import payload
 from shoal.protocol.flow import cost
 from shoal.spec.histogram import Histogram
@@ -169,6 +171,8 @@ class Gateway:
         #: The server's own app for every other path under ``/_shoal`` (its dashboard),
         #: which checks the token itself; None: such paths are 404.
         self.console: Callable[[dict[str, Any], Receive, Send], Awaitable[None]] | None = None
+        #: Sandboxes' encrypted ports under ``/_shoal/tunnels/`` (None: such paths are 404).
+        self.tunnels: Tunnels | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -180,6 +184,9 @@ class Gateway:
         page = self.pages.get(path.rstrip("/")) if origin is None else None
         if page is not None and scope["type"] == "http":
             await self._page(page, scope, send)
+            return
+        if origin is None and path.startswith(TUNNELS + "/") and self.tunnels is not None:
+            await self.tunnels(scope, receive, send, _bearer(scope))
             return
         if origin is None and (path == CONSOLE or path.startswith(CONSOLE + "/")):
             if self.console is None or scope["type"] != "http":

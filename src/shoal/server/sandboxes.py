@@ -214,6 +214,8 @@ class SandboxSpec:
     cidr_allowlist: tuple[str, ...] | None = None
     #: Its own command runs on a pseudo-terminal (its output all on stdout).
     pty: bool = False
+    #: Ports it serves on, each forwarded from the host: (port, encrypted).
+    ports: tuple[tuple[int, bool], ...] = ()
 
 
 class Sandbox:
@@ -245,6 +247,9 @@ class Sandbox:
         #: streams' reader takes does not take these).
         self.log = Log()
         self._link: netstack.Link | None = None
+        #: Its declared ports: the host loopback port each is forwarded to, and whether
+        #: it is encrypted (reached through the gateway, behind the token).
+        self.tunnels: dict[int, tuple[int, bool]] = {}
 
     # -- starting ---------------------------------------------------------------
 
@@ -336,7 +341,11 @@ class Sandbox:
             raise OSError("the sandbox ended before its network could be set up")
         if self.spec.cidr_allowlist is not None:  # before the interface exists: airtight
             await netstack.restrict(pid, netstack.networks(list(self.spec.cidr_allowlist)))
-        self._link = await netstack.attach(pid)
+        api = os.path.join(self._private, "net.sock") if self.spec.ports else None
+        self._link = await netstack.attach(pid, api)
+        for port, encrypted in self.spec.ports:  # outside the jail: its code cannot add one
+            assert api is not None
+            self.tunnels[port] = (await netstack.forward(api, port), encrypted)
 
     def _command_line(self, run: str, info: int | None) -> tuple[int, list[str]]:
         """The seccomp filter (a pipe's read end, for bwrap to read) and the command line
@@ -863,7 +872,30 @@ def spec_of(body: dict[str, Any], image: Environment | None = None) -> SandboxSp
         volumes=tuple(body.get("volume_folders") or ()),
         cidr_allowlist=_allowlist(body),
         pty=bool(body.get("pty")),
+        ports=_ports(body),
     )
+
+
+def _ports(body: dict[str, Any]) -> tuple[tuple[int, bool], ...]:
+    """A request's ``encrypted_ports`` and ``unencrypted_ports``: (port, encrypted).
+
+    Raises:
+        InvalidError: not port numbers, a port given twice, or no network to forward.
+    """
+    found: list[tuple[int, bool]] = []
+    for key, encrypted in (("encrypted_ports", True), ("unencrypted_ports", False)):
+        given = body.get(key) or []
+        if not isinstance(given, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in given
+        ):
+            raise InvalidError(f"{key}: expected a list of port numbers")
+        found += [(port, encrypted) for port in given]
+    if len({port for port, _ in found}) < len(found):
+        raise InvalidError("a port is declared twice")
+    if found and (body.get("block_network") or netstack.problem()):
+        why = "block_network=True" if body.get("block_network") else netstack.problem()
+        raise InvalidError(f"ports need the sandbox's network, and it has none: {why}")
+    return tuple(found)
 
 
 def _allowlist(body: dict[str, Any]) -> tuple[str, ...] | None:

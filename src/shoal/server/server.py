@@ -275,6 +275,7 @@ class Server:
     def _observe(self, gateway: gateway.Gateway, secure: bool) -> None:
         """Serve ``/metrics`` and the dashboard on the gateway's port."""
         from shoal.gateway.server import Page
+        from shoal.gateway.tunnels import Tunnels
         from shoal.server.dashboard import Dashboard
         from shoal.server.metrics import CONTENT_TYPE, Metrics
         from shoal.server.timeline import Timeline
@@ -287,6 +288,12 @@ class Server:
         timeline = Timeline(self.control.events, self.control.pools)
         self._dashboard = Dashboard(self, timeline, secure=secure)
         gateway.console = self._dashboard
+        gateway.tunnels = Tunnels(
+            self._tunnel_port,
+            self.authorize,
+            settings.max_request_bytes(),
+            settings.gateway_timeout(),
+        )
         self._ticker = asyncio.ensure_future(_every_second(timeline.tick, metrics.note_lag))
 
     async def stop(self) -> None:
@@ -310,6 +317,8 @@ class Server:
             self._dashboard.close()  # its open streams end, so the gateway can stop
         if self._served is not None:
             await self._served.stop()
+            if self._served.gateway.tunnels is not None:
+                await self._served.gateway.tunnels.close()
         self.spawns.stop()
         await self.sandboxes.close()
         await self.apps.close()
@@ -700,6 +709,29 @@ class Server:
         """The last lines the sandbox's own command wrote (see sandboxes.Log)."""
         lines = self._sandbox(body).log.lines
         return [{"time": t, "stream": which, "text": text} for t, which, text in lines]
+
+    async def _op_sandbox_tunnels(self, body: dict[str, Any], session: Session | None) -> Any:
+        sandbox = self._sandbox(body)
+        found: dict[str, dict[str, Any]] = {}
+        for port, (host_port, encrypted) in sandbox.tunnels.items():
+            if encrypted:
+                if self.http_url is None:
+                    raise InvalidError("encrypted ports are served by a server's gateway")
+                url = f"{self.http_url}/_shoal/tunnels/{sandbox.object_id}/{port}"
+                found[str(port)] = {"url": url, "unencrypted": None}
+            else:
+                url = f"http://127.0.0.1:{host_port}"
+                found[str(port)] = {"url": url, "unencrypted": ["127.0.0.1", host_port]}
+        return found
+
+    def _tunnel_port(self, object_id: str, port: int) -> int | None:
+        """The host port a sandbox's encrypted ``port`` is forwarded to (None: none)."""
+        try:
+            sandbox = self.sandboxes.get(object_id)
+        except NotFoundError:
+            return None
+        host_port, encrypted = sandbox.tunnels.get(port, (0, False))
+        return host_port if encrypted and not sandbox.ended.is_set() else None
 
     async def _op_sandbox_wait(self, body: dict[str, Any], session: Session | None) -> Any:
         sandbox = self._sandbox(body)
