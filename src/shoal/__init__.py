@@ -15,7 +15,7 @@ functions, classes, maps, generators, concurrency, batching and scaling options:
         print(sum(fetch.map(["a", "b"])))
 """
 
-from shoal import container_process, exception, experimental
+from shoal import container_process, exception, experimental, file_io
 from shoal.client.app import App
 from shoal.client.cls import Cls, Obj
 from shoal.client.decorators import batched, concurrent, enter, exit, method, parameter
@@ -81,6 +81,7 @@ __all__ = [
     "exit",
     "experimental",
     "fastapi_endpoint",
+    "file_io",
     "is_local",
     "method",
     "parameter",

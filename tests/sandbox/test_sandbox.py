@@ -268,3 +268,33 @@ def test_a_pty_is_the_command_s_controlling_terminal(app: shoal.App) -> None:
     own = shoal.Sandbox.create("sh", "-c", "test -t 1 && echo on-a-terminal", app=app, pty=True)
     own.wait()
     assert own.returncode == 0 and own.stdout.read() == "on-a-terminal\r\n"
+
+
+def test_filesystem_watch_sees_changes_made_inside(app: shoal.App) -> None:
+    from shoal.file_io import FileWatchEventType as Kind
+
+    sb = shoal.Sandbox.create(app=app)
+    try:
+        sb.filesystem.mkdir("/tmp/w/sub", parents=True)
+        seen: list[tuple[str, Kind]] = []
+        watch = sb.filesystem.watch("/tmp/w", recursive=True, timeout=30)
+        change = sb.exec(
+            "sh",
+            "-c",
+            "sleep 0.5; echo a > /tmp/w/a; mkdir /tmp/w/sub/new; sleep 0.3; "
+            "echo b > /tmp/w/sub/new/b; rm /tmp/w/a",
+        )
+        for event in watch:
+            seen += [(path, event.type) for path in event.paths]
+            if ("/tmp/w/a", Kind.Remove) in seen:
+                break  # leaving the loop removes the watch
+        assert change.wait() == 0
+        assert ("/tmp/w/a", Kind.Create) in seen and ("/tmp/w/a", Kind.Modify) in seen
+        assert ("/tmp/w/sub/new", Kind.Create) in seen
+        assert ("/tmp/w/sub/new/b", Kind.Create) in seen  # a folder made after the watch began
+        only = list(sb.watch("/tmp/w/sub", filter=[Kind.Create], timeout=1.5))
+        assert only == []  # nothing changed in its 1.5 s
+        with pytest.raises(FileNotFoundError):
+            list(sb.filesystem.watch("/no/such/folder", timeout=1))
+    finally:
+        sb.terminate()

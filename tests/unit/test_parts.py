@@ -277,6 +277,7 @@ def test_public_names_are_pinned() -> None:
         "exit",
         "experimental",
         "fastapi_endpoint",
+        "file_io",
         "is_local",
         "method",
         "parameter",

@@ -16,7 +16,9 @@ Ops (each request carries ``id``; a command is named by its ``proc``):
 ``exec`` (argv, cwd, env, pty: starts a command with pipes, or on a pseudo-terminal;
 ``started`` or ``error``),
 ``in`` / ``in_eof`` (its stdin), ``signal`` (its process group), file ops ``read``,
-``write``, ``ls``, ``mkdir``, ``rm``, ``stat`` (``done`` with a result, or ``error``).
+``write``, ``ls``, ``mkdir``, ``rm``, ``stat`` (``done`` with a result, or ``error``),
+``watch`` (watch, path, recursive) and ``unwatch`` (watch): changes under a path, each
+sent as ``fsevent`` (watch, kind: Access, Create, Modify or Remove, paths).
 It sends ``out`` (proc, fd, data) as a command writes, ``eof`` (proc, fd) and ``exit``
 (proc, code). Process 0 is the sandbox's own command (argv given at start, if any).
 
@@ -181,6 +183,91 @@ def _become(
         os._exit(127)
 
 
+#: inotify's event bits, and the kind of change each is reported as.
+_KINDS = {
+    0x001: "Access",  # IN_ACCESS
+    0x002: "Modify",  # IN_MODIFY
+    0x004: "Modify",  # IN_ATTRIB
+    0x008: "Modify",  # IN_CLOSE_WRITE
+    0x040: "Remove",  # IN_MOVED_FROM
+    0x080: "Create",  # IN_MOVED_TO
+    0x100: "Create",  # IN_CREATE
+    0x200: "Remove",  # IN_DELETE
+    0x400: "Remove",  # IN_DELETE_SELF
+}
+_IN_ISDIR = 0x40000000
+_IN_IGNORED = 0x8000
+
+
+class Watches:
+    """Folders and files watched with inotify (``watch`` / ``unwatch``), each event told
+    to the server as ``fsevent`` (watch, kind, paths); made on first use (ctypes, which it
+    needs, costs start-up no command needs)."""
+
+    def __init__(self, send: Any) -> None:
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.inotify_init1(0o4000 | 0o2000000)  # IN_NONBLOCK, IN_CLOEXEC
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        self._send = send
+        self._ctypes = ctypes
+        #: inotify's watch descriptor -> (our watch id, its path, recursive).
+        self._by_wd: dict[int, tuple[int, str, bool]] = {}
+
+    def add(self, watch: int, path: str, recursive: bool) -> None:
+        folders = [path]
+        if recursive and os.path.isdir(path):
+            for root, dirs, _ in os.walk(path):
+                folders += [os.path.join(root, d) for d in dirs]
+        for folder in folders:
+            self._add_one(watch, folder, recursive)
+
+    def _add_one(self, watch: int, path: str, recursive: bool) -> None:
+        mask = 0
+        for bit in _KINDS:
+            mask |= bit
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask)
+        if wd < 0:
+            number = self._ctypes.get_errno()
+            raise OSError(number, f"{os.strerror(number)}: {path!r}")
+        self._by_wd[wd] = (watch, path, recursive)
+
+    def remove(self, watch: int) -> None:
+        for wd, (owner, _, _) in list(self._by_wd.items()):
+            if owner == watch:
+                del self._by_wd[wd]
+                self._libc.inotify_rm_watch(self.fd, wd)
+
+    def read(self) -> None:
+        try:
+            data = os.read(self.fd, 64 * 1024)
+        except BlockingIOError:
+            return
+        at = 0
+        while at + 16 <= len(data):
+            wd = int.from_bytes(data[at : at + 4], sys.byteorder, signed=True)
+            mask = int.from_bytes(data[at + 4 : at + 8], sys.byteorder)
+            size = int.from_bytes(data[at + 12 : at + 16], sys.byteorder)
+            name = data[at + 16 : at + 16 + size].split(b"\0", 1)[0].decode(errors="replace")
+            at += 16 + size
+            found = self._by_wd.get(wd)
+            if found is None or mask & _IN_IGNORED:
+                continue
+            watch, folder, recursive = found
+            path = os.path.join(folder, name) if name else folder
+            if recursive and mask & _IN_ISDIR and mask & (0x100 | 0x080):
+                try:
+                    self.add(watch, path, True)  # a new folder of a watched tree
+                except OSError:
+                    pass
+            for bit, kind in _KINDS.items():
+                if mask & bit:
+                    self._send({"op": "fsevent", "watch": watch, "kind": kind, "paths": [path]})
+                    break
+
+
 class Agent:
     """The agent's loop (see the module docstring)."""
 
@@ -190,6 +277,7 @@ class Agent:
         self.commands: dict[int, _Command] = {}
         self.by_fd: dict[int, tuple[str, _Command]] = {}
         self.inbox = bytearray()
+        self.watches: Watches | None = None
         self.wake_read, wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(wake_write, False)
@@ -349,6 +437,9 @@ class Agent:
                     else:
                         command.stdin_eof = True
                     self.feed(command)
+            elif op in ("watch", "unwatch"):
+                self.watch(request)
+                self.send({"op": "done", "id": ident, "result": None})
             elif op == "signal":
                 command = self.commands.get(request["proc"])
                 if command is not None:
@@ -362,6 +453,17 @@ class Agent:
             error = {"op": "error", "id": ident, "type": type(exc).__name__, "message": str(exc)}
             self.send(error)
 
+    def watch(self, request: dict[str, Any]) -> None:
+        """Start (``watch``: path, recursive) or end (``unwatch``) watch ``watch``."""
+        if request["op"] == "unwatch":
+            if self.watches is not None:
+                self.watches.remove(request["watch"])
+            return
+        if self.watches is None:
+            self.watches = Watches(self.send)
+            self.poller.register(self.watches.fd, _READ)
+        self.watches.add(request["watch"], request["path"], bool(request.get("recursive")))
+
     def run(self) -> None:
         conn = self.conn.fileno()
         due: float | None = None
@@ -371,6 +473,8 @@ class Agent:
                 if fd == conn:
                     if not self.receive():
                         return
+                elif self.watches is not None and fd == self.watches.fd:
+                    self.watches.read()
                 elif fd == self.wake_read:
                     try:
                         os.read(fd, 4096)

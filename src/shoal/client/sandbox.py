@@ -13,15 +13,18 @@ client that created it.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextlib
+import enum
 import io
 import os
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shoal.bridge import Bridged, bridged
+from shoal.bridge import Bridged, bridged, bridged_iter
 from shoal.client.container_process import ContainerProcess, Exits, StreamReader, StreamWriter
 from shoal.client.objects import request
 from shoal.client.volume import Volume
@@ -295,6 +298,16 @@ class Sandbox(Exits):
     async def ls(self, path: str) -> builtins.list[str]:
         return await self.filesystem.ls.aio(path)
 
+    def watch(
+        self,
+        path: str,
+        filter: builtins.list[FileWatchEventType] | None = None,  # Modal's name
+        recursive: bool | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[FileWatchEvent]:
+        """The older name of :meth:`Filesystem.watch`."""
+        return self.filesystem.watch(path, filter, recursive, timeout)
+
     @bridged
     async def mkdir(self, path: str, parents: bool = False) -> None:
         await self.filesystem.mkdir.aio(path, parents=parents)
@@ -305,6 +318,24 @@ class Sandbox(Exits):
 
     def __repr__(self) -> str:
         return f"Sandbox({self.object_id})"
+
+
+class FileWatchEventType(enum.Enum):
+    """What happened to a watched path."""
+
+    Unknown = "Unknown"
+    Access = "Access"
+    Create = "Create"
+    Modify = "Modify"
+    Remove = "Remove"
+
+
+@dataclass(frozen=True)
+class FileWatchEvent:
+    """One change :meth:`Filesystem.watch` saw."""
+
+    paths: list[str]
+    type: FileWatchEventType
 
 
 class Filesystem:
@@ -342,6 +373,52 @@ class Filesystem:
     @bridged
     async def ls(self, path: str) -> list[str]:
         return list(await self._op("ls", path))
+
+    @bridged_iter
+    async def watch(
+        self,
+        path: str,
+        filter: builtins.list[FileWatchEventType] | None = None,  # Modal's name
+        recursive: bool | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - Modal's name: the watch's length
+    ) -> AsyncIterator[builtins.list[FileWatchEvent]]:
+        """The changes under ``path`` (a file, or a folder: ``recursive``, its whole tree)
+        as they happen inside the sandbox, each a :class:`FileWatchEvent` of a type in
+        ``filter`` (default: all). It ends after ``timeout`` seconds, when the sandbox
+        ends, or when the loop breaks out of it (the watch is removed then)."""
+        wanted = set(filter or FileWatchEventType)
+        try:
+            started = await request(
+                "sandbox_watch", object_id=self._sandbox_id, path=path, recursive=bool(recursive)
+            )
+        except NotFoundError as exc:
+            raise FileNotFoundError(str(exc)) from None
+        number, offset = started["watch"], 0
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            while deadline is None or loop.time() < deadline:
+                wait = 10.0 if deadline is None else max(0.0, min(10.0, deadline - loop.time()))
+                got = await request(
+                    "sandbox_watch_read",
+                    object_id=self._sandbox_id,
+                    watch=number,
+                    offset=offset,
+                    wait=wait,
+                )
+                offset = got["offset"]
+                events = [
+                    FileWatchEvent(list(e["paths"]), FileWatchEventType(e["kind"]))
+                    for e in got["events"]
+                ]
+                events = [e for e in events if e.type in wanted]
+                if events:
+                    yield events
+                if got["ended"]:
+                    return
+        finally:
+            with contextlib.suppress(Exception):  # the sandbox (or connection) went first
+                await request("sandbox_unwatch", object_id=self._sandbox_id, watch=number)
 
     @bridged
     async def mkdir(self, path: str, parents: bool = False) -> None:

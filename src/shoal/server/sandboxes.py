@@ -175,6 +175,43 @@ class Log:
             self.lines.append((now, which, line.decode(errors="replace")))
 
 
+class Watch:
+    """The changes one ``filesystem.watch`` saw and its reader has not taken yet (at most
+    :data:`WATCH_EVENTS`; the oldest go first, counted)."""
+
+    def __init__(self) -> None:
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=WATCH_EVENTS)
+        #: The number (from the watch's start) of events[0].
+        self.base = 0
+        self.ended = False
+        self.changed = asyncio.Event()
+
+    def add(self, kind: str, paths: list[str]) -> None:
+        if len(self.events) == self.events.maxlen:
+            self.base += 1  # the oldest is dropped
+        self.events.append({"kind": kind, "paths": paths})
+        self.changed.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self.changed.set()
+
+    async def read(self, offset: int, wait: float) -> dict[str, Any]:
+        """The events from number ``offset`` on (waiting up to ``wait`` seconds for one)."""
+        if offset >= self.base + len(self.events) and not self.ended and wait > 0:
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), wait)
+        skip = max(0, offset - self.base)
+        found = list(self.events)[skip:]
+        return {"events": found, "offset": self.base + skip + len(found), "ended": self.ended}
+
+
+#: Events a watch keeps for its reader.
+WATCH_EVENTS = 10_000
+#: What a change is reported as (inotify's bits, grouped as Modal groups them).
+WATCH_KINDS = frozenset(("Access", "Create", "Modify", "Remove"))
+
 #: Lines of a sandbox's own command kept for ``shoal sandbox logs``.
 LOG_LINES = 1000
 
@@ -250,6 +287,9 @@ class Sandbox:
         #: Its declared ports: the host loopback port each is forwarded to, and whether
         #: it is encrypted (reached through the gateway, behind the token).
         self.tunnels: dict[int, tuple[int, bool]] = {}
+        #: Its file watches, by number.
+        self.watches: dict[int, Watch] = {}
+        self._next_watch = itertools.count(1)
 
     # -- starting ---------------------------------------------------------------
 
@@ -426,6 +466,11 @@ class Sandbox:
                 if command.proc == 0:
                     reason = "oom" if self._oom() else "exited"
                     self._finish(command.code, reason)
+        elif op == "fsevent":
+            number, kind, paths = message.get("watch"), message.get("kind"), message.get("paths")
+            watch = self.watches.get(number) if isinstance(number, int) else None
+            if watch is not None and kind in WATCH_KINDS and isinstance(paths, list):
+                watch.add(str(kind), [str(p) for p in paths])
         elif op in ("started", "done", "error"):
             ident = message.get("id")
             future = self._pending.pop(ident, None) if isinstance(ident, int) else None
@@ -561,6 +606,33 @@ class Sandbox:
             return base64.b64decode(result)
         return result
 
+    async def watch(self, path: str, recursive: bool) -> int:
+        """Start watching ``path`` (``recursive``: its whole tree) from inside; the watch's
+        number, for :meth:`watch_read` and :meth:`unwatch`."""
+        self._active()
+        number = next(self._next_watch)
+        self.watches[number] = Watch()
+        try:
+            await self._ask({"op": "watch", "watch": number, "path": path, "recursive": recursive})
+        except BaseException:
+            self.watches.pop(number).end()
+            raise
+        return number
+
+    def watched(self, number: int) -> Watch:
+        found = self.watches.get(number)
+        if found is None:
+            raise NotFoundError(f"no watch {number} in sandbox {self.object_id}")
+        return found
+
+    async def unwatch(self, number: int) -> None:
+        watch = self.watches.pop(number, None)
+        if watch is None:
+            return
+        watch.end()
+        if not self.ended.is_set():
+            await self._ask({"op": "unwatch", "watch": number})
+
     # -- ending ----------------------------------------------------------------------------
 
     def _active(self) -> None:
@@ -601,6 +673,8 @@ class Sandbox:
             if command.code is None:
                 command.code = TERMINATED_CODE
                 command.exited.set()
+        for watch in self.watches.values():
+            watch.end()
         for future in self._pending.values():
             if not future.done():
                 future.set_result(

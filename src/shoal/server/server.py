@@ -724,6 +724,18 @@ class Server:
                 found[str(port)] = {"url": url, "unencrypted": ["127.0.0.1", host_port]}
         return found
 
+    async def _op_sandbox_watch(self, body: dict[str, Any], session: Session | None) -> Any:
+        number = await self._sandbox(body).watch(text(body, "path"), bool(body.get("recursive")))
+        return {"watch": number}
+
+    async def _op_sandbox_watch_read(self, body: dict[str, Any], session: Session | None) -> Any:
+        watch = self._sandbox(body).watched(whole(body, "watch"))
+        return await watch.read(whole(body, "offset"), seconds(body, "wait"))
+
+    async def _op_sandbox_unwatch(self, body: dict[str, Any], session: Session | None) -> Any:
+        await self._sandbox(body).unwatch(whole(body, "watch"))
+        return {}
+
     def _tunnel_port(self, object_id: str, port: int) -> int | None:
         """The host port a sandbox's encrypted ``port`` is forwarded to (None: none)."""
         try:
