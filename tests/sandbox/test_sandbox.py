@@ -298,3 +298,22 @@ def test_filesystem_watch_sees_changes_made_inside(app: shoal.App) -> None:
             list(sb.filesystem.watch("/no/such/folder", timeout=1))
     finally:
         sb.terminate()
+
+
+def test_a_snapshot_starts_new_sandboxes_with_the_same_files(app: shoal.App) -> None:
+    sb = shoal.Sandbox.create(app=app)
+    try:
+        made = sb.exec(
+            "sh", "-c", "mkdir -p proj && echo data > proj/a.txt && ln -s /etc/hostname proj/l"
+        )
+        assert made.wait() == 0
+        image = sb.snapshot_filesystem()
+    finally:
+        sb.terminate()
+    for _ in range(2):  # two sandboxes of one snapshot: each has its own copy
+        again = shoal.Sandbox.create(app=app, image=image)
+        try:
+            p = again.exec("sh", "-c", "cat proj/a.txt; readlink proj/l; echo more >> proj/a.txt")
+            assert (p.stdout.read(), p.wait()) == ("data\n/etc/hostname\n", 0)
+        finally:
+            again.terminate()

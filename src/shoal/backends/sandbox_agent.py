@@ -18,7 +18,8 @@ Ops (each request carries ``id``; a command is named by its ``proc``):
 ``in`` / ``in_eof`` (its stdin), ``signal`` (its process group), file ops ``read``,
 ``write``, ``ls``, ``mkdir``, ``rm``, ``stat`` (``done`` with a result, or ``error``),
 ``watch`` (watch, path, recursive) and ``unwatch`` (watch): changes under a path, each
-sent as ``fsevent`` (watch, kind: Access, Create, Modify or Remove, paths).
+sent as ``fsevent`` (watch, kind: Access, Create, Modify or Remove, paths); ``snapshot``
+(path, out, limit): a tar of a folder's contents written to ``out``.
 It sends ``out`` (proc, fd, data) as a command writes, ``eof`` (proc, fd) and ``exit``
 (proc, code). Process 0 is the sandbox's own command (argv given at start, if any).
 
@@ -526,6 +527,8 @@ def _file_op(op: str, request: dict[str, Any]) -> Any:
         else:
             os.unlink(path)
         return None
+    if op == "snapshot":
+        return _snapshot(path, request["out"], int(request["limit"]))
     if op == "stat":
         found = os.lstat(path)
         kinds = {0o040000: "dir", 0o120000: "link"}
@@ -534,10 +537,52 @@ def _file_op(op: str, request: dict[str, Any]) -> Any:
     raise ValueError(f"unknown op {op!r}")
 
 
+def _snapshot(path: str, out: str, limit: int) -> int:
+    """Write a tar of folder ``path``'s contents to ``out`` (where the server reads it);
+    its size. Only what lies on the folder's own file system is taken: what is mounted
+    inside it (the interpreter's folders, a volume) is not the sandbox's to snapshot.
+
+    Raises:
+        ValueError: it is over ``limit`` bytes (then nothing is left at ``out``).
+    """
+    import tarfile  # only for a snapshot: not on every start's path
+
+    device = os.lstat(path).st_dev
+    with tarfile.open(out, "w") as archive:
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == device)
+            for name in [*dirs, *sorted(files)]:
+                full = os.path.join(root, name)
+                if os.lstat(full).st_dev == device and full != out:
+                    archive.add(full, arcname=os.path.relpath(full, path), recursive=False)
+    size = os.path.getsize(out)
+    if size > limit:
+        os.unlink(out)
+        raise ValueError(f"the snapshot is {size} bytes, over the {limit} allowed")
+    return size
+
+
+#: A snapshot the sandbox starts from, unpacked into its working directory at start.
+RESTORE = "/.shoal/run/restore.tar"
+
+
+def _restore() -> None:
+    """Unpack the snapshot this sandbox starts from, if any, into its working directory
+    (nothing written outside it: tarfile's ``tar`` filter)."""
+    if not os.path.exists(RESTORE):
+        return
+    import tarfile
+
+    with tarfile.open(RESTORE, "r:") as archive:
+        archive.extractall(os.getcwd(), filter="tar")
+    os.unlink(RESTORE)
+
+
 def main() -> None:
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     conn.connect(sys.argv[1])
     os.unlink(sys.argv[1])  # nothing else in the sandbox can connect as the agent
+    _restore()
     agent = Agent(conn)
     pty, argv = sys.argv[2] == "pty", sys.argv[3:]
     if argv:

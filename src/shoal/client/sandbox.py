@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.bridge import Bridged, bridged, bridged_iter
 from shoal.client.container_process import ContainerProcess, Exits, StreamReader, StreamWriter
+from shoal.client.image import Image
 from shoal.client.objects import request
 from shoal.client.volume import Volume
 from shoal.client.volume import mounts as volume_mounts
 from shoal.context import channel as call_channel
 from shoal.exception import InvalidError, NotFoundError, SandboxTerminatedError, SandboxTimeoutError
-from shoal.spec.image import dump_recipe
+from shoal.spec.image import dump_recipe, load_recipe
 
 if TYPE_CHECKING:
     from shoal.client.app import App
-    from shoal.client.image import Image
     from shoal.client.secret import Secret
 
 #: What Sandbox.create does not take yet, and says so rather than ignore.
@@ -246,6 +246,18 @@ class Sandbox(Exits):
             int(port): Tunnel(row["url"], *(row["unencrypted"] or (None, None)))
             for port, row in found.items()
         }
+
+    @bridged
+    async def snapshot_filesystem(self, timeout: float = 55) -> Image:  # noqa: ASYNC109
+        """An :class:`~shoal.Image` of this sandbox's working directory as it is now (its
+        image, plus a tar of those files, made inside the sandbox; what is mounted inside
+        the folder is left out): a new sandbox of it starts with its own copy of the same
+        files in its working directory (the image's build also unpacks them into the
+        image's folder). ``timeout`` is Modal's; the snapshot is taken at once. Up to half
+        of ``SHOAL_MAX_PAYLOAD_BYTES`` (32 MiB) of files."""
+        del timeout
+        answer = await request("sandbox_snapshot", object_id=self.object_id)
+        return Image(load_recipe(answer["image"]))
 
     @bridged
     async def set_tags(self, tags: dict[str, str]) -> None:

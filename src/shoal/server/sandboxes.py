@@ -38,6 +38,7 @@ import py_compile
 import secrets
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -48,7 +49,7 @@ from typing import Any
 
 from shoal.backends import cgroups, isolation, netstack, seccomp
 from shoal.exception import ExecutionError, InvalidError, NotFoundError
-from shoal.spec.image import Environment
+from shoal.spec.image import Environment, Recipe, Step
 
 #: Exit codes, as Modal's: a sandbox (or exec) ended by its timeout, or terminated.
 TIMEOUT_CODE = 124
@@ -243,6 +244,8 @@ class SandboxSpec:
     limits: cgroups.Limits = field(default_factory=cgroups.Limits)
     #: The built image it runs in (None: the host's /usr and the server's Python).
     image: Environment | None = None
+    #: The recipe of that image (None: none), which a snapshot extends.
+    recipe: Recipe | None = None
     #: Seconds without use after which it ends (None: never; see Sandbox._watch_idle).
     idle_timeout: float | None = None
     #: Its volumes: (path inside, host folder, read-only), the folders found by the server.
@@ -303,6 +306,9 @@ class Sandbox:
         os.chmod(self._private, 0o700)
         run = os.path.join(self._private, "run")
         os.mkdir(run)
+        restore = _restored(self.spec.recipe)
+        if restore:  # a snapshot it starts from: its agent unpacks it first
+            await asyncio.to_thread(_write_file, os.path.join(run, "restore.tar"), restore)
         socket_path = os.path.join(run, "agent.sock")
         connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
         connected = asyncio.get_running_loop().create_future()
@@ -619,6 +625,37 @@ class Sandbox:
             raise
         return number
 
+    async def snapshot(self, limit: int) -> bytes:
+        """A tar of its working directory's contents, made inside (at most ``limit`` bytes).
+
+        Raises:
+            InvalidError: it is over ``limit``, or the sandbox has ended.
+        """
+        self._active()
+        inside = "/.shoal/run/snapshot.tar"
+        await self._ask(
+            {"op": "snapshot", "path": self.spec.workdir, "out": inside, "limit": limit}
+        )
+        host = os.path.join(self._private, "run", "snapshot.tar")
+        # Its code can write that folder too: never follow a link it put there (it would
+        # lead to the host's files), and read no more than the limit.
+        try:
+            fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise InvalidError(f"the snapshot could not be read: {exc.strerror}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InvalidError("the snapshot is not a file")
+            with os.fdopen(os.dup(fd), "rb") as found:
+                data = found.read(limit + 1)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(host)
+        if len(data) > limit:
+            raise InvalidError(f"the snapshot is over the {limit} bytes allowed")
+        return data
+
     def watched(self, number: int) -> Watch:
         found = self.watches.get(number)
         if found is None:
@@ -886,7 +923,27 @@ def volumes_of(body: dict[str, Any]) -> list[tuple[str, str, bool, bool]]:
     return found
 
 
-def spec_of(body: dict[str, Any], image: Environment | None = None) -> SandboxSpec:
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as out:
+        out.write(data)
+
+
+def _restored(recipe: Recipe | None) -> bytes:
+    """The snapshot a sandbox of ``recipe`` starts from: its last ``archive`` step ("":
+    none)."""
+    found = [step.data for step in recipe.steps if step.kind == "archive"] if recipe else []
+    return found[-1] if found else b""
+
+
+def snapshot_recipe(base: Recipe | None, data: bytes) -> Recipe:
+    """The image of a snapshot: ``base`` (the sandbox's own image) and the snapshot's files."""
+    base = base or Recipe()
+    return Recipe(base.python_version, (*base.steps, Step("archive", (), data)), base.features)
+
+
+def spec_of(
+    body: dict[str, Any], image: Environment | None = None, recipe: Recipe | None = None
+) -> SandboxSpec:
     """The spec a ``sandbox_create`` request asks for (in ``image``, built for it; its
     ``volumes`` already resolved to host folders by the server).
 
@@ -947,6 +1004,7 @@ def spec_of(body: dict[str, Any], image: Environment | None = None) -> SandboxSp
         cidr_allowlist=_allowlist(body),
         pty=bool(body.get("pty")),
         ports=_ports(body),
+        recipe=recipe,
     )
 
 

@@ -51,14 +51,14 @@ from shoal.server.fields import data, seconds, text, whole
 from shoal.server.log_files import LogFiles
 from shoal.server.logs import LOGGED, Logs
 from shoal.server.objects import HomeObjects, Objects
-from shoal.server.sandboxes import Sandbox, Sandboxes
+from shoal.server.sandboxes import Sandbox, Sandboxes, snapshot_recipe
 from shoal.server.sandboxes import spec_of as sandbox_spec
 from shoal.server.sandboxes import volumes_of as sandbox_volumes
 from shoal.server.session import Session
 from shoal.server.spawns import Spawns
 from shoal.server.store import Store, lock_home
 from shoal.spec.function import dump_definitions
-from shoal.spec.image import load_recipe
+from shoal.spec.image import dump_recipe, load_recipe
 from shoal.spec.secrets import SecretSpec, check_values
 from shoal.spec.secrets import merged as merged_secrets
 
@@ -661,7 +661,7 @@ class Server:
     # -- sandboxes (see server/sandboxes.py) ------------------------------------------
 
     async def _op_sandbox_create(self, body: dict[str, Any], session: Session | None) -> Any:
-        image = None
+        image, recipe = None, None
         if body.get("image"):
             try:
                 recipe = load_recipe(data(body, "image"))
@@ -674,7 +674,7 @@ class Server:
         for inside, name, create, read_only in sandbox_volumes(body):
             await self.objects.handle("volume_open", {"name": name, "create": create})
             folders.append((inside, self.volume_path(name), read_only))
-        spec = sandbox_spec({**body, "env": env, "volume_folders": folders}, image)
+        spec = sandbox_spec({**body, "env": env, "volume_folders": folders}, image, recipe)
         sandbox = await self.sandboxes.create(spec)
         return {"object_id": sandbox.object_id}
 
@@ -723,6 +723,11 @@ class Server:
                 url = f"http://127.0.0.1:{host_port}"
                 found[str(port)] = {"url": url, "unencrypted": ["127.0.0.1", host_port]}
         return found
+
+    async def _op_sandbox_snapshot(self, body: dict[str, Any], session: Session | None) -> Any:
+        sandbox = self._sandbox(body)
+        files = await sandbox.snapshot(settings.max_payload_bytes() // 2)
+        return {"image": dump_recipe(snapshot_recipe(sandbox.spec.recipe, files))}
 
     async def _op_sandbox_watch(self, body: dict[str, Any], session: Session | None) -> Any:
         number = await self._sandbox(body).watch(text(body, "path"), bool(body.get("recursive")))

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 STEP_KINDS = frozenset(
     {"pip", "requirements", "pyproject", "apt", "run", "function", "env", "workdir"}
     | {"file", "dir", "python"}
+    | {"archive"}  # a tar of files (a sandbox's snapshot), unpacked in the image's root
 )
 
 #: What the container runtime imports, by feature of the functions an image serves, on top
