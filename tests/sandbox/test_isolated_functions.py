@@ -97,6 +97,27 @@ def test_a_function_makes_and_uses_sandboxes_of_its_own_app_only(server: ServerP
     assert still is None  # the other app's sandbox runs on, untouched
 
 
+def test_a_memory_limit_is_the_kernel_s_and_its_kill_says_out_of_memory(
+    server: ServerProcess,
+) -> None:
+    from shoal.backends import cgroups
+
+    if not cgroups.version():
+        pytest.skip(cgroups.available())
+    within = _call(server, "print(shoal.Function.from_name('jailed', 'hog').remote(32))")
+    assert within == 32
+    done = server.client(
+        "import shoal\n"
+        "try:\n"
+        "    shoal.Function.from_name('jailed', 'hog').remote(1024)\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    assert done.stdout.strip().endswith("Error"), done.stderr
+    logs = server.cli("app", "logs", "jailed")
+    assert "shoal: killed: out of memory (over 256 MiB)" in logs.stdout + logs.stderr
+
+
 def test_a_stopped_server_leaves_no_jail_behind(tmp_path: Path) -> None:
     instance = ServerProcess(tmp_path)
     shutil.copy(APP, instance.apps / APP.name)

@@ -71,6 +71,11 @@ class ContainerLaunch:
     #: on that node and holds the room in the cluster's books too).
     node: str = ""
     grant: Grant | None = None
+    #: The most it may use (the function's ``cpu=(request, limit)`` and
+    #: ``memory=(request, limit)``, in cores and MiB; None: no limit): a backend that
+    #: isolates holds it to them (cgroups), one that does not may ignore them.
+    cpu_limit: float | None = None
+    memory_limit: int | None = None
 
 
 def this_machine() -> Machine:

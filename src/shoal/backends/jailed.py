@@ -167,13 +167,15 @@ def container_jail(
     volumes: dict[str, str] | None = None,
     gpus: bool = False,
     network: bool = True,
+    limits: cgroups.Limits | None = None,
 ) -> isolation.Jail:
     """The jail of a container process (a fork server or a fresh interpreter).
 
     ``code_paths`` are host folders the user's code is imported from (bound read-only
     at their own paths, unless too broad: then only ``code_files``, its module's file,
     is bound), ``bundles`` maps bundle digests to their host folders (bound
-    under :data:`BUNDLES`), ``volumes`` maps paths inside to host folders (writable).
+    under :data:`BUNDLES`), ``volumes`` maps paths inside to host folders (writable);
+    ``limits`` are its cgroup's (default: :data:`PIDS` processes).
     """
     home = os.path.realpath(settings.home())
     ro = []
@@ -212,8 +214,36 @@ def container_jail(
         network=network and not netstack.problem(),
         hostname="container",
         env=tuple(environment.items()),
-        limits=cgroups.Limits(pids=PIDS),
+        limits=limits or cgroups.Limits(pids=PIDS),
     )
+
+
+def limits_of(cpu: float | None, memory_mib: int | None, pids: int | None = None) -> cgroups.Limits:
+    """A container's cgroup limits: its function's CPU and memory limits, and ``pids``."""
+    memory = None if memory_mib is None else memory_mib * 1024 * 1024
+    return cgroups.Limits(memory=memory, pids=pids, cpu=cpu)
+
+
+def group_for(pid: int, limits: cgroups.Limits) -> cgroups.Group | None:
+    """A cgroup of ``limits`` holding process ``pid`` (a container forked in its fork
+    server's jail, moved out of the jail's group into one of its own); None where no
+    cgroup is writable.
+
+    Raises:
+        OSError: the process could not be moved (it exited already).
+    """
+    if not cgroups.version():
+        return None
+    _sweep_once()
+    group = cgroups.Group(f"pool-{os.getpid()}-c{next(_numbers)}", limits)
+    try:
+        for procs in group.procs:
+            with open(procs, "w") as out:
+                out.write(str(pid))
+    except OSError:
+        group.remove(0)
+        raise
+    return group
 
 
 def _within(path: str, folder: str) -> bool:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, TextIO
 
 from shoal import settings
-from shoal.backends import isolation, jailed
+from shoal.backends import cgroups, isolation, jailed
 from shoal.backends.base import (
     Backend,
     BuildLog,
@@ -63,15 +63,28 @@ class _Child:
     #: Set once ``on_exit`` has been called for it.
     reported: asyncio.Event = field(default_factory=asyncio.Event)
     killer: Callable[[], None] | None = None
-    #: The jail a spawned container runs in (ended with it).
+    #: The jail a spawned container runs in, or the cgroup of its limits a forked one was
+    #: moved to (both ended once its exit is reported).
     jail: jailed.Jailed | None = None
+    group: cgroups.Group | None = None
 
     def end(self, code: int | None) -> None:
-        """Record that the process exited (and end what its jail left)."""
+        """Record that the process exited."""
         self.code = code
         self.exited.set()
+
+    def out_of_memory(self) -> bool:
+        """Whether the kernel killed it (or a process of it) at its memory limit."""
+        group = self.group or (self.jail.group if self.jail is not None else None)
+        return group is not None and group.oom_killed()
+
+    def release(self) -> None:
+        """End what its jail or cgroup left behind (it has exited)."""
         if self.jail is not None:
             self.jail.close()
+        if self.group is not None:
+            self.group.remove(0.5)
+            self.group = None
 
     def kill(self) -> None:
         if self.killer is not None and not self.exited.is_set():
@@ -146,7 +159,11 @@ class LocalBackend(Backend):
         return dataclasses.replace(preload, module_file=module_file, sys_path=sys_path, bundle="")
 
     async def _jail_maker(
-        self, preload: Preload | None, image: Environment | None, volumes: dict[str, str]
+        self,
+        preload: Preload | None,
+        image: Environment | None,
+        volumes: dict[str, str],
+        limits: cgroups.Limits | None = None,
     ) -> Callable[[dict[str, str]], isolation.Jail]:
         """What makes the jail of a container process running ``preload``'s code, given the
         process's environment (see :mod:`shoal.backends.jailed`).
@@ -168,7 +185,7 @@ class LocalBackend(Backend):
                 code_files.append(preload.module_file)
         code = (tuple(code_paths), tuple(code_files))
         return functools.partial(
-            _container_jail, image, self.control_address, code, bundles, volumes
+            _container_jail, image, self.control_address, code, bundles, volumes, limits
         )
 
     def _fork_server(self, preload: Preload) -> asyncio.Task[ForkServer]:
@@ -220,7 +237,8 @@ class LocalBackend(Backend):
         jail: jailed.Jailed | None = None
         if self.isolated:
             volumes = json.loads(launch.env.get("SHOAL_VOLUMES") or "{}")
-            make = await self._jail_maker(launch.preload, image, volumes)
+            limits = jailed.limits_of(launch.cpu_limit, launch.memory_limit, jailed.PIDS)
+            make = await self._jail_maker(launch.preload, image, volumes, limits)
             jail = jailed.prepare(make(env), argv)
             argv, cwd = jail.line, None
         try:
@@ -273,6 +291,10 @@ class LocalBackend(Backend):
         finally:
             os.close(out_write)
             os.close(err_write)
+        if self.isolated and (launch.cpu_limit is not None or launch.memory_limit is not None):
+            limits = jailed.limits_of(launch.cpu_limit, launch.memory_limit, jailed.PIDS)
+            with contextlib.suppress(OSError):  # it exited already: its exit says so
+                child.group = jailed.group_for(child.pid, limits)
         self._children[launch.container_id] = child
         stdout = os.fdopen(out_read, "rb", buffering=0)
         stderr = os.fdopen(err_read, "rb", buffering=0)
@@ -300,6 +322,11 @@ class LocalBackend(Backend):
             with contextlib.suppress(asyncio.CancelledError):
                 await relays
             self._children.pop(launch.container_id, None)
+            if child.out_of_memory():
+                limit = f"{launch.memory_limit} MiB" if launch.memory_limit else "its limit"
+                line = f"shoal: killed: out of memory (over {limit})"
+                self._write(launch, "stderr", [line.encode()])
+            child.release()
         try:
             on_exit(launch.container_id, child.code)
         finally:
@@ -389,6 +416,7 @@ def _container_jail(
     code: tuple[tuple[str, ...], tuple[str, ...]],
     bundles: dict[str, str],
     volumes: dict[str, str],
+    limits: cgroups.Limits | None,
     env: dict[str, str],
 ) -> isolation.Jail:
     return jailed.container_jail(
@@ -400,6 +428,7 @@ def _container_jail(
         bundles=bundles,
         volumes=volumes,
         gpus=True,
+        limits=limits,
     )
 
 

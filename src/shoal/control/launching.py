@@ -68,6 +68,8 @@ class Launching(PoolState):
             preload=self._preload,
             image=self._preload.image,
             env={**self._env, **launch.env},
+            cpu_limit=self.spec.resources.cpu_limit,
+            memory_limit=self.spec.resources.memory_limit,
         )
         try:
             handle.pid = await self._backend.start(launch, self._on_exit)

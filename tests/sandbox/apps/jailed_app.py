@@ -81,3 +81,10 @@ def in_a_sandbox(other: str) -> dict[str, object]:
     except shoal.exception.NotFoundError as exc:
         reached = str(exc)
     return {"out": out, "code": code, "listed": sb.object_id in listed, "other": reached}
+
+
+@app.function(memory=(64, 256))
+def hog(mib: int) -> int:
+    """Hold ``mib`` MiB at once (its limit is 256)."""
+    held = bytearray(mib * 1024 * 1024)
+    return len(held) // (1024 * 1024)
