@@ -182,7 +182,10 @@ def bwrap_args(jail: Jail, private: str, seccomp_fd: int, info_fd: int | None = 
 
 
 def _covered(path: str, jail: Jail) -> bool:
-    return any(inside == path for _, inside in (*jail.ro, *jail.rw))
+    """Whether ``path`` lies in a bind (then it is that bind's folder, not a tmpfs)."""
+    return any(
+        path == inside or path.startswith(inside + "/") for _, inside in (*jail.ro, *jail.rw)
+    )
 
 
 def command(

@@ -11,8 +11,10 @@ other apps and the host are out of reach.
 
 What a container's jail holds, beside the jail's own root of the host's ``/usr``:
 
-- the interpreter it runs on, read-only: the image's environment, or the server's own
-  interpreter and the folders Shoal and its dependencies are imported from;
+- the interpreter it runs on, read-only: the image's environment and its folder (the files
+  the image added; its working directory, read-only in a jail: a container writes to
+  ``/tmp``), or the server's own interpreter and the folders Shoal and its dependencies are
+  imported from;
 - its code bundle alone, read-only, in a bundle cache of its own (a tmpfs where the
   container may unpack what it fetches), and, for a function defined in a file rather
   than a bundle (the embedded server), the folders of its import path, read-only;
@@ -142,10 +144,10 @@ def socket_path(address: str) -> str:
 
 def interpreter_binds(image: Environment | None) -> list[str]:
     """The folders a container's interpreter and its imports come from (host paths)."""
-    if image is not None:
+    if image is not None:  # its environment, and its own folder (files added, its workdir)
         root = os.path.dirname(os.path.dirname(image.python))
         base = os.path.dirname(os.path.dirname(os.path.realpath(image.python)))
-        found = [root, base]
+        found = [root, base, *image.sys_path, *([image.workdir] if image.workdir else [])]
     else:
         found = [sys.base_prefix, sys.prefix]
     # Shoal itself (an editable install imports it from its source tree) and whatever

@@ -2,7 +2,7 @@
 as it imports the app (with sync and async functions alike). Prints one JSON line."""
 
 import json
-import os
+import uuid
 
 import shoal as modal
 
@@ -10,7 +10,7 @@ app = modal.App("module-level")
 
 scores = modal.Dict.from_name("shoal-test-module-level", create_if_missing=True)
 if not modal.is_local():  # in each container, as it imports this module
-    scores[f"imported-{os.getpid()}"] = 1
+    scores[f"imported-{uuid.uuid4().hex}"] = 1  # not the pid: each jail numbers its own
     scores["alice"] = 3
 
 
