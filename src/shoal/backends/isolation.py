@@ -64,7 +64,7 @@ class Jail:
     ro: tuple[tuple[str, str], ...] = ()
     #: Host paths bound writable.
     rw: tuple[tuple[str, str], ...] = ()
-    #: Paths inside a bind above hidden under an empty tmpfs.
+    #: Paths inside a bind above hidden: a folder under an empty tmpfs, a file unreadable.
     hidden: tuple[str, ...] = ()
     #: More private writable tmpfs folders (capped at :attr:`tmp_bytes` each).
     tmpfs: tuple[str, ...] = ()
@@ -171,6 +171,8 @@ def bwrap_args(jail: Jail, private: str, seccomp_fd: int, info_fd: int | None = 
     for kind, host, inside in sorted(binds, key=lambda b: b[2].count("/")):
         if kind == "--tmpfs" and host:
             args += ["--size", host, kind, inside]
+        elif kind == "--tmpfs" and os.path.isfile(inside):  # a hidden file: unreadable
+            args += ["--ro-bind", "/dev/null", inside]
         elif kind == "--tmpfs":  # hidden: empty, and nothing may be written there
             args += [kind, inside, "--remount-ro", inside]
         else:

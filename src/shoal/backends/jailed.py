@@ -153,9 +153,21 @@ def interpreter_binds(image: Environment | None) -> list[str]:
     # Shoal itself (an editable install imports it from its source tree) and whatever
     # this interpreter imports from outside its prefix.
     found.append(_PACKAGES)
-    if image is None:
-        found += [p for p in sys.path if p and os.path.isdir(p) and p.startswith("/")]
+    if image is None:  # where this interpreter's packages are installed, and no other folder
+        found += [p for p in sys.path if _a_package_folder(p)]
     return found
+
+
+def _a_package_folder(path: str) -> bool:
+    """Whether import path entry ``path`` holds installed packages (a ``site-packages``
+    folder, or one inside the interpreter's prefixes), not a working folder that
+    happened to be on the path (the folder a server was started in)."""
+    if not path.startswith("/") or not os.path.isdir(path):
+        return False
+    parts = path.split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
+        return True
+    return any(_within(path, prefix) for prefix in (sys.prefix, sys.base_prefix))
 
 
 def container_jail(
@@ -191,8 +203,14 @@ def container_jail(
         if os.path.isfile(real) and not _within(real, home):
             if not any(_within(real, host) for host, _ in ro):
                 ro.append((real, os.path.abspath(file)))
-    # A bind that holds the home (a project folder that is the user's home) hides it.
-    hidden = [home for host, _ in ro if _within(home, host)][:1]
+    # A bind that holds the home or the client's profile (its token), as a project folder
+    # that is the user's home would, hides them.
+    secret = [home, os.path.realpath(settings.config_file())]
+    hidden = [
+        path
+        for path in secret
+        if os.path.exists(path) and any(_within(path, host) for host, _ in ro)
+    ]
     for digest, root in (bundles or {}).items():
         ro.append((root, bundle.folder(BUNDLES, digest)))
     sock = socket_path(address)
