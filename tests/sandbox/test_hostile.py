@@ -115,7 +115,7 @@ def test_the_host_s_secrets_are_not_there(sb: shoal.Sandbox) -> None:
     os.close(fd)
     bundles = os.path.expanduser("~/.cache/shoal")
     try:
-        for path in ("/etc/shadow", planted, os.getcwd(), bundles, "/var/lib"):
+        for path in ("/etc/shadow", "/etc/ssl/private", planted, os.getcwd(), bundles, "/var/lib"):
             code, out, _ = _run(sb, f"cat {path} || ls {path}")
             assert code != 0 and out == "", path
     finally:

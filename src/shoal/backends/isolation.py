@@ -21,7 +21,9 @@ checks at start that it works here and says what is missing when it does not):
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -33,7 +35,10 @@ from shoal.backends import cgroups, netstack, seccomp
 
 #: Files of the host's /etc an isolated process sees (those that exist), read-only.
 ETC = (
-    "/etc/ssl",
+    # Certificates and OpenSSL's settings, never /etc/ssl/private: a jail runs as root of its
+    # own user namespace, which the host's root-owned keys would let read.
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
     "/etc/ca-certificates",
     "/etc/ca-certificates.conf",
     "/etc/resolv.conf",
@@ -236,3 +241,38 @@ def interpreter_hidden() -> tuple[str, ...]:
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     packages = os.path.join(sys.base_prefix, "lib", version, "site-packages")
     return (packages,) if os.path.isdir(packages) else ()
+
+
+async def jail_pid(info: int, what: str) -> int:
+    """The pid (here) of the first process of a jail, as bubblewrap tells it on its info
+    pipe ``info`` (``--info-fd``; closed here): the process whose namespaces its network
+    joins. ``what`` names the jail in the error.
+
+    Raises:
+        OSError: the jail ended before it said.
+    """
+    try:
+        said = await asyncio.to_thread(_read_info, info)
+    finally:
+        os.close(info)
+    pid = said.get("child-pid") if isinstance(said, dict) else None
+    if not isinstance(pid, int):
+        raise OSError(f"{what} ended before its network could be set up")
+    return pid
+
+
+def _read_info(fd: int) -> object:
+    """The JSON object bubblewrap writes to pipe ``fd``, read until it is whole or the pipe
+    closes (then None)."""
+    data = b""
+    while not data.rstrip().endswith(b"}"):
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return None
+        data += chunk
+        if len(data) > 65536:
+            return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None

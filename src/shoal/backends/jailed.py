@@ -30,13 +30,11 @@ the host's loopback services are never reachable from inside.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import functools
 import glob
 import itertools
-import json
 import os
 import shutil
 import sys
@@ -91,14 +89,7 @@ class Jailed:
         if self.info_read < 0:
             return
         info, self.info_read = self.info_read, -1
-        try:
-            said = await asyncio.to_thread(_read_json, info)
-        finally:
-            os.close(info)
-        pid = said.get("child-pid") if isinstance(said, dict) else None
-        if not isinstance(pid, int):
-            raise OSError("the container's jail ended before its network could be set up")
-        self.link = await netstack.attach(pid)
+        self.link = await netstack.attach(await isolation.jail_pid(info, "the container's jail"))
 
     def close(self) -> None:
         """End what the jail left behind: its network, its cgroup, its private folder
@@ -116,15 +107,6 @@ class Jailed:
         if self.group is not None:
             self.group.remove(0.5)
         shutil.rmtree(self.private, ignore_errors=True)
-
-
-def _read_json(fd: int) -> object:
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
-        with contextlib.suppress(ValueError):
-            return json.loads(data)
-    return None
 
 
 def socket_path(address: str) -> str:

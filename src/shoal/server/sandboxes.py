@@ -378,13 +378,7 @@ class Sandbox:
         Raises:
             OSError: the jail ended first, or the network stack failed (what it said).
         """
-        try:
-            said = await asyncio.to_thread(_read_json, info)
-        finally:
-            os.close(info)
-        pid = said.get("child-pid") if isinstance(said, dict) else None
-        if not isinstance(pid, int):
-            raise OSError("the sandbox ended before its network could be set up")
+        pid = await isolation.jail_pid(info, "the sandbox")
         if self.spec.cidr_allowlist is not None:  # before the interface exists: airtight
             await netstack.restrict(pid, netstack.networks(list(self.spec.cidr_allowlist)))
         api = os.path.join(self._private, "net.sock") if self.spec.ports else None
@@ -774,23 +768,6 @@ class Sandbox:
 
 async def _ready() -> None:
     """Nothing to wait for."""
-
-
-def _read_json(fd: int) -> object:
-    """The JSON object a process writes to pipe ``fd`` (bwrap's --info-fd), read until it
-    is whole or the pipe closes (then None)."""
-    data = b""
-    while not data.rstrip().endswith(b"}"):
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return None
-        data += chunk
-        if len(data) > 65536:
-            return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
 
 
 def _modal_code(code: int) -> int:
