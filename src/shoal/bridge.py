@@ -432,7 +432,9 @@ def iterate_sync(chunks: AsyncIterator[list[T]]) -> Iterator[T]:
     """Iterate an async iterator of chunks from a thread outside the loop.
 
     One loop round trip per chunk, not per item. Closing the iterator early
-    closes ``chunks`` on the loop.
+    closes ``chunks`` on the loop: at once from a thread outside it, or, when the garbage
+    collector closes an abandoned iterator on the loop's own thread (where blocking
+    would deadlock), soon, as a task of the loop.
     """
     try:
         while True:
@@ -444,7 +446,20 @@ def iterate_sync(chunks: AsyncIterator[list[T]]) -> Iterator[T]:
     finally:
         closer = getattr(chunks, "aclose", None)
         if closer is not None:
-            run_sync(closer())
+            if on_background_loop():
+                _close_later(closer)
+            else:
+                run_sync(closer())
+
+
+def _close_later(closer: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    task = asyncio.ensure_future(closer())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+#: Iterators being closed on the loop (kept until they are: a task is weakly held).
+_closing: set[asyncio.Future[Any]] = set()
 
 
 async def iterate_async(chunks: AsyncIterator[list[T]]) -> AsyncIterator[T]:
