@@ -73,3 +73,41 @@ def test_a_sandbox_outlives_its_client_and_the_cli_ends_it(tmp_path: Path) -> No
         )
     finally:
         server.stop()
+
+
+def test_the_store_keeps_sandboxes_across_a_restart(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path).start()
+    try:
+        assert server.cli("secret", "create", "box-secret", "WORD=kept").returncode == 0
+        made = server.client(CREATE)
+        assert made.returncode == 0, made.stderr
+        object_id = made.stdout.split()[-1]
+        server.kill()  # a SIGKILLed server: its sandboxes end with it, and it keeps no promise
+        wait_until(lambda: not _running("echo warned"), 10, "the sandbox to end with its server")
+        server.start()
+        every = json.loads(server.cli("sandbox", "list", "--all", "--json").stdout)
+        assert [(r["object_id"], r["returncode"], r["reason"]) for r in every] == [
+            (object_id, 137, "server stopped")
+        ]
+        assert r"running" not in server.cli("sandbox", "list", "--all").stdout
+        assert json.loads(server.cli("sandbox", "list", "--json").stdout) == []  # none running
+        polled = server.client(
+            "import shoal\n"
+            f"sb = shoal.Sandbox.from_id({object_id!r})\n"
+            "print(sb.poll(), sb.returncode, sb.termination_reason)\n"
+        )
+        assert polled.stdout.split() == ["137", "137", "server", "stopped"], polled.stderr
+        assert server.cli("sandbox", "terminate", object_id, "-y").returncode == 0  # a no-op
+    finally:
+        server.stop()
+
+
+def _running(text: str) -> bool:
+    """Whether a process whose command line holds ``text`` runs."""
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in path.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                return True
+        except OSError:
+            continue
+    return False

@@ -16,9 +16,12 @@ def sandbox() -> None:
 @sandbox.command("list")
 @click.option("--app", "app_name", default="", help="Only this app's sandboxes.")
 @click.option("--tag", "tags", multiple=True, help="Only those with this tag: KEY=VALUE.")
+@click.option(
+    "--all", "every", is_flag=True, help="Ended ones too (the server keeps the last 10,000)."
+)
 @JSON_FLAG
-def sandbox_list(app_name: str, tags: tuple[str, ...], as_json: bool) -> None:
-    """List running sandboxes."""
+def sandbox_list(app_name: str, tags: tuple[str, ...], every: bool, as_json: bool) -> None:
+    """List running sandboxes (with --all, ended ones too, with how they ended)."""
     wanted = {}
     for tag in tags:
         key, sep, value = tag.partition("=")
@@ -26,14 +29,21 @@ def sandbox_list(app_name: str, tags: tuple[str, ...], as_json: bool) -> None:
             raise click.BadParameter(f"{tag!r}: expected KEY=VALUE", param_hint="--tag")
         wanted[key] = value
     print_rows(
-        ask_server("sandbox_list", app=app_name, tags=wanted),
+        ask_server("sandbox_list", app=app_name, tags=wanted, all=every),
         as_json,
-        f"{'ID':20} {'APP':16} {'NAME':16} {'CREATED':19} COMMAND",
+        f"{'ID':20} {'APP':16} {'NAME':16} {'CREATED':19} {'STATE':22} COMMAND",
         lambda row: (
             f"{row['object_id']:20} {row['app']:16} {row['name'] or '-':16} "
-            f"{when(row['created']):19} {' '.join(row['command']) or '-'}"
+            f"{when(row['created']):19} {_state(row):22} {' '.join(row['command']) or '-'}"
         ),
     )
+
+
+def _state(row: dict[str, object]) -> str:
+    """``running``, or how it ended: ``137 server stopped``."""
+    if row.get("returncode") is None:
+        return "running"
+    return f"{row['returncode']} {row.get('reason') or ''}".strip()
 
 
 @sandbox.command("logs")

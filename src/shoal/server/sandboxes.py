@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,6 +291,8 @@ class Sandbox:
         #: Its declared ports: the host loopback port each is forwarded to, and whether
         #: it is encrypted (reached through the gateway, behind the token).
         self.tunnels: dict[int, tuple[int, bool]] = {}
+        #: Called once it ends.
+        self.ended_callbacks: list[Callable[[], None]] = []
         #: Its file watches, by number.
         self.watches: dict[int, Watch] = {}
         self._next_watch = itertools.count(1)
@@ -693,6 +696,8 @@ class Sandbox:
         self.returncode = code
         self.reason = reason
         self.ended.set()
+        for callback in self.ended_callbacks:
+            callback()
         if self._deadline is not None:
             self._deadline.cancel()
         for command in self.commands.values():
@@ -790,6 +795,10 @@ class Sandboxes:
 
     def __init__(self) -> None:
         self._all: dict[str, Sandbox] = {}
+        #: Told of each sandbox once it started, and once it ended (the server keeps
+        #: them in its store).
+        self.on_started: Callable[[Sandbox], None] | None = None
+        self.on_ended: Callable[[Sandbox], None] | None = None
         self._problem: str | None = None
         self._groups = cgroups.Pool()
         atexit.register(self._at_exit)  # after the pool's: atexit runs the last first
@@ -824,6 +833,13 @@ class Sandboxes:
                     raise ExecutionError(str(exc)) from None
         self._all[sandbox.object_id] = sandbox
         self._forget_old()
+        if self.on_started is not None:
+            self.on_started(sandbox)
+        if self.on_ended is not None:
+            told = self.on_ended
+            sandbox.ended_callbacks.append(lambda: told(sandbox))
+            if sandbox.ended.is_set():  # it ended as it started
+                told(sandbox)
         return sandbox
 
     def _forget_old(self) -> None:

@@ -175,6 +175,14 @@ class Server:
             self.store = Store(os.path.join(self.home, "shoal.db"))
             self.store.start(asyncio.get_running_loop())
         state = os.path.dirname(self.store.path)
+        # Sandboxes end with the server that ran them: those a server before this one left
+        # running are ended in the store, and this one's are kept there as they go.
+        self.store.end_lost_sandboxes()
+        store = self.store
+        self.sandboxes.on_started = lambda sandbox: store.put_sandbox(sandbox.describe())
+        self.sandboxes.on_ended = lambda sandbox: store.end_sandbox(
+            sandbox.object_id, sandbox.returncode, sandbox.reason
+        )
         if options.token is not None:
             self._digests = [hashlib.sha256(options.token.encode()).digest()]
         else:
@@ -681,9 +689,18 @@ class Server:
     def _sandbox(self, body: dict[str, Any]) -> Sandbox:
         return self.sandboxes.get(text(body, "object_id"))
 
+    def _stored_sandbox(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The store's row of a sandbox that is not running here (it ended, maybe with a
+        server before this one); None when the sandbox runs, or was never known."""
+        object_id = text(body, "object_id")
+        with contextlib.suppress(NotFoundError):
+            self.sandboxes.get(object_id)
+            return None
+        return self.store.sandbox(object_id)
+
     async def _op_sandbox_get(self, body: dict[str, Any], session: Session | None) -> Any:
         if body.get("object_id"):
-            return self._sandbox(body).describe()
+            return self._stored_sandbox(body) or self._sandbox(body).describe()
         app, name = text(body, "app"), text(body, "name")
         found = self.sandboxes.named(app, name)
         if found is None:
@@ -694,7 +711,12 @@ class Server:
         app, tags = body.get("app") or "", body.get("tags") or {}
         if not isinstance(app, str) or not isinstance(tags, dict):
             raise InvalidError("sandbox_list: app is text, tags a map")
-        return [s.describe() for s in self.sandboxes.list(app, tags)]
+        if not body.get("all"):
+            return [s.describe() for s in self.sandboxes.list(app, tags)]
+        # Ended ones too, from the store (live ones as they are now).
+        live = {s.object_id: s.describe() for s in self.sandboxes.list(app)}
+        rows = [live.get(row["object_id"], row) for row in self.store.sandboxes(app)]
+        return [r for r in rows if all(r["tags"].get(k) == v for k, v in tags.items())]
 
     async def _op_sandbox_set_tags(self, body: dict[str, Any], session: Session | None) -> Any:
         tags = body.get("tags")
@@ -703,6 +725,7 @@ class Server:
         ):
             raise InvalidError("tags: expected a map of strings")
         self._sandbox(body).tags = dict(tags)
+        self.store.set_sandbox_tags(text(body, "object_id"), dict(tags))
         return {}
 
     async def _op_sandbox_logs(self, body: dict[str, Any], session: Session | None) -> Any:
@@ -751,11 +774,16 @@ class Server:
         return host_port if encrypted and not sandbox.ended.is_set() else None
 
     async def _op_sandbox_wait(self, body: dict[str, Any], session: Session | None) -> Any:
+        stored = self._stored_sandbox(body)
+        if stored is not None:
+            return {"returncode": stored["returncode"], "reason": stored["reason"]}
         sandbox = self._sandbox(body)
         await _waited(sandbox.ended, seconds(body, "wait"))
         return {"returncode": sandbox.returncode, "reason": sandbox.reason}
 
     async def _op_sandbox_terminate(self, body: dict[str, Any], session: Session | None) -> Any:
+        if self._stored_sandbox(body) is not None:
+            return {}  # it ended already
         sandbox = self._sandbox(body)
         sandbox.terminate()
         await sandbox.wait_closed()

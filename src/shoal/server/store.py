@@ -4,7 +4,8 @@ Tables: ``tokens`` (SHA-256 of each access token, never the token), ``bundles``
 (content-addressed code archives), ``versions`` (every deployment of every app:
 its bundle and its pickled function definitions), ``apps`` (each app's current
 version and whether it runs), ``calls`` (durable spawns: arguments, state,
-outcome) and ``web_ports`` (the port each deployed web endpoint has of its own).
+outcome), ``web_ports`` (the port each deployed web endpoint has of its own) and
+``sandboxes`` (each sandbox: its app, name, tags and command, and how it ended).
 
 Writes are group commits: :meth:`Store.write` queues a change with a callback,
 and one writer thread applies everything queued since its last commit in a
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import queue
 import sqlite3
@@ -56,6 +58,11 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE TABLE IF NOT EXISTS web_ports (
     endpoint TEXT PRIMARY KEY, port INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY, app TEXT NOT NULL, name TEXT NOT NULL, tags TEXT NOT NULL,
+    command TEXT NOT NULL, created REAL NOT NULL, ended REAL, returncode INTEGER,
+    reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS calls_pending ON calls (finished) WHERE finished IS NULL;
 CREATE INDEX IF NOT EXISTS calls_finished ON calls (finished);
@@ -282,6 +289,67 @@ class Store:
         )
         return [VersionRow(a, v, b, bytes(f), c, cl) for a, v, b, f, c, cl in rows]
 
+    # -- sandboxes ------------------------------------------------------------------
+
+    def put_sandbox(self, row: dict[str, Any]) -> None:
+        """Keep sandbox ``row`` (``describe()``'s fields); at most :data:`SANDBOXES_KEPT`
+        ended ones are kept, the oldest going first."""
+        with self._reader:
+            self._reader.execute(
+                "INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, '')",
+                (
+                    row["object_id"],
+                    row["app"],
+                    row["name"],
+                    json.dumps(row["tags"]),
+                    json.dumps(row["command"]),
+                    row["created"],
+                ),
+            )
+            self._reader.execute(
+                "DELETE FROM sandboxes WHERE id IN (SELECT id FROM sandboxes WHERE ended IS NOT "
+                "NULL ORDER BY ended DESC LIMIT -1 OFFSET ?)",
+                (SANDBOXES_KEPT,),
+            )
+
+    def end_sandbox(self, object_id: str, returncode: int | None, reason: str) -> None:
+        with self._reader:
+            self._reader.execute(
+                "UPDATE sandboxes SET ended = ?, returncode = ?, reason = ? WHERE id = ?",
+                (time.time(), returncode, reason, object_id),
+            )
+
+    def set_sandbox_tags(self, object_id: str, tags: dict[str, str]) -> None:
+        with self._reader:
+            self._reader.execute(
+                "UPDATE sandboxes SET tags = ? WHERE id = ?", (json.dumps(tags), object_id)
+            )
+
+    def end_lost_sandboxes(self) -> int:
+        """Mark ended the sandboxes a server that stopped or died left running (they
+        end with it); how many."""
+        with self._reader:
+            found = self._reader.execute(
+                "UPDATE sandboxes SET ended = ?, returncode = 137, reason = 'server stopped' "
+                "WHERE ended IS NULL",
+                (time.time(),),
+            )
+        return found.rowcount
+
+    def sandbox(self, object_id: str) -> dict[str, Any] | None:
+        row = self._reader.execute(
+            f"SELECT {_SANDBOX_COLUMNS} FROM sandboxes WHERE id = ?", (object_id,)
+        ).fetchone()
+        return None if row is None else _sandbox_row(row)
+
+    def sandboxes(self, app: str = "") -> list[dict[str, Any]]:
+        """Every kept sandbox (of ``app``), oldest first."""
+        rows = self._reader.execute(
+            f"SELECT {_SANDBOX_COLUMNS} FROM sandboxes WHERE ? = '' OR app = ? ORDER BY created",
+            (app, app),
+        )
+        return [_sandbox_row(row) for row in rows]
+
     # -- durable calls -----------------------------------------------------------
 
     def add_calls(self, calls: list[StoredCall], then: Callable[[], None]) -> None:
@@ -414,3 +482,24 @@ def home_locked(home: str) -> bool:
     finally:
         os.close(fd)  # closing drops a lock taken here
     return False
+
+
+#: Ended sandboxes the store keeps (for ``shoal sandbox list --all`` and ``from_id``).
+SANDBOXES_KEPT: Final = 10_000
+_SANDBOX_COLUMNS: Final = "id, app, name, tags, command, created, ended, returncode, reason"
+
+
+def _sandbox_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A stored sandbox as ``describe()`` gives a live one, with when it ended."""
+    object_id, app, name, tags, command, created, ended, returncode, reason = row
+    return {
+        "object_id": object_id,
+        "app": app,
+        "name": name,
+        "tags": json.loads(tags),
+        "command": json.loads(command),
+        "created": created,
+        "ended": ended,
+        "returncode": returncode,
+        "reason": reason,
+    }
