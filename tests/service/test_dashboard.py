@@ -123,8 +123,10 @@ def test_a_burst_shows_in_the_containers_plot(browser: Any, server: ServerProces
         summed = "window.shoal.charts.rate.data[1].reduce((a, v) => a + (v || 0), 0)"
         page.wait_for_function(f"{summed} >= 150", timeout=10_000)
         assert page.evaluate(summed) == 150
-        rows = page.locator("#containers tbody tr")
-        assert rows.count() >= 1
+        # The table is refreshed from the function's API every few seconds: wait for it.
+        page.wait_for_function(
+            "document.querySelectorAll('#containers tbody tr').length >= 1", timeout=10_000
+        )
         if SCREENSHOT:
             page.screenshot(path=SCREENSHOT, full_page=True)
     finally:
