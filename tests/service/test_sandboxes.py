@@ -3,6 +3,7 @@ terminates them, and their app's stop ends them."""
 
 from __future__ import annotations
 
+import glob
 import json
 from pathlib import Path
 
@@ -82,9 +83,13 @@ def test_the_store_keeps_sandboxes_across_a_restart(tmp_path: Path) -> None:
         made = server.client(CREATE)
         assert made.returncode == 0, made.stderr
         object_id = made.stdout.split()[-1]
+        assert server.proc is not None
+        dead = server.proc.pid
+        assert glob.glob(f"/tmp/shoal-sb-{dead}-*")  # the sandbox's own folder
         server.kill()  # a SIGKILLed server: its sandboxes end with it, and it keeps no promise
         wait_until(lambda: not _running("echo warned"), 10, "the sandbox to end with its server")
         server.start()
+        assert not glob.glob(f"/tmp/shoal-sb-{dead}-*")  # the next start swept what it left
         every = json.loads(server.cli("sandbox", "list", "--all", "--json").stdout)
         assert [(r["object_id"], r["returncode"], r["reason"]) for r in every] == [
             (object_id, 137, "server stopped")

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import glob
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -276,3 +278,19 @@ def _read_info(fd: int) -> object:
         return json.loads(data)
     except ValueError:
         return None
+
+
+def private_folder(prefix: str) -> str:
+    """A new folder of this process alone (mode 0700) for one jail's own files, named
+    ``<prefix><pid>-...`` in the temporary folder so that :func:`sweep_folders` can tell
+    whose it is."""
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
+
+
+def sweep_folders(prefix: str) -> None:
+    """Remove the folders of :func:`private_folder` whose process is gone (it was killed
+    before it could)."""
+    for folder in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*")):
+        owner = os.path.basename(folder)[len(prefix) :].split("-")[0]
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            shutil.rmtree(folder, ignore_errors=True)

@@ -38,7 +38,6 @@ import itertools
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -267,7 +266,7 @@ def prepare(jail: isolation.Jail, argv: Sequence[str]) -> Jailed:
     seccomp program in a pipe, a cgroup where one is writable, and the pipe bubblewrap
     tells the jail's pid on (when it has a network to join)."""
     _sweep_once()
-    private = tempfile.mkdtemp(prefix=f"{_PRIVATE}{os.getpid()}-")
+    private = isolation.private_folder(_PRIVATE)
     group = None
     try:
         if cgroups.version():
@@ -302,10 +301,7 @@ def _sweep_once() -> None:
     """Remove the groups and folders that jails of dead processes left (once per process),
     and end this process's own at its exit."""
     cgroups.sweep()
-    for folder in glob.glob(os.path.join(tempfile.gettempdir(), _PRIVATE + "*")):
-        owner = os.path.basename(folder)[len(_PRIVATE) :].split("-")[0]
-        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
-            shutil.rmtree(folder, ignore_errors=True)
+    isolation.sweep_folders(_PRIVATE)
     atexit.register(_end_all)
 
 

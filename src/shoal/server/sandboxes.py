@@ -214,6 +214,10 @@ WATCH_EVENTS = 10_000
 #: What a change is reported as (inotify's bits, grouped as Modal groups them).
 WATCH_KINDS = frozenset(("Access", "Create", "Modify", "Remove"))
 
+#: The prefix of each sandbox's own folder (its agent's socket, its snapshot), before
+#: its server's pid.
+PRIVATE = "shoal-sb-"
+
 #: Lines of a sandbox's own command kept for ``shoal sandbox logs``.
 LOG_LINES = 1000
 
@@ -305,7 +309,7 @@ class Sandbox:
         Raises:
             OSError: it could not start (bubblewrap failed, or the agent never came).
         """
-        self._private = tempfile.mkdtemp(prefix="shoal-sb-")
+        self._private = isolation.private_folder(PRIVATE)
         os.chmod(self._private, 0o700)
         run = os.path.join(self._private, "run")
         os.mkdir(run)
@@ -800,7 +804,8 @@ class Sandboxes:
         self.on_started: Callable[[Sandbox], None] | None = None
         self.on_ended: Callable[[Sandbox], None] | None = None
         self._problem: str | None = None
-        self._groups = cgroups.Pool()
+        self._groups = cgroups.Pool()  # sweeps the groups of dead servers' sandboxes
+        isolation.sweep_folders(PRIVATE)  # and their folders
         atexit.register(self._at_exit)  # after the pool's: atexit runs the last first
 
     def problem(self) -> str:
