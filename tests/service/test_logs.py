@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import wait_until
 from service.harness import ServerProcess
 
@@ -111,7 +113,14 @@ def test_shoal_log_format_json_makes_every_line_of_the_server_s_log_an_object(
     finally:
         server.stop()
     lines = server.log.read_text().splitlines()
-    rows = [json.loads(line) for line in lines if line != server.token]  # the bare token
+    rows = []
+    for line in lines:
+        if line == server.token:  # the bare token, printed once
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"a line of the log is not JSON: {line!r}")
     assert len(rows) == len(lines) - 1
     assert all({"time", "level", "component", "message"} <= row.keys() for row in rows)
     started = [row for row in rows if row["message"].startswith("shoal server on")]

@@ -38,8 +38,9 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, Final, NoReturn
+from typing import IO, Any, Final, NoReturn
 
+from shoal import log
 from shoal.backends import jailed
 from shoal.backends.base import ContainerLaunch, Preload, base_environment
 from shoal.backends.isolation import Jail
@@ -101,6 +102,8 @@ class ForkServer:
                 cwd=cwd,
                 pass_fds=passed,
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 env=env,
                 start_new_session=True,
             )
@@ -112,6 +115,12 @@ class ForkServer:
             theirs.close()
             if self._jailed is not None:
                 self._jailed.started()
+        # What it prints (the user's module, imported ahead) or its jail says (bubblewrap,
+        # on a failed start) goes to the server's log as entries of its own (JSON with
+        # SHOAL_LOG_FORMAT=json), never as raw lines; its containers have pipes of their own.
+        for pipe, level in ((self._proc.stdout, "info"), (self._proc.stderr, "warning")):
+            assert pipe is not None
+            threading.Thread(target=_relay, args=(pipe, level), daemon=True).start()
         ours.setblocking(False)
         self._sock = ours
         self._ready = loop.create_future()
@@ -230,6 +239,14 @@ class ForkServer:
         callbacks, self._on_exit = self._on_exit, {}
         for callback in callbacks.values():
             callback(None)
+
+
+def _relay(pipe: IO[bytes], level: str) -> None:
+    """Put each line a fork server writes to ``pipe`` in the server's log, until EOF."""
+    with pipe:
+        for raw in pipe:
+            line = raw.decode(errors="replace").rstrip("\n")
+            log.say(f"fork server: {line}", component="fork-server", level=level)
 
 
 def _reap_server(proc: subprocess.Popen[bytes], jail: jailed.Jailed | None) -> None:
