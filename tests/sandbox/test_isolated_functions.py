@@ -82,11 +82,15 @@ def test_a_function_makes_and_uses_sandboxes_of_its_own_app_only(server: ServerP
         "sb = shoal.Sandbox.create(app=shoal.App.lookup('elsewhere', create_if_missing=True))\n"
         "print(json.dumps(sb.object_id))",
     )
+    # A secret of the server's that the function was not given: a sandbox cannot name it.
+    assert server.cli("secret", "create", "server-wide", "KEY=value").returncode == 0
     seen = _call(
         server,
         "f = shoal.Function.from_name('jailed', 'in_a_sandbox')\n"
         f"print(json.dumps(f.remote({other!r})))",
     )
+    assert isinstance(seen, dict)
+    assert str(seen.pop("named secret")).startswith("code in a container cannot name secrets")
     assert seen == {
         "out": "42\n",
         "code": 0,

@@ -399,6 +399,14 @@ class Server:
         handler = getattr(self, f"_op_{op}", None) if op.startswith("sandbox_") else None
         if handler is None:
             raise InvalidError(f"{op!r} is not available to code inside a container")
+        given = body.get("secrets") or []
+        if isinstance(given, list) and any(isinstance(r, dict) and r.get("name") for r in given):
+            # A container reads no named secret but those its function was given: naming one
+            # for a sandbox would hand any secret of the server to code in a container.
+            raise InvalidError(
+                "code in a container cannot name secrets for a sandbox: pass their values "
+                "(shoal.Secret.from_dict(dict(os.environ)) of the function's own secrets)"
+            )
         if body.get("object_id"):
             if self._sandbox(body).spec.app != app:
                 raise NotFoundError(f"no sandbox {body['object_id']!r} of this app")

@@ -80,7 +80,18 @@ def in_a_sandbox(other: str) -> dict[str, object]:
         reached = "yes"
     except shoal.exception.NotFoundError as exc:
         reached = str(exc)
-    return {"out": out, "code": code, "listed": sb.object_id in listed, "other": reached}
+    try:
+        shoal.Sandbox.create(app=app, secrets=[shoal.Secret.from_name("server-wide")])
+        named = "allowed"
+    except shoal.exception.InvalidError as exc:
+        named = str(exc)
+    return {
+        "out": out,
+        "code": code,
+        "listed": sb.object_id in listed,
+        "other": reached,
+        "named secret": named,
+    }
 
 
 @app.function(memory=(64, 256))
