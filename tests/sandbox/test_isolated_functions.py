@@ -91,6 +91,7 @@ def test_a_function_makes_and_uses_sandboxes_of_its_own_app_only(server: ServerP
     )
     assert isinstance(seen, dict)
     assert str(seen.pop("named secret")).startswith("code in a container cannot name secrets")
+    assert seen.pop("image") == "code in a container cannot give a sandbox an image"
     assert seen == {
         "out": "42\n",
         "code": 0,

@@ -399,6 +399,10 @@ class Server:
         handler = getattr(self, f"_op_{op}", None) if op.startswith("sandbox_") else None
         if handler is None:
             raise InvalidError(f"{op!r} is not available to code inside a container")
+        if body.get("image"):
+            # An image arrives pickled (as a client's definitions do) and its build runs its
+            # steps on this machine: neither is for code in a container.
+            raise InvalidError("code in a container cannot give a sandbox an image")
         given = body.get("secrets") or []
         if isinstance(given, list) and any(isinstance(r, dict) and r.get("name") for r in given):
             # A container reads no named secret but those its function was given: naming one

@@ -85,12 +85,18 @@ def in_a_sandbox(other: str) -> dict[str, object]:
         named = "allowed"
     except shoal.exception.InvalidError as exc:
         named = str(exc)
+    try:  # an image is pickled, and its build runs on the server's machine
+        shoal.Sandbox.create(app=app, image=shoal.Image.debian_slim().run_commands("true"))
+        imaged = "allowed"
+    except shoal.exception.InvalidError as exc:
+        imaged = str(exc)
     return {
         "out": out,
         "code": code,
         "listed": sb.object_id in listed,
         "other": reached,
         "named secret": named,
+        "image": imaged,
     }
 
 
