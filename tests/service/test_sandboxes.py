@@ -38,13 +38,18 @@ print(sb.returncode, sb.termination_reason)
 """
 
 
+def _made(server: ServerProcess) -> str:
+    """Run CREATE on ``server`` (its named secret made first); the sandbox's id."""
+    assert server.cli("secret", "create", "box-secret", "WORD=kept").returncode == 0
+    made = server.client(CREATE)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.split()[-1]
+
+
 def test_a_sandbox_outlives_its_client_and_the_cli_ends_it(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path).start()
     try:
-        assert server.cli("secret", "create", "box-secret", "WORD=kept").returncode == 0
-        made = server.client(CREATE)
-        assert made.returncode == 0, made.stderr
-        object_id = made.stdout.split()[-1]
+        object_id = _made(server)
         listed = server.cli("sandbox", "list", "--json", "--tag", "kind=sleeper")
         assert listed.returncode == 0, listed.stderr
         rows = json.loads(listed.stdout)
@@ -79,10 +84,7 @@ def test_a_sandbox_outlives_its_client_and_the_cli_ends_it(tmp_path: Path) -> No
 def test_the_store_keeps_sandboxes_across_a_restart(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path).start()
     try:
-        assert server.cli("secret", "create", "box-secret", "WORD=kept").returncode == 0
-        made = server.client(CREATE)
-        assert made.returncode == 0, made.stderr
-        object_id = made.stdout.split()[-1]
+        object_id = _made(server)
         assert server.proc is not None
         dead = server.proc.pid
         assert glob.glob(f"/tmp/shoal-sb-{dead}-*")  # the sandbox's own folder

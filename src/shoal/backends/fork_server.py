@@ -92,29 +92,22 @@ class ForkServer:
         python = image.python if image else sys.executable
         argv = [python, "-m", "shoal.backends.fork_server", str(theirs.fileno())]
         cwd = image.workdir if image else None
-        passed = [theirs.fileno()]
         if self._make_jail is not None:
             self._jailed = jailed.prepare(self._make_jail(env), argv)
-            argv, cwd, passed = self._jailed.line, None, [*passed, *self._jailed.pass_fds]
         try:
-            self._proc = subprocess.Popen(  # noqa: ASYNC220 - a fork and exec, milliseconds
+            self._proc = jailed.popen(
+                self._jailed,
                 argv,
-                cwd=cwd,
-                pass_fds=passed,
+                cwd,
+                [theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
                 start_new_session=True,
             )
-        except BaseException:
-            if self._jailed is not None:
-                self._jailed.close()
-            raise
         finally:
             theirs.close()
-            if self._jailed is not None:
-                self._jailed.started()
         # What it prints (the user's module, imported ahead) or its jail says (bubblewrap,
         # on a failed start) goes to the server's log as entries of its own (JSON with
         # SHOAL_LOG_FORMAT=json), never as raw lines; its containers have pipes of their own.

@@ -37,9 +37,11 @@ import glob
 import itertools
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from shoal import settings
 from shoal.backends import cgroups, isolation, netstack, seccomp
@@ -308,6 +310,28 @@ def _sweep_once() -> None:
 def _end_all() -> None:
     for jail in list(_live):
         jail.close()
+
+
+def popen(
+    jail: Jailed | None,
+    argv: list[str],
+    cwd: str | None,
+    pass_fds: Sequence[int] = (),
+    **options: Any,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in ``cwd`` or, with ``jail`` (:func:`prepare`d for that ``argv``),
+    the jail's command line, which starts it in the jail's own working folder, with the
+    jail's descriptors beside ``pass_fds``. A jail whose start failed is ended; this
+    process's copies of what the jail inherited are closed either way."""
+    if jail is None:
+        return subprocess.Popen(argv, cwd=cwd, pass_fds=pass_fds, **options)
+    try:
+        return subprocess.Popen(jail.line, pass_fds=[*pass_fds, *jail.pass_fds], **options)
+    except BaseException:
+        jail.close()
+        raise
+    finally:
+        jail.started()
 
 
 def host_pid(pidfd: int) -> int:

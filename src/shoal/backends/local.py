@@ -240,24 +240,17 @@ class LocalBackend(Backend):
             limits = jailed.limits_of(launch.cpu_limit, launch.memory_limit, jailed.PIDS)
             make = await self._jail_maker(launch.preload, image, volumes, limits)
             jail = jailed.prepare(make(env), argv)
-            argv, cwd = jail.line, None
-        try:
-            proc = subprocess.Popen(  # noqa: ASYNC220 - a fork and exec, milliseconds
-                argv,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                start_new_session=True,
-                pass_fds=jail.pass_fds if jail is not None else (),
-            )
-        except BaseException:
-            if jail is not None:
-                jail.close()
-            raise
+        proc = jailed.popen(
+            jail,
+            argv,
+            cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
         if jail is not None:
-            jail.started()
             try:
                 await jail.attach()
             except BaseException:
