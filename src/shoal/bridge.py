@@ -449,7 +449,20 @@ def iterate_sync(chunks: AsyncIterator[list[T]]) -> Iterator[T]:
             if on_background_loop():
                 _close_later(closer)
             else:
-                run_sync(closer())
+                _close_now(chunks, closer)
+
+
+def _close_now(chunks: object, closer: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """Close ``chunks`` from a thread outside the loop, unless it is being closed there
+    already: when the garbage collector finds an iterator and its async generator in one
+    cycle, the loop's own finalizer may be closing the generator as this runs."""
+    if getattr(chunks, "ag_running", False):
+        return
+    try:
+        run_sync(closer())
+    except RuntimeError as exc:
+        if "already running" not in str(exc):
+            raise
 
 
 def _close_later(closer: Callable[[], Coroutine[Any, Any, Any]]) -> None:
