@@ -145,3 +145,11 @@ def test_isolation_off_says_so_at_start(tmp_path: Path) -> None:
         assert "warning: isolation is off" in instance.log.read_text()
     finally:
         instance.stop()
+
+
+def test_image_build_commands_write_the_image_not_the_host(server: ServerProcess) -> None:
+    made = _call(server, "print(json.dumps(shoal.Function.from_name('jailed', 'built').remote()))")
+    assert made == {"version": "v1", "user": "shoal-jailed-user"}
+    with open("/etc/passwd") as host:
+        assert "shoal-jailed-user" not in host.read()
+    assert not Path("/opt/shoal-jailed-tool").exists()

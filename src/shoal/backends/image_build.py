@@ -1,7 +1,9 @@
 """The local backend's images: one virtual environment per recipe, built with uv, cached.
 
 An image (:class:`~shoal.spec.image.Recipe`) is built into
-``SHOAL_IMAGE_CACHE/<digest>/``: ``venv/`` (the interpreter, the image's packages
+``SHOAL_IMAGE_CACHE/<digest>/`` (``<digest>-jailed/`` where its commands run in a jail:
+:mod:`shoal.backends.image_jail`, whose ``fs/`` is the file tree they write): ``venv/``
+(the interpreter, the image's packages
 and the container runtime's own: ``cloudpickle``, ``msgpack``, ``rich`` at the
 versions this process runs, with Shoal's package linked in) and ``root/`` (the
 image's files; containers start there and import from there, as Modal's ``/root``).
@@ -29,10 +31,11 @@ import subprocess
 import sys
 import tarfile
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from shoal import settings
+from shoal.backends import image_jail
 from shoal.exception import ImageBuildError
 from shoal.spec.image import Environment, Recipe, Step
 
@@ -43,6 +46,8 @@ RUNTIME_PACKAGES: Final = ("cloudpickle", "msgpack", "rich")
 _TAIL_LINES: Final = 30
 #: Shoal's own package folder, linked into every image.
 _SHOAL_PACKAGE: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: What a jailed build command's environment adds (caches go to its /tmp, not the image).
+_JAILED_ENV: Final = {"PYTHONUNBUFFERED": "1", "HOME": "/root", "XDG_CACHE_HOME": "/tmp/.cache"}
 #: Oldest interpreter the container runtime supports.
 _MIN_PYTHON: Final = (3, 11)
 
@@ -144,8 +149,11 @@ def _version_of(python: str) -> str | None:
 class ImageBuilder:
     """Builds recipes into environments under ``cache`` (see the module docstring)."""
 
-    def __init__(self, cache: str) -> None:
+    def __init__(self, cache: str, jailed: bool = False) -> None:
         self._cache = cache
+        #: Whether build commands run in a jail (:mod:`shoal.backends.image_jail`); such
+        #: an image is built apart from the same recipe's unjailed one.
+        self.jailed = jailed
 
     async def build(self, recipe: Recipe, log: Callable[[str], None]) -> Environment:
         """The environment of ``recipe``, built now unless a finished build is cached;
@@ -155,13 +163,13 @@ class ImageBuilder:
             ImageBuildError: a step failed, or the interpreter is missing.
         """
         digest = recipe.digest()
-        folder = os.path.join(self._cache, digest)
+        folder = os.path.join(self._cache, digest + ("-jailed" if self.jailed else ""))
         os.makedirs(self._cache, exist_ok=True)
         lock = await asyncio.to_thread(_lock, folder + ".lock")
         try:
             saved = _finished(folder)
             if saved is None:
-                await _Build(recipe, folder, log).run()
+                await _Build(recipe, folder, log, self.jailed).run()
                 saved = _finished(folder)
                 assert saved is not None
         finally:
@@ -172,6 +180,7 @@ class ImageBuilder:
             env=tuple((k, v) for k, v in saved["env"].items()),
             workdir=saved["workdir"],
             sys_path=(saved["root"],),
+            accounts=saved.get("accounts"),
         )
 
 
@@ -193,12 +202,17 @@ def _lock(path: str) -> int:
 class _Build:
     """One build of one recipe into ``folder``."""
 
-    def __init__(self, recipe: Recipe, folder: str, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, recipe: Recipe, folder: str, log: Callable[[str], None], jailed: bool = False
+    ) -> None:
         self.recipe = recipe
+        self.jailed = jailed
         self.folder = folder
         self.venv = os.path.join(folder, "venv")
         self.python = os.path.join(self.venv, "bin", "python")
         self.root = os.path.join(folder, "root")
+        #: The file tree of a jailed build (its jails' ``/``; see image_jail).
+        self.fs = os.path.join(folder, "fs")
         self.env: dict[str, str] = {}
         self.workdir = self.root
         self._identity = recipe.identity()
@@ -208,6 +222,8 @@ class _Build:
     async def run(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)  # a build that died half way
         os.makedirs(self.root)
+        if self.jailed:
+            image_jail.prepare(self.fs)
         base = find_python(self.recipe.python_version)
         self._log(f"{self._prefix}building: python {self.recipe.python_version or 'default'}")
         uv = uv_binary()
@@ -235,6 +251,7 @@ class _Build:
             "env": self._container_env(),
             "workdir": self.workdir,
             "root": self.root,
+            "accounts": os.path.join(self.fs, "etc") if self.jailed else None,
         }
         with open(os.path.join(self.folder, "environment.json"), "w") as out:
             json.dump(saved, out)
@@ -271,7 +288,7 @@ class _Build:
             await self._apt(args)
         elif step.kind == "run":
             for command in args:
-                await self._run(["sh", "-c", command], f"run {command!r}")
+                await self._run(["sh", "-c", command], f"run {command!r}", jailed=self.jailed)
         elif step.kind == "function":
             await self._function(step)
         elif step.kind == "env":
@@ -325,41 +342,93 @@ class _Build:
             "fn, args, kwargs = cloudpickle.loads(sys.stdin.buffer.read())\n"
             "fn(*args, **kwargs)\n"
         )
-        await self._run([self.python, "-c", script], "run_function", stdin=step.data)
+        await self._run(
+            [self.python, "-c", script],
+            "run_function",
+            stdin=step.data,
+            jailed=self.jailed,
+            read_only=[step.args[0], _SHOAL_PACKAGE],
+        )
 
-    async def _run(self, command: list[str], what: str, stdin: bytes | None = None) -> None:
-        """Run one build command in the image's environment, streaming its output.
+    async def _run(
+        self,
+        command: list[str],
+        what: str,
+        stdin: bytes | None = None,
+        jailed: bool = False,
+        read_only: Sequence[str] = (),
+    ) -> None:
+        """Run one build command in the image's environment (``jailed``: in a build jail,
+        with ``read_only`` host folders bound), streaming its output.
 
         Raises:
             ImageBuildError: it exited non-zero (the message ends with its output).
         """
         env = {**os.environ, **self._container_env(), "PYTHONUNBUFFERED": "1"}
         env.pop("PYTHONPATH", None)
+        tail: list[str] = []
+
+        def heard(raw: bytes) -> None:
+            nonlocal tail
+            line = raw.decode(errors="replace").rstrip()
+            self._log(self._prefix + line)
+            tail = [*tail[-_TAIL_LINES + 1 :], line]
+
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                env=env,
-            )
+            if jailed:
+                code = await image_jail.run(
+                    command,
+                    folder=self.folder,
+                    fs=self.fs,
+                    workdir=self.workdir,
+                    env={**self._container_env(), **_JAILED_ENV},
+                    read_only=[self._base_prefix(), *read_only],
+                    writable=[(self.root, "/root")],
+                    stdin=stdin,
+                    on_line=heard,
+                )
+            else:
+                code = await self._run_here(command, env, stdin, heard)
         except OSError as exc:
             raise ImageBuildError(f"image step {what}: {exc}") from None
+        if code != 0:
+            output = "\n".join(tail)
+            if jailed and re.search(r"\b(apt|apt-get|dpkg)\b", " ".join(command)):
+                output += (
+                    "\n(build commands run in a jail, where the host's /usr is read-only: "
+                    "install Debian packages with Image.apt_install, which SHOAL_ALLOW_APT=1 "
+                    "lets a build run on the host)"
+                )
+            raise ImageBuildError(f"image step {what} failed (exit {code}):\n{output}")
+
+    def _base_prefix(self) -> str:
+        """The installation the image's interpreter links to (outside the image)."""
+        return os.path.dirname(os.path.dirname(os.path.realpath(self.python)))
+
+    async def _run_here(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        stdin: bytes | None,
+        heard: Callable[[bytes], None],
+    ) -> int:
+        """Run ``command`` as a process of this host; each line goes to ``heard``."""
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=env,
+        )
         assert proc.stdout is not None
         if stdin is not None and proc.stdin is not None:
             proc.stdin.write(stdin)
             await proc.stdin.drain()
             proc.stdin.close()
-        tail: list[str] = []
         async for raw in proc.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            self._log(self._prefix + line)
-            tail = [*tail[-_TAIL_LINES + 1 :], line]
-        code = await proc.wait()
-        if code != 0:
-            output = "\n".join(tail)
-            raise ImageBuildError(f"image step {what} failed (exit {code}):\n{output}")
+            heard(raw)
+        return await proc.wait()
 
 
 def _dpkg_installed(name: str) -> bool:

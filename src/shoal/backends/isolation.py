@@ -22,6 +22,7 @@ checks at start that it works here and says what is missing when it does not):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import glob
 import json
@@ -30,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -61,6 +63,28 @@ _TOP = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 #: no capability), in the /etc/passwd and /etc/group it sees.
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
+#: Account files an image's own /etc holds (made by its build: ``useradd`` and the like),
+#: which a jail of that image sees instead of the two above; and the settings of the
+#: host's /etc that switching to one of its users reads (``su``, ``runuser``: PAM).
+ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
+USER_ETC = ("/etc/pam.d", "/etc/pam.conf", "/etc/security", "/etc/login.defs", "/etc/environment")
+#: With :attr:`Jail.users`, uids and gids 1..65535 inside are these plus the host's
+#: ``SUB_BASE``... (systemd's range for containers' users, 524288 up): users of no one on
+#: the host. Root inside stays the server's own user, as without.
+SUB_BASE = 524288
+SUB_COUNT = 65535
+#: What root inside a jail with users keeps (Docker's default set, less raw sockets,
+#: device nodes, chroot and file capabilities): enough to chown its files and to become,
+#: or signal, one of its users. They hold over its own user namespace's ids alone.
+USER_CAPS = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +113,14 @@ class Jail:
     file_bytes: int = 1024 * 1024 * 1024
     open_files: int = 1024
     limits: cgroups.Limits = field(default_factory=cgroups.Limits)
+    #: A host folder holding the image's own :data:`ACCOUNT_FILES` (None: root alone).
+    accounts: str | None = None
+    #: Users beside root: a user namespace of :data:`SUB_COUNT` more ids and the
+    #: capabilities of :data:`USER_CAPS` for root inside (:func:`user_namespace`).
+    users: bool = False
+    #: A host folder bound writable as the root (an image build: what its commands write
+    #: anywhere lands there); None: an empty root, read-only.
+    root: str | None = None
 
 
 @functools.cache
@@ -119,26 +151,36 @@ def problem() -> str:
     return ""
 
 
-def _base_mounts() -> list[str]:
+def _base_mounts(root: str | None = None) -> list[str]:
+    """The host's /usr and its top-level links, /proc and /dev (``root``: the host folder
+    the jail's root is, which may hold the links from an earlier jail)."""
     args = ["--ro-bind", "/usr", "/usr"]
     for top in _TOP:
         if os.path.islink(top):
-            args += ["--symlink", os.readlink(top), top]
+            made = os.path.join(root, top[1:]) if root is not None else ""
+            if not (made and os.path.islink(made) and os.readlink(made) == os.readlink(top)):
+                args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
     return [*args, "--proc", "/proc", "--dev", "/dev"]
 
 
-def bwrap_args(jail: Jail, private: str, seccomp_fd: int, info_fd: int | None = None) -> list[str]:
+def bwrap_args(
+    jail: Jail,
+    private: str,
+    seccomp_fd: int,
+    info_fd: int | None = None,
+    userns_fd: int | None = None,
+) -> list[str]:
     """bwrap's options for ``jail`` (everything before the command); ``private`` is a
     host folder of this process alone (its /etc/passwd and /etc/group are written
     there), ``seccomp_fd`` an open file holding :func:`seccomp.program`; bwrap writes
-    the jail's first process's pid (as JSON) to ``info_fd`` when given."""
+    the jail's first process's pid (as JSON) to ``info_fd`` when given, and enters the
+    user namespace ``userns_fd`` (:func:`user_namespace`) instead of making one."""
     path = bwrap()
     assert path is not None
-    args = [
-        path,
-        "--unshare-user",
+    args = [path, *(["--userns", str(userns_fd)] if userns_fd is not None else ["--unshare-user"])]
+    args += [
         "--unshare-ipc",
         "--unshare-pid",
         "--unshare-uts",
@@ -147,36 +189,46 @@ def bwrap_args(jail: Jail, private: str, seccomp_fd: int, info_fd: int | None = 
         "--new-session",
         "--cap-drop",
         "ALL",
-        "--hostname",
-        jail.hostname,
-        "--clearenv",
     ]
+    for cap in USER_CAPS if jail.users else ():
+        args += ["--cap-add", cap]
+    args += ["--hostname", jail.hostname, "--clearenv"]
     args.append("--unshare-net")  # its own namespace; Jail.network: netstack joins it out
     if info_fd is not None:
         args += ["--info-fd", str(info_fd)]
-    args += _base_mounts()
-    own = [("passwd", PASSWD), ("group", GROUP)]
-    if jail.network:  # the user-space stack's resolver, not the host's (maybe 127.0.0.53)
-        own.append(("resolv.conf", netstack.RESOLV_CONF))
-    for name in ETC:
-        if os.path.exists(name) and not (jail.network and name == "/etc/resolv.conf"):
-            args += ["--ro-bind", name, name]
-    for name, text in own:
-        file = os.path.join(private, name)
-        with open(file, "w") as out:
-            out.write(text)
-        args += ["--ro-bind", file, f"/etc/{name}"]
+    if jail.root is not None:
+        args += ["--bind", jail.root, "/"]
+    args += _base_mounts(jail.root)
     size = str(jail.tmp_bytes)
-    args += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
-    if jail.workdir not in ("/", "/tmp") and not _covered(jail.workdir, jail):
-        args += ["--size", size, "--tmpfs", jail.workdir]
-    # Shallow mount points first: a bind beneath a tmpfs must come after it.
-    binds = [("--ro-bind", h, i) for h, i in jail.ro] + [("--bind", h, i) for h, i in jail.rw]
+    binds = [("--ro-bind", name, name) for name in _etc(jail)]
+    binds += [("--ro-bind", file, f"/etc/{name}") for name, file in _own_files(jail, private)]
+    binds += [("--ro-bind", h, i) for h, i in jail.ro] + [("--bind", h, i) for h, i in jail.rw]
     binds += [("--tmpfs", "", inside) for inside in jail.hidden]
     binds += [("--tmpfs", size, inside) for inside in jail.tmpfs]
     binds += [("--dev-bind", device, device) for device in jail.devices]
+    args += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
+    if jail.workdir not in ("/", "/tmp") and not _covered(jail.workdir, jail):
+        args += ["--size", size, "--tmpfs", jail.workdir]
+    if jail.users:  # the folders bubblewrap makes for mount points are 0700: others' too
+        binds += _parents(binds)
+    args += _mounts(binds)
+    for name, value in jail.env:
+        args += ["--setenv", name, value]
+    args += ["--chdir", jail.workdir]
+    if jail.root is None:
+        args += ["--remount-ro", "/"]
+    return [*args, "--seccomp", str(seccomp_fd)]
+
+
+def _mounts(binds: list[tuple[str, str, str]]) -> list[str]:
+    """bwrap's options for ``binds`` (kind, host path or tmpfs size, path inside),
+    shallow mount points first (a bind beneath another must come after it; the sort is
+    stable, so /etc's files keep their order)."""
+    args: list[str] = []
     for kind, host, inside in sorted(binds, key=lambda b: b[2].count("/")):
-        if kind == "--tmpfs" and host:
+        if kind == "--dir":
+            args += ["--perms", "0755", kind, inside]
+        elif kind == "--tmpfs" and host:
             args += ["--size", host, kind, inside]
         elif kind == "--tmpfs" and os.path.isfile(inside):  # a hidden file: unreadable
             args += ["--ro-bind", "/dev/null", inside]
@@ -184,10 +236,116 @@ def bwrap_args(jail: Jail, private: str, seccomp_fd: int, info_fd: int | None = 
             args += [kind, inside, "--remount-ro", inside]
         else:
             args += [kind, host, inside]
-    for name, value in jail.env:
-        args += ["--setenv", name, value]
-    args += ["--chdir", jail.workdir, "--remount-ro", "/", "--seccomp", str(seccomp_fd)]
     return args
+
+
+def _parents(binds: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """``--dir`` entries (made 0755) for the folders holding ``binds``' mount points."""
+    targets = {inside for _, _, inside in binds}
+    parents = {os.path.dirname(inside) for inside in targets} - targets - {"/"}
+    return [("--dir", "", parent) for parent in sorted(parents)]
+
+
+def _etc(jail: Jail) -> list[str]:
+    """The host's /etc files ``jail`` sees (those that exist)."""
+    names = [*ETC, *(USER_ETC if jail.users else ())]
+    if jail.network:  # the user-space stack's resolver instead (see _own_files)
+        names.remove("/etc/resolv.conf")
+    return [name for name in names if os.path.exists(name)]
+
+
+def _own_files(jail: Jail, private: str) -> list[tuple[str, str]]:
+    """The /etc files written for ``jail`` (in ``private``) or taken from its image, as
+    (name under /etc, host file)."""
+    own = {"passwd": PASSWD, "group": GROUP}
+    if jail.network:  # the user-space stack's resolver, not the host's (maybe 127.0.0.53)
+        own["resolv.conf"] = netstack.RESOLV_CONF
+    found: list[tuple[str, str]] = []
+    for name in ACCOUNT_FILES:
+        if jail.accounts is None:
+            break
+        file = os.path.join(jail.accounts, name)
+        if os.path.isfile(file) and not os.path.islink(file):
+            found.append((name, file))
+            own.pop(name, None)
+    if jail.root is not None:  # a build writes its own /etc (seeded: see seed_accounts)
+        own = {key: value for key, value in own.items() if key == "resolv.conf"}
+    for name, text in own.items():
+        file = os.path.join(private, name)
+        with open(file, "w") as out:
+            out.write(text)
+        found.append((name, file))
+    return found
+
+
+def seed_accounts(etc: str) -> None:
+    """Start an image's own /etc folder ``etc`` (a build's): the accounts of a jail, and
+    the host's settings for adding users (``useradd``'s defaults and ``/etc/skel``)."""
+    os.makedirs(etc, exist_ok=True)
+    seeds = {
+        "passwd": PASSWD,
+        "group": GROUP,
+        "shadow": "root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n",
+        "gshadow": "root:*::\nnogroup:*::\n",
+    }
+    for name, text in seeds.items():
+        with open(os.path.join(etc, name), "w") as out:
+            out.write(text)
+    os.chmod(os.path.join(etc, "shadow"), 0o640)
+    os.chmod(os.path.join(etc, "gshadow"), 0o640)
+    for name in ("login.defs", "default", "skel", "adduser.conf", "deluser.conf"):
+        source = os.path.join("/etc", name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(etc, name), symlinks=True, dirs_exist_ok=True)
+        elif os.path.isfile(source):
+            shutil.copy2(source, os.path.join(etc, name))
+
+
+def users_problem() -> str:
+    """ "" when a jail may have users beside root here, else why not."""
+    if os.geteuid() != 0:
+        return (
+            "users beside root in a jail need the server to run as root (it maps 65,535 "
+            "more ids into the jail's user namespace)"
+        )
+    return problem()
+
+
+def user_namespace() -> int:
+    """A new user namespace (an open file of it, for ``bwrap --userns``) where root is
+    this process's user and ids 1..:data:`SUB_COUNT` are the host's :data:`SUB_BASE`
+    plus as much. Needs root (see :func:`users_problem`).
+
+    Raises:
+        OSError: it could not be made.
+    """
+    holder = subprocess.Popen(
+        ["unshare", "--user", "--", "sleep", "60"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        mine = os.stat("/proc/self/ns/user").st_ino
+        for _ in range(2000):  # until it has left this namespace (a few ms)
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(f"/proc/{holder.pid}/ns/user").st_ino != mine:
+                    break
+            if holder.poll() is not None:
+                said = holder.stderr.read() if holder.stderr is not None else b""
+                raise OSError(f"unshare --user failed: {said.decode(errors='replace')[-200:]}")
+            time.sleep(0.001)
+        else:
+            raise OSError("unshare --user did not make a user namespace in 2 s")
+        for name, own in (("uid_map", os.geteuid()), ("gid_map", os.getegid())):
+            with open(f"/proc/{holder.pid}/{name}", "w") as out:
+                out.write(f"0 {own} 1\n1 {SUB_BASE + 1} {SUB_COUNT}\n")
+        return os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stderr is not None:
+            holder.stderr.close()
 
 
 def _covered(path: str, jail: Jail) -> bool:
@@ -204,6 +362,7 @@ def command(
     seccomp_fd: int,
     group: cgroups.Group | None,
     info_fd: int | None = None,
+    userns_fd: int | None = None,
 ) -> list[str]:
     """The whole command line that runs ``argv`` in ``jail``: a shell that joins the
     cgroups (before anything else runs) and execs prlimit, which sets the rlimits and
@@ -225,7 +384,7 @@ def command(
         *procs,
         "--",
         *limits,
-        *bwrap_args(jail, private, seccomp_fd, info_fd),
+        *bwrap_args(jail, private, seccomp_fd, info_fd, userns_fd),
         "--",
         *argv,
     ]

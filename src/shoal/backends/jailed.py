@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shoal import settings
-from shoal.backends import cgroups, isolation, netstack, seccomp
+from shoal.backends import cgroups, image_jail, isolation, netstack, seccomp
 from shoal.protocol import bundle, transport
 from shoal.spec.image import Environment
 
@@ -207,6 +207,10 @@ def container_jail(
     environment.update({"HOME": "/root", "SHOAL_BUNDLE_CACHE": BUNDLES, "TMPDIR": "/tmp"})
     environment.pop("SHOAL_VOLUMES", None)  # bound by the jail, not mounted by the container
     workdir = image.workdir if image is not None and image.workdir else "/root"
+    accounts = image.accounts if image is not None else None
+    if accounts is not None:  # what a jailed build made: /opt/tool, /srv, users' homes
+        fs = os.path.dirname(accounts)
+        ro += [*image_jail.tree(fs), (os.path.join(fs, "home"), "/home")]
     return isolation.Jail(
         ro=tuple(ro),
         rw=tuple(rw),
@@ -218,6 +222,7 @@ def container_jail(
         hostname="container",
         env=tuple(environment.items()),
         limits=limits or cgroups.Limits(pids=PIDS),
+        accounts=accounts,
     )
 
 

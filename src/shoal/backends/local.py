@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, TextIO
 
 from shoal import settings
-from shoal.backends import cgroups, isolation, jailed
+from shoal.backends import cgroups, image_jail, isolation, jailed
 from shoal.backends.base import (
     Backend,
     BuildLog,
@@ -111,7 +111,8 @@ class LocalBackend(Backend):
 
     async def build_image(self, recipe: Recipe, log: BuildLog) -> Environment:
         if self._images is None:
-            self._images = ImageBuilder(settings.image_cache())
+            jail_builds = self.isolated and not image_jail.problem()
+            self._images = ImageBuilder(settings.image_cache(), jailed=jail_builds)
         built = await self._images.build(recipe, log)
         self._built[built.digest] = built
         return built

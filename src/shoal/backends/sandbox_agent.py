@@ -578,10 +578,37 @@ def _restore() -> None:
     os.unlink(RESTORE)
 
 
+#: The home folders of an image's users (read-only), copied at start into /home (a
+#: tmpfs of this sandbox, capped as /tmp is) with their owners and modes.
+HOMES = "/.shoal/home"
+
+
+def _homes() -> None:
+    if not os.path.isdir(HOMES):
+        return
+    for folder, dirs, files in os.walk(HOMES):
+        into = "/home" + folder[len(HOMES) :]
+        for name in [*dirs, *files]:
+            source, target = os.path.join(folder, name), os.path.join(into, name)
+            info = os.lstat(source)
+            if os.path.islink(source):
+                os.symlink(os.readlink(source), target)
+            elif name in dirs:
+                os.mkdir(target, 0o700)
+            else:
+                with open(source, "rb") as src, open(target, "xb") as out:
+                    while chunk := src.read(_CHUNK):
+                        out.write(chunk)
+            os.lchown(target, info.st_uid, info.st_gid)
+            if not os.path.islink(source):
+                os.chmod(target, info.st_mode & 0o7777)
+
+
 def main() -> None:
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     conn.connect(sys.argv[1])
     os.unlink(sys.argv[1])  # nothing else in the sandbox can connect as the agent
+    _homes()
     _restore()
     agent = Agent(conn)
     pty, argv = sys.argv[2] == "pty", sys.argv[3:]

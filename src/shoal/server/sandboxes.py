@@ -48,7 +48,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.backends import cgroups, isolation, netstack, seccomp
+from shoal import settings
+from shoal.backends import cgroups, image_jail, isolation, netstack, seccomp
+from shoal.backends.image_build import ImageBuilder
 from shoal.exception import ExecutionError, InvalidError, NotFoundError
 from shoal.spec.image import Environment, Recipe, Step
 
@@ -64,7 +66,7 @@ _AGENT_TIMEOUT = 10.0
 #: Where a sandbox's commands are looked for: ``python`` first (the server's interpreter,
 #: bound read-only for the agent: a sandbox runs Python as Modal's default image does),
 #: then the host's ``/usr``.
-_PATH = "/.shoal/agent/bin:/usr/local/bin:/usr/bin:/bin"
+_PATH = "/.shoal/agent/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Jails tried before a sandbox's start is given up (see Sandboxes.create).
 _START_ATTEMPTS = 3
 #: Ended sandboxes kept listed.
@@ -333,8 +335,8 @@ class Sandbox:
                 self._group = groups.take(self.spec.limits)
             outbound = not self.spec.block_network and not netstack.problem()
             info_read, info_write = os.pipe() if outbound else (-1, -1)
-            program, line = self._command_line(run, info_write if outbound else None)
-            passed = (program, info_write) if outbound else (program,)
+            given, line = self._command_line(run, info_write if outbound else None)
+            passed = (*given, info_write) if outbound else given
             try:
                 self._process = await asyncio.create_subprocess_exec(
                     *line,
@@ -394,10 +396,11 @@ class Sandbox:
             assert api is not None
             self.tunnels[port] = (await netstack.forward(api, port), encrypted)
 
-    def _command_line(self, run: str, info: int | None) -> tuple[int, list[str]]:
-        """The seccomp filter (a pipe's read end, for bwrap to read) and the command line
-        that starts the jail with the agent in it (bwrap writes its first pid to
-        ``info``, when given, for the network to be joined)."""
+    def _command_line(self, run: str, info: int | None) -> tuple[tuple[int, ...], list[str]]:
+        """What bwrap inherits (the seccomp filter in a pipe's read end; the user
+        namespace of an image with users) and the command line that starts the jail with
+        the agent in it (bwrap writes its first pid to ``info``, when given, for the
+        network to be joined)."""
         image = self.spec.image
         ro = [*isolation.interpreter_binds(), (_agent_code(), "/.shoal/agent")]
         path, env = _PATH, dict(image.env) if image is not None else {}
@@ -409,8 +412,15 @@ class Sandbox:
         env.update({"PATH": path, "HOME": "/root"})
         env.update(dict(self.spec.env))
         rw = [(run, "/.shoal/run")]
+        accounts = image.accounts if image is not None else None
+        tmpfs: tuple[str, ...] = ()
+        if accounts is not None:  # the folders its build made (/srv...) and its users' homes
+            fs = os.path.dirname(accounts)
+            ro += [*image_jail.tree(fs), (os.path.join(fs, "home"), "/.shoal/home")]
+            tmpfs = ("/home",)  # where the agent copies them (see sandbox_agent._homes)
         for inside, host, read_only in self.spec.volumes:
             (ro if read_only else rw).append((host, inside))
+        users = accounts is not None and not isolation.users_problem()
         jail = isolation.Jail(
             ro=tuple(ro),
             hidden=isolation.interpreter_hidden(),
@@ -419,14 +429,19 @@ class Sandbox:
             network=info is not None,
             hostname="sandbox",
             env=tuple(env.items()),
+            accounts=accounts,
+            users=users,
+            tmpfs=tmpfs,
         )
         argv = [_interpreter(), "-I", "-S", "/.shoal/agent/agent.pyc", "/.shoal/run/agent.sock"]
         argv += ["pty" if self.spec.pty else "pipes", *self.spec.command]
         read_end, write_end = os.pipe()
         os.write(write_end, seccomp.program())  # under a kilobyte: the pipe holds it
         os.close(write_end)
-        line = isolation.command(jail, argv, self._private, read_end, self._group, info)
-        return read_end, line
+        userns = isolation.user_namespace() if users else None
+        group = self._group
+        line = isolation.command(jail, argv, self._private, read_end, group, info, userns)
+        return (read_end,) if userns is None else (read_end, userns), line
 
     async def _stderr(self) -> str:
         if self._process is None or self._process.stderr is None:
@@ -807,6 +822,21 @@ class Sandboxes:
         self._groups = cgroups.Pool()  # sweeps the groups of dead servers' sandboxes
         isolation.sweep_folders(PRIVATE)  # and their folders
         atexit.register(self._at_exit)  # after the pool's: atexit runs the last first
+        #: Sandboxes' images: built on this machine, where sandboxes run, whatever the
+        #: functions' backend, with their commands jailed (see backends/image_jail.py).
+        self._images = ImageBuilder(settings.image_cache(), jailed=True)
+
+    async def build_image(self, recipe: Recipe, log: Callable[[str], None]) -> Environment:
+        """The environment of a sandbox's image ``recipe``, built (or found) here.
+
+        Raises:
+            InvalidError: isolation does not work here.
+            ImageBuildError: a step failed.
+        """
+        why = self.problem()
+        if why:
+            raise InvalidError(f"sandboxes need isolation, which does not work here: {why}")
+        return await self._images.build(recipe, log)
 
     def problem(self) -> str:
         """ "" when sandboxes can run here, else why not."""

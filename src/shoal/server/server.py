@@ -42,7 +42,7 @@ from shoal import log, settings
 from shoal.backends import get_backend, isolation
 from shoal.backends.base import Backend, BuildLog
 from shoal.control.pool import Pool
-from shoal.control.server import ControlPlane, call_op
+from shoal.control.server import ControlPlane, call_op, print_line
 from shoal.exception import InvalidError, NotFoundError
 from shoal.protocol import bundle, pipe, transport
 from shoal.server import execs, tracing
@@ -523,6 +523,18 @@ class Server:
         container, which has no session)."""
         return None if self.options.embedded or session is None else session.build_log
 
+    def _sandbox_build_log(self, session: Session | None) -> Callable[[str], None]:
+        """Where a sandbox image's build lines go: this server's stdout, and the client
+        that waits for it (as :meth:`_build_log`)."""
+        client = self._build_log(session)
+
+        def log(line: str) -> None:
+            print_line(line)
+            if client is not None:
+                client(line)
+
+        return log
+
     def _path_urls(self, deployment: Deployment) -> dict[str, str]:
         """Each web endpoint's URL under the gateway's own port, which never moves."""
         if self.http_url is None:
@@ -687,8 +699,7 @@ class Server:
                 recipe = load_recipe(data(body, "image"))
             except ValueError as exc:
                 raise InvalidError(str(exc)) from None
-            await self.control.build_image(recipe, self._build_log(session))
-            image = self.control.environment(recipe, "the sandbox")
+            image = await self.sandboxes.build_image(recipe, self._sandbox_build_log(session))
         env = self._secret_env(body)
         folders = []
         for inside, name, create, read_only in sandbox_volumes(body):

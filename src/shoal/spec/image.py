@@ -174,6 +174,8 @@ class Environment:
         env: variables set in every container (``PATH``, ``VIRTUAL_ENV``, ``.env()``).
         workdir: the folder containers start in (None: the control plane's).
         sys_path: folders the image adds to the import path (``add_local_python_source``).
+        accounts: the image's own /etc folder, whose account files (``passwd``, ``group``,
+            ...) a jail of it uses (None: a jail's own; only a jailed build makes one).
     """
 
     digest: str
@@ -181,6 +183,7 @@ class Environment:
     env: tuple[tuple[str, str], ...] = ()
     workdir: str | None = None
     sys_path: tuple[str, ...] = ()
+    accounts: str | None = None
 
 
 def dump_recipe(recipe: Recipe) -> bytes:

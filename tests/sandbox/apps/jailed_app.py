@@ -105,3 +105,18 @@ def hog(mib: int) -> int:
     """Hold ``mib`` MiB at once (its limit is 256)."""
     held = bytearray(mib * 1024 * 1024)
     return len(held) // (1024 * 1024)
+
+
+tooled = shoal.Image.debian_slim().run_commands(
+    "useradd --uid 1000 shoal-jailed-user",
+    "mkdir -p /opt/shoal-jailed-tool && echo v1 > /opt/shoal-jailed-tool/version",
+)
+
+
+@app.function(image=tooled)
+def built() -> dict[str, object]:
+    """What its image's build commands made (run in a build jail: into the image)."""
+    import pwd
+
+    with open("/opt/shoal-jailed-tool/version") as version:
+        return {"version": version.read().strip(), "user": pwd.getpwuid(1000).pw_name}
