@@ -22,11 +22,14 @@ APP = Path(__file__).parent / "apps" / "cluster_app.py"
 
 
 @contextlib.contextmanager
-def ray_server_on(tmp_path: Path, address: str, tls: bool = False) -> Iterator[ServerProcess]:
-    """``shoal server --backend ray`` on the cluster at ``address``, with the cluster app
-    deployed (with ``tls``, a certificate of a private CA: its clients and containers
-    speak TLS); once it stops, no Shoal process is left and no core of the cluster held."""
-    args: tuple[str, ...] = ("--backend", "ray", "--ray-address", address)
+def ray_server_on(
+    tmp_path: Path, address: str, tls: bool = False, more: tuple[str, ...] = ()
+) -> Iterator[ServerProcess]:
+    """``shoal server --backend ray`` on the cluster at ``address`` (with ``more``
+    options), with the cluster app deployed (with ``tls``, a certificate of a private CA:
+    its clients and containers speak TLS); once it stops, no Shoal process is left and no
+    core of the cluster held."""
+    args: tuple[str, ...] = ("--backend", "ray", "--ray-address", address, *more)
     env: dict[str, str] = {}
     if tls:
         tls_args, env, _ = tls_files(tmp_path)

@@ -5,6 +5,7 @@ them, a node lost mid-map, and a server killed and restarted."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import subprocess
 import sys
@@ -187,6 +188,38 @@ with app.run():
     print(sorted(set(where.map(range(20)))) != [""], flush=True)
     print(where.remote() != "", flush=True)
 """
+
+
+ISOLATED = """
+import json
+import shoal
+looked = shoal.Function.from_name('cluster', 'looked').remote()
+where = shoal.Function.from_name('cluster', 'where')
+print(json.dumps(looked), flush=True)
+print(sorted(i for i, _ in where.map(range(60))) == list(range(60)), flush=True)
+"""
+
+
+def test_isolated_containers_on_the_nodes_reach_the_server_through_a_relay(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """``--isolation on`` jails containers on each node; a jail reaches no TCP of the
+    host, so each node's agent relays their connections to the server (over TLS here)."""
+    more = ("--isolation", "on")
+    with ray_server_on(tmp_path, cluster.address, tls=True, more=more) as server:
+        out = server.client(ISOLATED)
+        assert out.returncode == 0, out.stderr[-3000:]
+        looked, mapped = out.stdout.splitlines()[-2:]
+        seen = json.loads(looked)
+        assert seen["node"]  # it ran on a node, through its agent
+        assert {k: seen[k] for k in ("shadow", "no new privs", "seccomp")} == {
+            "shadow": False,
+            "no new privs": "1",
+            "seccomp": "2",
+        }
+        assert seen["certificate in the container"] is False  # the relay speaks TLS
+        assert mapped == "True"
+        assert "left out" not in server.log.read_text()
 
 
 def test_the_embedded_server_runs_on_ray_with_shoal_backend(cluster: Any, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, TextIO
 
 from shoal import settings
-from shoal.backends import cgroups, image_jail, isolation, jailed
+from shoal.backends import cgroups, control_relay, image_jail, isolation, jailed
 from shoal.backends.base import (
     Backend,
     BuildLog,
@@ -37,7 +37,7 @@ from shoal.backends.base import (
 from shoal.backends.fork_server import ForkServer
 from shoal.backends.image_build import ImageBuilder
 from shoal.log import relayed
-from shoal.protocol import bundle
+from shoal.protocol import bundle, transport
 from shoal.spec.function import locate
 from shoal.spec.image import Environment, Recipe
 from shoal.spec.log_line import unmarked
@@ -108,6 +108,8 @@ class LocalBackend(Backend):
         #: Every image built here, by its recipe's digest (what a launch names).
         self._built: dict[str, Environment] = {}
         self.bundle_cache = settings.bundle_cache()
+        #: Carries jailed containers' connections to a control plane on TCP (a cluster's).
+        self._control_relay: control_relay.Relay | None = None
 
     async def build_image(self, recipe: Recipe, log: BuildLog) -> Environment:
         if self._images is None:
@@ -173,7 +175,7 @@ class LocalBackend(Backend):
             OSError: containers here reach their control plane other than by a Unix
                 socket, or the bundle cannot be had.
         """
-        jailed.socket_path(self.control_address)
+        address = await self._jail_address()
         bundles: dict[str, str] = {}
         code_paths: list[str] = []
         code_files: list[str] = []
@@ -185,9 +187,34 @@ class LocalBackend(Backend):
                 code_paths.append(os.path.dirname(preload.module_file))
                 code_files.append(preload.module_file)
         code = (tuple(code_paths), tuple(code_files))
-        return functools.partial(
-            _container_jail, image, self.control_address, code, bundles, volumes, limits
-        )
+        return functools.partial(_container_jail, image, address, code, bundles, volumes, limits)
+
+    async def _jail_address(self) -> str:
+        """Where a jailed container reaches its control plane: the control plane's own Unix
+        socket, or a relay's, listening, to a control plane on TCP (see backends/control_relay.py).
+
+        Raises:
+            OSError: the control plane's address is not known yet.
+        """
+        if not self.control_address:
+            raise OSError("no control plane address yet: a jail cannot be made")
+        if transport.parse(self.control_address)[0] == "unix":
+            return self.control_address
+        if self._control_relay is None:
+            self._control_relay = control_relay.Relay()
+        await self._control_relay.start()
+        return self._control_relay.address
+
+    async def _through_relay(self, launch: ContainerLaunch) -> ContainerLaunch:
+        """``launch`` as a jailed container makes it: through the relay, when its control
+        plane is on TCP (the relay then speaks TLS to it, as the container would have)."""
+        if not self.isolated or transport.parse(launch.address)[0] == "unix":
+            return launch
+        address = await self._jail_address()
+        assert self._control_relay is not None
+        env = dict(launch.env)
+        self._control_relay.target = (launch.address, env.pop("SHOAL_CONTROL_CERT", ""))
+        return dataclasses.replace(launch, address=address, env=env)
 
     def _fork_server(self, preload: Preload) -> asyncio.Task[ForkServer]:
         task = self._fork_servers.get(preload)
@@ -207,6 +234,7 @@ class LocalBackend(Backend):
         return task
 
     async def start(self, launch: ContainerLaunch, on_exit: OnExit) -> int | None:
+        launch = await self._through_relay(launch)
         server = None
         if launch.preload is not None and launch.preload in self._fork_servers:
             try:
@@ -402,6 +430,8 @@ class LocalBackend(Backend):
             else:
                 task.cancel()
         self._fork_servers.clear()
+        if self._control_relay is not None:
+            await self._control_relay.close()
 
 
 def _container_jail(

@@ -223,10 +223,13 @@ class RayBackend(Backend):
         actor = self._agent_class.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
             name=None,
-        ).remote(node_id, self.inherit_environment)
+        ).remote(node_id, self.inherit_environment, "", self.isolated)
         node = self._nodes[node_id] = _Node(node_id, machine, actor)
         try:
-            await asyncio.wait_for(_await(actor.ready.remote()), AGENT_START)
+            said = await asyncio.wait_for(_await(actor.ready.remote()), AGENT_START)
+            if said.get("isolation"):  # asked to jail its containers, and it cannot
+                _print(f"node {node_id[:12]} left out: it cannot isolate: {said['isolation']}")
+                raise OSError(said["isolation"])
         except Exception as exc:
             node.up.set_exception(exc)
             node.up.exception()  # seen here: the node is left out
@@ -348,7 +351,7 @@ class RayBackend(Backend):
                 await _await(node.actor.put_bundle.remote(preload.bundle, data))
         if preload is not None and preload not in node.prepared:
             node.prepared.add(preload)
-            await _await(node.actor.prepare.remote(preload))
+            await _await(node.actor.prepare.remote(preload, self.control_address))
 
     async def stop(self, container_id: str, grace: float) -> None:
         node = self._where.get(container_id)

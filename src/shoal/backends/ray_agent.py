@@ -25,6 +25,7 @@ import os
 import tempfile
 from typing import Any, Final
 
+from shoal.backends import isolation
 from shoal.backends.base import ContainerLaunch, Preload
 from shoal.backends.local import LocalBackend
 from shoal.protocol import bundle
@@ -46,7 +47,9 @@ class Agent:
         cache: where the node keeps bundles and images ("": a folder of its own).
     """
 
-    def __init__(self, node_id: str, inherit_environment: bool, cache: str = "") -> None:
+    def __init__(
+        self, node_id: str, inherit_environment: bool, cache: str = "", isolated: bool = False
+    ) -> None:
         self.node_id = node_id
         root = cache or os.path.join(tempfile.gettempdir(), f"shoal-node-{os.getuid()}")
         os.makedirs(root, mode=0o700, exist_ok=True)
@@ -56,6 +59,10 @@ class Agent:
         self._backend.bundle_cache = os.path.join(root, "bundles")
         self._backend.on_output = self._output
         self._backend.fetch = self._fetch
+        #: Containers run in jails, reaching the server through a relay (see backends/jailed.py
+        #: and backends/control_relay.py), where bubblewrap works on this node.
+        self._isolation_problem = isolation.problem() if isolated else ""
+        self._backend.isolated = isolated and not self._isolation_problem
         #: ("exit", container id, code) / ("output", container id, stream, lines) /
         #: ("build", line): what the server has not collected yet.
         self._events: list[tuple[Any, ...]] = []
@@ -64,8 +71,9 @@ class Agent:
         self._bundles: dict[str, asyncio.Future[bytes]] = {}
 
     async def ready(self) -> dict[str, Any]:
-        """Answered once the actor runs: where it is."""
-        return {"node": self.node_id, "pid": os.getpid()}
+        """Answered once the actor runs: where it is, and why it cannot jail containers
+        when it was asked to ("" when it can)."""
+        return {"node": self.node_id, "pid": os.getpid(), "isolation": self._isolation_problem}
 
     # -- containers -------------------------------------------------------------------
 
@@ -75,6 +83,7 @@ class Agent:
         Raises:
             OSError: it could not be started.
         """
+        self._backend.control_address = launch.address
         return await self._backend.start(launch, self._exited)
 
     async def stop(self, container_id: str, grace: float) -> None:
@@ -87,7 +96,11 @@ class Agent:
     def rss(self, container_id: str) -> int | None:
         return self._backend.rss(container_id)
 
-    async def prepare(self, preload: Preload) -> None:
+    async def prepare(self, preload: Preload, control_address: str = "") -> None:
+        """Start ``preload``'s fork server here (a jailed one holds the relay to the
+        control plane at ``control_address``)."""
+        if control_address:
+            self._backend.control_address = control_address
         await self._backend.prepare(preload)
 
     def release(self, preload: Preload) -> None:

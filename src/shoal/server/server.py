@@ -1088,16 +1088,16 @@ def isolated(options: ServerOptions, backend: Backend) -> bool:
         wanted = options.isolation if options.isolation is not None else settings.isolation()
     except ValueError as exc:
         raise InvalidError(str(exc)) from None
-    if not backend.one_machine:
-        if wanted:
-            raise InvalidError("isolation jails local containers; this backend runs on a cluster")
-        return False
+    if not backend.one_machine:  # each node checks for itself (one that cannot is left out)
+        if not wanted and not options.embedded:
+            log.say(
+                "warning: containers on the cluster run unisolated (--isolation on jails them, "
+                "on the nodes where bubblewrap works)",
+                component="server",
+                level="warning",
+            )
+        return bool(wanted)
     why = isolation.problem()
-    try:
-        if settings.container_transport() == "tcp":  # a jail has no route to the host's TCP
-            why = why or "containers reach the control plane over TCP (SHOAL_CONTAINER_TRANSPORT)"
-    except ValueError as exc:
-        raise InvalidError(str(exc)) from None
     if wanted and why:
         raise InvalidError(f"isolation is on, but {why}")
     if wanted is None:

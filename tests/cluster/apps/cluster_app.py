@@ -46,3 +46,22 @@ def pinned_certificate() -> bool:
     """Whether this container was given its control plane's certificate to check (it is
     when the server has one: then it connected over TLS)."""
     return os.environ.get("SHOAL_CONTROL_CERT", "").startswith("-----BEGIN CERTIFICATE-----")
+
+
+@app.function(scaledown_window=2)
+def looked() -> dict[str, object]:
+    """What a container sees of its node (on a server with ``--isolation on``: a jail)."""
+    try:
+        with open("/etc/shadow"):
+            shadow = True
+    except OSError:
+        shadow = False
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":\t", 1) for line in status if ":\t" in line)
+    return {
+        "shadow": shadow,
+        "no new privs": fields["NoNewPrivs"].strip(),
+        "seccomp": fields["Seccomp"].strip(),
+        "node": os.environ.get("SHOAL_NODE", ""),
+        "certificate in the container": "SHOAL_CONTROL_CERT" in os.environ,
+    }
