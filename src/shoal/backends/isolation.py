@@ -22,15 +22,18 @@ checks at start that it works here and says what is missing when it does not):
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import glob
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -200,8 +203,7 @@ def bwrap_args(
         args += ["--bind", jail.root, "/"]
     args += _base_mounts(jail.root)
     size = str(jail.tmp_bytes)
-    binds = [("--ro-bind", name, name) for name in _etc(jail)]
-    binds += [("--ro-bind", file, f"/etc/{name}") for name, file in _own_files(jail, private)]
+    binds = _etc_binds(jail, private)
     binds += [("--ro-bind", h, i) for h, i in jail.ro] + [("--bind", h, i) for h, i in jail.rw]
     binds += [("--tmpfs", "", inside) for inside in jail.hidden]
     binds += [("--tmpfs", size, inside) for inside in jail.tmpfs]
@@ -246,49 +248,126 @@ def _parents(binds: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     return [("--dir", "", parent) for parent in sorted(parents)]
 
 
-def _etc(jail: Jail) -> list[str]:
-    """The host's /etc files ``jail`` sees (those that exist)."""
+def _etc_binds(jail: Jail, private: str) -> list[tuple[str, str, str]]:
+    """What ``jail``'s /etc is made of: one folder (:func:`etc_folder`) and its image's
+    account files over it; or, for a build (whose /etc is its image's own, writable), the
+    host's files bound one by one over that, and the resolver written in ``private``."""
+    if jail.root is None:
+        binds = [("--ro-bind", etc_folder(jail.network, jail.accounts is not None), "/etc")]
+        if jail.accounts is not None:
+            for name in ACCOUNT_FILES:
+                file = os.path.join(jail.accounts, name)
+                if os.path.isfile(file) and not os.path.islink(file):
+                    binds.append(("--ro-bind", file, f"/etc/{name}"))
+        return binds
     names = [*ETC, *(USER_ETC if jail.users else ())]
-    if jail.network:  # the user-space stack's resolver instead (see _own_files)
-        names.remove("/etc/resolv.conf")
-    return [name for name in names if os.path.exists(name)]
-
-
-def _own_files(jail: Jail, private: str) -> list[tuple[str, str]]:
-    """The /etc files written for ``jail`` (in ``private``) or taken from its image, as
-    (name under /etc, host file)."""
-    own = {"passwd": PASSWD, "group": GROUP}
+    binds = [("--ro-bind", name, name) for name in names if os.path.exists(name)]
     if jail.network:  # the user-space stack's resolver, not the host's (maybe 127.0.0.53)
+        binds = [b for b in binds if b[2] != "/etc/resolv.conf"]
+        resolver = os.path.join(private, "resolv.conf")
+        with open(resolver, "w") as out:
+            out.write(netstack.RESOLV_CONF)
+        binds.append(("--ro-bind", resolver, "/etc/resolv.conf"))
+    return binds
+
+
+#: The account files an image's build starts with (see :func:`seed_accounts`).
+_ACCOUNTS = {
+    "passwd": PASSWD,
+    "group": GROUP,
+    "shadow": "root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n",
+    "gshadow": "root:*::\nnogroup:*::\n",
+}
+#: Built /etc folders, by whether the jail has a network and an image's accounts: (the
+#: host files' state, folder).
+_etc_folders: dict[tuple[bool, bool], tuple[tuple[object, ...], str]] = {}
+_etc_lock = threading.Lock()
+
+
+def etc_folder(network: bool, accounts: bool = False) -> str:
+    """The /etc every jail of this process sees, read-only, as one bind (each of its
+    files bound alone cost a sandbox's start some 4 ms): copies of the host's :data:`ETC`
+    and :data:`USER_ETC`, a jail's own ``passwd`` and ``group``, and, with a ``network``,
+    the user-space stack's resolver; with ``accounts``, empty files where an image's
+    ``shadow`` and ``gshadow`` are bound. Built once, and again when one of the host's
+    changes (a jail keeps the copy it started with)."""
+    sources = [*ETC, *USER_ETC]
+    state = tuple(_state_of(path) for path in sources)
+    key = (network, accounts)
+    with _etc_lock:
+        built = _etc_folders.get(key)
+        if built is not None and built[0] == state:
+            return built[1]
+        if not _etc_folders:
+            sweep_folders(_ETC_PREFIX)
+            atexit.register(_remove_etc_folders)
+        folder = os.path.join(private_folder(_ETC_PREFIX), "etc")
+        _fill_etc(folder, sources, network, accounts)
+        _etc_folders[key] = (state, folder)
+        _etc_made.append(os.path.dirname(folder))
+        return folder
+
+
+_ETC_PREFIX = "shoal-etc-"
+#: Every /etc folder this process built (a running jail may still hold an old one).
+_etc_made: list[str] = []
+
+
+def _state_of(path: str) -> object:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+def _fill_etc(folder: str, sources: list[str], network: bool, accounts: bool) -> None:
+    """Copy ``sources`` into ``folder``: only what any user of the host may read (PAM's
+    ``/etc/security/opasswd``, say, holds old password hashes, readable by root alone)."""
+    os.mkdir(folder, 0o755)
+    for source in sources:
+        target = os.path.join(folder, os.path.relpath(source, "/etc"))
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        if os.path.isdir(source):
+            shutil.copytree(source, target, symlinks=True, ignore=_private, dirs_exist_ok=True)
+        elif os.path.exists(source) and _public(source):
+            shutil.copy2(source, target)
+    own = {"passwd": PASSWD, "group": GROUP}
+    if accounts:  # mount points for an image's own (mode 0, should one ever show)
+        own.update({"shadow": "", "gshadow": ""})
+    if network:
         own["resolv.conf"] = netstack.RESOLV_CONF
-    found: list[tuple[str, str]] = []
-    for name in ACCOUNT_FILES:
-        if jail.accounts is None:
-            break
-        file = os.path.join(jail.accounts, name)
-        if os.path.isfile(file) and not os.path.islink(file):
-            found.append((name, file))
-            own.pop(name, None)
-    if jail.root is not None:  # a build writes its own /etc (seeded: see seed_accounts)
-        own = {key: value for key, value in own.items() if key == "resolv.conf"}
     for name, text in own.items():
-        file = os.path.join(private, name)
-        with open(file, "w") as out:
+        path = os.path.join(folder, name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with open(path, "w") as out:
             out.write(text)
-        found.append((name, file))
-    return found
+        os.chmod(path, 0 if "shadow" in name else 0o644)
+
+
+def _public(path: str) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IROTH)
+    except OSError:
+        return False
+
+
+def _private(folder: str, names: list[str]) -> set[str]:
+    """The entries of ``folder`` not for a jail (see :func:`_fill_etc`)."""
+    return {name for name in names if not _public(os.path.join(folder, name))}
+
+
+def _remove_etc_folders() -> None:
+    for parent in _etc_made:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def seed_accounts(etc: str) -> None:
     """Start an image's own /etc folder ``etc`` (a build's): the accounts of a jail, and
     the host's settings for adding users (``useradd``'s defaults and ``/etc/skel``)."""
     os.makedirs(etc, exist_ok=True)
-    seeds = {
-        "passwd": PASSWD,
-        "group": GROUP,
-        "shadow": "root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n",
-        "gshadow": "root:*::\nnogroup:*::\n",
-    }
-    for name, text in seeds.items():
+    for name, text in _ACCOUNTS.items():
         with open(os.path.join(etc, name), "w") as out:
             out.write(text)
     os.chmod(os.path.join(etc, "shadow"), 0o640)
@@ -299,6 +378,17 @@ def seed_accounts(etc: str) -> None:
             shutil.copytree(source, os.path.join(etc, name), symlinks=True, dirs_exist_ok=True)
         elif os.path.isfile(source):
             shutil.copy2(source, os.path.join(etc, name))
+
+
+def has_users(accounts: str) -> bool:
+    """Whether an image's account files (folder ``accounts``) name users beside root and
+    nobody (its build added some)."""
+    try:
+        with open(os.path.join(accounts, "passwd")) as source:
+            ids = [line.split(":")[2] for line in source if line.count(":") >= 6]
+    except (OSError, IndexError):
+        return False
+    return any(uid not in ("0", "65534") for uid in ids)
 
 
 def users_problem() -> str:
@@ -365,25 +455,22 @@ def command(
     userns_fd: int | None = None,
 ) -> list[str]:
     """The whole command line that runs ``argv`` in ``jail``: a shell that joins the
-    cgroups (before anything else runs) and execs prlimit, which sets the rlimits and
-    execs bwrap."""
-    join = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+    cgroups (before anything else runs), sets the rlimits (its own ``ulimit``: one exec
+    less than ``prlimit``) and execs bwrap."""
+    blocks = max(1, jail.file_bytes // 512)  # ulimit -f counts 512-byte blocks
+    script = (
+        'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; '
+        f"ulimit -f {blocks} && ulimit -n {jail.open_files} && ulimit -c 0 || exit 125; "
+        'exec "$@"'
+    )
     procs = group.procs if group is not None else []
-    limits = [
-        "prlimit",
-        f"--fsize={jail.file_bytes}",
-        f"--nofile={jail.open_files}",
-        "--core=0",
-        "--",
-    ]
     return [
         "/bin/sh",
         "-c",
-        join,
+        script,
         "sh",
         *procs,
         "--",
-        *limits,
         *bwrap_args(jail, private, seccomp_fd, info_fd, userns_fd),
         "--",
         *argv,

@@ -26,6 +26,7 @@ A process of another architecture than the host's is killed (the filter checks
 from __future__ import annotations
 
 import errno
+import functools
 import platform
 import struct
 
@@ -118,6 +119,7 @@ def _op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("=HBBI", code, jt, jf, k)
 
 
+@functools.cache
 def program(machine: str | None = None) -> bytes:
     """The filter for ``machine`` (default: this one's, ``platform.machine()``).
 

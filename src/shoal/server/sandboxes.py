@@ -420,7 +420,8 @@ class Sandbox:
             tmpfs = ("/home",)  # where the agent copies them (see sandbox_agent._homes)
         for inside, host, read_only in self.spec.volumes:
             (ro if read_only else rw).append((host, inside))
-        users = accounts is not None and not isolation.users_problem()
+        users = accounts is not None and isolation.has_users(accounts)
+        users = users and not isolation.users_problem()
         jail = isolation.Jail(
             ro=tuple(ro),
             hidden=isolation.interpreter_hidden(),
@@ -433,7 +434,13 @@ class Sandbox:
             users=users,
             tmpfs=tmpfs,
         )
-        argv = [_interpreter(), "-I", "-S", "/.shoal/agent/agent.pyc", "/.shoal/run/agent.sock"]
+        argv = [
+            _interpreter(),
+            "-I",
+            "-S",
+            "/.shoal/agent/agent.pyc",
+            "/.shoal/run/agent.sock",
+        ]
         argv += ["pty" if self.spec.pty else "pipes", *self.spec.command]
         read_end, write_end = os.pipe()
         os.write(write_end, seccomp.program())  # under a kilobyte: the pipe holds it
@@ -814,6 +821,8 @@ class Sandboxes:
 
     def __init__(self) -> None:
         self._all: dict[str, Sandbox] = {}
+        #: Ended sandboxes still listed, oldest first (the first forgotten).
+        self._ended: collections.deque[str] = collections.deque()
         #: Told of each sandbox once it started, and once it ended (the server keeps
         #: them in its store).
         self.on_started: Callable[[Sandbox], None] | None = None
@@ -867,7 +876,9 @@ class Sandboxes:
                 if "bwrap:" not in str(exc) or attempt + 1 == _START_ATTEMPTS:
                     raise ExecutionError(str(exc)) from None
         self._all[sandbox.object_id] = sandbox
-        self._forget_old()
+        sandbox.ended_callbacks.append(lambda: self._forget_old(sandbox.object_id))
+        if sandbox.ended.is_set():  # it ended as it started
+            self._forget_old(sandbox.object_id)
         if self.on_started is not None:
             self.on_started(sandbox)
         if self.on_ended is not None:
@@ -877,10 +888,11 @@ class Sandboxes:
                 told(sandbox)
         return sandbox
 
-    def _forget_old(self) -> None:
-        ended = [s for s in self._all.values() if s.ended.is_set()]
-        for sandbox in ended[: max(0, len(ended) - _KEEP_ENDED)]:
-            self._all.pop(sandbox.object_id, None)
+    def _forget_old(self, ended: str) -> None:
+        """Note that sandbox ``ended`` ended; forget the oldest ended past the few kept."""
+        self._ended.append(ended)
+        while len(self._ended) > _KEEP_ENDED:
+            self._all.pop(self._ended.popleft(), None)
 
     def get(self, object_id: str) -> Sandbox:
         found = self._all.get(object_id)
