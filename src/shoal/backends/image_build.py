@@ -421,14 +421,7 @@ class _Build:
             cwd=self.workdir,
             env=env,
         )
-        assert proc.stdout is not None
-        if stdin is not None and proc.stdin is not None:
-            proc.stdin.write(stdin)
-            await proc.stdin.drain()
-            proc.stdin.close()
-        async for raw in proc.stdout:
-            heard(raw)
-        return await proc.wait()
+        return await image_jail.talk(proc, stdin, heard)
 
 
 def _dpkg_installed(name: str) -> bool:

@@ -3,17 +3,19 @@
 Where the images built are isolated ones (an isolated server's functions, and every
 sandbox's), a build's commands are code of the app, so they run as its containers do
 (:mod:`shoal.backends.isolation`): namespaces, seccomp, no_new_privs, the host's ``/usr``
-read-only. What differs is what they may write: the image's own root folder is the
-jail's ``/``, writable, so a command that writes anywhere (``mkdir /srv``, ``useradd``'s
-``/etc/passwd``, a home under ``/home``) writes into the image and never onto the host;
-and the image's folder (its environment) is writable at its own path.
-The jail's ``/`` is the image's ``fs/`` folder, beside its ``root/`` (Modal's ``/root``,
-where containers start, bound at ``/root`` too). Root inside keeps
-the capabilities a build needs to own files for other users (``chown``), and the image's
-``/etc`` starts with a jail's accounts (:func:`isolation.seed_accounts`).
+read-only. What differs is what they may write. The jail's ``/`` is the image's own file
+tree (its ``fs/`` folder), writable, so a command that writes anywhere (``mkdir /srv``,
+``useradd``'s ``/etc/passwd``, a home under ``/home``) writes into the image and never
+onto the host; the image's folder (its environment) is writable at its own path, and its
+``root/`` (Modal's ``/root``, where containers start) at ``/root`` too. With a root
+server, root inside keeps the capabilities a build needs to own files for other users
+(``chown``; see :data:`isolation.USER_CAPS`), and the image's ``/etc`` starts with a
+jail's accounts (:func:`isolation.seed_accounts`). A jail of the built image then sees
+what the build made: :func:`tree`, and the account files.
 
 Outbound network goes through the user-space stack where installed (downloads), never to
-the host's loopback. A step with no network stack runs with its own loopback only.
+the host's loopback; a command starts once it is up. Without a network stack a step has
+its own loopback only.
 """
 
 from __future__ import annotations
@@ -102,14 +104,7 @@ async def run(
                 said = await proc.stdout.read(4096)
                 raise OSError(f"{exc}: {said.decode(errors='replace').strip()}") from None
         os.write(go_write, b"go\n")
-        assert proc.stdout is not None
-        if stdin is not None and proc.stdin is not None:
-            proc.stdin.write(stdin)
-            await proc.stdin.drain()
-            proc.stdin.close()
-        async for raw in proc.stdout:
-            on_line(raw)
-        return await proc.wait()
+        return await talk(proc, stdin, on_line)
     except BaseException:
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -125,6 +120,21 @@ async def run(
         if link is not None:
             await link.close()
         shutil.rmtree(private, ignore_errors=True)
+
+
+async def talk(
+    proc: asyncio.subprocess.Process, stdin: bytes | None, on_line: Callable[[bytes], None]
+) -> int:
+    """Write ``stdin`` to a build command (started with a pipe for it when not None), hand
+    each line of its output to ``on_line``, and return its exit code."""
+    assert proc.stdout is not None
+    if stdin is not None and proc.stdin is not None:
+        proc.stdin.write(stdin)
+        await proc.stdin.drain()
+        proc.stdin.close()
+    async for raw in proc.stdout:
+        on_line(raw)
+    return await proc.wait()
 
 
 def _command(jail: isolation.Jail, argv: Sequence[str]) -> tuple[str, list[str], list[int], int]:
@@ -155,16 +165,16 @@ def _jail(
     ro = [
         (os.path.realpath(path), path)
         for path in read_only
-        if os.path.exists(path) and not _within(os.path.realpath(path), home)
+        if os.path.exists(path) and not isolation.within(os.path.realpath(path), home)
     ]
     rw = [(folder, folder), *writable]
-    if not _within(workdir, folder):
+    if not isolation.within(workdir, folder):
         rw.append((workdir, workdir))
     users = not isolation.users_problem()
     return isolation.Jail(
         ro=tuple(ro),
         rw=tuple(rw),
-        hidden=tuple(h for h in (home,) if any(_within(h, host) for host, _ in ro + rw)),
+        hidden=tuple(h for h in (home,) if any(isolation.within(h, host) for host, _ in ro + rw)),
         workdir=workdir,
         tmp_bytes=_TMP_BYTES,
         file_bytes=_FILE_BYTES,
@@ -192,7 +202,3 @@ def tree(fs: str) -> list[tuple[str, str]]:
             if entry.name not in _MADE_BY_JAIL and entry.is_dir(follow_symlinks=False):
                 found.append((entry.path, "/" + entry.name))
     return found
-
-
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")

@@ -438,6 +438,11 @@ def user_namespace() -> int:
             holder.stderr.close()
 
 
+def within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (paths as given, not resolved)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
 def _covered(path: str, jail: Jail) -> bool:
     """Whether ``path`` lies in a bind (then it is that bind's folder, not a tmpfs)."""
     return any(

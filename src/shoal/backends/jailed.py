@@ -150,7 +150,7 @@ def _a_package_folder(path: str) -> bool:
     parts = path.split(os.sep)
     if "site-packages" in parts or "dist-packages" in parts:
         return True
-    return any(_within(path, prefix) for prefix in (sys.prefix, sys.base_prefix))
+    return any(isolation.within(path, prefix) for prefix in (sys.prefix, sys.base_prefix))
 
 
 def container_jail(
@@ -178,13 +178,13 @@ def container_jail(
     ro = []
     for path in _outermost([*interpreter_binds(image), *code_paths]):
         real = os.path.realpath(path)
-        if _within(real, home) or real in _NEVER:
+        if isolation.within(real, home) or real in _NEVER:
             continue  # never the server's home, nor the host's whole root or state
         ro.append((real, path))
     for file in code_files:
         real = os.path.realpath(file)
-        if os.path.isfile(real) and not _within(real, home):
-            if not any(_within(real, host) for host, _ in ro):
+        if os.path.isfile(real) and not isolation.within(real, home):
+            if not any(isolation.within(real, host) for host, _ in ro):
                 ro.append((real, os.path.abspath(file)))
     # A bind that holds the home or the client's profile (its token), as a project folder
     # that is the user's home would, hides them.
@@ -192,7 +192,7 @@ def container_jail(
     hidden = [
         path
         for path in secret
-        if os.path.exists(path) and any(_within(path, host) for host, _ in ro)
+        if os.path.exists(path) and any(isolation.within(path, host) for host, _ in ro)
     ]
     for digest, root in (bundles or {}).items():
         ro.append((root, bundle.folder(BUNDLES, digest)))
@@ -254,16 +254,12 @@ def group_for(pid: int, limits: cgroups.Limits) -> cgroups.Group | None:
     return group
 
 
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
 def _outermost(paths: Sequence[str]) -> list[str]:
     """``paths`` without duplicates or paths inside another of them (absolute, existing)."""
     found = sorted({os.path.abspath(p) for p in paths if p and os.path.isdir(p)})
     kept: list[str] = []
     for path in found:
-        if not any(_within(path, outer) for outer in kept):
+        if not any(isolation.within(path, outer) for outer in kept):
             kept.append(path)
     return kept
 
