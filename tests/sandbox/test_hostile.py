@@ -81,6 +81,27 @@ def test_a_fork_bomb_hits_its_pid_limit_and_goes_with_terminate(
     assert bomb.wait() == 137
 
 
+def test_a_fork_bomb_in_an_image_build_stops_at_its_limit_and_leaves_nothing(
+    app: shoal.App,
+) -> None:
+    from shoal.exception import ImageBuildError
+
+    spawn = "i=0; while [ $i -lt 4200 ]; do sleep 60 & i=$((i+1)); done; echo all-started"
+    with pytest.raises(ImageBuildError, match="Cannot fork"):  # its jail holds 4,096
+        shoal.Sandbox.create(app=app, image=shoal.Image.debian_slim().run_commands(spawn))
+    wait_until(lambda: not _sleepers(), 10, "the build's processes to end with its jail")
+    _healthy(app)
+
+
+def _sleepers() -> list[str]:
+    found = []
+    for status in glob.glob("/proc/[0-9]*/cmdline"):
+        with contextlib.suppress(OSError), open(status, "rb") as f:
+            if f.read() == b"sleep\x0060\x00":
+                found.append(status)
+    return found
+
+
 def test_a_memory_bomb_is_reported_as_out_of_memory(app: shoal.App) -> None:
     import sys
 

@@ -22,19 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 
 from shoal import settings
-from shoal.backends import isolation, netstack, seccomp
+from shoal.backends import cgroups, isolation, netstack, seccomp
 
 #: Bytes /tmp may hold, the largest file a step may write (wheels, model weights).
 _TMP_BYTES = 8 * 1024**3
 _FILE_BYTES = 64 * 1024**3
 #: The prefix of each build step's private folder, before the server's pid.
 _PRIVATE = "shoal-build-"
+#: Processes a build step may hold at once (a fork bomb stops there; memory is not capped:
+#: builds differ too much), through a cgroup where one is writable.
+_PIDS = 4096
+_numbers = itertools.count(1)
 
 
 def problem() -> str:
@@ -75,7 +80,7 @@ async def run(
     go_read, go_write = os.pipe()
     gated = ["/bin/sh", "-c", f'read -r _ < /proc/self/fd/{go_read}; exec "$@"', "sh", *argv]
     try:
-        private, line, passed, info_read = await asyncio.to_thread(_command, jail, gated)
+        private, group, line, passed, info_read = await asyncio.to_thread(_command, jail, gated)
     except BaseException:
         os.close(go_read)
         os.close(go_write)
@@ -119,6 +124,8 @@ async def run(
                     os.close(fd)
         if link is not None:
             await link.close()
+        if group is not None:
+            await asyncio.to_thread(group.remove)
         shutil.rmtree(private, ignore_errors=True)
 
 
@@ -137,20 +144,27 @@ async def talk(
     return await proc.wait()
 
 
-def _command(jail: isolation.Jail, argv: Sequence[str]) -> tuple[str, list[str], list[int], int]:
-    """A build step's private folder, command line, the descriptors it inherits and the
-    pipe bubblewrap says its pid on (-1: none, without a network to join)."""
+def _command(
+    jail: isolation.Jail, argv: Sequence[str]
+) -> tuple[str, cgroups.Group | None, list[str], list[int], int]:
+    """A build step's private folder, cgroup (None: none writable here), command line,
+    the descriptors it inherits and the pipe bubblewrap says its pid on (-1: none,
+    without a network to join)."""
     isolation.sweep_folders(_PRIVATE)
     private = isolation.private_folder(_PRIVATE)
+    group = None
+    if cgroups.version():  # named as a pool's are: a sweep removes it if this process dies
+        name = f"pool-{os.getpid()}-build{next(_numbers)}"
+        group = cgroups.Group(name, cgroups.Limits(pids=_PIDS))
     read_end, write_end = os.pipe()
     os.write(write_end, seccomp.program())  # under a kilobyte: the pipe holds it
     os.close(write_end)
     info_read, info_write = os.pipe() if jail.network else (-1, -1)
     userns = isolation.user_namespace() if jail.users else None
     info = info_write if jail.network else None
-    line = isolation.command(jail, argv, private, read_end, None, info, userns)
+    line = isolation.command(jail, argv, private, read_end, group, info, userns)
     passed = [fd for fd in (read_end, info_write, userns) if fd is not None and fd >= 0]
-    return private, line, passed, info_read
+    return private, group, line, passed, info_read
 
 
 def _jail(
