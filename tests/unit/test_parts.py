@@ -285,3 +285,17 @@ def test_public_names_are_pinned() -> None:
         "web_server",
         "wsgi_app",
     ]
+
+
+def test_a_failed_jailed_build_command_says_what_a_jail_cannot_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shoal.backends import image_build, isolation
+
+    assert "apt_install" in image_build._jailed_hint(["sh", "-c", "apt-get install -y jq"])
+    monkeypatch.setattr(isolation, "users_problem", lambda: "the server is not root")
+    hint = image_build._jailed_hint(["sh", "-c", "useradd -m coder"])
+    assert "no users but root: the server is not root" in hint
+    assert image_build._jailed_hint(["sh", "-c", "make"]) == ""
+    monkeypatch.setattr(isolation, "users_problem", lambda: "")
+    assert image_build._jailed_hint(["sh", "-c", "useradd -m coder"]) == ""

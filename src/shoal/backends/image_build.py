@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from shoal import settings
-from shoal.backends import image_jail
+from shoal.backends import image_jail, isolation
 from shoal.exception import ImageBuildError
 from shoal.spec.image import Environment, Recipe, Step
 
@@ -393,12 +393,7 @@ class _Build:
             raise ImageBuildError(f"image step {what}: {exc}") from None
         if code != 0:
             output = "\n".join(tail)
-            if jailed and re.search(r"\b(apt|apt-get|dpkg)\b", " ".join(command)):
-                output += (
-                    "\n(build commands run in a jail, where the host's /usr is read-only: "
-                    "install Debian packages with Image.apt_install, which SHOAL_ALLOW_APT=1 "
-                    "lets a build run on the host)"
-                )
+            output += _jailed_hint(command) if jailed else ""
             raise ImageBuildError(f"image step {what} failed (exit {code}):\n{output}")
 
     def _base_prefix(self) -> str:
@@ -422,6 +417,21 @@ class _Build:
             env=env,
         )
         return await image_jail.talk(proc, stdin, heard)
+
+
+def _jailed_hint(command: list[str]) -> str:
+    """Why a jailed build command that failed may have failed, when its words say."""
+    said = " ".join(command)
+    if re.search(r"\b(apt|apt-get|dpkg)\b", said):
+        return (
+            "\n(build commands run in a jail, where the host's /usr is read-only: install "
+            "Debian packages with Image.apt_install, which SHOAL_ALLOW_APT=1 lets a build run "
+            "on the host)"
+        )
+    why = isolation.users_problem()
+    if why and re.search(r"\b(useradd|adduser|groupadd|chown|su|runuser)\b", said):
+        return f"\n(a jail here has no users but root: {why})"
+    return ""
 
 
 def _dpkg_installed(name: str) -> bool:
