@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,11 @@ os.environ.update(LOOPBACK_ENV)
 # Tests never use the developer's own server or profile (a test that wants a server starts
 # one and points its clients at it).
 private_home("shoal-test-home-")
+
+# Tests send Ctrl-C to the processes they start, which inherit an ignored SIGINT (and then
+# never see it) when this run was started as a shell's background job: take it back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
