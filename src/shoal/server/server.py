@@ -1086,6 +1086,7 @@ def isolated(options: ServerOptions, backend: Backend) -> bool:
     """
     try:
         wanted = options.isolation if options.isolation is not None else settings.isolation()
+        settings.container_transport()  # read with the rest at start: a bad value said here
     except ValueError as exc:
         raise InvalidError(str(exc)) from None
     if not backend.one_machine:  # each node checks for itself (one that cannot is left out)
