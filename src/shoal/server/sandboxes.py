@@ -834,6 +834,8 @@ class Sandboxes:
         #: Sandboxes' images: built on this machine, where sandboxes run, whatever the
         #: functions' backend, with their commands jailed (see backends/image_jail.py).
         self._images = ImageBuilder(settings.image_cache(), jailed=True)
+        #: What each recipe built to (a recipe's digest hashes its files; found once).
+        self._built: dict[Recipe, Environment] = {}
 
     async def build_image(self, recipe: Recipe, log: Callable[[str], None]) -> Environment:
         """The environment of a sandbox's image ``recipe``, built (or found) here.
@@ -845,7 +847,10 @@ class Sandboxes:
         why = self.problem()
         if why:
             raise InvalidError(f"sandboxes need isolation, which does not work here: {why}")
-        return await self._images.build(recipe, log)
+        built = self._built.get(recipe)
+        if built is None:
+            built = self._built[recipe] = await self._images.build(recipe, log)
+        return built
 
     def problem(self) -> str:
         """ "" when sandboxes can run here, else why not."""
