@@ -42,11 +42,6 @@ _PIDS = 4096
 _numbers = itertools.count(1)
 
 
-def problem() -> str:
-    """ "" when build steps can run jailed here, else why not."""
-    return isolation.problem()
-
-
 def prepare(fs: str) -> None:
     """Start a new image's file tree ``fs`` (its build jails' ``/``): the /etc and /home
     a jail of it uses."""

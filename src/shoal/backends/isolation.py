@@ -176,8 +176,8 @@ def bwrap_args(
     userns_fd: int | None = None,
 ) -> list[str]:
     """bwrap's options for ``jail`` (everything before the command); ``private`` is a
-    host folder of this process alone (its /etc/passwd and /etc/group are written
-    there), ``seccomp_fd`` an open file holding :func:`seccomp.program`; bwrap writes
+    host folder of this jail alone (a build's resolver is written there: see
+    :func:`_etc_binds`), ``seccomp_fd`` an open file holding :func:`seccomp.program`; bwrap writes
     the jail's first process's pid (as JSON) to ``info_fd`` when given, and enters the
     user namespace ``userns_fd`` (:func:`user_namespace`) instead of making one."""
     path = bwrap()
@@ -445,9 +445,7 @@ def within(path: str, folder: str) -> bool:
 
 def _covered(path: str, jail: Jail) -> bool:
     """Whether ``path`` lies in a bind (then it is that bind's folder, not a tmpfs)."""
-    return any(
-        path == inside or path.startswith(inside + "/") for _, inside in (*jail.ro, *jail.rw)
-    )
+    return any(within(path, inside) for _, inside in (*jail.ro, *jail.rw))
 
 
 def command(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, TextIO
 
 from shoal import settings
-from shoal.backends import cgroups, control_relay, image_jail, isolation, jailed
+from shoal.backends import cgroups, control_relay, isolation, jailed
 from shoal.backends.base import (
     Backend,
     BuildLog,
@@ -113,7 +113,7 @@ class LocalBackend(Backend):
 
     async def build_image(self, recipe: Recipe, log: BuildLog) -> Environment:
         if self._images is None:
-            jail_builds = self.isolated and not image_jail.problem()
+            jail_builds = self.isolated and not isolation.problem()
             self._images = ImageBuilder(settings.image_cache(), jailed=jail_builds)
         built = await self._images.build(recipe, log)
         self._built[built.digest] = built
@@ -172,8 +172,8 @@ class LocalBackend(Backend):
         process's environment (see :mod:`shoal.backends.jailed`).
 
         Raises:
-            OSError: containers here reach their control plane other than by a Unix
-                socket, or the bundle cannot be had.
+            OSError: the control plane's address is not known yet, or the bundle cannot
+                be had.
         """
         address = await self._jail_address()
         bundles: dict[str, str] = {}
@@ -191,7 +191,7 @@ class LocalBackend(Backend):
 
     async def _jail_address(self) -> str:
         """Where a jailed container reaches its control plane: the control plane's own Unix
-        socket, or a relay's, listening, to a control plane on TCP (see backends/control_relay.py).
+        socket, or, to a control plane on TCP, a relay's, listening (backends/control_relay.py).
 
         Raises:
             OSError: the control plane's address is not known yet.
